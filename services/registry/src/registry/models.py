@@ -1,0 +1,26 @@
+"""Registry tables: providers and their approvals per funder and service category."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class Provider(SQLModel, table=True):
+    __tablename__ = "registry_provider"
+    id: str = Field(primary_key=True, max_length=64)
+    business_id: str = Field(max_length=9, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=200)
+    iban: str = Field(max_length=34)
+    created_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
+class Approval(SQLModel, table=True):
+    __tablename__ = "registry_approval"
+    __table_args__ = (sa.UniqueConstraint("provider_id", "funder_id", "category", name="uq_registry_approval"),)
+    id: str = Field(primary_key=True, max_length=64)
+    provider_id: str = Field(foreign_key="registry_provider.id", max_length=64)
+    funder_id: str = Field(max_length=40)
+    category: str = Field(max_length=40)
+    approved_at: datetime = Field(sa_type=sa.DateTime(timezone=True))

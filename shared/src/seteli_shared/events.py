@@ -1,0 +1,202 @@
+"""Event contracts: every event a pydantic model, defined once, wrapped in a CloudEvents 1.0
+envelope that is the JSON body of the AMQP message.
+
+The ``type`` carries a version (``fi.seteli.voucher.issued.v1``); the routing key is the same
+without the prefix (``voucher.issued.v1``). An additive change keeps the version; a breaking
+change adds ``.v2``. Consumers ignore unknown fields.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from .logging import causation_id_var, correlation_id_var, new_id
+
+TYPE_PREFIX = "fi.seteli."
+
+FunderId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+Category = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,40}$")]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Event(BaseModel):
+    """Base of every domain event. Subclasses set ``event_name`` (``aggregate.action``) and ``version``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_name: ClassVar[str]
+    version: ClassVar[int] = 1
+    registry: ClassVar[dict[str, type["Event"]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "event_name" in cls.__dict__:
+            Event.registry[cls.event_type()] = cls
+
+    @classmethod
+    def routing_key(cls) -> str:
+        return f"{cls.event_name}.v{cls.version}"
+
+    @classmethod
+    def event_type(cls) -> str:
+        return TYPE_PREFIX + cls.routing_key()
+
+    def subject(self) -> str | None:
+        return None
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0 structured-mode JSON, with the correlation extension."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    specversion: str = "1.0"
+    id: str = Field(default_factory=new_id)
+    source: str
+    type: str
+    time: datetime = Field(default_factory=utcnow)
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    data: dict[str, Any]
+    correlationid: str | None = None
+    causationid: str | None = None
+
+    @classmethod
+    def wrap(cls, event: Event, source: str) -> "Envelope":
+        eid = new_id()
+        return cls(
+            id=eid,
+            source=f"/seteli/{source}",
+            type=event.event_type(),
+            subject=event.subject(),
+            data=event.model_dump(mode="json"),
+            correlationid=correlation_id_var.get() or eid,
+            causationid=causation_id_var.get(),
+        )
+
+    @property
+    def routing_key(self) -> str:
+        return self.type.removeprefix(TYPE_PREFIX)
+
+    def event(self) -> Event:
+        """The typed event; raises KeyError for an unknown type, ValidationError for bad data."""
+        return Event.registry[self.type].model_validate(self.data)
+
+
+# ---------------------------------------------------------------- registry
+class ProviderRegistered(Event):
+    event_name = "provider.registered"
+    provider_id: str
+    business_id: str
+    name: str
+    registered_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+class ProviderApproved(Event):
+    event_name = "provider.approved"
+    approval_id: str
+    provider_id: str
+    funder_id: FunderId
+    category: Category
+    approved_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+# ---------------------------------------------------------------- vouchers
+class VoucherIssued(Event):
+    event_name = "voucher.issued"
+    voucher_id: str
+    funder_id: FunderId
+    client_ref: str
+    decision_ref: str
+    category: Category
+    unit: str
+    units_per_period: Decimal
+    period: str
+    value_per_unit_cents: int
+    valid_from: date
+    valid_until: date
+    issued_at: datetime
+
+    def subject(self) -> str:
+        return self.voucher_id
+
+
+class VoucherProviderChosen(Event):
+    event_name = "voucher.provider_chosen"
+    voucher_id: str
+    funder_id: FunderId
+    provider_id: str
+    category: Category
+    chosen_at: datetime
+
+    def subject(self) -> str:
+        return self.voucher_id
+
+
+# ---------------------------------------------------------------- payments
+class ChargeAccepted(Event):
+    event_name = "charge.accepted"
+    charge_id: str
+    voucher_id: str
+    funder_id: FunderId
+    provider_id: str
+    category: Category
+    service_date: date
+    units: Decimal
+    unit_price_cents: int
+    amount_cents: int
+    own_share_cents: int
+    accepted_at: datetime
+
+    def subject(self) -> str:
+        return self.charge_id
+
+
+class ChargeSettled(Event):
+    event_name = "charge.settled"
+    charge_id: str
+    settlement_id: str
+    voucher_id: str
+    funder_id: FunderId
+    provider_id: str
+    category: Category
+    gross_cents: int
+    fee_cents: int
+    net_cents: int
+    settled_at: datetime
+
+    def subject(self) -> str:
+        return self.charge_id
+
+
+class SettlementCreated(Event):
+    """One provider's settlement with one funder: the basis of its settlement notice and payout."""
+
+    event_name = "settlement.created"
+    settlement_id: str
+    funder_id: FunderId
+    provider_id: str
+    charge_count: int
+    gross_cents: int
+    fee_cents: int
+    net_cents: int
+    fee_rate: Decimal
+    created_at: datetime
+
+    def subject(self) -> str:
+        return self.settlement_id
+
+
+ALL_EVENTS: tuple[type[Event], ...] = tuple(Event.registry.values())

@@ -1,0 +1,49 @@
+"""Money is integer cents; rates are Decimal. Every rounding in the system goes through here."""
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+
+def round_cents(amount: Decimal) -> int:
+    """Round an amount of cents to whole cents, half away from zero (the one commercial rule)."""
+    return int(Decimal(amount).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def fee_cents(gross_cents: int, rate: Decimal) -> int:
+    """The operator's fee on a settled gross amount."""
+    if gross_cents < 0:
+        raise ValueError("gross must not be negative")
+    return round_cents(Decimal(gross_cents) * Decimal(rate))
+
+
+def allocate(total_cents: int, weights: list[int]) -> list[int]:
+    """Split ``total_cents`` in proportion to ``weights`` so that the parts sum exactly
+    to the total (largest remainder; ties go to the earlier item)."""
+    if not weights:
+        if total_cents:
+            raise ValueError("cannot allocate a non-zero total over nothing")
+        return []
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        parts = [0] * len(weights)
+        parts[0] = total_cents
+        return parts
+    exact = [Decimal(total_cents) * w / weight_sum for w in weights]
+    parts = [int(x.to_integral_value(rounding=ROUND_FLOOR)) for x in exact]
+    short = total_cents - sum(parts)
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in order[:short]:
+        parts[i] += 1
+    return parts
+
+
+def units_amount_cents(units: Decimal, unit_price_cents: int) -> int:
+    """Amount of ``units`` (hours, visits... possibly fractional) at a price per unit."""
+    return round_cents(Decimal(units) * unit_price_cents)
+
+
+def euros(cents: int) -> str:
+    """Display form, e.g. 9500 -> '95.00'."""
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}{cents // 100}.{cents % 100:02d}"

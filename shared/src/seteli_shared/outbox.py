@@ -1,0 +1,152 @@
+"""Transactional outbox: ``add_event`` writes the event in the caller's transaction; the relay
+publishes unsent rows with confirms and marks them sent.
+
+On PostgreSQL the relay claims rows with ``FOR UPDATE SKIP LOCKED`` and keeps them locked until
+they are marked sent, so several relays never publish the same row twice. A relay that dies after
+publishing but before committing leaves the rows unsent; they are published again and the
+consumers' inbox drops the duplicates (same message id). SQLite (the embedded default) runs one
+relay per service.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Awaitable, Callable
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from .bus import Bus
+from .events import TYPE_PREFIX, Envelope, Event
+from .logging import get_logger
+from .messaging import OutboxMessage
+
+log = get_logger(__name__)
+T = OutboxMessage.__table__
+_relay_wakeups: set[asyncio.Event] = set()
+
+
+def _wake_relays(_session) -> None:  # noqa: ANN001
+    for ev in list(_relay_wakeups):
+        ev.set()
+
+
+async def add_event(session: AsyncSession, event: Event, source: str) -> Envelope:
+    """Record ``event`` for publishing, in the session's current transaction."""
+    env = Envelope.wrap(event, source)
+    await session.execute(
+        T.insert().values(
+            message_id=env.id,
+            routing_key=env.routing_key,
+            body=env.model_dump_json(),
+            created_at=env.time,
+            attempts=0,
+        )
+    )
+    if not session.info.get("outbox_hook"):
+        session.info["outbox_hook"] = True
+        sa_event.listen(session.sync_session, "after_commit", _wake_relays)
+    return env
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30.0, 0.5 * 2 ** min(attempts, 6)))
+
+
+class OutboxRelay:
+    def __init__(self, engine: AsyncEngine, bus: Bus, batch_size: int = 500, idle_seconds: float = 0.2):
+        self.engine = engine
+        self.bus = bus
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self.postgres = engine.dialect.name == "postgresql"
+        #: fault injection for tests: called after publishing, before marking sent
+        self.after_publish: Callable[[list], Awaitable[None]] | None = None
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+
+    def _claim_query(self, now: datetime):
+        q = (
+            select(T.c.seq, T.c.message_id, T.c.routing_key, T.c.body, T.c.attempts)
+            .where(T.c.sent_at.is_(None))
+            .where(or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at <= now))
+            .order_by(T.c.seq)
+            .limit(self.batch_size)
+        )
+        return q.with_for_update(skip_locked=True) if self.postgres else q
+
+    async def _publish_rows(self, rows) -> list[BaseException | None]:  # noqa: ANN001
+        async def one(row) -> None:  # noqa: ANN001
+            await self.bus.publish(
+                row.body.encode(), row.routing_key, message_id=row.message_id, type_=TYPE_PREFIX + row.routing_key
+            )
+
+        return await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+
+    async def _mark(self, conn, rows, results) -> None:  # noqa: ANN001
+        now = datetime.now(timezone.utc)
+        sent = [r.seq for r, res in zip(rows, results) if res is None]
+        if sent:
+            await conn.execute(update(T).where(T.c.seq.in_(sent)).values(sent_at=now))
+        for row, res in zip(rows, results):
+            if res is not None:
+                log.warning("outbox.publish_failed", message_id=row.message_id, routing_key=row.routing_key,
+                            attempts=row.attempts + 1, error=repr(res))
+                await conn.execute(
+                    update(T).where(T.c.seq == row.seq).values(
+                        attempts=row.attempts + 1, next_attempt_at=now + _backoff(row.attempts),
+                        last_error=repr(res)[:1000],
+                    )
+                )
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many rows it handled."""
+        now = datetime.now(timezone.utc)
+        async with self.engine.connect() as conn:
+            if self.postgres:
+                async with conn.begin():
+                    rows = (await conn.execute(self._claim_query(now))).all()
+                    if not rows:
+                        return 0
+                    results = await self._publish_rows(rows)
+                    if self.after_publish:
+                        await self.after_publish(rows)
+                    await self._mark(conn, rows, results)
+            else:
+                async with conn.begin():
+                    rows = (await conn.execute(self._claim_query(now))).all()
+                if not rows:
+                    return 0
+                results = await self._publish_rows(rows)
+                if self.after_publish:
+                    await self.after_publish(rows)
+                async with conn.begin():
+                    await self._mark(conn, rows, results)
+        return len(rows)
+
+    async def run(self) -> None:
+        _relay_wakeups.add(self._wakeup)
+        try:
+            while not self._stopping:
+                try:
+                    handled = await self.relay_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001  (database or broker down: keep trying)
+                    log.warning("outbox.relay_error", error=repr(exc))
+                    handled = 0
+                    await asyncio.sleep(1.0)
+                if handled == 0:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), self.idle_seconds)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            _relay_wakeups.discard(self._wakeup)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+

@@ -1,0 +1,78 @@
+"""Settings from the environment (pydantic-settings), one class per service.
+
+Every service reads the same base variables; a service subclasses it for its own.
+Unsafe defaults are refused outside development (see ``check_production``).
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SIGNING_SECRET = "seteli-development-signing-secret-do-not-use-in-production"
+
+
+class ServiceSettings(BaseSettings):
+    """Common settings. Environment variables are the upper-case field names."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    service_name: str = "service"
+    environment: Literal["development", "test", "production"] = "development"
+    #: ``postgresql+asyncpg://...`` or ``sqlite+aiosqlite:///path``; empty = embedded SQLite file
+    database_url: str = ""
+    data_dir: Path = Path("var")
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: prefix of every exchange and queue name; lets several systems (or test runs) share one broker
+    bus_namespace: str = "seteli"
+    #: deliveries of one message before the broker dead-letters it
+    delivery_limit: int = Field(default=5, ge=1)
+    consumer_prefetch: int = Field(default=256, ge=1)
+    consumer_batch_size: int = Field(default=128, ge=1)
+    publish_timeout_seconds: float = 10.0
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_idle_seconds: float = 0.2
+    log_level: str = "INFO"
+    log_json: bool = True
+    migrate_on_start: bool = True
+
+    # --- identity (OAuth2 bearer JWTs) ---
+    jwt_issuer: str = "seteli-dev"
+    jwt_audience: str = "seteli"
+    #: JWKS document URL or file path (production keys, asymmetric)
+    jwks_url: str = ""
+    #: HS256 secret accepted only in development/test
+    dev_signing_secret: str = DEV_SIGNING_SECRET
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "ServiceSettings":
+        if not self.database_url:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / (self.service_name + '.db')}"
+        if self.environment == "production":
+            if self.dev_signing_secret == DEV_SIGNING_SECRET:
+                # the development secret is simply not used in production
+                self.dev_signing_secret = ""
+            if not self.jwks_url:
+                raise ValueError("JWKS_URL must be set when ENVIRONMENT=production")
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment in ("development", "test")
+
+    @property
+    def exchange_name(self) -> str:
+        return f"{self.bus_namespace}.events"
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.bus_namespace}.{self.service_name}"
+
+
+class PaymentsRules(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+    operator_fee_rate: Decimal = Decimal("0.05")
