@@ -47,3 +47,15 @@ def euros(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     cents = abs(cents)
     return f"{sign}{cents // 100}.{cents % 100:02d}"
+
+
+def to_hundredths(quantity: Decimal) -> int:
+    """Units (hours, visits...) are kept as integer hundredths; more precision is refused."""
+    scaled = Decimal(quantity) * 100
+    if scaled != scaled.to_integral_value():
+        raise ValueError("units may have at most two decimals")
+    return int(scaled)
+
+
+def from_hundredths(hundredths: int) -> Decimal:
+    return (Decimal(hundredths) / 100).quantize(Decimal("0.01"))

@@ -1,0 +1,17 @@
+# The two commands: `make run` starts the whole system, `make test` runs every test.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: run test bootstrap bench
+
+bootstrap:
+	@./scripts/bootstrap.sh
+
+run: bootstrap
+	@.venv/bin/python scripts/run_all.py
+
+test: bootstrap
+	@./scripts/test.sh
+
+bench: bootstrap
+	@.venv/bin/python bench/bus_pipeline.py

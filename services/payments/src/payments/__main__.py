@@ -1,0 +1,12 @@
+from seteli_shared.cli import service_main
+
+from .app import SPEC
+from .settings import PaymentsSettings
+
+
+def main() -> None:
+    service_main(SPEC, PaymentsSettings, "payments.app:create_app", default_port=8003)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from seteli_shared.service import ServiceSpec, create_service_app
+
+from .api import router
+from .handlers import HANDLERS
+from .settings import PaymentsSettings
+
+SPEC = ServiceSpec(
+    name="payments",
+    migrations_dir=Path(__file__).parent / "migrations",
+    routers=[router],
+    handlers=HANDLERS,
+    title="seteli payments",
+    description="Charges, the double-entry ledger, settlements.",
+)
+
+
+def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings or PaymentsSettings())

@@ -1,0 +1,149 @@
+"""Payments use cases: each one transaction that changes state, posts to the ledger and records
+its events in the outbox together."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from itertools import groupby
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from seteli_shared.errors import Conflict
+from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
+from seteli_shared.logging import get_logger, new_id
+from seteli_shared.money import from_hundredths
+from seteli_shared.outbox import add_event
+
+from . import domain
+from .models import ApprovalView, Charge, LedgerEntry, LedgerTransaction, Settlement, VoucherView
+
+SOURCE = "payments"
+log = get_logger(__name__)
+
+
+async def post(session: AsyncSession, kind: str, reference: str, postings: list[tuple[str, int]],
+               at: datetime) -> None:
+    txn_id = new_id()
+    session.add(LedgerTransaction(id=txn_id, kind=kind, reference=reference, created_at=at))
+    await session.flush()
+    await session.execute(LedgerEntry.__table__.insert(), [
+        {"transaction_id": txn_id, "account": account, "amount_cents": amount} for account, amount in postings])
+
+
+def _terms(view: VoucherView | None) -> domain.VoucherTerms | None:
+    if view is None or not view.issued:
+        return None
+    return domain.VoucherTerms(view.funder_id, view.category, view.units_per_period_x100, view.period,
+                               view.value_per_unit_cents, view.valid_from, view.valid_until, view.provider_id)
+
+
+async def accept_charge(session: AsyncSession, voucher_id: str, provider_reference: str,
+                        req: domain.ChargeRequest) -> tuple[Charge, bool]:
+    """Returns the charge and whether it is new. The provider's own reference makes a retry safe."""
+    earlier = (await session.execute(select(Charge).where(
+        Charge.provider_id == req.provider_id, Charge.provider_reference == provider_reference))).scalar_one_or_none()
+    if earlier is not None:
+        same = (earlier.voucher_id, earlier.service_date, earlier.units_x100) == (
+            voucher_id, req.service_date, req.units_x100) and req.unit_price_cents in (None, earlier.unit_price_cents)
+        if not same:
+            raise Conflict("duplicate_reference", "this provider reference was already used for another charge",
+                           charge_id=earlier.id)
+        return earlier, False
+    # take the voucher's write lock before reading what is used, so concurrent charges queue up
+    await session.execute(update(VoucherView).where(VoucherView.voucher_id == voucher_id)
+                          .values(version=VoucherView.version + 1))
+    view = await session.get(VoucherView, voucher_id)
+    terms = _terms(view)
+    approved = used = 0
+    if terms is not None:
+        approved = await session.get(ApprovalView, (terms.funder_id, req.provider_id, terms.category)) is not None
+        start, end = domain.period_bounds(terms, req.service_date)
+        used = (await session.execute(select(func.coalesce(func.sum(Charge.units_x100), 0)).where(
+            Charge.voucher_id == voucher_id, Charge.service_date >= start, Charge.service_date <= end))).scalar_one()
+    amounts = domain.validate_charge(terms, bool(approved), int(used), req, date.today())
+    now = datetime.now(timezone.utc)
+    charge = Charge(
+        id=new_id(), voucher_id=voucher_id, funder_id=terms.funder_id, provider_id=req.provider_id,
+        category=terms.category, provider_reference=provider_reference, service_date=req.service_date,
+        units_x100=req.units_x100, unit_price_cents=amounts.unit_price_cents, amount_cents=amounts.amount_cents,
+        own_share_cents=amounts.own_share_cents, status=domain.ACCEPTED, accepted_at=now,
+    )
+    session.add(charge)
+    await session.flush()
+    await post(session, "charge", charge.id,
+               domain.charge_postings(charge.funder_id, charge.provider_id, charge.amount_cents), now)
+    await add_event(session, ChargeAccepted(
+        charge_id=charge.id, voucher_id=voucher_id, funder_id=charge.funder_id, provider_id=charge.provider_id,
+        category=charge.category, service_date=charge.service_date, units=from_hundredths(charge.units_x100),
+        unit_price_cents=charge.unit_price_cents, amount_cents=charge.amount_cents,
+        own_share_cents=charge.own_share_cents, accepted_at=now), SOURCE)
+    return charge, True
+
+
+async def run_settlement(session: AsyncSession, fee_rate: Decimal) -> list[Settlement]:
+    """Settle every accepted, unsettled charge: one settlement per provider and funder."""
+    q = (select(Charge.id, Charge.funder_id, Charge.provider_id, Charge.voucher_id, Charge.category,
+                Charge.amount_cents)
+         .where(Charge.status == domain.ACCEPTED, Charge.settlement_id.is_(None))
+         .order_by(Charge.funder_id, Charge.provider_id, Charge.accepted_at, Charge.id)
+         .with_for_update(skip_locked=True))
+    rows = (await session.execute(q)).all()
+    now = datetime.now(timezone.utc)
+    settlements: list[Settlement] = []
+    for (funder_id, provider_id), group in groupby(rows, key=lambda r: (r.funder_id, r.provider_id)):
+        charges = list(group)
+        figures = domain.settle([c.amount_cents for c in charges], fee_rate)
+        settlement = Settlement(
+            id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+            gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
+            fee_rate=str(fee_rate), created_at=now)
+        session.add(settlement)
+        await session.flush()
+        await session.execute(
+            update(Charge.__table__).where(Charge.__table__.c.id == bindparam("cid")).values(
+                status=domain.SETTLED, settlement_id=settlement.id, fee_cents=bindparam("fee"),
+                net_cents=bindparam("net")),
+            [{"cid": c.id, "fee": fee, "net": c.amount_cents - fee} for c, fee in zip(charges, figures.charge_fees)],
+        )
+        await post(session, "settlement", settlement.id, domain.settlement_postings(provider_id, figures), now)
+        await add_event(session, SettlementCreated(
+            settlement_id=settlement.id, funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+            gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
+            fee_rate=fee_rate, created_at=now), SOURCE)
+        for c, fee in zip(charges, figures.charge_fees):
+            await add_event(session, ChargeSettled(
+                charge_id=c.id, settlement_id=settlement.id, voucher_id=c.voucher_id, funder_id=funder_id,
+                provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
+                net_cents=c.amount_cents - fee, settled_at=now), SOURCE)
+        settlements.append(settlement)
+        log.info("settlement.created", settlement_id=settlement.id, provider_id=provider_id, funder_id=funder_id,
+                 charges=len(charges), gross_cents=figures.gross_cents, fee_cents=figures.fee_cents)
+    return settlements
+
+
+async def ledger_check(session: AsyncSession) -> dict:
+    """The ledger's invariants on the live database."""
+    entries_total = (await session.execute(select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0)))).scalar_one()
+    unbalanced = (await session.execute(
+        select(LedgerEntry.transaction_id).group_by(LedgerEntry.transaction_id)
+        .having(func.sum(LedgerEntry.amount_cents) != 0))).scalars().all()
+    settled = (await session.execute(select(
+        func.coalesce(func.sum(Settlement.gross_cents), 0), func.coalesce(func.sum(Settlement.fee_cents), 0),
+        func.coalesce(func.sum(Settlement.net_cents), 0)))).one()
+    settled_charges = (await session.execute(select(
+        func.coalesce(func.sum(Charge.amount_cents), 0), func.coalesce(func.sum(Charge.fee_cents), 0)).where(
+        Charge.status == domain.SETTLED))).one()
+    checks = {
+        "entries_sum_to_zero": entries_total == 0,
+        "every_transaction_balanced": not unbalanced,
+        "settled_equals_charges_minus_fees": settled[0] == settled_charges[0] and settled[1] == settled_charges[1]
+        and settled[2] == settled[0] - settled[1],
+    }
+    return {"ok": all(checks.values()), "checks": checks, "unbalanced_transactions": list(unbalanced)[:20]}
+
+
+async def balances(session: AsyncSession) -> dict[str, int]:
+    rows = (await session.execute(select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents))
+                                  .group_by(LedgerEntry.account).order_by(LedgerEntry.account))).all()
+    return {account: int(total) for account, total in rows}

@@ -1,0 +1,12 @@
+from seteli_shared.cli import service_main
+
+from .app import SPEC
+from .settings import ReportingSettings
+
+
+def main() -> None:
+    service_main(SPEC, ReportingSettings, "reporting.app:create_app", default_port=8004)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Reporting HTTP API: per-funder figures folded from events."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlmodel import select
+
+from seteli_shared.money import from_hundredths
+from seteli_shared.service import SessionsDep
+
+from .models import FunderFigures
+
+router = APIRouter(tags=["reports"])
+
+
+class FiguresPublic(BaseModel):
+    funder_id: str
+    providers_approved: int
+    approvals: int
+    vouchers_issued: int
+    clients: int
+    provider_choices: int
+    charges_accepted: int
+    units_charged: Decimal
+    charged_cents: int
+    own_share_cents: int
+    charges_settled: int
+    settlements: int
+    settled_gross_cents: int
+    fee_cents: int
+    net_cents: int
+
+    @classmethod
+    def of(cls, f: FunderFigures) -> "FiguresPublic":
+        return cls(**f.model_dump(exclude={"units_charged_x100"}), units_charged=from_hundredths(f.units_charged_x100))
+
+
+@router.get("/funders/{funder_id}/figures", response_model=FiguresPublic)
+async def funder_figures(funder_id: str, sessions: SessionsDep) -> FiguresPublic:
+    """Providers approved, vouchers issued, units and euros charged and settled, fees (cents)."""
+    async with sessions() as session:
+        figures = await session.get(FunderFigures, funder_id) or FunderFigures(funder_id=funder_id)
+        return FiguresPublic.of(figures)
+
+
+@router.get("/figures", response_model=list[FiguresPublic])
+async def all_figures(sessions: SessionsDep) -> list[FiguresPublic]:
+    async with sessions() as session:
+        rows = (await session.exec(select(FunderFigures).order_by(FunderFigures.funder_id))).all()
+        return [FiguresPublic.of(f) for f in rows]

@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from seteli_shared.service import ServiceSpec, create_service_app
+
+from .api import router
+from .handlers import HANDLERS
+from .settings import VouchersSettings
+
+SPEC = ServiceSpec(
+    name="vouchers",
+    migrations_dir=Path(__file__).parent / "migrations",
+    routers=[router],
+    handlers=HANDLERS,
+    title="seteli vouchers",
+    description="Service decisions, vouchers and their life cycle, the client's choice of provider.",
+)
+
+
+def create_app(settings: VouchersSettings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings or VouchersSettings())
