@@ -31,6 +31,7 @@ log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
+DELIVERIES_HEADER = "x-seteli-deliveries"  # the DLQ (a quorum queue) resets x-delivery-count
 
 
 @dataclass
@@ -220,6 +221,7 @@ class Consumer:
         headers = dict(message.headers or {})
         headers[REASON_HEADER] = reason[:1000]
         headers["x-seteli-consumer"] = self.name
+        headers[DELIVERIES_HEADER] = self._delivery_count(message) + 1
         try:
             await self.bus.publish(
                 message.body, self.name, message_id=message.message_id or "", type_=message.type,

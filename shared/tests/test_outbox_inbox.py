@@ -1,0 +1,234 @@
+"""Outbox, relay, inbox and consumer against the real RabbitMQ and a real database.
+
+The messaging core runs the same suite on PostgreSQL and on the embedded SQLite default.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aio_pika
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import func, select
+
+from seteli_shared.bus import Bus
+from seteli_shared.consumer import DELIVERIES_HEADER, REASON_HEADER, Consumer
+from seteli_shared.db import make_engine, session_factory
+from seteli_shared.errors import PermanentMessageError
+from seteli_shared.events import Envelope, Event
+from seteli_shared.messaging import InboxMessage, OutboxMessage
+from seteli_shared.outbox import OutboxRelay, add_event
+from seteli_shared.testing import eventually, make_settings
+
+
+class TestTick(Event):
+    __test__ = False
+    event_name = "test.tick"
+    n: int
+
+
+metadata = sa.MetaData()
+effect = sa.Table("effect", metadata, sa.Column("n", sa.Integer, primary_key=True),
+                  sa.Column("times", sa.Integer, nullable=False))
+
+
+class World:
+    """One service's database and bus, plus a consumer of ``test.tick`` that records an effect."""
+
+    def __init__(self, engine, bus, namespace):  # noqa: ANN001
+        self.engine, self.bus, self.namespace = engine, bus, namespace
+        self.sessions = session_factory(engine)
+        self.fail_for: set[int] = set()
+        self.fail_once: set[int] = set()
+        self.calls: list[int] = []
+
+    async def handler(self, session, _env, event: TestTick) -> None:  # noqa: ANN001
+        self.calls.append(event.n)
+        if event.n in self.fail_for:
+            raise RuntimeError(f"handler fails for {event.n}")
+        if event.n in self.fail_once:
+            self.fail_once.discard(event.n)
+            raise RuntimeError(f"handler fails once for {event.n}")
+        if event.n < 0:
+            raise PermanentMessageError("negative ticks are refused")
+        await session.execute(effect.insert().values(n=event.n, times=1))
+
+    def consumer(self, **kw) -> Consumer:  # noqa: ANN003
+        kw.setdefault("delivery_limit", 3)
+        return Consumer(self.bus, self.sessions, f"{self.namespace}.test",
+                        {TestTick.event_type(): self.handler}, **kw)
+
+    async def emit(self, *ns: int) -> None:
+        async with self.sessions() as s, s.begin():
+            for n in ns:
+                await add_event(s, TestTick(n=n), "test")
+
+    async def effects(self) -> dict[int, int]:
+        async with self.engine.connect() as c:
+            return {r.n: r.times for r in (await c.execute(select(effect))).all()}
+
+    async def unsent(self) -> int:
+        t = OutboxMessage.__table__
+        async with self.engine.connect() as c:
+            return (await c.execute(select(func.count()).select_from(t).where(t.c.sent_at.is_(None)))).scalar_one()
+
+    async def drain(self, relay: OutboxRelay) -> None:
+        while await relay.relay_once():
+            pass
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def world(request, pg, namespace, amqp_url, tmp_path):  # noqa: ANN001
+    if request.param == "postgresql":
+        url = await pg.create("msg")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}"
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: OutboxMessage.__table__.create(c))
+        await conn.run_sync(lambda c: InboxMessage.__table__.create(c))
+        await conn.run_sync(metadata.create_all)
+    bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url, database_url=url))
+    await bus.connect()
+    w = World(engine, bus, namespace)
+    yield w
+    await bus.close()
+    await engine.dispose()
+
+
+async def spy_queue(world: World, routing_key: str = "test.tick.v1"):  # noqa: ANN201
+    """A plain queue bound like a consumer, counting every copy the broker routes."""
+    channel = await world.bus.connection.channel()
+    q = await channel.declare_queue(f"{world.namespace}.spy", durable=True, arguments={"x-queue-type": "quorum"})
+    await q.bind(world.bus.settings.exchange_name, routing_key)
+    return q
+
+
+async def count_messages(q) -> list[aio_pika.abc.AbstractIncomingMessage]:  # noqa: ANN001
+    got = []
+    while (m := await q.get(fail=False, no_ack=True)) is not None:
+        got.append(m)
+    return got
+
+
+async def test_committed_event_is_published_consumed_and_applied_once(world: World):
+    consumer = world.consumer()
+    await consumer.start()
+    await world.emit(1, 2, 3)
+    relay = OutboxRelay(world.engine, world.bus)
+    await world.drain(relay)
+    assert await world.unsent() == 0
+    await eventually(lambda: world.effects())
+    assert await eventually(lambda: _equals(world.effects(), {1: 1, 2: 1, 3: 1}))
+    await consumer.stop()
+
+
+async def _equals(coro, expected):  # noqa: ANN001, ANN202
+    return (await coro) == expected
+
+
+async def test_rolled_back_state_change_publishes_nothing(world: World):
+    async with world.sessions() as s:
+        async with s.begin():
+            await add_event(s, TestTick(n=7), "test")
+            await s.rollback()
+    assert await world.unsent() == 0
+    assert await OutboxRelay(world.engine, world.bus).relay_once() == 0
+
+
+async def test_relay_killed_after_publishing_before_marking_sent_changes_nothing(world: World):
+    spy = await spy_queue(world)
+    consumer = world.consumer()
+    await consumer.start()
+    await world.emit(10, 11)
+
+    class Killed(BaseException):
+        pass
+
+    async def die(_rows):  # noqa: ANN001, ANN202
+        raise Killed()
+
+    doomed = OutboxRelay(world.engine, world.bus)
+    doomed.after_publish = die
+    with pytest.raises(Killed):
+        await doomed.relay_once()
+    assert await world.unsent() == 2, "the rows were published but never marked sent"
+    await eventually(lambda: _equals(world.effects(), {10: 1, 11: 1}))
+
+    await world.drain(OutboxRelay(world.engine, world.bus))  # the relay's replacement publishes them again
+    assert await world.unsent() == 0
+    copies = await eventually(lambda: _at_least(spy, 4))
+    assert sorted(json.loads(m.body)["data"]["n"] for m in copies) == [10, 10, 11, 11]
+    await asyncio.sleep(0.5)
+    assert await world.effects() == {10: 1, 11: 1}, "the redelivery changed nothing"
+    async with world.engine.connect() as c:
+        assert (await c.execute(select(func.count()).select_from(InboxMessage.__table__))).scalar_one() == 2
+    await consumer.stop()
+
+
+_seen: dict[int, list] = {}
+
+
+async def _at_least(q, n: int):  # noqa: ANN001, ANN202
+    bucket = _seen.setdefault(id(q), [])
+    bucket.extend(await count_messages(q))
+    return bucket if len(bucket) >= n else None
+
+
+async def test_failing_handler_retries_then_dead_letters_while_others_flow(world: World):
+    world.fail_for = {13}
+    world.fail_once = {21}
+    consumer = world.consumer(delivery_limit=3)
+    await consumer.start()
+    await world.emit(*range(1, 31))
+    await world.drain(OutboxRelay(world.engine, world.bus))
+    expected = {n: 1 for n in range(1, 31) if n != 13}
+    await eventually(lambda: _equals(world.effects(), expected), timeout=20)
+    assert world.calls.count(21) >= 2, "a transient failure is retried"
+
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    dead = await eventually(lambda: dlq.get(fail=False, no_ack=True), timeout=20)
+    assert json.loads(dead.body)["data"]["n"] == 13
+    assert "handler fails for 13" in dead.headers[REASON_HEADER]
+    assert dead.headers[DELIVERIES_HEADER] == 3, "dead-lettered on its third (last allowed) delivery"
+    assert 13 not in await world.effects()
+    await consumer.stop()
+
+
+async def test_bad_messages_go_to_the_dead_letter_queue_with_the_reason(world: World):
+    consumer = world.consumer()
+    await consumer.start()
+    good = Envelope.wrap(TestTick(n=5), "test")
+    breaks_contract = Envelope.wrap(TestTick(n=6), "test").model_copy(update={"data": {"n": "six"}})
+    refused = Envelope.wrap(TestTick(n=-1), "test")
+    for i, body in enumerate([b"{not json", breaks_contract.model_dump_json().encode(),
+                              refused.model_dump_json().encode(), good.model_dump_json().encode()]):
+        await world.bus.publish(body, "test.tick.v1", message_id=f"m{i}")
+    await eventually(lambda: _equals(world.effects(), {5: 1}))
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    reasons = []
+    await eventually(lambda: _collect(dlq, reasons, 3))
+    assert any(r.startswith("bad_envelope") for r in reasons)
+    assert any(r.startswith("contract_violation") for r in reasons)
+    assert "negative ticks are refused" in reasons
+    await consumer.stop()
+
+
+async def _collect(q, into: list, n: int):  # noqa: ANN001, ANN202
+    for m in await count_messages(q):
+        into.append(m.headers[REASON_HEADER])
+    return len(into) >= n
+
+
+async def test_unroutable_event_stays_in_the_outbox_with_the_error(world: World):
+    await world.emit(99)  # nobody is bound to test.tick.v1 in this namespace
+    relay = OutboxRelay(world.engine, world.bus)
+    assert await relay.relay_once() == 1
+    t = OutboxMessage.__table__
+    async with world.engine.connect() as c:
+        row = (await c.execute(select(t))).one()
+    assert row.sent_at is None and row.attempts == 1 and "NO_ROUTE" in row.last_error
+    assert await relay.relay_once() == 0, "it waits for its back-off before the next attempt"
