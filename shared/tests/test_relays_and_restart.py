@@ -1,0 +1,78 @@
+"""PostgreSQL-specific guarantees of the relay, and recovery from a broker restart."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from seteli_shared.outbox import OutboxRelay
+
+from .test_outbox_inbox import World, count_messages, spy_queue, world  # noqa: F401  (fixture)
+from seteli_shared.testing import eventually
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
+async def test_several_relays_never_publish_a_row_twice(world: World):
+    spy = await spy_queue(world)
+    for start in range(0, 1500, 300):
+        await world.emit(*range(start, start + 300))
+    relays = [OutboxRelay(world.engine, world.bus, batch_size=100) for _ in range(3)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.relay_once():
+            pass
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    assert await world.unsent() == 0
+    got: list = []
+
+    async def all_arrived():  # noqa: ANN202
+        got.extend(await count_messages(spy))
+        return len(got) >= 1500
+
+    await eventually(all_arrived)
+    await asyncio.sleep(0.3)
+    got.extend(await count_messages(spy))
+    ns = [json.loads(m.body)["data"]["n"] for m in got]
+    assert sorted(ns) == list(range(1500)), "each row published exactly once"
+
+
+def _local_broker() -> bool:
+    return shutil.which("rabbitmqctl") is not None and "TEST_AMQP_URL" not in os.environ
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(not _local_broker(), reason="needs the local broker's rabbitmqctl")
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
+async def test_consumer_and_relay_come_back_after_a_broker_restart(world: World):
+    consumer = world.consumer()
+    await consumer.start()
+    relay = OutboxRelay(world.engine, world.bus, idle_seconds=0.1)
+    relay_task = asyncio.create_task(relay.run())
+    await world.emit(1)
+    await eventually(lambda: _has(world, {1}))
+
+    await asyncio.to_thread(_rabbitmqctl, "stop_app")
+    try:
+        await world.emit(2)  # committed while the broker is down: must not be lost
+        await asyncio.sleep(1.0)
+    finally:
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+    await world.emit(3)
+    await eventually(lambda: _has(world, {1, 2, 3}), timeout=60)
+    assert await world.unsent() == 0
+    relay.stop()
+    await relay_task
+    await consumer.stop()
+
+
+async def _has(world: World, ns: set[int]) -> bool:
+    return set(await world.effects()) == ns
