@@ -6,16 +6,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared.events import (ChargeAccepted, ChargeSettled, Envelope, Event, ProviderApproved,
                                   SettlementCreated, VoucherIssued, VoucherProviderChosen)
+from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
 from .models import FunderFigures, FunderMember, ReceivedEvent
 
 F = FunderFigures
+log = get_logger(__name__)
 
 
 async def archive(session: AsyncSession, env: Envelope, _event: Event | None = None) -> None:
     session.add(ReceivedEvent(id=env.id, type=env.type, time=env.time, envelope=env.model_dump_json()))
     await session.flush()
+    log.info("report.event_received", type=env.type, event_id=env.id, subject=env.subject)
 
 
 async def bump(session: AsyncSession, funder_id: str, **deltas: int) -> None:

@@ -1,0 +1,76 @@
+"""The whole system as separate processes against the real RabbitMQ and PostgreSQL."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SERVICES = ("registry", "vouchers", "payments", "reporting")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class System:
+    def __init__(self, urls: dict[str, str], procs: dict[str, subprocess.Popen], logs: dict[str, Path]):
+        self.urls, self.procs, self.logs = urls, procs, logs
+
+    def client(self, service: str, **kw) -> httpx.AsyncClient:  # noqa: ANN003
+        return httpx.AsyncClient(base_url=self.urls[service], timeout=15, **kw)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs.values())
+
+
+@pytest.fixture(scope="module")
+async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN001
+    from seteli_shared.testing import delete_namespace
+
+    from conftest import PostgresDatabases  # the root conftest
+
+    dbs = PostgresDatabases(postgres_admin_dsn)
+    ns = f"e2e{os.getpid()}{int(time.time()) % 100000}"
+    workdir = tmp_path_factory.mktemp("system")
+    procs, urls, logs = {}, {}, {}
+    try:
+        for name in SERVICES:
+            port = free_port()
+            env = dict(os.environ, DATABASE_URL=await dbs.create(name), AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
+                       ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05")
+            logs[name] = workdir / f"{name}.log"
+            procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
+                                           stdout=logs[name].open("wb"), stderr=subprocess.STDOUT)
+            urls[name] = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(timeout=2) as c:
+            for name, url in urls.items():
+                while True:
+                    try:
+                        if (await c.get(f"{url}/health/ready")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if procs[name].poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{name} did not become ready:\n{logs[name].read_text()}")
+                    time.sleep(0.2)
+        yield System(urls, procs, logs)
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await dbs.drop_all()
+        await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in SERVICES])

@@ -1,0 +1,111 @@
+"""The first flow end to end: four services as separate processes, real RabbitMQ and PostgreSQL,
+driven through their HTTP APIs only. Every fact a service needs from another crosses the bus."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from seteli_shared.devtools import random_business_id
+from seteli_shared.testing import eventually
+
+pytestmark = pytest.mark.e2e
+FUNDER = "091"
+
+
+async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
+    registry, vouchers, payments, reporting = (system.client(s) for s in
+                                               ("registry", "vouchers", "payments", "reporting"))
+    today = date.today()
+
+    # 1. registry: a provider with a valid business ID and IBAN, approved by the funder
+    r = await registry.post("/providers", json={"business_id": "2617416-4", "name": "Kotihoiva Oy",
+                                                "iban": "FI2112345600000785"})
+    assert r.status_code == 201, r.text
+    provider_id = r.json()["id"]
+    bad = await registry.post("/providers", json={"business_id": "2617416-5", "name": "X", "iban": "FI2112345600000785"})
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_business_id")
+    r = await registry.post(f"/providers/{provider_id}/approvals", json={"funder_id": FUNDER, "category": "home_care"})
+    assert r.status_code == 201, r.text
+    other = (await registry.post("/providers", json={"business_id": random_business_id(), "name": "Muu Oy",
+                                                     "iban": "FI2112345600000785"})).json()["id"]
+
+    # 2. vouchers: a voucher to a pseudonymous client; the client chooses the approved provider
+    decision = {"funder_id": FUNDER, "decision_ref": "HKI-2026-0001", "client_ref": "asiakas-7f3a",
+                "category": "home_care", "units_per_period": "20", "period": "month", "value_per_unit_cents": 2500,
+                "valid_from": (today - timedelta(days=60)).isoformat(),
+                "valid_until": (today + timedelta(days=300)).isoformat()}
+    r = await vouchers.post("/vouchers", json=decision)
+    assert r.status_code == 201, r.text
+    voucher_id = r.json()["id"]
+    again = await vouchers.post("/vouchers", json=decision)
+    assert (again.status_code, again.json()["id"]) == (200, voucher_id), "the same decision makes one voucher"
+    hetu = await vouchers.post("/vouchers", json={**decision, "decision_ref": "HKI-2", "client_ref": "131052-308T"})
+    assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code_refused")
+
+    refused = await vouchers.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": other})
+    assert (refused.status_code, refused.json()["error"]["reason"]) == (422, "provider_not_approved")
+
+    async def chosen():  # noqa: ANN202  (vouchers learns of the approval from the bus)
+        r = await vouchers.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": provider_id})
+        return r.status_code == 200 and r.json()["status"] == "provider_chosen"
+
+    await eventually(chosen)
+
+    # 3. payments: the provider charges 4 h x 25.00 = 100.00 EUR
+    charge = {"voucher_id": voucher_id, "provider_id": provider_id, "provider_reference": "visit-0001",
+              "service_date": (today - timedelta(days=1)).isoformat(), "units": "4", "unit_price_cents": 2500}
+
+    async def accepted():  # noqa: ANN202  (payments learns of voucher and choice from the bus)
+        r = await payments.post("/charges", json=charge)
+        return r if r.status_code == 201 else None
+
+    r = await eventually(accepted)
+    body = r.json()
+    assert (body["amount_cents"], body["own_share_cents"], body["status"]) == (10000, 0, "accepted")
+    retry = await payments.post("/charges", json=charge)
+    assert (retry.status_code, retry.json()["id"]) == (200, body["id"]), "a retry with the same reference is safe"
+    too_much = await payments.post("/charges", json={**charge, "provider_reference": "visit-0002", "units": "16.5"})
+    assert too_much.status_code == 422
+    assert too_much.json()["error"] == {**too_much.json()["error"], "reason": "units_exceeded"}
+    assert too_much.json()["error"]["details"]["units_left"] == "16.00"
+    wrong = await payments.post("/charges", json={**charge, "provider_reference": "x-1", "provider_id": other})
+    assert wrong.json()["error"]["reason"] == "not_chosen_provider"
+
+    # settlement: 100.00 EUR settles as 95.00 net and 5.00 fee
+    r = await payments.post("/settlements/run")
+    assert r.status_code == 200
+    [settlement] = [s for s in r.json() if s["provider_id"] == provider_id]
+    assert (settlement["gross_cents"], settlement["fee_cents"], settlement["net_cents"]) == (10000, 500, 9500)
+    assert (await payments.post("/settlements/run")).json() == [], "nothing is settled twice"
+    detail = (await payments.get(f"/settlements/{settlement['id']}")).json()
+    assert [(c["id"], c["fee_cents"], c["net_cents"]) for c in detail["charges"]] == [(body["id"], 500, 9500)]
+    check = (await payments.get("/ledger/check")).json()
+    assert check["ok"], check
+    balances = (await payments.get("/ledger/balances")).json()
+    assert balances["operator:fee_revenue"] == -500
+    assert balances[f"provider:{provider_id}:payout_due"] == -9500
+    assert balances[f"provider:{provider_id}:payable"] == 0
+    assert balances[f"funder:{FUNDER}:voucher_spend"] == 10000
+
+    # 4. reporting: the funder's figures, folded from the events only
+    async def settled_in_report():  # noqa: ANN202
+        f = (await reporting.get(f"/funders/{FUNDER}/figures")).json()
+        return f if f["charges_settled"] == 1 else None
+
+    figures = await eventually(settled_in_report)
+    assert figures == {
+        "funder_id": FUNDER, "providers_approved": 1, "approvals": 1, "vouchers_issued": 1, "clients": 1,
+        "provider_choices": 1, "charges_accepted": 1, "units_charged": "4.00", "charged_cents": 10000,
+        "own_share_cents": 0, "charges_settled": 1, "settlements": 1, "settled_gross_cents": 10000,
+        "fee_cents": 500, "net_cents": 9500,
+    }
+
+    # the correlation id of the charge request travelled with its events to the consumers' logs
+    cid = "e2e-corr-0042"
+    r = await payments.post("/charges", headers={"X-Correlation-ID": cid},
+                            json={**charge, "provider_reference": "visit-0003", "units": "1"})
+    assert r.status_code == 201 and r.headers["X-Correlation-ID"] == cid
+    await eventually(lambda: f'"correlation_id": "{cid}"' in system.logs["reporting"].read_text())
+    # no personal identity code reached any log
+    assert "131052-308T" not in system.log_text()
