@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
 from seteli_shared.testing import eventually
 
@@ -13,9 +14,21 @@ pytestmark = pytest.mark.e2e
 FUNDER = "091"
 
 
+def bearer(role: str, **claims) -> dict:  # noqa: ANN003
+    return {"Authorization": f"Bearer {mint(f'e2e:{role}', [role], **claims)}"}
+
+
+OPERATOR = bearer("operator")
+APPROVER = bearer("funder_provider_approver", funder_id=FUNDER)
+DECISION_MAKER = bearer("funder_decision_maker", funder_id=FUNDER)
+REPORTING = bearer("funder_reporting", funder_id=FUNDER)
+
+
 async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
-    registry, vouchers, payments, reporting = (system.client(s) for s in
-                                               ("registry", "vouchers", "payments", "reporting"))
+    registry = system.client("registry", headers=OPERATOR)
+    vouchers = system.client("vouchers", headers=DECISION_MAKER)
+    payments = system.client("payments")
+    reporting = system.client("reporting", headers=REPORTING)
     today = date.today()
 
     # 1. registry: a provider with a valid business ID and IBAN, approved by the funder
@@ -25,7 +38,7 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     provider_id = r.json()["id"]
     bad = await registry.post("/providers", json={"business_id": "2617416-5", "name": "X", "iban": "FI2112345600000785"})
     assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_business_id")
-    r = await registry.post(f"/providers/{provider_id}/approvals", json={"funder_id": FUNDER, "category": "home_care"})
+    r = await registry.post(f"/providers/{provider_id}/approvals", json={"category": "home_care"}, headers=APPROVER)
     assert r.status_code == 201, r.text
     other = (await registry.post("/providers", json={"business_id": random_business_id(), "name": "Muu Oy",
                                                      "iban": "FI2112345600000785"})).json()["id"]
@@ -43,17 +56,23 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     hetu = await vouchers.post("/vouchers", json={**decision, "decision_ref": "HKI-2", "client_ref": "131052-308T"})
     assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code_refused")
 
-    refused = await vouchers.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": other})
+    # the client logs in with the voucher code and the decision reference, and chooses
+    login = await system.client("vouchers").post("/client-sessions", json={
+        "voucher_code": r.json()["voucher_code"], "decision_ref": decision["decision_ref"]})
+    assert login.status_code == 200, login.text
+    client = system.client("vouchers", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+    refused = await client.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": other})
     assert (refused.status_code, refused.json()["error"]["reason"]) == (422, "provider_not_approved")
 
     async def chosen():  # noqa: ANN202  (vouchers learns of the approval from the bus)
-        r = await vouchers.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": provider_id})
+        r = await client.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": provider_id})
         return r.status_code == 200 and r.json()["status"] == "provider_chosen"
 
     await eventually(chosen)
 
     # 3. payments: the provider charges 4 h x 25.00 = 100.00 EUR
-    charge = {"voucher_id": voucher_id, "provider_id": provider_id, "provider_reference": "visit-0001",
+    payments.headers.update(bearer("provider_charger", provider_id=provider_id))
+    charge = {"voucher_id": voucher_id, "provider_reference": "visit-0001",
               "service_date": (today - timedelta(days=1)).isoformat(), "units": "4", "unit_price_cents": 2500}
 
     async def accepted():  # noqa: ANN202  (payments learns of voucher and choice from the bus)
@@ -69,20 +88,21 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     assert too_much.status_code == 422
     assert too_much.json()["error"] == {**too_much.json()["error"], "reason": "units_exceeded"}
     assert too_much.json()["error"]["details"]["units_left"] == "16.00"
-    wrong = await payments.post("/charges", json={**charge, "provider_reference": "x-1", "provider_id": other})
+    wrong = await payments.post("/charges", json={**charge, "provider_reference": "x-1"},
+                                headers=bearer("provider_charger", provider_id=other))
     assert wrong.json()["error"]["reason"] == "not_chosen_provider"
 
     # settlement: 100.00 EUR settles as 95.00 net and 5.00 fee
-    r = await payments.post("/settlements/run")
+    r = await payments.post("/settlements/run", headers=OPERATOR)
     assert r.status_code == 200
     [settlement] = [s for s in r.json() if s["provider_id"] == provider_id]
     assert (settlement["gross_cents"], settlement["fee_cents"], settlement["net_cents"]) == (10000, 500, 9500)
-    assert (await payments.post("/settlements/run")).json() == [], "nothing is settled twice"
+    assert (await payments.post("/settlements/run", headers=OPERATOR)).json() == [], "nothing is settled twice"
     detail = (await payments.get(f"/settlements/{settlement['id']}")).json()
     assert [(c["id"], c["fee_cents"], c["net_cents"]) for c in detail["charges"]] == [(body["id"], 500, 9500)]
-    check = (await payments.get("/ledger/check")).json()
+    check = (await payments.get("/ledger/check", headers=OPERATOR)).json()
     assert check["ok"], check
-    balances = (await payments.get("/ledger/balances")).json()
+    balances = (await payments.get("/ledger/balances", headers=OPERATOR)).json()
     assert balances["operator:fee_revenue"] == -500
     assert balances[f"provider:{provider_id}:payout_due"] == -9500
     assert balances[f"provider:{provider_id}:payable"] == 0

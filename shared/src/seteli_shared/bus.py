@@ -41,6 +41,12 @@ class Bus:
         self._lock = asyncio.Lock()
 
     @property
+    def user(self) -> str:
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(self.settings.amqp_url).username or "guest")
+
+    @property
     def dlx_name(self) -> str:
         return f"{self.settings.bus_namespace}.dlx"
 
@@ -98,6 +104,7 @@ class Bus:
             type=type_,
             correlation_id=correlation_id,
             app_id=self.settings.service_name,
+            user_id=self.user,
             headers=headers or {},
         )
         exchange = self.dead_letter_exchange if dead_letter else self.exchange

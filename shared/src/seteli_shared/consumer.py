@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import inbox
+from .audit import record_bus
 from .bus import Bus, quorum_queue_arguments
 from .errors import PermanentMessageError
 from .events import Envelope, Event
@@ -55,6 +56,7 @@ class Consumer:
         prefetch: int = 256,
         batch_size: int = 128,
         delivery_limit: int = 5,
+        audit: bool = False,
     ):
         self.bus = bus
         self.sessions = sessions
@@ -65,6 +67,7 @@ class Consumer:
         self.prefetch = prefetch
         self.batch_size = batch_size
         self.delivery_limit = delivery_limit
+        self.audit = audit  # record each consumed event in the service's audit trail
         self.queue: AbstractQueue | None = None  # kept: aio-pika restores only queues still referenced
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
@@ -183,6 +186,8 @@ class Consumer:
                     fresh.discard(p.envelope.id)  # a duplicate inside the batch runs once
                     bind_correlation(p.envelope.correlationid, causation_id=p.envelope.id)
                     await p.handler(session, p.envelope, p.event)
+                    if self.audit:
+                        await record_bus(session, p.envelope, p.message.user_id, self.name)
         for p in items:
             log.debug("consumer.handled", consumer=self.name, type=p.envelope.type, message_id=p.envelope.id)
 

@@ -9,11 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel
+from sqlmodel import select
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .audit import AuditEntry
+from .auth import FUNDER_STAFF, Principal, Role, require
 from .bus import Bus
 from .consumer import Consumer, Handler
 from .db import make_engine, ping, session_factory, upgrade_async
@@ -64,7 +70,7 @@ class Runtime:
                 self.bus, self.sessions, self.settings.queue_name, self.spec.handlers,
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
-                delivery_limit=self.settings.delivery_limit,
+                delivery_limit=self.settings.delivery_limit, audit=True,
             )
             await self.consumer.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
@@ -132,6 +138,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
                             status_code=exc.status_code, headers=exc.headers)
 
     app.include_router(health_router)
+    app.include_router(audit_router)
     for router in spec.routers:
         app.include_router(router)
     return app
@@ -173,3 +180,36 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     checks["broker"] = "ok" if runtime.bus.is_connected else "failing: not connected"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+# ------------------------------------------------------------------ audit trail
+audit_router = APIRouter(tags=["audit"])
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    channel: str
+    actor: str
+    roles: str
+    actor_tenant: str
+    action: str
+    resource_type: str
+    resource_id: str | None
+    funder_id: str | None
+    correlation_id: str | None
+
+
+@audit_router.get("/audit", response_model=list[AuditEntryPublic])
+async def read_audit_trail(
+    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, scope="list")],
+    sessions: SessionsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+) -> list[AuditEntryPublic]:
+    """This service's audit trail, oldest first: operator staff see all of it, funder staff their own funder's."""
+    q = select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit)
+    if not principal.is_operator:
+        q = q.where(AuditEntry.funder_id == principal.funder_id)
+    async with sessions() as session:
+        return [AuditEntryPublic(**e.model_dump()) for e in (await session.exec(q)).all()]

@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     jwks_url: str = ""
     #: HS256 secret accepted only in development/test
     dev_signing_secret: str = DEV_SIGNING_SECRET
+    #: private key (PEM) with which a service signs the tokens it issues itself (clients' light
+    #: login); its public key must be in the JWKS the services trust. Development signs with the secret.
+    token_signing_key: str = ""
+    token_signing_kid: str = ""
 
     @model_validator(mode="after")
     def _defaults(self) -> "ServiceSettings":

@@ -8,6 +8,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from typing import Annotated
+
+from seteli_shared import audit
+from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_STAFF, Principal, Role, acting_for_funder, ensure_visible,
+                                require)
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import FunderId, ProviderApproved, ProviderRegistered
@@ -30,7 +35,7 @@ class ProviderCreate(BaseModel):
 
 
 class ApprovalCreate(BaseModel):
-    funder_id: FunderId
+    funder_id: FunderId | None = Field(default=None, description="defaults to the caller's funder")
     category: str
 
 
@@ -57,7 +62,11 @@ async def _provider_public(session, provider: Provider) -> ProviderPublic:  # no
 
 
 @router.post("/providers", status_code=201, response_model=ProviderPublic)
-async def register_provider(body: ProviderCreate, sessions: SessionsDep) -> ProviderPublic:
+async def register_provider(
+    body: ProviderCreate, sessions: SessionsDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="none")],
+) -> ProviderPublic:
+    """Register a provider (operator staff, or a funder's provider approver handling its application)."""
     provider = Provider(
         id=new_id(), business_id=domain.valid_business_id(body.business_id), name=body.name.strip(),
         iban=domain.valid_iban(body.iban), created_at=datetime.now(timezone.utc),
@@ -69,6 +78,7 @@ async def register_provider(body: ProviderCreate, sessions: SessionsDep) -> Prov
             await add_event(session, ProviderRegistered(
                 provider_id=provider.id, business_id=provider.business_id, name=provider.name,
                 registered_at=provider.created_at), SOURCE)
+            await audit.record(session, principal, "provider.register", "provider", provider.id, principal.funder_id)
     except IntegrityError as exc:
         raise Conflict("provider_exists", "a provider with this business ID is already registered",
                        business_id=provider.business_id) from exc
@@ -77,9 +87,16 @@ async def register_provider(body: ProviderCreate, sessions: SessionsDep) -> Prov
 
 
 @router.get("/providers", response_model=list[ProviderPublic])
-async def list_providers(sessions: SessionsDep, funder_id: str | None = None, category: str | None = None):
+async def list_providers(
+    sessions: SessionsDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF, scope="list")],
+    funder_id: str | None = None, category: str | None = None,
+):
+    """The register: all providers for operator and funder staff; provider staff see their own."""
     async with sessions() as session:
         q = select(Provider).order_by(Provider.name, Provider.id)
+        if principal.provider_id and not principal.is_operator:
+            q = q.where(Provider.id == principal.provider_id)
         if funder_id or category:
             q = q.join(Approval, Approval.provider_id == Provider.id).distinct()
             if funder_id:
@@ -90,34 +107,42 @@ async def list_providers(sessions: SessionsDep, funder_id: str | None = None, ca
 
 
 @router.get("/providers/{provider_id}", response_model=ProviderPublic)
-async def get_provider(provider_id: str, sessions: SessionsDep) -> ProviderPublic:
+async def get_provider(
+    provider_id: str, sessions: SessionsDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF)],
+) -> ProviderPublic:
     async with sessions() as session:
         provider = await session.get(Provider, provider_id)
         if provider is None:
             raise NotFound("provider")
+        ensure_visible(principal, "provider", provider_id=provider.id, all_funders=True)
         return await _provider_public(session, provider)
 
 
 @router.post("/providers/{provider_id}/approvals", status_code=201, response_model=ApprovalPublic)
-async def approve_provider(provider_id: str, body: ApprovalCreate, sessions: SessionsDep,
-                           response: Response) -> ApprovalPublic:
+async def approve_provider(
+    provider_id: str, body: ApprovalCreate, sessions: SessionsDep, response: Response,
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="body")],
+) -> ApprovalPublic:
     """A funder approves the provider for a service category. Approving again changes nothing."""
+    funder_id = acting_for_funder(principal, body.funder_id)
     category = domain.known_category(body.category)
     async with unit_of_work(sessions) as session:
         if await session.get(Provider, provider_id) is None:
             raise NotFound("provider")
         existing = (await session.exec(select(Approval).where(
-            Approval.provider_id == provider_id, Approval.funder_id == body.funder_id,
+            Approval.provider_id == provider_id, Approval.funder_id == funder_id,
             Approval.category == category))).first()
         if existing:
             response.status_code = 200
             return ApprovalPublic(**existing.model_dump())
-        approval = Approval(id=new_id(), provider_id=provider_id, funder_id=body.funder_id, category=category,
+        approval = Approval(id=new_id(), provider_id=provider_id, funder_id=funder_id, category=category,
                             approved_at=datetime.now(timezone.utc))
         session.add(approval)
         await session.flush()
         await add_event(session, ProviderApproved(
             approval_id=approval.id, provider_id=provider_id, funder_id=approval.funder_id, category=category,
             approved_at=approval.approved_at), SOURCE)
-    log.info("provider.approved", provider_id=provider_id, funder_id=body.funder_id, category=category)
+        await audit.record(session, principal, "provider.approve", "provider", provider_id, funder_id)
+    log.info("provider.approved", provider_id=provider_id, funder_id=funder_id, category=category)
     return ApprovalPublic(**approval.model_dump())

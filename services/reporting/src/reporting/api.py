@@ -7,6 +7,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlmodel import select
 
+from typing import Annotated
+
+from seteli_shared.auth import FUNDER_STAFF, Principal, Role, ensure_visible, require
 from seteli_shared.money import from_hundredths
 from seteli_shared.service import SessionsDep
 
@@ -38,15 +41,22 @@ class FiguresPublic(BaseModel):
 
 
 @router.get("/funders/{funder_id}/figures", response_model=FiguresPublic)
-async def funder_figures(funder_id: str, sessions: SessionsDep) -> FiguresPublic:
+async def funder_figures(
+    funder_id: str, sessions: SessionsDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF)],
+) -> FiguresPublic:
     """Providers approved, vouchers issued, units and euros charged and settled, fees (cents)."""
+    ensure_visible(principal, "funder", funder_id=funder_id)
     async with sessions() as session:
         figures = await session.get(FunderFigures, funder_id) or FunderFigures(funder_id=funder_id)
         return FiguresPublic.of(figures)
 
 
 @router.get("/figures", response_model=list[FiguresPublic])
-async def all_figures(sessions: SessionsDep) -> list[FiguresPublic]:
+async def all_figures(
+    sessions: SessionsDep, principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
+) -> list[FiguresPublic]:
+    """Every funder's figures (operator staff)."""
     async with sessions() as session:
         rows = (await session.exec(select(FunderFigures).order_by(FunderFigures.funder_id))).all()
         return [FiguresPublic.of(f) for f in rows]

@@ -23,6 +23,8 @@ class Voucher(SQLModel, table=True):
     valid_until: date
     status: str = Field(max_length=20)
     provider_id: str | None = Field(default=None, max_length=64)
+    #: what the client gives to log in (with the decision reference) and to the provider
+    voucher_code: str | None = Field(default=None, max_length=16, sa_column_kwargs={"unique": True})
     issued_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
 
 

@@ -1,0 +1,89 @@
+"""Audit trail: every state-changing action, over HTTP or the bus, records who (subject, role,
+tenant), what, on which resource, when and the correlation id, in the same transaction as the
+action, in the service where it happens. Append-only; never client personal data (clients are
+pseudonymous voucher-bound subjects)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from .auth import Principal
+from .events import Envelope
+from .logging import correlation_id_var
+from .messaging import BigIntPK
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    channel: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))  # http | bus
+    actor: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    roles: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    actor_tenant: str = Field(sa_column=sa.Column(sa.String(120), nullable=False))
+    action: str = Field(sa_column=sa.Column(sa.String(120), nullable=False))
+    resource_type: str = Field(sa_column=sa.Column(sa.String(60), nullable=False))
+    resource_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    #: the funder whose data the action touched (what a funder may read back)
+    funder_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(40), index=True))
+    correlation_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+
+
+T = AuditEntry.__table__
+
+
+async def record(session: AsyncSession, principal: Principal, action: str, resource_type: str,
+                 resource_id: str | None, funder_id: str | None) -> None:
+    await session.execute(T.insert().values(
+        at=datetime.now(timezone.utc), channel="http", actor=principal.subject,
+        roles=",".join(sorted(principal.roles)), actor_tenant=principal.tenant, action=action,
+        resource_type=resource_type, resource_id=resource_id, funder_id=funder_id,
+        correlation_id=correlation_id_var.get()))
+
+
+async def record_bus(session: AsyncSession, env: Envelope, publisher: str | None, consumer: str) -> None:
+    """A consumed event changed this service's state; the actor is the publishing system, as the
+    broker vouches for it (``user_id``) and as the envelope names it (``source``)."""
+    data = env.data or {}
+    await session.execute(T.insert().values(
+        at=datetime.now(timezone.utc), channel="bus", actor=f"{publisher or 'unknown'}:{env.source}",
+        roles="system", actor_tenant="system", action=env.type, resource_type=env.type.split(".")[2],
+        resource_id=env.subject, funder_id=data.get("funder_id"), correlation_id=env.correlationid))
+
+
+def create_audit_table(op) -> None:  # noqa: ANN001
+    op.create_table(
+        "audit_log",
+        sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("channel", sa.String(8), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("roles", sa.String(300), nullable=False),
+        sa.Column("actor_tenant", sa.String(120), nullable=False),
+        sa.Column("action", sa.String(120), nullable=False),
+        sa.Column("resource_type", sa.String(60), nullable=False),
+        sa.Column("resource_id", sa.String(100)),
+        sa.Column("funder_id", sa.String(40), index=True),
+        sa.Column("correlation_id", sa.String(100)),
+    )
+    # append-only: PostgreSQL refuses updates and deletes outright
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("""CREATE FUNCTION audit_log_append_only() RETURNS trigger AS $$
+            BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$ LANGUAGE plpgsql""")
+        op.execute("""CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""")
+    else:
+        op.execute("""CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""")
+        op.execute("""CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""")
+
+
+def drop_audit_table(op) -> None:  # noqa: ANN001
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log")
+        op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
+    op.drop_table("audit_log")

@@ -1,0 +1,293 @@
+"""docker-compose.yml, the Dockerfiles and the PostgreSQL init script agree with the code.
+
+No Docker is needed: the files are parsed and compared with what the services really do — the port
+each ``__main__.py`` serves on by default, the fields of each service's settings class, the databases
+the init script creates. Renaming a port, adding an unknown environment variable or pointing a
+service at another service's database makes a test here fail.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+INIT_SQL = ROOT / "deploy" / "postgres" / "init-databases.sql"
+
+SETTINGS_CLASSES = {
+    "registry": "registry.settings:RegistrySettings",
+    "vouchers": "vouchers.settings:VouchersSettings",
+    "payments": "payments.settings:PaymentsSettings",
+    "reporting": "reporting.settings:ReportingSettings",
+}
+SERVICES = sorted(SETTINGS_CLASSES)
+INFRASTRUCTURE = ("rabbitmq", "postgres")
+POSTGRES_USER = "seteli"
+
+
+# ------------------------------------------------------------------ helpers
+
+def _load_compose() -> dict:
+    with COMPOSE_FILE.open(encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict), "compose file has no services"
+    return data
+
+
+COMPOSE = _load_compose()
+
+
+def _service(name: str) -> dict:
+    return COMPOSE["services"][name]
+
+
+_INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}|\$(?P<bare>\w+)")
+
+
+def _interpolate(value: str) -> str:
+    """Compose-style ``${VAR:-default}`` with the defaults only (deterministic, ignores the caller's env)."""
+    return _INTERPOLATION.sub(lambda m: m.group("default") or "", str(value))
+
+
+def _environment(svc: dict) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", ...]
+        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in env)
+        env = {k: v for k, v in pairs}
+    return {str(k): _interpolate(v) for k, v in env.items()}
+
+
+def _published_ports(svc: dict) -> list[tuple[int, int]]:
+    """(host, container) pairs of a service's ``ports``, short or long syntax."""
+    out = []
+    for entry in svc.get("ports") or []:
+        if isinstance(entry, dict):
+            out.append((int(entry["published"]), int(entry["target"])))
+            continue
+        spec = str(entry).split("/", 1)[0]  # drop /tcp
+        parts = spec.split(":")
+        assert len(parts) in (2, 3), f"port {entry!r} does not publish a host port"
+        out.append((int(parts[-2]), int(parts[-1])))
+    return out
+
+
+def _dockerfile_path(name: str) -> Path:
+    build = _service(name)["build"]
+    assert isinstance(build, dict), f"{name}: build must name a context and a dockerfile"
+    context = ROOT / build.get("context", ".")
+    return (context / build["dockerfile"]).resolve()
+
+
+def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the last build stage, continuation lines joined."""
+    logical, current = [], ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # comment inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        if current.strip():
+            logical.append(current.strip())
+        current = ""
+    if current.strip():
+        logical.append(current.strip())
+    instructions = []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:], instructions
+
+
+def _exec_form(args: str) -> list[str]:
+    args = args.strip()
+    if args.startswith("["):
+        return json.loads(args)
+    return shlex.split(args)
+
+
+def _default_port(name: str) -> int:
+    source = (ROOT / "services" / name / "src" / name / "__main__.py").read_text(encoding="utf-8")
+    found = re.findall(r"default_port\s*=\s*(\d+)", source)
+    assert len(found) == 1, f"{name}/__main__.py: expected one default_port=NNNN, found {found}"
+    return int(found[0])
+
+
+def _settings_class(name: str):
+    module, _, cls = SETTINGS_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _created_databases() -> set[str]:
+    sql = INIT_SQL.read_text(encoding="utf-8")
+    sql = re.sub(r"--[^\n]*", "", sql)
+    sql = re.sub(r"/\*.*?\*/", "", sql, flags=re.S)
+    return {m.lower() for m in re.findall(r"\bCREATE\s+DATABASE\s+\"?(\w+)\"?", sql, flags=re.I)}
+
+
+def _database_of(name: str) -> tuple[str, str, str, str]:
+    """(scheme, user, host, database) of a service's DATABASE_URL."""
+    url = _environment(_service(name)).get("DATABASE_URL")
+    assert url, f"{name}: DATABASE_URL is not set"
+    m = re.fullmatch(r"(?P<scheme>[\w+]+)://(?P<user>[^:@/]+)(?::[^@]*)?@(?P<host>[^:/]+)(?::\d+)?/(?P<db>\w+)",
+                     url)
+    assert m, f"{name}: DATABASE_URL {url!r} is not scheme://user:password@host:port/database"
+    return m["scheme"], m["user"], m["host"], m["db"]
+
+
+def _healthcheck_test(svc: dict) -> str:
+    test = (svc.get("healthcheck") or {}).get("test")
+    assert test, "no healthcheck"
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+# ------------------------------------------------------------------ the compose file
+
+def test_all_services_and_infrastructure_are_defined():
+    assert set(COMPOSE["services"]) >= set(SERVICES) | set(INFRASTRUCTURE)
+
+
+def test_no_two_services_publish_the_same_host_port():
+    seen: dict[int, str] = {}
+    for name, svc in COMPOSE["services"].items():
+        for host, _ in _published_ports(svc):
+            assert host not in seen, f"host port {host} published by both {seen[host]} and {name}"
+            seen[host] = name
+
+
+def test_rabbitmq():
+    svc = _service("rabbitmq")
+    assert svc["image"] == "rabbitmq:3.10-management"
+    test = _healthcheck_test(svc)
+    assert "rabbitmq-diagnostics" in test and "ping" in test
+
+
+def test_postgres_user_and_init_script_is_mounted():
+    svc = _service("postgres")
+    assert svc["image"] == "postgres:15"
+    env = _environment(svc)
+    assert env.get("POSTGRES_USER") == POSTGRES_USER
+    assert env.get("POSTGRES_PASSWORD"), "POSTGRES_PASSWORD must be set"
+    assert _healthcheck_test(svc)
+    mounts = []
+    for volume in svc.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append((volume.get("source", ""), volume.get("target", "")))
+        else:
+            source, target = str(volume).split(":")[:2]
+            mounts.append((source, target))
+    init = [(s, t) for s, t in mounts if t.startswith("/docker-entrypoint-initdb.d")]
+    assert init, "no init script mounted into /docker-entrypoint-initdb.d"
+    sources = {(ROOT / s).resolve() for s, _ in init}
+    assert INIT_SQL.resolve() in sources, f"{INIT_SQL.relative_to(ROOT)} is not mounted (mounted: {init})"
+    for source, target in init:
+        if (ROOT / source).resolve() == INIT_SQL.resolve():
+            assert target.endswith(".sql") or target.rstrip("/") == "/docker-entrypoint-initdb.d"
+
+
+def test_init_sql_creates_exactly_one_database_per_service():
+    assert _created_databases() == set(SERVICES)
+
+
+# ------------------------------------------------------------------ per service
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_port_is_the_same_in_main_dockerfile_and_compose(name):
+    port = _default_port(name)
+    dockerfile = _dockerfile_path(name)
+    assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+    final, _ = _dockerfile_instructions(dockerfile)
+
+    exposed = {int(p.split("/")[0]) for word, args in final if word == "EXPOSE" for p in args.split()}
+    assert exposed == {port}, f"{name}: Dockerfile EXPOSEs {exposed}, __main__ serves on {port}"
+
+    published = _published_ports(_service(name))
+    assert published == [(port, port)], f"{name}: compose publishes {published}, expected {port}:{port}"
+
+    cmds = [_exec_form(args) for word, args in final if word == "CMD"]
+    assert cmds, f"{name}: Dockerfile has no CMD"
+    cmd = cmds[-1]
+    assert cmd[:2] == [f"seteli-{name}", "serve"], cmd
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0", cmd
+    assert int(cmd[cmd.index("--port") + 1]) == port, cmd
+
+    checks = [args for word, args in final if word == "HEALTHCHECK"]
+    assert checks and "urllib" in checks[-1] and f":{port}/health/live" in checks[-1], checks
+    assert f":{port}/health/live" in _healthcheck_test(_service(name))
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dockerfile_builds_only_this_package_as_non_root(name):
+    build = _service(name)["build"]
+    assert build.get("context", ".") in (".", "./"), f"{name}: build context must be the repository root"
+    final, every = _dockerfile_instructions(_dockerfile_path(name))
+    assert all(args.split()[0] == "python:3.11-slim" for word, args in every if word == "FROM")
+    runs = " ".join(args for word, args in every if word == "RUN")
+    assert "pip install" in runs and "uv" in runs
+    sync = re.search(r"uv sync\b[^&;]*", runs)
+    assert sync, f"{name}: no uv sync"
+    for flag in ("--frozen", "--no-dev", f"--package seteli-{name}"):
+        assert flag in sync.group(0), f"{name}: uv sync lacks {flag}"
+    copied = " ".join(args for word, args in every if word == "COPY")
+    for needed in ("pyproject.toml", "uv.lock", "shared", "services"):
+        assert needed in copied, f"{name}: Dockerfile does not copy {needed}"
+    users = [args for word, args in final if word == "USER"]
+    assert users and users[-1] not in ("root", "0"), f"{name}: the image must not run as root"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_uses_only_its_own_database(name):
+    scheme, user, host, database = _database_of(name)
+    assert scheme == "postgresql+asyncpg"
+    assert host == "postgres"
+    assert user == POSTGRES_USER
+    assert database == name, f"{name}: DATABASE_URL names database {database!r}"
+    assert database in _created_databases(), f"{name}: database {database!r} is not created by the init SQL"
+
+
+def test_no_two_services_share_a_database():
+    databases = [_database_of(name)[3] for name in SERVICES]
+    assert len(databases) == len(set(databases)), databases
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_environment_variable_is_a_settings_field(name):
+    settings_cls = _settings_class(name)
+    env = _environment(_service(name))
+    unknown = sorted(var for var in env if var.lower() not in settings_cls.model_fields)
+    assert not unknown, f"{name}: compose sets {unknown}, which {settings_cls.__name__} does not read"
+    assert env.get("ENVIRONMENT") == "development"
+    assert env.get("AMQP_URL") == "amqp://guest:guest@rabbitmq:5672/"
+    # and the values are valid for those fields
+    settings = settings_cls(**{var.lower(): value for var, value in env.items()})
+    assert settings.service_name == name
+    assert settings.database_url.endswith(f"/{name}")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_depends_on_healthy_broker_and_database(name):
+    depends = _service(name).get("depends_on") or {}
+    if isinstance(depends, list):
+        pytest.fail(f"{name}: depends_on must wait for condition: service_healthy")
+    for dep in INFRASTRUCTURE:
+        assert dep in depends, f"{name} does not depend on {dep}"
+        assert depends[dep].get("condition") == "service_healthy", f"{name}: {dep} condition"
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context():
+    lines = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for pattern in (".venv", "var", ".git"):
+        assert pattern in lines or f"**/{pattern}" in lines, pattern
+    assert any("__pycache__" in line for line in lines)
+    assert any(line.endswith("*.db") for line in lines)
