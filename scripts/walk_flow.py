@@ -1,5 +1,7 @@
 """Walk the first flow by hand against a running system (`make run`): register and approve a
-provider, issue a voucher, choose the provider, charge 100.00 EUR, settle, read the report.
+provider, issue a voucher, the client logs in with its voucher code and chooses the provider, the
+provider charges 100.00 EUR, settle, read the report. Each party calls with its own development
+token (as `seteli-token` mints them; accepted only with ENVIRONMENT=development).
 
     .venv/bin/python scripts/walk_flow.py [--funder 091]
 """
@@ -15,6 +17,7 @@ from datetime import date, timedelta
 
 import httpx
 
+from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
 
 REGISTRY = os.environ.get("REGISTRY_URL", "http://127.0.0.1:8001")
@@ -47,34 +50,48 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--funder", default="091")
     args = parser.parse_args()
-    headers = dict(h.split(": ", 1) for h in os.environ.get("SETELI_HEADERS", "").split("\n") if h)
-    c = httpx.Client(timeout=10, headers=headers)
-    provider = step("register a provider", c.post(f"{REGISTRY}/providers", json={
+    def as_(role: str, **claims) -> dict:  # noqa: ANN003
+        return {"Authorization": f"Bearer {mint(f'walk:{role}', [role], **claims)}"}
+
+    c = httpx.Client(timeout=10)
+    operator = as_("operator")
+    provider = step("operator staff register a provider", c.post(f"{REGISTRY}/providers", headers=operator, json={
         "business_id": random_business_id(), "name": "Kotihoiva Oy", "iban": "FI2112345600000785"}))
-    step("the funder approves it for home care", c.post(f"{REGISTRY}/providers/{provider['id']}/approvals",
-                                                         json={"funder_id": args.funder, "category": "home_care"}))
+    step("the funder's provider approver approves it for home care",
+         c.post(f"{REGISTRY}/providers/{provider['id']}/approvals", json={"category": "home_care"},
+                headers=as_("funder_provider_approver", funder_id=args.funder)))
     today = date.today()
-    voucher = step("the funder issues a voucher", c.post(f"{VOUCHERS}/vouchers", json={
-        "funder_id": args.funder, "decision_ref": f"D-{random.randint(1, 10**9)}", "client_ref": f"C-{random.randint(1, 10**9)}",
+    decision_ref = f"D-{random.randint(1, 10**9)}"
+    voucher = step("the funder's decision maker issues a voucher", c.post(
+        f"{VOUCHERS}/vouchers", headers=as_("funder_decision_maker", funder_id=args.funder), json={
+        "decision_ref": decision_ref, "client_ref": f"C-{random.randint(1, 10**9)}",
         "category": "home_care", "units_per_period": "20", "period": "month", "value_per_unit_cents": 2500,
         "valid_from": (today - timedelta(days=30)).isoformat(), "valid_until": (today + timedelta(days=335)).isoformat()}))
-    until(lambda: c.post(f"{VOUCHERS}/vouchers/{voucher['id']}/provider",
+    login = step("the client logs in with voucher code and decision reference", c.post(
+        f"{VOUCHERS}/client-sessions", json={"voucher_code": voucher["voucher_code"], "decision_ref": decision_ref}))
+    client = {"Authorization": f"Bearer {login['access_token']}"}
+    until(lambda: c.post(f"{VOUCHERS}/vouchers/{voucher['id']}/provider", headers=client,
                          json={"provider_id": provider["id"]}).status_code == 200, "vouchers to learn of the approval")
-    step("the client chose the provider", c.get(f"{VOUCHERS}/vouchers/{voucher['id']}"))
+    step("the client chose the provider", c.get(f"{VOUCHERS}/vouchers/{voucher['id']}", headers=client))
+    charger = as_("provider_charger", provider_id=provider["id"])
 
     def charge():  # noqa: ANN202
-        r = c.post(f"{PAYMENTS}/charges", json={
-            "voucher_id": voucher["id"], "provider_id": provider["id"], "provider_reference": "visit-1",
+        r = c.post(f"{PAYMENTS}/charges", headers=charger, json={
+            "voucher_id": voucher["id"], "provider_reference": "visit-1",
             "service_date": today.isoformat(), "units": "4", "unit_price_cents": 2500})
         return r if r.status_code in (200, 201) else None
 
     step("the provider charges 4 h x 25.00 EUR", until(charge, "payments to learn of the voucher"))
-    settlements = step("settlement run", c.post(f"{PAYMENTS}/settlements/run"))
+    settlements = step("operator staff run the settlement", c.post(f"{PAYMENTS}/settlements/run", headers=operator))
     mine = [s for s in settlements if s["provider_id"] == provider["id"]]
     print(f"\nsettled: gross {mine[0]['gross_cents'] / 100:.2f} EUR, fee {mine[0]['fee_cents'] / 100:.2f} EUR, "
           f"net {mine[0]['net_cents'] / 100:.2f} EUR")
-    until(lambda: c.get(f"{REPORTING}/funders/{args.funder}/figures").json()["charges_settled"] > 0, "reporting")
-    step(f"report for funder {args.funder}", c.get(f"{REPORTING}/funders/{args.funder}/figures"))
+    viewer = as_("funder_reporting", funder_id=args.funder)
+    figures = f"{REPORTING}/funders/{args.funder}/figures"
+    until(lambda: c.get(figures, headers=viewer).json()["charges_settled"] > 0, "reporting")
+    step(f"report for funder {args.funder}", c.get(figures, headers=viewer))
+    step("the funder reads its audit trail in payments",
+         c.get(f"{PAYMENTS}/audit", headers=as_("funder_finance", funder_id=args.funder)))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,8 @@ class Policy:
 
     roles: frozenset[Role]
     #: how the tenant is told: "path" (another tenant's resource -> 404), "body" (acting for another
-    #: tenant -> 403), "none" (the roles alone decide)
+    #: tenant -> 403), "list" (each caller sees its own tenant's part), "register" (funder staff see
+    #: every provider, provider staff their own), "none" (the roles alone decide)
     scope: str = "path"
 
 

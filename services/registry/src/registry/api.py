@@ -109,7 +109,7 @@ async def list_providers(
 @router.get("/providers/{provider_id}", response_model=ProviderPublic)
 async def get_provider(
     provider_id: str, sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF)],
+    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF, scope="register")],
 ) -> ProviderPublic:
     async with sessions() as session:
         provider = await session.get(Provider, provider_id)

@@ -1,0 +1,272 @@
+"""Every endpoint of every service against a matrix of callers, generated from the apps' routes:
+a new endpoint without a declared access policy fails here.
+
+The four apps run in this process (SQLite files) on a bus namespace of their own on the real
+RabbitMQ; the resources the matrix calls for are made through the APIs and the events between them.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import date
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from seteli_shared.auth import FUNDER_ROLES, PROVIDER_ROLES, Policy, Require, Role, mint
+from seteli_shared.devtools import random_business_id
+from seteli_shared.testing import eventually
+
+PUBLIC = {("GET", "/health/live"), ("GET", "/health/ready"), ("POST", "/client-sessions")}
+F1, F2 = "091", "092"
+IBAN = "FI2112345600000785"
+
+
+def token(role: str, **claims) -> str:  # noqa: ANN003
+    return mint(f"matrix:{role}", [role], **claims)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    dependant: object
+
+
+def endpoints(app) -> list[tuple[str, Endpoint]]:  # noqa: ANN001
+    """(method, endpoint) for every API route, through included routers."""
+    out = []
+    for r in app.routes:
+        if isinstance(r, APIRoute):
+            candidates = [r]
+        elif hasattr(r, "effective_candidates"):  # an included router (FastAPI >= 0.160)
+            found = r.effective_candidates
+            candidates = list(found() if callable(found) else found)
+        else:
+            candidates = []
+        for c in candidates:
+            out += [(m, Endpoint(c.path, c.dependant)) for m in c.methods]
+    return out
+
+
+def policy_of(route: Endpoint) -> Policy | None:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, Require):
+            return dep.call.policy
+        stack.extend(dep.dependencies)
+    return None
+
+
+async def start_system(stack: AsyncExitStack, tmp_path, namespace: str, amqp_url: str) -> dict:  # noqa: ANN001
+    import payments.app
+    import registry.app
+    import reporting.app
+    import vouchers.app
+
+    clients = {}
+    for mod in (registry, vouchers, payments, reporting):
+        name = mod.__name__
+        settings_cls = type(mod.app.SPEC) and getattr(
+            __import__(f"{name}.settings", fromlist=["x"]), f"{name.capitalize()}Settings")
+        settings = settings_cls(environment="test", database_url=f"sqlite+aiosqlite:///{tmp_path / name}.db",
+                                bus_namespace=namespace, amqp_url=amqp_url, relay_idle_seconds=0.05)
+        app = mod.app.create_app(settings)
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        clients[name] = (app, await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}")))
+    return clients
+
+
+@dataclass
+class World:
+    clients: dict
+    ids: dict
+
+
+@pytest.fixture(scope="module")
+async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
+    from seteli_shared.testing import delete_namespace
+
+    ns = f"mx{uuid.uuid4().hex[:8]}"
+    async with AsyncExitStack() as stack:
+        clients = await start_system(stack, tmp_path_factory.mktemp("matrix"), ns, amqp_url)
+        reg, vou, pay = clients["registry"][1], clients["vouchers"][1], clients["payments"][1]
+        op = {"Authorization": f"Bearer {token('operator')}"}
+        ids: dict = {}
+        for key, funder in (("P", F1), ("Q", F2)):
+            r = await reg.post("/providers", headers=op, json={"business_id": random_business_id(), "name": key,
+                                                               "iban": IBAN})
+            ids[key] = r.json()["id"]
+            r = await reg.post(f"/providers/{ids[key]}/approvals", headers=op,
+                               json={"funder_id": funder, "category": "home_care"})
+            assert r.status_code == 201, r.text
+        for key, funder, provider in (("V", F1, "P"), ("W", F2, "Q")):
+            dm = {"Authorization": f"Bearer {token('funder_decision_maker', funder_id=funder)}"}
+            r = await vou.post("/vouchers", headers=dm, json=voucher_body(funder))
+            ids[key] = r.json()["id"]
+            await eventually(lambda: _ok(vou.post(f"/vouchers/{ids[key]}/provider", headers=dm,
+                                                  json={"provider_id": ids[provider]})))
+        charger = {"Authorization": f"Bearer {token('provider_charger', provider_id=ids['P'])}"}
+        r = await eventually(lambda: _ok(pay.post("/charges", headers=charger, json=charge_body(ids))))
+        ids["C"] = r.json()["id"]
+        r = await pay.post("/settlements/run", headers=op)
+        ids["S"] = r.json()[0]["id"]
+        yield World(clients, ids)
+    await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in ("registry", "vouchers", "payments", "reporting")])
+
+
+async def _ok(coro):  # noqa: ANN001, ANN202
+    r = await coro
+    return r if r.status_code in (200, 201) else None
+
+
+def voucher_body(funder: str) -> dict:
+    return {"funder_id": funder, "decision_ref": f"D-{uuid.uuid4().hex[:12]}", "client_ref": f"c-{uuid.uuid4().hex[:8]}",
+            "category": "home_care", "units_per_period": "100", "value_per_unit_cents": 2500,
+            "valid_from": "2026-01-01", "valid_until": "2027-12-31"}
+
+
+def charge_body(ids: dict) -> dict:
+    return {"voucher_id": ids["V"], "provider_id": ids["P"], "provider_reference": f"r-{uuid.uuid4().hex[:12]}",
+            "service_date": date.today().isoformat(), "units": "0.25"}
+
+
+BODIES = {
+    ("POST", "/providers"): lambda ids: {"business_id": random_business_id(), "name": "New Oy", "iban": IBAN},
+    ("POST", "/providers/{provider_id}/approvals"): lambda ids: {"funder_id": F1, "category": "home_care"},
+    ("POST", "/vouchers"): lambda ids: voucher_body(F1),
+    ("POST", "/vouchers/{voucher_id}/provider"): lambda ids: {"provider_id": ids["P"]},
+    ("POST", "/charges"): charge_body,
+}
+PATH_IDS = {"provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    label: str
+    headers: dict
+    roles: frozenset
+    relation: str  # right | other | bad
+
+
+def callers(ids: dict) -> list[Caller]:
+    out = [Caller("operator", _h(token("operator")), frozenset({Role.OPERATOR}), "right")]
+    for role in sorted(FUNDER_ROLES):
+        out.append(Caller(f"{role}@{F1}", _h(token(role, funder_id=F1)), frozenset({role}), "right"))
+        out.append(Caller(f"{role}@{F2}", _h(token(role, funder_id=F2)), frozenset({role}), "other"))
+    for role in sorted(PROVIDER_ROLES):
+        out.append(Caller(f"{role}@P", _h(token(role, provider_id=ids["P"])), frozenset({role}), "right"))
+        out.append(Caller(f"{role}@Q", _h(token(role, provider_id=ids["Q"])), frozenset({role}), "other"))
+    out.append(Caller("client@V", _h(token("client", voucher_id=ids["V"])), frozenset({Role.CLIENT}), "right"))
+    out.append(Caller("client@W", _h(token("client", voucher_id=ids["W"])), frozenset({Role.CLIENT}), "other"))
+    past = int(time.time()) - 7200
+    bad = {
+        "no token": {},
+        "expired": _h(mint("x", ["operator"], now=past, ttl=3600)),
+        "wrong signature": _h(mint("x", ["operator"], secret="not-the-secret-" * 3)),
+        "wrong audience": _h(mint("x", ["operator"], audience="someone-else")),
+        "wrong issuer": _h(mint("x", ["operator"], issuer="evil")),
+        "garbage": {"Authorization": "Bearer not.a.jwt"},
+        "funder role without funder": _h(mint("x", ["funder_finance"])),
+    }
+    out += [Caller(label, h, frozenset(), "bad") for label, h in bad.items()]
+    return out
+
+
+def _h(t: str) -> dict:
+    return {"Authorization": f"Bearer {t}"}
+
+
+def expected(policy: Policy, caller: Caller) -> str:
+    if caller.relation == "bad":
+        return "401"
+    if not caller.roles & policy.roles:
+        return "403"
+    if caller.relation == "right" or policy.scope in ("none", "list"):
+        return "2xx"
+    if policy.scope == "register":
+        return "2xx" if caller.roles & FUNDER_ROLES else "404"
+    return {"path": "404", "body": "403"}[policy.scope]
+
+
+def all_routes(world: World):  # noqa: ANN201
+    for service, (app, client) in world.clients.items():
+        for method, route in endpoints(app):
+            yield service, method, route, client
+
+
+async def test_the_matrix_sees_every_documented_operation(world):  # noqa: ANN001
+    for service, (app, _) in world.clients.items():
+        documented = {(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops}
+        assert documented == {(m, r.path) for m, r in endpoints(app)}, service
+        assert len(documented) >= 4
+
+
+async def test_every_endpoint_declares_who_may_call_it(world):  # noqa: ANN001
+    missing = [f"{s} {m} {r.path}" for s, m, r, _ in all_routes(world)
+               if policy_of(r) is None and (m, r.path) not in PUBLIC]
+    assert not missing, f"endpoints without an access policy: {missing}"
+
+
+async def test_access_matrix(world):  # noqa: ANN001
+    failures, cases = [], 0
+    for service, method, route, client in all_routes(world):
+        policy = policy_of(route)
+        if policy is None:
+            continue
+        path = route.path
+        for param, key in PATH_IDS.items():
+            path = path.replace("{" + param + "}", world.ids[key])
+        path = path.replace("{funder_id}", F1)
+        body_factory = BODIES.get((method, route.path))
+        for caller in callers(world.ids):
+            body = body_factory(world.ids) if body_factory else None
+            r = await client.request(method, path, json=body, headers=caller.headers)
+            want = expected(policy, caller)
+            got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)
+            cases += 1
+            if got != want:
+                failures.append(f"{service} {method} {route.path} as {caller.label}: want {want}, got "
+                                f"{r.status_code} {r.text[:160]}")
+            elif want in ("401", "403", "404"):
+                assert "reason" in r.json()["error"], r.text
+    assert not failures, f"{len(failures)} of {cases} cases wrong:\n" + "\n".join(failures)
+    print(f"access matrix: {cases} cases")
+    assert cases > 400
+
+
+async def test_lists_show_each_caller_only_its_own_tenant(world):  # noqa: ANN001
+    pay, ids = world.clients["payments"][1], world.ids
+    other_funder = _h(token("funder_finance", funder_id=F2))
+    assert ids["S"] not in (await pay.get("/settlements", headers=other_funder)).text
+    assert ids["S"] not in (await pay.get(f"/settlements?funder_id={F1}", headers=other_funder)).text
+    other_provider = _h(token("provider_charger", provider_id=ids["Q"]))
+    assert ids["S"] not in (await pay.get(f"/settlements?provider_id={ids['P']}", headers=other_provider)).text
+    assert ids["S"] in (await pay.get("/settlements", headers=_h(token("funder_finance", funder_id=F1)))).text
+    reg = world.clients["registry"][1]
+    mine = (await reg.get("/providers", headers=_h(token("provider_manager", provider_id=ids["Q"])))).json()
+    assert [p["id"] for p in mine] == [ids["Q"]]
+    for service in ("registry", "vouchers", "payments"):
+        trail = (await world.clients[service][1].get("/audit", headers=other_funder)).json()
+        assert all(e["funder_id"] == F2 for e in trail) and trail, service
+        assert ids["V"] not in str(trail) and ids["C"] not in str(trail)
+
+
+async def test_client_light_login_gives_a_token_for_that_voucher_only(world):  # noqa: ANN001
+    vou, ids = world.clients["vouchers"][1], world.ids
+    dm = _h(token("funder_decision_maker", funder_id=F1))
+    v = (await vou.get(f"/vouchers/{ids['V']}", headers=dm)).json()
+    r = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "decision_ref": v["decision_ref"]})
+    assert r.status_code == 200
+    client = _h(r.json()["access_token"])
+    assert (await vou.get(f"/vouchers/{ids['V']}", headers=client)).status_code == 200
+    assert (await vou.get(f"/vouchers/{ids['W']}", headers=client)).status_code == 404
+    wrong = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "decision_ref": "nope"})
+    assert (wrong.status_code, wrong.json()["error"]["reason"]) == (401, "invalid_voucher_credentials")
+    typo = v["voucher_code"][:-2] + ("0" if v["voucher_code"][-2] != "0" else "1") + v["voucher_code"][-1]
+    r = await vou.post("/client-sessions", json={"voucher_code": typo, "decision_ref": v["decision_ref"]})
+    assert r.status_code == 401
