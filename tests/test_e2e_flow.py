@@ -129,3 +129,35 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     await eventually(lambda: f'"correlation_id": "{cid}"' in system.logs["reporting"].read_text())
     # no personal identity code reached any log
     assert "131052-308T" not in system.log_text()
+
+    # the audit trail of each service records who did what, over HTTP and over the bus
+    def trail_of(entries: list[dict]) -> set[tuple]:
+        return {(e["channel"], e["actor"].split(":/")[0] if e["channel"] == "bus" else e["actor"], e["actor_tenant"],
+                 e["action"], e["funder_id"]) for e in entries}
+
+    async def audit(service: str) -> set[tuple]:
+        r = await system.client(service, headers=OPERATOR).get("/audit")
+        assert r.status_code == 200
+        return trail_of(r.json())
+
+    assert {("http", "e2e:operator", "operator", "provider.register", None),
+            ("http", "e2e:funder_provider_approver", f"funder:{FUNDER}", "provider.approve", FUNDER)
+            } <= await audit("registry")
+    assert {("http", "e2e:funder_decision_maker", f"funder:{FUNDER}", "voucher.issue", FUNDER),
+            ("http", f"client:{voucher_id}", f"voucher:{voucher_id}", "voucher.choose_provider", FUNDER),
+            ("bus", "guest", "system", "fi.seteli.provider.approved.v1", FUNDER)} <= await audit("vouchers")
+    assert {("http", "e2e:provider_charger", f"provider:{provider_id}", "charge.create", FUNDER),
+            ("http", "e2e:operator", "operator", "settlement.create", FUNDER),
+            ("bus", "guest", "system", "fi.seteli.voucher.issued.v1", FUNDER),
+            ("bus", "guest", "system", "fi.seteli.voucher.provider_chosen.v1", FUNDER)} <= await audit("payments")
+    assert ("bus", "guest", "system", "fi.seteli.charge.settled.v1", FUNDER) in await audit("reporting")
+    # the bus entries say which service published, as the broker vouched (user) and the envelope names it
+    vouchers_trail = (await system.client("vouchers", headers=OPERATOR).get("/audit")).json()
+    assert any(e["actor"] == "guest:/seteli/registry" for e in vouchers_trail)
+    charge_entries = [e for e in (await system.client("payments", headers=OPERATOR).get("/audit")).json()
+                      if e["action"] == "charge.create"]
+    assert cid in {e["correlation_id"] for e in charge_entries}, "the audit entry carries the correlation id"
+    # a funder reads its own trail; nothing in any trail is personal data
+    own = (await system.client("payments", headers=bearer("funder_finance", funder_id=FUNDER)).get("/audit")).json()
+    assert own and all(e["funder_id"] == FUNDER for e in own)
+    assert not (await system.client("payments", headers=bearer("funder_finance", funder_id="092")).get("/audit")).json()
