@@ -1,5 +1,5 @@
-"""Generate the published contracts from the code: docs/asyncapi.yaml (the bus) and
-docs/openapi/<service>.json (the HTTP APIs). `--check` fails when the committed files differ."""
+"""Generate the published contracts from the code: docs/asyncapi.yaml (the bus),
+docs/openapi/<service>.json (the HTTP APIs) and deploy/rabbitmq/definitions.json (the broker). `--check` fails when the committed files differ."""
 from __future__ import annotations
 
 import json
@@ -79,6 +79,9 @@ def openapi(name: str) -> dict:
 
 def render() -> dict[Path, str]:
     out = {DOCS / "asyncapi.yaml": yaml.safe_dump(asyncapi(), sort_keys=False, allow_unicode=True, width=110)}
+    from seteli_shared.broker import definitions
+
+    out[ROOT / "deploy" / "rabbitmq" / "definitions.json"] = json.dumps(definitions(), indent=2) + "\n"
     for name in SERVICES:
         out[DOCS / "openapi" / f"{name}.json"] = json.dumps(openapi(name), indent=2, ensure_ascii=False) + "\n"
     return out

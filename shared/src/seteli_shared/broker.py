@@ -1,0 +1,156 @@
+"""Broker definitions and the identities of outside systems, applied with RabbitMQ's own tools.
+
+``seteli-broker definitions`` prints the definitions (vhost, exchanges, the services' quorum queues
+with their dead-letter queues and delivery limits, policies); ``seteli-broker apply`` imports them;
+``seteli-broker add-funder-system`` / ``add-provider-system`` create an outside system's user with
+permissions that let it do only its own part:
+
+- a funder's case system may publish only to ``<ns>.decisions`` and only with routing keys
+  ``decision.<funder_id>[.*]`` (topic permissions); it can configure and read nothing;
+- a provider's system may only read its own queue ``<ns>.notices.<provider_id>``, bound to the
+  ``<ns>.notices`` exchange for ``notice.<provider_id>.#``; it can configure and write nothing.
+
+The broker validates the ``user_id`` property of every message against the publishing connection's
+user, so a consumer can trust ``message.user_id`` (see ``trusted_funder``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+
+from .bus import quorum_queue_arguments
+
+SERVICE_QUEUES = {
+    # consumer -> the routing keys it needs on <ns>.events
+    "vouchers": ["provider.approved.v1"],
+    "payments": ["provider.approved.v1", "voucher.issued.v1", "voucher.provider_chosen.v1"],
+    "reporting": ["#"],
+}
+FUNDER_USER = "funder-{id}"
+PROVIDER_USER = "provider-{id}"
+_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int = 5) -> dict:
+    ns = namespace
+    exchanges = [
+        {"name": f"{ns}.events", "type": "topic"},  # domain events between the services
+        {"name": f"{ns}.dlx", "type": "direct"},  # dead letters, routed by queue name
+        {"name": f"{ns}.decisions", "type": "topic"},  # service decisions from funders' case systems
+        {"name": f"{ns}.notices", "type": "topic"},  # settlement notices to providers' systems
+    ]
+    queues, bindings = [], []
+    for service, keys in SERVICE_QUEUES.items():
+        q = f"{ns}.{service}"
+        queues.append({"name": q, "arguments": quorum_queue_arguments(f"{ns}.dlx", q, delivery_limit)})
+        queues.append({"name": f"{q}.dlq", "arguments": {"x-queue-type": "quorum"}})
+        bindings.append({"source": f"{ns}.dlx", "destination": f"{q}.dlq", "routing_key": q})
+        bindings += [{"source": f"{ns}.events", "destination": q, "routing_key": k} for k in keys]
+    return {
+        "vhosts": [{"name": vhost}],
+        "exchanges": [{**e, "vhost": vhost, "durable": True, "auto_delete": False, "internal": False,
+                       "arguments": {}} for e in exchanges],
+        "queues": [{**q, "vhost": vhost, "durable": True, "auto_delete": False} for q in queues],
+        "bindings": [{**b, "vhost": vhost, "destination_type": "queue", "arguments": {}} for b in bindings],
+        "policies": [{
+            "vhost": vhost, "name": f"{ns}-notices", "pattern": rf"^{re.escape(ns)}\.notices\.",
+            "apply-to": "queues", "priority": 0,
+            "definition": {"dead-letter-exchange": f"{ns}.dlx", "delivery-limit": 20},
+        }],
+    }
+
+
+def _ctl(*args: str, stdin: str | None = None) -> None:
+    r = subprocess.run(["rabbitmqctl", "-q", *args], input=stdin, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {args[0]} failed: {r.stderr.strip() or r.stdout.strip()}")
+
+
+def apply(namespace: str, vhost: str, delivery_limit: int) -> None:
+    _import(definitions(namespace, vhost, delivery_limit))
+
+
+def _import(defs: dict) -> None:
+    """Definitions go in on standard input: rabbitmqctl reads files as the broker's own user."""
+    _ctl("import_definitions", "--format", "json", stdin=json.dumps(defs))
+
+
+def _user(name: str, password: str, vhost: str, configure: str, write: str, read: str) -> None:
+    try:
+        _ctl("add_user", name, password)
+    except RuntimeError as exc:
+        if "already exists" not in str(exc):
+            raise
+        _ctl("change_password", name, password)
+    _ctl("set_permissions", "-p", vhost, name, configure, write, read)
+
+
+def add_funder_system(funder_id: str, password: str, namespace: str = "seteli", vhost: str = "/",
+                      user_prefix: str = "") -> str:
+    if not _ID.match(funder_id):
+        raise ValueError("bad funder id")
+    name = user_prefix + FUNDER_USER.format(id=funder_id)
+    exchange = f"{namespace}.decisions"
+    _user(name, password, vhost, "^$", f"^{re.escape(exchange)}$", "^$")
+    _ctl("set_topic_permissions", "-p", vhost, name, exchange, rf"^decision\.{re.escape(funder_id)}(\..*)?$", "^$")
+    return name
+
+
+def add_provider_system(provider_id: str, password: str, namespace: str = "seteli", vhost: str = "/",
+                        user_prefix: str = "") -> str:
+    if not _ID.match(provider_id):
+        raise ValueError("bad provider id")
+    name = user_prefix + PROVIDER_USER.format(id=provider_id)
+    queue = f"{namespace}.notices.{provider_id}"
+    _import({
+        "queues": [{"name": queue, "vhost": vhost, "durable": True, "auto_delete": False,
+                    "arguments": {"x-queue-type": "quorum"}}],
+        "bindings": [{"source": f"{namespace}.notices", "vhost": vhost, "destination": queue,
+                      "destination_type": "queue", "routing_key": f"notice.{provider_id}.#", "arguments": {}}],
+    })
+    _user(name, password, vhost, "^$", "^$", f"^{re.escape(queue)}$")
+    return name
+
+
+def remove_user(name: str) -> None:
+    _ctl("delete_user", name)
+
+
+def trusted_funder(user_id: str | None, user_prefix: str = "") -> str | None:
+    """The funder whose case system published a message, from the broker-validated ``user_id``."""
+    prefix = user_prefix + FUNDER_USER.format(id="")
+    if user_id and user_id.startswith(prefix) and _ID.match(user_id[len(prefix):]):
+        return user_id[len(prefix):]
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="seteli-broker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--namespace", default="seteli")
+    parser.add_argument("--vhost", default="/")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("definitions", help="print the broker definitions (JSON)")
+    d.add_argument("--delivery-limit", type=int, default=5)
+    a = sub.add_parser("apply", help="import the definitions into the local broker (rabbitmqctl)")
+    a.add_argument("--delivery-limit", type=int, default=5)
+    for kind in ("funder", "provider"):
+        p = sub.add_parser(f"add-{kind}-system", help=f"create a {kind}'s system user with its permissions")
+        p.add_argument("id")
+        p.add_argument("--password", required=True)
+        p.add_argument("--user-prefix", default="")
+    args = parser.parse_args()
+    if args.command == "definitions":
+        print(json.dumps(definitions(args.namespace, args.vhost, args.delivery_limit), indent=2))
+    elif args.command == "apply":
+        apply(args.namespace, args.vhost, args.delivery_limit)
+        print(f"definitions for namespace {args.namespace!r} applied to vhost {args.vhost!r}")
+    else:
+        add = add_funder_system if args.command == "add-funder-system" else add_provider_system
+        print(f"user {add(args.id, args.password, args.namespace, args.vhost, args.user_prefix)} ready")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Outside systems on the real broker: RabbitMQ's own permissions keep each to its own part, and
+its validated ``user_id`` tells a consumer who published."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from urllib.parse import urlparse
+
+import aio_pika
+import pytest
+from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
+
+from seteli_shared import broker
+from seteli_shared.testing import delete_namespace
+
+pytestmark = pytest.mark.skipif(shutil.which("rabbitmqctl") is None or "TEST_AMQP_URL" in os.environ,
+                                reason="needs the local broker's rabbitmqctl")
+
+
+@pytest.fixture(scope="module")
+async def outside(amqp_url):  # noqa: ANN001
+    ns = f"perm{uuid.uuid4().hex[:8]}"
+    prefix = f"{ns}-"
+    await asyncio.to_thread(broker.apply, ns, "/", 5)
+    users = []
+    for kind, ident in (("funder", "091"), ("funder", "092"), ("provider", "p1"), ("provider", "p2")):
+        add = broker.add_funder_system if kind == "funder" else broker.add_provider_system
+        users.append(await asyncio.to_thread(add, ident, "pw-" + ident, ns, "/", prefix))
+    u = urlparse(amqp_url)
+
+    def url_of(user: str, password: str) -> str:
+        return f"amqp://{user}:{password}@{u.hostname}:{u.port or 5672}/"
+
+    yield ns, prefix, url_of
+    for name in users:
+        await asyncio.to_thread(broker.remove_user, name)
+    await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in ("vouchers", "payments", "reporting")]
+                           + [f"{ns}.notices.p1", f"{ns}.notices.p2", f"{ns}.decisions.watch"])
+    conn = await aio_pika.connect(amqp_url)
+    for ex in (f"{ns}.decisions", f"{ns}.notices"):
+        await (await conn.channel()).exchange_delete(ex)
+    await conn.close()
+
+
+async def test_a_funders_case_system_may_publish_only_its_own_decisions(outside, amqp_url):  # noqa: ANN001
+    ns, prefix, url_of = outside
+    admin = await aio_pika.connect(amqp_url)
+    watch = await (await admin.channel()).declare_queue(f"{ns}.decisions.watch", durable=True)
+    await watch.bind(f"{ns}.decisions", "decision.#")
+
+    case_system = await aio_pika.connect(url_of(f"{prefix}funder-091", "pw-091"))
+    ch = await case_system.channel(publisher_confirms=True)
+    exchange = await ch.get_exchange(f"{ns}.decisions", ensure=False)
+    await exchange.publish(aio_pika.Message(b'{"decision": 1}', user_id=f"{prefix}funder-091"), "decision.091",
+                           timeout=5)
+    with pytest.raises(ChannelAccessRefused):
+        await exchange.publish(aio_pika.Message(b'{"decision": 2}'), "decision.092", timeout=5)
+
+    ch = await case_system.channel(publisher_confirms=True)  # a refused publish closed the channel
+    exchange = await ch.get_exchange(f"{ns}.decisions", ensure=False)
+    with pytest.raises(ChannelPreconditionFailed):
+        await exchange.publish(aio_pika.Message(b'{"decision": 3}', user_id=f"{prefix}funder-092"), "decision.091",
+                               timeout=5)
+    ch = await case_system.channel()
+    with pytest.raises(ChannelAccessRefused):  # and it may not read anything
+        q = await ch.declare_queue(f"{ns}.decisions.watch", passive=True)
+        await q.get(timeout=5, fail=False)
+
+    got = await watch.get(timeout=5, no_ack=True)
+    assert got.body == b'{"decision": 1}'
+    assert broker.trusted_funder(got.user_id, prefix) == "091", "the consumer knows who published"
+    assert await watch.get(fail=False, no_ack=True) is None, "the refused decisions never arrived"
+    await case_system.close()
+    await admin.close()
+
+
+async def test_a_providers_system_reads_only_its_own_notices(outside, amqp_url):  # noqa: ANN001
+    ns, prefix, url_of = outside
+    admin = await aio_pika.connect(amqp_url)
+    notices = await (await admin.channel(publisher_confirms=True)).get_exchange(f"{ns}.notices")
+    for p in ("p1", "p2"):
+        await notices.publish(aio_pika.Message(f"settled for {p}".encode()), f"notice.{p}.settlement", timeout=5)
+
+    p2 = await aio_pika.connect(url_of(f"{prefix}provider-p2", "pw-p2"))
+    own = await (await p2.channel()).declare_queue(f"{ns}.notices.p2", passive=True)
+    assert (await own.get(timeout=5)).body == b"settled for p2"
+    with pytest.raises(ChannelAccessRefused):
+        q = await (await p2.channel()).declare_queue(f"{ns}.notices.p1", passive=True)
+        await q.get(timeout=5)
+    with pytest.raises(ChannelAccessRefused):  # nor make itself a queue bound to another's notices
+        await (await p2.channel()).declare_queue(f"{ns}.notices.sneaky", durable=True)
+    with pytest.raises(ChannelAccessRefused):  # nor publish notices
+        ch = await p2.channel(publisher_confirms=True)
+        ex = await ch.get_exchange(f"{ns}.notices", ensure=False)
+        await ex.publish(aio_pika.Message(b"forged"), "notice.p1.settlement", timeout=5)
+
+    p1 = await aio_pika.connect(url_of(f"{prefix}provider-p1", "pw-p1"))
+    mine = await (await p1.channel()).declare_queue(f"{ns}.notices.p1", passive=True)
+    assert (await mine.get(timeout=5)).body == b"settled for p1"
+    assert await mine.get(fail=False) is None
+    await p1.close()
+    await p2.close()
+    await admin.close()
+
+
+def test_definitions_give_every_consumer_queue_a_dead_letter_queue_and_a_delivery_limit():
+    d = broker.definitions("seteli", "/", 5)
+    queues = {q["name"]: q["arguments"] for q in d["queues"]}
+    for service in broker.SERVICE_QUEUES:
+        args = queues[f"seteli.{service}"]
+        assert args["x-queue-type"] == "quorum" and args["x-delivery-limit"] == 5
+        assert args["x-dead-letter-exchange"] == "seteli.dlx" and f"seteli.{service}.dlq" in queues
