@@ -260,6 +260,7 @@ async def test_client_light_login_gives_a_token_for_that_voucher_only(world):  #
     vou, ids = world.clients["vouchers"][1], world.ids
     dm = _h(token("funder_decision_maker", funder_id=F1))
     v = (await vou.get(f"/vouchers/{ids['V']}", headers=dm)).json()
+    assert v["issued_at"].endswith("Z"), "timestamps keep their time zone on SQLite too"
     r = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "decision_ref": v["decision_ref"]})
     assert r.status_code == 200
     client = _h(r.json()["access_token"])

@@ -13,13 +13,13 @@ from sqlmodel import Field, SQLModel
 from .auth import Principal
 from .events import Envelope
 from .logging import correlation_id_var
-from .messaging import BigIntPK
+from .messaging import BigIntPK, UTCDateTime
 
 
 class AuditEntry(SQLModel, table=True):
     __tablename__ = "audit_log"
     id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
-    at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     channel: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))  # http | bus
     actor: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     roles: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))

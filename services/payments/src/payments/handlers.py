@@ -38,16 +38,10 @@ async def on_voucher_issued(session: AsyncSession, _env: Envelope, event: Vouche
 async def on_provider_chosen(session: AsyncSession, _env: Envelope, event: VoucherProviderChosen) -> None:
     view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
     # events may be redelivered out of order: the latest choice wins
-    if view.provider_chosen_at is None or event.chosen_at >= _aware(view.provider_chosen_at):
+    if view.provider_chosen_at is None or event.chosen_at >= view.provider_chosen_at:
         view.provider_id = event.provider_id
         view.provider_chosen_at = event.chosen_at
     await session.flush()
-
-
-def _aware(dt):  # noqa: ANN001, ANN202  (SQLite returns naive datetimes)
-    from datetime import timezone
-
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 HANDLERS = {

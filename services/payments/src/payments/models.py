@@ -6,7 +6,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from seteli_shared.messaging import BigIntPK
+from seteli_shared.messaging import BigIntPK, UTCDateTime
 
 
 class VoucherView(SQLModel, table=True):
@@ -23,7 +23,7 @@ class VoucherView(SQLModel, table=True):
     valid_from: date | None = None
     valid_until: date | None = None
     provider_id: str | None = Field(default=None, max_length=64)
-    provider_chosen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    provider_chosen_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     #: bumped by every charge: taking the row's write lock first serialises charges of one voucher
     version: int = 0
 
@@ -33,7 +33,7 @@ class ApprovalView(SQLModel, table=True):
     funder_id: str = Field(primary_key=True, max_length=40)
     provider_id: str = Field(primary_key=True, max_length=64)
     category: str = Field(primary_key=True, max_length=40)
-    approved_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    approved_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class Charge(SQLModel, table=True):
@@ -51,7 +51,7 @@ class Charge(SQLModel, table=True):
     amount_cents: int
     own_share_cents: int
     status: str = Field(max_length=16, index=True)
-    accepted_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    accepted_at: datetime = Field(sa_type=UTCDateTime())
     settlement_id: str | None = Field(default=None, max_length=64, index=True)
     fee_cents: int | None = None
     net_cents: int | None = None
@@ -67,7 +67,7 @@ class Settlement(SQLModel, table=True):
     fee_cents: int
     net_cents: int
     fee_rate: str = Field(max_length=16)
-    created_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class LedgerTransaction(SQLModel, table=True):
@@ -75,7 +75,7 @@ class LedgerTransaction(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     kind: str = Field(max_length=32)
     reference: str = Field(max_length=64, index=True)
-    created_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class LedgerEntry(SQLModel, table=True):

@@ -6,6 +6,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from seteli_shared.messaging import UTCDateTime
+
 
 class Provider(SQLModel, table=True):
     __tablename__ = "registry_provider"
@@ -13,7 +15,7 @@ class Provider(SQLModel, table=True):
     business_id: str = Field(max_length=9, sa_column_kwargs={"unique": True})
     name: str = Field(max_length=200)
     iban: str = Field(max_length=34)
-    created_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class Approval(SQLModel, table=True):
@@ -23,4 +25,4 @@ class Approval(SQLModel, table=True):
     provider_id: str = Field(foreign_key="registry_provider.id", max_length=64)
     funder_id: str = Field(max_length=40)
     category: str = Field(max_length=40)
-    approved_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    approved_at: datetime = Field(sa_type=UTCDateTime())

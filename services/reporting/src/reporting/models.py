@@ -6,6 +6,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from seteli_shared.messaging import UTCDateTime
+
 
 class ReceivedEvent(SQLModel, table=True):
     """Every event reporting has received, kept so its read models can be rebuilt from scratch."""
@@ -13,7 +15,7 @@ class ReceivedEvent(SQLModel, table=True):
     __tablename__ = "reporting_event"
     id: str = Field(primary_key=True, max_length=64)
     type: str = Field(max_length=200, index=True)
-    time: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    time: datetime = Field(sa_type=UTCDateTime())
     envelope: str = Field(sa_type=sa.Text)
 
 

@@ -6,6 +6,8 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from seteli_shared.messaging import UTCDateTime
+
 
 class Voucher(SQLModel, table=True):
     __tablename__ = "vouchers_voucher"
@@ -25,7 +27,7 @@ class Voucher(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=64)
     #: what the client gives to log in (with the decision reference) and to the provider
     voucher_code: str | None = Field(default=None, max_length=16, sa_column_kwargs={"unique": True})
-    issued_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    issued_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class ApprovedProvider(SQLModel, table=True):
@@ -35,4 +37,4 @@ class ApprovedProvider(SQLModel, table=True):
     funder_id: str = Field(primary_key=True, max_length=40)
     provider_id: str = Field(primary_key=True, max_length=64)
     category: str = Field(primary_key=True, max_length=40)
-    approved_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    approved_at: datetime = Field(sa_type=UTCDateTime())
