@@ -26,6 +26,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from urllib.parse import urlparse, urlunparse
 
 import aio_pika
@@ -42,6 +43,9 @@ from seteli_shared.logging import configure_logging
 from seteli_shared.messaging import InboxMessage, OutboxMessage
 from seteli_shared.outbox import OutboxRelay, add_event
 from seteli_shared.settings import ServiceSettings
+
+# sqlmodel's AsyncSession warns on every execute(); the project's own code calls execute() too
+warnings.filterwarnings("ignore", message=r"\s*\S* You probably want to use `session.exec\(\)`", category=DeprecationWarning)
 
 TARGET_PERCENT = 70.0
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -93,7 +97,7 @@ async def run_raw(n: int, window: int, prefetch: int) -> float:
             if acked >= n:
                 done.set()
 
-        await queue.consume(on_message)
+        consumer_tag = await queue.consume(on_message)
         exchange = pub_channel.default_exchange
 
         start = time.perf_counter()
@@ -107,6 +111,7 @@ async def run_raw(n: int, window: int, prefetch: int) -> float:
             ))
         await asyncio.wait_for(done.wait(), timeout=max(120.0, n / 50))
         elapsed = time.perf_counter() - start
+        await queue.cancel(consumer_tag)
         if acked != n:
             raise RuntimeError(f"raw: {acked} acks for {n} messages")
         return n / elapsed
@@ -140,10 +145,16 @@ async def _create_schema(engine) -> None:  # noqa: ANN001
         await conn.run_sync(create)
 
 
+#: one effect row per event; a second application of the same event would show as applied = 2
+UPSERT_EFFECT = pg_insert(EFFECT).on_conflict_do_update(
+    index_elements=[EFFECT.c.n], set_={"applied": EFFECT.c.applied + 1}
+)
+
+
 async def _handle_tick(session, envelope: Envelope, event: BenchTick) -> None:  # noqa: ANN001
-    stmt = pg_insert(EFFECT).values(n=event.n, message_id=envelope.id, applied=1)
-    stmt = stmt.on_conflict_do_update(index_elements=[EFFECT.c.n], set_={"applied": EFFECT.c.applied + 1})
-    await session.execute(stmt)
+    """The consumer's handler: one statement per event, in the batch's transaction (built once:
+    building an upsert per call costs more CPU here than the round trip)."""
+    await session.execute(UPSERT_EFFECT, {"n": event.n, "message_id": envelope.id, "applied": 1})
 
 
 async def _delete_bus_objects(ns: str, queue: str) -> None:
