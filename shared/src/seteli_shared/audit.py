@@ -44,14 +44,17 @@ async def record(session: AsyncSession, principal: Principal, action: str, resou
         correlation_id=correlation_id_var.get()))
 
 
-async def record_bus(session: AsyncSession, env: Envelope, publisher: str | None, consumer: str) -> None:
-    """A consumed event changed this service's state; the actor is the publishing system, as the
-    broker vouches for it (``user_id``) and as the envelope names it (``source``)."""
-    data = env.data or {}
-    await session.execute(T.insert().values(
-        at=datetime.now(timezone.utc), channel="bus", actor=f"{publisher or 'unknown'}:{env.source}",
-        roles="system", actor_tenant="system", action=env.type, resource_type=env.type.split(".")[2],
-        resource_id=env.subject, funder_id=data.get("funder_id"), correlation_id=env.correlationid))
+async def record_bus(session: AsyncSession, consumed: list[tuple[Envelope, str | None]]) -> None:
+    """Consumed events changed this service's state; the actor of each is the publishing system, as
+    the broker vouches for it (``user_id``) and as the envelope names it (``source``)."""
+    if not consumed:
+        return
+    now = datetime.now(timezone.utc)
+    await session.execute(T.insert(), [{
+        "at": now, "channel": "bus", "actor": f"{publisher or 'unknown'}:{env.source}", "roles": "system",
+        "actor_tenant": "system", "action": env.type, "resource_type": env.type.split(".")[2],
+        "resource_id": env.subject, "funder_id": (env.data or {}).get("funder_id"),
+        "correlation_id": env.correlationid} for env, publisher in consumed])
 
 
 def create_audit_table(op) -> None:  # noqa: ANN001

@@ -31,6 +31,9 @@ from .logging import bind_correlation, get_logger
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
+#: handles a run of events of one type in one call (one statement for many effects); it must not
+#: record outgoing events, whose correlation would be ambiguous
+BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"  # the DLQ (a quorum queue) resets x-delivery-count
 
@@ -57,12 +60,14 @@ class Consumer:
         batch_size: int = 128,
         delivery_limit: int = 5,
         audit: bool = False,
+        batch_handlers: dict[str, BatchHandler] | None = None,
     ):
         self.bus = bus
         self.sessions = sessions
         self.name = name  # the queue name, also the inbox's consumer name
         self.handlers = handlers  # event type -> handler
-        self.bind_keys = bind_keys or [Event.registry[t].routing_key() for t in handlers]
+        self.batch_handlers = batch_handlers or {}  # event type -> handler of a run of such events
+        self.bind_keys = bind_keys or [Event.registry[t].routing_key() for t in {**handlers, **self.batch_handlers}]
         self.fallback = fallback  # for event types without their own handler (e.g. reporting's archive)
         self.prefetch = prefetch
         self.batch_size = batch_size
@@ -134,7 +139,7 @@ class Consumer:
             envelope = Envelope.model_validate(json.loads(message.body))
         except (ValueError, ValidationError) as exc:
             return f"bad_envelope: {str(exc)[:500]}"
-        handler = self.handlers.get(envelope.type)
+        handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
         if handler is None:
             handler = self.fallback
             if handler is None:
@@ -173,23 +178,42 @@ class Consumer:
                     continue
                 await p.message.ack()
             return
-        for p in good:
-            await p.message.ack()
+        await self._ack(good)
 
     async def _apply(self, items: list[Parsed]) -> None:
         async with self.sessions() as session:
             async with session.begin():
                 fresh = await inbox.claim(session, self.name, [p.envelope.id for p in items])
+                todo = []
                 for p in items:
-                    if p.envelope.id not in fresh:
-                        continue
-                    fresh.discard(p.envelope.id)  # a duplicate inside the batch runs once
+                    if p.envelope.id in fresh:
+                        fresh.discard(p.envelope.id)  # a duplicate inside the batch runs once
+                        todo.append(p)
+                i = 0
+                while i < len(todo):
+                    p = todo[i]
                     bind_correlation(p.envelope.correlationid, causation_id=p.envelope.id)
-                    await p.handler(session, p.envelope, p.event)
-                    if self.audit:
-                        await record_bus(session, p.envelope, p.message.user_id, self.name)
-        for p in items:
-            log.debug("consumer.handled", consumer=self.name, type=p.envelope.type, message_id=p.envelope.id)
+                    batch_handler = self.batch_handlers.get(p.envelope.type)
+                    if batch_handler is None:
+                        await p.handler(session, p.envelope, p.event)
+                        i += 1
+                        continue
+                    j = i
+                    while j < len(todo) and todo[j].envelope.type == p.envelope.type:
+                        j += 1  # a run of the same type, in delivery order
+                    await batch_handler(session, [(q.envelope, q.event) for q in todo[i:j]])
+                    i = j
+                if self.audit:
+                    await record_bus(session, [(p.envelope, p.message.user_id) for p in todo])
+
+    async def _ack(self, items: list[Parsed]) -> None:
+        """Acknowledge a processed batch: one cumulative ack unless earlier deliveries still wait
+        for a delayed retry (a cumulative ack would take them too)."""
+        if not self._pending:
+            await items[-1].message.ack(multiple=True)
+        else:
+            for p in items:
+                await p.message.ack()
 
     async def _failed(self, p: Parsed, exc: Exception) -> None:
         if isinstance(exc, PermanentMessageError):

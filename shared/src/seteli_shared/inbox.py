@@ -12,17 +12,17 @@ from .messaging import InboxMessage
 T = InboxMessage.__table__
 
 
+_CLAIM = {
+    "postgresql": postgresql.insert(T).on_conflict_do_nothing().returning(T.c.message_id),
+    "sqlite": sqlite.insert(T).on_conflict_do_nothing().returning(T.c.message_id),
+}
+
+
 async def claim(session: AsyncSession, consumer: str, message_ids: list[str]) -> set[str]:
     """Record ``message_ids`` as processed by ``consumer``; returns those not seen before."""
     if not message_ids:
         return set()
     now = datetime.now(timezone.utc)
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(T)
-        .values([{"consumer": consumer, "message_id": m, "received_at": now} for m in dict.fromkeys(message_ids)])
-        .on_conflict_do_nothing()
-        .returning(T.c.message_id)
-    )
-    return set((await session.execute(stmt)).scalars().all())
+    rows = [{"consumer": consumer, "message_id": m, "received_at": now} for m in dict.fromkeys(message_ids)]
+    result = await session.execute(_CLAIM[session.bind.dialect.name], rows)
+    return set(result.scalars().all())

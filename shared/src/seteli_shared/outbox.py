@@ -32,22 +32,35 @@ def _wake_relays(_session) -> None:  # noqa: ANN001
         ev.set()
 
 
-async def add_event(session: AsyncSession, event: Event, source: str) -> Envelope:
-    """Record ``event`` for publishing, in the session's current transaction."""
-    env = Envelope.wrap(event, source)
-    await session.execute(
-        T.insert().values(
-            message_id=env.id,
-            routing_key=env.routing_key,
-            body=env.model_dump_json(),
-            created_at=env.time,
-            attempts=0,
-        )
-    )
+_INSERT = T.insert()
+
+
+def _row(env: Envelope) -> dict:
+    return {"message_id": env.id, "routing_key": env.routing_key, "body": env.model_dump_json(),
+            "created_at": env.time, "attempts": 0}
+
+
+def _hook(session: AsyncSession) -> None:
     if not session.info.get("outbox_hook"):
         session.info["outbox_hook"] = True
         sa_event.listen(session.sync_session, "after_commit", _wake_relays)
+
+
+async def add_event(session: AsyncSession, event: Event, source: str) -> Envelope:
+    """Record ``event`` for publishing, in the session's current transaction."""
+    env = Envelope.wrap(event, source)
+    await session.execute(_INSERT, _row(env))
+    _hook(session)
     return env
+
+
+async def add_events(session: AsyncSession, events: list[Event], source: str) -> list[Envelope]:
+    """Record many events in one statement (bulk work: a settlement run, a batch of charges)."""
+    envs = [Envelope.wrap(e, source) for e in events]
+    if envs:
+        await session.execute(_INSERT, [_row(env) for env in envs])
+        _hook(session)
+    return envs
 
 
 def _backoff(attempts: int) -> timedelta:

@@ -13,7 +13,7 @@ from seteli_shared.errors import Conflict
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.money import from_hundredths
-from seteli_shared.outbox import add_event
+from seteli_shared.outbox import add_event, add_events
 
 from . import domain
 from .models import ApprovalView, Charge, LedgerEntry, LedgerTransaction, Settlement, VoucherView
@@ -111,11 +111,10 @@ async def run_settlement(session: AsyncSession, fee_rate: Decimal) -> list[Settl
             settlement_id=settlement.id, funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
             gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
             fee_rate=fee_rate, created_at=now), SOURCE)
-        for c, fee in zip(charges, figures.charge_fees):
-            await add_event(session, ChargeSettled(
-                charge_id=c.id, settlement_id=settlement.id, voucher_id=c.voucher_id, funder_id=funder_id,
-                provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
-                net_cents=c.amount_cents - fee, settled_at=now), SOURCE)
+        await add_events(session, [ChargeSettled(
+            charge_id=c.id, settlement_id=settlement.id, voucher_id=c.voucher_id, funder_id=funder_id,
+            provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
+            net_cents=c.amount_cents - fee, settled_at=now) for c, fee in zip(charges, figures.charge_fees)], SOURCE)
         settlements.append(settlement)
         log.info("settlement.created", settlement_id=settlement.id, provider_id=provider_id, funder_id=funder_id,
                  charges=len(charges), gross_cents=figures.gross_cents, fee_cents=figures.fee_cents)
