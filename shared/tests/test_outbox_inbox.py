@@ -232,3 +232,34 @@ async def test_unroutable_event_stays_in_the_outbox_with_the_error(world: World)
         row = (await c.execute(select(t))).one()
     assert row.sent_at is None and row.attempts == 1 and "NO_ROUTE" in row.last_error
     assert await relay.relay_once() == 0, "it waits for its back-off before the next attempt"
+
+
+async def test_batch_handler_gets_runs_of_events_applies_each_once_and_isolates_a_failure(world: World):
+    runs: list[list[int]] = []
+
+    async def ticks(session, batch):  # noqa: ANN001, ANN202
+        ns = [e.n for _, e in batch]
+        runs.append(ns)
+        if 7 in ns:
+            raise RuntimeError("7 is refused")
+        await session.execute(effect.insert(), [{"n": n, "times": 1} for n in ns])
+
+    consumer = Consumer(world.bus, world.sessions, f"{world.namespace}.test", {},
+                        batch_handlers={TestTick.event_type(): ticks}, delivery_limit=2)
+    await consumer.start()
+    async with world.sessions() as s, s.begin():
+        from seteli_shared.outbox import add_events
+
+        await add_events(s, [TestTick(n=n) for n in range(20)], "test")
+    relay = OutboxRelay(world.engine, world.bus)
+    await world.drain(relay)
+    expected = {n: 1 for n in range(20) if n != 7}
+    await eventually(lambda: _equals(world.effects(), expected))
+    assert any(len(r) > 1 for r in runs), "events arrive at the handler in runs"
+    # the same events published again (a relay that died before marking them sent) change nothing
+    async with world.engine.begin() as c:
+        await c.execute(OutboxMessage.__table__.update().values(sent_at=None))
+    await world.drain(relay)
+    await asyncio.sleep(1.0)
+    assert await world.effects() == expected
+    await consumer.stop()
