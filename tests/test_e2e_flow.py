@@ -130,6 +130,27 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     # no personal identity code reached any log
     assert "131052-308T" not in system.log_text()
 
+    # concurrent charges never spend more units than the voucher has: 15 h left this month (20 - 4 - 1)
+    import asyncio
+
+    async def two_hours(i: int):  # noqa: ANN202
+        return await payments.post("/charges", json={**charge, "provider_reference": f"race-{i}", "units": "2"})
+
+    answers = await asyncio.gather(*(two_hours(i) for i in range(8)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [201] * 7 + [422], [r.text for r in answers]
+    assert [r.json()["error"]["reason"] for r in answers if r.status_code == 422] == ["units_exceeded"]
+    # twins of one request (same provider reference) racing: one charge, both answered with it
+    twins = await asyncio.gather(*(payments.post("/charges", json={**charge, "provider_reference": "twin",
+                                                                   "units": "1"}) for _ in range(2)))
+    assert sorted(r.status_code for r in twins) == [200, 201], [r.text for r in twins]
+    assert len({r.json()["id"] for r in twins}) == 1
+    decision_twins = await asyncio.gather(*(vouchers.post("/vouchers", json={**decision, "decision_ref": "HKI-twin"})
+                                            for _ in range(3)))
+    assert sorted(r.status_code for r in decision_twins) == [200, 200, 201]
+    assert len({r.json()["id"] for r in decision_twins}) == 1, "one voucher for one decision"
+    assert (await payments.get("/ledger/check", headers=OPERATOR)).json()["ok"]
+
     # the audit trail of each service records who did what, over HTTP and over the bus
     def trail_of(entries: list[dict]) -> set[tuple]:
         return {(e["channel"], e["actor"].split(":/")[0] if e["channel"] == "bus" else e["actor"], e["actor_tenant"],

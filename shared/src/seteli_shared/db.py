@@ -98,3 +98,14 @@ def run_alembic_env(target_metadata=None) -> None:
         await engine.dispose()
 
     asyncio.run(run())
+
+
+async def once_more_on_conflict(operation):  # noqa: ANN001, ANN201
+    """Run an idempotent unit of work; when a concurrent twin won a unique constraint, run it again
+    so that it finds the twin's result and answers as a retry would."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        return await operation()
+    except IntegrityError:
+        return await operation()

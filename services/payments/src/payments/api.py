@@ -12,7 +12,7 @@ from typing import Annotated
 
 from seteli_shared import audit
 from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, acting_for_provider, ensure_visible, require)
-from seteli_shared.db import unit_of_work
+from seteli_shared.db import once_more_on_conflict, unit_of_work
 from seteli_shared.errors import NotFound
 from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths, to_hundredths
@@ -83,10 +83,14 @@ async def charge_voucher(
     """A provider charges a voucher for a delivered service. Refusals are 4xx with a reason."""
     provider_id = acting_for_provider(principal, body.provider_id)
     req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents)
-    async with unit_of_work(sessions) as session:
-        charge, new = await service.accept_charge(session, body.voucher_id, body.provider_reference, req)
-        if new:
-            await audit.record(session, principal, "charge.create", "charge", charge.id, charge.funder_id)
+    async def accept():  # noqa: ANN202
+        async with unit_of_work(sessions) as session:
+            charge, new = await service.accept_charge(session, body.voucher_id, body.provider_reference, req)
+            if new:
+                await audit.record(session, principal, "charge.create", "charge", charge.id, charge.funder_id)
+        return charge, new
+
+    charge, new = await once_more_on_conflict(accept)
     if not new:
         response.status_code = 200
     else:

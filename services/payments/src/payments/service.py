@@ -41,6 +41,10 @@ def _terms(view: VoucherView | None) -> domain.VoucherTerms | None:
 async def accept_charge(session: AsyncSession, voucher_id: str, provider_reference: str,
                         req: domain.ChargeRequest) -> tuple[Charge, bool]:
     """Returns the charge and whether it is new. The provider's own reference makes a retry safe."""
+    # take the voucher's write lock first: concurrent charges of one voucher (and twins of one
+    # request) queue up here, and each then sees what the ones before it committed
+    await session.execute(update(VoucherView).where(VoucherView.voucher_id == voucher_id)
+                          .values(version=VoucherView.version + 1))
     earlier = (await session.execute(select(Charge).where(
         Charge.provider_id == req.provider_id, Charge.provider_reference == provider_reference))).scalar_one_or_none()
     if earlier is not None:
@@ -50,9 +54,6 @@ async def accept_charge(session: AsyncSession, voucher_id: str, provider_referen
             raise Conflict("duplicate_reference", "this provider reference was already used for another charge",
                            charge_id=earlier.id)
         return earlier, False
-    # take the voucher's write lock before reading what is used, so concurrent charges queue up
-    await session.execute(update(VoucherView).where(VoucherView.voucher_id == voucher_id)
-                          .values(version=VoucherView.version + 1))
     view = await session.get(VoucherView, voucher_id)
     terms = _terms(view)
     approved = used = 0

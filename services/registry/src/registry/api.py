@@ -13,7 +13,7 @@ from typing import Annotated
 from seteli_shared import audit
 from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_STAFF, Principal, Role, acting_for_funder, ensure_visible,
                                 require)
-from seteli_shared.db import unit_of_work
+from seteli_shared.db import once_more_on_conflict, unit_of_work
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import FunderId, ProviderApproved, ProviderRegistered
 from seteli_shared.logging import get_logger, new_id
@@ -127,22 +127,29 @@ async def approve_provider(
     """A funder approves the provider for a service category. Approving again changes nothing."""
     funder_id = acting_for_funder(principal, body.funder_id)
     category = domain.known_category(body.category)
-    async with unit_of_work(sessions) as session:
-        if await session.get(Provider, provider_id) is None:
-            raise NotFound("provider")
-        existing = (await session.exec(select(Approval).where(
-            Approval.provider_id == provider_id, Approval.funder_id == funder_id,
-            Approval.category == category))).first()
-        if existing:
-            response.status_code = 200
-            return ApprovalPublic(**existing.model_dump())
-        approval = Approval(id=new_id(), provider_id=provider_id, funder_id=funder_id, category=category,
-                            approved_at=datetime.now(timezone.utc))
-        session.add(approval)
-        await session.flush()
-        await add_event(session, ProviderApproved(
-            approval_id=approval.id, provider_id=provider_id, funder_id=approval.funder_id, category=category,
-            approved_at=approval.approved_at), SOURCE)
-        await audit.record(session, principal, "provider.approve", "provider", provider_id, funder_id)
+
+    async def approve():  # noqa: ANN202
+        async with unit_of_work(sessions) as session:
+            if await session.get(Provider, provider_id) is None:
+                raise NotFound("provider")
+            existing = (await session.exec(select(Approval).where(
+                Approval.provider_id == provider_id, Approval.funder_id == funder_id,
+                Approval.category == category))).first()
+            if existing:
+                return ApprovalPublic(**existing.model_dump()), False
+            approval = Approval(id=new_id(), provider_id=provider_id, funder_id=funder_id, category=category,
+                                approved_at=datetime.now(timezone.utc))
+            session.add(approval)
+            await session.flush()
+            await add_event(session, ProviderApproved(
+                approval_id=approval.id, provider_id=provider_id, funder_id=approval.funder_id, category=category,
+                approved_at=approval.approved_at), SOURCE)
+            await audit.record(session, principal, "provider.approve", "provider", provider_id, funder_id)
+        return ApprovalPublic(**approval.model_dump()), True
+
+    public, new = await once_more_on_conflict(approve)
+    if not new:
+        response.status_code = 200
+        return public
     log.info("provider.approved", provider_id=provider_id, funder_id=funder_id, category=category)
-    return ApprovalPublic(**approval.model_dump())
+    return public

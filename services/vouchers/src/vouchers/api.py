@@ -16,7 +16,7 @@ from seteli_shared import audit
 from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_ROLES, Principal, Role, acting_for_funder, ensure_visible,
                                 mint, require)
 from seteli_shared.codes import new_code, normalise
-from seteli_shared.db import unit_of_work
+from seteli_shared.db import once_more_on_conflict, unit_of_work
 from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.events import FunderId, VoucherIssued, VoucherProviderChosen
 from seteli_shared.logging import get_logger, new_id
@@ -87,34 +87,41 @@ async def issue_voucher(
     domain.check_reference("client_ref", body.client_ref)
     domain.check_reference("decision_ref", body.decision_ref)
     domain.check_voucher_terms(body.category, body.valid_from, body.valid_until)
-    async with unit_of_work(sessions) as session:
-        existing = (await session.exec(select(Voucher).where(
-            Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
-        if existing:
-            if not _same_terms(existing, body):
-                raise Conflict("decision_conflict", "this decision reference already has a voucher with other terms",
-                               voucher_id=existing.id)
-            response.status_code = 200
-            return VoucherPublic.of(existing)
-        voucher = Voucher(
-            id=new_id(), funder_id=body.funder_id, decision_ref=body.decision_ref, client_ref=body.client_ref,
-            category=body.category, unit=CATEGORIES[body.category].value,
-            units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
-            value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
-            valid_until=body.valid_until, status=domain.ISSUED, issued_at=datetime.now(timezone.utc),
-            voucher_code=new_code(),
-        )
-        session.add(voucher)
-        await session.flush()
-        await add_event(session, VoucherIssued(
-            voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
-            decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
-            units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
-            value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
-            valid_until=voucher.valid_until, issued_at=voucher.issued_at), SOURCE)
-        await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id)
-    log.info("voucher.issued", voucher_id=voucher.id, funder_id=voucher.funder_id, category=voucher.category)
-    return VoucherPublic.of(voucher)
+
+    async def issue():  # noqa: ANN202
+        async with unit_of_work(sessions) as session:
+            existing = (await session.exec(select(Voucher).where(
+                Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
+            if existing:
+                if not _same_terms(existing, body):
+                    raise Conflict("decision_conflict", "this decision reference already has a voucher with other terms",
+                                   voucher_id=existing.id)
+                return VoucherPublic.of(existing), False
+            voucher = Voucher(
+                id=new_id(), funder_id=body.funder_id, decision_ref=body.decision_ref, client_ref=body.client_ref,
+                category=body.category, unit=CATEGORIES[body.category].value,
+                units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
+                value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
+                valid_until=body.valid_until, status=domain.ISSUED, issued_at=datetime.now(timezone.utc),
+                voucher_code=new_code(),
+            )
+            session.add(voucher)
+            await session.flush()
+            await add_event(session, VoucherIssued(
+                voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
+                decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
+                units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
+                value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
+                valid_until=voucher.valid_until, issued_at=voucher.issued_at), SOURCE)
+            await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id)
+        return VoucherPublic.of(voucher), True
+
+    public, new = await once_more_on_conflict(issue)
+    if not new:
+        response.status_code = 200
+        return public
+    log.info("voucher.issued", voucher_id=public.id, funder_id=public.funder_id, category=public.category)
+    return public
 
 
 @router.get("/vouchers/{voucher_id}", response_model=VoucherPublic)
