@@ -182,7 +182,7 @@ async def _delete_bus_objects(ns: str, queue: str) -> None:
 
 
 async def run_pipeline(n: int, producer_batch: int, relay_batch: int, consumer_batch: int,
-                       prefetch: int, batched: bool) -> dict:
+                       prefetch: int, batched: bool, relays: int = 1) -> dict:
     """Messages per second from the first outbox commit until the effect table holds N rows."""
     suffix = secrets.token_hex(4)
     db_name = f"seteli_bench_{suffix}"
@@ -206,6 +206,8 @@ async def run_pipeline(n: int, producer_batch: int, relay_batch: int, consumer_b
     producer_bus = Bus(producer_settings)
     consumer_bus = Bus(consumer_settings)
     relay = consumer = relay_task = None
+    extra: list = []
+    extra_tasks: list = []
     try:
         await _create_schema(engine)
         await producer_bus.connect()
@@ -217,6 +219,9 @@ async def run_pipeline(n: int, producer_batch: int, relay_batch: int, consumer_b
             prefetch=prefetch, batch_size=consumer_batch, delivery_limit=producer_settings.delivery_limit,
         )
         await consumer.start()  # declares and binds the queue before anything is published
+        extra = [OutboxRelay(engine, producer_bus, batch_size=relay_batch,
+                             idle_seconds=producer_settings.relay_idle_seconds) for _ in range(relays - 1)]
+        extra_tasks = [asyncio.create_task(r.run()) for r in extra]
         relay = OutboxRelay(engine, producer_bus, batch_size=relay_batch,
                             idle_seconds=producer_settings.relay_idle_seconds)
         relay_task = asyncio.create_task(relay.run(), name="bench-relay")
@@ -286,6 +291,9 @@ async def run_pipeline(n: int, producer_batch: int, relay_batch: int, consumer_b
     finally:
         if relay is not None:
             relay.stop()
+            for r in extra:
+                r.stop()
+            await asyncio.gather(*extra_tasks, return_exceptions=True)
         if relay_task is not None:
             await asyncio.gather(relay_task, return_exceptions=True)
         if consumer is not None:
@@ -313,6 +321,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--producer-batch", type=int, default=100,
                    help="events per producer transaction (default %(default)s)")
     p.add_argument("--prefetch", type=int, default=256, help="consumer prefetch, raw and pipeline (default 256)")
+    p.add_argument("--relays", type=int, default=1, help="concurrent outbox relays (default %(default)s)")
     p.add_argument("--window", type=int, default=256, help="raw publisher: messages in flight (default 256)")
     return p.parse_args(argv)
 
@@ -331,7 +340,7 @@ async def main(argv: list[str] | None = None) -> int:
     pipes = {}
     for mode, batched in (("batched", True), ("per_event", False)):
         pipe = pipes[mode] = await run_pipeline(n, args.producer_batch, args.relay_batch, args.consumer_batch,
-                                                args.prefetch, batched)
+                                                args.prefetch, batched, args.relays)
         print(f"pipeline {mode:<9} outbox->inbox: {pipe['rate']:9.0f} msg/s  ({pipe['seconds']:.2f} s; producer "
               f"done after {pipe['producer_seconds']:.2f} s; exactly once: {'yes' if pipe['exactly_once'] else 'NO'})",
               flush=True)

@@ -12,7 +12,6 @@ own delivery limit is the backstop.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -136,8 +135,8 @@ class Consumer:
     def _parse(self, message: AbstractIncomingMessage) -> Parsed | str | None:
         """A Parsed message, a reason string for a poison message, or None to ignore it."""
         try:
-            envelope = Envelope.model_validate(json.loads(message.body))
-        except (ValueError, ValidationError) as exc:
+            envelope = Envelope.model_validate_json(message.body)
+        except ValidationError as exc:
             return f"bad_envelope: {str(exc)[:500]}"
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
         if handler is None:
