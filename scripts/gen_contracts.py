@@ -79,9 +79,10 @@ def openapi(name: str) -> dict:
 
 def render() -> dict[Path, str]:
     out = {DOCS / "asyncapi.yaml": yaml.safe_dump(asyncapi(), sort_keys=False, allow_unicode=True, width=110)}
-    from seteli_shared.broker import definitions
+    from seteli_shared.broker import USER_TEMPLATES, definitions
 
     out[ROOT / "deploy" / "rabbitmq" / "definitions.json"] = json.dumps(definitions(), indent=2) + "\n"
+    out[ROOT / "deploy" / "rabbitmq" / "user-templates.json"] = json.dumps(USER_TEMPLATES, indent=2) + "\n"
     for name in SERVICES:
         out[DOCS / "openapi" / f"{name}.json"] = json.dumps(openapi(name), indent=2, ensure_ascii=False) + "\n"
     return out

@@ -25,9 +25,9 @@ async def outside(amqp_url):  # noqa: ANN001
     prefix = f"{ns}-"
     await asyncio.to_thread(broker.apply, ns, "/", 5)
     users = []
-    for kind, ident in (("funder", "091"), ("funder", "092"), ("provider", "p1"), ("provider", "p2")):
-        add = broker.add_funder_system if kind == "funder" else broker.add_provider_system
-        users.append(await asyncio.to_thread(add, ident, "pw-" + ident, ns, "/", prefix))
+    for kind, ident in (("funder_system", "091"), ("funder_system", "092"), ("provider_system", "p1"),
+                        ("provider_system", "p2"), ("service", "payments")):
+        users.append(await asyncio.to_thread(broker.add_system_user, kind, ident, "pw-" + ident, ns, "/", prefix))
     u = urlparse(amqp_url)
 
     def url_of(user: str, password: str) -> str:
@@ -112,3 +112,33 @@ def test_definitions_give_every_consumer_queue_a_dead_letter_queue_and_a_deliver
         args = queues[f"seteli.{service}"]
         assert args["x-queue-type"] == "quorum" and args["x-delivery-limit"] == 5
         assert args["x-dead-letter-exchange"] == "seteli.dlx" and f"seteli.{service}.dlq" in queues
+
+
+async def test_a_service_user_works_its_own_queues_and_publishes_events_only(outside, amqp_url):  # noqa: ANN001
+    from seteli_shared.bus import Bus
+    from seteli_shared.consumer import Consumer
+    from seteli_shared.db import make_engine, session_factory
+    from seteli_shared.testing import make_settings
+
+    ns, prefix, url_of = outside
+    settings = make_settings(service_name="payments", bus_namespace=ns,
+                             amqp_url=url_of(f"{prefix}svc-payments", "pw-payments"),
+                             database_url="sqlite+aiosqlite:///:memory:")
+    bus = Bus(settings)
+    await bus.connect()  # declares the events and dead-letter exchanges
+    engine = make_engine(settings.database_url)
+    consumer = Consumer(bus, session_factory(engine), f"{ns}.payments", {}, bind_keys=["voucher.issued.v1"])
+    await consumer.declare()  # its own queue, dead-letter queue and bindings
+    await bus.publish(b"{}", "voucher.issued.v1", message_id="m1")  # routed to its own queue: confirmed
+    admin = await aio_pika.connect(amqp_url)
+    q = await (await admin.channel()).declare_queue(f"{ns}.payments", passive=True)
+    got = await q.get(timeout=5, no_ack=True)
+    assert got.user_id == f"{prefix}svc-payments", "its events carry its broker-validated identity"
+    with pytest.raises(ChannelAccessRefused):
+        other = await (await bus.connection.channel()).declare_queue(f"{ns}.vouchers", passive=True)
+        await other.get(timeout=5, fail=False)
+    with pytest.raises(ChannelAccessRefused):
+        await (await bus.connection.channel()).declare_queue(f"{ns}.somebody-else", durable=True)
+    await bus.close()
+    await engine.dispose()
+    await admin.close()

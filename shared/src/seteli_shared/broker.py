@@ -29,9 +29,37 @@ SERVICE_QUEUES = {
     "payments": ["provider.approved.v1", "voucher.issued.v1", "voucher.provider_chosen.v1"],
     "reporting": ["#"],
 }
-FUNDER_USER = "funder-{id}"
-PROVIDER_USER = "provider-{id}"
-_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids and namespaces need no escaping in the patterns below
+
+#: who may do what on the broker; ``{ns}`` is the namespace, ``{id}`` the funder, provider or service
+USER_TEMPLATES = {
+    "funder_system": {
+        "about": "a funder's case system: publishes its own service decisions, reads nothing",
+        "user": "funder-{id}",
+        "configure": "^$", "write": r"^{ns}\.decisions$", "read": "^$",
+        "topic": {"exchange": "{ns}.decisions", "write": r"^decision\.{id}(\..*)?$", "read": "^$"},
+    },
+    "provider_system": {
+        "about": "a provider's system: reads its own settlement notices, nothing else",
+        "user": "provider-{id}",
+        "configure": "^$", "write": "^$", "read": r"^{ns}\.notices\.{id}$",
+        "queue": {"name": "{ns}.notices.{id}", "exchange": "{ns}.notices", "routing_key": "notice.{id}.#"},
+    },
+    "service": {
+        "about": "one of the platform's services: its own queues, publishing domain events and dead letters",
+        "user": "svc-{id}",
+        "configure": r"^{ns}\.({id}|{id}\.dlq|events|dlx)$",
+        "write": r"^{ns}\.({id}|{id}\.dlq|events|dlx)$",
+        "read": r"^{ns}\.({id}|{id}\.dlq|events|dlx)$",
+    },
+}
+FUNDER_USER = USER_TEMPLATES["funder_system"]["user"]
+
+
+def _fill(value, ns: str, ident: str):  # noqa: ANN001, ANN202
+    if isinstance(value, dict):
+        return {k: _fill(v, ns, ident) for k, v in value.items()}
+    return value.replace("{ns}", ns).replace("{id}", ident)
 
 
 def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int = 5) -> dict:
@@ -88,31 +116,36 @@ def _user(name: str, password: str, vhost: str, configure: str, write: str, read
     _ctl("set_permissions", "-p", vhost, name, configure, write, read)
 
 
+def add_system_user(kind: str, ident: str, password: str, namespace: str = "seteli", vhost: str = "/",
+                    user_prefix: str = "") -> str:
+    """Create (or update) the broker user of an outside system or service from its template."""
+    if not _ID.match(ident) or not _ID.match(namespace.replace(".", "-")):
+        raise ValueError("ids may hold only letters, digits and '-'")
+    t = _fill(USER_TEMPLATES[kind], namespace, ident)
+    name = user_prefix + t["user"]
+    if "queue" in t:
+        q = t["queue"]
+        _import({
+            "queues": [{"name": q["name"], "vhost": vhost, "durable": True, "auto_delete": False,
+                        "arguments": {"x-queue-type": "quorum"}}],
+            "bindings": [{"source": q["exchange"], "vhost": vhost, "destination": q["name"],
+                          "destination_type": "queue", "routing_key": q["routing_key"], "arguments": {}}],
+        })
+    _user(name, password, vhost, t["configure"], t["write"], t["read"])
+    if "topic" in t:
+        _ctl("set_topic_permissions", "-p", vhost, name, t["topic"]["exchange"], t["topic"]["write"],
+             t["topic"]["read"])
+    return name
+
+
 def add_funder_system(funder_id: str, password: str, namespace: str = "seteli", vhost: str = "/",
                       user_prefix: str = "") -> str:
-    if not _ID.match(funder_id):
-        raise ValueError("bad funder id")
-    name = user_prefix + FUNDER_USER.format(id=funder_id)
-    exchange = f"{namespace}.decisions"
-    _user(name, password, vhost, "^$", f"^{re.escape(exchange)}$", "^$")
-    _ctl("set_topic_permissions", "-p", vhost, name, exchange, rf"^decision\.{re.escape(funder_id)}(\..*)?$", "^$")
-    return name
+    return add_system_user("funder_system", funder_id, password, namespace, vhost, user_prefix)
 
 
 def add_provider_system(provider_id: str, password: str, namespace: str = "seteli", vhost: str = "/",
                         user_prefix: str = "") -> str:
-    if not _ID.match(provider_id):
-        raise ValueError("bad provider id")
-    name = user_prefix + PROVIDER_USER.format(id=provider_id)
-    queue = f"{namespace}.notices.{provider_id}"
-    _import({
-        "queues": [{"name": queue, "vhost": vhost, "durable": True, "auto_delete": False,
-                    "arguments": {"x-queue-type": "quorum"}}],
-        "bindings": [{"source": f"{namespace}.notices", "vhost": vhost, "destination": queue,
-                      "destination_type": "queue", "routing_key": f"notice.{provider_id}.#", "arguments": {}}],
-    })
-    _user(name, password, vhost, "^$", "^$", f"^{re.escape(queue)}$")
-    return name
+    return add_system_user("provider_system", provider_id, password, namespace, vhost, user_prefix)
 
 
 def remove_user(name: str) -> None:
@@ -136,8 +169,10 @@ def main() -> None:
     d.add_argument("--delivery-limit", type=int, default=5)
     a = sub.add_parser("apply", help="import the definitions into the local broker (rabbitmqctl)")
     a.add_argument("--delivery-limit", type=int, default=5)
-    for kind in ("funder", "provider"):
-        p = sub.add_parser(f"add-{kind}-system", help=f"create a {kind}'s system user with its permissions")
+    sub.add_parser("templates", help="print the users' templates (JSON)")
+    for kind, help_ in (("funder-system", "a funder's case system"), ("provider-system", "a provider's system"),
+                        ("service", "one of the platform's services (registry, vouchers, payments, reporting)")):
+        p = sub.add_parser(f"add-{kind}", help=f"create the broker user of {help_} from its template")
         p.add_argument("id")
         p.add_argument("--password", required=True)
         p.add_argument("--user-prefix", default="")
@@ -147,9 +182,13 @@ def main() -> None:
     elif args.command == "apply":
         apply(args.namespace, args.vhost, args.delivery_limit)
         print(f"definitions for namespace {args.namespace!r} applied to vhost {args.vhost!r}")
+    elif args.command == "templates":
+        print(json.dumps(USER_TEMPLATES, indent=2))
     else:
-        add = add_funder_system if args.command == "add-funder-system" else add_provider_system
-        print(f"user {add(args.id, args.password, args.namespace, args.vhost, args.user_prefix)} ready")
+        kind = {"add-funder-system": "funder_system", "add-provider-system": "provider_system",
+                "add-service": "service"}[args.command]
+        name = add_system_user(kind, args.id, args.password, args.namespace, args.vhost, args.user_prefix)
+        print(f"user {name} ready")
 
 
 if __name__ == "__main__":
