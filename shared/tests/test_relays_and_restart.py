@@ -76,3 +76,47 @@ async def test_consumer_and_relay_come_back_after_a_broker_restart(world: World)
 
 async def _has(world: World, ns: set[int]) -> bool:
     return set(await world.effects()) == ns
+
+
+CHILD = """
+import asyncio, os, sys
+from seteli_shared.bus import Bus
+from seteli_shared.db import make_engine
+from seteli_shared.outbox import OutboxRelay
+from seteli_shared.settings import ServiceSettings
+
+async def main():
+    s = ServiceSettings(service_name="test", bus_namespace=sys.argv[1], amqp_url=sys.argv[2],
+                        database_url=sys.argv[3], environment="test")
+    bus = Bus(s)
+    await bus.connect()
+    relay = OutboxRelay(make_engine(s.database_url), bus)
+
+    async def die(rows):
+        os._exit(9)  # killed: published and confirmed, never marked sent
+
+    relay.after_publish = die
+    await relay.relay_once()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
+async def test_relay_process_killed_after_publishing_changes_nothing(world: World):
+    import sys
+
+    consumer = world.consumer()
+    await consumer.start()
+    await world.emit(41, 42, 43)
+    url = world.engine.url.render_as_string(hide_password=False)
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, world.namespace,
+                                                 world.bus.settings.amqp_url, url)
+    assert await child.wait() == 9
+    assert await world.unsent() == 3, "the killed relay's transaction never committed"
+    await eventually(lambda: _has(world, {41, 42, 43}))
+    await world.drain(OutboxRelay(world.engine, world.bus))  # the next relay publishes them again
+    assert await world.unsent() == 0
+    await asyncio.sleep(0.8)
+    assert await world.effects() == {41: 1, 42: 1, 43: 1}, "the redelivery changed nothing"
+    await consumer.stop()
