@@ -6,13 +6,11 @@ only. Each test gets its own databases and its own bus namespace, removed afterw
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
 from urllib.parse import urlparse
 
-import aio_pika
 import asyncpg
 import pytest
 

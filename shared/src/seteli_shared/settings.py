@@ -5,7 +5,6 @@ Unsafe defaults are refused outside development (see ``check_production``).
 """
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -76,7 +75,3 @@ class ServiceSettings(BaseSettings):
     def queue_name(self) -> str:
         return f"{self.bus_namespace}.{self.service_name}"
 
-
-class PaymentsRules(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-    operator_fee_rate: Decimal = Decimal("0.05")
