@@ -89,13 +89,16 @@ class OutboxRelay:
         )
         return q.with_for_update(skip_locked=True) if self.postgres else q
 
-    async def _publish_rows(self, rows) -> list[BaseException | None]:  # noqa: ANN001
+    async def _publish(self, rows) -> list[BaseException | None]:  # noqa: ANN001
         async def one(row) -> None:  # noqa: ANN001
             await self.bus.publish(
                 row.body.encode(), row.routing_key, message_id=row.message_id, type_=TYPE_PREFIX + row.routing_key
             )
 
-        return await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+        results = await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+        if self.after_publish:
+            await self.after_publish(rows)
+        return results
 
     async def _mark(self, conn, rows, results) -> None:  # noqa: ANN001
         now = datetime.now(timezone.utc)
@@ -115,27 +118,18 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many rows it handled."""
-        now = datetime.now(timezone.utc)
         async with self.engine.connect() as conn:
-            if self.postgres:
-                async with conn.begin():
-                    rows = (await conn.execute(self._claim_query(now))).all()
-                    if not rows:
-                        return 0
-                    results = await self._publish_rows(rows)
-                    if self.after_publish:
-                        await self.after_publish(rows)
-                    await self._mark(conn, rows, results)
-            else:
-                async with conn.begin():
-                    rows = (await conn.execute(self._claim_query(now))).all()
+            async with conn.begin():
+                rows = (await conn.execute(self._claim_query(datetime.now(timezone.utc)))).all()
                 if not rows:
                     return 0
-                results = await self._publish_rows(rows)
-                if self.after_publish:
-                    await self.after_publish(rows)
-                async with conn.begin():
-                    await self._mark(conn, rows, results)
+                if self.postgres:  # the rows stay locked (SKIP LOCKED) until marked, in this transaction
+                    await self._mark(conn, rows, await self._publish(rows))
+                    return len(rows)
+            # SQLite (one relay per database): publish outside the read transaction, then mark
+            results = await self._publish(rows)
+            async with conn.begin():
+                await self._mark(conn, rows, results)
         return len(rows)
 
     async def run(self) -> None:

@@ -22,6 +22,8 @@ from . import domain, service
 from .models import Charge, Settlement
 
 router = APIRouter()
+#: who may read charges and settlements (each only its own tenant's)
+READERS = (Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING, *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)
 log = get_logger(__name__)
 
 
@@ -101,8 +103,7 @@ async def charge_voucher(
 @router.get("/charges/{charge_id}", response_model=ChargePublic, tags=["charges"])
 async def get_charge(
     charge_id: str, sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING,
-                                            *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)],
+    principal: Annotated[Principal, require(*READERS)],
 ) -> ChargePublic:
     async with sessions() as session:
         charge = await session.get(Charge, charge_id)
@@ -128,8 +129,7 @@ async def run_settlement(
 @router.get("/settlements", response_model=list[SettlementPublic], tags=["settlements"])
 async def list_settlements(
     sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING,
-                                            *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM, scope="list")],
+    principal: Annotated[Principal, require(*READERS, scope="list")],
     provider_id: str | None = None, funder_id: str | None = None,
 ):
     """Settlements: a funder's staff see their funder's, a provider's staff their provider's."""
@@ -148,8 +148,7 @@ async def list_settlements(
 @router.get("/settlements/{settlement_id}", response_model=SettlementDetail, tags=["settlements"])
 async def get_settlement(
     settlement_id: str, sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING,
-                                            *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)],
+    principal: Annotated[Principal, require(*READERS)],
 ) -> SettlementDetail:
     async with sessions() as session:
         s = await session.get(Settlement, settlement_id)
