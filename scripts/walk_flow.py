@@ -19,6 +19,7 @@ import httpx
 
 from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
+from seteli_shared.money import euros
 
 REGISTRY = os.environ.get("REGISTRY_URL", "http://127.0.0.1:8001")
 VOUCHERS = os.environ.get("VOUCHERS_URL", "http://127.0.0.1:8002")
@@ -84,8 +85,8 @@ def main() -> None:
     step("the provider charges 4 h x 25.00 EUR", until(charge, "payments to learn of the voucher"))
     settlements = step("operator staff run the settlement", c.post(f"{PAYMENTS}/settlements/run", headers=operator))
     mine = [s for s in settlements if s["provider_id"] == provider["id"]]
-    print(f"\nsettled: gross {mine[0]['gross_cents'] / 100:.2f} EUR, fee {mine[0]['fee_cents'] / 100:.2f} EUR, "
-          f"net {mine[0]['net_cents'] / 100:.2f} EUR")
+    print(f"\nsettled: gross {euros(mine[0]['gross_cents'])} EUR, fee {euros(mine[0]['fee_cents'])} EUR, "
+          f"net {euros(mine[0]['net_cents'])} EUR")
     viewer = as_("funder_reporting", funder_id=args.funder)
     figures = f"{REPORTING}/funders/{args.funder}/figures"
     until(lambda: c.get(figures, headers=viewer).json()["charges_settled"] > 0, "reporting")

@@ -6,17 +6,16 @@ import asyncio
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel
-from sqlmodel import select
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import select
 
 from .audit import AuditEntry
 from .auth import FUNDER_STAFF, Principal, Role, require

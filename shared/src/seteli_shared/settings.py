@@ -1,7 +1,8 @@
 """Settings from the environment (pydantic-settings), one class per service.
 
 Every service reads the same base variables; a service subclasses it for its own.
-Unsafe defaults are refused outside development (see ``check_production``).
+Unsafe defaults are refused outside development: production needs a JWKS and never
+accepts the development signing secret.
 """
 from __future__ import annotations
 
