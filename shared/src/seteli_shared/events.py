@@ -90,6 +90,21 @@ class Envelope(BaseModel):
 
 
 # ---------------------------------------------------------------- registry
+class FunderRegistered(Event):
+    """A funder (municipality or wellbeing services county) entered the register with its contract
+    terms. Other services accept vouchers, approvals and charges only for funders they know from this."""
+
+    event_name = "funder.registered"
+    funder_id: FunderId
+    name: str
+    kind: str  # "municipality" | "wellbeing_services_county" | "joint_authority"
+    operator_fee_rate: Decimal
+    registered_at: datetime
+
+    def subject(self) -> str:
+        return self.funder_id
+
+
 class ProviderRegistered(Event):
     event_name = "provider.registered"
     provider_id: str

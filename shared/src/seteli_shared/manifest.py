@@ -1,0 +1,35 @@
+"""The one list of the platform's services. Everything else that names them (the launcher, the
+contract generator, the broker definitions, the compose file's test, the test fixtures) reads it here."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .service import ServiceSpec
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str  # also the Python package, the ``seteli-<name>`` command and the database name
+    port: int  # the port ``make run`` and the compose file serve it on
+    summary: str
+
+    @property
+    def command(self) -> str:
+        return f"seteli-{self.name}"
+
+    def spec(self) -> "ServiceSpec":
+        """The service's ``ServiceSpec`` (imports the service package)."""
+        return importlib.import_module(f"{self.name}.app").SPEC
+
+
+SERVICES: tuple[ServiceInfo, ...] = (
+    ServiceInfo("registry", 8001, "funders, providers, approvals per funder and service category"),
+    ServiceInfo("vouchers", 8002, "service decisions, vouchers, the client's choice of provider"),
+    ServiceInfo("payments", 8003, "charges, the ledger, settlements"),
+    ServiceInfo("reporting", 8004, "monitoring and statistics built only from events"),
+)
+NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
+BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in SERVICES}
