@@ -1,0 +1,50 @@
+"""Time, passed in: use cases take a ``Clock`` instead of calling ``date.today()`` themselves, so
+that rules about dates (validity, deadlines, windows) are tested at any moment."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...  # aware, UTC
+
+    def today(self) -> date: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def today(self) -> date:
+        return self.now().date()
+
+
+@dataclass
+class FixedClock:
+    """A clock for tests: stands still until moved."""
+
+    at: datetime
+
+    def now(self) -> datetime:
+        return self.at
+
+    def today(self) -> date:
+        return self.at.date()
+
+    def advance(self, **delta: float) -> None:
+        self.at = self.at + timedelta(**delta)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+def get_clock(request: Request) -> Clock:
+    """The app's clock (``app.state.clock``; the system clock unless a test set another)."""
+    return getattr(request.app.state, "clock", None) or SYSTEM_CLOCK
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]
