@@ -11,8 +11,6 @@ belongs to the caller's tenant; another tenant's resource answers 404, never rev
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -242,29 +240,3 @@ def mint(subject: str, roles: list[str], *, secret: str = DEV_SIGNING_SECRET, is
     headers = {"kid": kid} if kid else None
     return jwt.encode(payload, key if key is not None else secret, algorithm=algorithm, headers=headers)
 
-
-def main() -> None:
-    """``seteli-token``: mint a development token for a role."""
-    parser = argparse.ArgumentParser(prog="seteli-token", description="Mint a development bearer token "
-                                     "(HS256, accepted only by services running with ENVIRONMENT=development).")
-    parser.add_argument("--role", action="append", required=True, choices=[r.value for r in Role])
-    parser.add_argument("--funder", dest="funder_id")
-    parser.add_argument("--provider", dest="provider_id")
-    parser.add_argument("--voucher", dest="voucher_id")
-    parser.add_argument("--subject", default=None)
-    parser.add_argument("--ttl", type=int, default=8 * 3600)
-    parser.add_argument("--claims", action="store_true", help="print the claims instead of the token")
-    args = parser.parse_args()
-    settings = ServiceSettings(environment="development")
-    subject = args.subject or f"dev:{args.role[0]}:{args.funder_id or args.provider_id or args.voucher_id or 'op'}"
-    token = mint(subject, args.role, secret=settings.dev_signing_secret, issuer=settings.jwt_issuer,
-                 audience=settings.jwt_audience, ttl=args.ttl, funder_id=args.funder_id,
-                 provider_id=args.provider_id, voucher_id=args.voucher_id)
-    if args.claims:
-        print(json.dumps(jwt.decode(token, options={"verify_signature": False}), indent=2))
-    else:
-        print(token)
-
-
-if __name__ == "__main__":
-    main()
