@@ -22,6 +22,7 @@ from .auth import FUNDER_STAFF, Principal, Role, require
 from .bus import Bus
 from .consumer import Consumer, Handler
 from .db import make_engine, ping, session_factory, upgrade_async
+from .docs import install_docs
 from .errors import DomainError
 from .logging import bind_correlation, configure_logging, get_logger
 from .outbox import OutboxRelay
@@ -107,7 +108,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title=spec.title or f"seteli {spec.name}", description=spec.description,
-                  version=spec.version, lifespan=lifespan)
+                  version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI served from this service (works offline)
     app.state.settings = settings
 
     @app.middleware("http")
