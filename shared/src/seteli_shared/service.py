@@ -1,17 +1,16 @@
 """What every service shares at run time: the FastAPI app with its lifespan (migrations, database,
-bus, outbox relay, consumers), the correlation-id middleware, error bodies and health endpoints."""
+bus, outbox relay, consumers), the request guard and error bodies (``web.py``), health endpoints
+and the audit trail."""
 from __future__ import annotations
 
 import asyncio
-import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, AsyncIterator
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,14 +22,13 @@ from .bus import Bus
 from .consumer import Consumer, Handler
 from .db import make_engine, ping, session_factory, upgrade_async
 from .docs import install_docs
-from .errors import DomainError
-from .logging import bind_correlation, configure_logging, get_logger
+from .clock import SYSTEM_CLOCK
+from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
+from .web import RequestGuard, install_error_handlers, install_openapi
 
 log = get_logger(__name__)
-CORRELATION_HEADER = "X-Correlation-ID"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
 @dataclass
@@ -43,6 +41,8 @@ class ServiceSpec:
     handlers: dict[str, Handler] = field(default_factory=dict)  # event type -> handler
     bind_keys: list[str] | None = None
     fallback: Handler | None = None
+    #: path prefixes of bulk endpoints: their bodies may be as large as ``max_bulk_body_bytes``
+    bulk_paths: tuple[str, ...] = ()
     title: str = ""
     description: str = ""
     version: str = "0.1.0"
@@ -87,13 +87,6 @@ class Runtime:
         await self.engine.dispose()
 
 
-def error_response(status: int, reason: str, message: str, **details: Any) -> JSONResponse:
-    err: dict[str, Any] = {"reason": reason, "message": message}
-    if details:
-        err["details"] = details
-    return JSONResponse({"error": err}, status_code=status)
-
-
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
 
@@ -111,33 +104,11 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
                   version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_docs(app)  # Swagger UI served from this service (works offline)
     app.state.settings = settings
-
-    @app.middleware("http")
-    async def correlation(request: Request, call_next):  # noqa: ANN001, ANN202
-        given = request.headers.get(CORRELATION_HEADER)
-        cid = bind_correlation(given if given and _SAFE_ID.match(given) else None)
-        response = await call_next(request)
-        response.headers[CORRELATION_HEADER] = cid
-        return response
-
-    @app.exception_handler(DomainError)
-    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
-        return error_response(422, "invalid_request", "the request does not match the API", errors=errors)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        if isinstance(exc.detail, dict) and "reason" in exc.detail:
-            return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        reason = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error")
-        return JSONResponse({"error": {"reason": reason, "message": str(exc.detail)}},
-                            status_code=exc.status_code, headers=exc.headers)
-
+    app.state.clock = SYSTEM_CLOCK
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
+                       max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths)
+    install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health_router)
     app.include_router(audit_router)
     for router in spec.routers:

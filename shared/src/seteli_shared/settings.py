@@ -38,6 +38,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     migrate_on_start: bool = True
+    #: largest request body (413 above it); bulk endpoints (``ServiceSpec.bulk_paths``) have their own
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_bulk_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     # --- identity (OAuth2 bearer JWTs) ---
     jwt_issuer: str = "seteli-dev"

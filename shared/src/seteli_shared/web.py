@@ -1,0 +1,309 @@
+"""The HTTP edge every service shares: one guard in front of every route, one error body.
+
+``RequestGuard`` (pure ASGI middleware) runs before any route, for every request:
+
+- binds the correlation id: ``X-Correlation-ID`` must be a UUID (the contract; arbitrary header
+  text is never stored, logged or echoed); without one, a new UUID is made;
+- refuses a body over the size limit (413; a larger limit for the bulk routes a service names);
+- checks every string the request carries, in one place: the path, every query parameter, the
+  correlation header, and every string (keys too) of the JSON body at any depth: a personal identity
+  code (422 ``personal_identity_code_refused``) or a NUL character (422 ``nul_character``) stops the
+  request before it reaches a route, a database or a log;
+- logs each request once: method, path, status, milliseconds, correlation id.
+
+Every error answers ``{"error": {"reason", "message", "details"?}}``: unknown routes (404), wrong
+methods (405), unparsable bodies (400), bad tokens (401), refusals (403/404/409/422/429), field errors
+(422, all of one request together in ``details.errors``), and anything unexpected (500, no internal
+detail). The OpenAPI documents describe these bodies and list the statuses each route can give.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Iterable
+from urllib.parse import parse_qsl, unquote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import DomainError
+from .logging import bind_correlation, get_logger
+from .privacy import find_in
+
+log = get_logger("seteli.http")
+CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION_KEY = CORRELATION_HEADER.lower().encode()
+
+MESSAGES = {
+    "personal_identity_code_refused": "a personal identity code may not be sent to this service; "
+                                      "use the pseudonymous reference the funder issued",
+    "nul_character": "text may not contain the NUL character",
+}
+REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+           405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
+           422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
+
+
+# ------------------------------------------------------------------ the error body
+class ErrorDetail(BaseModel):
+    reason: str  # stable, machine-readable (e.g. "units_exceeded", "invalid_request")
+    message: str  # for people; never echoes personal data
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error of every service."""
+
+    error: ErrorDetail
+
+
+def error_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None,
+                   **details: Any) -> JSONResponse:
+    err: dict[str, Any] = {"reason": reason, "message": message}
+    if details:
+        err["details"] = details
+    return JSONResponse({"error": err}, status_code=status, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors():
+        # pydantic's messages name the rule, never the input; the input itself is never echoed
+        out.append({"loc": [str(x) for x in e.get("loc", ())], "reason": e.get("type", "invalid"),
+                    "message": e.get("msg", "")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc)
+        if any(e["reason"] == "json_invalid" for e in errors):
+            return error_response(400, "malformed_json", "the body is not valid JSON")
+        return error_response(422, "invalid_request", "the request does not match the API", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict) and "reason" in exc.detail:
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        reason = REASONS.get(exc.status_code, "http_error")
+        message = {404: "no such resource", 405: "this method is not allowed here"}.get(
+            exc.status_code, reason.replace("_", " "))
+        return error_response(exc.status_code, reason, message, headers=exc.headers)
+
+
+# ------------------------------------------------------------------ the guard
+def _valid_correlation_id(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError):
+        return None
+
+
+class RequestGuard:
+    """Pure ASGI middleware; see the module docstring."""
+
+    def __init__(self, app, *, max_body_bytes: int, max_bulk_body_bytes: int,  # noqa: ANN001
+                 bulk_paths: Iterable[str] = ()):
+        self.app = app
+        self.max_body = max_body_bytes
+        self.max_bulk_body = max_bulk_body_bytes
+        self.bulk_paths = tuple(bulk_paths)
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_box = [0]
+        path_checked = False
+        headers = dict(scope.get("headers") or [])
+        cid, refusal = self._correlation(headers.get(_CORRELATION_KEY))
+        bind_correlation(cid)
+
+        async def send_with_id(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), (_CORRELATION_KEY, cid.encode())]
+            await send(message)
+
+        try:
+            if refusal is None:
+                refusal = self._check_target(scope)
+                path_checked = refusal is None
+            body = b""
+            if refusal is None:
+                body, refusal = await self._read_body(scope, headers, receive)
+            if refusal is None:
+                refusal = self._check_body(body)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+                return
+            await self.app(scope, _replay(body), send_with_id)
+        except Exception as exc:  # noqa: BLE001  (one body for every failure; no internals leak)
+            log.error("http.unexpected_error", error_type=type(exc).__name__)
+            if status_box[0] == 0:
+                await error_response(500, "internal_error", "the service failed; quote the correlation id "
+                                     f"{cid} when you report it")(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            # the raw path is logged only once the guard has found it clean
+            path = getattr(route, "path", None) or (scope.get("path", "") if path_checked else "[not logged]")
+            log.info("http.request", method=scope["method"], path=path, status=status_box[0],
+                     ms=round((time.perf_counter() - started) * 1000, 2))
+
+    @staticmethod
+    def _correlation(raw: bytes | None) -> tuple[str, JSONResponse | None]:
+        if raw is None:
+            return str(uuid.uuid4()), None
+        cid = _valid_correlation_id(raw.decode("latin-1"))
+        if cid is None:
+            return str(uuid.uuid4()), error_response(
+                400, "invalid_correlation_id", f"{CORRELATION_HEADER} must be a UUID (or left out)")
+        return cid, None
+
+    @staticmethod
+    def _refusal(where: list, reason: str) -> JSONResponse:
+        return error_response(422, reason, MESSAGES[reason], errors=[{"loc": where, "reason": reason,
+                                                                     "message": MESSAGES[reason]}])
+
+    def _check_target(self, scope) -> JSONResponse | None:  # noqa: ANN001
+        path = scope.get("path", "")
+        found = find_in(path)
+        if found:
+            return self._refusal(["path"], found[1])
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        if raw_query:
+            try:
+                pairs = parse_qsl(raw_query, keep_blank_values=True, encoding="utf-8", errors="strict")
+            except (UnicodeDecodeError, ValueError):
+                return error_response(400, "malformed_query", "the query string is not valid UTF-8")
+            for name, value in pairs:
+                found = find_in(value)
+                if found:
+                    return self._refusal(["query", name] if not find_in(name) else ["query"], found[1])
+                found = find_in(name)
+                if found:
+                    return self._refusal(["query"], found[1])
+            found = find_in(unquote(raw_query))  # a raw "+" is a century sign, not a space
+            if found:
+                return self._refusal(["query"], found[1])
+        return None
+
+    async def _read_body(self, scope, headers: dict, receive) -> tuple[bytes, JSONResponse | None]:  # noqa: ANN001
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") and b"content-length" not in headers \
+                and b"transfer-encoding" not in headers:
+            return b"", None
+        path = scope.get("path", "")
+        limit = self.max_bulk_body if any(path.startswith(p) for p in self.bulk_paths) else self.max_body
+        too_large = error_response(413, "request_too_large", f"the body may be at most {limit} bytes",
+                                   limit_bytes=limit)
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    return b"", too_large
+            except ValueError:
+                return b"", error_response(400, "bad_request", "Content-Length is not a number")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return b"", too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), None
+
+    def _check_body(self, body: bytes) -> JSONResponse | None:
+        if not body:
+            return None
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return error_response(400, "malformed_body", "the body is not UTF-8 text")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text  # not JSON: the route will refuse it; its raw text is still checked here
+        found = find_in(value)
+        if found:
+            loc, reason = found
+            return self._refusal(["body", *[str(x) for x in loc]], reason)
+        return None
+
+
+def _replay(body: bytes):  # noqa: ANN202
+    sent = False
+
+    async def receive():  # noqa: ANN202
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+# ------------------------------------------------------------------ the documents
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can give these error statuses (besides the ones every route
+    documents by itself)."""
+    return {s: {"model": ErrorBody, "description": REASONS.get(s, "error").replace("_", " ")} for s in statuses}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Describe the real error bodies: every operation lists the errors it can give, with ErrorBody."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in components["ErrorBody"].pop("$defs", {}).items():
+            components[name] = sub
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for path, item in schema.get("paths", {}).items():
+            for method, op in item.items():
+                responses = op.setdefault("responses", {})
+                statuses = {"500"}
+                has_body = "requestBody" in op
+                has_params = bool(op.get("parameters")) or has_body
+                if op.get("security"):
+                    statuses |= {"401", "403"}
+                if "{" in path:
+                    statuses.add("404")
+                if has_body:
+                    statuses |= {"400", "413"}
+                if has_params:
+                    statuses.add("422")
+                else:
+                    statuses.add("400")  # a bad correlation id
+                statuses.add("422")  # personal data or NUL anywhere in the request
+                statuses |= {s for s in responses if s[0] in "45"}
+                for status in sorted(statuses):
+                    entry = responses.setdefault(status, {"description": REASONS.get(int(status), "error")
+                                                          .replace("_", " ")})
+                    entry["content"] = {"application/json": {"schema": ref}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = build  # type: ignore[method-assign]
+
