@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import AsyncIterator
 
-from sqlalchemy import event, text
+from sqlalchemy import MetaData, event, text
+from sqlalchemy import types as sa_types
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -75,8 +77,46 @@ async def upgrade_async(migrations_dir: Path, url: str) -> None:
     await asyncio.to_thread(upgrade, migrations_dir, url)
 
 
-def run_alembic_env(target_metadata=None) -> None:
-    """Body of every service's ``migrations/env.py``: online migrations on the async engine."""
+def service_metadata(*models_modules: ModuleType) -> MetaData:
+    """The tables of one service's database: those declared in its models module(s) plus the outbox,
+    the inbox and the audit log every service has. A copy, so that the tables of other services
+    imported into the same process (``SQLModel.metadata`` is global) never leak into it."""
+    from sqlmodel import SQLModel
+
+    from . import audit, messaging
+
+    modules = (messaging, audit, *models_modules)
+    md = MetaData()
+    for module in modules:
+        for obj in vars(module).values():
+            table = getattr(obj, "__table__", None)
+            if (isinstance(obj, type) and issubclass(obj, SQLModel) and table is not None
+                    and obj.__module__ == module.__name__ and table.name not in md.tables):
+                table.to_metadata(md)
+    return md
+
+
+def compare_type(context, inspected_column, metadata_column, inspected_type, metadata_type):  # noqa: ANN001, ANN201
+    """Alembic's type comparison, seeing through our ``TypeDecorator``s (``UTCDateTime`` is stored as
+    ``DateTime(timezone=True)``) and the SQLite variant of ``BigIntPK``."""
+    from sqlalchemy.types import TypeDecorator
+
+    dialect = context.dialect
+    if isinstance(metadata_type, TypeDecorator):
+        metadata_type = metadata_type.load_dialect_impl(dialect)
+    metadata_type = metadata_type._variant_mapping.get(dialect.name, metadata_type) \
+        if getattr(metadata_type, "_variant_mapping", None) else metadata_type
+    if isinstance(metadata_type, sa_types.DateTime) and isinstance(inspected_type, sa_types.DateTime):
+        if dialect.name == "sqlite":  # SQLite keeps no time zone flag: any DATETIME is one
+            return False
+        return bool(metadata_type.timezone) != bool(inspected_type.timezone)
+    return None  # alembic's own comparison
+
+
+def run_alembic_env(target_metadata: MetaData | None = None) -> None:
+    """Body of every service's ``migrations/env.py``: online migrations on the async engine. With the
+    service's metadata (``service_metadata(models)``) ``alembic revision --autogenerate`` works and
+    the models-versus-migrations test compares against it."""
     from alembic import context
 
     url = context.config.get_main_option("sqlalchemy.url")
@@ -86,6 +126,7 @@ def run_alembic_env(target_metadata=None) -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=compare_type,
         )
         with context.begin_transaction():
             context.run_migrations()

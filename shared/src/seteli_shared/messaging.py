@@ -30,14 +30,16 @@ class OutboxMessage(SQLModel, table=True):
     """An event waiting to be published; written in the same transaction as the state change."""
 
     __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_unsent", "seq", postgresql_where=sa.text("sent_at IS NULL"),
+                               sqlite_where=sa.text("sent_at IS NULL")),)
     seq: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
     message_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     routing_key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    sent_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True)))
+    sent_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    next_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True)))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
 
 
@@ -47,7 +49,7 @@ class InboxMessage(SQLModel, table=True):
     __tablename__ = "inbox"
     consumer: str = Field(sa_column=sa.Column(sa.String(100), primary_key=True))
     message_id: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
-    received_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    received_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 def create_messaging_tables(op) -> None:  # noqa: ANN001

@@ -25,7 +25,7 @@ class VoucherView(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=64)
     provider_chosen_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     #: bumped by every charge: taking the row's write lock first serialises charges of one voucher
-    version: int = 0
+    version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class ApprovalView(SQLModel, table=True):
@@ -48,13 +48,13 @@ class Charge(SQLModel, table=True):
     service_date: date
     units_x100: int
     unit_price_cents: int
-    amount_cents: int
-    own_share_cents: int
+    amount_cents: int = Field(sa_type=sa.BigInteger)
+    own_share_cents: int = Field(sa_type=sa.BigInteger)
     status: str = Field(max_length=16, index=True)
     accepted_at: datetime = Field(sa_type=UTCDateTime())
     settlement_id: str | None = Field(default=None, max_length=64, index=True)
-    fee_cents: int | None = None
-    net_cents: int | None = None
+    fee_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
+    net_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 
 class Settlement(SQLModel, table=True):
@@ -63,9 +63,9 @@ class Settlement(SQLModel, table=True):
     funder_id: str = Field(max_length=40)
     provider_id: str = Field(max_length=64, index=True)
     charge_count: int
-    gross_cents: int
-    fee_cents: int
-    net_cents: int
+    gross_cents: int = Field(sa_type=sa.BigInteger)
+    fee_cents: int = Field(sa_type=sa.BigInteger)
+    net_cents: int = Field(sa_type=sa.BigInteger)
     fee_rate: str = Field(max_length=16)
     created_at: datetime = Field(sa_type=UTCDateTime())
 
@@ -85,4 +85,4 @@ class LedgerEntry(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
     transaction_id: str = Field(foreign_key="payments_ledger_transaction.id", max_length=64, index=True)
     account: str = Field(max_length=120, index=True)
-    amount_cents: int
+    amount_cents: int = Field(sa_type=sa.BigInteger)

@@ -19,23 +19,28 @@ class ReceivedEvent(SQLModel, table=True):
     envelope: str = Field(sa_type=sa.Text)
 
 
+def _counter(big: bool = False):  # noqa: ANN202
+    """A figure that starts at zero, in the database too (upserts name only what they change)."""
+    return Field(default=0, sa_type=sa.BigInteger if big else sa.Integer, sa_column_kwargs={"server_default": "0"})
+
+
 class FunderFigures(SQLModel, table=True):
     __tablename__ = "reporting_funder_figures"
     funder_id: str = Field(primary_key=True, max_length=40)
-    providers_approved: int = 0
-    approvals: int = 0
-    vouchers_issued: int = 0
-    clients: int = 0
-    provider_choices: int = 0
-    charges_accepted: int = 0
-    units_charged_x100: int = 0
-    charged_cents: int = Field(default=0, sa_type=sa.BigInteger)
-    own_share_cents: int = Field(default=0, sa_type=sa.BigInteger)
-    charges_settled: int = 0
-    settlements: int = 0
-    settled_gross_cents: int = Field(default=0, sa_type=sa.BigInteger)
-    fee_cents: int = Field(default=0, sa_type=sa.BigInteger)
-    net_cents: int = Field(default=0, sa_type=sa.BigInteger)
+    providers_approved: int = _counter()
+    approvals: int = _counter()
+    vouchers_issued: int = _counter()
+    clients: int = _counter()
+    provider_choices: int = _counter()
+    charges_accepted: int = _counter()
+    units_charged_x100: int = _counter()
+    charged_cents: int = _counter(big=True)
+    own_share_cents: int = _counter(big=True)
+    charges_settled: int = _counter()
+    settlements: int = _counter()
+    settled_gross_cents: int = _counter(big=True)
+    fee_cents: int = _counter(big=True)
+    net_cents: int = _counter(big=True)
 
 
 class FunderMember(SQLModel, table=True):

@@ -11,7 +11,8 @@ from seteli_shared.messaging import UTCDateTime
 
 class Voucher(SQLModel, table=True):
     __tablename__ = "vouchers_voucher"
-    __table_args__ = (sa.UniqueConstraint("funder_id", "decision_ref", name="uq_vouchers_decision"),)
+    __table_args__ = (sa.UniqueConstraint("funder_id", "decision_ref", name="uq_vouchers_decision"),
+                      sa.Index("ux_vouchers_voucher_code", "voucher_code", unique=True))
     id: str = Field(primary_key=True, max_length=64)
     funder_id: str = Field(max_length=40)
     decision_ref: str = Field(max_length=64)
@@ -26,7 +27,7 @@ class Voucher(SQLModel, table=True):
     status: str = Field(max_length=20)
     provider_id: str | None = Field(default=None, max_length=64)
     #: what the client gives to log in (with the decision reference) and to the provider
-    voucher_code: str | None = Field(default=None, max_length=16, sa_column_kwargs={"unique": True})
+    voucher_code: str | None = Field(default=None, max_length=16)  # unique: ux_vouchers_voucher_code
     issued_at: datetime = Field(sa_type=UTCDateTime())
 
 

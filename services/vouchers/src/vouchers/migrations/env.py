@@ -1,4 +1,7 @@
-"""Alembic environment: the shared runner applies this service's versions on its own database."""
-from seteli_shared.db import run_alembic_env
+"""Alembic environment: the shared runner applies this service's versions on its own database; the
+service's models are the target metadata (autogenerate, and the test that migrations match models)."""
+from seteli_shared.db import run_alembic_env, service_metadata
 
-run_alembic_env()
+from vouchers import models
+
+run_alembic_env(service_metadata(models))
