@@ -68,3 +68,23 @@ def test_development_accepts_its_secret_and_checks_expiry_and_tenant():
                            "iat": int(time.time()), "exp": int(time.time()) + 60}, None, algorithm="none")
     with pytest.raises(InvalidToken, match="not accepted"):
         v.verify(unsigned)
+
+
+@pytest.mark.parametrize("claims", [
+    {"funder_id": ["091"]}, {"funder_id": 91}, {"funder_id": {"id": "091"}}, {"funder_id": "ZZZ"},
+    {"roles": "operator"}, {"roles": [1]}, {"provider_id": ["p1"]}, {"voucher_id": 7},
+])
+def test_claims_that_break_the_contract_are_an_invalid_token(claims):  # noqa: ANN001
+    v = TokenVerifier(ServiceSettings(environment="development", data_dir="/tmp/seteli-test-var"))
+    base = {"roles": ["funder_finance"], "funder_id": "091"}
+    now = int(time.time())
+    token = jwt.encode({"sub": "x", "iss": "seteli-dev", "aud": "seteli", "iat": now, "exp": now + 60,
+                        **base, **claims}, v.dev_secret, algorithm="HS256")
+    with pytest.raises(InvalidToken, match="contract"):
+        v.verify(token)
+
+
+def test_a_subject_that_is_a_personal_identity_code_is_refused():
+    v = TokenVerifier(ServiceSettings(environment="development", data_dir="/tmp/seteli-test-var"))
+    with pytest.raises(InvalidToken, match="personal data"):
+        v.verify(mint("131052-308T", ["operator"]))
