@@ -263,3 +263,22 @@ async def test_batch_handler_gets_runs_of_events_applies_each_once_and_isolates_
     await asyncio.sleep(1.0)
     assert await world.effects() == expected
     await consumer.stop()
+
+
+async def test_an_event_carrying_a_personal_identity_code_is_dead_lettered_without_it(world: World):
+    from seteli_shared.consumer import PRIVACY_REASON
+
+    consumer = world.consumer()
+    await consumer.start()
+    carrier = Envelope.wrap(TestTick(n=7), "test").model_copy(update={"data": {"n": 7, "note": "asiakas 131052‐308t"}})
+    await world.bus.publish(carrier.model_dump_json().encode(), "test.tick.v1", message_id=carrier.id)
+    good = Envelope.wrap(TestTick(n=8), "test")
+    await world.bus.publish(good.model_dump_json().encode(), "test.tick.v1", message_id=good.id)
+    await eventually(lambda: _equals(world.effects(), {8: 1}))
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    dead = await eventually(lambda: dlq.get(fail=False, no_ack=True), timeout=20)
+    assert dead.headers[REASON_HEADER] == PRIVACY_REASON
+    assert b"131052" not in dead.body and json.loads(dead.body)["message_id"] == carrier.id
+    assert 7 not in await world.effects()
+    await consumer.stop()

@@ -12,6 +12,7 @@ own delivery limit is the backstop.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -24,8 +25,9 @@ from . import inbox
 from .audit import record_bus
 from .bus import Bus, quorum_queue_arguments
 from .errors import PermanentMessageError
-from .events import Envelope, Event
+from .events import Envelope, Event, routing_keys_of
 from .logging import bind_correlation, get_logger
+from .privacy import find_in
 
 log = get_logger(__name__)
 
@@ -34,7 +36,9 @@ Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
 #: record outgoing events, whose correlation would be ambiguous
 BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
-DELIVERIES_HEADER = "x-seteli-deliveries"  # the DLQ (a quorum queue) resets x-delivery-count
+DELIVERIES_HEADER = "x-seteli-deliveries"
+#: a message carrying a personal identity code: dead-lettered at once, without its body
+PRIVACY_REASON = "personal_identity_code_refused"  # the DLQ (a quorum queue) resets x-delivery-count
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Consumer:
         self.name = name  # the queue name, also the inbox's consumer name
         self.handlers = handlers  # event type -> handler
         self.batch_handlers = batch_handlers or {}  # event type -> handler of a run of such events
-        self.bind_keys = bind_keys or [Event.registry[t].routing_key() for t in {**handlers, **self.batch_handlers}]
+        self.bind_keys = bind_keys or routing_keys_of({**handlers, **self.batch_handlers})
         self.fallback = fallback  # for event types without their own handler (e.g. reporting's archive)
         self.prefetch = prefetch
         self.batch_size = batch_size
@@ -138,6 +142,10 @@ class Consumer:
             envelope = Envelope.model_validate_json(message.body)
         except ValidationError as exc:
             return f"bad_envelope: {str(exc)[:500]}"
+        found = find_in([envelope.data, envelope.subject, envelope.source, envelope.correlationid,
+                         envelope.causationid])
+        if found:
+            return PRIVACY_REASON if found[1] == "personal_identity_code_refused" else f"contract_violation: {found[1]}"
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
         if handler is None:
             handler = self.fallback
@@ -250,9 +258,14 @@ class Consumer:
         headers[REASON_HEADER] = reason[:1000]
         headers["x-seteli-consumer"] = self.name
         headers[DELIVERIES_HEADER] = self._delivery_count(message) + 1
+        body = message.body
+        if reason == PRIVACY_REASON:
+            # personal data is kept nowhere, a dead-letter queue included: only what identifies the message
+            body = json.dumps({"removed": "the message carried a personal identity code",
+                               "message_id": message.message_id, "type": message.type}).encode()
         try:
             await self.bus.publish(
-                message.body, self.name, message_id=message.message_id or "", type_=message.type,
+                body, self.name, message_id=message.message_id or "", type_=message.type,
                 correlation_id=message.correlation_id, headers=headers, dead_letter=True,
             )
         except Exception as exc:  # noqa: BLE001  (keep it on the main queue rather than lose it)
