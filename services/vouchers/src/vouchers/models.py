@@ -1,4 +1,5 @@
-"""Vouchers tables: vouchers, and the projection of registry approvals this service relies on."""
+"""Vouchers tables: vouchers, failed light logins, and the projections of registry facts (funders,
+approvals) this service relies on."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -6,7 +7,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from seteli_shared.messaging import UTCDateTime
+from seteli_shared.messaging import BigIntPK, UTCDateTime
 
 
 class Voucher(SQLModel, table=True):
@@ -26,9 +27,39 @@ class Voucher(SQLModel, table=True):
     valid_until: date
     status: str = Field(max_length=20)
     provider_id: str | None = Field(default=None, max_length=64)
-    #: what the client gives to log in (with the decision reference) and to the provider
+    #: what the client gives to the provider (and, with the client login code, to log in)
     voucher_code: str | None = Field(default=None, max_length=16)  # unique: ux_vouchers_voucher_code
     issued_at: datetime = Field(sa_type=UTCDateTime())
+    #: the client login code is never stored: only HMAC-SHA256(salt, code) with this voucher's salt
+    client_login_salt: str | None = Field(default=None, max_length=32)
+    client_login_hash: str | None = Field(default=None, max_length=64)
+    client_login_issued_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+
+class Funder(SQLModel, table=True):
+    """Projection of ``FunderRegistered``: the funders vouchers may be issued for."""
+
+    __tablename__ = "vouchers_funder"
+    funder_id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=40)
+    registered_at: datetime = Field(sa_type=UTCDateTime())
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed light login, kept in the database so that every process of the service throttles alike.
+    Rows older than the throttle window are deleted as new failures come in."""
+
+    __tablename__ = "vouchers_login_failure"
+    __table_args__ = (sa.Index("ix_vouchers_login_failure_voucher", "voucher_id", "at"),
+                      sa.Index("ix_vouchers_login_failure_source", "source", "at"),
+                      sa.Index("ix_vouchers_login_failure_at", "at"))
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    #: the voucher whose code was given (None when no voucher has it)
+    voucher_id: str | None = Field(default=None, max_length=64)
+    #: the caller's address as the service sees it
+    source: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime())
 
 
 class ApprovedProvider(SQLModel, table=True):

@@ -1,0 +1,135 @@
+"""The vouchers API's request bodies and answers, one answer shape per audience."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from seteli_shared.catalogue import Period
+from seteli_shared.events import FunderId
+from seteli_shared.money import from_hundredths
+from seteli_shared.schemas import RequestModel
+
+from . import domain
+from .models import Voucher
+
+Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+                      AfterValidator(domain.valid_reference)]
+Category = Annotated[str, StringConstraints(strip_whitespace=True, max_length=40),
+                     AfterValidator(domain.known_category)]
+
+
+class VoucherCreate(RequestModel):
+    funder_id: FunderId | None = Field(default=None, description="defaults to the caller's funder")
+    decision_ref: Reference = Field(description="the funder's reference of the service decision")
+    client_ref: Reference = Field(description="pseudonymous client reference issued by the funder; never a HETU")
+    category: Category
+    units_per_period: Decimal = Field(gt=0, le=100000, decimal_places=2)
+    period: Period = Period.MONTH
+    value_per_unit_cents: int = Field(gt=0, le=10_000_000)
+    valid_from: date = Field(description="at most a year before today and at most a year ahead")
+    valid_until: date = Field(description="not before today; at most five years after valid_from")
+
+
+class ProviderChoice(RequestModel):
+    provider_id: str = Field(min_length=1, max_length=64)
+
+
+class ClientLogin(RequestModel):
+    voucher_code: str = Field(min_length=1, max_length=32)
+    client_login_code: str = Field(min_length=1, max_length=32,
+                                   description="the code printed in the decision letter, shown to no one else")
+
+
+# ------------------------------------------------------------------ answers
+class _Terms(BaseModel):
+    """What every audience sees."""
+
+    id: str
+    category: str
+    unit: str
+    units_per_period: Decimal
+    period: str
+    value_per_unit_cents: int
+    valid_from: date
+    valid_until: date
+    status: str
+    provider_id: str | None
+
+
+class VoucherForProvider(_Terms):
+    """The chosen provider's view: what it needs to charge; no client or decision references."""
+
+    view: Literal["provider"] = "provider"
+    voucher_code: str | None
+
+
+class VoucherForClient(_Terms):
+    """The client's view: its voucher's terms and code; not the funder's references."""
+
+    view: Literal["client"] = "client"
+    funder_id: str
+    voucher_code: str | None
+    issued_at: datetime
+
+
+class VoucherForFunder(_Terms):
+    """The funder's and operator staff's view: everything but the client's login material."""
+
+    view: Literal["funder"] = "funder"
+    funder_id: str
+    decision_ref: str
+    client_ref: str
+    voucher_code: str | None
+    issued_at: datetime
+    client_login_code_issued_at: datetime | None
+
+
+class IssuedVoucher(VoucherForFunder):
+    """The answer to the issuing funder: with the client login code, shown this once (201 only; a
+    repeated decision answers 200 without it: issue a new one with ``POST /vouchers/{id}/client-login-code``)."""
+
+    client_login_code: str | None = None
+
+
+class ClientLoginCode(BaseModel):
+    """A new client login code, shown this once; the previous one no longer works."""
+
+    voucher_id: str
+    voucher_code: str
+    client_login_code: str
+    issued_at: datetime
+
+
+class ClientToken(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    voucher_id: str
+
+
+VoucherView = Annotated[Union[VoucherForFunder, VoucherForProvider, VoucherForClient], Field(discriminator="view")]
+_VIEWS: dict[domain.Audience, type[_Terms]] = {
+    domain.Audience.FUNDER: VoucherForFunder, domain.Audience.PROVIDER: VoucherForProvider,
+    domain.Audience.CLIENT: VoucherForClient,
+}
+
+
+def _fields(v: Voucher) -> dict:
+    return {**v.model_dump(exclude={"units_per_period_x100", "client_login_salt", "client_login_hash",
+                                    "client_login_issued_at"}),
+            "units_per_period": from_hundredths(v.units_per_period_x100),
+            "client_login_code_issued_at": v.client_login_issued_at}
+
+
+def view_of(v: Voucher, audience: domain.Audience) -> _Terms:
+    cls = _VIEWS[audience]
+    data = _fields(v)
+    return cls(**{k: data[k] for k in cls.model_fields if k != "view"})
+
+
+def issued(v: Voucher, client_login_code: str | None) -> IssuedVoucher:
+    return IssuedVoucher(**{k: _fields(v)[k] for k in VoucherForFunder.model_fields if k != "view"},
+                         client_login_code=client_login_code)

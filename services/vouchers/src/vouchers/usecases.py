@@ -1,0 +1,236 @@
+"""Vouchers use cases: each one transaction that changes state, writes its events to the outbox and
+its audit record together. Routes call these; the rules they apply are in ``domain.py``; time comes
+from the ``Clock`` passed in."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import select
+
+from seteli_shared import audit
+from seteli_shared.auth import Principal, Role, TenantScope, ensure_visible
+from seteli_shared.catalogue import CATEGORIES
+from seteli_shared.clock import Clock
+from seteli_shared.codes import new_code, normalise
+from seteli_shared.db import once_more_on_conflict, unit_of_work
+from seteli_shared.errors import Conflict, DomainError, NotFound
+from seteli_shared.events import VoucherIssued, VoucherProviderChosen
+from seteli_shared.logging import get_logger, new_id
+from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.outbox import add_event
+from seteli_shared.schemas import PageParams, paginate
+
+from . import domain
+from .models import ApprovedProvider, Funder, LoginFailure, Voucher
+from .schemas import VoucherCreate
+
+SOURCE = "vouchers"
+#: symbols of a client login code (5 bits each: 60 bits), plus a check symbol that catches typos
+LOGIN_CODE_LENGTH = 12
+log = get_logger(__name__)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+# ------------------------------------------------------------------ issuing
+def _same_terms(v: Voucher, body: VoucherCreate) -> bool:
+    return (v.client_ref, v.category, v.units_per_period_x100, v.period, v.value_per_unit_cents, v.valid_from,
+            v.valid_until) == (body.client_ref, body.category, to_hundredths(body.units_per_period), body.period.value,
+                               body.value_per_unit_cents, body.valid_from, body.valid_until)
+
+
+def _new_login_code(voucher: Voucher, clock: Clock) -> str:
+    """Give the voucher a new client login code; only its salted hash is kept."""
+    code = new_code(LOGIN_CODE_LENGTH)
+    voucher.client_login_salt = secrets.token_hex(16)
+    voucher.client_login_hash = domain.hash_login_code(code, voucher.client_login_salt)
+    voucher.client_login_issued_at = clock.now()
+    return code
+
+
+async def issue_voucher(sessions: Sessions, principal: Principal, body: VoucherCreate,
+                        clock: Clock) -> tuple[Voucher, str | None]:
+    """Issue a voucher on a service decision of a known funder. The same decision sent again gives
+    back the same voucher (without a login code: that is shown once); other terms for it: 409.
+    Returns the voucher and its client login code when it is new."""
+
+    async def issue() -> tuple[Voucher, str | None]:
+        async with unit_of_work(sessions) as session:
+            domain.check_funder_known(await session.get(Funder, body.funder_id) is not None)
+            existing = (await session.exec(select(Voucher).where(
+                Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
+            if existing:
+                if not _same_terms(existing, body):
+                    raise Conflict("decision_conflict", "this decision reference already has a voucher with other terms",
+                                   voucher_id=existing.id)
+                return existing, None
+            domain.check_validity(body.valid_from, body.valid_until, clock.today())
+            voucher = Voucher(
+                id=new_id(), funder_id=body.funder_id, decision_ref=body.decision_ref, client_ref=body.client_ref,
+                category=body.category, unit=CATEGORIES[body.category].value,
+                units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
+                value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
+                valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(), voucher_code=new_code(),
+            )
+            login_code = _new_login_code(voucher, clock)
+            session.add(voucher)
+            await session.flush()
+            await add_event(session, VoucherIssued(
+                voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
+                decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
+                units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
+                value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
+                valid_until=voucher.valid_until, issued_at=voucher.issued_at), SOURCE)
+            await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id)
+        log.info("voucher.issued", voucher_id=voucher.id, funder_id=voucher.funder_id, category=voucher.category)
+        return voucher, login_code
+
+    return await once_more_on_conflict(issue)
+
+
+async def issue_client_login_code(sessions: Sessions, principal: Principal, voucher_id: str,
+                                  clock: Clock) -> tuple[Voucher, str]:
+    """A new client login code for the voucher (for a new decision letter); the old one stops working."""
+    async with unit_of_work(sessions) as session:
+        voucher = await _visible(session, principal, voucher_id, lock=True)
+        code = _new_login_code(voucher, clock)
+        session.add(voucher)
+        await audit.record(session, principal, "voucher.client_login_code.issue", "voucher", voucher.id,
+                           voucher.funder_id)
+    log.info("voucher.client_login_code_issued", voucher_id=voucher.id)
+    return voucher, code
+
+
+# ------------------------------------------------------------------ choosing a provider
+async def choose_provider(sessions: Sessions, principal: Principal, voucher_id: str, provider_id: str,
+                          clock: Clock) -> Voucher:
+    """The client (or the funder's decision maker for the client) chooses or switches to a provider
+    approved by the voucher's funder for its category."""
+    async with unit_of_work(sessions) as session:
+        voucher = await _visible(session, principal, voucher_id, lock=True)
+        domain.check_choosable(voucher.status, voucher.valid_until, clock.today())
+        if voucher.provider_id == provider_id:
+            return voucher
+        approved = await session.get(ApprovedProvider, (voucher.funder_id, provider_id, voucher.category))
+        domain.check_provider_approved(approved is not None)
+        voucher.provider_id = provider_id
+        voucher.status = domain.PROVIDER_CHOSEN
+        session.add(voucher)
+        await add_event(session, VoucherProviderChosen(
+            voucher_id=voucher.id, funder_id=voucher.funder_id, provider_id=provider_id,
+            category=voucher.category, chosen_at=clock.now()), SOURCE)
+        await audit.record(session, principal, "voucher.choose_provider", "voucher", voucher.id, voucher.funder_id)
+    log.info("voucher.provider_chosen", voucher_id=voucher.id, provider_id=provider_id)
+    return voucher
+
+
+# ------------------------------------------------------------------ reading
+async def _visible(session: AsyncSession, principal: Principal, voucher_id: str, *, lock: bool = False) -> Voucher:
+    """The voucher if it is the caller's tenant's (its funder's, its chosen provider's, its client's), else 404."""
+    voucher = await session.get(Voucher, voucher_id, with_for_update=lock or None)
+    if voucher is None:
+        raise NotFound("voucher")
+    ensure_visible(principal, "voucher", funder_id=voucher.funder_id, provider_id=voucher.provider_id,
+                   voucher_id=voucher.id)
+    return voucher
+
+
+async def get_voucher(sessions: Sessions, principal: Principal, voucher_id: str) -> Voucher:
+    async with sessions() as session:
+        return await _visible(session, principal, voucher_id)
+
+
+@dataclass(frozen=True)
+class VoucherFilter:
+    status: str | None = None
+    category: str | None = None
+    client_ref: str | None = None
+    decision_ref: str | None = None
+
+
+async def list_vouchers(sessions: Sessions, scope: TenantScope, where: VoucherFilter,
+                        page: PageParams) -> tuple[list[Voucher], str | None]:
+    """The caller's tenant's vouchers, oldest first: operator staff all, funder staff and case system
+    their funder's, provider staff those chosen for their provider, the client its own."""
+    if (where.client_ref or where.decision_ref) and domain.audience_of(scope.principal) != domain.Audience.FUNDER:
+        raise DomainError("filter_not_allowed", "only the funder may look vouchers up by client or decision",
+                          status_code=403)
+    q = scope.restrict(select(Voucher), funder=Voucher.funder_id, provider=Voucher.provider_id, voucher=Voucher.id)
+    for column, value in ((Voucher.status, where.status), (Voucher.category, where.category),
+                          (Voucher.client_ref, where.client_ref), (Voucher.decision_ref, where.decision_ref)):
+        if value is not None:
+            q = q.where(column == value)
+    async with sessions() as session:
+        return await paginate(session, q, [Voucher.issued_at, Voucher.id], page)
+
+
+# ------------------------------------------------------------------ the client's light login
+class InvalidCredentials(DomainError):
+    status_code = 401
+
+    def __init__(self) -> None:
+        # one answer for every wrong pair: it never says which part was wrong
+        super().__init__("invalid_voucher_credentials", "the voucher code or the client login code is wrong")
+
+
+class TooManyAttempts(DomainError):
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too_many_attempts", "too many failed logins; try again later",
+                         retry_after_seconds=retry_after)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+_DUMMY_SALT = "00" * 16
+
+
+async def client_login(sessions: Sessions, voucher_code: str, client_login_code: str, source: str,
+                       clock: Clock, limits: domain.ThrottleLimits) -> Voucher:
+    """The voucher whose code and client login code these are. Raises ``TooManyAttempts`` while its
+    voucher or this source has too many recent failures (even for the right pair: refused attempts
+    are not counted), else ``InvalidCredentials`` for a wrong pair, whose failure is kept first."""
+    now = clock.now()
+    since = now - limits.window
+    code, login_code = normalise(voucher_code), normalise(client_login_code)
+    outcome: DomainError | None = None
+    async with unit_of_work(sessions) as session:
+        voucher = None
+        if code is not None:
+            # the row lock makes concurrent attempts on one voucher (in any process) count one after another
+            voucher = (await session.exec(select(Voucher).where(Voucher.voucher_code == code)
+                                          .with_for_update())).first()
+        of_voucher = [] if voucher is None else list((await session.exec(select(LoginFailure.at).where(
+            LoginFailure.voucher_id == voucher.id, LoginFailure.at > since))).all())
+        of_source = list((await session.exec(select(LoginFailure.at).where(
+            LoginFailure.source == source, LoginFailure.at > since))).all())
+        wait = domain.retry_after(of_voucher, of_source, now, limits)
+        if wait is not None:
+            outcome = TooManyAttempts(wait)
+        elif voucher is not None and domain.login_code_matches(login_code, voucher.client_login_salt,
+                                                                 voucher.client_login_hash):
+            await audit.record(session, Principal(f"client:{voucher.id}", frozenset({Role.CLIENT}),
+                                                  voucher_id=voucher.id),
+                               "client.login", "voucher", voucher.id, voucher.funder_id)
+        else:
+            if voucher is None:  # the same work as for a known voucher: timing does not tell codes apart
+                domain.login_code_matches(login_code or "-", _DUMMY_SALT, "0" * 64)
+            session.add(LoginFailure(voucher_id=voucher.id if voucher else None, source=source, at=now))
+            await session.execute(sa.delete(LoginFailure).where(LoginFailure.at <= since))
+            outcome = InvalidCredentials()
+    if outcome is not None:
+        log.info("client.login_refused", reason=outcome.reason, voucher_id=voucher.id if voucher else None)
+        raise outcome
+    log.info("client.logged_in", voucher_id=voucher.id)
+    return voucher
+
+
+def throttle_limits(settings) -> domain.ThrottleLimits:  # noqa: ANN001
+    return domain.ThrottleLimits(per_voucher=settings.login_failures_per_voucher,
+                                 per_source=settings.login_failures_per_source,
+                                 window=timedelta(seconds=settings.login_failure_window_seconds))
