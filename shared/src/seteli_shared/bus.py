@@ -4,8 +4,13 @@ and a robust connection that restores consumers after a broker restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
+from urllib.parse import unquote, urlparse
 
 import aio_pika
+import aiormq
 from aio_pika import DeliveryMode, ExchangeType, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
@@ -17,8 +22,82 @@ log = get_logger(__name__)
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
 
-class BrokerUnreachable(RuntimeError):
-    pass
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot be used. ``str(exc)`` is one line saying why and what to do about it."""
+
+    reason = "broker_unavailable"
+
+
+class BrokerUnreachable(BrokerUnavailable):
+    """Nothing answers at the broker's address (or not in time)."""
+
+    reason = "broker_unreachable"
+
+
+class BrokerLoginRefused(BrokerUnavailable):
+    """The broker answered but refused the user or password of AMQP_URL."""
+
+    reason = "broker_login_refused"
+
+
+START_RABBITMQ = "rabbitmq-server -detached && rabbitmqctl await_startup"
+
+
+def broker_address(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{parsed.hostname or '127.0.0.1'}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
+
+
+def broker_user(url: str) -> str:
+    return unquote(urlparse(url).username or "guest")
+
+
+def explain_connect_failure(url: str, exc: BaseException) -> BrokerUnavailable:
+    """The one-line explanation of a failed connection attempt (never the password)."""
+    where = broker_address(url)
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError) or (
+            isinstance(exc, aiormq.exceptions.ConnectionClosed) and getattr(exc, "code", None) == 403):
+        return BrokerLoginRefused(
+            f"RabbitMQ at {where} refused the login for user '{broker_user(url)}' — check AMQP_URL")
+    if isinstance(exc, aiormq.exceptions.IncompatibleProtocolError):
+        return BrokerUnavailable(f"what answers at {where} is not RabbitMQ (it does not speak AMQP) — check AMQP_URL")
+    if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "OpenOk" in str(exc):
+        vhost = unquote(urlparse(url).path[1:]) or "/"
+        return BrokerUnavailable(f"RabbitMQ at {where} refused virtual host '{vhost}' to user "
+                                 f"'{broker_user(url)}' — check AMQP_URL")
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):  # aiormq's connection errors are OSErrors
+        return BrokerUnreachable(f"RabbitMQ is not reachable at {where} — start it with `{START_RABBITMQ}`")
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return BrokerUnavailable(f"RabbitMQ at {where} did not accept the connection ({detail}) — check AMQP_URL")
+
+
+@contextmanager
+def _quiet_connection_errors() -> Iterator[None]:
+    """aiormq logs a failed first connection itself; the caller explains it in one line instead."""
+    logger = logging.getLogger("aiormq.connection")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+async def open_connection(url: str, *, robust: bool = True, timeout: float = 15.0,
+                          **kwargs: Any) -> aio_pika.abc.AbstractConnection:
+    """Connect to the broker; a failure raises a ``BrokerUnavailable`` that says why in one line."""
+    connect = aio_pika.connect_robust if robust else aio_pika.connect
+    try:
+        with _quiet_connection_errors():
+            return await asyncio.wait_for(connect(url, **kwargs), timeout)
+    except Exception as exc:  # noqa: BLE001
+        raise explain_connect_failure(url, exc) from exc
+
+
+async def check_broker(url: str, timeout: float = 5.0) -> None:
+    """Connect and log in once, then close: raises ``BrokerUnavailable`` when that is not possible."""
+    connection = await open_connection(url, robust=False, timeout=timeout)
+    await connection.close()
 
 
 def quorum_queue_arguments(dead_letter_exchange: str, dead_letter_key: str, delivery_limit: int) -> dict:
@@ -42,25 +121,19 @@ class Bus:
 
     @property
     def user(self) -> str:
-        from urllib.parse import unquote, urlparse
-
-        return unquote(urlparse(self.settings.amqp_url).username or "guest")
+        return broker_user(self.settings.amqp_url)
 
     @property
     def dlx_name(self) -> str:
         return f"{self.settings.bus_namespace}.dlx"
 
     async def connect(self) -> None:
-        try:
-            self.connection = await aio_pika.connect_robust(
-                self.settings.amqp_url,
-                client_properties={"connection_name": f"seteli-{self.settings.service_name}"},
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise BrokerUnreachable(
-                f"RabbitMQ is not reachable at {_redact(self.settings.amqp_url)} ({exc}). Start it with "
-                "`rabbitmq-server -detached` (then `rabbitmqctl await_startup`), or set AMQP_URL."
-            ) from exc
+        """Open the robust connection and the channel. Raises ``BrokerUnreachable`` or
+        ``BrokerLoginRefused`` (subclasses of ``BrokerUnavailable``) with a one-line explanation."""
+        self.connection = await open_connection(
+            self.settings.amqp_url,
+            client_properties={"connection_name": f"seteli-{self.settings.service_name}"},
+        )
         await self._open_channel()
 
     async def _open_channel(self) -> None:
@@ -116,9 +189,3 @@ class Bus:
         if self.connection and not self.connection.is_closed:
             await self.connection.close()
 
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
