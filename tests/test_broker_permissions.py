@@ -13,6 +13,7 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
 from seteli_shared import broker
+from seteli_shared.manifest import subscriptions
 from seteli_shared.testing import delete_namespace
 
 pytestmark = pytest.mark.skipif(shutil.which("rabbitmqctl") is None or "TEST_AMQP_URL" in os.environ,
@@ -108,7 +109,7 @@ async def test_a_providers_system_reads_only_its_own_notices(outside, amqp_url):
 def test_definitions_give_every_consumer_queue_a_dead_letter_queue_and_a_delivery_limit():
     d = broker.definitions("seteli", "/", 5)
     queues = {q["name"]: q["arguments"] for q in d["queues"]}
-    for service in broker.SERVICE_QUEUES:
+    for service in subscriptions():
         args = queues[f"seteli.{service}"]
         assert args["x-queue-type"] == "quorum" and args["x-delivery-limit"] == 5
         assert args["x-dead-letter-exchange"] == "seteli.dlx" and f"seteli.{service}.dlq" in queues

@@ -23,12 +23,6 @@ import sys
 
 from .bus import quorum_queue_arguments
 
-SERVICE_QUEUES = {
-    # consumer -> the routing keys it needs on <ns>.events
-    "vouchers": ["provider.approved.v1"],
-    "payments": ["provider.approved.v1", "voucher.issued.v1", "voucher.provider_chosen.v1"],
-    "reporting": ["#"],
-}
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids and namespaces need no escaping in the patterns below
 
 #: who may do what on the broker; ``{ns}`` is the namespace, ``{id}`` the funder, provider or service
@@ -62,7 +56,14 @@ def _fill(value, ns: str, ident: str):  # noqa: ANN001, ANN202
     return value.replace("{ns}", ns).replace("{id}", ident)
 
 
-def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int = 5) -> dict:
+def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int = 5,
+                subscriptions: dict[str, list[str]] | None = None) -> dict:
+    """The broker's definitions; each consuming service's queue is bound to the routing keys its
+    ``ServiceSpec`` subscribes to (``manifest.subscriptions()``, which imports the services)."""
+    if subscriptions is None:
+        from .manifest import subscriptions as from_the_specs
+
+        subscriptions = from_the_specs()
     ns = namespace
     exchanges = [
         {"name": f"{ns}.events", "type": "topic"},  # domain events between the services
@@ -71,7 +72,7 @@ def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int
         {"name": f"{ns}.notices", "type": "topic"},  # settlement notices to providers' systems
     ]
     queues, bindings = [], []
-    for service, keys in SERVICE_QUEUES.items():
+    for service, keys in subscriptions.items():
         q = f"{ns}.{service}"
         queues.append({"name": q, "arguments": quorum_queue_arguments(f"{ns}.dlx", q, delivery_limit)})
         queues.append({"name": f"{q}.dlq", "arguments": {"x-queue-type": "quorum"}})

@@ -26,12 +26,14 @@ def utcnow() -> datetime:
 
 
 class Event(BaseModel):
-    """Base of every domain event. Subclasses set ``event_name`` (``aggregate.action``) and ``version``."""
+    """Base of every domain event. Subclasses set ``event_name`` (``aggregate.action``), ``version`` and
+    ``producer``: the one service that publishes it (a name in ``manifest.NAMES``)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_name: ClassVar[str]
     version: ClassVar[int] = 1
+    producer: ClassVar[str]
     registry: ClassVar[dict[str, type["Event"]]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -95,6 +97,7 @@ class FunderRegistered(Event):
     terms. Other services accept vouchers, approvals and charges only for funders they know from this."""
 
     event_name = "funder.registered"
+    producer = "registry"
     funder_id: FunderId
     name: str
     kind: str  # "municipality" | "wellbeing_services_county" | "joint_authority"
@@ -107,6 +110,7 @@ class FunderRegistered(Event):
 
 class ProviderRegistered(Event):
     event_name = "provider.registered"
+    producer = "registry"
     provider_id: str
     business_id: str
     name: str
@@ -118,6 +122,7 @@ class ProviderRegistered(Event):
 
 class ProviderApproved(Event):
     event_name = "provider.approved"
+    producer = "registry"
     approval_id: str
     provider_id: str
     funder_id: FunderId
@@ -131,6 +136,7 @@ class ProviderApproved(Event):
 # ---------------------------------------------------------------- vouchers
 class VoucherIssued(Event):
     event_name = "voucher.issued"
+    producer = "vouchers"
     voucher_id: str
     funder_id: FunderId
     client_ref: str
@@ -150,6 +156,7 @@ class VoucherIssued(Event):
 
 class VoucherProviderChosen(Event):
     event_name = "voucher.provider_chosen"
+    producer = "vouchers"
     voucher_id: str
     funder_id: FunderId
     provider_id: str
@@ -163,6 +170,7 @@ class VoucherProviderChosen(Event):
 # ---------------------------------------------------------------- payments
 class ChargeAccepted(Event):
     event_name = "charge.accepted"
+    producer = "payments"
     charge_id: str
     voucher_id: str
     funder_id: FunderId
@@ -181,6 +189,7 @@ class ChargeAccepted(Event):
 
 class ChargeSettled(Event):
     event_name = "charge.settled"
+    producer = "payments"
     charge_id: str
     settlement_id: str
     voucher_id: str
@@ -200,6 +209,7 @@ class SettlementCreated(Event):
     """One provider's settlement with one funder: the basis of its settlement notice and payout."""
 
     event_name = "settlement.created"
+    producer = "payments"
     settlement_id: str
     funder_id: FunderId
     provider_id: str
@@ -215,3 +225,8 @@ class SettlementCreated(Event):
 
 
 ALL_EVENTS: tuple[type[Event], ...] = tuple(Event.registry.values())
+
+
+def routing_keys_of(event_types) -> list[str]:  # noqa: ANN001
+    """The routing keys a queue needs to receive these event types (in their order, once each)."""
+    return list(dict.fromkeys(Event.registry[t].routing_key() for t in event_types))

@@ -33,3 +33,17 @@ SERVICES: tuple[ServiceInfo, ...] = (
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in SERVICES}
+
+
+def subscriptions() -> dict[str, list[str]]:
+    """Each consuming service's queue bindings on the events exchange, from its ``ServiceSpec``
+    (handlers, batch handlers, ``bind_keys``): the one place subscriptions are written down.
+    Imports the service packages, so call it only where they are installed (definitions, contracts)."""
+    return {s.name: spec.routing_keys for s in SERVICES if (spec := s.spec()).consumes_events}
+
+
+def producers() -> dict[str, str]:
+    """Event type -> the service that publishes it (``Event.producer``)."""
+    from .events import ALL_EVENTS
+
+    return {ev.event_type(): ev.producer for ev in ALL_EVENTS}

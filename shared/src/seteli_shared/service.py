@@ -19,8 +19,9 @@ from sqlmodel import select
 from .audit import AuditEntry
 from .auth import FUNDER_STAFF, Principal, Role, require
 from .bus import Bus
-from .consumer import Consumer, Handler
+from .consumer import BatchHandler, Consumer, Handler
 from .db import make_engine, ping, session_factory, upgrade_async
+from .events import routing_keys_of
 from .docs import install_docs
 from .clock import SYSTEM_CLOCK
 from .logging import configure_logging, get_logger
@@ -39,6 +40,8 @@ class ServiceSpec:
     migrations_dir: Path
     routers: list[APIRouter]
     handlers: dict[str, Handler] = field(default_factory=dict)  # event type -> handler
+    #: event type -> handler of a run of such events in one call (see ``consumer.BatchHandler``)
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     bind_keys: list[str] | None = None
     fallback: Handler | None = None
     #: path prefixes of bulk endpoints: their bodies may be as large as ``max_bulk_body_bytes``
@@ -46,6 +49,23 @@ class ServiceSpec:
     title: str = ""
     description: str = ""
     version: str = "0.1.0"
+
+    # The service's subscriptions, read by its consumer, the broker definitions and the contracts.
+    @property
+    def consumes_events(self) -> bool:
+        return bool(self.handlers or self.batch_handlers or self.fallback)
+
+    @property
+    def consumed_event_types(self) -> list[str]:
+        """The event types the service handles by name (``fallback`` takes whatever else arrives)."""
+        return list({**self.handlers, **self.batch_handlers})
+
+    @property
+    def routing_keys(self) -> list[str]:
+        """What its queue is bound to on the events exchange (as ``Consumer`` binds it)."""
+        if not self.consumes_events:
+            return []
+        return list(self.bind_keys or routing_keys_of(self.consumed_event_types))
 
 
 class Runtime:
@@ -65,10 +85,10 @@ class Runtime:
         if self.settings.migrate_on_start:
             await upgrade_async(self.spec.migrations_dir, self.settings.database_url)
         await self.bus.connect()
-        if self.spec.handlers or self.spec.fallback:
+        if self.spec.consumes_events:
             self.consumer = Consumer(
                 self.bus, self.sessions, self.settings.queue_name, self.spec.handlers,
-                bind_keys=self.spec.bind_keys, fallback=self.spec.fallback,
+                bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
                 delivery_limit=self.settings.delivery_limit, audit=True,
             )
