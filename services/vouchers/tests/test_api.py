@@ -1,0 +1,304 @@
+"""The vouchers service over HTTP, in this process, on its own PostgreSQL database and a bus namespace of
+its own on the real RabbitMQ: who sees what of a voucher, the client's light login and its throttle,
+refused decisions, and the tenant-scoped list. Time is a FixedClock the tests move."""
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from seteli_shared.auth import mint
+from seteli_shared.clock import FixedClock
+from seteli_shared.codes import normalise
+from seteli_shared.db import unit_of_work
+from seteli_shared.events import Envelope, FunderRegistered, ProviderApproved
+from seteli_shared.logging import new_id
+from seteli_shared.testing import eventually
+from vouchers.app import create_app
+from vouchers.handlers import on_funder_registered, on_provider_approved
+from vouchers.models import Voucher
+from vouchers.settings import VouchersSettings
+
+F1, F2 = "091", "092"
+P, Q = "prov-p", "prov-q"
+
+
+def bearer(role: str, **claims) -> dict:  # noqa: ANN003
+    return {"Authorization": f"Bearer {mint(f't:{role}:{new_id()[:6]}', [role], **claims)}"}
+
+
+OPERATOR = bearer("operator")
+DM1 = bearer("funder_decision_maker", funder_id=F1)
+DM2 = bearer("funder_decision_maker", funder_id=F2)
+
+
+class Service:
+    def __init__(self, app, stack: AsyncExitStack):  # noqa: ANN001
+        self.app, self.stack = app, stack
+        self.clock: FixedClock = app.state.clock
+        self.http = self.client()
+
+    def client(self, source: str = "10.0.0.1", **kw) -> httpx.AsyncClient:  # noqa: ANN003
+        """A client calling from ``source`` (the address the throttle counts)."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app, client=(source, 40000)),
+                                 base_url="http://vouchers", **kw)
+
+    @property
+    def today(self):  # noqa: ANN201
+        return self.clock.today()
+
+    async def feed(self, handler, event) -> None:  # noqa: ANN001
+        """An event of another service, straight through this service's handler."""
+        async with unit_of_work(self.app.state.runtime.sessions) as session:
+            await handler(session, Envelope.wrap(event, "registry"), event)
+
+    def decision(self, funder: str = F1, **over) -> dict:  # noqa: ANN003
+        return {"funder_id": funder, "decision_ref": f"D-{new_id()[:12]}", "client_ref": f"c-{new_id()[:8]}",
+                "category": "home_care", "units_per_period": "20", "value_per_unit_cents": 2500,
+                "valid_from": (self.today - timedelta(days=30)).isoformat(),
+                "valid_until": (self.today + timedelta(days=300)).isoformat(), **over}
+
+    async def issue(self, funder: str = F1, headers: dict | None = None, **over) -> dict:  # noqa: ANN003
+        r = await self.http.post("/vouchers", json=self.decision(funder, **over),
+                                 headers=headers or (DM1 if funder == F1 else DM2))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def choose(self, voucher_id: str, provider: str, funder: str = F1) -> None:
+        r = await self.http.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": provider},
+                                 headers=DM1 if funder == F1 else DM2)
+        assert r.status_code == 200, r.text
+
+    async def login(self, voucher_code: str, login_code: str, client: httpx.AsyncClient | None = None):  # noqa: ANN201
+        return await (client or self.http).post("/client-sessions", json={"voucher_code": voucher_code,
+                                                                          "client_login_code": login_code})
+
+
+@pytest.fixture
+async def service(pg, namespace, amqp_url):  # noqa: ANN001
+    settings = VouchersSettings(environment="test", database_url=await pg.create("vouchers"), amqp_url=amqp_url,
+                                bus_namespace=namespace, relay_idle_seconds=0.05)
+    app = create_app(settings)
+    app.state.clock = FixedClock(datetime.now(timezone.utc).replace(microsecond=0))
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        s = Service(app, stack)
+        await stack.enter_async_context(s.http)
+        for funder in (F1, F2):
+            await s.feed(on_funder_registered, FunderRegistered(
+                funder_id=funder, name=f"Kunta {funder}", kind="municipality", operator_fee_rate=Decimal("0.05"),
+                registered_at=s.clock.now()))
+            for provider in (P, Q):
+                await s.feed(on_provider_approved, ProviderApproved(
+                    approval_id=new_id(), provider_id=provider, funder_id=funder, category="home_care",
+                    approved_at=s.clock.now()))
+        yield s
+
+
+def reason(r: httpx.Response) -> tuple[int, str]:
+    return r.status_code, r.json()["error"]["reason"]
+
+
+def field_reasons(r: httpx.Response) -> dict[str, str]:
+    assert reason(r) == (422, "invalid_request"), r.text
+    return {e["loc"][-1]: e.get("reason") or e.get("type") for e in r.json()["error"]["details"]["errors"]}
+
+
+PROVIDER_VIEW = {"view", "id", "voucher_code", "category", "unit", "units_per_period", "period",
+                 "value_per_unit_cents", "valid_from", "valid_until", "status", "provider_id"}
+LOGIN_MATERIAL = {"client_login_code", "client_login_hash", "client_login_salt"}
+
+
+# ------------------------------------------------------------------ issuing
+async def test_a_voucher_is_issued_only_for_a_funder_the_registry_announced(service):  # noqa: ANN001
+    dm = bearer("funder_decision_maker", funder_id="093")
+    r = await service.http.post("/vouchers", json=service.decision("093"), headers=dm)
+    assert reason(r) == (422, "unknown_funder")
+    # the registry's announcement arrives over the bus: the subscription comes from HANDLERS
+    event = FunderRegistered(funder_id="093", name="Kunta 093", kind="municipality",
+                             operator_fee_rate=Decimal("0.05"), registered_at=service.clock.now())
+    env = Envelope.wrap(event, "registry")
+    await service.app.state.runtime.bus.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id,
+                                                type_=env.type)
+
+    async def issued():  # noqa: ANN202
+        return (await service.http.post("/vouchers", json=service.decision("093"), headers=dm)).status_code == 201
+
+    await eventually(issued)
+
+
+async def test_bad_decisions_are_refused(service):  # noqa: ANN001
+    for valid_from, valid_until in (("1900-01-01", "1900-12-31"),
+                                    ((service.today - timedelta(days=400)).isoformat(),
+                                     (service.today + timedelta(days=10)).isoformat()),
+                                    (service.today.isoformat(), (service.today + timedelta(days=6 * 365)).isoformat())):
+        r = await service.http.post("/vouchers", headers=DM1,
+                                    json=service.decision(valid_from=valid_from, valid_until=valid_until))
+        assert reason(r) == (422, "invalid_validity"), r.text
+    r = await service.http.post("/vouchers", headers=DM1, json=service.decision(
+        decision_ref="   ", client_ref="\t", category="nope", value_per_unit_cents=-1))
+    assert field_reasons(r) == {"decision_ref": "string_too_short", "client_ref": "string_too_short",
+                                "category": "unknown_category", "value_per_unit_cents": "greater_than"}
+    r = await service.http.post("/vouchers", headers=DM1, json=service.decision(decision_ref="  HKI-2026-9  "))
+    assert r.status_code == 201 and r.json()["decision_ref"] == "HKI-2026-9", "stripped, then validated"
+
+
+# ------------------------------------------------------------------ who sees what
+async def test_the_provider_sees_what_it_needs_to_charge_and_cannot_log_in_as_the_client(service):  # noqa: ANN001
+    decision = service.decision()
+    issued = (await service.http.post("/vouchers", json=decision, headers=DM1)).json()
+    login_code = issued["client_login_code"]
+    assert normalise(login_code) == login_code and len(login_code) >= 10
+    await service.choose(issued["id"], P)
+
+    provider = bearer("provider_charger", provider_id=P)
+    seen = (await service.http.get(f"/vouchers/{issued['id']}", headers=provider)).json()
+    assert set(seen) == PROVIDER_VIEW and seen["view"] == "provider"
+    assert seen["voucher_code"] == issued["voucher_code"] and seen["provider_id"] == P
+    assert decision["decision_ref"] not in str(seen) and decision["client_ref"] not in str(seen)
+    [listed] = (await service.http.get("/vouchers", headers=provider)).json()["items"]
+    assert listed == seen
+
+    # what the provider knows no longer logs in
+    old_contract = await service.http.post("/client-sessions", json={
+        "voucher_code": seen["voucher_code"], "decision_ref": decision["decision_ref"]})
+    assert field_reasons(old_contract) == {"decision_ref": "extra_forbidden", "client_login_code": "missing"}
+    for guess in (decision["decision_ref"], seen["voucher_code"], seen["id"][:13]):
+        assert reason(await service.login(seen["voucher_code"], guess)) == (401, "invalid_voucher_credentials")
+
+    # no one sees the login code again: not the funder, not operator staff, not a repeated decision
+    for headers in (DM1, OPERATOR, bearer("funder_reporting", funder_id=F1)):
+        v = (await service.http.get(f"/vouchers/{issued['id']}", headers=headers)).json()
+        assert v["view"] == "funder" and v["decision_ref"] == decision["decision_ref"]
+        assert not LOGIN_MATERIAL & set(v) and login_code not in str(v)
+    again = await service.http.post("/vouchers", json=decision, headers=DM1)
+    assert (again.status_code, again.json()["id"], again.json()["client_login_code"]) == (200, issued["id"], None)
+    async with service.app.state.runtime.sessions() as session:
+        stored = await session.get(Voucher, issued["id"])
+    assert login_code not in str(stored.model_dump()), "only a salted hash is kept"
+
+    # and the client's own view carries no decision internals
+    token = (await service.login(issued["voucher_code"], login_code)).json()["access_token"]
+    mine = (await service.http.get(f"/vouchers/{issued['id']}",
+                                   headers={"Authorization": f"Bearer {token}"})).json()
+    assert mine["view"] == "client" and {"decision_ref", "client_ref"}.isdisjoint(mine) and not LOGIN_MATERIAL & set(mine)
+
+
+async def test_the_login_code_works_once_issued_and_stops_working_when_a_new_one_is_issued(service):  # noqa: ANN001
+    v, other = await service.issue(), await service.issue()
+    r = await service.login(v["voucher_code"].lower(), v["client_login_code"].lower())
+    assert r.status_code == 200, r.text
+    client = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert r.json()["voucher_id"] == v["id"]
+    assert (await service.http.get(f"/vouchers/{v['id']}", headers=client)).status_code == 200
+    assert (await service.http.get(f"/vouchers/{other['id']}", headers=client)).status_code == 404
+    assert reason(await service.login(v["voucher_code"], other["client_login_code"])) == (
+        401, "invalid_voucher_credentials"), "another voucher's login code is no key to this one"
+
+    # only the voucher's funder's decision maker or case system issues a new code
+    path = f"/vouchers/{v['id']}/client-login-code"
+    assert (await service.http.post(path, headers=DM2)).status_code == 404
+    assert (await service.http.post(path, headers=OPERATOR)).status_code == 403
+    assert (await service.http.post(path, headers=bearer("provider_manager", provider_id=P))).status_code == 403
+    assert (await service.http.post(path, headers=client)).status_code == 403
+    r = await service.http.post(path, headers=bearer("funder_case_system", funder_id=F1))
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert (new["voucher_id"], new["voucher_code"]) == (v["id"], v["voucher_code"])
+    assert new["client_login_code"] != v["client_login_code"]
+    assert reason(await service.login(v["voucher_code"], v["client_login_code"])) == (401, "invalid_voucher_credentials")
+    assert (await service.login(v["voucher_code"], new["client_login_code"])).status_code == 200
+    trail = (await service.http.get("/audit", headers=DM1)).json()
+    assert {"voucher.issue", "voucher.client_login_code.issue", "client.login"} <= {e["action"] for e in trail}
+    assert new["client_login_code"] not in str(trail)
+
+
+# ------------------------------------------------------------------ throttling
+async def test_after_five_failures_a_voucher_is_refused_even_the_right_code_until_the_window_passes(service):  # noqa: ANN001
+    v, w = await service.issue(), await service.issue()
+    for _ in range(5):
+        assert reason(await service.login(v["voucher_code"], "0000000000000")) == (401, "invalid_voucher_credentials")
+    r = await service.login(v["voucher_code"], v["client_login_code"])
+    assert reason(r) == (429, "too_many_attempts")
+    assert r.headers["Retry-After"] == "900" == str(r.json()["error"]["details"]["retry_after_seconds"])
+    # the voucher is blocked from everywhere; other vouchers are not
+    async with service.client("10.9.9.9") as elsewhere:
+        assert reason(await service.login(v["voucher_code"], v["client_login_code"], elsewhere))[0] == 429
+        assert (await service.login(w["voucher_code"], w["client_login_code"], elsewhere)).status_code == 200
+
+    service.clock.advance(minutes=10)
+    r = await service.login(v["voucher_code"], v["client_login_code"])
+    assert (r.status_code, r.headers["Retry-After"]) == (429, "300"), "refused attempts do not lengthen the block"
+    service.clock.advance(minutes=5)
+    assert (await service.login(v["voucher_code"], v["client_login_code"])).status_code == 200
+
+
+async def test_twenty_failures_from_one_address_block_it_for_every_voucher(service):  # noqa: ANN001
+    vouchers = [await service.issue() for _ in range(6)]
+    async with service.client("192.0.2.7") as attacker:
+        for v in vouchers[:5]:  # four per voucher: no voucher reaches its own limit
+            for _ in range(4):
+                assert (await service.login(v["voucher_code"], "0000000000000", attacker)).status_code == 401
+        last = vouchers[5]
+        r = await service.login(last["voucher_code"], last["client_login_code"], attacker)
+        assert reason(r) == (429, "too_many_attempts") and int(r.headers["Retry-After"]) == 900
+        # made-up voucher codes count too, and are refused alike
+        assert (await service.login("ZZZZZZZZZZZ", "0000000000000", attacker)).status_code == 429
+        # another address is not blocked
+        assert (await service.login(last["voucher_code"], last["client_login_code"])).status_code == 200
+        service.clock.advance(minutes=15, seconds=1)
+        assert (await service.login(last["voucher_code"], last["client_login_code"], attacker)).status_code == 200
+
+
+# ------------------------------------------------------------------ the list
+async def test_the_list_shows_each_caller_its_own_part_a_page_at_a_time(service):  # noqa: ANN001
+    mine = []
+    for i in range(5):
+        service.clock.advance(seconds=1)
+        mine.append(await service.issue(client_ref=f"asiakas-{i}"))
+    theirs = [await service.issue(F2) for _ in range(2)]
+    await service.choose(mine[1]["id"], P)
+    await service.choose(mine[3]["id"], P)
+    await service.choose(theirs[0]["id"], P, funder=F2)
+    await service.choose(mine[4]["id"], Q)
+
+    async def ids(headers: dict, query: str = "", limit: int = 2) -> list[str]:
+        out, cursor = [], None
+        while True:
+            r = await service.http.get(f"/vouchers?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else ""),
+                                       headers=headers)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["items"]) <= limit
+            out += [v["id"] for v in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return out
+
+    assert await ids(DM1) == [v["id"] for v in mine], "oldest first, every one once"
+    assert sorted(await ids(OPERATOR, limit=3)) == sorted(v["id"] for v in mine + theirs)
+    assert sorted(await ids(bearer("funder_case_system", funder_id=F2))) == sorted(v["id"] for v in theirs)
+    provider = bearer("provider_manager", provider_id=P)
+    assert sorted(await ids(provider)) == sorted([mine[1]["id"], mine[3]["id"], theirs[0]["id"]])
+    page = (await service.http.get("/vouchers", headers=provider)).json()
+    assert all(set(v) == PROVIDER_VIEW for v in page["items"])
+    assert await ids(provider, "&status=provider_chosen&category=home_care") == await ids(provider)
+    assert await ids(provider, "&status=issued") == []
+
+    assert await ids(DM1, "&client_ref=asiakas-3") == [mine[3]["id"]]
+    assert await ids(DM2, "&client_ref=asiakas-3") == [], "another funder's clients stay hidden"
+    assert await ids(DM1, f"&decision_ref={theirs[0]['decision_ref']}") == []
+    assert await ids(OPERATOR, f"&decision_ref={theirs[0]['decision_ref']}") == [theirs[0]["id"]]
+    assert await ids(DM1, "&status=issued") == [mine[0]["id"], mine[2]["id"]]
+    r = await service.http.get("/vouchers?client_ref=asiakas-3", headers=provider)
+    assert reason(r) == (403, "filter_not_allowed")
+
+    token = (await service.login(mine[2]["voucher_code"], mine[2]["client_login_code"])).json()["access_token"]
+    client = {"Authorization": f"Bearer {token}"}
+    [own] = (await service.http.get("/vouchers", headers=client)).json()["items"]
+    assert (own["id"], own["view"]) == (mine[2]["id"], "client")
+    r = await service.http.get("/vouchers?cursor=bm90LWEtY3Vyc29y", headers=DM1)
+    assert reason(r) == (400, "invalid_cursor")
