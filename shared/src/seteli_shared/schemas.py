@@ -69,7 +69,8 @@ def _decode(cursor: str, columns: Sequence[Any]) -> list[Any]:
             raise ValueError
         out = []
         for value, col in zip(raw, columns):
-            py = col.type.python_type
+            kind = col.type
+            py = getattr(kind, "impl", kind).python_type  # a TypeDecorator (AutoString, UTCDateTime): its impl's
             if py is datetime:
                 out.append(datetime.fromisoformat(value))
             elif py is date:
