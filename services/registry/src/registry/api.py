@@ -1,42 +1,101 @@
-"""Registry HTTP API: parse, call the rules, store, emit events through the outbox."""
+"""Registry HTTP API: parse, authorise, call a use case (``usecases``), answer."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
-
+from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
-from seteli_shared import audit
-from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_STAFF, Principal, Role, acting_for_funder, ensure_visible,
-                                require)
-from seteli_shared.db import once_more_on_conflict, unit_of_work
-from seteli_shared.errors import Conflict, NotFound
-from seteli_shared.events import FunderId, ProviderApproved, ProviderRegistered
-from seteli_shared.logging import get_logger, new_id
-from seteli_shared.outbox import add_event
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from seteli_shared.auth import (FUNDER_ROLES, FUNDER_STAFF, PROVIDER_ROLES, PROVIDER_STAFF, Principal, Role,
+                                TenantScope, acting_for_funder, ensure_visible, require, tenant_scope)
+from seteli_shared.clock import ClockDep
+from seteli_shared.events import FunderId
+from seteli_shared.schemas import Page, PageDep, RequestModel, Text
 from seteli_shared.service import SessionsDep
 
-from . import domain
-from .models import Approval, Provider
+from . import domain, usecases
+from .models import Approval, Funder, Provider
 
-SOURCE = "registry"
-router = APIRouter(tags=["providers"])
-log = get_logger(__name__)
-
-
-class ProviderCreate(BaseModel):
-    business_id: str = Field(description="Finnish business ID (Y-tunnus), e.g. 2617416-4")
-    name: str = Field(min_length=1, max_length=200)
-    iban: str = Field(description="account for settlements")
+router = APIRouter()
+#: who may read the register of funders: every staff member and system of the platform's parties
+FUNDER_READERS = (Role.OPERATOR, *FUNDER_ROLES, *PROVIDER_ROLES)
 
 
-class ApprovalCreate(BaseModel):
+# ------------------------------------------------------------------ funders
+class FunderCreate(RequestModel):
+    funder_id: FunderId = Field(description="the funder's code, e.g. the municipality code 091")
+    name: Text
+    kind: domain.FunderKind
+    operator_fee_rate: domain.FeeRate = Field(default=domain.DEFAULT_FEE_RATE,
+                                              description="the operator's fee on settled value, 0 <= rate < 1")
+    settlement_days: domain.SettlementDays = Field(default=domain.DEFAULT_SETTLEMENT_DAYS,
+                                                   description="charges are settled within this many days")
+    contact_email: domain.Email | None = None
+
+    def terms(self) -> domain.FunderTerms:
+        return domain.FunderTerms(self.funder_id, self.name, self.kind.value,
+                                  domain.fee_rate_text(self.operator_fee_rate), self.settlement_days,
+                                  self.contact_email)
+
+
+class FunderPublic(BaseModel):
+    funder_id: str
+    name: str
+    kind: str
+    operator_fee_rate: Decimal
+    settlement_days: int
+    contact_email: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, f: Funder) -> "FunderPublic":
+        return cls(**f.model_dump())
+
+
+@router.post("/funders", status_code=201, response_model=FunderPublic, tags=["funders"])
+async def register_funder(
+    body: FunderCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
+    principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
+) -> FunderPublic:
+    """Register a funder with its contract terms (operator staff). The same registration again answers
+    200; the same funder with other terms is refused (409 ``funder_exists``)."""
+    funder, new = await usecases.register_funder(sessions, clock, principal, body.terms())
+    if not new:
+        response.status_code = 200
+    return FunderPublic.of(funder)
+
+
+@router.get("/funders", response_model=Page[FunderPublic], tags=["funders"])
+async def list_funders(
+    sessions: SessionsDep, page: PageDep,
+    principal: Annotated[Principal, require(*FUNDER_READERS, scope="none")],
+    kind: domain.FunderKind | None = None,
+) -> Page[FunderPublic]:
+    """The registered funders in the order of their codes."""
+    funders, cursor = await usecases.funders_page(sessions, page, kind.value if kind else None)
+    return Page(items=[FunderPublic.of(f) for f in funders], next_cursor=cursor)
+
+
+@router.get("/funders/{funder_id}", response_model=FunderPublic, tags=["funders"])
+async def get_funder(
+    funder_id: str, sessions: SessionsDep,
+    principal: Annotated[Principal, require(*FUNDER_READERS, scope="none")],
+) -> FunderPublic:
+    return FunderPublic.of(await usecases.get_funder(sessions, funder_id))
+
+
+# ------------------------------------------------------------------ providers
+class ProviderCreate(RequestModel):
+    business_id: domain.BusinessId = Field(description="Finnish business ID (Y-tunnus), e.g. 2617416-4")
+    name: Text
+    iban: domain.Iban = Field(description="account for settlements")
+
+
+class ApprovalCreate(RequestModel):
     funder_id: FunderId | None = Field(default=None, description="defaults to the caller's funder")
-    category: str
+    category: domain.CategoryCode
 
 
 class ApprovalPublic(BaseModel):
@@ -55,101 +114,58 @@ class ProviderPublic(BaseModel):
     created_at: datetime
     approvals: list[ApprovalPublic] = []
 
+    @classmethod
+    def of(cls, p: Provider, approvals: list[Approval] = ()) -> "ProviderPublic":  # type: ignore[assignment]
+        return cls(**p.model_dump(), approvals=[ApprovalPublic(**a.model_dump()) for a in approvals])
 
-async def _provider_public(session, provider: Provider) -> ProviderPublic:  # noqa: ANN001
-    approvals = (await session.exec(select(Approval).where(Approval.provider_id == provider.id))).all()
-    return ProviderPublic(**provider.model_dump(), approvals=[ApprovalPublic(**a.model_dump()) for a in approvals])
 
-
-@router.post("/providers", status_code=201, response_model=ProviderPublic)
+@router.post("/providers", status_code=201, response_model=ProviderPublic, tags=["providers"])
 async def register_provider(
-    body: ProviderCreate, sessions: SessionsDep,
+    body: ProviderCreate, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="none")],
 ) -> ProviderPublic:
-    """Register a provider (operator staff, or a funder's provider approver handling its application)."""
-    provider = Provider(
-        id=new_id(), business_id=domain.valid_business_id(body.business_id), name=body.name.strip(),
-        iban=domain.valid_iban(body.iban), created_at=datetime.now(timezone.utc),
-    )
-    try:
-        async with unit_of_work(sessions) as session:
-            session.add(provider)
-            await session.flush()
-            await add_event(session, ProviderRegistered(
-                provider_id=provider.id, business_id=provider.business_id, name=provider.name,
-                registered_at=provider.created_at), SOURCE)
-            await audit.record(session, principal, "provider.register", "provider", provider.id, principal.funder_id)
-    except IntegrityError as exc:
-        raise Conflict("provider_exists", "a provider with this business ID is already registered",
-                       business_id=provider.business_id) from exc
-    log.info("provider.registered", provider_id=provider.id)
-    return ProviderPublic(**provider.model_dump())
+    """Register a provider (operator staff, or a funder's provider approver handling its application).
+    A business ID already registered is refused (409 ``provider_exists``, naming that provider)."""
+    provider = await usecases.register_provider(sessions, clock, principal, body.business_id, body.name, body.iban)
+    return ProviderPublic.of(provider)
 
 
-@router.get("/providers", response_model=list[ProviderPublic])
+@router.get("/providers", response_model=Page[ProviderPublic], tags=["providers"])
 async def list_providers(
-    sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF, scope="list")],
-    funder_id: str | None = None, category: str | None = None,
-):
-    """The register: all providers for operator and funder staff; provider staff see their own."""
-    async with sessions() as session:
-        q = select(Provider).order_by(Provider.name, Provider.id)
-        if principal.provider_id and not principal.is_operator:
-            q = q.where(Provider.id == principal.provider_id)
-        if funder_id or category:
-            q = q.join(Approval, Approval.provider_id == Provider.id).distinct()
-            if funder_id:
-                q = q.where(Approval.funder_id == funder_id)
-            if category:
-                q = q.where(Approval.category == category)
-        return [await _provider_public(session, p) for p in (await session.exec(q)).all()]
+    sessions: SessionsDep, page: PageDep,
+    scope: Annotated[TenantScope, tenant_scope(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF)],
+    funder_id: str | None = None,
+    category: str | None = None,
+    business_id: Annotated[domain.BusinessId | None, Query(description="exact match, in any form the "
+                                                                       "Y-tunnus is written")] = None,
+) -> Page[ProviderPublic]:
+    """The register in name order: all providers for operator and funder staff; provider staff see their own."""
+    providers, approvals, cursor = await usecases.providers_page(
+        sessions, scope, page, funder_id=funder_id, category=category, business_id=business_id)
+    return Page(items=[ProviderPublic.of(p, approvals[p.id]) for p in providers], next_cursor=cursor)
 
 
-@router.get("/providers/{provider_id}", response_model=ProviderPublic)
+@router.get("/providers/{provider_id}", response_model=ProviderPublic, tags=["providers"])
 async def get_provider(
     provider_id: str, sessions: SessionsDep,
     principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_STAFF, scope="register")],
 ) -> ProviderPublic:
-    async with sessions() as session:
-        provider = await session.get(Provider, provider_id)
-        if provider is None:
-            raise NotFound("provider")
-        ensure_visible(principal, "provider", provider_id=provider.id, all_funders=True)
-        return await _provider_public(session, provider)
+    provider, approvals = await usecases.get_provider(sessions, provider_id)
+    ensure_visible(principal, "provider", provider_id=provider.id, all_funders=True)
+    return ProviderPublic.of(provider, approvals)
 
 
-@router.post("/providers/{provider_id}/approvals", status_code=201, response_model=ApprovalPublic)
+@router.post("/providers/{provider_id}/approvals", status_code=201, response_model=ApprovalPublic,
+             tags=["providers"])
 async def approve_provider(
-    provider_id: str, body: ApprovalCreate, sessions: SessionsDep, response: Response,
+    provider_id: str, body: ApprovalCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="body")],
 ) -> ApprovalPublic:
-    """A funder approves the provider for a service category. Approving again changes nothing."""
+    """A funder approves the provider for a service category. Approving again changes nothing (200).
+    The funder must be registered (422 ``unknown_funder``)."""
     funder_id = acting_for_funder(principal, body.funder_id)
-    category = domain.known_category(body.category)
-
-    async def approve():  # noqa: ANN202
-        async with unit_of_work(sessions) as session:
-            if await session.get(Provider, provider_id) is None:
-                raise NotFound("provider")
-            existing = (await session.exec(select(Approval).where(
-                Approval.provider_id == provider_id, Approval.funder_id == funder_id,
-                Approval.category == category))).first()
-            if existing:
-                return ApprovalPublic(**existing.model_dump()), False
-            approval = Approval(id=new_id(), provider_id=provider_id, funder_id=funder_id, category=category,
-                                approved_at=datetime.now(timezone.utc))
-            session.add(approval)
-            await session.flush()
-            await add_event(session, ProviderApproved(
-                approval_id=approval.id, provider_id=provider_id, funder_id=approval.funder_id, category=category,
-                approved_at=approval.approved_at), SOURCE)
-            await audit.record(session, principal, "provider.approve", "provider", provider_id, funder_id)
-        return ApprovalPublic(**approval.model_dump()), True
-
-    public, new = await once_more_on_conflict(approve)
+    approval, new = await usecases.approve_provider(sessions, clock, principal, provider_id, funder_id,
+                                                    body.category)
     if not new:
         response.status_code = 200
-        return public
-    log.info("provider.approved", provider_id=provider_id, funder_id=funder_id, category=category)
-    return public
+    return ApprovalPublic(**approval.model_dump())

@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[router],
     title="seteli registry",
-    description="Providers, their approvals per funder and service category.",
+    description="Funders and their contract terms; providers, their approvals per funder and service category.",
 )
 
 
