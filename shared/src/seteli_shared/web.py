@@ -285,18 +285,14 @@ def install_openapi(app: FastAPI) -> None:
                 responses = op.setdefault("responses", {})
                 statuses = {"500"}
                 has_body = "requestBody" in op
-                has_params = bool(op.get("parameters")) or has_body
                 if op.get("security"):
                     statuses |= {"401", "403"}
                 if "{" in path:
                     statuses.add("404")
                 if has_body:
                     statuses |= {"400", "413"}
-                if has_params:
-                    statuses.add("422")
-                else:
-                    statuses.add("400")  # a bad correlation id
-                statuses.add("422")  # personal data or NUL anywhere in the request
+                # 400: a bad correlation id, query or cursor; 422: personal data or NUL anywhere
+                statuses |= {"400", "422"}
                 statuses |= {s for s in responses if s[0] in "45"}
                 for status in sorted(statuses):
                     entry = responses.setdefault(status, {"description": REASONS.get(int(status), "error")
