@@ -10,7 +10,7 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import httpx
 import pytest
@@ -97,6 +97,10 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
         reg, vou, pay = clients["registry"][1], clients["vouchers"][1], clients["payments"][1]
         op = {"Authorization": f"Bearer {token('operator')}"}
         ids: dict = {}
+        for funder in (F1, F2):
+            r = await reg.post("/funders", headers=op, json={"funder_id": funder, "name": f"Kunta {funder}",
+                                                             "kind": "municipality"})
+            assert r.status_code == 201, r.text
         for key, funder in (("P", F1), ("Q", F2)):
             r = await reg.post("/providers", headers=op, json={"business_id": random_business_id(), "name": key,
                                                                "iban": IBAN})
@@ -106,7 +110,8 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
             assert r.status_code == 201, r.text
         for key, funder, provider in (("V", F1, "P"), ("W", F2, "Q")):
             dm = {"Authorization": f"Bearer {token('funder_decision_maker', funder_id=funder)}"}
-            r = await vou.post("/vouchers", headers=dm, json=voucher_body(funder))
+            # vouchers learns of the funder from the bus
+            r = await eventually(lambda: _ok(vou.post("/vouchers", headers=dm, json=voucher_body(funder))))
             ids[key] = r.json()["id"]
             await eventually(lambda: _ok(vou.post(f"/vouchers/{ids[key]}/provider", headers=dm,
                                                   json={"provider_id": ids[provider]})))
@@ -127,7 +132,8 @@ async def _ok(coro):  # noqa: ANN001, ANN202
 def voucher_body(funder: str) -> dict:
     return {"funder_id": funder, "decision_ref": f"D-{uuid.uuid4().hex[:12]}", "client_ref": f"c-{uuid.uuid4().hex[:8]}",
             "category": "home_care", "units_per_period": "100", "value_per_unit_cents": 2500,
-            "valid_from": "2026-01-01", "valid_until": "2027-12-31"}
+            "valid_from": (date.today() - timedelta(days=30)).isoformat(),
+            "valid_until": (date.today() + timedelta(days=400)).isoformat()}
 
 
 def charge_body(ids: dict) -> dict:
@@ -247,6 +253,10 @@ async def test_lists_show_each_caller_only_its_own_tenant(world):  # noqa: ANN00
     other_provider = _h(token("provider_charger", provider_id=ids["Q"]))
     assert ids["S"] not in (await pay.get(f"/settlements?provider_id={ids['P']}", headers=other_provider)).text
     assert ids["S"] in (await pay.get("/settlements", headers=_h(token("funder_finance", funder_id=F1)))).text
+    vou = world.clients["vouchers"][1]
+    assert ids["V"] not in (await vou.get("/vouchers", headers=other_funder)).text
+    chosen = (await vou.get("/vouchers", headers=_h(token("provider_manager", provider_id=ids["P"])))).json()
+    assert [v["id"] for v in chosen["items"]] == [ids["V"]]
     reg = world.clients["registry"][1]
     mine = (await reg.get("/providers", headers=_h(token("provider_manager", provider_id=ids["Q"])))).json()
     assert [p["id"] for p in mine] == [ids["Q"]]
@@ -261,13 +271,20 @@ async def test_client_light_login_gives_a_token_for_that_voucher_only(world):  #
     dm = _h(token("funder_decision_maker", funder_id=F1))
     v = (await vou.get(f"/vouchers/{ids['V']}", headers=dm)).json()
     assert v["issued_at"].endswith("Z"), "timestamps keep their time zone on SQLite too"
-    r = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "decision_ref": v["decision_ref"]})
+    # the matrix above issued codes of its own: the funder issues the one for the letter now
+    issued = await vou.post(f"/vouchers/{ids['V']}/client-login-code", headers=dm)
+    assert issued.status_code == 200, issued.text
+    login_code = issued.json()["client_login_code"]
+    r = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "client_login_code": login_code})
     assert r.status_code == 200
     client = _h(r.json()["access_token"])
     assert (await vou.get(f"/vouchers/{ids['V']}", headers=client)).status_code == 200
     assert (await vou.get(f"/vouchers/{ids['W']}", headers=client)).status_code == 404
-    wrong = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "decision_ref": "nope"})
+    wrong = await vou.post("/client-sessions", json={"voucher_code": v["voucher_code"], "client_login_code": "nope"})
     assert (wrong.status_code, wrong.json()["error"]["reason"]) == (401, "invalid_voucher_credentials")
     typo = v["voucher_code"][:-2] + ("0" if v["voucher_code"][-2] != "0" else "1") + v["voucher_code"][-1]
-    r = await vou.post("/client-sessions", json={"voucher_code": typo, "decision_ref": v["decision_ref"]})
+    r = await vou.post("/client-sessions", json={"voucher_code": typo, "client_login_code": login_code})
     assert r.status_code == 401
+    # the provider chosen for the voucher sees what it needs to charge, nothing to log in with
+    seen = (await vou.get(f"/vouchers/{ids['V']}", headers=_h(token("provider_charger", provider_id=ids["P"])))).json()
+    assert seen["view"] == "provider" and {"decision_ref", "client_ref", "client_login_code"}.isdisjoint(seen)
