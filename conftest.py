@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import asyncpg
 import pytest
 
+from seteli_shared.manifest import NAMES
 from seteli_shared.testing import delete_namespace
 
 
@@ -95,5 +96,5 @@ async def namespace(amqp_url):
     """A bus namespace of this test's own; its queues and exchanges are deleted afterwards."""
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
-    queues = [f"{ns}.{s}" for s in ("registry", "vouchers", "payments", "reporting", "test", "spy")]
+    queues = [f"{ns}.{s}" for s in (*NAMES, "test", "spy")]
     await delete_namespace(amqp_url, ns, queues)

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-SERVICES = ("registry", "vouchers", "payments", "reporting")
+from seteli_shared.manifest import NAMES as SERVICES
+
 BIN = Path(sys.executable).parent
 
 
@@ -22,8 +23,10 @@ def free_port() -> int:
 
 
 class System:
-    def __init__(self, urls: dict[str, str], procs: dict[str, subprocess.Popen], logs: dict[str, Path]):
+    def __init__(self, urls: dict[str, str], procs: dict[str, subprocess.Popen], logs: dict[str, Path],
+                 databases: dict[str, str] | None = None):
         self.urls, self.procs, self.logs = urls, procs, logs
+        self.databases = databases or {}  # service -> its SQLAlchemy URL
 
     def client(self, service: str, **kw) -> httpx.AsyncClient:  # noqa: ANN003
         return httpx.AsyncClient(base_url=self.urls[service], timeout=15, **kw)
@@ -41,11 +44,12 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
     dbs = PostgresDatabases(postgres_admin_dsn)
     ns = f"e2e{os.getpid()}{int(time.time()) % 100000}"
     workdir = tmp_path_factory.mktemp("system")
-    procs, urls, logs = {}, {}, {}
+    procs, urls, logs, databases = {}, {}, {}, {}
     try:
         for name in SERVICES:
             port = free_port()
-            env = dict(os.environ, DATABASE_URL=await dbs.create(name), AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
+            databases[name] = await dbs.create(name)
+            env = dict(os.environ, DATABASE_URL=databases[name], AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
                        ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05")
             logs[name] = workdir / f"{name}.log"
             procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
@@ -63,7 +67,7 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
                     if procs[name].poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"{name} did not become ready:\n{logs[name].read_text()}")
                     time.sleep(0.2)
-        yield System(urls, procs, logs)
+        yield System(urls, procs, logs, databases)
     finally:
         for p in procs.values():
             p.terminate()

@@ -6,6 +6,7 @@ RabbitMQ; the resources the matrix calls for are made through the APIs and the e
 """
 from __future__ import annotations
 
+import importlib
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -18,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from seteli_shared.auth import FUNDER_ROLES, PROVIDER_ROLES, Policy, Require, Role, mint
 from seteli_shared.devtools import random_business_id
+from seteli_shared.manifest import NAMES
 from seteli_shared.testing import eventually
 
 PUBLIC = {("GET", "/health/live"), ("GET", "/health/ready"), ("POST", "/client-sessions")}
@@ -62,19 +64,13 @@ def policy_of(route: Endpoint) -> Policy | None:
 
 
 async def start_system(stack: AsyncExitStack, tmp_path, namespace: str, amqp_url: str) -> dict:  # noqa: ANN001
-    import payments.app
-    import registry.app
-    import reporting.app
-    import vouchers.app
-
     clients = {}
-    for mod in (registry, vouchers, payments, reporting):
-        name = mod.__name__
-        settings_cls = type(mod.app.SPEC) and getattr(
-            __import__(f"{name}.settings", fromlist=["x"]), f"{name.capitalize()}Settings")
+    for name in NAMES:
+        app_module = importlib.import_module(f"{name}.app")
+        settings_cls = getattr(importlib.import_module(f"{name}.settings"), f"{name.capitalize()}Settings")
         settings = settings_cls(environment="test", database_url=f"sqlite+aiosqlite:///{tmp_path / name}.db",
                                 bus_namespace=namespace, amqp_url=amqp_url, relay_idle_seconds=0.05)
-        app = mod.app.create_app(settings)
+        app = app_module.create_app(settings)
         await stack.enter_async_context(app.router.lifespan_context(app))
         clients[name] = (app, await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}")))
@@ -121,7 +117,7 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
         r = await pay.post("/settlements/run", headers=op)
         ids["S"] = r.json()[0]["id"]
         yield World(clients, ids)
-    await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in ("registry", "vouchers", "payments", "reporting")])
+    await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in NAMES])
 
 
 async def _ok(coro):  # noqa: ANN001, ANN202

@@ -1,9 +1,11 @@
-"""docker-compose.yml, the Dockerfiles and the PostgreSQL init script agree with the code.
+"""docker-compose.yml, deploy/Dockerfile and the PostgreSQL init script agree with the manifest
+(``seteli_shared.manifest``) and the code.
 
-No Docker is needed: the files are parsed and compared with what the services really do — the port
-each ``__main__.py`` serves on by default, the fields of each service's settings class, the databases
-the init script creates. Renaming a port, adding an unknown environment variable or pointing a
-service at another service's database makes a test here fail.
+No Docker is needed: the files are parsed and compared with what the services really do — the
+manifest's names and ports, the port each ``__main__.py`` serves on by default, the fields of each
+service's settings class, the databases the init script creates. The compose file stays written by
+hand; renaming a port, adding a service to only one of them, adding an unknown environment variable
+or pointing a service at another service's database makes a test here fail.
 """
 from __future__ import annotations
 
@@ -16,17 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from seteli_shared.manifest import BY_NAME, NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INIT_SQL = ROOT / "deploy" / "postgres" / "init-databases.sql"
 
-SETTINGS_CLASSES = {
-    "registry": "registry.settings:RegistrySettings",
-    "vouchers": "vouchers.settings:VouchersSettings",
-    "payments": "payments.settings:PaymentsSettings",
-    "reporting": "reporting.settings:ReportingSettings",
-}
-SERVICES = sorted(SETTINGS_CLASSES)
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+SETTINGS_CLASSES = {name: f"{name}.settings:{name.capitalize()}Settings" for name in NAMES}
+SERVICES = list(NAMES)
 INFRASTRUCTURE = ("rabbitmq", "postgres")
 POSTGRES_USER = "seteli"
 
@@ -82,6 +83,38 @@ def _dockerfile_path(name: str) -> Path:
     assert isinstance(build, dict), f"{name}: build must name a context and a dockerfile"
     context = ROOT / build.get("context", ".")
     return (context / build["dockerfile"]).resolve()
+
+
+def _build_args(name: str) -> dict[str, str]:
+    args = _service(name)["build"].get("args") or {}
+    if isinstance(args, list):
+        args = dict(item.split("=", 1) for item in args)
+    return {str(k): str(v) for k, v in args.items()}
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _expand(text: str, variables: dict[str, str]) -> str:
+    """Docker's ``${VAR}``/``$VAR`` substitution for the variables we know; others stay as written."""
+    return _VARIABLE.sub(lambda m: variables.get(m[1] or m[2], m[0]), text)
+
+
+def _resolved_final_stage(name: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The last stage's instructions with the service's build arguments (and the stage's ``ENV``)
+    substituted where Docker substitutes them, and that stage's environment."""
+    final, _ = _dockerfile_instructions(_dockerfile_path(name))
+    given, variables, out = _build_args(name), {}, []
+    for word, args in final:
+        if word == "ARG":
+            key, _, default = args.partition("=")
+            variables[key] = given.get(key, default)
+        elif word == "ENV":
+            for key, value in (pair.split("=", 1) for pair in shlex.split(args)):
+                variables[key] = _expand(value, variables)
+        out.append((word, _expand(args, variables) if word in ("EXPOSE", "ENV", "USER", "WORKDIR") else args))
+    env = {k: v for word, args in out if word == "ENV" for k, v in (p.split("=", 1) for p in shlex.split(args))}
+    return out, env
 
 
 def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
@@ -154,8 +187,23 @@ def _healthcheck_test(svc: dict) -> str:
 
 # ------------------------------------------------------------------ the compose file
 
-def test_all_services_and_infrastructure_are_defined():
-    assert set(COMPOSE["services"]) >= set(SERVICES) | set(INFRASTRUCTURE)
+def test_compose_runs_exactly_the_manifests_services_and_the_infrastructure():
+    assert set(COMPOSE["services"]) == set(NAMES) | set(INFRASTRUCTURE)
+
+
+def test_every_service_is_built_from_the_one_dockerfile_with_its_name_and_port():
+    for name in NAMES:
+        assert _dockerfile_path(name) == DOCKERFILE.resolve(), name
+        assert _build_args(name) == {"SERVICE": name, "PORT": str(BY_NAME[name].port)}, name
+    assert not list((ROOT / "services").glob("*/Dockerfile")), "per-service Dockerfiles are replaced by deploy/Dockerfile"
+
+
+def test_the_dockerfile_refuses_to_build_without_a_service():
+    _, every = _dockerfile_instructions(DOCKERFILE)
+    declared = [args.split("=")[0] for word, args in every if word == "ARG"]
+    assert declared.count("SERVICE") == 2 and "PORT" in declared  # an ARG is per stage
+    runs = [args for word, args in every if word == "RUN"]
+    assert any('test -n "${SERVICE}"' in r and "exit 1" in r for r in runs)
 
 
 def test_no_two_services_publish_the_same_host_port():
@@ -203,11 +251,13 @@ def test_init_sql_creates_exactly_one_database_per_service():
 # ------------------------------------------------------------------ per service
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_port_is_the_same_in_main_dockerfile_and_compose(name):
-    port = _default_port(name)
+def test_port_is_the_same_in_manifest_main_dockerfile_and_compose(name):
+    port = BY_NAME[name].port
+    assert _default_port(name) == port, f"{name}: __main__ serves on {_default_port(name)}, the manifest says {port}"
     dockerfile = _dockerfile_path(name)
     assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
-    final, _ = _dockerfile_instructions(dockerfile)
+    final, env = _resolved_final_stage(name)
+    assert env["SETELI_SERVICE"] == name and env["SETELI_PORT"] == str(port), env
 
     exposed = {int(p.split("/")[0]) for word, args in final if word == "EXPOSE" for p in args.split()}
     assert exposed == {port}, f"{name}: Dockerfile EXPOSEs {exposed}, __main__ serves on {port}"
@@ -218,12 +268,17 @@ def test_port_is_the_same_in_main_dockerfile_and_compose(name):
     cmds = [_exec_form(args) for word, args in final if word == "CMD"]
     assert cmds, f"{name}: Dockerfile has no CMD"
     cmd = cmds[-1]
+    if cmd[:2] == ["sh", "-c"]:  # a shell only to read the image's environment, then exec
+        cmd = shlex.split(_expand(cmd[2], env))
+        assert cmd[0] == "exec", cmd
+        cmd = cmd[1:]
     assert cmd[:2] == [f"seteli-{name}", "serve"], cmd
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0", cmd
     assert int(cmd[cmd.index("--port") + 1]) == port, cmd
 
     checks = [args for word, args in final if word == "HEALTHCHECK"]
-    assert checks and "urllib" in checks[-1] and f":{port}/health/live" in checks[-1], checks
+    assert checks and "urllib" in checks[-1] and "/health/live" in checks[-1], checks
+    assert f":{port}/health/live" in checks[-1] or "os.environ['SETELI_PORT']" in checks[-1], checks
     assert f":{port}/health/live" in _healthcheck_test(_service(name))
 
 
@@ -237,7 +292,7 @@ def test_dockerfile_builds_only_this_package_as_non_root(name):
     assert "pip install" in runs and "uv" in runs
     sync = re.search(r"uv sync\b[^&;]*", runs)
     assert sync, f"{name}: no uv sync"
-    for flag in ("--frozen", "--no-dev", f"--package seteli-{name}"):
+    for flag in ("--frozen", "--no-dev", "--package seteli-${SERVICE}"):
         assert flag in sync.group(0), f"{name}: uv sync lacks {flag}"
     copied = " ".join(args for word, args in every if word == "COPY")
     for needed in ("pyproject.toml", "uv.lock", "shared", "services"):

@@ -5,8 +5,7 @@ import pytest
 import sqlalchemy as sa
 
 from seteli_shared.db import make_engine, upgrade_async
-
-SERVICES = ("registry", "vouchers", "payments", "reporting")
+from seteli_shared.manifest import NAMES as SERVICES
 
 
 def migrations_of(service: str):  # noqa: ANN201
