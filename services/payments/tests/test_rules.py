@@ -77,3 +77,23 @@ def test_postings_balance():
     assert sum(a for _, a in domain.charge_postings("091", "p1", 12345)) == 0
     with pytest.raises(AssertionError):
         domain.balanced([("a", 1), ("b", -2)])
+
+
+def test_a_funders_contract_rate_wins_over_the_default():
+    assert domain.fee_rate_for("0.03", Decimal("0.05")) == Decimal("0.03")
+    assert domain.fee_rate_for("0", Decimal("0.05")) == Decimal("0")
+    assert domain.fee_rate_for(None, Decimal("0.05")) == Decimal("0.05"), "a funder not heard of: the default"
+    with pytest.raises(AssertionError):
+        domain.fee_rate_for("1.2", Decimal("0.05"))
+
+
+def test_fee_rate_range():
+    assert domain.fee_rate_in_range(Decimal("0")) and domain.fee_rate_in_range(Decimal("0.9999"))
+    assert not domain.fee_rate_in_range(Decimal("1")) and not domain.fee_rate_in_range(Decimal("-0.01"))
+    assert not domain.fee_rate_in_range(Decimal("NaN"))
+
+
+def test_settlement_at_a_3_percent_contract():
+    s = domain.settle([10000, 2345], Decimal("0.03"))
+    assert (s.gross_cents, s.fee_cents, s.net_cents) == (12345, 370, 11975)
+    assert sum(s.charge_fees) == 370

@@ -1,33 +1,30 @@
-"""Payments HTTP API: charges, settlements, the ledger."""
+"""Payments HTTP API: charges, settlements, the ledger. Parse, authorise, call a use case (``usecases``)."""
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
-from sqlmodel import select
 
-from typing import Annotated
-
-from seteli_shared import audit
-from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, acting_for_provider, ensure_visible, require)
-from seteli_shared.db import once_more_on_conflict, unit_of_work
-from seteli_shared.errors import NotFound
-from seteli_shared.logging import get_logger
+from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, acting_for_provider, ensure_visible,
+                                require, tenant_scope)
+from seteli_shared.clock import ClockDep
 from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.schemas import Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
 
-from . import domain, service
-from .models import Charge, Settlement
+from . import domain, usecases
+from .models import Charge
 
 router = APIRouter()
 #: who may read charges and settlements (each only its own tenant's)
 READERS = (Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING, *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)
-log = get_logger(__name__)
 
 
-class ChargeCreate(BaseModel):
+class ChargeCreate(RequestModel):
     voucher_id: str
     provider_id: str | None = Field(default=None, description="defaults to the caller's provider")
     provider_reference: str = Field(min_length=1, max_length=100,
@@ -77,27 +74,40 @@ class SettlementDetail(SettlementPublic):
     charges: list[ChargePublic]
 
 
+class ChargeStatus(StrEnum):
+    ACCEPTED = domain.ACCEPTED
+    SETTLED = domain.SETTLED
+
+
 @router.post("/charges", status_code=201, response_model=ChargePublic, tags=["charges"])
 async def charge_voucher(
-    body: ChargeCreate, sessions: SessionsDep, response: Response,
+    body: ChargeCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM, scope="body")],
 ) -> ChargePublic:
     """A provider charges a voucher for a delivered service. Refusals are 4xx with a reason."""
     provider_id = acting_for_provider(principal, body.provider_id)
     req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents)
-    async def accept():  # noqa: ANN202
-        async with unit_of_work(sessions) as session:
-            charge, new = await service.accept_charge(session, body.voucher_id, body.provider_reference, req)
-            if new:
-                await audit.record(session, principal, "charge.create", "charge", charge.id, charge.funder_id)
-        return charge, new
-
-    charge, new = await once_more_on_conflict(accept)
+    charge, new = await usecases.charge_voucher(sessions, clock, principal, body.voucher_id,
+                                                body.provider_reference, req)
     if not new:
         response.status_code = 200
-    else:
-        log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id, amount_cents=charge.amount_cents)
     return ChargePublic.of(charge)
+
+
+@router.get("/charges", response_model=Page[ChargePublic], tags=["charges"])
+async def list_charges(
+    sessions: SessionsDep, page: PageDep, scope: Annotated[TenantScope, tenant_scope(*READERS)],
+    voucher_id: str | None = None, status: ChargeStatus | None = None,
+    service_date_from: date | None = None, service_date_to: date | None = None,
+    provider_id: str | None = None, funder_id: str | None = None,
+) -> Page[ChargePublic]:
+    """Charges in the order they were accepted: operator staff see all, a funder's staff their funder's,
+    a provider's staff and systems their provider's (whatever the query asks)."""
+    f = usecases.ChargeFilter(voucher_id=voucher_id, status=status.value if status else None,
+                              service_date_from=service_date_from, service_date_to=service_date_to,
+                              funder_id=funder_id, provider_id=provider_id)
+    charges, cursor = await usecases.charges_page(sessions, scope, f, page)
+    return Page(items=[ChargePublic.of(c) for c in charges], next_cursor=cursor)
 
 
 @router.get("/charges/{charge_id}", response_model=ChargePublic, tags=["charges"])
@@ -105,44 +115,32 @@ async def get_charge(
     charge_id: str, sessions: SessionsDep,
     principal: Annotated[Principal, require(*READERS)],
 ) -> ChargePublic:
-    async with sessions() as session:
-        charge = await session.get(Charge, charge_id)
-        if charge is None:
-            raise NotFound("charge")
-        ensure_visible(principal, "charge", funder_id=charge.funder_id, provider_id=charge.provider_id)
-        return ChargePublic.of(charge)
+    charge = await usecases.get_charge(sessions, charge_id)
+    ensure_visible(principal, "charge", funder_id=charge.funder_id, provider_id=charge.provider_id)
+    return ChargePublic.of(charge)
 
 
 @router.post("/settlements/run", response_model=list[SettlementPublic], tags=["settlements"])
 async def run_settlement(
-    request: Request, sessions: SessionsDep,
+    request: Request, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
 ) -> list[SettlementPublic]:
-    """Settle all accepted charges now: one settlement per provider and funder, the fee deducted."""
-    async with unit_of_work(sessions) as session:
-        made = await service.run_settlement(session, request.app.state.settings.operator_fee_rate)
-        for s in made:
-            await audit.record(session, principal, "settlement.create", "settlement", s.id, s.funder_id)
+    """Settle all accepted charges now: one settlement per provider and funder, the fee at the funder's
+    contract rate (the configured ``operator_fee_rate`` for a funder payments has not heard of)."""
+    made = await usecases.settle_now(sessions, clock, principal, request.app.state.settings.operator_fee_rate)
     return [SettlementPublic(**s.model_dump()) for s in made]
 
 
-@router.get("/settlements", response_model=list[SettlementPublic], tags=["settlements"])
+@router.get("/settlements", response_model=Page[SettlementPublic], tags=["settlements"])
 async def list_settlements(
-    sessions: SessionsDep,
-    principal: Annotated[Principal, require(*READERS, scope="list")],
+    sessions: SessionsDep, page: PageDep, scope: Annotated[TenantScope, tenant_scope(*READERS)],
     provider_id: str | None = None, funder_id: str | None = None,
-):
-    """Settlements: a funder's staff see their funder's, a provider's staff their provider's."""
-    if not principal.is_operator:  # the caller's own tenant, whatever the query says
-        funder_id, provider_id = (principal.funder_id, provider_id) if principal.funder_id else (
-            funder_id, principal.provider_id)
-    async with sessions() as session:
-        q = select(Settlement).order_by(Settlement.created_at, Settlement.id)
-        if provider_id:
-            q = q.where(Settlement.provider_id == provider_id)
-        if funder_id:
-            q = q.where(Settlement.funder_id == funder_id)
-        return [SettlementPublic(**s.model_dump()) for s in (await session.exec(q)).all()]
+) -> Page[SettlementPublic]:
+    """Settlements in the order they were made: a funder's staff see their funder's, a provider's staff
+    their provider's (whatever the query asks)."""
+    settlements, cursor = await usecases.settlements_page(sessions, scope, page,
+                                                          funder_id=funder_id, provider_id=provider_id)
+    return Page(items=[SettlementPublic(**s.model_dump()) for s in settlements], next_cursor=cursor)
 
 
 @router.get("/settlements/{settlement_id}", response_model=SettlementDetail, tags=["settlements"])
@@ -150,13 +148,9 @@ async def get_settlement(
     settlement_id: str, sessions: SessionsDep,
     principal: Annotated[Principal, require(*READERS)],
 ) -> SettlementDetail:
-    async with sessions() as session:
-        s = await session.get(Settlement, settlement_id)
-        if s is None:
-            raise NotFound("settlement")
-        ensure_visible(principal, "settlement", funder_id=s.funder_id, provider_id=s.provider_id)
-        charges = (await session.exec(select(Charge).where(Charge.settlement_id == s.id).order_by(Charge.id))).all()
-        return SettlementDetail(**s.model_dump(), charges=[ChargePublic.of(c) for c in charges])
+    s, charges = await usecases.get_settlement(sessions, settlement_id)
+    ensure_visible(principal, "settlement", funder_id=s.funder_id, provider_id=s.provider_id)
+    return SettlementDetail(**s.model_dump(), charges=[ChargePublic.of(c) for c in charges])
 
 
 @router.get("/ledger/balances", tags=["ledger"])
@@ -165,7 +159,7 @@ async def ledger_balances(
 ) -> dict[str, int]:
     """Balance of every account in cents (debit positive)."""
     async with sessions() as session:
-        return await service.balances(session)
+        return await usecases.balances(session)
 
 
 @router.get("/ledger/check", tags=["ledger"])
@@ -174,4 +168,4 @@ async def ledger_check(
 ) -> dict:
     """The ledger's invariants: entries sum to zero, settled = charges minus fees."""
     async with sessions() as session:
-        return await service.ledger_check(session)
+        return await usecases.ledger_check(session)

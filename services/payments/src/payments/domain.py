@@ -96,6 +96,21 @@ class SettlementFigures:
     charge_fees: list[int]  # per charge, in the order given; they sum to fee_cents exactly
 
 
+def fee_rate_for(funder_rate: str | None, default_rate: Decimal) -> Decimal:
+    """The fee rate of a funder's settlements: its contract's (from ``FunderRegistered``), else the
+    operator's default for funders payments has not heard of."""
+    if funder_rate is None:
+        return default_rate
+    rate = Decimal(funder_rate)
+    if not fee_rate_in_range(rate):
+        raise AssertionError(f"a fee rate out of range reached settlement: {funder_rate}")
+    return rate
+
+
+def fee_rate_in_range(rate: Decimal) -> bool:
+    return rate.is_finite() and Decimal(0) <= rate < 1
+
+
 def settle(charge_amounts: list[int], rate: Decimal) -> SettlementFigures:
     """Fee on the settlement's gross (rounded once), spread over its charges to the cent."""
     gross = sum(charge_amounts)

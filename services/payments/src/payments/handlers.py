@@ -3,10 +3,25 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import Envelope, ProviderApproved, VoucherIssued, VoucherProviderChosen
+from seteli_shared.events import Envelope, FunderRegistered, ProviderApproved, VoucherIssued, VoucherProviderChosen
+from seteli_shared.errors import PermanentMessageError
 from seteli_shared.money import to_hundredths
 
-from .models import ApprovalView, VoucherView
+from . import domain
+from .models import ApprovalView, FunderView, VoucherView
+
+
+async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
+    """The funder's contract terms that settlement uses (its fee rate)."""
+    if not domain.fee_rate_in_range(event.operator_fee_rate):
+        raise PermanentMessageError("operator_fee_rate_out_of_range")
+    rate = format(event.operator_fee_rate, "f")
+    view = await session.get(FunderView, event.funder_id)
+    if view is None:
+        session.add(FunderView(funder_id=event.funder_id, operator_fee_rate=rate))
+    else:
+        view.operator_fee_rate = rate
+    await session.flush()
 
 
 async def on_provider_approved(session: AsyncSession, _env: Envelope, event: ProviderApproved) -> None:
@@ -45,6 +60,7 @@ async def on_provider_chosen(session: AsyncSession, _env: Envelope, event: Vouch
 
 
 HANDLERS = {
+    FunderRegistered.event_type(): on_funder_registered,
     ProviderApproved.event_type(): on_provider_approved,
     VoucherIssued.event_type(): on_voucher_issued,
     VoucherProviderChosen.event_type(): on_provider_chosen,

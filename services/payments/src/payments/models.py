@@ -1,4 +1,4 @@
-"""Payments tables: projections of vouchers and approvals, charges, settlements, the ledger."""
+"""Payments tables: projections of vouchers, approvals and funders, charges, settlements, the ledger."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -34,6 +34,14 @@ class ApprovalView(SQLModel, table=True):
     provider_id: str = Field(primary_key=True, max_length=64)
     category: str = Field(primary_key=True, max_length=40)
     approved_at: datetime = Field(sa_type=UTCDateTime())
+
+
+class FunderView(SQLModel, table=True):
+    """Projection of ``FunderRegistered``: the funder's contract terms settlement needs."""
+
+    __tablename__ = "payments_funder"
+    funder_id: str = Field(primary_key=True, max_length=40)
+    operator_fee_rate: str = Field(max_length=16)  # a Decimal in plain digits, e.g. "0.05"
 
 
 class Charge(SQLModel, table=True):

@@ -1,24 +1,32 @@
-"""Payments use cases: each one transaction that changes state, posts to the ledger and records
-its events in the outbox together."""
+"""Payments use cases: each one transaction that changes state, posts to the ledger, records its
+audit entry and its events in the outbox together; and the tenant-scoped reads. Time comes from the
+``Clock`` passed in."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from itertools import groupby
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from seteli_shared.errors import Conflict
+from seteli_shared import audit
+from seteli_shared.auth import Principal, TenantScope
+from seteli_shared.clock import Clock
+from seteli_shared.db import once_more_on_conflict, unit_of_work
+from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event, add_events
+from seteli_shared.schemas import PageParams, paginate
 
 from . import domain
-from .models import ApprovalView, Charge, LedgerEntry, LedgerTransaction, Settlement, VoucherView
+from .models import ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, Settlement, VoucherView
 
 SOURCE = "payments"
+Sessions = async_sessionmaker[AsyncSession]
 log = get_logger(__name__)
 
 
@@ -38,7 +46,24 @@ def _terms(view: VoucherView | None) -> domain.VoucherTerms | None:
                                view.value_per_unit_cents, view.valid_from, view.valid_until, view.provider_id)
 
 
-async def accept_charge(session: AsyncSession, voucher_id: str, provider_reference: str,
+async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal, voucher_id: str,
+                        provider_reference: str, req: domain.ChargeRequest) -> tuple[Charge, bool]:
+    """A provider charges a voucher: the charge and whether it is new (a retry answers the first)."""
+
+    async def accept() -> tuple[Charge, bool]:
+        async with unit_of_work(sessions) as session:
+            charge, new = await accept_charge(session, clock, voucher_id, provider_reference, req)
+            if new:
+                await audit.record(session, principal, "charge.create", "charge", charge.id, charge.funder_id)
+        return charge, new
+
+    charge, new = await once_more_on_conflict(accept)
+    if new:
+        log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id, amount_cents=charge.amount_cents)
+    return charge, new
+
+
+async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, provider_reference: str,
                         req: domain.ChargeRequest) -> tuple[Charge, bool]:
     """Returns the charge and whether it is new. The provider's own reference makes a retry safe."""
     # take the voucher's write lock first: concurrent charges of one voucher (and twins of one
@@ -62,8 +87,8 @@ async def accept_charge(session: AsyncSession, voucher_id: str, provider_referen
         start, end = domain.period_bounds(terms, req.service_date)
         used = (await session.execute(select(func.coalesce(func.sum(Charge.units_x100), 0)).where(
             Charge.voucher_id == voucher_id, Charge.service_date >= start, Charge.service_date <= end))).scalar_one()
-    amounts = domain.validate_charge(terms, bool(approved), int(used), req, date.today())
-    now = datetime.now(timezone.utc)
+    amounts = domain.validate_charge(terms, bool(approved), int(used), req, clock.today())
+    now = clock.now()
     charge = Charge(
         id=new_id(), voucher_id=voucher_id, funder_id=terms.funder_id, provider_id=req.provider_id,
         category=terms.category, provider_reference=provider_reference, service_date=req.service_date,
@@ -82,18 +107,40 @@ async def accept_charge(session: AsyncSession, voucher_id: str, provider_referen
     return charge, True
 
 
-async def run_settlement(session: AsyncSession, fee_rate: Decimal) -> list[Settlement]:
-    """Settle every accepted, unsettled charge: one settlement per provider and funder."""
+async def settle_now(sessions: Sessions, clock: Clock, principal: Principal,
+                     default_fee_rate: Decimal) -> list[Settlement]:
+    """Settle all accepted charges now, each funder's at its contract's fee rate."""
+    async with unit_of_work(sessions) as session:
+        made = await run_settlement(session, clock, default_fee_rate)
+        for s in made:
+            await audit.record(session, principal, "settlement.create", "settlement", s.id, s.funder_id)
+    return made
+
+
+async def fee_rates(session: AsyncSession, funder_ids: set[str]) -> dict[str, str]:
+    """The funders' fee rates as payments knows them from ``FunderRegistered``."""
+    if not funder_ids:
+        return {}
+    rows = await session.execute(select(FunderView.funder_id, FunderView.operator_fee_rate).where(
+        FunderView.funder_id.in_(funder_ids)))
+    return {funder_id: rate for funder_id, rate in rows.all()}
+
+
+async def run_settlement(session: AsyncSession, clock: Clock, default_fee_rate: Decimal) -> list[Settlement]:
+    """Settle every accepted, unsettled charge: one settlement per provider and funder, the fee at the
+    funder's contract rate (``default_fee_rate`` for a funder payments does not know)."""
     q = (select(Charge.id, Charge.funder_id, Charge.provider_id, Charge.voucher_id, Charge.category,
                 Charge.amount_cents)
          .where(Charge.status == domain.ACCEPTED, Charge.settlement_id.is_(None))
          .order_by(Charge.funder_id, Charge.provider_id, Charge.accepted_at, Charge.id)
          .with_for_update(skip_locked=True))
     rows = (await session.execute(q)).all()
-    now = datetime.now(timezone.utc)
+    now = clock.now()
+    known_rates = await fee_rates(session, {r.funder_id for r in rows})
     settlements: list[Settlement] = []
     for (funder_id, provider_id), group in groupby(rows, key=lambda r: (r.funder_id, r.provider_id)):
         charges = list(group)
+        fee_rate = domain.fee_rate_for(known_rates.get(funder_id), default_fee_rate)
         figures = domain.settle([c.amount_cents for c in charges], fee_rate)
         settlement = Settlement(
             id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
@@ -147,3 +194,61 @@ async def balances(session: AsyncSession) -> dict[str, int]:
     rows = (await session.execute(select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents))
                                   .group_by(LedgerEntry.account).order_by(LedgerEntry.account))).all()
     return {account: int(total) for account, total in rows}
+
+
+# ------------------------------------------------------------------ reads, each caller its own tenant's
+@dataclass(frozen=True)
+class ChargeFilter:
+    voucher_id: str | None = None
+    status: str | None = None
+    service_date_from: date | None = None
+    service_date_to: date | None = None
+    funder_id: str | None = None
+    provider_id: str | None = None
+
+
+async def charges_page(sessions: Sessions, scope: TenantScope, f: ChargeFilter,
+                       page: PageParams) -> tuple[list[Charge], str | None]:
+    """The caller's tenant's charges in the order they were accepted."""
+    q = scope.restrict(select(Charge), funder=Charge.funder_id, provider=Charge.provider_id)
+    for column, value in ((Charge.voucher_id, f.voucher_id), (Charge.status, f.status),
+                          (Charge.funder_id, f.funder_id), (Charge.provider_id, f.provider_id)):
+        if value is not None:
+            q = q.where(column == value)
+    if f.service_date_from is not None:
+        q = q.where(Charge.service_date >= f.service_date_from)
+    if f.service_date_to is not None:
+        q = q.where(Charge.service_date <= f.service_date_to)
+    async with sessions() as session:
+        return await paginate(session, q, [Charge.accepted_at, Charge.id], page)
+
+
+async def settlements_page(sessions: Sessions, scope: TenantScope, page: PageParams, *,
+                           funder_id: str | None = None,
+                           provider_id: str | None = None) -> tuple[list[Settlement], str | None]:
+    """The caller's tenant's settlements in the order they were made."""
+    q = scope.restrict(select(Settlement), funder=Settlement.funder_id, provider=Settlement.provider_id)
+    if funder_id is not None:
+        q = q.where(Settlement.funder_id == funder_id)
+    if provider_id is not None:
+        q = q.where(Settlement.provider_id == provider_id)
+    async with sessions() as session:
+        return await paginate(session, q, [Settlement.created_at, Settlement.id], page)
+
+
+async def get_charge(sessions: Sessions, charge_id: str) -> Charge:
+    async with sessions() as session:
+        charge = await session.get(Charge, charge_id)
+    if charge is None:
+        raise NotFound("charge")
+    return charge
+
+
+async def get_settlement(sessions: Sessions, settlement_id: str) -> tuple[Settlement, list[Charge]]:
+    async with sessions() as session:
+        s = await session.get(Settlement, settlement_id)
+        if s is None:
+            raise NotFound("settlement")
+        charges = (await session.execute(select(Charge).where(Charge.settlement_id == s.id)
+                                         .order_by(Charge.id))).scalars().all()
+    return s, list(charges)
