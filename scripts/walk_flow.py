@@ -56,6 +56,8 @@ def main() -> None:
 
     c = httpx.Client(timeout=10)
     operator = as_("operator")
+    step("operator staff register the funder", c.post(f"{REGISTRY}/funders", headers=operator, json={
+        "funder_id": args.funder, "name": "Helsingin kaupunki", "kind": "municipality"}))
     provider = step("operator staff register a provider", c.post(f"{REGISTRY}/providers", headers=operator, json={
         "business_id": random_business_id(), "name": "Kotihoiva Oy", "iban": "FI2112345600000785"}))
     step("the funder's provider approver approves it for home care",
@@ -63,13 +65,20 @@ def main() -> None:
                 headers=as_("funder_provider_approver", funder_id=args.funder)))
     today = date.today()
     decision_ref = f"D-{random.randint(1, 10**9)}"
-    voucher = step("the funder's decision maker issues a voucher", c.post(
-        f"{VOUCHERS}/vouchers", headers=as_("funder_decision_maker", funder_id=args.funder), json={
-        "decision_ref": decision_ref, "client_ref": f"C-{random.randint(1, 10**9)}",
-        "category": "home_care", "units_per_period": "20", "period": "month", "value_per_unit_cents": 2500,
-        "valid_from": (today - timedelta(days=30)).isoformat(), "valid_until": (today + timedelta(days=335)).isoformat()}))
-    login = step("the client logs in with voucher code and decision reference", c.post(
-        f"{VOUCHERS}/client-sessions", json={"voucher_code": voucher["voucher_code"], "decision_ref": decision_ref}))
+
+    def issue():  # noqa: ANN202
+        r = c.post(f"{VOUCHERS}/vouchers", headers=as_("funder_decision_maker", funder_id=args.funder), json={
+            "decision_ref": decision_ref, "client_ref": f"C-{random.randint(1, 10**9)}",
+            "category": "home_care", "units_per_period": "20", "period": "month", "value_per_unit_cents": 2500,
+            "valid_from": (today - timedelta(days=30)).isoformat(),
+            "valid_until": (today + timedelta(days=335)).isoformat()})
+        return r if r.status_code == 201 else None
+
+    voucher = step("the funder's decision maker issues a voucher (with the client's login code for the letter)",
+                   until(issue, "vouchers to learn of the funder"))
+    login = step("the client logs in with the voucher code and the login code from the decision letter", c.post(
+        f"{VOUCHERS}/client-sessions", json={"voucher_code": voucher["voucher_code"],
+                                             "client_login_code": voucher["client_login_code"]}))
     client = {"Authorization": f"Bearer {login['access_token']}"}
     until(lambda: c.post(f"{VOUCHERS}/vouchers/{voucher['id']}/provider", headers=client,
                          json={"provider_id": provider["id"]}).status_code == 200, "vouchers to learn of the approval")
