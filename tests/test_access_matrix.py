@@ -138,6 +138,8 @@ def charge_body(ids: dict) -> dict:
 
 
 BODIES = {
+    # the same registration as the world's: a retry, 200
+    ("POST", "/funders"): lambda ids: {"funder_id": F1, "name": f"Kunta {F1}", "kind": "municipality"},
     ("POST", "/providers"): lambda ids: {"business_id": random_business_id(), "name": "New Oy", "iban": IBAN},
     ("POST", "/providers/{provider_id}/approvals"): lambda ids: {"funder_id": F1, "category": "home_care"},
     ("POST", "/vouchers"): lambda ids: voucher_body(F1),
@@ -255,7 +257,13 @@ async def test_lists_show_each_caller_only_its_own_tenant(world):  # noqa: ANN00
     assert [v["id"] for v in chosen["items"]] == [ids["V"]]
     reg = world.clients["registry"][1]
     mine = (await reg.get("/providers", headers=_h(token("provider_manager", provider_id=ids["Q"])))).json()
-    assert [p["id"] for p in mine] == [ids["Q"]]
+    assert [p["id"] for p in mine["items"]] == [ids["Q"]]
+    for caller, sees in ((_h(token("funder_finance", funder_id=F2)), False),
+                         (_h(token("provider_charger", provider_id=ids["Q"])), False),
+                         (_h(token("funder_reporting", funder_id=F1)), True),
+                         (_h(token("provider_billing_system", provider_id=ids["P"])), True)):
+        charges = (await pay.get(f"/charges?voucher_id={ids['V']}&limit=500", headers=caller)).json()["items"]
+        assert (ids["C"] in [c["id"] for c in charges]) is sees and all(c["provider_id"] == ids["P"] for c in charges)
     for service in ("registry", "vouchers", "payments"):
         trail = (await world.clients[service][1].get("/audit", headers=other_funder)).json()
         assert all(e["funder_id"] == F2 for e in trail) and trail, service
