@@ -40,7 +40,9 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     assert r.status_code == 201, r.text
     provider_id = r.json()["id"]
     bad = await registry.post("/providers", json={"business_id": "2617416-5", "name": "X", "iban": "FI2112345600000785"})
-    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_business_id")
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_request")
+    assert [(e["loc"], e["reason"]) for e in bad.json()["error"]["details"]["errors"]] == [
+        (["body", "business_id"], "invalid_business_id")]
     r = await registry.post(f"/providers/{provider_id}/approvals", json={"category": "home_care"}, headers=APPROVER)
     assert r.status_code == 201, r.text
     other = (await registry.post("/providers", json={"business_id": random_business_id(), "name": "Muu Oy",
@@ -107,6 +109,8 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     assert (settlement["gross_cents"], settlement["fee_cents"], settlement["net_cents"]) == (10000, 500, 9500)
     assert (await payments.post("/settlements/run", headers=OPERATOR)).json() == [], "nothing is settled twice"
     detail = (await payments.get(f"/settlements/{settlement['id']}")).json()
+    listed = (await payments.get("/charges", params={"voucher_id": voucher_id})).json()
+    assert [(c["id"], c["status"]) for c in listed["items"]] == [(body["id"], "settled")]
     assert [(c["id"], c["fee_cents"], c["net_cents"]) for c in detail["charges"]] == [(body["id"], 500, 9500)]
     check = (await payments.get("/ledger/check", headers=OPERATOR)).json()
     assert check["ok"], check
@@ -130,7 +134,7 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     }
 
     # the correlation id of the charge request travelled with its events to the consumers' logs
-    cid = "e2e-corr-0042"
+    cid = "6f1d2c3e-0042-4e2e-9c0a-5e7d1b2a3c4d"
     r = await payments.post("/charges", headers={"X-Correlation-ID": cid},
                             json={**charge, "provider_reference": "visit-0003", "units": "1"})
     assert r.status_code == 201 and r.headers["X-Correlation-ID"] == cid
