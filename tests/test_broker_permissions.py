@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import uuid
 from urllib.parse import urlparse
 
@@ -13,36 +14,64 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
 from seteli_shared import broker
-from seteli_shared.manifest import subscriptions
-from seteli_shared.testing import delete_namespace
+from seteli_shared.manifest import NAMES, subscriptions
 
 pytestmark = pytest.mark.skipif(shutil.which("rabbitmqctl") is None or "TEST_AMQP_URL" in os.environ,
                                 reason="needs the local broker's rabbitmqctl")
+
+
+def _rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60).stdout
+
+
+async def _remove_everything_of(amqp_url: str, ns: str, users: list[str]) -> None:
+    """Every user, policy, queue and exchange the module made: definitions and outside systems."""
+    defs = broker.definitions(ns, "/", 5, subscriptions={s: [] for s in NAMES})
+    for name in users:
+        _rabbitmqctl("delete_user", name)
+    for policy in defs["policies"]:
+        _rabbitmqctl("clear_policy", "-p", "/", policy["name"])
+    queues = {q["name"] for q in defs["queues"]} | {f"{ns}.notices.p1", f"{ns}.notices.p2",
+                                                    f"{ns}.notices.sneaky", f"{ns}.decisions.watch"}
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        for name in sorted(queues):
+            await (await conn.channel()).queue_delete(name)
+        for ex in defs["exchanges"]:
+            await (await conn.channel()).exchange_delete(ex["name"])
+    finally:
+        await conn.close()
+
+
+def _left_on_the_broker(ns: str, prefix: str) -> list[str]:
+    left = []
+    for what, args in (("policy", ("list_policies", "-p", "/")), ("queue", ("list_queues", "-p", "/", "name")),
+                       ("exchange", ("list_exchanges", "-p", "/", "name")), ("user", ("list_users",))):
+        left += [f"{what} {line.split()[1 if what == 'policy' else 0]}" for line in _rabbitmqctl(*args).splitlines()
+                 if line.strip() and (f"{ns}." in line or f"{ns}-" in line or line.startswith(prefix))]
+    return left
 
 
 @pytest.fixture(scope="module")
 async def outside(amqp_url):  # noqa: ANN001
     ns = f"perm{uuid.uuid4().hex[:8]}"
     prefix = f"{ns}-"
-    await asyncio.to_thread(broker.apply, ns, "/", 5)
     users = []
-    for kind, ident in (("funder_system", "091"), ("funder_system", "092"), ("provider_system", "p1"),
-                        ("provider_system", "p2"), ("service", "payments")):
-        users.append(await asyncio.to_thread(broker.add_system_user, kind, ident, "pw-" + ident, ns, "/", prefix))
-    u = urlparse(amqp_url)
+    try:
+        await asyncio.to_thread(broker.apply, ns, "/", 5)
+        for kind, ident in (("funder_system", "091"), ("funder_system", "092"), ("provider_system", "p1"),
+                            ("provider_system", "p2"), ("service", "payments")):
+            users.append(await asyncio.to_thread(broker.add_system_user, kind, ident, "pw-" + ident, ns, "/",
+                                                 prefix))
+        u = urlparse(amqp_url)
 
-    def url_of(user: str, password: str) -> str:
-        return f"amqp://{user}:{password}@{u.hostname}:{u.port or 5672}/"
+        def url_of(user: str, password: str) -> str:
+            return f"amqp://{user}:{password}@{u.hostname}:{u.port or 5672}/"
 
-    yield ns, prefix, url_of
-    for name in users:
-        await asyncio.to_thread(broker.remove_user, name)
-    await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in ("vouchers", "payments", "reporting")]
-                           + [f"{ns}.notices.p1", f"{ns}.notices.p2", f"{ns}.decisions.watch"])
-    conn = await aio_pika.connect(amqp_url)
-    for ex in (f"{ns}.decisions", f"{ns}.notices"):
-        await (await conn.channel()).exchange_delete(ex)
-    await conn.close()
+        yield ns, prefix, url_of
+    finally:
+        await _remove_everything_of(amqp_url, ns, users)
+    assert _left_on_the_broker(ns, prefix) == [], "the test left these on the shared broker"
 
 
 async def test_a_funders_case_system_may_publish_only_its_own_decisions(outside, amqp_url):  # noqa: ANN001

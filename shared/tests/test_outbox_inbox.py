@@ -146,11 +146,14 @@ async def test_relay_killed_after_publishing_before_marking_sent_changes_nothing
     class Killed(BaseException):
         pass
 
-    async def die(_rows):  # noqa: ANN001, ANN202
-        raise Killed()
+    class KilledAfterPublishing(OutboxRelay):
+        """Dies between publishing (confirmed) and marking the rows sent."""
 
-    doomed = OutboxRelay(world.engine, world.bus)
-    doomed.after_publish = die
+        async def _publish(self, rows):  # noqa: ANN001, ANN202
+            await super()._publish(rows)
+            raise Killed()
+
+    doomed = KilledAfterPublishing(world.engine, world.bus)
     with pytest.raises(Killed):
         await doomed.relay_once()
     assert await world.unsent() == 2, "the rows were published but never marked sent"

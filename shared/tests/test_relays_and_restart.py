@@ -51,27 +51,33 @@ def _rabbitmqctl(*args: str) -> None:
 
 @pytest.mark.skipif(not _local_broker(), reason="needs the local broker's rabbitmqctl")
 @pytest.mark.parametrize("world", ["postgresql"], indirect=True)
-async def test_consumer_and_relay_come_back_after_a_broker_restart(world: World):
+async def test_restarting_the_shared_broker_loses_no_event_and_consumer_and_relay_come_back(world: World):
+    """Stops and starts the WHOLE local RabbitMQ application (``rabbitmqctl stop_app`` / ``start_app``),
+    not just this test's namespace: anything else using the broker at that moment (another test run,
+    ``make run``) loses its connections for a few seconds. The broker is always started again, whatever
+    happens in between."""
     consumer = world.consumer()
     await consumer.start()
     relay = OutboxRelay(world.engine, world.bus, idle_seconds=0.1)
     relay_task = asyncio.create_task(relay.run())
-    await world.emit(1)
-    await eventually(lambda: _has(world, {1}))
-
-    await asyncio.to_thread(_rabbitmqctl, "stop_app")
     try:
-        await world.emit(2)  # committed while the broker is down: must not be lost
-        await asyncio.sleep(1.0)
+        await world.emit(1)
+        await eventually(lambda: _has(world, {1}))
+
+        try:
+            await asyncio.to_thread(_rabbitmqctl, "stop_app")
+            await world.emit(2)  # committed while the broker is down: must not be lost
+            await asyncio.sleep(1.0)
+        finally:
+            await asyncio.to_thread(_rabbitmqctl, "start_app")
+            await asyncio.to_thread(_rabbitmqctl, "await_startup")
+        await world.emit(3)
+        await eventually(lambda: _has(world, {1, 2, 3}), timeout=60)
+        assert await world.unsent() == 0
     finally:
-        await asyncio.to_thread(_rabbitmqctl, "start_app")
-        await asyncio.to_thread(_rabbitmqctl, "await_startup")
-    await world.emit(3)
-    await eventually(lambda: _has(world, {1, 2, 3}), timeout=60)
-    assert await world.unsent() == 0
-    relay.stop()
-    await relay_task
-    await consumer.stop()
+        relay.stop()
+        await relay_task
+        await consumer.stop()
 
 
 async def _has(world: World, ns: set[int]) -> bool:
@@ -90,13 +96,13 @@ async def main():
                         database_url=sys.argv[3], environment="test")
     bus = Bus(s)
     await bus.connect()
-    relay = OutboxRelay(make_engine(s.database_url), bus)
 
-    async def die(rows):
-        os._exit(9)  # killed: published and confirmed, never marked sent
+    class KilledAfterPublishing(OutboxRelay):
+        async def _publish(self, rows):
+            await super()._publish(rows)
+            os._exit(9)  # killed: published and confirmed, never marked sent
 
-    relay.after_publish = die
-    await relay.relay_once()
+    await KilledAfterPublishing(make_engine(s.database_url), bus).relay_once()
 
 asyncio.run(main())
 """

@@ -34,11 +34,6 @@ def make_engine(url: str, **kw) -> AsyncEngine:
     return create_async_engine(url, **kw)
 
 
-def is_postgres(engine_or_session) -> bool:
-    bind = getattr(engine_or_session, "bind", None) or engine_or_session
-    return bind.dialect.name == "postgresql"
-
-
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 

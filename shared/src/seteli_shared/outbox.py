@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
-from typing import Awaitable, Callable
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import or_, select, update
@@ -74,8 +73,6 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self.postgres = engine.dialect.name == "postgresql"
-        #: fault injection for tests: called after publishing, before marking sent
-        self.after_publish: Callable[[list], Awaitable[None]] | None = None
         self._wakeup = asyncio.Event()
         self._stopping = False
 
@@ -95,10 +92,7 @@ class OutboxRelay:
                 row.body.encode(), row.routing_key, message_id=row.message_id, type_=TYPE_PREFIX + row.routing_key
             )
 
-        results = await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
-        if self.after_publish:
-            await self.after_publish(rows)
-        return results
+        return await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
 
     async def _mark(self, conn, rows, results) -> None:  # noqa: ANN001
         now = datetime.now(timezone.utc)
