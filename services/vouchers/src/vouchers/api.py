@@ -10,13 +10,13 @@ from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_ROLES, Principal, Role, T
 from seteli_shared.catalogue import CATEGORIES
 from seteli_shared.clock import ClockDep
 from seteli_shared.errors import DomainError
-from seteli_shared.schemas import Page, PageDep
+from seteli_shared.schemas import PageDep
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
 from . import domain, usecases
 from .schemas import (ClientLogin, ClientLoginCode, ClientToken, IssuedVoucher, ProviderChoice, VoucherCreate,
-                      VoucherView, issued, view_of)
+                      VoucherPage, VoucherView, issued, view_of)
 
 router = APIRouter(tags=["vouchers"])
 READERS = (Role.OPERATOR, *FUNDER_STAFF, Role.FUNDER_CASE_SYSTEM, *PROVIDER_ROLES, Role.CLIENT)
@@ -38,7 +38,7 @@ async def issue_voucher(
     return issued(voucher, login_code)
 
 
-@router.get("/vouchers", response_model=Page[VoucherView])
+@router.get("/vouchers", response_model=VoucherPage)
 async def list_vouchers(
     sessions: SessionsDep, page: PageDep,
     scope: Annotated[TenantScope, tenant_scope(*READERS)],
@@ -46,7 +46,7 @@ async def list_vouchers(
     category: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_]+$")] = None,
     client_ref: Annotated[str | None, Query(max_length=64, description="funder and operator staff only")] = None,
     decision_ref: Annotated[str | None, Query(max_length=64, description="funder and operator staff only")] = None,
-) -> Page:
+) -> VoucherPage:
     """Vouchers of the caller's tenant, oldest first, each in the caller's view: operator staff all,
     funder staff and case system their funder's, provider staff those chosen for their provider,
     the client its own."""
@@ -55,7 +55,7 @@ async def list_vouchers(
     where = usecases.VoucherFilter(status=status, category=category, client_ref=client_ref, decision_ref=decision_ref)
     rows, cursor = await usecases.list_vouchers(sessions, scope, where, page)
     audience = domain.audience_of(scope.principal)
-    return Page(items=[view_of(v, audience) for v in rows], next_cursor=cursor)
+    return VoucherPage(items=[view_of(v, audience) for v in rows], next_cursor=cursor)
 
 
 @router.get("/vouchers/{voucher_id}", response_model=VoucherView)

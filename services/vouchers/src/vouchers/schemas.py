@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from seteli_shared.catalogue import Period
 from seteli_shared.events import FunderId
 from seteli_shared.money import from_hundredths
-from seteli_shared.schemas import RequestModel
+from seteli_shared.schemas import Page, RequestModel
 
 from . import domain
 from .models import Voucher
@@ -111,6 +111,11 @@ class ClientToken(BaseModel):
 
 
 VoucherView = Annotated[Union[VoucherForFunder, VoucherForProvider, VoucherForClient], Field(discriminator="view")]
+
+
+class VoucherPage(Page[VoucherView]):
+    """A page of vouchers, each in the caller's view."""
+
 _VIEWS: dict[domain.Audience, type[_Terms]] = {
     domain.Audience.FUNDER: VoucherForFunder, domain.Audience.PROVIDER: VoucherForProvider,
     domain.Audience.CLIENT: VoucherForClient,
