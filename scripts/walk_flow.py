@@ -1,7 +1,8 @@
-"""Walk the first flow by hand against a running system (`make run`): register and approve a
-provider, issue a voucher, the client logs in with its voucher code and chooses the provider, the
+"""Walk the first flow by hand against a running system (`make run`): register the funder (an
+answer that it is there already is fine), register and approve a provider, issue a voucher, the client logs in with its voucher code and chooses the provider, the
 provider charges 100.00 EUR, settle, read the report. Each party calls with its own development
 token (as `seteli-token` mints them; accepted only with ENVIRONMENT=development).
+When the services do not answer it says so in one line and exits 1.
 
     .venv/bin/python scripts/walk_flow.py [--funder 091]
 """
@@ -27,13 +28,38 @@ PAYMENTS = os.environ.get("PAYMENTS_URL", "http://127.0.0.1:8003")
 REPORTING = os.environ.get("REPORTING_URL", "http://127.0.0.1:8004")
 
 
-def step(title: str, response: httpx.Response) -> dict:
+FUNDER_NAMES = {"091": "Helsingin kaupunki", "049": "Espoon kaupunki", "092": "Vantaan kaupunki"}
+
+
+class NotAnswering(Exception):
+    pass
+
+
+def step(title: str, response: httpx.Response, *, also_fine: tuple[int, ...] = ()) -> dict:
     print(f"\n== {title}: HTTP {response.status_code}")
-    body = response.json()
-    print(json.dumps(body, indent=2, ensure_ascii=False))
-    if response.status_code >= 400:
+    try:
+        body = response.json()
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    except ValueError:
+        body = {}
+        print(response.text)
+    if response.status_code >= 400 and response.status_code not in also_fine:
         sys.exit(1)
     return body
+
+
+def items(body):  # noqa: ANN001, ANN201
+    """The rows of a list answer: ``{"items": [...], "next_cursor": ...}`` (or a bare list)."""
+    return body["items"] if isinstance(body, dict) and "items" in body else body
+
+
+def check_up(c: httpx.Client) -> None:
+    """Say so before anything else when the system is not running."""
+    for url in (REGISTRY, VOUCHERS, PAYMENTS, REPORTING):
+        try:
+            c.get(f"{url}/health/live", timeout=3)
+        except httpx.TransportError:
+            raise NotAnswering(url) from None
 
 
 def until(fn, what: str, timeout: float = 15.0):  # noqa: ANN001, ANN201
@@ -55,9 +81,12 @@ def main() -> None:
         return {"Authorization": f"Bearer {mint(f'walk:{role}', [role], **claims)}"}
 
     c = httpx.Client(timeout=10)
+    check_up(c)
     operator = as_("operator")
-    step("operator staff register the funder", c.post(f"{REGISTRY}/funders", headers=operator, json={
-        "funder_id": args.funder, "name": "Helsingin kaupunki", "kind": "municipality"}))
+    step(f"operator staff register funder {args.funder} (409 funder_exists: it is there already)",
+         c.post(f"{REGISTRY}/funders", headers=operator, json={
+             "funder_id": args.funder, "name": FUNDER_NAMES.get(args.funder, f"Kunta {args.funder}"),
+             "kind": "municipality"}), also_fine=(409,))
     provider = step("operator staff register a provider", c.post(f"{REGISTRY}/providers", headers=operator, json={
         "business_id": random_business_id(), "name": "Kotihoiva Oy", "iban": "FI2112345600000785"}))
     step("the funder's provider approver approves it for home care",
@@ -93,7 +122,7 @@ def main() -> None:
 
     step("the provider charges 4 h x 25.00 EUR", until(charge, "payments to learn of the voucher"))
     settlements = step("operator staff run the settlement", c.post(f"{PAYMENTS}/settlements/run", headers=operator))
-    mine = [s for s in settlements if s["provider_id"] == provider["id"]]
+    mine = [s for s in items(settlements) if s["provider_id"] == provider["id"]]
     print(f"\nsettled: gross {euros(mine[0]['gross_cents'])} EUR, fee {euros(mine[0]['fee_cents'])} EUR, "
           f"net {euros(mine[0]['net_cents'])} EUR")
     viewer = as_("funder_reporting", funder_id=args.funder)
@@ -105,4 +134,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotAnswering as down:
+        sys.exit(f"the services are not answering at {down} — start `make run` first")
+    except httpx.TransportError as exc:  # the system went away half way
+        where = exc.request.url.copy_with(path="/", query=None) if exc.request else REGISTRY
+        sys.exit(f"the services stopped answering ({str(where).rstrip('/')}: {type(exc).__name__}) "
+                 "— is `make run` still going?")
