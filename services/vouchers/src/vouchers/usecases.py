@@ -65,7 +65,8 @@ async def issue_voucher(sessions: Sessions, principal: Principal, body: VoucherC
                 Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
             if existing:
                 if not _same_terms(existing, body):
-                    raise Conflict("decision_conflict", "this decision reference already has a voucher with other terms",
+                    raise Conflict("decision_conflict",
+                                   "this decision reference already has a voucher with other terms",
                                    voucher_id=existing.id)
                 return existing, None
             domain.check_validity(body.valid_from, body.valid_until, clock.today())
@@ -200,6 +201,10 @@ async def client_login(sessions: Sessions, voucher_code: str, client_login_code:
     code, login_code = normalise(voucher_code), normalise(client_login_code)
     outcome: DomainError | None = None
     async with unit_of_work(sessions) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # attempts from one address (in any process) count one after another
+            await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                                  {"key": f"vouchers.login:{source}"})
         voucher = None
         if code is not None:
             # the row lock makes concurrent attempts on one voucher (in any process) count one after another
