@@ -148,7 +148,7 @@ class RequestGuard:
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
                 return
-            await self.app(scope, _replay(body), send_with_id)
+            await self.app(scope, _replay(body, receive), send_with_id)
         except Exception as exc:  # noqa: BLE001  (one body for every failure; no internals leak)
             log.error("http.unexpected_error", error_type=type(exc).__name__)
             if status_box[0] == 0:
@@ -246,7 +246,7 @@ class RequestGuard:
         return None
 
 
-def _replay(body: bytes):  # noqa: ANN202
+def _replay(body: bytes, client_receive):  # noqa: ANN001, ANN202
     sent = False
 
     async def receive():  # noqa: ANN202
@@ -254,7 +254,12 @@ def _replay(body: bytes):  # noqa: ANN202
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        # then wait for the client's real disconnect: a streamed or file response (e.g. the docs'
+        # assets) listens for it while it sends, and an immediate disconnect would cut it off empty
+        while True:
+            message = await client_receive()
+            if message["type"] == "http.disconnect":
+                return message
 
     return receive
 
