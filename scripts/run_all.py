@@ -14,6 +14,7 @@ default: the manifest's ports 8001-8004), SETELI_READY_TIMEOUT (seconds, default
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -113,7 +114,7 @@ def check_ports(host: str, wanted: dict[str, int]) -> None:
             try:
                 s.bind((host, port))
             except OSError as exc:
-                if exc.errno == 98 or "in use" in str(exc).lower():
+                if exc.errno == errno.EADDRINUSE:
                     raise Refusal(f"{name} cannot start: port {port} is already in use") from None
                 raise Refusal(f"{name} cannot start: cannot listen on {host}:{port} ({exc.strerror})") from None
 
