@@ -60,3 +60,18 @@ def test_subscriptions_follow_the_handlers():
             for t in spec.consumed_event_types:
                 assert Event.registry[t].routing_key() in subs[s.name]
     assert subs["reporting"] == ["#"]
+
+
+def test_batch_handlers_are_subscriptions_too():
+    from pathlib import Path
+
+    from seteli_shared.events import ProviderApproved
+    from seteli_shared.service import ServiceSpec
+
+    async def upsert_many(session, batch):  # noqa: ANN001, ANN202
+        pass
+
+    spec = ServiceSpec(name="x", migrations_dir=Path("."), routers=[],
+                       batch_handlers={ProviderApproved.event_type(): upsert_many})
+    assert spec.consumes_events and spec.consumed_event_types == [ProviderApproved.event_type()]
+    assert spec.routing_keys == ["provider.approved.v1"]
