@@ -160,7 +160,13 @@ async def live() -> dict:
     return {"status": "ok"}
 
 
-@health_router.get("/health/ready")
+class Readiness(BaseModel):
+    status: str  # "ok" | "unavailable"
+    checks: dict[str, str]  # "database", "broker": "ok" or "failing: ..."
+
+
+@health_router.get("/health/ready", response_model=Readiness,
+                   responses={503: {"model": Readiness, "description": "not ready: a check is failing"}})
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """The service can do its work: its database answers and its broker connection is open."""
     checks: dict[str, str] = {}

@@ -298,7 +298,7 @@ def install_openapi(app: FastAPI) -> None:
                     statuses |= {"400", "413"}
                 # 400: a bad correlation id, query or cursor; 422: personal data or NUL anywhere
                 statuses |= {"400", "422"}
-                statuses |= {s for s in responses if s[0] in "45"}
+                statuses |= {s for s in responses if s[0] in "45" and "content" not in responses[s]}
                 for status in sorted(statuses):
                     entry = responses.setdefault(status, {"description": REASONS.get(int(status), "error")
                                                           .replace("_", " ")})
@@ -308,3 +308,10 @@ def install_openapi(app: FastAPI) -> None:
 
     app.openapi = build  # type: ignore[method-assign]
 
+
+
+def created_or_repeated(model: type[BaseModel], *errors: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for an idempotent create: 201 the first time, 200 with the same answer when
+    the same request comes again, plus the given error statuses."""
+    return {200: {"model": model, "description": "the same request again: the earlier answer"},
+            **error_responses(*errors)}
