@@ -15,6 +15,7 @@ from seteli_shared.clock import ClockDep
 from seteli_shared.money import from_hundredths, to_hundredths
 from seteli_shared.schemas import Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
+from seteli_shared.web import error_responses
 
 from . import domain, usecases
 from .models import Charge
@@ -79,7 +80,9 @@ class ChargeStatus(StrEnum):
     SETTLED = domain.SETTLED
 
 
-@router.post("/charges", status_code=201, response_model=ChargePublic, tags=["charges"])
+@router.post("/charges", status_code=201, response_model=ChargePublic, tags=["charges"], responses={
+    200: {"model": ChargePublic, "description": "a retry with the same provider reference: the first charge"},
+    **error_responses(404, 409)})
 async def charge_voucher(
     body: ChargeCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM, scope="body")],

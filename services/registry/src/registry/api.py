@@ -14,6 +14,7 @@ from seteli_shared.clock import ClockDep
 from seteli_shared.events import FunderId
 from seteli_shared.schemas import Page, PageDep, RequestModel, Text
 from seteli_shared.service import SessionsDep
+from seteli_shared.web import error_responses
 
 from . import domain, usecases
 from .models import Approval, Funder, Provider
@@ -54,7 +55,9 @@ class FunderPublic(BaseModel):
         return cls(**f.model_dump())
 
 
-@router.post("/funders", status_code=201, response_model=FunderPublic, tags=["funders"])
+@router.post("/funders", status_code=201, response_model=FunderPublic, tags=["funders"], responses={
+    200: {"model": FunderPublic, "description": "the same registration again: the funder as registered"},
+    **error_responses(409)})
 async def register_funder(
     body: FunderCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
@@ -119,7 +122,8 @@ class ProviderPublic(BaseModel):
         return cls(**p.model_dump(), approvals=[ApprovalPublic(**a.model_dump()) for a in approvals])
 
 
-@router.post("/providers", status_code=201, response_model=ProviderPublic, tags=["providers"])
+@router.post("/providers", status_code=201, response_model=ProviderPublic, tags=["providers"],
+             responses=error_responses(409))
 async def register_provider(
     body: ProviderCreate, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="none")],
@@ -156,7 +160,8 @@ async def get_provider(
 
 
 @router.post("/providers/{provider_id}/approvals", status_code=201, response_model=ApprovalPublic,
-             tags=["providers"])
+             tags=["providers"], responses={
+                 200: {"model": ApprovalPublic, "description": "approved already: the approval as made"}})
 async def approve_provider(
     provider_id: str, body: ApprovalCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="body")],
