@@ -1,5 +1,5 @@
-"""Payments over HTTP, in this process, on its own PostgreSQL database and a bus namespace of its own
-on the real RabbitMQ. The registry runs beside it (funders with their contract rates, approvals, over
+"""Payments over HTTP, in this process, on its own database (PostgreSQL, and the embedded SQLite) and a
+bus namespace of its own on the real RabbitMQ. The registry runs beside it (funders with their contract rates, approvals, over
 the bus); the vouchers' events are published by the test as the vouchers service would."""
 from __future__ import annotations
 
@@ -65,8 +65,11 @@ class World:
         return charge
 
 
-@pytest.fixture
-async def world(pg, namespace, amqp_url):  # noqa: ANN001
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def world(request, pg, namespace, amqp_url, tmp_path):  # noqa: ANN001
+    async def database(name: str) -> str:
+        return await pg.create(name) if request.param == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / name}.db"
+
     common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05)
     clock = FixedClock(datetime(2026, 6, 20, 9, 0, tzinfo=timezone.utc))
     async with AsyncExitStack() as stack:
@@ -78,9 +81,9 @@ async def world(pg, namespace, amqp_url):  # noqa: ANN001
         await spy.bind(exchange, "#")
         clients = []
         for module, settings in (
-            (registry.app, RegistrySettings(database_url=await pg.create("registry"), **common)),
+            (registry.app, RegistrySettings(database_url=await database("registry"), **common)),
             # funders payments has not heard of are settled at this (not the seed's 5 %)
-            (payments.app, PaymentsSettings(database_url=await pg.create("payments"),
+            (payments.app, PaymentsSettings(database_url=await database("payments"),
                                             operator_fee_rate=Decimal("0.04"), **common)),
         ):
             app = module.create_app(settings)

@@ -1,5 +1,5 @@
-"""The registry over HTTP, in this process, on its own PostgreSQL database and a bus namespace of its
-own on the real RabbitMQ: funders, providers, approvals, lists and the refusals of bad requests."""
+"""The registry over HTTP, in this process, on its own database (PostgreSQL, and the embedded SQLite)
+and a bus namespace of its own on the real RabbitMQ: funders, providers, approvals, lists and the refusals of bad requests."""
 from __future__ import annotations
 
 import json
@@ -30,9 +30,11 @@ def field_reasons(answer: httpx.Response) -> dict[str, str]:
     return {str(e["loc"][-1]): e.get("reason") or e.get("type") for e in error["details"]["errors"]}
 
 
-@pytest.fixture
-async def registry(pg, namespace, amqp_url):  # noqa: ANN001
-    settings = RegistrySettings(environment="test", database_url=await pg.create("registry"), amqp_url=amqp_url,
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def registry(request, pg, namespace, amqp_url, tmp_path):  # noqa: ANN001
+    url = await pg.create("registry") if request.param == "postgresql" else \
+        f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
+    settings = RegistrySettings(environment="test", database_url=url, amqp_url=amqp_url,
                                 bus_namespace=namespace, relay_idle_seconds=0.05)
     app = create_app(settings)
     async with AsyncExitStack() as stack:
