@@ -12,7 +12,7 @@ from seteli_shared.clock import ClockDep
 from seteli_shared.errors import DomainError
 from seteli_shared.schemas import PageDep
 from seteli_shared.service import SessionsDep
-from seteli_shared.web import error_responses
+from seteli_shared.web import created_or_repeated, error_responses
 
 from . import domain, usecases
 from .schemas import (ClientLogin, ClientLoginCode, ClientToken, IssuedVoucher, ProviderChoice, VoucherCreate,
@@ -23,7 +23,8 @@ READERS = (Role.OPERATOR, *FUNDER_STAFF, Role.FUNDER_CASE_SYSTEM, *PROVIDER_ROLE
 ISSUERS = (Role.FUNDER_DECISION_MAKER, Role.FUNDER_CASE_SYSTEM)
 
 
-@router.post("/vouchers", status_code=201, response_model=IssuedVoucher)
+@router.post("/vouchers", status_code=201, response_model=IssuedVoucher,
+             responses=created_or_repeated(IssuedVoucher, 409))
 async def issue_voucher(
     body: VoucherCreate, sessions: SessionsDep, response: Response, clock: ClockDep,
     principal: Annotated[Principal, require(*ISSUERS, scope="body")],
