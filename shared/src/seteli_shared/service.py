@@ -10,14 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, AsyncIterator
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import select
 
 from .audit import AuditEntry
-from .auth import FUNDER_STAFF, Principal, Role, require
+from .auth import FUNDER_STAFF, Role, TenantScope, tenant_scope
 from .bus import Bus
 from .consumer import BatchHandler, Consumer, Handler
 from .db import make_engine, ping, session_factory, upgrade_async
@@ -26,6 +26,7 @@ from .docs import install_docs
 from .clock import SYSTEM_CLOCK
 from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay
+from .schemas import Page, PageDep, paginate
 from .settings import ServiceSettings
 from .web import RequestGuard, install_error_handlers, install_openapi
 
@@ -198,16 +199,13 @@ class AuditEntryPublic(BaseModel):
     correlation_id: str | None
 
 
-@audit_router.get("/audit", response_model=list[AuditEntryPublic])
+@audit_router.get("/audit", response_model=Page[AuditEntryPublic])
 async def read_audit_trail(
-    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, scope="list")],
-    sessions: SessionsDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: Annotated[int, Query(ge=0)] = 0,
-) -> list[AuditEntryPublic]:
+    scope: Annotated[TenantScope, tenant_scope(Role.OPERATOR, *FUNDER_STAFF)],
+    sessions: SessionsDep, page: PageDep,
+) -> Page[AuditEntryPublic]:
     """This service's audit trail, oldest first: operator staff see all of it, funder staff their own funder's."""
-    q = select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit)
-    if not principal.is_operator:
-        q = q.where(AuditEntry.funder_id == principal.funder_id)
+    q = scope.restrict(select(AuditEntry), funder=AuditEntry.funder_id)
     async with sessions() as session:
-        return [AuditEntryPublic(**e.model_dump()) for e in (await session.exec(q)).all()]
+        rows, cursor = await paginate(session, q, [AuditEntry.id], page)
+        return Page(items=[AuditEntryPublic(**e.model_dump()) for e in rows], next_cursor=cursor)

@@ -9,7 +9,8 @@ from sqlmodel import select
 
 from typing import Annotated
 
-from seteli_shared.auth import FUNDER_STAFF, Principal, Role, ensure_visible, require
+from seteli_shared.auth import FUNDER_STAFF, Principal, Role, TenantScope, ensure_visible, require, tenant_scope
+from seteli_shared.schemas import Page, PageDep, paginate
 from seteli_shared.money import from_hundredths
 from seteli_shared.service import SessionsDep
 
@@ -52,11 +53,13 @@ async def funder_figures(
         return FiguresPublic.of(figures)
 
 
-@router.get("/figures", response_model=list[FiguresPublic])
+@router.get("/figures", response_model=Page[FiguresPublic])
 async def all_figures(
-    sessions: SessionsDep, principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
-) -> list[FiguresPublic]:
-    """Every funder's figures (operator staff)."""
+    sessions: SessionsDep, page: PageDep,
+    scope: Annotated[TenantScope, tenant_scope(Role.OPERATOR, *FUNDER_STAFF)],
+) -> Page[FiguresPublic]:
+    """Funders' figures, by funder: every funder's for operator staff, a funder's staff their own."""
     async with sessions() as session:
-        rows = (await session.exec(select(FunderFigures).order_by(FunderFigures.funder_id))).all()
-        return [FiguresPublic.of(f) for f in rows]
+        q = scope.restrict(select(FunderFigures), funder=FunderFigures.funder_id)
+        rows, cursor = await paginate(session, q, [FunderFigures.funder_id], page)
+        return Page(items=[FiguresPublic.of(f) for f in rows], next_cursor=cursor)
