@@ -151,10 +151,11 @@ def _exec_form(args: str) -> list[str]:
 
 
 def _default_port(name: str) -> int:
+    """The port ``seteli-<name> serve`` uses by default: the manifest's, unless __main__ overrides it."""
     source = (ROOT / "services" / name / "src" / name / "__main__.py").read_text(encoding="utf-8")
     found = re.findall(r"default_port\s*=\s*(\d+)", source)
-    assert len(found) == 1, f"{name}/__main__.py: expected one default_port=NNNN, found {found}"
-    return int(found[0])
+    assert not found, f"{name}/__main__.py hard-codes a port; the manifest is the one place for it"
+    return BY_NAME[name].port
 
 
 def _settings_class(name: str):

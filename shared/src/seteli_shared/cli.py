@@ -126,7 +126,12 @@ def serve(spec: ServiceSpec, settings: ServiceSettings, app_path: str, host: str
 
 
 def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettings], app_path: str,
-                 default_port: int) -> None:
+                 default_port: int | None = None) -> None:
+    """The service's command line; it serves on its port from the manifest unless told otherwise."""
+    if default_port is None:
+        from .manifest import BY_NAME
+
+        default_port = BY_NAME[spec.name].port
     parser = argparse.ArgumentParser(prog=f"seteli-{spec.name}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_cmd = sub.add_parser("serve", help="run the HTTP API, its consumers and its outbox relay")

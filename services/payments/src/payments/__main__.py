@@ -5,7 +5,7 @@ from .settings import PaymentsSettings
 
 
 def main() -> None:
-    service_main(SPEC, PaymentsSettings, "payments.app:create_app", default_port=8003)
+    service_main(SPEC, PaymentsSettings, "payments.app:create_app")
 
 
 if __name__ == "__main__":

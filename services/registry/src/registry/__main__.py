@@ -5,7 +5,7 @@ from .settings import RegistrySettings
 
 
 def main() -> None:
-    service_main(SPEC, RegistrySettings, "registry.app:create_app", default_port=8001)
+    service_main(SPEC, RegistrySettings, "registry.app:create_app")
 
 
 if __name__ == "__main__":

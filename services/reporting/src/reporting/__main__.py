@@ -5,7 +5,7 @@ from .settings import ReportingSettings
 
 
 def main() -> None:
-    service_main(SPEC, ReportingSettings, "reporting.app:create_app", default_port=8004)
+    service_main(SPEC, ReportingSettings, "reporting.app:create_app")
 
 
 if __name__ == "__main__":

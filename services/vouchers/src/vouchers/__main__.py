@@ -5,7 +5,7 @@ from .settings import VouchersSettings
 
 
 def main() -> None:
-    service_main(SPEC, VouchersSettings, "vouchers.app:create_app", default_port=8002)
+    service_main(SPEC, VouchersSettings, "vouchers.app:create_app")
 
 
 if __name__ == "__main__":
