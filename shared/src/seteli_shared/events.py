@@ -120,7 +120,44 @@ class ProviderRegistered(Event):
         return self.provider_id
 
 
+class RulebookPublished(Event):
+    """A funder published a version of its rulebook (terms) for a service category; a funder uses a
+    category for vouchers once it has a rulebook for it. Providers accept a version when they apply."""
+
+    event_name = "rulebook.published"
+    producer = "registry"
+    funder_id: FunderId
+    category: Category
+    version: str
+    title: str
+    #: whether a provider's price changes need the funder's approval before they take effect
+    price_changes_need_approval: bool = False
+    published_at: datetime
+
+    def subject(self) -> str:
+        return self.funder_id
+
+
+class ProviderApplied(Event):
+    """A provider submitted an application to a funder for categories, accepting rulebook versions."""
+
+    event_name = "provider.applied"
+    producer = "registry"
+    application_id: str
+    provider_id: str
+    funder_id: FunderId
+    categories: list[Category]
+    #: category -> the rulebook version the provider accepted
+    rulebook_versions: dict[str, str]
+    submitted_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
 class ProviderApproved(Event):
+    """A funder approved a provider for one service category: from now on it may be chosen and charge."""
+
     event_name = "provider.approved"
     producer = "registry"
     approval_id: str
@@ -128,6 +165,96 @@ class ProviderApproved(Event):
     funder_id: FunderId
     category: Category
     approved_at: datetime
+    application_id: str | None = None
+    rulebook_version: str | None = None
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+class ProviderRejected(Event):
+    """A funder rejected an application (all its categories), with a reason code and text."""
+
+    event_name = "provider.rejected"
+    producer = "registry"
+    application_id: str
+    provider_id: str
+    funder_id: FunderId
+    categories: list[Category]
+    reason: str
+    rejected_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+class ProviderSuspended(Event):
+    """An approval is suspended from a date: the provider may not be chosen, nor charge for services
+    delivered on or after ``effective_from``, until reinstated. ``reason`` is a code
+    (e.g. ``insurance_lapsed``, ``prepayment_register_check_outdated``, ``funder_decision``)."""
+
+    event_name = "provider.suspended"
+    producer = "registry"
+    approval_id: str
+    provider_id: str
+    funder_id: FunderId
+    category: Category
+    reason: str
+    effective_from: date
+    suspended_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+class ProviderReinstated(Event):
+    """A suspended approval is in force again."""
+
+    event_name = "provider.reinstated"
+    producer = "registry"
+    approval_id: str
+    provider_id: str
+    funder_id: FunderId
+    category: Category
+    reinstated_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+class ProviderRevoked(Event):
+    """An approval ends for good from a date (services delivered before it may still be charged)."""
+
+    event_name = "provider.revoked"
+    producer = "registry"
+    approval_id: str
+    provider_id: str
+    funder_id: FunderId
+    category: Category
+    reason: str
+    effective_from: date
+    revoked_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
+class PriceListPublished(Event):
+    """A provider's price for a funder and category takes effect from a date (the whole history is
+    kept: each publication is a new price list). ``tariffs`` optionally overrides the base price by
+    time of day: keys ``weekday``, ``weekday_evening``, ``saturday``, ``sunday``; cents per unit."""
+
+    event_name = "price_list.published"
+    producer = "registry"
+    price_list_id: str
+    provider_id: str
+    funder_id: FunderId
+    category: Category
+    unit: str
+    unit_price_cents: int
+    tariffs: dict[str, int] = {}
+    effective_from: date
+    published_at: datetime
 
     def subject(self) -> str:
         return self.provider_id
