@@ -128,7 +128,7 @@ class RulebookPublished(Event):
     producer = "registry"
     funder_id: FunderId
     category: Category
-    version: str
+    rulebook_version: str
     title: str
     #: whether a provider's price changes need the funder's approval before they take effect
     price_changes_need_approval: bool = False
