@@ -1,19 +1,18 @@
-"""Reporting HTTP API: per-funder figures folded from events."""
+"""Reporting HTTP API: per-funder figures folded from events (routes only: authorise, call a use case)."""
 from __future__ import annotations
 
 from decimal import Decimal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlmodel import select
-
 from typing import Annotated
 
 from seteli_shared.auth import FUNDER_STAFF, Principal, Role, TenantScope, ensure_visible, require, tenant_scope
-from seteli_shared.schemas import Page, PageDep, paginate
+from seteli_shared.schemas import Page, PageDep
 from seteli_shared.money import from_hundredths
 from seteli_shared.service import SessionsDep
 
+from . import usecases
 from .models import FunderFigures
 
 router = APIRouter(tags=["reports"])
@@ -48,9 +47,7 @@ async def funder_figures(
 ) -> FiguresPublic:
     """Providers approved, vouchers issued, units and euros charged and settled, fees (cents)."""
     ensure_visible(principal, "funder", funder_id=funder_id)
-    async with sessions() as session:
-        figures = await session.get(FunderFigures, funder_id) or FunderFigures(funder_id=funder_id)
-        return FiguresPublic.of(figures)
+    return FiguresPublic.of(await usecases.funder_figures(sessions, funder_id))
 
 
 @router.get("/figures", response_model=Page[FiguresPublic])
@@ -59,7 +56,5 @@ async def all_figures(
     scope: Annotated[TenantScope, tenant_scope(Role.OPERATOR, *FUNDER_STAFF)],
 ) -> Page[FiguresPublic]:
     """Funders' figures, by funder: every funder's for operator staff, a funder's staff their own."""
-    async with sessions() as session:
-        q = scope.restrict(select(FunderFigures), funder=FunderFigures.funder_id)
-        rows, cursor = await paginate(session, q, [FunderFigures.funder_id], page)
-        return Page(items=[FiguresPublic.of(f) for f in rows], next_cursor=cursor)
+    rows, cursor = await usecases.figures_page(sessions, scope, page)
+    return Page(items=[FiguresPublic.of(f) for f in rows], next_cursor=cursor)
