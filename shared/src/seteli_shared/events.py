@@ -120,6 +120,22 @@ class ProviderRegistered(Event):
         return self.provider_id
 
 
+class ProviderUpdated(Event):
+    """A provider's register data changed (contact, insurance, prepayment register, languages, areas,
+    service units). ``changed`` names the fields that changed; the rest is what the comparison needs."""
+
+    event_name = "provider.updated"
+    producer = "registry"
+    provider_id: str
+    changed: list[str]
+    languages: list[str] = []
+    municipalities: list[str] = []
+    updated_at: datetime
+
+    def subject(self) -> str:
+        return self.provider_id
+
+
 class RulebookPublished(Event):
     """A funder published a version of its rulebook (terms) for a service category; a funder uses a
     category for vouchers once it has a rulebook for it. Providers accept a version when they apply."""
