@@ -9,17 +9,20 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from seteli_shared.auth import mint
 from seteli_shared.clock import FixedClock
 from seteli_shared.codes import normalise
 from seteli_shared.db import unit_of_work
-from seteli_shared.events import Envelope, FunderRegistered, ProviderApproved
+from seteli_shared.events import (Envelope, Event, FunderRegistered, ProviderApproved, ProviderReinstated,
+                                  ProviderRevoked, ProviderSuspended)
 from seteli_shared.logging import new_id
+from seteli_shared.messaging import InboxMessage
 from seteli_shared.testing import eventually
 from vouchers.app import create_app
-from vouchers.handlers import on_funder_registered, on_provider_approved
-from vouchers.models import Voucher
+from vouchers.handlers import on_funder_registered, on_provider_approved, on_provider_suspended
+from vouchers.models import ApprovedProvider, Voucher
 from vouchers.settings import VouchersSettings
 
 F1, F2 = "091", "092"
@@ -312,3 +315,129 @@ async def test_concurrent_wrong_attempts_never_get_past_the_limit(service):  # n
     v = await service.issue()
     answers = await asyncio.gather(*(service.login(v["voucher_code"], "0000000000000") for _ in range(12)))
     assert sorted(r.status_code for r in answers) == [401] * 5 + [429] * 7
+
+
+# ------------------------------------------------------------------ the approval's life cycle
+S = "prov-s"
+
+
+async def _approve(service, provider: str, approval_id: str) -> None:  # noqa: ANN001
+    await service.feed(on_provider_approved, ProviderApproved(
+        approval_id=approval_id, provider_id=provider, funder_id=F1, category="home_care",
+        approved_at=service.clock.now() - timedelta(days=100)))
+
+
+def _life(cls, provider: str, approval_id: str, at: datetime, **kw) -> Event:  # noqa: ANN001, ANN003
+    stamp = {ProviderSuspended: "suspended_at", ProviderReinstated: "reinstated_at", ProviderRevoked: "revoked_at"}
+    if cls is not ProviderReinstated:
+        kw.setdefault("reason", "insurance_lapsed")
+    return cls(approval_id=approval_id, provider_id=provider, funder_id=F1, category="home_care",
+               **{stamp[cls]: at}, **kw)
+
+
+async def _publish(service, event: Event, env: Envelope | None = None) -> Envelope:  # noqa: ANN001
+    """Publish on the bus as the registry would (``env`` again: the same message redelivered); returns
+    once this service's consumer has taken it (its inbox has the message's id)."""
+    env = env or Envelope.wrap(event, "registry")
+    await service.app.state.runtime.bus.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id,
+                                                type_=env.type)
+
+    async def taken():  # noqa: ANN202
+        async with service.app.state.runtime.sessions() as session:
+            return (await session.exec(select(InboxMessage).where(InboxMessage.message_id == env.id))).first()
+
+    await eventually(taken)
+    return env
+
+
+async def _approval_row(service, provider: str) -> dict:  # noqa: ANN001
+    async with service.app.state.runtime.sessions() as session:
+        return (await session.get(ApprovedProvider, (F1, provider, "home_care"))).model_dump()
+
+
+async def _choose(service, voucher_id: str, provider: str) -> httpx.Response:  # noqa: ANN001
+    return await service.http.post(f"/vouchers/{voucher_id}/provider", json={"provider_id": provider}, headers=DM1)
+
+
+async def test_a_suspended_provider_cannot_be_chosen_until_reinstated_and_its_clients_still_see_their_vouchers(
+        service):  # noqa: ANN001
+    await _approve(service, S, "appr-s")
+    chosen_before, later, other = await service.issue(), await service.issue(), await service.issue()
+    await service.choose(chosen_before["id"], S)
+    now, today = service.clock.now(), service.today
+
+    # suspended from tomorrow: still choosable today, not tomorrow
+    await service.feed(on_provider_suspended,
+                       _life(ProviderSuspended, S, "appr-s", now, effective_from=today + timedelta(days=1)))
+    assert (await _choose(service, other["id"], S)).status_code == 200
+    service.clock.advance(days=1)
+    r = await _choose(service, later["id"], S)
+    assert reason(r) == (422, "provider_suspended")
+    assert r.json()["error"]["details"]["effective_from"] == (today + timedelta(days=1)).isoformat()
+
+    # the client of a voucher with the suspended provider chosen still sees it, and may switch away
+    token = (await service.login(chosen_before["voucher_code"], chosen_before["client_login_code"])).json()
+    client = {"Authorization": f"Bearer {token['access_token']}"}
+    mine = await service.http.get(f"/vouchers/{chosen_before['id']}", headers=client)
+    assert mine.status_code == 200 and (mine.json()["provider_id"], mine.json()["status"]) == (S, "provider_chosen")
+    assert (await service.http.get(f"/vouchers/{chosen_before['id']}", headers=DM1)).json()["provider_id"] == S
+    again = await service.http.post(f"/vouchers/{chosen_before['id']}/provider", json={"provider_id": S},
+                                    headers=client)
+    assert reason(again) == (422, "provider_suspended"), "choosing it again is choosing a suspended provider"
+    switched = await service.http.post(f"/vouchers/{chosen_before['id']}/provider", json={"provider_id": P},
+                                       headers=client)
+    assert switched.status_code == 200 and switched.json()["provider_id"] == P
+
+    # reinstated over the bus: choosable again
+    await _publish(service, _life(ProviderReinstated, S, "appr-s", service.clock.now()))
+    r = await _choose(service, later["id"], S)
+    assert r.status_code == 200 and r.json()["provider_id"] == S
+
+
+async def test_a_stale_reinstatement_and_redelivered_events_change_nothing(service):  # noqa: ANN001
+    await _approve(service, S, "appr-s")
+    v = await service.issue()
+    now = service.clock.now()
+    suspension = _life(ProviderSuspended, S, "appr-s", now, effective_from=service.today)
+    first = await _publish(service, suspension)
+    assert reason(await _choose(service, v["id"], S)) == (422, "provider_suspended")
+    suspended = await _approval_row(service, S)
+    assert (suspended["status"], suspended["not_in_force_from"]) == ("suspended", service.today)
+
+    # a reinstatement older than the suspension (it was overtaken on the way), the same message again,
+    # and the same suspension in a new message: nothing changes
+    await _publish(service, _life(ProviderReinstated, S, "appr-s", now - timedelta(minutes=5)))
+    await _publish(service, suspension, env=first)
+    await _publish(service, suspension)
+    assert await _approval_row(service, S) == suspended
+    assert reason(await _choose(service, v["id"], S)) == (422, "provider_suspended")
+
+    # a newer reinstatement lifts it; the old suspension arriving again after it does not bring it back
+    service.clock.advance(minutes=1)
+    await _publish(service, _life(ProviderReinstated, S, "appr-s", service.clock.now()))
+    reinstated = await _approval_row(service, S)
+    await _publish(service, suspension)
+    await _publish(service, ProviderApproved(approval_id="appr-s", provider_id=S, funder_id=F1, category="home_care",
+                                             approved_at=now - timedelta(days=100)))
+    assert await _approval_row(service, S) == reinstated
+    assert (await _choose(service, v["id"], S)).status_code == 200
+
+
+async def test_a_revoked_provider_stays_refused_even_when_a_stale_reinstatement_arrives(service):  # noqa: ANN001
+    await _approve(service, S, "appr-r")
+    v = await service.issue()
+    now = service.clock.now()
+    revocation = await _publish(service, _life(ProviderRevoked, S, "appr-r", now, effective_from=service.today,
+                                               reason="funder_decision"))
+    r = await _choose(service, v["id"], S)
+    assert reason(r) == (422, "provider_revoked")
+    assert r.json()["error"]["details"]["effective_from"] == service.today.isoformat()
+    revoked = await _approval_row(service, S)
+
+    await _publish(service, _life(ProviderReinstated, S, "appr-r", now - timedelta(hours=1)))  # stale
+    await _publish(service, _life(ProviderReinstated, S, "appr-r", now + timedelta(hours=1)))  # final all the same
+    await _publish(service, _life(ProviderSuspended, S, "appr-r", now + timedelta(hours=2),
+                                  effective_from=service.today + timedelta(days=5)))
+    await _publish(service, revocation.event(), env=revocation)
+    assert await _approval_row(service, S) == revoked
+    assert reason(await _choose(service, v["id"], S)) == (422, "provider_revoked")

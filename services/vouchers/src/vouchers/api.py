@@ -76,7 +76,9 @@ async def choose_provider(
     principal: Annotated[Principal, require(Role.CLIENT, Role.FUNDER_DECISION_MAKER)],
 ):
     """The client (or the funder's decision maker for the client) chooses or switches to a provider
-    approved by the voucher's funder for its category."""
+    approved by the voucher's funder for its category. A provider whose approval is suspended or revoked
+    on the day of the choice is refused (422 `provider_suspended`, `provider_revoked`); a voucher whose
+    chosen provider was suspended later keeps it and can still be read."""
     voucher = await usecases.choose_provider(sessions, principal, voucher_id, body.provider_id, clock)
     return view_of(voucher, domain.audience_of(principal))
 

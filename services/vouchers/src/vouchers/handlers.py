@@ -2,11 +2,15 @@
 declares what it consumes: its queue's bindings are derived from it."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import Envelope, FunderRegistered, ProviderApproved
+from seteli_shared.events import (Envelope, FunderRegistered, ProviderApproved, ProviderReinstated, ProviderRevoked,
+                                  ProviderSuspended)
 
-from .models import ApprovedProvider, Funder
+from . import domain
+from .models import ApprovedProvider, Funder, approval_state
 
 
 async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
@@ -21,15 +25,55 @@ async def on_funder_registered(session: AsyncSession, _env: Envelope, event: Fun
     await session.flush()
 
 
+# ------------------------------------------------------------------ approvals and their life cycle
+def _utc(at: datetime) -> datetime:
+    """The registry's times compared as UTC (a time without a zone is taken to be UTC)."""
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
+async def _fold(session: AsyncSession, funder_id: str, provider_id: str, category: str, fold) -> None:  # noqa: ANN001
+    """Apply a pure fold of the approval's state to its row (locked: one event at a time per approval)."""
+    key = (funder_id, provider_id, category)
+    row = await session.get(ApprovedProvider, key, with_for_update=True)
+    before = approval_state(row)
+    after = fold(before)
+    if after == before:
+        return  # a redelivery or a stale event: nothing changes
+    if row is None:
+        row = ApprovedProvider(funder_id=funder_id, provider_id=provider_id, category=category)
+    row.approval_id, row.approved_at, row.status = after.approval_id, after.approved_at, after.status
+    row.not_in_force_from, row.status_changed_at, row.status_reason = (after.not_in_force_from, after.changed_at,
+                                                                       after.reason)
+    session.add(row)
+    await session.flush()
+
+
 async def on_provider_approved(session: AsyncSession, _env: Envelope, event: ProviderApproved) -> None:
-    key = (event.funder_id, event.provider_id, event.category)
-    if await session.get(ApprovedProvider, key) is None:
-        session.add(ApprovedProvider(funder_id=event.funder_id, provider_id=event.provider_id,
-                                     category=event.category, approved_at=event.approved_at))
-        await session.flush()
+    await _fold(session, event.funder_id, event.provider_id, event.category,
+                lambda s: domain.apply_approved(s, event.approval_id, _utc(event.approved_at)))
+
+
+async def on_provider_suspended(session: AsyncSession, _env: Envelope, event: ProviderSuspended) -> None:
+    change = domain.LifeCycleChange(domain.SUSPENDED, event.approval_id, _utc(event.suspended_at), event.effective_from,
+                                    event.reason)
+    await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
+
+
+async def on_provider_reinstated(session: AsyncSession, _env: Envelope, event: ProviderReinstated) -> None:
+    change = domain.LifeCycleChange(domain.APPROVED, event.approval_id, _utc(event.reinstated_at))
+    await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
+
+
+async def on_provider_revoked(session: AsyncSession, _env: Envelope, event: ProviderRevoked) -> None:
+    change = domain.LifeCycleChange(domain.REVOKED, event.approval_id, _utc(event.revoked_at), event.effective_from,
+                                    event.reason)
+    await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
 
 
 HANDLERS = {
     FunderRegistered.event_type(): on_funder_registered,
     ProviderApproved.event_type(): on_provider_approved,
+    ProviderSuspended.event_type(): on_provider_suspended,
+    ProviderReinstated.event_type(): on_provider_reinstated,
+    ProviderRevoked.event_type(): on_provider_revoked,
 }

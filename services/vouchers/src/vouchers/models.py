@@ -9,6 +9,8 @@ from sqlmodel import Field, SQLModel
 
 from seteli_shared.messaging import BigIntPK, UTCDateTime
 
+from . import domain
+
 
 class Voucher(SQLModel, table=True):
     __tablename__ = "vouchers_voucher"
@@ -63,10 +65,30 @@ class LoginFailure(SQLModel, table=True):
 
 
 class ApprovedProvider(SQLModel, table=True):
-    """Projection of ``ProviderApproved``: who may be chosen for which funder and category."""
+    """Projection of ``ProviderApproved``, ``ProviderSuspended``, ``ProviderReinstated`` and
+    ``ProviderRevoked``: who may be chosen for which funder and category, and from when not
+    (``domain.apply_approved`` and ``domain.apply_change`` fold the events, in any order)."""
 
     __tablename__ = "vouchers_approved_provider"
     funder_id: str = Field(primary_key=True, max_length=40)
     provider_id: str = Field(primary_key=True, max_length=64)
     category: str = Field(primary_key=True, max_length=40)
-    approved_at: datetime = Field(sa_type=UTCDateTime())
+    #: None while only life-cycle events of the approval have arrived
+    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    approval_id: str | None = Field(default=None, max_length=64)
+    #: approved | suspended | revoked
+    status: str = Field(default="approved", max_length=16, sa_column_kwargs={"server_default": "approved"})
+    #: the first day the approval is not in force (suspended or revoked from)
+    not_in_force_from: date | None = None
+    #: the registry's time of the latest status event applied (older ones change nothing)
+    status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    status_reason: str | None = Field(default=None, max_length=64)
+
+
+def approval_state(row: ApprovedProvider | None) -> domain.ApprovalState | None:
+    """The row as the pure rules see it."""
+    if row is None:
+        return None
+    return domain.ApprovalState(approval_id=row.approval_id, approved_at=row.approved_at, status=row.status,
+                                not_in_force_from=row.not_in_force_from, changed_at=row.status_changed_at,
+                                reason=row.status_reason)

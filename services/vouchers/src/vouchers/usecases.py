@@ -25,7 +25,7 @@ from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain
-from .models import ApprovedProvider, Funder, LoginFailure, Voucher
+from .models import ApprovedProvider, Funder, LoginFailure, Voucher, approval_state
 from .schemas import VoucherCreate
 
 SOURCE = "vouchers"
@@ -110,14 +110,16 @@ async def issue_client_login_code(sessions: Sessions, principal: Principal, vouc
 async def choose_provider(sessions: Sessions, principal: Principal, voucher_id: str, provider_id: str,
                           clock: Clock) -> Voucher:
     """The client (or the funder's decision maker for the client) chooses or switches to a provider
-    approved by the voucher's funder for its category."""
+    approved by the voucher's funder for its category, and neither suspended nor revoked today."""
     async with unit_of_work(sessions) as session:
         voucher = await _visible(session, principal, voucher_id, lock=True)
-        domain.check_choosable(voucher.status, voucher.valid_until, clock.today())
+        today = clock.today()
+        domain.check_choosable(voucher.status, voucher.valid_until, today)
+        approval = await session.get(ApprovedProvider, (voucher.funder_id, provider_id, voucher.category))
+        # choosing again the provider already chosen is refused too once its approval is not in force
+        domain.check_provider_in_force(approval_state(approval), today)
         if voucher.provider_id == provider_id:
             return voucher
-        approved = await session.get(ApprovedProvider, (voucher.funder_id, provider_id, voucher.category))
-        domain.check_provider_approved(approved is not None)
         voucher.provider_id = provider_id
         voucher.status = domain.PROVIDER_CHOSEN
         session.add(voucher)
