@@ -83,10 +83,14 @@ def service_metadata(*models_modules: ModuleType) -> MetaData:
     modules = (messaging, audit, *models_modules)
     md = MetaData()
     for module in modules:
+        # its own classes, and those it imports from modules of its own package (a service's models
+        # module may gather tables kept beside it, e.g. registry.price_models): never another package's
+        own = (module.__name__, module.__name__.rpartition(".")[0] + ".")
         for obj in vars(module).values():
             table = getattr(obj, "__table__", None)
             if (isinstance(obj, type) and issubclass(obj, SQLModel) and table is not None
-                    and obj.__module__ == module.__name__ and table.name not in md.tables):
+                    and (obj.__module__ == own[0] or own[1] != "." and obj.__module__.startswith(own[1]))
+                    and table.name not in md.tables):
                 table.to_metadata(md)
     return md
 

@@ -1,0 +1,214 @@
+"""Registry HTTP API of prices: providers' price lists, the funders' decisions on them, and the
+public comparison of a funder's providers (no login). Parse, authorise, call a use case, answer."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_ROLES, Principal, Role, ensure_visible, require)
+from seteli_shared.clock import ClockDep
+from seteli_shared.errors import DomainError
+from seteli_shared.events import FunderId
+from seteli_shared.schemas import Page, PageDep, RequestModel
+from seteli_shared.service import SessionsDep
+from seteli_shared.web import error_responses
+
+from . import price_usecases as usecases
+from . import prices
+from .models import ServiceUnit
+from .price_models import PriceList
+
+router = APIRouter()
+Cents = Annotated[int, Field(description="cents per unit; above 0, at most "
+                                         f"{prices.MAX_UNIT_PRICE_CENTS}")]
+
+
+class TariffsIn(RequestModel):
+    """Time-of-day prices that override the base price, cents per unit; each optional."""
+
+    weekday: Cents | None = None
+    weekday_evening: Cents | None = None
+    saturday: Cents | None = None
+    sunday: Cents | None = None
+
+
+class PriceListCreate(RequestModel):
+    funder_id: FunderId
+    category: str = Field(max_length=40, description="a service category the funder uses")
+    unit_price_cents: Cents
+    tariffs: TariffsIn | None = None
+    effective_from: date = Field(description="today at the earliest")
+
+
+class PriceListPublic(BaseModel):
+    id: str
+    provider_id: str
+    funder_id: str
+    category: str
+    unit: str
+    unit_price_cents: int
+    tariffs: dict[str, int]
+    effective_from: date
+    status: prices.PriceListStatus
+    created_at: datetime
+    decided_at: datetime | None
+    published_at: datetime | None
+
+    @classmethod
+    def of(cls, p: PriceList) -> "PriceListPublic":
+        return cls(id=p.id, provider_id=p.provider_id, funder_id=p.funder_id, category=p.category, unit=p.unit,
+                   unit_price_cents=p.unit_price_cents, tariffs=usecases.tariffs_of(p),
+                   effective_from=p.effective_from, status=p.status, created_at=p.created_at,
+                   decided_at=p.decided_at, published_at=p.published_at)
+
+
+@router.post("/providers/{provider_id}/price-lists", status_code=201, response_model=PriceListPublic,
+             tags=["prices"], responses=error_responses(422))
+async def create_price_list(
+    provider_id: str, body: PriceListCreate, sessions: SessionsDep, clock: ClockDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.PROVIDER_MANAGER, scope="path")],
+) -> PriceListPublic:
+    """The provider's price for a funder and service category from a date. Published at once
+    (``PriceListPublished``), or ``pending_approval`` when the funder's rulebook wants price changes
+    approved. Earlier lists stay: the price in force on a day is the latest published list from
+    that day or before. Refusals (422): ``invalid_price``, ``price_too_high``, ``unknown_category``,
+    ``category_not_used_by_funder``, ``provider_not_approved``, ``effective_date_in_past``,
+    ``unknown_funder``."""
+    ensure_visible(principal, "provider", provider_id=provider_id)
+    tariffs = body.tariffs.model_dump() if body.tariffs else {}
+    price_list = await usecases.create_price_list(sessions, clock, principal, provider_id, usecases.PriceAsked(
+        body.funder_id, body.category, body.unit_price_cents, tariffs, body.effective_from))
+    return PriceListPublic.of(price_list)
+
+
+@router.get("/providers/{provider_id}/price-lists", response_model=Page[PriceListPublic], tags=["prices"])
+async def list_price_lists(
+    provider_id: str, sessions: SessionsDep, page: PageDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, *PROVIDER_ROLES, scope="register")],
+    funder_id: Annotated[str | None, Query(max_length=40)] = None,
+    category: Annotated[str | None, Query(max_length=40)] = None,
+    status: prices.PriceListStatus | None = None,
+) -> Page[PriceListPublic]:
+    """The provider's whole price history (every list, published, pending or rejected), in the order
+    they were made: the provider's own staff and operator staff see all of it, funder staff the lists
+    for their funder."""
+    ensure_visible(principal, "provider", provider_id=provider_id, all_funders=True)
+    lists, cursor = await usecases.price_lists_page(sessions, principal, provider_id, page, funder_id=funder_id,
+                                                    category=category, status=status.value if status else None)
+    return Page(items=[PriceListPublic.of(p) for p in lists], next_cursor=cursor)
+
+
+async def _decide(sessions, clock, principal, price_list_id: str, decision: prices.Decision) -> PriceListPublic:  # noqa: ANN001
+    price_list, _ = await usecases.decide_price_list(sessions, clock, principal, price_list_id, decision)
+    return PriceListPublic.of(price_list)
+
+
+@router.post("/price-lists/{price_list_id}/approve", response_model=PriceListPublic, tags=["prices"],
+             responses=error_responses(409, 422))
+async def approve_price_list(
+    price_list_id: str, sessions: SessionsDep, clock: ClockDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="path")],
+) -> PriceListPublic:
+    """The funder approves a pending price list: it is published (``PriceListPublished``). Approving
+    again changes nothing; a rejected list is 409 ``price_list_not_pending``; a list that would
+    reach into a settled month is 422 ``effective_date_in_past``."""
+    return await _decide(sessions, clock, principal, price_list_id, prices.Decision.APPROVE)
+
+
+@router.post("/price-lists/{price_list_id}/reject", response_model=PriceListPublic, tags=["prices"],
+             responses=error_responses(409))
+async def reject_price_list(
+    price_list_id: str, sessions: SessionsDep, clock: ClockDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="path")],
+) -> PriceListPublic:
+    """The funder rejects a pending price list: it never takes effect (it stays in the history).
+    Rejecting again changes nothing; a published list is 409 ``price_list_not_pending``."""
+    return await _decide(sessions, clock, principal, price_list_id, prices.Decision.REJECT)
+
+
+# ------------------------------------------------------------------ the public comparison
+class SortBy(StrEnum):
+    PRICE = "price"
+    OWN_SHARE = "own_share"
+    NAME = "name"
+
+
+class ServiceUnitPublic(BaseModel):
+    name: str
+    street_address: str
+    postal_code: str
+    municipality_code: str
+
+    @classmethod
+    def of(cls, u: ServiceUnit) -> "ServiceUnitPublic":
+        return cls(name=u.name, street_address=u.street_address, postal_code=u.postal_code,
+                   municipality_code=u.municipality_code)
+
+
+class PriceInForce(BaseModel):
+    price_list_id: str
+    unit: str
+    unit_price_cents: int
+    tariffs: dict[str, int]
+    effective_from: date
+
+
+class ComparedProvider(BaseModel):
+    provider_id: str
+    name: str
+    contact_email: str | None
+    contact_phone: str | None
+    languages: list[str]
+    service_units: list[ServiceUnitPublic]
+    #: null when the provider has no published price in force on the date (it is listed last)
+    price: PriceInForce | None
+    #: with ``voucher_value_cents``: max(0, price - voucher value)
+    own_share_cents_per_unit: int | None = None
+    #: with ``voucher_value_cents`` and ``units_per_month``: the own share per unit times the units, rounded once
+    own_share_cents_per_month: int | None = None
+
+    @classmethod
+    def of(cls, c: usecases.Compared) -> "ComparedProvider":
+        price = None if c.price_list_id is None else PriceInForce(
+            price_list_id=c.price_list_id, unit=c.unit, unit_price_cents=c.unit_price_cents, tariffs=c.tariffs,
+            effective_from=c.effective_from)
+        return cls(provider_id=c.provider_id, name=c.name, contact_email=c.contact_email,
+                   contact_phone=c.contact_phone, languages=c.languages,
+                   service_units=[ServiceUnitPublic.of(u) for u in c.service_units], price=price,
+                   own_share_cents_per_unit=c.own_share_cents_per_unit,
+                   own_share_cents_per_month=c.own_share_cents_per_month)
+
+
+@router.get("/public/funders/{funder_id}/categories/{category}/providers", response_model=Page[ComparedProvider],
+            tags=["public"])
+async def compare_providers(
+    sessions: SessionsDep, clock: ClockDep, page: PageDep,
+    funder_id: Annotated[str, Path(max_length=40)],
+    category: Annotated[str, Path(max_length=40)],
+    municipality: Annotated[str | None, Query(pattern=r"^[0-9]{3}$", description="a municipality code: "
+                                              "providers with a service unit there or serving it")] = None,
+    language: Annotated[str | None, Query(pattern=r"^[a-z]{2}$", description="ISO 639-1, e.g. sv")] = None,
+    voucher_value_cents: Annotated[int | None, Query(ge=0, le=prices.MAX_UNIT_PRICE_CENTS,
+                                                     description="the voucher's value per unit")] = None,
+    units_per_month: Annotated[Decimal | None, Query(ge=0, le=10000, max_digits=7, decimal_places=2)] = None,
+    sort: SortBy = SortBy.PRICE,
+    on: Annotated[date | None, Query(alias="date", description="the day whose prices count; today by "
+                                                                 "default")] = None,
+) -> Page[ComparedProvider]:
+    """Public, no login: the providers a funder has approved for a service category (not suspended on
+    the date), each with its contact, languages, service units and price in force, and the client's
+    own share when a voucher's value is given. Ordered by ``sort`` (``own_share`` needs
+    ``voucher_value_cents``), then by provider id; a provider with no price in force comes last."""
+    prices.check_category(category)
+    if sort is SortBy.OWN_SHARE and voucher_value_cents is None:
+        raise DomainError("voucher_value_required", "sorting by own share needs voucher_value_cents")
+    comparison = usecases.Comparison(funder_id=funder_id, category=category, on=on or clock.today(),
+                                     sort=sort.value, municipality=municipality, language=language,
+                                     voucher_value_cents=voucher_value_cents, units_per_month=units_per_month)
+    items, cursor = await usecases.compare(sessions, comparison, page)
+    return Page(items=[ComparedProvider.of(c) for c in items], next_cursor=cursor)
