@@ -150,7 +150,7 @@ class RequestGuard:
                 return
             await self.app(scope, _replay(body, receive), send_with_id)
         except Exception as exc:  # noqa: BLE001  (one body for every failure; no internals leak)
-            log.error("http.unexpected_error", error_type=type(exc).__name__)
+            log.error("http.unexpected_error", error_type=type(exc).__name__, exc_info=exc)
             if status_box[0] == 0:
                 await error_response(500, "internal_error", "the service failed; quote the correlation id "
                                      f"{cid} when you report it")(scope, receive, send_with_id)
