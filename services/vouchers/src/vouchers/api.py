@@ -1,6 +1,8 @@
 """Vouchers HTTP API: each route parses, authorises and calls a use case (``usecases.py``)."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -97,8 +99,12 @@ async def issue_client_login_code(
 
 def _source(request: Request) -> str:
     """The caller's address as this process sees it (behind a proxy: run uvicorn with
-    ``--proxy-headers --forwarded-allow-ips`` so that it is the client's, not the proxy's)."""
-    return (request.client.host if request.client else "unknown")[:64]
+    ``--proxy-headers --forwarded-allow-ips`` so that it is the client's, not the proxy's), kept only
+    as a keyed hash: the throttle needs to tell addresses apart, not to know them."""
+    settings = request.app.state.settings
+    key = (settings.token_signing_key or settings.dev_signing_secret or settings.jwt_audience).encode()
+    address = request.client.host if request.client else "unknown"
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:40]
 
 
 @router.post("/client-sessions", response_model=ClientToken, tags=["clients"],
