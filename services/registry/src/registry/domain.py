@@ -7,18 +7,22 @@ one request is reported together in one 422. Messages never repeat the input.
 from __future__ import annotations
 
 import re
+import importlib
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
+from stdnum import bic as std_bic
 from stdnum import iban as std_iban
 from stdnum.exceptions import ValidationError
 from stdnum.fi import ytunnus
 
 from seteli_shared.catalogue import CATEGORIES
+from seteli_shared.errors import Conflict, DomainError
 
 
 def valid_business_id(value: str) -> str:
@@ -99,3 +103,216 @@ class FunderTerms:
 def registration_conflicts(existing: FunderTerms, asked: FunderTerms) -> list[str]:
     """The fields in which a second registration of a funder differs from the first (none: a retry)."""
     return [f for f in FunderTerms.__dataclass_fields__ if getattr(existing, f) != getattr(asked, f)]
+
+
+# ------------------------------------------------------------------ rulebooks
+DEFAULT_PREPAYMENT_CHECK_MAX_AGE_DAYS = 365
+RulebookVersion = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]{0,19}$")]
+PrepaymentCheckMaxAge = Annotated[int, Field(ge=1, le=3650)]
+
+
+def valid_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
+        raise PydanticCustomError("invalid_url", "not an http(s) address")
+    return value
+
+
+Url = Annotated[str, Field(max_length=500), AfterValidator(valid_url)]
+
+
+@dataclass(frozen=True)
+class RulebookTerms:
+    """What a version of a rulebook says; publishing the same version again must say the same."""
+
+    funder_id: str
+    category: str
+    rulebook_version: str
+    title: str
+    document_url: str | None
+    price_changes_need_approval: bool
+    prepayment_check_max_age_days: int
+
+
+def rulebook_conflicts(existing: RulebookTerms, asked: RulebookTerms) -> list[str]:
+    return [f for f in RulebookTerms.__dataclass_fields__ if getattr(existing, f) != getattr(asked, f)]
+
+
+# ------------------------------------------------------------------ the provider's register data
+#: languages a provider may serve in: ISO 639-1 codes (se: Northern Sami)
+LANGUAGES = frozenset({"fi", "sv", "en", "se", "ru", "et", "so", "ar", "fa", "ku", "uk", "de", "fr", "es",
+                       "zh", "vi", "th", "sq", "tr", "pl"})
+
+
+def valid_bic(value: str) -> str:
+    try:
+        return std_bic.validate(value)
+    except ValidationError as exc:
+        raise PydanticCustomError("invalid_bic", "not a valid BIC") from exc
+
+
+def valid_language(value: str) -> str:
+    value = value.lower()
+    if value not in LANGUAGES:
+        raise PydanticCustomError("unknown_language", "not a known ISO 639-1 language code; known: {known}",
+                                  {"known": ", ".join(sorted(LANGUAGES))})
+    return value
+
+
+def valid_phone(value: str) -> str:
+    compact = re.sub(r"[\s()-]", "", value)
+    if not re.fullmatch(r"\+?[0-9]{5,15}", compact):
+        raise PydanticCustomError("invalid_phone", "not a telephone number")
+    return compact
+
+
+Bic = Annotated[str, AfterValidator(valid_bic)]
+Language = Annotated[str, AfterValidator(valid_language)]
+Phone = Annotated[str, Field(max_length=32), AfterValidator(valid_phone)]
+MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{3}$")]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+#: Finnish banks by the first digits of the account in the IBAN (the Finnish banks' common list):
+#: the first four letters of their BIC
+_FI_BANKS = {"1": "NDEA", "2": "NDEA", "31": "HAND", "33": "ESSE", "34": "DABA", "36": "SBAN", "37": "DNBA",
+             "38": "SWED", "39": "SBAN", "405": "HELS", "497": "HELS", "47": "POPF", "4": "ITEL", "5": "OKOY",
+             "6": "AABA", "713": "CITI", "715": "ITEL", "799": "HOLV", "8": "DABA"}
+
+
+def bank_of_iban(iban: str) -> str | None:
+    """The first four letters (the bank) of the BIC that goes with this IBAN, where it can be told:
+    python-stdnum's country modules that know their banks (e.g. Belgium), and the Finnish banks."""
+    country = iban[:2]
+    if country == "FI":
+        account = iban[4:]
+        for length in (3, 2, 1):
+            if account[:length] in _FI_BANKS:
+                return _FI_BANKS[account[:length]]
+        return None
+    try:
+        module = importlib.import_module(f"stdnum.{country.lower()}.iban")
+    except ImportError:
+        return None
+    to_bic = getattr(module, "to_bic", None)
+    try:
+        bic = to_bic(iban) if to_bic else None
+    except ValidationError:
+        return None
+    return bic[:4] if bic else None
+
+
+def check_bic_matches_iban(bic: str, iban: str) -> None:
+    bank = bank_of_iban(iban)
+    if bank is not None and bic[:4] != bank:
+        raise DomainError("bic_does_not_match_iban", "the BIC is not that of the IBAN's bank", expected_bank=bank)
+
+
+@dataclass(frozen=True)
+class Fitness:
+    """What the rules need to know of a provider to let it apply and keep its approvals."""
+
+    prepayment_registered: bool
+    prepayment_checked_on: date | None
+    liability_valid_until: date | None
+    patient_valid_until: date | None
+    service_units: int
+
+
+def insurance_lapsed(f: Fitness, today: date) -> list[str]:
+    """The insurances that are missing or no longer valid today."""
+    return [name for name, until in (("liability_insurance", f.liability_valid_until),
+                                     ("patient_insurance", f.patient_valid_until))
+            if until is None or until < today]
+
+
+def missing_for_application(f: Fitness, today: date) -> list[dict[str, str]]:
+    """What a provider lacks before it may submit an application: one item per missing thing."""
+    missing = []
+    if not f.prepayment_registered:
+        missing.append({"item": "prepayment_register", "reason": "not_in_prepayment_register"})
+    for name in insurance_lapsed(f, today):
+        missing.append({"item": name, "reason": "insurance_lapsed"})
+    if f.service_units < 1:
+        missing.append({"item": "service_units", "reason": "no_service_unit"})
+    return missing
+
+
+def suspension_reason(f: Fitness, today: date, prepayment_check_max_age_days: int) -> str | None:
+    """Why the daily check suspends a provider's approval, or None while it is fit."""
+    if insurance_lapsed(f, today):
+        return "insurance_lapsed"
+    if not f.prepayment_registered:
+        return "not_in_prepayment_register"
+    if f.prepayment_checked_on is None or \
+            f.prepayment_checked_on < today - timedelta(days=prepayment_check_max_age_days):
+        return "prepayment_register_check_outdated"
+    return None
+
+
+# ------------------------------------------------------------------ applications
+class ApplicationStatus(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    INFO_REQUESTED = "info_requested"
+
+
+#: action -> (the states it may be taken in, the state it leads to)
+APPLICATION_TRANSITIONS: dict[str, tuple[frozenset[str], ApplicationStatus]] = {
+    "submit": (frozenset({ApplicationStatus.DRAFT, ApplicationStatus.INFO_REQUESTED}), ApplicationStatus.SUBMITTED),
+    "approve": (frozenset({ApplicationStatus.SUBMITTED}), ApplicationStatus.APPROVED),
+    "reject": (frozenset({ApplicationStatus.SUBMITTED}), ApplicationStatus.REJECTED),
+    "request_info": (frozenset({ApplicationStatus.SUBMITTED}), ApplicationStatus.INFO_REQUESTED),
+}
+
+
+def application_transition(current: str, action: str) -> ApplicationStatus:
+    """The state an application goes to; 409 ``invalid_transition`` naming the current state otherwise."""
+    allowed, to = APPLICATION_TRANSITIONS[action]
+    if current not in allowed:
+        raise Conflict("invalid_transition", f"an application that is {current} cannot be taken to {action}",
+                       status=current, action=action)
+    return to
+
+
+# ------------------------------------------------------------------ approvals
+class ApprovalStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
+Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+def not_in_past(effective_from: date, today: date) -> None:
+    if effective_from < today:
+        raise DomainError("effective_from_in_past", "effective_from may not be in the past", today=today.isoformat())
+
+
+def approval_change(status: str, action: str, *, same_as_current: bool = False) -> ApprovalStatus | None:
+    """The state an approval goes to, or None when the action asks for what already holds (a retry:
+    nothing changes). Revocation is final; anything else wrong is 409 ``invalid_transition``."""
+    if action == "suspend":
+        if status == ApprovalStatus.ACTIVE:
+            return ApprovalStatus.SUSPENDED
+        if status == ApprovalStatus.SUSPENDED and same_as_current:
+            return None
+    elif action == "reinstate":
+        if status == ApprovalStatus.SUSPENDED:
+            return ApprovalStatus.ACTIVE
+        if status == ApprovalStatus.ACTIVE:
+            return None
+    elif action == "revoke":
+        if status in (ApprovalStatus.ACTIVE, ApprovalStatus.SUSPENDED):
+            return ApprovalStatus.REVOKED
+        if same_as_current:
+            return None
+    raise Conflict("invalid_transition", f"an approval that is {status} cannot be taken to {action}",
+                   status=status, action=action)
+
+
+def differing(existing: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    return [k for k in asked if existing.get(k) != asked[k]]
