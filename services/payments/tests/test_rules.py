@@ -1,10 +1,11 @@
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
 from payments import domain
-from payments.domain import ChargeRequest, VoucherTerms
+from payments.domain import (APPROVED, REVOKED, SUSPENDED, ApprovalState, ChargeRequest, LifeCycleChange, PriceList,
+                             VoucherTerms)
 from seteli_shared.errors import DomainError
 
 TODAY = date(2026, 11, 24)
@@ -13,15 +14,20 @@ TERMS = VoucherTerms(funder_id="091", category="home_care", units_per_period_x10
                      provider_id="p1")
 
 
+T0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+APPROVAL = ApprovalState(approval_id="a1", approved_at=T0)
+
+
 def charge(**kw) -> ChargeRequest:
     base = dict(provider_id="p1", service_date=date(2026, 11, 20), units_x100=400, unit_price_cents=None)
     base.update(kw)
     return ChargeRequest(**base)
 
 
-def reason(terms=TERMS, approved=True, used=0, req=None) -> str:  # noqa: ANN001
+def reason(terms=TERMS, approved=True, used=0, req=None, approval=None, lists=()) -> str:  # noqa: ANN001
     with pytest.raises(DomainError) as e:
-        domain.validate_charge(terms, approved, used, req or charge(), TODAY)
+        domain.validate_charge(terms, approval or (APPROVAL if approved else None), used, req or charge(), TODAY,
+                               list(lists))
     return e.value.reason
 
 
@@ -39,19 +45,19 @@ def test_each_refusal_has_its_reason():
 
 def test_unknown_voucher_answer_says_it_may_be_retried():
     with pytest.raises(DomainError) as e:
-        domain.validate_charge(None, True, 0, charge(), TODAY)
+        domain.validate_charge(None, APPROVAL, 0, charge(), TODAY)
     assert e.value.status_code == 404 and e.value.details["retryable"] is True
 
 
 def test_the_last_units_of_the_period_can_be_charged():
-    assert domain.validate_charge(TERMS, True, 1600, charge(), TODAY).amount_cents == 6000
+    assert domain.validate_charge(TERMS, APPROVAL, 1600, charge(), TODAY).amount_cents == 6000
 
 
 def test_price_above_voucher_value_is_the_clients_own_share():
     # seed: price 25.00 EUR/h, voucher 15.00 EUR/h -> the client pays 10.00 EUR/h
-    a = domain.validate_charge(TERMS, True, 0, charge(units_x100=100, unit_price_cents=2500), TODAY)
+    a = domain.validate_charge(TERMS, APPROVAL, 0, charge(units_x100=100, unit_price_cents=2500), TODAY)
     assert (a.amount_cents, a.own_share_cents) == (1500, 1000)
-    cheaper = domain.validate_charge(TERMS, True, 0, charge(units_x100=100, unit_price_cents=1200), TODAY)
+    cheaper = domain.validate_charge(TERMS, APPROVAL, 0, charge(units_x100=100, unit_price_cents=1200), TODAY)
     assert (cheaper.amount_cents, cheaper.own_share_cents) == (1200, 0)
 
 
@@ -97,3 +103,114 @@ def test_settlement_at_a_3_percent_contract():
     s = domain.settle([10000, 2345], Decimal("0.03"))
     assert (s.gross_cents, s.fee_cents, s.net_cents) == (12345, 370, 11975)
     assert sum(s.charge_fees) == 370
+
+
+# ------------------------------------------------------------------ the approval's life cycle
+def change(status: str, hours: int, effective_from: date | None = date(2026, 11, 15)) -> LifeCycleChange:
+    return LifeCycleChange(status, "a1", T0 + timedelta(hours=hours), effective_from if status != APPROVED else None,
+                           "insurance_lapsed")
+
+
+def fold(*changes: LifeCycleChange) -> ApprovalState:
+    state = APPROVAL
+    for c in changes:
+        state = domain.apply_change(state, c)
+    return state
+
+
+def test_services_before_a_suspension_may_be_charged_and_those_from_its_date_not():
+    suspended = fold(change(SUSPENDED, 1))
+    assert domain.validate_charge(TERMS, suspended, 0, charge(service_date=date(2026, 11, 14)), TODAY).amount_cents
+    assert reason(approval=suspended, req=charge(service_date=date(2026, 11, 15))) == "provider_suspended"
+    assert reason(approval=suspended) == "provider_suspended"
+    with pytest.raises(DomainError) as e:
+        domain.check_approval_covers(suspended, date(2026, 11, 20))
+    assert e.value.details == {"effective_from": "2026-11-15"}
+    reinstated = fold(change(SUSPENDED, 1), change(APPROVED, 2))
+    assert domain.validate_charge(TERMS, reinstated, 0, charge(), TODAY).amount_cents == 6000
+
+
+def test_services_before_a_revocation_may_be_charged_and_a_revocation_is_final():
+    revoked = fold(change(REVOKED, 1))
+    assert reason(approval=revoked) == "provider_revoked"
+    assert domain.validate_charge(TERMS, revoked, 0, charge(service_date=date(2026, 11, 14)), TODAY).amount_cents
+    assert fold(change(REVOKED, 1), change(APPROVED, 5)) == revoked
+    late = fold(change(APPROVED, 5), change(REVOKED, 1))
+    assert (late.status, late.not_in_force_from) == (REVOKED, date(2026, 11, 15)), "whatever order they came in"
+
+
+def test_a_stale_reinstatement_changes_nothing_and_redeliveries_neither():
+    assert fold(change(SUSPENDED, 2), change(APPROVED, 1)) == fold(change(SUSPENDED, 2))
+    once = fold(change(SUSPENDED, 1), change(APPROVED, 2))
+    assert fold(change(SUSPENDED, 1), change(SUSPENDED, 1), change(APPROVED, 2), change(SUSPENDED, 1),
+                change(APPROVED, 2)) == once
+    assert domain.apply_approved(once, "a1", T0) == once
+
+
+def test_a_suspension_heard_of_before_its_approval_refuses_and_the_approval_fills_in():
+    early = domain.apply_change(None, change(SUSPENDED, 1))
+    assert early.approved_at is None
+    assert reason(approval=early) == "provider_suspended"
+    assert reason(approval=early, req=charge(service_date=date(2026, 11, 1))) == "provider_not_approved"
+    assert domain.apply_approved(early, "a1", T0).approved_at == T0
+
+
+# ------------------------------------------------------------------ registered prices
+def price_list(pid: str, effective_from: date, cents: int, published_hours: int = 0, **tariffs: int) -> PriceList:
+    return PriceList(pid, effective_from, T0 + timedelta(hours=published_hours), cents, tariffs)
+
+
+LISTS = [price_list("june", date(2026, 6, 1), 2800), price_list("nov", date(2026, 11, 1), 3000, sunday=4500,
+                                                                   weekday_evening=3500)]
+
+
+def test_the_price_in_force_is_the_latest_to_take_effect_on_or_before_the_service_date():
+    assert domain.price_in_force(LISTS, date(2026, 5, 31)) is None
+    assert domain.price_in_force(LISTS, date(2026, 6, 1)).price_list_id == "june"
+    assert domain.price_in_force(LISTS, date(2026, 10, 31)).price_list_id == "june"
+    assert domain.price_in_force(LISTS, date(2026, 11, 1)).price_list_id == "nov"
+    # the same day: the one published last, whatever order they are given in
+    same_day = [price_list("a", date(2026, 11, 1), 3100, published_hours=5), LISTS[1]]
+    assert domain.price_in_force(same_day, date(2026, 11, 2)).price_list_id == "a"
+    assert domain.price_in_force(same_day[::-1], date(2026, 11, 2)).price_list_id == "a"
+
+
+def test_the_registered_price_is_the_tariffs_when_the_list_has_it_else_the_base():
+    assert domain.registered_price(LISTS[1], "sunday") == 4500
+    assert domain.registered_price(LISTS[1], "saturday") == 3000
+    assert domain.registered_price(LISTS[1], None) == 3000
+
+
+def test_a_price_above_the_registered_price_is_refused_naming_it_and_a_lower_one_is_taken_as_sent():
+    terms = TERMS  # voucher value 15.00 EUR/h
+    with pytest.raises(DomainError) as e:
+        domain.validate_charge(terms, APPROVAL, 0, charge(unit_price_cents=3001), TODAY, LISTS)
+    assert (e.value.reason, e.value.details["registered_price_cents"], e.value.details["price_list_id"]) == (
+        "price_above_registered_price", 3000, "nov")
+    a = domain.validate_charge(terms, APPROVAL, 0, charge(units_x100=100, unit_price_cents=2900), TODAY, LISTS)
+    assert (a.unit_price_cents, a.amount_cents, a.own_share_cents, a.price_registered, a.registered_price_cents) == (
+        2900, 1500, 1400, True, 3000)
+    assert reason(req=charge(unit_price_cents=4501, tariff="sunday"), lists=LISTS) == "price_above_registered_price"
+
+
+def test_without_a_price_sent_the_registered_price_is_charged_and_the_own_share_follows():
+    a = domain.validate_charge(TERMS, APPROVAL, 0, charge(units_x100=150, tariff="sunday"), TODAY, LISTS)
+    # 1.5 h at 45.00: the voucher pays 1.5 x 15.00, the client 1.5 x 30.00
+    assert (a.unit_price_cents, a.amount_cents, a.own_share_cents, a.price_list_id) == (4500, 2250, 4500, "nov")
+    old = domain.validate_charge(TERMS, APPROVAL, 0, charge(units_x100=100, service_date=date(2026, 10, 31)), TODAY,
+                                 LISTS)
+    assert (old.unit_price_cents, old.own_share_cents, old.price_list_id) == (2800, 1300, "june")
+    rounded = domain.validate_charge(TERMS, APPROVAL, 0, charge(units_x100=33, tariff="weekday_evening"), TODAY,
+                                     LISTS)
+    assert (rounded.amount_cents, rounded.own_share_cents) == (495, 660), "0.33 x 15.00 and 0.33 x 20.00"
+
+
+def test_without_a_price_list_the_voucher_value_or_the_sent_price_and_no_tariff():
+    a = domain.validate_charge(TERMS, APPROVAL, 0, charge(), TODAY)
+    assert (a.unit_price_cents, a.price_registered, a.registered_price_cents, a.price_list_id) == (
+        1500, False, None, None)
+    sent = domain.validate_charge(TERMS, APPROVAL, 0, charge(unit_price_cents=99999), TODAY, LISTS[:0])
+    assert (sent.unit_price_cents, sent.price_registered) == (99999, False)
+    assert reason(req=charge(tariff="saturday")) == "tariff_not_available"
+    assert reason(req=charge(tariff="saturday", service_date=date(2026, 5, 1)), lists=LISTS) == "tariff_not_available"
+    assert reason(req=charge(tariff="holiday"), lists=LISTS) == "unknown_tariff"

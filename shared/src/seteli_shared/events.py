@@ -325,6 +325,13 @@ class ChargeAccepted(Event):
     amount_cents: int
     own_share_cents: int
     accepted_at: datetime
+    #: the tariff the provider charged (weekday, weekday_evening, saturday, sunday), if any
+    tariff: str | None = None
+    #: whether a price list of the provider's was in force on the service date (None: before this was recorded)
+    price_registered: bool | None = None
+    #: the registered price the charge was checked against, and its list
+    registered_price_cents: int | None = None
+    price_list_id: str | None = None
 
     def subject(self) -> str:
         return self.charge_id

@@ -25,6 +25,16 @@ router = APIRouter()
 READERS = (Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING, *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)
 
 
+class Tariff(StrEnum):
+    WEEKDAY = "weekday"
+    WEEKDAY_EVENING = "weekday_evening"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+
+assert tuple(Tariff) == domain.TARIFFS
+
+
 class ChargeCreate(RequestModel):
     voucher_id: str
     provider_id: str | None = Field(default=None, description="defaults to the caller's provider")
@@ -32,8 +42,13 @@ class ChargeCreate(RequestModel):
                                     description="the provider's own reference; a retry with it is safe")
     service_date: date
     units: Decimal = Field(gt=0, le=10000, decimal_places=2)
-    unit_price_cents: int | None = Field(default=None, gt=0, le=10_000_000,
-                                         description="the provider's price per unit; defaults to the voucher value")
+    unit_price_cents: int | None = Field(
+        default=None, gt=0, le=10_000_000,
+        description="the provider's price per unit, at most its registered price for the service date; defaults "
+                    "to the registered price (of the tariff, if given), or to the voucher value when the provider "
+                    "has no price list in force on that date")
+    tariff: Tariff | None = Field(default=None, description="which price of the provider's price list applies "
+                                  "(its base price when the list has no price for this tariff)")
 
 
 class ChargePublic(BaseModel):
@@ -48,6 +63,12 @@ class ChargePublic(BaseModel):
     unit_price_cents: int
     amount_cents: int
     own_share_cents: int
+    tariff: str | None = None
+    price_registered: bool = Field(description="whether the provider had a price list in force on the service "
+                                   "date; false: none was found, the price is the one sent or the voucher value")
+    registered_price_cents: int | None = Field(default=None, description="the registered price the charge was "
+                                               "checked against")
+    price_list_id: str | None = None
     status: str
     accepted_at: datetime
     settlement_id: str | None
@@ -82,14 +103,20 @@ class ChargeStatus(StrEnum):
 
 @router.post("/charges", status_code=201, response_model=ChargePublic, tags=["charges"], responses={
     200: {"model": ChargePublic, "description": "a retry with the same provider reference: the first charge"},
-    **error_responses(404, 409)})
+    **error_responses(404, 409, 422)})
 async def charge_voucher(
     body: ChargeCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM, scope="body")],
 ) -> ChargePublic:
-    """A provider charges a voucher for a delivered service. Refusals are 4xx with a reason."""
+    """A provider charges a voucher for a delivered service. Refusals are 4xx with a reason, among them
+    422 `provider_suspended` / `provider_revoked` for a service delivered on or after the date its
+    approval was suspended or revoked from (earlier services may still be charged),
+    `price_above_registered_price` (the registered price in `details`) and `tariff_not_available`
+    (a tariff asked for when no price list is in force on the service date). The answer says whether
+    a registered price was found (`price_registered`)."""
     provider_id = acting_for_provider(principal, body.provider_id)
-    req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents)
+    req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents,
+                               body.tariff.value if body.tariff else None)
     charge, new = await usecases.charge_voucher(sessions, clock, principal, body.voucher_id,
                                                 body.provider_reference, req)
     if not new:

@@ -3,8 +3,8 @@ settlement figures and the double-entry postings."""
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 from decimal import Decimal
 
 from seteli_shared.errors import DomainError, NotFound
@@ -31,7 +31,8 @@ class ChargeRequest:
     provider_id: str
     service_date: date
     units_x100: int
-    unit_price_cents: int | None  # the provider's price per unit; defaults to the voucher's value
+    unit_price_cents: int | None  # the provider's price per unit; defaults to the registered price or voucher value
+    tariff: str | None = None  # weekday | weekday_evening | saturday | sunday: which price of the list
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,162 @@ class ChargeAmounts:
     unit_price_cents: int
     amount_cents: int  # paid by the funder through the voucher
     own_share_cents: int  # paid by the client to the provider (price above the voucher value)
+    #: whether a price list of the provider's was in force on the service date
+    price_registered: bool = False
+    #: the price list's price for this charge (its tariff's, else its base price), when one was in force
+    registered_price_cents: int | None = None
+    price_list_id: str | None = None
+
+
+# ------------------------------------------------------------------ the approval's life cycle
+#: the status of an approval as payments knows it from the registry's events
+APPROVED = "approved"
+SUSPENDED = "suspended"
+REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    """What the projection knows of one funder's approval of a provider for a category.
+
+    ``approved_at`` is None while only life-cycle events of the approval have arrived (events may come
+    in any order). ``not_in_force_from`` is the first service date the approval does not cover
+    (suspension or revocation); ``changed_at`` the registry's time of the latest status event applied."""
+
+    approval_id: str | None
+    approved_at: datetime | None = None
+    status: str = APPROVED
+    not_in_force_from: date | None = None
+    changed_at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LifeCycleChange:
+    """A ``ProviderSuspended`` (status SUSPENDED), ``ProviderReinstated`` (APPROVED) or
+    ``ProviderRevoked`` (REVOKED), reduced to what the projection needs."""
+
+    status: str
+    approval_id: str
+    at: datetime
+    effective_from: date | None = None
+    reason: str | None = None
+
+
+def _supersedes(state: ApprovalState, at: datetime) -> bool:
+    """Whether an event of another approval begins a new approval: only after a revocation, and only
+    when it is newer than the revocation."""
+    return state.status == REVOKED and state.changed_at is not None and at > state.changed_at
+
+
+def _same_approval(state: ApprovalState, approval_id: str) -> bool:
+    return state.approval_id is None or state.approval_id == approval_id
+
+
+def apply_approved(state: ApprovalState | None, approval_id: str, approved_at: datetime) -> ApprovalState:
+    """Fold a ``ProviderApproved`` into the state: idempotent; a new approval replaces a revoked one."""
+    if state is None:
+        return ApprovalState(approval_id=approval_id, approved_at=approved_at)
+    if _same_approval(state, approval_id):
+        if state.approved_at is None or state.approval_id is None:
+            return replace(state, approval_id=approval_id, approved_at=state.approved_at or approved_at)
+        return state
+    if _supersedes(state, approved_at):
+        return ApprovalState(approval_id=approval_id, approved_at=approved_at)
+    return state
+
+
+def apply_change(state: ApprovalState | None, change: LifeCycleChange) -> ApprovalState:
+    """Fold a suspension, reinstatement or revocation into the state, whatever order the events come
+    in and however often: a status event older than (or as old as) the latest one applied changes
+    nothing; a revocation is final (a later one can only move its date earlier)."""
+    if state is None:
+        state = ApprovalState(approval_id=change.approval_id)
+    elif not _same_approval(state, change.approval_id):
+        if not _supersedes(state, change.at):
+            return state
+        state = ApprovalState(approval_id=change.approval_id)
+    if state.status == REVOKED:
+        if change.status == REVOKED and change.effective_from is not None and (
+                state.not_in_force_from is None or change.effective_from < state.not_in_force_from):
+            return replace(state, not_in_force_from=change.effective_from)
+        return state
+    if change.status != REVOKED and state.changed_at is not None and change.at <= state.changed_at:
+        return state
+    changed_at = change.at if state.changed_at is None else max(change.at, state.changed_at)
+    if change.status == APPROVED:
+        return replace(state, status=APPROVED, not_in_force_from=None, changed_at=changed_at, reason=None)
+    return replace(state, status=change.status, not_in_force_from=change.effective_from, changed_at=changed_at,
+                   reason=change.reason)
+
+
+def check_approval_covers(state: ApprovalState | None, service_date: date) -> None:
+    """The approval covers a service delivered on ``service_date``: services before a suspension's or
+    revocation's date may still be charged, those on or after it not (``provider_suspended``,
+    ``provider_revoked``); without an approval, ``provider_not_approved``."""
+    if state is not None and state.not_in_force_from is not None and state.not_in_force_from <= service_date:
+        if state.status == REVOKED:
+            raise DomainError("provider_revoked", "the provider's approval was revoked before this service was "
+                              "delivered", effective_from=state.not_in_force_from.isoformat())
+        if state.status == SUSPENDED:
+            raise DomainError("provider_suspended", "the provider's approval is suspended from a date on or before "
+                              "this service's", effective_from=state.not_in_force_from.isoformat())
+    if state is None or state.approved_at is None:
+        raise DomainError("provider_not_approved", "the provider is not approved for this funder and category")
+
+
+# ------------------------------------------------------------------ registered prices
+#: the time-of-day tariffs a price list may carry besides its base price
+TARIFFS = ("weekday", "weekday_evening", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class PriceList:
+    """A provider's published price for a funder and category, in force from a date until a later one."""
+
+    price_list_id: str
+    effective_from: date
+    published_at: datetime
+    unit_price_cents: int
+    tariffs: dict[str, int]
+
+
+def price_in_force(lists: list[PriceList], service_date: date) -> PriceList | None:
+    """The list in force on ``service_date``: the latest ``effective_from`` on or before it; of lists
+    taking effect the same day, the one published last (then the greatest id, so that the choice
+    never depends on the order they came in)."""
+    candidates = [p for p in lists if p.effective_from <= service_date]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.effective_from, p.published_at, p.price_list_id))
+
+
+def registered_price(price_list: PriceList, tariff: str | None) -> int:
+    """The list's price for a tariff when it has one, else its base price."""
+    if tariff is not None and tariff in price_list.tariffs:
+        return price_list.tariffs[tariff]
+    return price_list.unit_price_cents
+
+
+def unit_price(terms: VoucherTerms, price_list: PriceList | None, req: ChargeRequest) -> tuple[int, int | None]:
+    """The charge's unit price and the registered price it was checked against (None without a list).
+
+    With a list in force: the price sent, if not above the registered price (else
+    ``price_above_registered_price``), or the registered price. Without one: the price sent or the
+    voucher's value, and no tariff may be asked for (``tariff_not_available``)."""
+    if price_list is None:
+        if req.tariff is not None:
+            raise DomainError("tariff_not_available", "no price list of the provider is in force on the service "
+                              "date, so it has no tariffs", tariff=req.tariff)
+        return (terms.value_per_unit_cents if req.unit_price_cents is None else req.unit_price_cents), None
+    registered = registered_price(price_list, req.tariff)
+    if req.unit_price_cents is None:
+        return registered, registered
+    if req.unit_price_cents > registered:
+        raise DomainError("price_above_registered_price", "the unit price is above the provider's registered price "
+                          "for this service date", registered_price_cents=registered,
+                          price_list_id=price_list.price_list_id, tariff=req.tariff)
+    return req.unit_price_cents, registered
 
 
 def period_bounds(terms: VoucherTerms, service_date: date) -> tuple[date, date]:
@@ -49,19 +206,24 @@ def period_bounds(terms: VoucherTerms, service_date: date) -> tuple[date, date]:
     return terms.valid_from, terms.valid_until
 
 
-def amounts(terms: VoucherTerms, units_x100: int, unit_price_cents: int | None) -> ChargeAmounts:
+def amounts(terms: VoucherTerms, units_x100: int, unit_price_cents: int | None,
+            price_list: PriceList | None = None, registered_price_cents: int | None = None) -> ChargeAmounts:
     price = terms.value_per_unit_cents if unit_price_cents is None else unit_price_cents
     units = from_hundredths(units_x100)
     return ChargeAmounts(
         unit_price_cents=price,
         amount_cents=units_amount_cents(units, min(price, terms.value_per_unit_cents)),
         own_share_cents=units_amount_cents(units, max(price - terms.value_per_unit_cents, 0)),
+        price_registered=price_list is not None,
+        registered_price_cents=registered_price_cents,
+        price_list_id=price_list.price_list_id if price_list else None,
     )
 
 
-def validate_charge(terms: VoucherTerms | None, provider_approved: bool, units_used_x100: int,
-                    req: ChargeRequest, today: date) -> ChargeAmounts:
-    """Accept a charge or raise the first reason it is refused."""
+def validate_charge(terms: VoucherTerms | None, approval: ApprovalState | None, units_used_x100: int,
+                    req: ChargeRequest, today: date, price_lists: list[PriceList] = ()) -> ChargeAmounts:
+    """Accept a charge or raise the first reason it is refused. ``price_lists`` are the provider's
+    lists for the voucher's funder and category (any of them; the one in force is chosen here)."""
     if terms is None:
         raise NotFound("voucher", retryable=True,
                        hint="a voucher issued moments ago may not have reached payments yet; retry shortly")
@@ -69,8 +231,7 @@ def validate_charge(terms: VoucherTerms | None, provider_approved: bool, units_u
         raise DomainError("provider_not_chosen", "the client has not chosen a provider for this voucher")
     if terms.provider_id != req.provider_id:
         raise DomainError("not_chosen_provider", "the voucher's client has chosen another provider")
-    if not provider_approved:
-        raise DomainError("provider_not_approved", "the provider is not approved for this funder and category")
+    check_approval_covers(approval, req.service_date)
     if req.units_x100 <= 0:
         raise DomainError("invalid_units", "units must be positive")
     if req.unit_price_cents is not None and req.unit_price_cents <= 0:
@@ -80,11 +241,15 @@ def validate_charge(terms: VoucherTerms | None, provider_approved: bool, units_u
     if not terms.valid_from <= req.service_date <= terms.valid_until:
         raise DomainError("service_date_outside_validity", "the service date is outside the voucher's validity",
                           valid_from=terms.valid_from.isoformat(), valid_until=terms.valid_until.isoformat())
+    if req.tariff is not None and req.tariff not in TARIFFS:
+        raise DomainError("unknown_tariff", "unknown tariff", tariffs=list(TARIFFS))
+    price_list = price_in_force(list(price_lists), req.service_date)
+    price, registered = unit_price(terms, price_list, req)
     left = terms.units_per_period_x100 - units_used_x100
     if req.units_x100 > left:
         raise DomainError("units_exceeded", "more units than are left on the voucher for this period",
                           units_left=str(from_hundredths(max(left, 0))))
-    return amounts(terms, req.units_x100, req.unit_price_cents)
+    return amounts(terms, req.units_x100, price, price_list, registered)
 
 
 # ------------------------------------------------------------------ settlement

@@ -1,14 +1,17 @@
 """Projections payments keeps of other services' facts, built only from their events."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import Envelope, FunderRegistered, ProviderApproved, VoucherIssued, VoucherProviderChosen
 from seteli_shared.errors import PermanentMessageError
+from seteli_shared.events import (Envelope, FunderRegistered, PriceListPublished, ProviderApproved, ProviderReinstated,
+                                  ProviderRevoked, ProviderSuspended, VoucherIssued, VoucherProviderChosen)
 from seteli_shared.money import to_hundredths
 
 from . import domain
-from .models import ApprovalView, FunderView, VoucherView
+from .models import ApprovalView, FunderView, PriceListView, VoucherView
 
 
 async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
@@ -24,11 +27,63 @@ async def on_funder_registered(session: AsyncSession, _env: Envelope, event: Fun
     await session.flush()
 
 
+# ------------------------------------------------------------------ approvals and their life cycle
+def _utc(at: datetime) -> datetime:
+    """The registry's times compared as UTC (a time without a zone is taken to be UTC)."""
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
+async def _fold(session: AsyncSession, funder_id: str, provider_id: str, category: str, fold) -> None:  # noqa: ANN001
+    """Apply a pure fold of the approval's state to its row (locked: one event at a time per approval)."""
+    row = await session.get(ApprovalView, (funder_id, provider_id, category), with_for_update=True)
+    before = None if row is None else row.state()
+    after = fold(before)
+    if after == before:
+        return  # a redelivery or a stale event: nothing changes
+    if row is None:
+        row = ApprovalView(funder_id=funder_id, provider_id=provider_id, category=category)
+    row.approval_id, row.approved_at, row.status = after.approval_id, after.approved_at, after.status
+    row.not_in_force_from, row.status_changed_at, row.status_reason = (after.not_in_force_from, after.changed_at,
+                                                                       after.reason)
+    session.add(row)
+    await session.flush()
+
+
 async def on_provider_approved(session: AsyncSession, _env: Envelope, event: ProviderApproved) -> None:
-    if await session.get(ApprovalView, (event.funder_id, event.provider_id, event.category)) is None:
-        session.add(ApprovalView(funder_id=event.funder_id, provider_id=event.provider_id,
-                                 category=event.category, approved_at=event.approved_at))
-        await session.flush()
+    await _fold(session, event.funder_id, event.provider_id, event.category,
+                lambda s: domain.apply_approved(s, event.approval_id, _utc(event.approved_at)))
+
+
+async def on_provider_suspended(session: AsyncSession, _env: Envelope, event: ProviderSuspended) -> None:
+    change = domain.LifeCycleChange(domain.SUSPENDED, event.approval_id, _utc(event.suspended_at),
+                                    event.effective_from, event.reason)
+    await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
+
+
+async def on_provider_reinstated(session: AsyncSession, _env: Envelope, event: ProviderReinstated) -> None:
+    change = domain.LifeCycleChange(domain.APPROVED, event.approval_id, _utc(event.reinstated_at))
+    await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
+
+
+async def on_provider_revoked(session: AsyncSession, _env: Envelope, event: ProviderRevoked) -> None:
+    change = domain.LifeCycleChange(domain.REVOKED, event.approval_id, _utc(event.revoked_at), event.effective_from,
+                                    event.reason)
+    await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
+
+
+# ------------------------------------------------------------------ price lists
+async def on_price_list_published(session: AsyncSession, _env: Envelope, event: PriceListPublished) -> None:
+    """Every published list is kept (the history decides the price on each service date); a list is
+    never changed once published, so one heard of again changes nothing."""
+    if event.unit_price_cents <= 0 or any(not isinstance(v, int) or v <= 0 for v in event.tariffs.values()):
+        raise PermanentMessageError("price_not_positive")
+    if await session.get(PriceListView, event.price_list_id) is not None:
+        return
+    session.add(PriceListView(
+        price_list_id=event.price_list_id, provider_id=event.provider_id, funder_id=event.funder_id,
+        category=event.category, unit=event.unit, unit_price_cents=event.unit_price_cents,
+        tariffs=dict(event.tariffs), effective_from=event.effective_from, published_at=_utc(event.published_at)))
+    await session.flush()
 
 
 async def _voucher(session: AsyncSession, voucher_id: str, funder_id: str, category: str) -> VoucherView:
@@ -62,6 +117,10 @@ async def on_provider_chosen(session: AsyncSession, _env: Envelope, event: Vouch
 HANDLERS = {
     FunderRegistered.event_type(): on_funder_registered,
     ProviderApproved.event_type(): on_provider_approved,
+    ProviderSuspended.event_type(): on_provider_suspended,
+    ProviderReinstated.event_type(): on_provider_reinstated,
+    ProviderRevoked.event_type(): on_provider_revoked,
+    PriceListPublished.event_type(): on_price_list_published,
     VoucherIssued.event_type(): on_voucher_issued,
     VoucherProviderChosen.event_type(): on_provider_chosen,
 }

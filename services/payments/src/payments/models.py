@@ -8,6 +8,8 @@ from sqlmodel import Field, SQLModel
 
 from seteli_shared.messaging import BigIntPK, UTCDateTime
 
+from . import domain
+
 
 class VoucherView(SQLModel, table=True):
     """Projection of ``VoucherIssued`` and ``VoucherProviderChosen`` (which may arrive in either order)."""
@@ -29,11 +31,53 @@ class VoucherView(SQLModel, table=True):
 
 
 class ApprovalView(SQLModel, table=True):
+    """Projection of ``ProviderApproved``, ``ProviderSuspended``, ``ProviderReinstated`` and
+    ``ProviderRevoked`` (folded by ``domain.apply_approved`` and ``domain.apply_change``, in any order):
+    whose charges are accepted for which funder and category, and for services until which date."""
+
     __tablename__ = "payments_approval"
     funder_id: str = Field(primary_key=True, max_length=40)
     provider_id: str = Field(primary_key=True, max_length=64)
     category: str = Field(primary_key=True, max_length=40)
-    approved_at: datetime = Field(sa_type=UTCDateTime())
+    #: None while only life-cycle events of the approval have arrived
+    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    approval_id: str | None = Field(default=None, max_length=64)
+    #: approved | suspended | revoked
+    status: str = Field(default="approved", max_length=16, sa_column_kwargs={"server_default": "approved"})
+    #: the first service date the approval does not cover (suspended or revoked from)
+    not_in_force_from: date | None = None
+    #: the registry's time of the latest status event applied (older ones change nothing)
+    status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    status_reason: str | None = Field(default=None, max_length=64)
+
+    def state(self) -> domain.ApprovalState:
+        return domain.ApprovalState(approval_id=self.approval_id, approved_at=self.approved_at, status=self.status,
+                                    not_in_force_from=self.not_in_force_from, changed_at=self.status_changed_at,
+                                    reason=self.status_reason)
+
+
+class PriceListView(SQLModel, table=True):
+    """Projection of ``PriceListPublished``: every price list of a provider for a funder and category,
+    the whole history (the one in force on a service date is ``domain.price_in_force``)."""
+
+    __tablename__ = "payments_price_list"
+    __table_args__ = (sa.Index("ix_payments_price_list_lookup", "provider_id", "funder_id", "category",
+                               "effective_from"),)
+    price_list_id: str = Field(primary_key=True, max_length=64)
+    provider_id: str = Field(max_length=64)
+    funder_id: str = Field(max_length=40)
+    category: str = Field(max_length=40)
+    unit: str = Field(max_length=16)
+    unit_price_cents: int
+    #: tariff name -> cents per unit (weekday, weekday_evening, saturday, sunday)
+    tariffs: dict = Field(default_factory=dict, sa_type=sa.JSON)
+    effective_from: date
+    published_at: datetime = Field(sa_type=UTCDateTime())
+
+    def price_list(self) -> domain.PriceList:
+        return domain.PriceList(price_list_id=self.price_list_id, effective_from=self.effective_from,
+                                published_at=self.published_at, unit_price_cents=self.unit_price_cents,
+                                tariffs={k: int(v) for k, v in (self.tariffs or {}).items()})
 
 
 class FunderView(SQLModel, table=True):
@@ -58,6 +102,13 @@ class Charge(SQLModel, table=True):
     unit_price_cents: int
     amount_cents: int = Field(sa_type=sa.BigInteger)
     own_share_cents: int = Field(sa_type=sa.BigInteger)
+    #: the tariff the provider asked for (its price list's price for that time of day)
+    tariff: str | None = Field(default=None, max_length=20)
+    #: whether a price list of the provider's was in force on the service date (False: none was found,
+    #: the price is the one sent or the voucher's value)
+    price_registered: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    registered_price_cents: int | None = None
+    price_list_id: str | None = Field(default=None, max_length=64)
     status: str = Field(max_length=16, index=True)
     accepted_at: datetime = Field(sa_type=UTCDateTime())
     settlement_id: str | None = Field(default=None, max_length=64, index=True)

@@ -23,7 +23,8 @@ from seteli_shared.outbox import add_event, add_events
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain
-from .models import ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, Settlement, VoucherView
+from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView, Settlement,
+                     VoucherView)
 
 SOURCE = "payments"
 Sessions = async_sessionmaker[AsyncSession]
@@ -73,27 +74,34 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
     earlier = (await session.execute(select(Charge).where(
         Charge.provider_id == req.provider_id, Charge.provider_reference == provider_reference))).scalar_one_or_none()
     if earlier is not None:
-        same = (earlier.voucher_id, earlier.service_date, earlier.units_x100) == (
-            voucher_id, req.service_date, req.units_x100) and req.unit_price_cents in (None, earlier.unit_price_cents)
+        same = (earlier.voucher_id, earlier.service_date, earlier.units_x100, earlier.tariff) == (
+            voucher_id, req.service_date, req.units_x100, req.tariff) and req.unit_price_cents in (
+            None, earlier.unit_price_cents)
         if not same:
             raise Conflict("duplicate_reference", "this provider reference was already used for another charge",
                            charge_id=earlier.id)
         return earlier, False
     view = await session.get(VoucherView, voucher_id)
     terms = _terms(view)
-    approved = used = 0
+    approval, used, price_lists = None, 0, []
     if terms is not None:
-        approved = await session.get(ApprovalView, (terms.funder_id, req.provider_id, terms.category)) is not None
+        row = await session.get(ApprovalView, (terms.funder_id, req.provider_id, terms.category))
+        approval = None if row is None else row.state()
         start, end = domain.period_bounds(terms, req.service_date)
         used = (await session.execute(select(func.coalesce(func.sum(Charge.units_x100), 0)).where(
             Charge.voucher_id == voucher_id, Charge.service_date >= start, Charge.service_date <= end))).scalar_one()
-    amounts = domain.validate_charge(terms, bool(approved), int(used), req, clock.today())
+        price_lists = [p.price_list() for p in (await session.execute(select(PriceListView).where(
+            PriceListView.provider_id == req.provider_id, PriceListView.funder_id == terms.funder_id,
+            PriceListView.category == terms.category, PriceListView.effective_from <= req.service_date))).scalars()]
+    amounts = domain.validate_charge(terms, approval, int(used), req, clock.today(), price_lists)
     now = clock.now()
     charge = Charge(
         id=new_id(), voucher_id=voucher_id, funder_id=terms.funder_id, provider_id=req.provider_id,
         category=terms.category, provider_reference=provider_reference, service_date=req.service_date,
         units_x100=req.units_x100, unit_price_cents=amounts.unit_price_cents, amount_cents=amounts.amount_cents,
-        own_share_cents=amounts.own_share_cents, status=domain.ACCEPTED, accepted_at=now,
+        own_share_cents=amounts.own_share_cents, tariff=req.tariff, price_registered=amounts.price_registered,
+        registered_price_cents=amounts.registered_price_cents, price_list_id=amounts.price_list_id,
+        status=domain.ACCEPTED, accepted_at=now,
     )
     session.add(charge)
     await session.flush()
@@ -103,7 +111,9 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
         charge_id=charge.id, voucher_id=voucher_id, funder_id=charge.funder_id, provider_id=charge.provider_id,
         category=charge.category, service_date=charge.service_date, units=from_hundredths(charge.units_x100),
         unit_price_cents=charge.unit_price_cents, amount_cents=charge.amount_cents,
-        own_share_cents=charge.own_share_cents, accepted_at=now), SOURCE)
+        own_share_cents=charge.own_share_cents, accepted_at=now, tariff=charge.tariff,
+        price_registered=charge.price_registered, registered_price_cents=charge.registered_price_cents,
+        price_list_id=charge.price_list_id), SOURCE)
     return charge, True
 
 
