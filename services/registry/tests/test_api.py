@@ -3,14 +3,9 @@ and a bus namespace of its own on the real RabbitMQ: funders, providers, approva
 from __future__ import annotations
 
 import json
-from contextlib import AsyncExitStack
 
-import aio_pika
 import httpx
-import pytest
 
-from registry.app import create_app
-from registry.settings import RegistrySettings
 from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
 from seteli_shared.testing import eventually
@@ -30,33 +25,15 @@ def field_reasons(answer: httpx.Response) -> dict[str, str]:
     return {str(e["loc"][-1]): e.get("reason") or e.get("type") for e in error["details"]["errors"]}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def registry(request, pg, namespace, amqp_url, tmp_path):  # noqa: ANN001
-    url = await pg.create("registry") if request.param == "postgresql" else \
-        f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
-    settings = RegistrySettings(environment="test", database_url=url, amqp_url=amqp_url,
-                                bus_namespace=namespace, relay_idle_seconds=0.05)
-    app = create_app(settings)
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        yield await stack.enter_async_context(httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://registry", headers=OPERATOR))
-
-
-@pytest.fixture
-async def spy(amqp_url, namespace):  # noqa: ANN001
-    """A queue of this test's namespace that receives every event (deleted with the namespace)."""
-    connection = await aio_pika.connect(amqp_url)
-    channel = await connection.channel()
-    exchange = await channel.declare_exchange(f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await channel.declare_queue(f"{namespace}.spy", durable=True, arguments={"x-queue-type": "quorum"})
-    await queue.bind(exchange, "#")
-    yield queue
-    await connection.close()
-
-
 def funder(funder_id: str = "091", **kw) -> dict:  # noqa: ANN003
     return {"funder_id": funder_id, "name": "Helsingin kaupunki", "kind": "municipality", **kw}
+
+
+async def rulebook(registry, funder_id: str, category: str, version: str = "2026.1", **kw) -> dict:  # noqa: ANN001, ANN003
+    r = await registry.post(f"/funders/{funder_id}/rulebooks", json={
+        "category": category, "rulebook_version": version, "title": f"Sääntökirja {category}", **kw})
+    assert r.status_code in (200, 201), r.text
+    return r.json()
 
 
 async def test_a_funder_is_registered_once_and_announced_on_the_bus(registry, spy):  # noqa: ANN001
@@ -132,8 +109,14 @@ async def test_an_approval_needs_a_registered_funder(registry):  # noqa: ANN001
     assert unknown.json()["error"]["details"]["funder_id"] == "zzz"
     await registry.post("/funders", json=funder())
     approver = bearer("funder_provider_approver", funder_id="091")
+    unused = await registry.post(f"/providers/{provider}/approvals", json={"category": "home_care"}, headers=approver)
+    assert unused.status_code == 422
+    assert unused.json()["error"]["reason"] == "category_not_used_by_funder"
+    assert unused.json()["error"]["details"]["categories"] == ["home_care"]
+    await rulebook(registry, "091", "home_care")
     r = await registry.post(f"/providers/{provider}/approvals", json={"category": "home_care"}, headers=approver)
     assert r.status_code == 201, r.text
+    assert (r.json()["status"], r.json()["rulebook_version"]) == ("active", "2026.1")
     again = await registry.post(f"/providers/{provider}/approvals", json={"category": "home_care"}, headers=approver)
     assert (again.status_code, again.json()["id"]) == (200, r.json()["id"])
     bad = await registry.post(f"/providers/{provider}/approvals", json={"category": "astrology", "note": "x"},
@@ -165,6 +148,8 @@ async def test_a_provider_is_checked_field_by_field_all_at_once(registry):  # no
 async def test_the_register_is_searched_and_listed_in_pages(registry):  # noqa: ANN001
     await registry.post("/funders", json=funder())
     await registry.post("/funders", json=funder("092", name="Espoo"))
+    await rulebook(registry, "091", "cleaning")
+    await rulebook(registry, "092", "cleaning")
     ids = {}
     for name in ("Cura Oy", "Aava Oy", "Bona Oy", "Aava Oy"):  # two of one name: the id breaks the tie
         r = await registry.post("/providers", json={"business_id": random_business_id(), "name": name, "iban": IBAN})
