@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 
 from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_ROLES, Principal, Role, ensure_visible, require)
 from seteli_shared.clock import ClockDep
@@ -24,7 +24,7 @@ from .models import ServiceUnit
 from .price_models import PriceList
 
 router = APIRouter()
-Cents = Annotated[int, Field(description="cents per unit; above 0, at most "
+Cents = Annotated[int, Strict(), Field(description="whole cents per unit (a JSON integer); above 0, at most "
                                          f"{prices.MAX_UNIT_PRICE_CENTS}")]
 
 
