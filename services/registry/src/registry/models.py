@@ -124,10 +124,15 @@ class ApprovalChange(SQLModel, table=True):
     """The history of an approval, append-only: approved, suspended, reinstated, revoked."""
 
     __tablename__ = "registry_approval_change"
+    __table_args__ = (sa.UniqueConstraint("approval_id", "position", name="uq_registry_approval_change"),)
     id: str = Field(primary_key=True, max_length=64)
     approval_id: str = Field(foreign_key="registry_approval.id", max_length=64, index=True)
+    position: int  # 0 for the approval itself, then 1, 2, ...
     action: str = Field(max_length=20)
     reason: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=2000)
     effective_from: date | None = None
     at: datetime = Field(sa_type=UTCDateTime())
+
+
+from .price_models import APPROVAL_BY_FUNDER_INDEX, PriceList  # noqa: E402,F401  prices (price_models.py)

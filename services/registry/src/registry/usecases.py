@@ -171,7 +171,7 @@ async def _records(session: AsyncSession, providers: Sequence[Provider]) -> list
         approval_ids = [a.id for group in approvals.values() for a in group]
         if approval_ids:
             for c in (await session.execute(select(ApprovalChange).where(ApprovalChange.approval_id.in_(approval_ids))
-                                            .order_by(ApprovalChange.at, ApprovalChange.id))).scalars():
+                                            .order_by(ApprovalChange.approval_id, ApprovalChange.position))).scalars():
                 history[c.approval_id].append(c)
     return [ProviderRecord(p, units[p.id], approvals[p.id], {a.id: history[a.id] for a in approvals[p.id]})
             for p in providers]
@@ -222,7 +222,7 @@ async def _new_approval(session: AsyncSession, clock: Clock, provider_id: str, f
                         application_id=application_id, rulebook_version=rulebook_version)
     session.add(approval)
     await session.flush()
-    session.add(ApprovalChange(id=new_id(), approval_id=approval.id, action="approved", at=approval.approved_at))
+    await _record_change(session, approval, "approved", at=approval.approved_at)
     await add_event(session, ProviderApproved(
         approval_id=approval.id, provider_id=provider_id, funder_id=funder_id, category=category,
         approved_at=approval.approved_at, application_id=application_id, rulebook_version=rulebook_version), SOURCE)
@@ -514,13 +514,20 @@ async def _approval_for_update(session: AsyncSession, principal: Principal | Non
     return approval
 
 
+async def _record_change(session: AsyncSession, approval: Approval, action: str, **fields: Any) -> None:
+    """Append to the approval's history (its position is unique: a concurrent change fails, not interleaves)."""
+    position = (await session.execute(select(func.count()).select_from(ApprovalChange).where(
+        ApprovalChange.approval_id == approval.id))).scalar_one()
+    session.add(ApprovalChange(id=new_id(), approval_id=approval.id, position=position, action=action, **fields))
+
+
 async def _suspend(session: AsyncSession, clock: Clock, approval: Approval, reason: str,
                    effective_from: date, message: str | None = None) -> None:
     approval.status = domain.ApprovalStatus.SUSPENDED
     approval.status_reason, approval.status_effective_from, approval.status_changed_at = \
         reason, effective_from, clock.now()
-    session.add(ApprovalChange(id=new_id(), approval_id=approval.id, action="suspended", reason=reason,
-                               message=message, effective_from=effective_from, at=approval.status_changed_at))
+    await _record_change(session, approval, "suspended", reason=reason, message=message,
+                         effective_from=effective_from, at=approval.status_changed_at)
     await session.flush()
     await add_event(session, ProviderSuspended(
         approval_id=approval.id, provider_id=approval.provider_id, funder_id=approval.funder_id,
@@ -548,8 +555,7 @@ async def change_approval(sessions: Sessions, clock: Clock, principal: Principal
         elif action == "reinstate":
             approval.status, approval.status_reason, approval.status_effective_from = to, None, None
             approval.status_changed_at = now
-            session.add(ApprovalChange(id=new_id(), approval_id=approval.id, action="reinstated", message=message,
-                                       at=now))
+            await _record_change(session, approval, "reinstated", message=message, at=now)
             await session.flush()
             await add_event(session, ProviderReinstated(
                 approval_id=approval.id, provider_id=approval.provider_id, funder_id=approval.funder_id,
@@ -557,8 +563,8 @@ async def change_approval(sessions: Sessions, clock: Clock, principal: Principal
         else:
             approval.status, approval.status_reason, approval.status_effective_from = to, reason, effective_from
             approval.status_changed_at = now
-            session.add(ApprovalChange(id=new_id(), approval_id=approval.id, action="revoked", reason=reason,
-                                       message=message, effective_from=effective_from, at=now))
+            await _record_change(session, approval, "revoked", reason=reason, message=message,
+                                 effective_from=effective_from, at=now)
             await session.flush()
             await add_event(session, ProviderRevoked(
                 approval_id=approval.id, provider_id=approval.provider_id, funder_id=approval.funder_id,

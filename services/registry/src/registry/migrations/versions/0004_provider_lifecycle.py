@@ -82,11 +82,13 @@ def upgrade() -> None:
         "registry_approval_change",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("approval_id", sa.String(64), sa.ForeignKey("registry_approval.id"), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False),
         sa.Column("action", sa.String(20), nullable=False),
         sa.Column("reason", sa.String(64)),
         sa.Column("message", sa.String(2000)),
         sa.Column("effective_from", sa.Date),
         sa.Column("at", UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("approval_id", "position", name="uq_registry_approval_change"),
     )
     op.create_index("ix_registry_approval_change_approval_id", "registry_approval_change", ["approval_id"])
 
