@@ -22,7 +22,10 @@ from seteli_shared.devtools import random_business_id
 from seteli_shared.manifest import NAMES
 from seteli_shared.testing import eventually
 
-PUBLIC = {("GET", "/health/live"), ("GET", "/health/ready"), ("POST", "/client-sessions")}
+PUBLIC = {("GET", "/health/live"), ("GET", "/health/ready"), ("POST", "/client-sessions"),
+          # the registry's catalogue and the funders' rulebooks are public
+          ("GET", "/categories"), ("GET", "/funders/{funder_id}/rulebooks"),
+          ("GET", "/funders/{funder_id}/rulebooks/{category}/{rulebook_version}")}
 F1, F2 = "091", "092"
 IBAN = "FI2112345600000785"
 
@@ -97,13 +100,32 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
             r = await reg.post("/funders", headers=op, json={"funder_id": funder, "name": f"Kunta {funder}",
                                                              "kind": "municipality"})
             assert r.status_code == 201, r.text
+            r = await reg.post(f"/funders/{funder}/rulebooks", headers=op, json={  # a funder approves for its rulebooks'
+                "category": "home_care", "rulebook_version": "2026.1", "title": "Kotihoidon palveluseteli"})
+            assert r.status_code == 201, r.text
+        r = await reg.post(f"/funders/{F1}/rulebooks", headers=op, json={
+            "category": "cleaning", "rulebook_version": "2026.1", "title": "Siivous"})
+        assert r.status_code == 201, r.text
         for key, funder in (("P", F1), ("Q", F2)):
             r = await reg.post("/providers", headers=op, json={"business_id": random_business_id(), "name": key,
                                                                "iban": IBAN})
             ids[key] = r.json()["id"]
+            r = await reg.patch(f"/providers/{ids[key]}", headers=op, json=PROVIDER_DATA)  # fit: the daily check
+            assert r.status_code == 200, r.text  # suspends nothing of the world's
+            # fit (insured, in the prepayment register): the daily check the matrix runs suspends no approval
+            insurance = {"insurer": "Vakuutus Oy", "policy_number": "V-1",
+                         "valid_until": (date.today() + timedelta(days=400)).isoformat()}
+            r = await reg.patch(f"/providers/{ids[key]}", headers=op, json={
+                "prepayment_registered": True, "prepayment_checked_on": date.today().isoformat(),
+                "liability_insurance": insurance, "patient_insurance": insurance})
+            assert r.status_code == 200, r.text
             r = await reg.post(f"/providers/{ids[key]}/approvals", headers=op,
                                json={"funder_id": funder, "category": "home_care"})
             assert r.status_code == 201, r.text
+        # an approval of its own for suspension, reinstatement and revocation (the vouchers use home_care)
+        r = await reg.post(f"/providers/{ids['P']}/approvals", headers=op, json={"funder_id": F1, "category": "cleaning"})
+        ids["A"] = r.json()["id"]
+        ids["APP"] = await new_application(reg, ids)
         for key, funder, provider in (("V", F1, "P"), ("W", F2, "Q")):
             dm = {"Authorization": f"Bearer {token('funder_decision_maker', funder_id=funder)}"}
             # vouchers learns of the funder from the bus
@@ -137,6 +159,35 @@ def charge_body(ids: dict) -> dict:
             "service_date": date.today().isoformat(), "units": "0.25"}
 
 
+PROVIDER_DATA = {
+    "prepayment_registered": True, "prepayment_checked_on": date.today().isoformat(),
+    "liability_insurance": {"insurer": "Vakuutus Oy", "policy_number": "L-1",
+                            "valid_until": (date.today() + timedelta(days=800)).isoformat()},
+    "patient_insurance": {"insurer": "Vakuutus Oy", "policy_number": "P-1",
+                          "valid_until": (date.today() + timedelta(days=800)).isoformat()},
+    "service_units": [{"name": "Yksikkö", "street_address": "Katu 1", "postal_code": "00100", "municipality_code": "091"}],
+}
+OPERATOR = {"Authorization": f"Bearer {token('operator')}"}
+
+
+async def new_application(reg, ids: dict, submitted: bool = False) -> str:  # noqa: ANN001
+    """An application of provider P to funder F1 (a draft, or submitted)."""
+    r = await reg.post(f"/providers/{ids['P']}/applications", headers=OPERATOR,
+                       json={"funder_id": F1, "categories": ["home_care"]})
+    assert r.status_code in (200, 201), r.text
+    if submitted:
+        s = await reg.post(f"/applications/{r.json()['id']}/submit", headers=OPERATOR)
+        assert s.status_code == 200, s.text
+    return r.json()["id"]
+
+
+#: routes that take their resource from one state to another: each call gets a fresh one
+FRESH = {
+    ("POST", "/applications/{application_id}/submit"): lambda reg, ids: new_application(reg, ids),
+    ("POST", "/applications/{application_id}/approve"): lambda reg, ids: new_application(reg, ids, True),
+    ("POST", "/applications/{application_id}/reject"): lambda reg, ids: new_application(reg, ids, True),
+    ("POST", "/applications/{application_id}/request-info"): lambda reg, ids: new_application(reg, ids, True),
+}
 BODIES = {
     # the same registration as the world's: a retry, 200
     ("POST", "/funders"): lambda ids: {"funder_id": F1, "name": f"Kunta {F1}", "kind": "municipality"},
@@ -145,8 +196,21 @@ BODIES = {
     ("POST", "/vouchers"): lambda ids: voucher_body(F1),
     ("POST", "/vouchers/{voucher_id}/provider"): lambda ids: {"provider_id": ids["P"]},
     ("POST", "/charges"): charge_body,
+    # the same version as the world's: a retry, 200
+    ("POST", "/funders/{funder_id}/rulebooks"): lambda ids: {
+        "category": "cleaning", "rulebook_version": "2026.1", "title": "Siivous"},
+    ("PATCH", "/providers/{provider_id}"): lambda ids: {"languages": ["fi", "sv"]},
+    ("POST", "/providers/{provider_id}/applications"): lambda ids: {"funder_id": F1, "categories": ["home_care"]},
+    ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete", "message": "Puuttuu"},
+    ("POST", "/applications/{application_id}/request-info"): lambda ids: {"message": "Lisätietoja"},
+    # the same suspension (revocation) again changes nothing: 200
+    ("POST", "/approvals/{approval_id}/suspend"): lambda ids: {"reason": "funder_decision",
+                                                               "effective_from": date.today().isoformat()},
+    ("POST", "/approvals/{approval_id}/revoke"): lambda ids: {"reason": "funder_decision",
+                                                              "effective_from": date.today().isoformat()},
 }
-PATH_IDS = {"provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S"}
+PATH_IDS = {"provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
+            "approval_id": "A"}
 
 
 @dataclass(frozen=True)
@@ -227,8 +291,11 @@ async def test_access_matrix(world):  # noqa: ANN001
             path = path.replace("{" + param + "}", world.ids[key])
         path = path.replace("{funder_id}", F1)
         body_factory = BODIES.get((method, route.path))
+        fresh = FRESH.get((method, route.path))
         for caller in callers(world.ids):
             body = body_factory(world.ids) if body_factory else None
+            if fresh:
+                path = route.path.replace("{application_id}", await fresh(client, world.ids))
             r = await client.request(method, path, json=body, headers=caller.headers)
             want = expected(policy, caller)
             got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)

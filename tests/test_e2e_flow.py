@@ -43,6 +43,9 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_request")
     assert [(e["loc"], e["reason"]) for e in bad.json()["error"]["details"]["errors"]] == [
         (["body", "business_id"], "invalid_business_id")]
+    r = await registry.post(f"/funders/{FUNDER}/rulebooks", headers=APPROVER, json={
+        "category": "home_care", "rulebook_version": "2026.1", "title": "Kotihoidon palveluseteli"})
+    assert r.status_code == 201, r.text  # the funder uses the category: it approves providers for it
     r = await registry.post(f"/providers/{provider_id}/approvals", json={"category": "home_care"}, headers=APPROVER)
     assert r.status_code == 201, r.text
     other = (await registry.post("/providers", json={"business_id": random_business_id(), "name": "Muu Oy",
