@@ -187,7 +187,7 @@ async def test_an_application_goes_from_draft_to_approval(registry, spy):  # noq
     assert (app["status"], app["rulebook_versions"]) == ("draft", {"home_care": "2026.1", "home_nursing": "2026.1"})
     again = await registry.post(f"/providers/{p}/applications",
                                 json={"funder_id": "091", "categories": ["home_care", "home_nursing"]}, headers=manager)
-    assert (again.status_code, again.json()["id"]) == (200, app["id"]), "the same open application again"
+    assert (again.status_code, again.json()["id"]) == (200, app["id"]), "the same draft again"
 
     incomplete = await registry.post(f"/applications/{app['id']}/submit", headers=manager)
     assert (incomplete.status_code, error(incomplete)["reason"]) == (422, "application_incomplete")

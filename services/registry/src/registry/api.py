@@ -446,7 +446,7 @@ async def create_application(
     principal: Annotated[Principal, require(*APPLICANTS, scope="path")],
 ) -> ApplicationPublic:
     """The provider drafts an application to a funder for categories the funder uses (422
-    ``unknown_funder``, ``category_not_used_by_funder``). The same open application again answers 200."""
+    ``unknown_funder``, ``category_not_used_by_funder``). The same draft again answers 200."""
     application, new = await usecases.create_application(sessions, clock, principal, provider_id, body.funder_id,
                                                          body.categories, body.rulebook_versions)
     if not new:

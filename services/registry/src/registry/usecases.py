@@ -350,14 +350,11 @@ async def _fitness(session: AsyncSession, provider: Provider) -> domain.Fitness:
 
 
 # ------------------------------------------------------------------ applications
-_OPEN = (domain.ApplicationStatus.DRAFT, domain.ApplicationStatus.SUBMITTED, domain.ApplicationStatus.INFO_REQUESTED)
-
-
 async def create_application(sessions: Sessions, clock: Clock, principal: Principal, provider_id: str,
                              funder_id: str, categories: list[str],
                              versions: dict[str, str] | None = None) -> tuple[Application, bool]:
     """A draft application of a provider to a funder. Each category must be used by the funder; the
-    accepted rulebook version defaults to the funder's latest. The same open application again is a retry."""
+    accepted rulebook version defaults to the funder's latest. The same draft again is a retry."""
     ensure_visible(principal, "provider", provider_id=provider_id)
     categories = list(dict.fromkeys(categories))
     versions = versions or {}
@@ -380,10 +377,10 @@ async def create_application(sessions: Sessions, clock: Clock, principal: Princi
                     raise DomainError("unknown_rulebook_version", "the funder has published no such version",
                                       category=c)
             accepted[c] = versions.get(c, latest[c].rulebook_version)
-        open_ones = (await session.execute(select(Application).where(
+        drafts = (await session.execute(select(Application).where(
             Application.provider_id == provider_id, Application.funder_id == funder_id,
-            Application.status.in_(_OPEN)))).scalars().all()
-        for a in open_ones:
+            Application.status == domain.ApplicationStatus.DRAFT))).scalars().all()
+        for a in drafts:
             if a.categories == categories and a.rulebook_versions == accepted:
                 return a, False
         application = Application(id=new_id(), provider_id=provider_id, funder_id=funder_id,
