@@ -87,6 +87,10 @@ def main() -> None:
          c.post(f"{REGISTRY}/funders", headers=operator, json={
              "funder_id": args.funder, "name": FUNDER_NAMES.get(args.funder, f"Kunta {args.funder}"),
              "kind": "municipality"}), also_fine=(409,))
+    step(f"the funder's provider approver publishes its home care rulebook (the same again: 200)",
+         c.post(f"{REGISTRY}/funders/{args.funder}/rulebooks", json={
+             "category": "home_care", "rulebook_version": "2026.1", "title": "Kotihoidon palveluseteli"},
+                headers=as_("funder_provider_approver", funder_id=args.funder)))
     provider = step("operator staff register a provider", c.post(f"{REGISTRY}/providers", headers=operator, json={
         "business_id": random_business_id(), "name": "Kotihoiva Oy", "iban": "FI2112345600000785"}))
     step("the funder's provider approver approves it for home care",

@@ -158,6 +158,9 @@ async def make_world(system) -> dict[str, str]:  # noqa: ANN001
                                                 "iban": "FI2112345600000785"})
     assert r.status_code == 201, r.text
     provider = r.json()["id"]
+    r = await registry.post(f"/funders/{FUNDER}/rulebooks", json={  # the funder uses the category
+        "category": "home_care", "rulebook_version": "2026.1", "title": "Kotihoidon palveluseteli"})
+    assert r.status_code in (200, 201), r.text
     r = await registry.post(f"/providers/{provider}/approvals", json={"funder_id": FUNDER, "category": "home_care"})
     assert r.status_code == 201, r.text
     dm = bearer(["funder_decision_maker"], funder_id=FUNDER)
