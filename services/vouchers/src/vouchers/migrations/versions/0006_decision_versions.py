@@ -1,0 +1,27 @@
+"""decisions on the bus: the decision's version, and revocation
+
+Revision ID: 0006
+"""
+import sqlalchemy as sa
+from alembic import op
+
+from seteli_shared.messaging import UTCDateTime
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("vouchers_voucher") as batch:
+        batch.add_column(sa.Column("decision_version", sa.Integer, nullable=False, server_default="1"))
+        batch.add_column(sa.Column("revoked_at", UTCDateTime()))
+        batch.add_column(sa.Column("revoked_from", sa.Date))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("vouchers_voucher") as batch:
+        batch.drop_column("revoked_from")
+        batch.drop_column("revoked_at")
+        batch.drop_column("decision_version")
