@@ -210,7 +210,20 @@ class Compared:
     effective_from: date | None
     own_share_cents_per_unit: int | None
     own_share_cents_per_month: int | None
-    service_units: list[ServiceUnit]
+    service_units: list[dict[str, str]]
+
+
+async def _unit_rows_of(session: AsyncSession, provider_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+    """The service units of the page's providers in their order: plain rows (no ORM objects)."""
+    out: dict[str, list[dict[str, str]]] = defaultdict(list)
+    if provider_ids:
+        u = ServiceUnit.__table__.c
+        q = select(u.provider_id, u.name, u.street_address, u.postal_code, u.municipality_code).where(
+            u.provider_id.in_(provider_ids)).order_by(u.provider_id, u.position)
+        for r in (await session.execute(q)).all():
+            out[r.provider_id].append({"name": r.name, "street_address": r.street_address,
+                                       "postal_code": r.postal_code, "municipality_code": r.municipality_code})
+    return out
 
 
 def _in_force(c: Comparison) -> sa.Subquery:
@@ -280,11 +293,13 @@ def _after(c: Comparison, cursor: str | None) -> tuple[Any, str] | None:
 async def compare(sessions: Sessions, c: Comparison, page: PageParams) -> tuple[list[Compared], str | None]:
     after = _after(c, page.cursor)
     async with sessions() as session:
+        # a read that changes nothing: no BEGIN and ROLLBACK round trips around its two statements
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         rows = (await session.execute(comparison_query(c, after, page.limit))).all()
         if not rows and after is None and await session.get(Funder, c.funder_id) is None:
             raise NotFound("funder")
         rows, more = rows[: page.limit], len(rows) > page.limit
-        units = await _units_of(session, [r.id for r in rows])
+        units = await _unit_rows_of(session, [r.id for r in rows])
     out = []
     for r in rows:
         share = None if r.unit_price_cents is None or c.voucher_value_cents is None else \
