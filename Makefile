@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench
+.PHONY: run test bootstrap bench bench-comparison
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -15,3 +15,6 @@ test: bootstrap
 
 bench: bootstrap
 	@.venv/bin/python bench/bus_pipeline.py
+
+bench-comparison: bootstrap
+	@.venv/bin/python bench/comparison.py

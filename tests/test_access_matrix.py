@@ -25,7 +25,9 @@ from seteli_shared.testing import eventually
 PUBLIC = {("GET", "/health/live"), ("GET", "/health/ready"), ("POST", "/client-sessions"),
           # the registry's catalogue and the funders' rulebooks are public
           ("GET", "/categories"), ("GET", "/funders/{funder_id}/rulebooks"),
-          ("GET", "/funders/{funder_id}/rulebooks/{category}/{rulebook_version}")}
+          ("GET", "/funders/{funder_id}/rulebooks/{category}/{rulebook_version}"),
+          # the public comparison of a funder's providers (no login)
+          ("GET", "/public/funders/{funder_id}/categories/{category}/providers")}
 F1, F2 = "091", "092"
 IBAN = "FI2112345600000785"
 
@@ -126,6 +128,14 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
         r = await reg.post(f"/providers/{ids['P']}/approvals", headers=op, json={"funder_id": F1, "category": "cleaning"})
         ids["A"] = r.json()["id"]
         ids["APP"] = await new_application(reg, ids)
+        # price changes F1 approves: a category of their own, so that the vouchers' home care is untouched
+        r = await reg.post(f"/funders/{F1}/rulebooks", headers=op, json={
+            "category": "family_work", "rulebook_version": "2026.1", "title": "Perhetyö",
+            "price_changes_need_approval": True})
+        assert r.status_code == 201, r.text
+        r = await reg.post(f"/providers/{ids['P']}/approvals", headers=op, json={"funder_id": F1,
+                                                                                 "category": "family_work"})
+        assert r.status_code == 201, r.text
         for key, funder, provider in (("V", F1, "P"), ("W", F2, "Q")):
             dm = {"Authorization": f"Bearer {token('funder_decision_maker', funder_id=funder)}"}
             # vouchers learns of the funder from the bus
@@ -181,8 +191,18 @@ async def new_application(reg, ids: dict, submitted: bool = False) -> str:  # no
     return r.json()["id"]
 
 
+async def new_pending_price_list(reg, ids: dict) -> str:  # noqa: ANN001
+    """A price list of provider P that funder F1 has still to approve."""
+    r = await reg.post(f"/providers/{ids['P']}/price-lists", headers=OPERATOR, json={
+        "funder_id": F1, "category": "family_work", "unit_price_cents": 3000, "effective_from": date.today().isoformat()})
+    assert r.status_code == 201 and r.json()["status"] == "pending_approval", r.text
+    return r.json()["id"]
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
+    ("POST", "/price-lists/{price_list_id}/approve"): new_pending_price_list,
+    ("POST", "/price-lists/{price_list_id}/reject"): new_pending_price_list,
     ("POST", "/applications/{application_id}/submit"): lambda reg, ids: new_application(reg, ids),
     ("POST", "/applications/{application_id}/approve"): lambda reg, ids: new_application(reg, ids, True),
     ("POST", "/applications/{application_id}/reject"): lambda reg, ids: new_application(reg, ids, True),
@@ -196,6 +216,8 @@ BODIES = {
     ("POST", "/vouchers"): lambda ids: voucher_body(F1),
     ("POST", "/vouchers/{voucher_id}/provider"): lambda ids: {"provider_id": ids["P"]},
     ("POST", "/charges"): charge_body,
+    ("POST", "/providers/{provider_id}/price-lists"): lambda ids: {
+        "funder_id": F1, "category": "home_care", "unit_price_cents": 2500, "effective_from": date.today().isoformat()},
     # the same version as the world's: a retry, 200
     ("POST", "/funders/{funder_id}/rulebooks"): lambda ids: {
         "category": "cleaning", "rulebook_version": "2026.1", "title": "Siivous"},
@@ -295,7 +317,8 @@ async def test_access_matrix(world):  # noqa: ANN001
         for caller in callers(world.ids):
             body = body_factory(world.ids) if body_factory else None
             if fresh:
-                path = route.path.replace("{application_id}", await fresh(client, world.ids))
+                fresh_id = await fresh(client, world.ids)
+                path = route.path.replace("{application_id}", fresh_id).replace("{price_list_id}", fresh_id)
             r = await client.request(method, path, json=body, headers=caller.headers)
             want = expected(policy, caller)
             got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)
