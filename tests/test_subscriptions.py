@@ -6,7 +6,7 @@ from __future__ import annotations
 from seteli_shared import broker
 from seteli_shared.consumer import Consumer
 from seteli_shared.events import ALL_EVENTS, Event
-from seteli_shared.manifest import NAMES, SERVICES, producers, subscriptions
+from seteli_shared.manifest import NAMES, SERVICES, extra_subscriptions, producers, subscriptions
 
 
 def test_every_consumed_event_type_is_a_known_domain_event():
@@ -36,7 +36,28 @@ def test_broker_bindings_are_the_specs_subscriptions():
             bound.setdefault(b["destination"].removeprefix("ns."), []).append(b["routing_key"])
     assert bound == subscriptions()
     queues = {q["name"] for q in d["queues"]}
-    assert queues == {f"ns.{n}" for n in subscriptions()} | {f"ns.{n}.dlq" for n in subscriptions()}
+    extra = [queue for extras in extra_subscriptions().values() for queue, _, _ in extras]
+    assert queues == ({f"ns.{n}" for n in [*subscriptions(), *extra]}
+                      | {f"ns.{n}.dlq" for n in [*subscriptions(), *extra]})
+
+
+def test_further_consumers_are_bound_on_their_own_exchange_with_their_own_dead_letter_queue():
+    """``ServiceSpec.extra_consumers`` (e.g. vouchers' decisions from funders' case systems) are derived
+    into the broker definitions like the main subscriptions."""
+    d = broker.definitions("ns", "/", 5)
+    assert extra_subscriptions()["vouchers"] == [("vouchers.decisions", "decisions", ["decision.*"])]
+    for service, extras in extra_subscriptions().items():
+        spec = next(s.spec() for s in SERVICES if s.name == service)
+        for (queue, exchange, keys), c in zip(extras, spec.extra_consumers):
+            assert queue == c.queue("ns", service).removeprefix("ns.") and keys == c.bind_keys
+            bound = [b["routing_key"] for b in d["bindings"] if b["destination"] == f"ns.{queue}"]
+            assert bound == keys and all(b["source"] == f"ns.{exchange}" for b in d["bindings"]
+                                         if b["destination"] == f"ns.{queue}")
+            assert {"source": "ns.dlx", "routing_key": f"ns.{queue}", "destination": f"ns.{queue}.dlq"}.items() <= \
+                next(b for b in d["bindings"] if b["destination"] == f"ns.{queue}.dlq").items()
+            consumer = Consumer(None, None, f"ns.{queue}", c.handlers, bind_keys=c.bind_keys,  # type: ignore[arg-type]
+                                exchange=c.exchange, contracts=c.contracts)
+            assert consumer.bind_keys == keys and consumer.dead_letter_queue_name == f"ns.{queue}.dlq"
 
 
 def test_the_consumer_binds_what_the_spec_subscribes_to():

@@ -36,9 +36,10 @@ T = AuditEntry.__table__
 
 
 async def record(session: AsyncSession, principal: Principal, action: str, resource_type: str,
-                 resource_id: str | None, funder_id: str | None) -> None:
+                 resource_id: str | None, funder_id: str | None, *, channel: str = "http") -> None:
+    """An action of ``principal`` (over HTTP, or ``channel="bus"`` for an outside system's message)."""
     await session.execute(T.insert().values(
-        at=datetime.now(timezone.utc), channel="http", actor=principal.subject,
+        at=datetime.now(timezone.utc), channel=channel, actor=principal.subject,
         roles=",".join(sorted(principal.roles)), actor_tenant=principal.tenant, action=action,
         resource_type=resource_type, resource_id=resource_id, funder_id=funder_id,
         correlation_id=correlation_id_var.get()))

@@ -6,7 +6,10 @@ with their dead-letter queues and delivery limits, policies); ``seteli-broker ap
 permissions that let it do only its own part:
 
 - a funder's case system may publish only to ``<ns>.decisions`` and only with routing keys
-  ``decision.<funder_id>[.*]`` (topic permissions); it can configure and read nothing;
+  ``decision.<funder_id>[.*]`` (topic permissions), and read only its own reply queue
+  ``<ns>.decision-replies.<funder_id>``, bound to the ``<ns>.decision-replies`` exchange for
+  ``reply.<funder_id>`` (the replies carry clients' one-time login codes: no one else may read them);
+  it can configure nothing;
 - a provider's system may only read its own queue ``<ns>.notices.<provider_id>``, bound to the
   ``<ns>.notices`` exchange for ``notice.<provider_id>.#``; it can configure and write nothing.
 
@@ -28,10 +31,12 @@ _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids and namespaces need no escaping
 #: who may do what on the broker; ``{ns}`` is the namespace, ``{id}`` the funder, provider or service
 USER_TEMPLATES = {
     "funder_system": {
-        "about": "a funder's case system: publishes its own service decisions, reads nothing",
+        "about": "a funder's case system: publishes its own service decisions, reads only the replies to them",
         "user": "funder-{id}",
-        "configure": "^$", "write": r"^{ns}\.decisions$", "read": "^$",
+        "configure": "^$", "write": r"^{ns}\.decisions$", "read": r"^{ns}\.decision-replies\.{id}$",
         "topic": {"exchange": "{ns}.decisions", "write": r"^decision\.{id}(\..*)?$", "read": "^$"},
+        "queue": {"name": "{ns}.decision-replies.{id}", "exchange": "{ns}.decision-replies",
+                  "routing_key": "reply.{id}"},
     },
     "provider_system": {
         "about": "a provider's system: reads its own settlement notices, nothing else",
@@ -40,11 +45,12 @@ USER_TEMPLATES = {
         "queue": {"name": "{ns}.notices.{id}", "exchange": "{ns}.notices", "routing_key": "notice.{id}.#"},
     },
     "service": {
-        "about": "one of the platform's services: its own queues, publishing domain events and dead letters",
+        "about": "one of the platform's services: its own queues, publishing domain events and dead letters; "
+                 "the vouchers service also consumes decisions and publishes the replies to them",
         "user": "svc-{id}",
-        "configure": r"^{ns}\.({id}|{id}\.dlq|events|dlx)$",
-        "write": r"^{ns}\.({id}|{id}\.dlq|events|dlx)$",
-        "read": r"^{ns}\.({id}|{id}\.dlq|events|dlx)$",
+        "configure": r"^{ns}\.({id}|{id}\.dlq|{id}\.[a-z-]+|{id}\.[a-z-]+\.dlq|events|dlx|decisions|decision-replies)$",
+        "write": r"^{ns}\.({id}|{id}\.dlq|{id}\.[a-z-]+|{id}\.[a-z-]+\.dlq|events|dlx|decision-replies)$",
+        "read": r"^{ns}\.({id}|{id}\.dlq|{id}\.[a-z-]+|{id}\.[a-z-]+\.dlq|events|dlx|decisions)$",
     },
 }
 FUNDER_USER = USER_TEMPLATES["funder_system"]["user"]
@@ -57,18 +63,25 @@ def _fill(value, ns: str, ident: str):  # noqa: ANN001, ANN202
 
 
 def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int = 5,
-                subscriptions: dict[str, list[str]] | None = None) -> dict:
+                subscriptions: dict[str, list[str]] | None = None,
+                extra_subscriptions: dict[str, list[tuple[str, str, list[str]]]] | None = None) -> dict:
     """The broker's definitions; each consuming service's queue is bound to the routing keys its
-    ``ServiceSpec`` subscribes to (``manifest.subscriptions()``, which imports the services)."""
+    ``ServiceSpec`` subscribes to (``manifest.subscriptions()``, which imports the services), and each of
+    its further consumers' queues to theirs on their own exchange (``manifest.extra_subscriptions()``)."""
     if subscriptions is None:
         from .manifest import subscriptions as from_the_specs
 
         subscriptions = from_the_specs()
+    if extra_subscriptions is None:
+        from .manifest import extra_subscriptions as extras_from_the_specs
+
+        extra_subscriptions = extras_from_the_specs()
     ns = namespace
     exchanges = [
         {"name": f"{ns}.events", "type": "topic"},  # domain events between the services
         {"name": f"{ns}.dlx", "type": "direct"},  # dead letters, routed by queue name
         {"name": f"{ns}.decisions", "type": "topic"},  # service decisions from funders' case systems
+        {"name": f"{ns}.decision-replies", "type": "topic"},  # the answers to them, reply.<funder_id>
         {"name": f"{ns}.notices", "type": "topic"},  # settlement notices to providers' systems
     ]
     queues, bindings = [], []
@@ -78,6 +91,13 @@ def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int
         queues.append({"name": f"{q}.dlq", "arguments": {"x-queue-type": "quorum"}})
         bindings.append({"source": f"{ns}.dlx", "destination": f"{q}.dlq", "routing_key": q})
         bindings += [{"source": f"{ns}.events", "destination": q, "routing_key": k} for k in keys]
+    for extras in extra_subscriptions.values():
+        for queue, exchange, keys in extras:
+            q = f"{ns}.{queue}"
+            queues.append({"name": q, "arguments": quorum_queue_arguments(f"{ns}.dlx", q, delivery_limit)})
+            queues.append({"name": f"{q}.dlq", "arguments": {"x-queue-type": "quorum"}})
+            bindings.append({"source": f"{ns}.dlx", "destination": f"{q}.dlq", "routing_key": q})
+            bindings += [{"source": f"{ns}.{exchange}", "destination": q, "routing_key": k} for k in keys]
     return {
         "vhosts": [{"name": vhost}],
         "exchanges": [{**e, "vhost": vhost, "durable": True, "auto_delete": False, "internal": False,
@@ -86,6 +106,10 @@ def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int
         "bindings": [{**b, "vhost": vhost, "destination_type": "queue", "arguments": {}} for b in bindings],
         "policies": [{
             "vhost": vhost, "name": f"{ns}-notices", "pattern": rf"^{re.escape(ns)}\.notices\.",
+            "apply-to": "queues", "priority": 0,
+            "definition": {"dead-letter-exchange": f"{ns}.dlx", "delivery-limit": 20},
+        }, {
+            "vhost": vhost, "name": f"{ns}-decision-replies", "pattern": rf"^{re.escape(ns)}\.decision-replies\.",
             "apply-to": "queues", "priority": 0,
             "definition": {"dead-letter-exchange": f"{ns}.dlx", "delivery-limit": 20},
         }],

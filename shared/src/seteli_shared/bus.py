@@ -117,6 +117,8 @@ class Bus:
         self.channel: AbstractRobustChannel | None = None
         self.exchange: AbstractExchange | None = None
         self.dead_letter_exchange: AbstractExchange | None = None
+        #: other topic exchanges of the namespace this service publishes to (e.g. ``decision-replies``)
+        self._others: dict[str, AbstractExchange] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -137,6 +139,7 @@ class Bus:
         await self._open_channel()
 
     async def _open_channel(self) -> None:
+        self._others = {}
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         self.exchange = await self.channel.declare_exchange(
             self.settings.exchange_name, ExchangeType.TOPIC, durable=True
@@ -165,9 +168,11 @@ class Bus:
         correlation_id: str | None = None,
         headers: dict | None = None,
         dead_letter: bool = False,
+        exchange: str | None = None,
     ) -> None:
         """Publish one persistent message and wait for the broker's confirm. Raises on a nack,
-        on an unroutable message (``PublishError``) and on timeout."""
+        on an unroutable message (``PublishError``) and on timeout. ``exchange`` names another topic
+        exchange of the namespace (``<ns>.<exchange>``) than the domain events'."""
         await self._ensure_channel()
         message = Message(
             body,
@@ -180,10 +185,21 @@ class Bus:
             user_id=self.user,
             headers=headers or {},
         )
-        exchange = self.dead_letter_exchange if dead_letter else self.exchange
-        await exchange.publish(
+        if exchange:
+            target = await self._exchange(exchange)
+        else:
+            target = self.dead_letter_exchange if dead_letter else self.exchange
+        await target.publish(
             message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_seconds
         )
+
+    async def _exchange(self, suffix: str) -> AbstractExchange:
+        found = self._others.get(suffix)
+        if found is None:
+            found = await self.channel.declare_exchange(f"{self.settings.bus_namespace}.{suffix}", ExchangeType.TOPIC,
+                                                        durable=True)
+            self._others[suffix] = found
+        return found
 
     async def close(self) -> None:
         if self.connection and not self.connection.is_closed:

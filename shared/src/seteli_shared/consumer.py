@@ -5,20 +5,28 @@ Messages are handled in batches, one transaction per batch (inbox claim + every 
 acknowledged; when a batch fails, its messages are retried one by one so that a single bad message
 cannot hold up the others. A message that can never be processed (bad JSON, bad envelope, data
 that breaks its contract, ``PermanentMessageError``) is put on the dead-letter queue at once with
-the reason in the ``x-seteli-reason`` header. A handler failing for other reasons is retried with
+the reason in the ``x-seteli-reason`` header (an ``on_refused`` callback may first record an answer to
+its sender, in a transaction of its own, once per message). A handler failing for other reasons is retried with
 a growing delay; on its last allowed delivery it is dead-lettered with the reason; the broker's
 own delivery limit is the backstop.
+
+A consumer reads the domain events exchange unless it names another topic exchange of the namespace
+(``exchange``, e.g. ``decisions``); ``contracts`` then says which model each message type's ``data``
+must satisfy. Messages from outside systems are checked whole (``whole_message_privacy``): body,
+properties and headers. Handlers find the message being handled in ``current_delivery``.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import inbox
@@ -39,6 +47,41 @@ REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
 #: a message carrying a personal identity code: dead-lettered at once, without its body
 PRIVACY_REASON = "personal_identity_code_refused"  # the DLQ (a quorum queue) resets x-delivery-count
+#: the AMQP message a handler is handling (its ``user_id``, validated by the broker, and routing key)
+current_delivery: ContextVar[AbstractIncomingMessage | None] = ContextVar("current_delivery", default=None)
+#: the consumer handling it (its ``bus.settings`` are the service's settings)
+current_consumer: ContextVar["Consumer | None"] = ContextVar("current_consumer", default=None)
+
+
+@dataclass
+class Refused:
+    """A message that can never be processed: why, and what could be read of it (the parsed JSON, if
+    any). When it carried personal data, ``raw`` may be read only for values checked clean first (a
+    reference that passes the contract's pattern); none of it may be stored or logged otherwise."""
+
+    reason: str
+    raw: Any = None
+    error: ValidationError | None = None
+
+
+#: called, in a transaction of its own and once per message, before a refused message is dead-lettered
+OnRefused = Callable[[AsyncSession, AbstractIncomingMessage, Refused], Awaitable[None]]
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text(v) for v in value]
+    return value if isinstance(value, str) else None
+
+
+def message_strings(message: AbstractIncomingMessage) -> list:
+    """Every text a message carries: its body, properties and headers."""
+    return [_text(message.body), message.message_id, message.type, message.correlation_id, message.app_id,
+            message.reply_to, message.routing_key, _text(dict(message.headers or {}))]
 
 
 @dataclass
@@ -64,6 +107,10 @@ class Consumer:
         delivery_limit: int = 5,
         audit: bool = False,
         batch_handlers: dict[str, BatchHandler] | None = None,
+        exchange: str | None = None,
+        contracts: dict[str, type[BaseModel]] | None = None,
+        whole_message_privacy: bool = False,
+        on_refused: OnRefused | None = None,
     ):
         self.bus = bus
         self.sessions = sessions
@@ -76,6 +123,10 @@ class Consumer:
         self.batch_size = batch_size
         self.delivery_limit = delivery_limit
         self.audit = audit  # record each consumed event in the service's audit trail
+        self.exchange = exchange  # another topic exchange of the namespace (``<ns>.<exchange>``) than the events'
+        self.contracts = contracts  # message type -> model of its data (default: the domain events)
+        self.whole_message_privacy = whole_message_privacy
+        self.on_refused = on_refused
         self.queue: AbstractQueue | None = None  # kept: aio-pika restores only queues still referenced
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
@@ -88,7 +139,9 @@ class Consumer:
     async def declare(self) -> AbstractQueue:
         channel = await self.bus.connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
-        exchange = await channel.declare_exchange(self.bus.settings.exchange_name, ExchangeType.TOPIC, durable=True)
+        exchange_name = (f"{self.bus.settings.bus_namespace}.{self.exchange}" if self.exchange
+                         else self.bus.settings.exchange_name)
+        exchange = await channel.declare_exchange(exchange_name, ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(self.bus.dlx_name, ExchangeType.DIRECT, durable=True)
         dlq = await channel.declare_queue(
             self.dead_letter_queue_name, durable=True, arguments={"x-queue-type": "quorum"}
@@ -136,27 +189,47 @@ class Consumer:
                     await self._retry_later(m, repr(exc))
 
     # ------------------------------------------------------------------ processing
-    def _parse(self, message: AbstractIncomingMessage) -> Parsed | str | None:
-        """A Parsed message, a reason string for a poison message, or None to ignore it."""
+    def _parse(self, message: AbstractIncomingMessage) -> Parsed | Refused | None:
+        """A Parsed message, a Refused (poison) one, or None to ignore it."""
+        raw = None
+        if self.whole_message_privacy:
+            found = find_in(message_strings(message))
+            try:
+                raw = json.loads(message.body)
+            except ValueError:
+                return Refused(PRIVACY_REASON if found and found[1] == "personal_identity_code_refused"
+                               else "bad_envelope: not JSON")
+            found = found or find_in(raw)  # escapes (\u002d) undone
+            if found:
+                return Refused(PRIVACY_REASON if found[1] == "personal_identity_code_refused"
+                               else f"contract_violation: {found[1]}", raw)
         try:
-            envelope = Envelope.model_validate_json(message.body)
+            envelope = Envelope.model_validate(raw) if raw is not None else Envelope.model_validate_json(message.body)
         except ValidationError as exc:
-            return f"bad_envelope: {str(exc)[:500]}"
+            return Refused(f"bad_envelope: {str(exc)[:500]}", raw, exc)
         found = find_in([envelope.data, envelope.subject, envelope.source, envelope.correlationid,
                          envelope.causationid])
         if found:
-            return PRIVACY_REASON if found[1] == "personal_identity_code_refused" else f"contract_violation: {found[1]}"
+            if found[1] == "personal_identity_code_refused":
+                return Refused(PRIVACY_REASON, raw)
+            return Refused(f"contract_violation: {found[1]}", raw)
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
         if handler is None:
             handler = self.fallback
             if handler is None:
+                if self.contracts is not None:  # a consumer of outside systems answers what it does not know
+                    return Refused("unknown_type", raw if raw is not None else envelope.model_dump(mode="json"))
                 return None
         try:
-            event = envelope.event()
+            if self.contracts is not None:
+                event = self.contracts[envelope.type].model_validate(envelope.data)
+            else:
+                event = envelope.event()
         except KeyError:
             event = None  # unknown type passed to the fallback as a bare envelope
         except ValidationError as exc:
-            return f"contract_violation: {str(exc)[:500]}"
+            return Refused(f"contract_violation: {str(exc)[:500]}",
+                           raw if raw is not None else envelope.model_dump(mode="json"), exc)
         return Parsed(message, envelope, event, handler)
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
@@ -165,8 +238,8 @@ class Consumer:
             parsed = self._parse(m)
             if parsed is None:
                 await m.ack()
-            elif isinstance(parsed, str):
-                await self._dead_letter(m, parsed)
+            elif isinstance(parsed, Refused):
+                await self._refuse(m, parsed)
             else:
                 good.append(parsed)
         if not good:
@@ -200,6 +273,8 @@ class Consumer:
                 while i < len(todo):
                     p = todo[i]
                     bind_correlation(p.envelope.correlationid, causation_id=p.envelope.id)
+                    current_delivery.set(p.message)
+                    current_consumer.set(self)
                     batch_handler = self.batch_handlers.get(p.envelope.type)
                     if batch_handler is None:
                         await p.handler(session, p.envelope, p.event)
@@ -212,6 +287,26 @@ class Consumer:
                     i = j
                 if self.audit:
                     await record_bus(session, [(p.envelope, p.message.user_id) for p in todo])
+
+    async def _refuse(self, message: AbstractIncomingMessage, refused: Refused) -> None:
+        """Dead-letter a poison message, after ``on_refused`` has recorded what it records (once: the
+        inbox remembers the message, so a redelivery records nothing more)."""
+        if self.on_refused is not None:
+            key = message.message_id
+            if not key or len(key) > 50 or find_in(key):
+                key = hashlib.sha256(message.body).hexdigest()[:50]
+            try:
+                async with self.sessions() as session:
+                    async with session.begin():
+                        if await inbox.claim(session, self.name, [f"refused:{key}"]):
+                            current_delivery.set(message)
+                            current_consumer.set(self)
+                            await self.on_refused(session, message, refused)
+            except Exception as exc:  # noqa: BLE001  (its answer must not be lost: try again later)
+                log.error("consumer.on_refused_failed", consumer=self.name, error=repr(exc)[:300])
+                await self._retry_later(message, repr(exc))
+                return
+        await self._dead_letter(message, refused.reason)
 
     async def _ack(self, items: list[Parsed]) -> None:
         """Acknowledge a processed batch: one cumulative ack unless earlier deliveries still wait
@@ -259,14 +354,18 @@ class Consumer:
         headers["x-seteli-consumer"] = self.name
         headers[DELIVERIES_HEADER] = self._delivery_count(message) + 1
         body = message.body
+        message_id, type_, correlation_id = message.message_id, message.type, message.correlation_id
         if reason == PRIVACY_REASON:
             # personal data is kept nowhere, a dead-letter queue included: only what identifies the message
+            message_id, type_, correlation_id = (None if v is None or find_in(v) else v
+                                                 for v in (message_id, type_, correlation_id))
+            headers = {k: v for k, v in headers.items() if not find_in(_text({k: v}))}
             body = json.dumps({"removed": "the message carried a personal identity code",
-                               "message_id": message.message_id, "type": message.type}).encode()
+                               "message_id": message_id, "type": type_}).encode()
         try:
             await self.bus.publish(
-                body, self.name, message_id=message.message_id or "", type_=message.type,
-                correlation_id=message.correlation_id, headers=headers, dead_letter=True,
+                body, self.name, message_id=message_id or "", type_=type_,
+                correlation_id=correlation_id, headers=headers, dead_letter=True,
             )
         except Exception as exc:  # noqa: BLE001  (keep it on the main queue rather than lose it)
             log.error("consumer.dead_letter_failed", error=repr(exc))

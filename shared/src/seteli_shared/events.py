@@ -310,6 +310,46 @@ class VoucherProviderChosen(Event):
         return self.voucher_id
 
 
+class VoucherAmended(Event):
+    """A later version of the voucher's decision changed its terms (units, validity, value per unit).
+    ``decision_version`` only grows: a projection applies an amendment newer than what it holds."""
+
+    event_name = "voucher.amended"
+    producer = "vouchers"
+    voucher_id: str
+    funder_id: FunderId
+    decision_ref: str
+    decision_version: int
+    category: Category
+    units_per_period: Decimal
+    period: str
+    value_per_unit_cents: int
+    valid_from: date
+    valid_until: date
+    amended_at: datetime
+
+    def subject(self) -> str:
+        return self.voucher_id
+
+
+class VoucherRevoked(Event):
+    """The funder revoked the voucher's decision: the voucher is not in force from ``effective_from``
+    (services delivered before it may still be charged, within the grace the charging rules allow)."""
+
+    event_name = "voucher.revoked"
+    producer = "vouchers"
+    voucher_id: str
+    funder_id: FunderId
+    decision_ref: str
+    decision_version: int
+    category: Category
+    effective_from: date
+    revoked_at: datetime
+
+    def subject(self) -> str:
+        return self.voucher_id
+
+
 # ---------------------------------------------------------------- payments
 class ChargeAccepted(Event):
     event_name = "charge.accepted"

@@ -42,6 +42,18 @@ def subscriptions() -> dict[str, list[str]]:
     return {s.name: spec.routing_keys for s in SERVICES if (spec := s.spec()).consumes_events}
 
 
+def extra_subscriptions() -> dict[str, list[tuple[str, str, list[str]]]]:
+    """Each service's further consumers (``ServiceSpec.extra_consumers``) as (queue name after the
+    namespace, exchange after the namespace, routing keys): e.g. ``("vouchers.decisions", "decisions",
+    ["decision.*"])``. Imports the service packages, like ``subscriptions()``."""
+    out: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for s in SERVICES:
+        extras = s.spec().extra_consumers
+        if extras:
+            out[s.name] = [(f"{s.name}.{c.name}", c.exchange, list(c.bind_keys)) for c in extras]
+    return out
+
+
 def producers() -> dict[str, str]:
     """Event type -> the service that publishes it (``Event.producer``)."""
     from .events import ALL_EVENTS

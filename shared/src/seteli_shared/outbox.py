@@ -10,6 +10,7 @@ relay per service.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import event as sa_event
@@ -34,9 +35,20 @@ def _wake_relays(_session) -> None:  # noqa: ANN001
 _INSERT = T.insert()
 
 
-def _row(env: Envelope) -> dict:
-    return {"message_id": env.id, "routing_key": env.routing_key, "body": env.model_dump_json(),
+#: a row for another exchange of the namespace than the domain events' keeps ``<exchange>/<routing key>``
+#: in its ``routing_key`` column (event routing keys never hold a ``/``)
+EXCHANGE_SEPARATOR = "/"
+
+
+def _row(env: Envelope, routing_key: str | None = None) -> dict:
+    return {"message_id": env.id, "routing_key": routing_key or env.routing_key, "body": env.model_dump_json(),
             "created_at": env.time, "attempts": 0}
+
+
+def target_of(stored_key: str) -> tuple[str | None, str]:
+    """(exchange after the namespace or None for the events exchange, routing key) of an outbox row."""
+    exchange, sep, key = stored_key.partition(EXCHANGE_SEPARATOR)
+    return (exchange, key) if sep else (None, stored_key)
 
 
 def _hook(session: AsyncSession) -> None:
@@ -49,6 +61,15 @@ async def add_event(session: AsyncSession, event: Event, source: str) -> Envelop
     """Record ``event`` for publishing, in the session's current transaction."""
     env = Envelope.wrap(event, source)
     await session.execute(_INSERT, _row(env))
+    _hook(session)
+    return env
+
+
+async def add_message(session: AsyncSession, env: Envelope, exchange: str, routing_key: str) -> Envelope:
+    """Record an envelope for another topic exchange of the namespace (``<ns>.<exchange>``, e.g. the
+    replies to funders' case systems), in the session's current transaction; the relay publishes it
+    like an event (confirms, ``mandatory``, retried with back-off)."""
+    await session.execute(_INSERT, _row(env, f"{exchange}{EXCHANGE_SEPARATOR}{routing_key}"))
     _hook(session)
     return env
 
@@ -88,9 +109,9 @@ class OutboxRelay:
 
     async def _publish(self, rows) -> list[BaseException | None]:  # noqa: ANN001
         async def one(row) -> None:  # noqa: ANN001
-            await self.bus.publish(
-                row.body.encode(), row.routing_key, message_id=row.message_id, type_=TYPE_PREFIX + row.routing_key
-            )
+            exchange, key = target_of(row.routing_key)
+            type_ = TYPE_PREFIX + key if exchange is None else json.loads(row.body).get("type")
+            await self.bus.publish(row.body.encode(), key, message_id=row.message_id, type_=type_, exchange=exchange)
 
         return await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
 

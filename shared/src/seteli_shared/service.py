@@ -19,7 +19,7 @@ from sqlmodel import select
 from .audit import AuditEntry
 from .auth import FUNDER_STAFF, Role, TenantScope, tenant_scope
 from .bus import Bus
-from .consumer import BatchHandler, Consumer, Handler
+from .consumer import BatchHandler, Consumer, Handler, OnRefused
 from .db import make_engine, ping, session_factory, upgrade_async
 from .events import routing_keys_of
 from .docs import install_docs
@@ -31,6 +31,28 @@ from .settings import ServiceSettings
 from .web import RequestGuard, install_error_handlers, install_openapi
 
 log = get_logger(__name__)
+
+
+@dataclass
+class ConsumerSpec:
+    """A further consumer of a service, on another topic exchange of the namespace than the domain
+    events' (e.g. decisions from funders' case systems): its own quorum queue ``<ns>.<service>.<name>``
+    with its own dead-letter queue, bound to ``bind_keys`` on ``<ns>.<exchange>``. ``contracts`` maps each
+    message type to the model its ``data`` must satisfy (see ``consumer.Consumer``)."""
+
+    name: str
+    exchange: str
+    bind_keys: list[str]
+    handlers: dict[str, Handler]
+    contracts: dict[str, type[BaseModel]]
+    on_refused: OnRefused | None = None
+    #: check the body, properties and headers for personal data (messages from outside systems)
+    whole_message_privacy: bool = True
+    #: record each message in the audit trail as the consumer takes it (else the handlers record)
+    audit: bool = False
+
+    def queue(self, namespace: str, service: str) -> str:
+        return f"{namespace}.{service}.{self.name}"
 
 
 @dataclass
@@ -47,6 +69,8 @@ class ServiceSpec:
     fallback: Handler | None = None
     #: path prefixes of bulk endpoints: their bodies may be as large as ``max_bulk_body_bytes``
     bulk_paths: tuple[str, ...] = ()
+    #: consumers on other exchanges than the domain events' (each its own queue and dead-letter queue)
+    extra_consumers: list[ConsumerSpec] = field(default_factory=list)
     title: str = ""
     description: str = ""
     version: str = "0.1.0"
@@ -80,6 +104,7 @@ class Runtime:
         self.bus = Bus(settings)
         self.relay = OutboxRelay(self.engine, self.bus, settings.relay_batch_size, settings.relay_idle_seconds)
         self.consumer: Consumer | None = None
+        self.extra_consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -94,6 +119,16 @@ class Runtime:
                 delivery_limit=self.settings.delivery_limit, audit=True,
             )
             await self.consumer.start()
+        for extra in self.spec.extra_consumers:
+            consumer = Consumer(
+                self.bus, self.sessions, extra.queue(self.settings.bus_namespace, self.spec.name), extra.handlers,
+                bind_keys=extra.bind_keys, exchange=extra.exchange, contracts=extra.contracts,
+                whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
+                prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
+                delivery_limit=self.settings.delivery_limit, audit=extra.audit,
+            )
+            await consumer.start()
+            self.extra_consumers.append(consumer)
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         log.info("service.started", database=self.engine.dialect.name, queue=self.settings.queue_name)
 
@@ -101,6 +136,8 @@ class Runtime:
         self.relay.stop()
         if self.consumer:
             await self.consumer.stop()
+        for consumer in self.extra_consumers:
+            await consumer.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

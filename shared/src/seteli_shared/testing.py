@@ -8,7 +8,19 @@ import aio_pika
 from .settings import ServiceSettings
 
 
+def _extra_consumer_queues(namespace: str) -> list[str]:
+    """The services' further consumers' queues (``ServiceSpec.extra_consumers``) in this namespace."""
+    try:
+        from .manifest import extra_subscriptions
+    except ImportError:  # pragma: no cover
+        return []
+    return [f"{namespace}.{queue}" for extras in extra_subscriptions().values() for queue, _, _ in extras]
+
+
 async def delete_namespace(amqp_url: str, namespace: str, queues: list[str]) -> None:
+    """Delete the given queues (and their dead-letter queues), the services' further consumers' queues
+    and the namespace's exchanges."""
+    queues = list(dict.fromkeys(queues + _extra_consumer_queues(namespace)))
     connection = await aio_pika.connect(amqp_url)
     try:
         for name in queues + [f"{q}.dlq" for q in queues]:
@@ -17,7 +29,8 @@ async def delete_namespace(amqp_url: str, namespace: str, queues: list[str]) -> 
                 await channel.queue_delete(name)
             except Exception:  # noqa: BLE001
                 pass
-        for ex in (f"{namespace}.events", f"{namespace}.dlx"):
+        for ex in (f"{namespace}.events", f"{namespace}.dlx", f"{namespace}.decisions",
+                   f"{namespace}.decision-replies"):
             channel = await connection.channel()
             try:
                 await channel.exchange_delete(ex)

@@ -7,7 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared.errors import PermanentMessageError
 from seteli_shared.events import (Envelope, FunderRegistered, PriceListPublished, ProviderApproved, ProviderReinstated,
-                                  ProviderRevoked, ProviderSuspended, VoucherIssued, VoucherProviderChosen)
+                                  ProviderRevoked, ProviderSuspended, VoucherAmended, VoucherIssued,
+                                  VoucherProviderChosen, VoucherRevoked)
 from seteli_shared.money import to_hundredths
 
 from . import domain
@@ -97,11 +98,34 @@ async def _voucher(session: AsyncSession, voucher_id: str, funder_id: str, categ
 async def on_voucher_issued(session: AsyncSession, _env: Envelope, event: VoucherIssued) -> None:
     view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
     view.issued = True
+    if view.decision_version is not None:
+        await session.flush()
+        return  # an amendment arrived first: its terms are newer
     view.units_per_period_x100 = to_hundredths(event.units_per_period)
     view.period = event.period
     view.value_per_unit_cents = event.value_per_unit_cents
     view.valid_from = event.valid_from
     view.valid_until = event.valid_until
+    await session.flush()
+
+
+async def on_voucher_amended(session: AsyncSession, _env: Envelope, event: VoucherAmended) -> None:
+    """A later decision's terms replace older ones (events may come in any order: the highest version wins)."""
+    view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
+    if view.decision_version is not None and event.decision_version <= view.decision_version:
+        return
+    view.decision_version = event.decision_version
+    view.units_per_period_x100 = to_hundredths(event.units_per_period)
+    view.period, view.value_per_unit_cents = event.period, event.value_per_unit_cents
+    view.valid_from, view.valid_until = event.valid_from, event.valid_until
+    await session.flush()
+
+
+async def on_voucher_revoked(session: AsyncSession, _env: Envelope, event: VoucherRevoked) -> None:
+    """Kept for the charging rules (services before ``revoked_from`` stay chargeable within a grace)."""
+    view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
+    if view.revoked_from is None or event.effective_from < view.revoked_from:
+        view.revoked_at, view.revoked_from = event.revoked_at, event.effective_from
     await session.flush()
 
 
@@ -123,4 +147,6 @@ HANDLERS = {
     PriceListPublished.event_type(): on_price_list_published,
     VoucherIssued.event_type(): on_voucher_issued,
     VoucherProviderChosen.event_type(): on_provider_chosen,
+    VoucherAmended.event_type(): on_voucher_amended,
+    VoucherRevoked.event_type(): on_voucher_revoked,
 }

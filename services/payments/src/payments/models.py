@@ -26,6 +26,12 @@ class VoucherView(SQLModel, table=True):
     valid_until: date | None = None
     provider_id: str | None = Field(default=None, max_length=64)
     provider_chosen_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: the decision version whose terms the row holds (``VoucherIssued`` 1, ``VoucherAmended`` its own)
+    decision_version: int | None = None
+    #: ``VoucherRevoked``: when, and the first day the voucher is not in force (services before it may
+    #: still be charged within the grace the charging rules give)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    revoked_from: date | None = None
     #: bumped by every charge: taking the row's write lock first serialises charges of one voucher
     version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 

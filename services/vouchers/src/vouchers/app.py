@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from seteli_shared.service import ServiceSpec, create_service_app
 
 from .api import router
+from .decisions import DECISIONS_CONSUMER
 from .handlers import HANDLERS
 from .settings import VouchersSettings
 
@@ -13,6 +14,7 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[router],
     handlers=HANDLERS,
+    extra_consumers=[DECISIONS_CONSUMER],  # service decisions from funders' case systems (decisions.py)
     title="seteli vouchers",
     description="Service decisions, vouchers and their life cycle, the client's choice of provider.",
 )

@@ -36,6 +36,11 @@ class Voucher(SQLModel, table=True):
     client_login_salt: str | None = Field(default=None, max_length=32)
     client_login_hash: str | None = Field(default=None, max_length=64)
     client_login_issued_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: the version of the decision last applied (1 for the first; a bus decision's ``decision_version``)
+    decision_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    #: when a revoking decision was applied, and the first day the voucher is no longer in force
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    revoked_from: date | None = None
 
 
 class Funder(SQLModel, table=True):

@@ -60,37 +60,47 @@ async def issue_voucher(sessions: Sessions, principal: Principal, body: VoucherC
 
     async def issue() -> tuple[Voucher, str | None]:
         async with unit_of_work(sessions) as session:
-            domain.check_funder_known(await session.get(Funder, body.funder_id) is not None)
-            existing = (await session.exec(select(Voucher).where(
-                Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
-            if existing:
-                if not _same_terms(existing, body):
-                    raise Conflict("decision_conflict",
-                                   "this decision reference already has a voucher with other terms",
-                                   voucher_id=existing.id)
-                return existing, None
-            domain.check_validity(body.valid_from, body.valid_until, clock.today())
-            voucher = Voucher(
-                id=new_id(), funder_id=body.funder_id, decision_ref=body.decision_ref, client_ref=body.client_ref,
-                category=body.category, unit=CATEGORIES[body.category].value,
-                units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
-                value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
-                valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(), voucher_code=new_code(),
-            )
-            login_code = _new_login_code(voucher, clock)
-            session.add(voucher)
-            await session.flush()
-            await add_event(session, VoucherIssued(
-                voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
-                decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
-                units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
-                value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
-                valid_until=voucher.valid_until, issued_at=voucher.issued_at), SOURCE)
-            await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id)
-        log.info("voucher.issued", voucher_id=voucher.id, funder_id=voucher.funder_id, category=voucher.category)
+            voucher, login_code = await issue_in(session, principal, body, clock)
+        if login_code is not None:
+            log.info("voucher.issued", voucher_id=voucher.id, funder_id=voucher.funder_id, category=voucher.category)
         return voucher, login_code
 
     return await once_more_on_conflict(issue)
+
+
+async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCreate, clock: Clock, *,
+                   channel: str = "http", decision_version: int = 1) -> tuple[Voucher, str | None]:
+    """``issue_voucher``'s rules in the caller's transaction: the HTTP route's own unit of work, or a
+    decision consumed from the bus (``decisions.py``, ``channel="bus"``)."""
+    domain.check_funder_known(await session.get(Funder, body.funder_id) is not None)
+    existing = (await session.exec(select(Voucher).where(
+        Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
+    if existing:
+        if not _same_terms(existing, body):
+            raise Conflict("decision_conflict",
+                           "this decision reference already has a voucher with other terms",
+                           voucher_id=existing.id)
+        return existing, None
+    domain.check_validity(body.valid_from, body.valid_until, clock.today())
+    voucher = Voucher(
+        id=new_id(), funder_id=body.funder_id, decision_ref=body.decision_ref, client_ref=body.client_ref,
+        category=body.category, unit=CATEGORIES[body.category].value,
+        units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
+        value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
+        valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(), voucher_code=new_code(),
+        decision_version=decision_version,
+    )
+    login_code = _new_login_code(voucher, clock)
+    session.add(voucher)
+    await session.flush()
+    await add_event(session, VoucherIssued(
+        voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
+        decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
+        units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
+        value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
+        valid_until=voucher.valid_until, issued_at=voucher.issued_at), SOURCE)
+    await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel=channel)
+    return voucher, login_code
 
 
 async def issue_client_login_code(sessions: Sessions, principal: Principal, voucher_id: str,

@@ -1,0 +1,266 @@
+"""Service decisions from funders' case systems on the bus (``seteli_shared.decisions`` is the contract).
+
+The vouchers service consumes ``<ns>.decisions`` on a queue of its own, ``<ns>.vouchers.decisions``
+(bound to ``decision.*``, with its own dead-letter queue), and answers every decision on
+``<ns>.decision-replies`` with routing key ``reply.<funder_id>`` through the outbox, in the same
+transaction as the voucher's change:
+
+- the funder is the one the broker vouched for (``trusted_funder(user_id)``); it must be the decision's
+  ``funder_id`` and the routing key's, else ``funder_mismatch``; a funder the registry has not announced:
+  ``unknown_funder``;
+- a grant issues the voucher through the same use case as ``POST /vouchers`` (``usecases.issue_in``);
+- idempotent by (funder, ``decision_ref``, ``decision_version``): the same version again changes nothing
+  and is answered again (``outcome`` ``repeated``, without the login code: it is shown once); a higher
+  version amends the voucher (``VoucherAmended``) or revokes it (``VoucherRevoked``); a lower one is
+  answered ``stale_version``;
+- a message that breaks the contract, or carries a personal identity code anywhere, is dead-lettered
+  by the consumer (the latter without its body) and answered ``DecisionRejected``
+  (``on_decision_refused``): the answer is the only thing stored of it.
+
+A message whose publisher is no funder's case system cannot be answered: it is refused (and, broken,
+dead-lettered) without a reply.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
+
+from seteli_shared import audit
+from seteli_shared.auth import Principal, Role
+from seteli_shared.broker import trusted_funder
+from seteli_shared.clock import SYSTEM_CLOCK, Clock
+from seteli_shared.consumer import PRIVACY_REASON, Refused, current_consumer, current_delivery
+from seteli_shared.decisions import (DECISION_BINDING, DECISION_TYPE, DECISIONS_EXCHANGE, REPLIES_EXCHANGE,
+                                     DecisionAccepted, DecisionData, DecisionRejected, DecisionReply,
+                                     funder_of_routing_key, reply_routing_key, safe_location)
+from seteli_shared.errors import Conflict, DomainError
+from seteli_shared.events import Envelope, VoucherAmended, VoucherRevoked
+from seteli_shared.logging import get_logger
+from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.outbox import add_event, add_message
+from seteli_shared.privacy import find_in
+from seteli_shared.service import ConsumerSpec
+
+from . import domain, usecases
+from .models import Funder, Voucher
+from .schemas import VoucherCreate
+
+SOURCE = "vouchers"
+REVOKED = "revoked"
+log = get_logger(__name__)
+#: the clock decisions from the bus are judged by (tests may replace it)
+clock: Clock = SYSTEM_CLOCK
+
+
+# ------------------------------------------------------------------ replies
+async def send_reply(session: AsyncSession, reply: DecisionReply, causation_id: str | None) -> Envelope:
+    """Record the reply in the outbox, in the caller's transaction: ``reply.<funder_id>`` on
+    ``<ns>.decision-replies``."""
+    return await add_message(session, reply.envelope(SOURCE, causation_id), REPLIES_EXCHANGE,
+                             reply_routing_key(reply.funder_id))
+
+
+def _funder_user_prefix() -> str:
+    consumer = current_consumer.get()
+    return getattr(consumer.bus.settings, "funder_user_prefix", "") if consumer else ""
+
+
+def _publisher(message: AbstractIncomingMessage | None) -> str | None:
+    """The funder whose case system published the message, as the broker vouches for it."""
+    return trusted_funder(message.user_id if message else None, _funder_user_prefix())
+
+
+# ------------------------------------------------------------------ the rules of versions
+def _voucher_create(data: DecisionData) -> VoucherCreate:
+    """The decision's terms as the HTTP API's request (the same field rules: known category, references)."""
+    try:
+        return VoucherCreate.model_validate({
+            "funder_id": data.funder_id, "decision_ref": data.decision_ref, "client_ref": data.client_ref,
+            "category": data.category, "units_per_period": data.units_per_period, "period": data.period,
+            "value_per_unit_cents": data.value_per_unit_cents, "valid_from": data.valid_from,
+            "valid_until": data.valid_until})
+    except ValidationError as exc:
+        fields = [loc for e in exc.errors() if (loc := safe_location(("data", *e["loc"])))]
+        kinds = sorted({str(e.get("type")) for e in exc.errors()})
+        raise DomainError("contract_violation", f"the decision's terms are refused: {', '.join(kinds)}",
+                          fields=fields) from None
+
+
+def _same_grant(v: Voucher, data: DecisionData) -> bool:
+    return v.status != REVOKED and (v.client_ref, v.category, v.units_per_period_x100, v.period,
+                                    v.value_per_unit_cents, v.valid_from, v.valid_until) == (
+        data.client_ref, data.category, to_hundredths(data.units_per_period), data.period.value,
+        data.value_per_unit_cents, data.valid_from, data.valid_until)
+
+
+def _same_revocation(v: Voucher, data: DecisionData) -> bool:
+    return v.status == REVOKED and v.client_ref == data.client_ref and (
+        data.effective_from is None or data.effective_from == v.revoked_from)
+
+
+def check_amended_validity(valid_from: date, valid_until: date) -> None:
+    """An amendment may move the validity anywhere a voucher may last (``invalid_validity``)."""
+    if valid_until < valid_from:
+        raise DomainError("invalid_validity", "valid_until is before valid_from")
+    if valid_until > domain._years_after(valid_from, domain.MAX_VALIDITY_YEARS):
+        raise DomainError("invalid_validity", f"a voucher is valid for at most {domain.MAX_VALIDITY_YEARS} years")
+
+
+def _accepted(v: Voucher, outcome: str, login_code: str | None = None) -> DecisionAccepted:
+    return DecisionAccepted(funder_id=v.funder_id, decision_ref=v.decision_ref, decision_version=v.decision_version,
+                            voucher_id=v.id, voucher_code=v.voucher_code, client_login_code=login_code,
+                            status=v.status, outcome=outcome)
+
+
+async def apply_decision(session: AsyncSession, principal: Principal, data: DecisionData,
+                         now_clock: Clock) -> DecisionAccepted:
+    """Apply one decision of ``principal``'s funder in the caller's transaction; a refusal raises a
+    ``DomainError`` before anything is written."""
+    domain.check_funder_known(await session.get(Funder, data.funder_id) is not None)
+    voucher = (await session.exec(select(Voucher).where(
+        Voucher.funder_id == data.funder_id, Voucher.decision_ref == data.decision_ref).with_for_update())).first()
+    if voucher is None:
+        if data.action == "revoke":
+            raise DomainError("unknown_decision", "no voucher has been issued on this decision reference")
+        body = _voucher_create(data)
+        voucher, login_code = await usecases.issue_in(session, principal, body, now_clock, channel="bus",
+                                                      decision_version=data.decision_version)
+        log.info("decision.voucher_issued", voucher_id=voucher.id, funder_id=voucher.funder_id,
+                 decision_version=data.decision_version)
+        return _accepted(voucher, "issued", login_code)
+    if data.decision_version < voucher.decision_version:
+        raise DomainError("stale_version", f"version {voucher.decision_version} of this decision has been applied: "
+                                           "an older one changes nothing", applied_version=voucher.decision_version)
+    if data.decision_version == voucher.decision_version:
+        same = _same_grant(voucher, data) if data.action == "grant" else _same_revocation(voucher, data)
+        if not same:
+            raise Conflict("decision_conflict", "this version of the decision was applied with other content")
+        return _accepted(voucher, "repeated")
+    # a newer version
+    if voucher.status == REVOKED:
+        raise DomainError("voucher_revoked", "the voucher has been revoked: a new decision needs a new reference")
+    if data.client_ref != voucher.client_ref:
+        raise Conflict("decision_conflict", "a later version of the decision names another client")
+    now = now_clock.now()
+    if data.action == "revoke":
+        voucher.status, voucher.revoked_at = REVOKED, now
+        voucher.revoked_from = data.effective_from or now_clock.today()
+        voucher.decision_version = data.decision_version
+        session.add(voucher)
+        await session.flush()
+        await add_event(session, VoucherRevoked(
+            voucher_id=voucher.id, funder_id=voucher.funder_id, decision_ref=voucher.decision_ref,
+            decision_version=voucher.decision_version, category=voucher.category,
+            effective_from=voucher.revoked_from, revoked_at=now), SOURCE)
+        await audit.record(session, principal, "voucher.revoke", "voucher", voucher.id, voucher.funder_id,
+                           channel="bus")
+        log.info("decision.voucher_revoked", voucher_id=voucher.id, decision_version=data.decision_version)
+        return _accepted(voucher, "revoked")
+    body = _voucher_create(data)
+    if body.category != voucher.category:
+        raise Conflict("decision_conflict", "a later version of the decision names another service category")
+    check_amended_validity(body.valid_from, body.valid_until)
+    voucher.units_per_period_x100 = to_hundredths(body.units_per_period)
+    voucher.period, voucher.value_per_unit_cents = body.period.value, body.value_per_unit_cents
+    voucher.valid_from, voucher.valid_until = body.valid_from, body.valid_until
+    voucher.decision_version = data.decision_version
+    session.add(voucher)
+    await session.flush()
+    await add_event(session, VoucherAmended(
+        voucher_id=voucher.id, funder_id=voucher.funder_id, decision_ref=voucher.decision_ref,
+        decision_version=voucher.decision_version, category=voucher.category,
+        units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
+        value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
+        valid_until=voucher.valid_until, amended_at=now), SOURCE)
+    await audit.record(session, principal, "voucher.amend", "voucher", voucher.id, voucher.funder_id, channel="bus")
+    log.info("decision.voucher_amended", voucher_id=voucher.id, decision_version=data.decision_version)
+    return _accepted(voucher, "amended")
+
+
+# ------------------------------------------------------------------ the consumer's handlers
+async def on_decision(session: AsyncSession, envelope: Envelope, data: DecisionData) -> None:
+    """A decision that keeps the contract, in the consumer's transaction (its inbox claim included)."""
+    message = current_delivery.get()
+    publisher = _publisher(message)
+    causation = envelope.id
+
+    async def reject(reason: str, text: str, fields: list[str] | None = None) -> None:
+        log.info("decision.rejected", reason=reason, publisher_funder=publisher, decision_version=data.decision_version)
+        if publisher is None:
+            return  # no funder's case system published it: there is no one to answer
+        await send_reply(session, DecisionRejected(
+            funder_id=publisher, decision_ref=data.decision_ref, decision_version=data.decision_version,
+            reason=reason, message=text, fields=fields or []), causation)
+        principal = Principal(subject=message.user_id or "unknown", roles=frozenset({Role.FUNDER_CASE_SYSTEM}),
+                              funder_id=publisher)
+        await audit.record(session, principal, f"decision.reject.{reason}", "decision", None, publisher,
+                           channel="bus")
+
+    routed_to = funder_of_routing_key(message.routing_key if message else None)
+    if publisher is None or publisher != data.funder_id or publisher != routed_to:
+        await reject("funder_mismatch", "a case system may send only its own funder's decisions, with its own "
+                                        "routing key decision.<funder_id>")
+        return
+    principal = Principal(subject=message.user_id, roles=frozenset({Role.FUNDER_CASE_SYSTEM}), funder_id=publisher)
+    try:
+        accepted = await apply_decision(session, principal, data, clock)
+    except DomainError as exc:
+        await reject(exc.reason, exc.message, exc.details.get("fields"))
+        return
+    await send_reply(session, accepted, causation)
+
+
+def _clean_reference(value: object) -> str | None:
+    try:
+        return domain.valid_reference(value) if isinstance(value, str) else None
+    except Exception:  # noqa: BLE001  (not a reference: not repeated)
+        return None
+
+
+async def on_decision_refused(session: AsyncSession, message: AbstractIncomingMessage, refused: Refused) -> None:
+    """A message on the decisions queue that can never be processed (it is dead-lettered next): answer
+    its publisher ``DecisionRejected``, naming the decision only by a reference that passes the contract
+    and never repeating any other value of it."""
+    publisher = _publisher(message)
+    if publisher is None:
+        log.warning("decision.refused_unanswerable", reason=refused.reason.split(":")[0])
+        return
+    raw = refused.raw if isinstance(refused.raw, dict) else {}
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    version = data.get("decision_version")
+    version = version if type(version) is int and version >= 1 else None
+    env_id = raw.get("id")
+    causation = env_id if isinstance(env_id, str) and len(env_id) <= 64 and not find_in(env_id) else None
+    if refused.reason == PRIVACY_REASON:
+        reason, text, fields = PRIVACY_REASON, ("the decision carried a personal identity code: clients are known "
+                                                "only by pseudonymous references; nothing of it was kept"), []
+    elif refused.reason == "unknown_type":
+        reason, text, fields = "unknown_type", f"a decision's type is {DECISION_TYPE}", ["type"]
+    else:
+        reason, fields, kinds = "contract_violation", [], []
+        if refused.error is not None:
+            prefix = ("data",) if refused.reason.startswith("contract_violation") else ()
+            for e in refused.error.errors():
+                kinds.append(str(e.get("type")))
+                if loc := safe_location((*prefix, *e["loc"])):
+                    fields.append(loc)
+        elif refused.reason.startswith("contract_violation: nul_character"):
+            kinds.append("nul_character")
+        else:
+            kinds.append(refused.reason.split(":")[0])
+        text = "the decision breaks the contract: " + ", ".join(sorted(set(kinds)) or ["invalid"])
+    await send_reply(session, DecisionRejected(
+        funder_id=publisher, decision_ref=_clean_reference(data.get("decision_ref")), decision_version=version,
+        reason=reason, message=text, fields=list(dict.fromkeys(fields))), causation)
+    log.info("decision.refused", reason=reason, publisher_funder=publisher)
+
+
+DECISIONS_CONSUMER = ConsumerSpec(
+    name="decisions", exchange=DECISIONS_EXCHANGE, bind_keys=[DECISION_BINDING],
+    handlers={DECISION_TYPE: on_decision}, contracts={DECISION_TYPE: DecisionData},
+    on_refused=on_decision_refused, whole_message_privacy=True,
+)
