@@ -1,0 +1,395 @@
+"""Service decisions from funders' case systems on the real RabbitMQ and PostgreSQL: each case system
+publishes as its own broker user, the vouchers service consumes ``<ns>.decisions`` and answers on the
+funder's own reply queue. Idempotent by (funder, decision_ref, version); refusals are answered and
+dead-lettered, and nothing of them is kept but the answer."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from contextlib import AsyncExitStack
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aio_pika
+import pytest
+import sqlalchemy as sa
+from sqlmodel import select
+
+from seteli_shared import broker
+from seteli_shared.db import make_engine, session_factory, unit_of_work, upgrade_async
+from seteli_shared.decisions import DECISION_TYPE, DecisionData, ServiceDecision
+from seteli_shared.events import Envelope, FunderRegistered
+from seteli_shared.messaging import OutboxMessage
+from vouchers.app import create_app
+from vouchers.handlers import on_funder_registered
+from vouchers.models import Voucher
+from vouchers.settings import VouchersSettings
+
+pytestmark = pytest.mark.skipif(shutil.which("rabbitmqctl") is None or "TEST_AMQP_URL" in os.environ,
+                                reason="needs the local broker's rabbitmqctl (to create the funders' users)")
+
+ROOT = Path(__file__).resolve().parents[3]
+HETU = "131052-308T"  # a valid personal identity code (the check character is right)
+
+
+def _ctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60).stdout
+
+
+class Bus:
+    """The namespace as the funders' case systems see it."""
+
+    def __init__(self, ns: str, prefix: str, amqp_url: str, app, admin: aio_pika.abc.AbstractConnection):  # noqa: ANN001
+        self.ns, self.prefix, self.amqp_url, self.app, self.admin = ns, prefix, amqp_url, app, admin
+        self.connections: dict[str, aio_pika.abc.AbstractConnection] = {}
+
+    def url_of(self, funder: str) -> str:
+        u = urlparse(self.amqp_url)
+        return f"amqp://{self.prefix}funder-{funder}:pw-{funder}@{u.hostname}:{u.port or 5672}/"
+
+    async def connection(self, funder: str) -> aio_pika.abc.AbstractConnection:
+        if funder not in self.connections:
+            self.connections[funder] = await aio_pika.connect(self.url_of(funder))
+        return self.connections[funder]
+
+    async def publish(self, envelope: dict | bytes, *, as_funder: str = "091", routing_funder: str | None = None,
+                      headers: dict | None = None) -> str:
+        """Publish as ``as_funder``'s case system: persistent, confirmed, mandatory, ``user_id`` set."""
+        body = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+        message_id = envelope["id"] if isinstance(envelope, dict) else str(uuid.uuid4())
+        ch = await (await self.connection(as_funder)).channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await ch.get_exchange(f"{self.ns}.decisions", ensure=False)
+        await exchange.publish(aio_pika.Message(
+            body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message_id, type=DECISION_TYPE,
+            user_id=f"{self.prefix}funder-{as_funder}", headers=headers or {}),
+            f"decision.{routing_funder or as_funder}", mandatory=True, timeout=10)
+        await ch.close()
+        return message_id
+
+    async def reply(self, funder: str = "091", timeout: float = 15.0) -> dict:
+        """The next reply on the funder's own reply queue, read as the funder's case system."""
+        ch = await (await self.connection(funder)).channel()
+        q = await ch.declare_queue(f"{self.ns}.decision-replies.{funder}", passive=True)
+        end = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < end:
+            got = await q.get(fail=False, no_ack=True)
+            if got is not None:
+                await ch.close()
+                assert got.routing_key == f"reply.{funder}" and got.user_id, "published by the service as itself"
+                return json.loads(got.body)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no reply for {funder} in {timeout} s")
+
+    async def no_more_replies(self, funder: str = "091", wait: float = 1.0) -> bool:
+        await asyncio.sleep(wait)
+        ch = await (await self.connection(funder)).channel()
+        q = await ch.declare_queue(f"{self.ns}.decision-replies.{funder}", passive=True)
+        got = await q.get(fail=False, no_ack=True)
+        await ch.close()
+        return got is None
+
+    async def dead_letter(self, timeout: float = 15.0) -> aio_pika.abc.AbstractIncomingMessage:
+        ch = await self.admin.channel()
+        q = await ch.declare_queue(f"{self.ns}.vouchers.decisions.dlq", passive=True)
+        end = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < end:
+            got = await q.get(fail=False, no_ack=True)
+            if got is not None:
+                return got
+            await asyncio.sleep(0.05)
+        raise AssertionError("nothing dead-lettered")
+
+    @property
+    def sessions(self):  # noqa: ANN201
+        return self.app.state.runtime.sessions
+
+    async def vouchers(self, funder: str | None = None) -> list[Voucher]:
+        async with self.sessions() as s:
+            q = select(Voucher) if funder is None else select(Voucher).where(Voucher.funder_id == funder)
+            return list((await s.exec(q)).all())
+
+    async def outbox(self, routing_key: str) -> list[dict]:
+        async with self.sessions() as s:
+            rows = (await s.exec(select(OutboxMessage).where(OutboxMessage.routing_key == routing_key))).all()
+            return [json.loads(r.body) for r in rows]
+
+    async def everything_stored(self) -> str:
+        """Every row of every table of the service's database, as text."""
+        async with self.sessions() as s:
+            tables = (await s.execute(sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars().all()
+            out = []
+            for t in tables:
+                out += [repr(tuple(r)) for r in (await s.execute(sa.text(f'SELECT * FROM "{t}"'))).all()]
+            return "\n".join(out)
+
+
+def decision(funder: str = "091", version: int = 1, action: str = "grant", ref: str | None = None,
+             **data) -> dict:  # noqa: ANN003
+    today = date.today()
+    body = {"funder_id": funder, "decision_ref": ref or f"D-{uuid.uuid4().hex[:10]}", "decision_version": version,
+            "action": action, "client_ref": "asiakas-7f3a", "age_band": "75-84",
+            "municipality_of_residence": "091"}
+    if action == "grant":
+        body.update(category="home_care", units_per_period="20", period="month", value_per_unit_cents=2500,
+                    valid_from=(today - timedelta(days=10)).isoformat(),
+                    valid_until=(today + timedelta(days=300)).isoformat(), rulebook_version="2026.1")
+    body.update(data)
+    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": f"/funder-{funder}/case-system",
+            "type": DECISION_TYPE, "time": datetime.now(timezone.utc).isoformat(), "data": body}
+
+
+@pytest.fixture
+async def bus(pg, namespace, amqp_url):  # noqa: ANN001
+    prefix = f"{namespace}-"
+    settings = VouchersSettings(environment="test", database_url=await pg.create("vouchers"), amqp_url=amqp_url,
+                                bus_namespace=namespace, relay_idle_seconds=0.05, funder_user_prefix=prefix)
+    app = create_app(settings)
+    users: list[str] = []
+    admin = await aio_pika.connect(amqp_url)
+    async with AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            ch = await admin.channel()
+            await ch.declare_exchange(f"{namespace}.decision-replies", aio_pika.ExchangeType.TOPIC, durable=True)
+            for funder in ("091", "092", "093"):
+                users.append(await asyncio.to_thread(broker.add_funder_system, funder, f"pw-{funder}", namespace,
+                                                     "/", prefix))
+            b = Bus(namespace, prefix, amqp_url, app, admin)
+            for funder in ("091", "092"):  # 093 has a case-system user but the registry never announced it
+                event = FunderRegistered(funder_id=funder, name=f"Kunta {funder}", kind="municipality",
+                                         operator_fee_rate=Decimal("0.05"), registered_at=datetime.now(timezone.utc))
+                async with unit_of_work(b.sessions) as session:
+                    await on_funder_registered(session, Envelope.wrap(event, "registry"), event)
+            yield b
+            for c in b.connections.values():
+                await c.close()
+        finally:
+            for u in users:
+                _ctl("delete_user", u)
+            for funder in ("091", "092", "093"):
+                await (await admin.channel()).queue_delete(f"{namespace}.decision-replies.{funder}")
+            await admin.close()
+    left = [line for line in _ctl("list_users").splitlines() if line.startswith(prefix)]
+    assert left == [], "the test left users on the shared broker"
+
+
+# ------------------------------------------------------------------ the contract
+def test_the_contract_refuses_fields_it_does_not_know_and_a_grant_needs_its_terms():
+    data = decision()["data"]
+    assert DecisionData.model_validate(data).decision_version == 1
+    assert ServiceDecision.model_validate(decision()).data.action == "grant"
+    for bad in ({**data, "diagnosis": "x"}, {**data, "decision_version": 0}, {**data, "action": "pause"},
+                {k: v for k, v in data.items() if k != "valid_until"}, {**data, "municipality_of_residence": "91"}):
+        with pytest.raises(ValueError):
+            DecisionData.model_validate(bad)
+    assert DecisionData.model_validate(decision(action="revoke")["data"]).category is None
+
+
+# ------------------------------------------------------------------ accepted
+async def test_a_decision_makes_one_voucher_and_an_accepted_reply_with_the_login_code(bus):  # noqa: ANN001
+    d = decision()
+    await bus.publish(d)
+    reply = await bus.reply()
+    assert reply["type"] == "fi.seteli.decision.accepted.v1" and reply["causationid"] == d["id"]
+    data = reply["data"]
+    assert (data["decision_ref"], data["decision_version"], data["status"], data["outcome"]) == (
+        d["data"]["decision_ref"], 1, "issued", "issued")
+    assert data["voucher_code"] and data["client_login_code"] and data["voucher_id"]
+    [v] = await bus.vouchers()
+    assert (v.id, v.voucher_code, v.decision_version, v.client_ref) == (data["voucher_id"], data["voucher_code"], 1,
+                                                                        "asiakas-7f3a")
+    assert len(await bus.outbox("voucher.issued.v1")) == 1
+
+    # the client logs in with the code from the reply (the same use case as POST /vouchers)
+    import httpx
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bus.app), base_url="http://v") as http:
+        r = await http.post("/client-sessions", json={"voucher_code": data["voucher_code"],
+                                                       "client_login_code": data["client_login_code"]})
+        assert r.status_code == 200, r.text
+
+
+async def test_a_decision_published_twice_makes_one_voucher(bus):  # noqa: ANN001
+    d = decision()
+    await bus.publish(d)
+    first = (await bus.reply())["data"]
+    await bus.publish(d)  # the very same message again: the inbox drops it, no second answer
+    again = {**d, "id": str(uuid.uuid4())}  # the case system sends it again as a new message
+    await bus.publish(again)
+    repeated = (await bus.reply())["data"]
+    assert repeated["outcome"] == "repeated" and repeated["voucher_id"] == first["voucher_id"]
+    assert repeated["client_login_code"] is None, "the login code is shown once"
+    assert await bus.no_more_replies()
+    assert len(await bus.vouchers()) == 1 and len(await bus.outbox("voucher.issued.v1")) == 1
+
+    other = {**d, "id": str(uuid.uuid4()), "data": {**d["data"], "units_per_period": "30"}}
+    await bus.publish(other)  # the same version with other terms
+    assert (await bus.reply())["data"]["reason"] == "decision_conflict"
+
+
+async def test_version_2_amends_the_voucher_and_payments_sees_it_and_version_1_is_stale(bus, pg):  # noqa: ANN001
+    d1 = decision()
+    ref = d1["data"]["decision_ref"]
+    await bus.publish(d1)
+    issued = (await bus.reply())["data"]
+    until = (date.today() + timedelta(days=200)).isoformat()
+    await bus.publish(decision(ref=ref, version=2, units_per_period="30", value_per_unit_cents=2700,
+                               valid_until=until))
+    amended = (await bus.reply())["data"]
+    assert (amended["outcome"], amended["decision_version"], amended["voucher_id"]) == ("amended", 2,
+                                                                                        issued["voucher_id"])
+    [v] = await bus.vouchers()
+    assert (v.units_per_period_x100, v.value_per_unit_cents, v.valid_until.isoformat(), v.decision_version) == (
+        3000, 2700, until, 2)
+    [event] = await bus.outbox("voucher.amended.v1")
+    assert event["data"]["decision_version"] == 2 and event["data"]["units_per_period"] == "30.00"
+
+    await bus.publish(d1 | {"id": str(uuid.uuid4())})  # version 1 again, after version 2
+    stale = (await bus.reply())["data"]
+    assert (stale["reason"], stale["decision_version"]) == ("stale_version", 1)
+    assert (await bus.vouchers())[0].decision_version == 2
+
+    # payments' projection applies the amendment, whatever order the events come in
+    from payments.handlers import on_voucher_amended, on_voucher_issued
+    from payments.models import VoucherView
+
+    url = await pg.create("payments")
+    await upgrade_async(ROOT / "services/payments/src/payments/migrations", url)
+    engine = make_engine(url)
+    try:
+        [issued_env] = [Envelope.model_validate(e) for e in await bus.outbox("voucher.issued.v1")]
+        amended_env = Envelope.model_validate(event)
+        async with unit_of_work(session_factory(engine)) as session:
+            await on_voucher_amended(session, amended_env, amended_env.event())
+            await on_voucher_issued(session, issued_env, issued_env.event())  # late: older terms
+        async with session_factory(engine)() as session:
+            view = await session.get(VoucherView, v.id)
+            assert (view.units_per_period_x100, view.value_per_unit_cents, view.decision_version) == (3000, 2700, 2)
+    finally:
+        await engine.dispose()
+
+
+async def test_revoke_ends_the_voucher(bus, pg):  # noqa: ANN001
+    d1 = decision()
+    ref = d1["data"]["decision_ref"]
+    await bus.publish(d1)
+    await bus.reply()
+    effective = (date.today() + timedelta(days=5)).isoformat()
+    await bus.publish(decision(ref=ref, version=2, action="revoke", effective_from=effective))
+    revoked = (await bus.reply())["data"]
+    assert (revoked["outcome"], revoked["status"]) == ("revoked", "revoked")
+    [v] = await bus.vouchers()
+    assert v.status == "revoked" and v.revoked_at is not None and v.revoked_from.isoformat() == effective
+    [event] = await bus.outbox("voucher.revoked.v1")
+    assert event["data"]["effective_from"] == effective and event["data"]["revoked_at"]
+    await bus.publish(decision(ref=ref, version=3, units_per_period="40"))
+    assert (await bus.reply())["data"]["reason"] == "voucher_revoked", "a revocation is final"
+
+    from payments.handlers import on_voucher_revoked
+    from payments.models import VoucherView
+
+    url = await pg.create("payments")
+    await upgrade_async(ROOT / "services/payments/src/payments/migrations", url)
+    engine = make_engine(url)
+    try:
+        env = Envelope.model_validate(event)
+        async with unit_of_work(session_factory(engine)) as session:
+            await on_voucher_revoked(session, env, env.event())
+        async with session_factory(engine)() as session:
+            assert (await session.get(VoucherView, v.id)).revoked_from.isoformat() == effective
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------ refused
+@pytest.mark.parametrize("where", ["client_ref", "extension", "header", "escaped"])
+async def test_a_personal_identity_code_anywhere_is_dead_lettered_without_body_and_answered(bus, where):  # noqa: ANN001
+    d = decision()
+    ref = d["data"]["decision_ref"]
+    headers = None
+    if where == "client_ref":
+        d["data"]["client_ref"] = HETU
+    elif where == "extension":
+        d["note"] = f"asiakas {HETU}"  # a CloudEvents extension attribute the envelope does not know
+    elif where == "header":
+        headers = {"x-case": HETU}
+    body = json.dumps(d).encode()
+    if where == "escaped":
+        d["data"]["client_ref"] = HETU
+        body = json.dumps(d).replace("-308T", "\\u002d308T").encode()
+    await bus.publish(body if where == "escaped" else d, headers=headers)
+    reply = (await bus.reply())["data"]
+    assert (reply["reason"], reply["decision_ref"], reply["decision_version"]) == (
+        "personal_identity_code_refused", ref, 1)
+    dead = await bus.dead_letter()
+    assert dead.headers["x-seteli-reason"] == "personal_identity_code_refused"
+    assert HETU not in dead.body.decode() and "308T" not in json.dumps(_plain(dead.headers))
+    assert await bus.vouchers() == []
+    stored = await bus.everything_stored()
+    assert "308T" not in stored and "asiakas-7f3a" not in stored, "nothing of it is kept but the answer"
+
+
+def _plain(value):  # noqa: ANN001, ANN202
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+async def test_an_unknown_field_is_rejected_dead_lettered_and_nothing_is_stored(bus):  # noqa: ANN001
+    d = decision(diagnosis="F32.1 masennus")
+    await bus.publish(d)
+    reply = (await bus.reply())["data"]
+    assert (reply["reason"], reply["fields"]) == ("contract_violation", ["data.diagnosis"])
+    assert "F32" not in json.dumps(reply) and "masennus" not in json.dumps(reply), "never echoes a value"
+    dead = await bus.dead_letter()
+    assert dead.headers["x-seteli-reason"].startswith("contract_violation")
+    assert await bus.vouchers() == []
+    assert "masennus" not in await bus.everything_stored()
+
+    await bus.publish(b"not json at all")
+    assert (await bus.reply())["data"]["reason"] == "contract_violation"
+    assert (await bus.dead_letter()).headers["x-seteli-reason"].startswith("bad_envelope")
+
+
+async def test_a_case_system_cannot_issue_for_another_funder(bus):  # noqa: ANN001
+    # funder 091's system, data for 092, with its own routing key (the broker refuses decision.092 for it)
+    d = decision(funder="092")
+    await bus.publish(d, as_funder="091", routing_funder="091")
+    reply = (await bus.reply("091"))["data"]
+    assert (reply["reason"], reply["funder_id"]) == ("funder_mismatch", "091")
+    assert await bus.vouchers() == []
+    assert await bus.no_more_replies("092", wait=0.2), "the other funder hears nothing"
+
+
+async def test_an_unknown_funder_is_rejected(bus):  # noqa: ANN001
+    await bus.publish(decision(funder="093"), as_funder="093")
+    reply = (await bus.reply("093"))["data"]
+    assert reply["reason"] == "unknown_funder"
+    assert await bus.vouchers() == []
+
+
+# ------------------------------------------------------------------ the sample publisher
+async def test_the_sample_publisher_publishes_and_prints_the_reply(bus):  # noqa: ANN001
+    ref = f"SAMPLE-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, str(ROOT / "scripts" / "publish_decision.py"), "--amqp-url", bus.url_of("091"),
+           "--namespace", bus.ns, "--decision-ref", ref, "--client-ref", "asiakas-9", "--timeout", "20"]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode() + err.decode()
+    printed = out.decode()
+    reply = json.loads(printed[printed.index("{\n"):])["reply"]
+    assert reply["type"] == "fi.seteli.decision.accepted.v1" and reply["data"]["decision_ref"] == ref
+    assert reply["data"]["client_login_code"]
+    [v] = await bus.vouchers()
+    assert v.decision_ref == ref
