@@ -63,6 +63,7 @@ def asyncapi() -> dict:
                                   "bindingVersion": "0.2.0"}},
             "subscribe": {"operationId": f"on{name}", "message": {"$ref": f"#/components/messages/{name}"}},
         }
+    decision_channels(channels, messages)
     return {
         "asyncapi": "2.6.0",
         "info": {
@@ -76,12 +77,91 @@ def asyncapi() -> dict:
                 "Consumers must ignore unknown fields. Each consumer has its own durable quorum queue "
                 "`{namespace}.<service>` with dead-letter queue `{namespace}.<service>.dlq` (header "
                 "`x-seteli-reason` says why). `correlationid` and `causationid` link events to the request "
-                "and event that caused them. Money is in integer cents; units are decimal strings."),
+                "and event that caused them. Money is in integer cents; units are decimal strings.\n\n"
+                "Funders' case systems publish service decisions (`fi.seteli.decision.v1`) to the topic exchange "
+                "`{namespace}.decisions` with routing key `decision.<funder_id>`, as their own broker user "
+                "`funder-<funder_id>` with `user_id` set (the broker validates it), persistent, with publisher "
+                "confirms and `mandatory`. The vouchers service answers each on `{namespace}.decision-replies` "
+                "with routing key `reply.<funder_id>`; a funder's system reads only its own queue "
+                "`{namespace}.decision-replies.<funder_id>`: an accepted grant carries the client's one-time "
+                "login code, which no one else may read. Decisions are idempotent by (funder, decision_ref, "
+                "decision_version): the same version again changes nothing, a higher one amends or revokes, a "
+                "lower one is answered `stale_version`. Unknown fields are refused; a decision carrying a "
+                "personal identity code anywhere is answered `personal_identity_code_refused` and kept nowhere."),
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"url": "amqp://127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}},
         "channels": channels,
         "components": {"messages": messages},
+    }
+
+
+def decision_channels(channels: dict, messages: dict) -> None:
+    """The decisions funders' case systems publish and the replies they read (``seteli_shared.decisions``)."""
+    from seteli_shared.decisions import (DECISION_TYPE, EXAMPLE_ACCEPTED, EXAMPLE_DECISION, EXAMPLE_REJECTED,
+                                         DecisionAccepted, DecisionData, DecisionRejected)
+
+    funder = {"description": "the funder's id, e.g. the municipality code `091`",
+              "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}
+    envelope = Envelope.model_json_schema()
+    envelope["properties"]["type"] = {"const": DECISION_TYPE, "type": "string"}
+    envelope["properties"]["data"] = DecisionData.model_json_schema()
+    messages["ServiceDecision"] = {
+        "name": "ServiceDecision", "title": "ServiceDecision",
+        "summary": "A funder's service decision: grant (issue or amend a voucher) or revoke. Fields not in the "
+                   "contract are refused; clients only by pseudonymous reference.",
+        "description": (DecisionData.__doc__ or "").strip(),
+        "contentType": "application/cloudevents+json", "payload": envelope,
+        "bindings": {"amqp": {"deliveryMode": 2, "messageType": DECISION_TYPE, "bindingVersion": "0.2.0"}},
+        "examples": [{"name": "grant", "summary": "a new home-care voucher, 20 h a month at 25.00 EUR/h",
+                      "payload": EXAMPLE_DECISION},
+                     {"name": "amend", "summary": "version 2 of the same decision: 30 h a month",
+                      "payload": {**EXAMPLE_DECISION, "id": "5d0f3a8e-0c11-4d5e-9f4b-1a2b3c4d5e6f",
+                                  "data": {**EXAMPLE_DECISION["data"], "decision_version": 2,
+                                           "units_per_period": "30"}}},
+                     {"name": "revoke", "summary": "version 3: the voucher ends",
+                      "payload": {**EXAMPLE_DECISION, "id": "7e2a4b6c-8d0e-4f1a-a3b5-c7d9e1f3a5b7",
+                                  "data": {"funder_id": "091", "decision_ref": "HKI-2026-000123",
+                                           "decision_version": 3, "action": "revoke",
+                                           "client_ref": "asiakas-8f3a21", "effective_from": "2026-06-01"}}}],
+    }
+    replies = []
+    for cls, example in ((DecisionAccepted, EXAMPLE_ACCEPTED), (DecisionRejected, EXAMPLE_REJECTED)):
+        name = cls.__name__
+        env = Envelope.model_json_schema()
+        env["properties"]["type"] = {"const": cls.reply_type(), "type": "string"}
+        env["properties"]["data"] = cls.model_json_schema()
+        messages[name] = {
+            "name": name, "title": name, "summary": (cls.__doc__ or "").strip(),
+            "contentType": "application/cloudevents+json", "payload": env,
+            "bindings": {"amqp": {"deliveryMode": 2, "messageType": cls.reply_type(), "bindingVersion": "0.2.0"}},
+            "examples": [{"name": name, "payload": {
+                "specversion": "1.0", "id": "2c4e6a8b-0d1f-4a3c-8e5b-7d9f1b3d5f7a", "source": "/seteli/vouchers",
+                "type": cls.reply_type(), "time": example["answered_at"], "subject": example["decision_ref"],
+                "datacontenttype": "application/json", "data": example,
+                "correlationid": EXAMPLE_DECISION["id"], "causationid": EXAMPLE_DECISION["id"]}}],
+        }
+        replies.append({"$ref": f"#/components/messages/{name}"})
+    channels["decision.{funder_id}"] = {
+        "description": "Service decisions from a funder's case system, published as its own broker user "
+                       "`funder-<funder_id>` (only this routing key is allowed to it) with `user_id` set, persistent, "
+                       "`mandatory`, with publisher confirms; consumed by vouchers from its queue "
+                       "`{namespace}.vouchers.decisions` (dead letters: `{namespace}.vouchers.decisions.dlq`).",
+        "parameters": {"funder_id": funder},
+        "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": "{namespace}.decisions", "type": "topic",
+                                                               "durable": True, "autoDelete": False},
+                              "bindingVersion": "0.2.0"}},
+        "publish": {"operationId": "sendServiceDecision", "message": {"$ref": "#/components/messages/ServiceDecision"}},
+    }
+    channels["reply.{funder_id}"] = {
+        "description": "The answer to each decision, published by vouchers through its outbox; read by the funder's "
+                       "case system, and only by it, from its queue `{namespace}.decision-replies.<funder_id>` "
+                       "(an accepted grant carries the client's one-time login code).",
+        "parameters": {"funder_id": funder},
+        "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": "{namespace}.decision-replies", "type": "topic",
+                                                               "durable": True, "autoDelete": False},
+                              "bindingVersion": "0.2.0"}},
+        "subscribe": {"operationId": "onDecisionReply", "message": {"oneOf": replies}},
     }
 
 

@@ -32,7 +32,9 @@ async def _remove_everything_of(amqp_url: str, ns: str, users: list[str]) -> Non
     for policy in defs["policies"]:
         _rabbitmqctl("clear_policy", "-p", "/", policy["name"])
     queues = {q["name"] for q in defs["queues"]} | {f"{ns}.notices.p1", f"{ns}.notices.p2",
-                                                    f"{ns}.notices.sneaky", f"{ns}.decisions.watch"}
+                                                    f"{ns}.notices.sneaky", f"{ns}.decisions.watch",
+                                                    f"{ns}.decision-replies.091", f"{ns}.decision-replies.092",
+                                                    f"{ns}.decision-replies.sneaky"}
     conn = await aio_pika.connect(amqp_url)
     try:
         for name in sorted(queues):
@@ -133,6 +135,65 @@ async def test_a_providers_system_reads_only_its_own_notices(outside, amqp_url):
     await p1.close()
     await p2.close()
     await admin.close()
+
+
+async def test_a_funders_case_system_reads_only_its_own_replies(outside, amqp_url):  # noqa: ANN001
+    """A reply to an accepted decision carries the client's one-time login code: only the funder's own
+    system may read it."""
+    ns, prefix, url_of = outside
+    admin = await aio_pika.connect(amqp_url)
+    replies = await (await admin.channel(publisher_confirms=True)).get_exchange(f"{ns}.decision-replies")
+    for f in ("091", "092"):
+        await replies.publish(aio_pika.Message(f"reply for {f}".encode()), f"reply.{f}", mandatory=True, timeout=5)
+
+    case_system = await aio_pika.connect(url_of(f"{prefix}funder-092", "pw-092"))
+    own = await (await case_system.channel()).declare_queue(f"{ns}.decision-replies.092", passive=True)
+    assert (await own.get(timeout=5, no_ack=True)).body == b"reply for 092"
+    with pytest.raises(ChannelAccessRefused):
+        q = await (await case_system.channel()).declare_queue(f"{ns}.decision-replies.091", passive=True)
+        await q.get(timeout=5)
+    with pytest.raises(ChannelAccessRefused):  # nor make itself a queue bound to another's replies
+        await (await case_system.channel()).declare_queue(f"{ns}.decision-replies.sneaky", durable=True)
+    with pytest.raises(ChannelAccessRefused):  # nor forge replies
+        ch = await case_system.channel(publisher_confirms=True)
+        ex = await ch.get_exchange(f"{ns}.decision-replies", ensure=False)
+        await ex.publish(aio_pika.Message(b"forged"), "reply.091", timeout=5)
+
+    other = await aio_pika.connect(url_of(f"{prefix}funder-091", "pw-091"))
+    mine = await (await other.channel()).declare_queue(f"{ns}.decision-replies.091", passive=True)
+    assert (await mine.get(timeout=5, no_ack=True)).body == b"reply for 091"
+    assert await mine.get(fail=False) is None
+    await other.close()
+    await case_system.close()
+    await admin.close()
+
+
+async def test_the_vouchers_service_user_consumes_decisions_and_publishes_replies(outside, amqp_url):  # noqa: ANN001
+    from seteli_shared.bus import Bus
+    from seteli_shared.testing import make_settings
+
+    ns, prefix, url_of = outside
+    user = await asyncio.to_thread(broker.add_system_user, "service", "vouchers", "pw-vouchers", ns, "/", prefix)
+    try:
+        settings = make_settings(service_name="vouchers", bus_namespace=ns,
+                                 amqp_url=url_of(user, "pw-vouchers"), database_url="sqlite+aiosqlite:///:memory:")
+        bus = Bus(settings)
+        await bus.connect()
+        q = await (await bus.connection.channel()).declare_queue(f"{ns}.vouchers.decisions", passive=True)
+        await q.get(fail=False)  # it may read its decisions queue
+        await bus.publish(b"{}", "reply.091", message_id="r1", exchange="decision-replies")  # and answer
+        with pytest.raises(ChannelAccessRefused):  # but not publish decisions
+            ch = await bus.connection.channel(publisher_confirms=True)
+            ex = await ch.get_exchange(f"{ns}.decisions", ensure=False)
+            await ex.publish(aio_pika.Message(b"{}"), "decision.091", timeout=5)
+        await bus.close()
+        admin = await aio_pika.connect(amqp_url)
+        got = await (await (await admin.channel()).declare_queue(f"{ns}.decision-replies.091", passive=True)).get(
+            timeout=5, no_ack=True)
+        assert got.user_id == user
+        await admin.close()
+    finally:
+        await asyncio.to_thread(broker.remove_user, user)
 
 
 def test_definitions_give_every_consumer_queue_a_dead_letter_queue_and_a_delivery_limit():
