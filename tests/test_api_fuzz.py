@@ -34,7 +34,7 @@ async def test_no_server_errors_and_every_response_as_documented(system, service
     proc = await asyncio.create_subprocess_exec(
         str(ST), "run", f"{url}/openapi.json", "--url", url, "--checks", CHECKS,
         "--header", f"Authorization: Bearer {CALLERS[caller]}",
-        "--max-examples", str(MAX_EXAMPLES), "--seed", "20261125", "--workers", "2",
+        "--max-examples", str(MAX_EXAMPLES), "--seed", "20261125", "--workers", "1",  # 2 workers crash the generator on CPython 3.11 (gh-106905)
         "--phases", "examples,coverage,fuzzing", "--generation-allow-x00", "true", "--exclude-path", "/health/ready",
         "--report", "junit", "--report-junit-path", str(tmp_path / "report.xml"),
         "--no-color", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
