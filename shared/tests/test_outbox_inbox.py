@@ -285,3 +285,17 @@ async def test_an_event_carrying_a_personal_identity_code_is_dead_lettered_witho
     assert b"131052" not in dead.body and json.loads(dead.body)["message_id"] == carrier.id
     assert 7 not in await world.effects()
     await consumer.stop()
+
+
+async def test_a_dead_letter_reason_names_fields_and_rules_never_values(world: World):
+    consumer = world.consumer()
+    await consumer.start()
+    bad = {"specversion": "1.0", "id": "m-bad", "source": "/x", "type": "fi.seteli.test.tick.v1",
+           "time": "asiakas 131052-308T", "data": {"n": 1}}
+    await world.bus.publish(json.dumps(bad).encode(), "test.tick.v1", message_id="m-bad")
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    dead = await eventually(lambda: dlq.get(fail=False, no_ack=True), timeout=20)
+    reason = dead.headers[REASON_HEADER]
+    assert reason.startswith("bad_envelope: time:") and "131052" not in reason
+    await consumer.stop()

@@ -78,6 +78,13 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, str) else None
 
 
+def describe(exc: ValidationError) -> str:
+    """What is wrong with a message, by field and rule: never the values (they could be personal data)."""
+    parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or '(message)'}: {e.get('msg', '')}"
+             for e in exc.errors(include_input=False, include_url=False)]
+    return "; ".join(parts)[:500]
+
+
 def message_strings(message: AbstractIncomingMessage) -> list:
     """Every text a message carries: its body, properties and headers."""
     return [_text(message.body), message.message_id, message.type, message.correlation_id, message.app_id,
@@ -206,7 +213,7 @@ class Consumer:
         try:
             envelope = Envelope.model_validate(raw) if raw is not None else Envelope.model_validate_json(message.body)
         except ValidationError as exc:
-            return Refused(f"bad_envelope: {str(exc)[:500]}", raw, exc)
+            return Refused(f"bad_envelope: {describe(exc)}", raw, exc)
         found = find_in([envelope.data, envelope.subject, envelope.source, envelope.correlationid,
                          envelope.causationid])
         if found:
@@ -228,7 +235,7 @@ class Consumer:
         except KeyError:
             event = None  # unknown type passed to the fallback as a bare envelope
         except ValidationError as exc:
-            return Refused(f"contract_violation: {str(exc)[:500]}",
+            return Refused(f"contract_violation: {describe(exc)}",
                            raw if raw is not None else envelope.model_dump(mode="json"), exc)
         return Parsed(message, envelope, event, handler)
 
