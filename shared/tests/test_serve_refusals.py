@@ -92,3 +92,16 @@ async def test_check_broker_tells_the_two_apart():
         with pytest.raises(BrokerLoginRefused, match="refused the login for user 'guest'"):
             await check_broker(with_password(AMQP_URL, "wrong"))
         await check_broker(AMQP_URL)
+
+
+def test_the_listening_socket_lets_asyncio_set_tcp_nodelay():
+    import socket
+
+    from seteli_shared.cli import bind_port
+
+    sock = bind_port("registry", "127.0.0.1", 0)
+    try:
+        # asyncio sets TCP_NODELAY on accepted connections only for sockets made with IPPROTO_TCP
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
