@@ -83,6 +83,8 @@ class DecisionData(BaseModel):
     valid_from: date | None = None
     valid_until: date | None = None
     rulebook_version: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
+    carry_over: bool = Field(default=False, description="monthly units only: the unused units of a month add to "
+                                                        "the next month's")
     #: for a revocation: the first day the voucher is no longer in force (default: the day it is processed)
     effective_from: date | None = None
 

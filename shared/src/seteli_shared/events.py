@@ -131,6 +131,8 @@ class ProviderUpdated(Event):
     languages: list[str] = []
     municipalities: list[str] = []
     updated_at: datetime
+    #: the provider's name when it changed (None: unchanged, or a registry that does not send it yet)
+    name: str | None = None
 
     def subject(self) -> str:
         return self.provider_id
@@ -292,6 +294,8 @@ class VoucherIssued(Event):
     valid_from: date
     valid_until: date
     issued_at: datetime
+    #: the funder's rule: the unused units of a month add to the next month's (monthly units only)
+    carry_over: bool = False
 
     def subject(self) -> str:
         return self.voucher_id
@@ -305,6 +309,11 @@ class VoucherProviderChosen(Event):
     provider_id: str
     category: Category
     chosen_at: datetime
+    #: the first service date the choice covers (the day of the choice); services before it stay the
+    #: previous provider's to charge. None (older events): the day of ``chosen_at``
+    effective_from: date | None = None
+    #: the provider chosen before (a switch), if any
+    previous_provider_id: str | None = None
 
     def subject(self) -> str:
         return self.voucher_id
@@ -327,6 +336,7 @@ class VoucherAmended(Event):
     valid_from: date
     valid_until: date
     amended_at: datetime
+    carry_over: bool = False
 
     def subject(self) -> str:
         return self.voucher_id
@@ -345,6 +355,37 @@ class VoucherRevoked(Event):
     category: Category
     effective_from: date
     revoked_at: datetime
+
+    def subject(self) -> str:
+        return self.voucher_id
+
+
+class VoucherExpired(Event):
+    """The voucher's validity has passed (the daily expiry job): it can no longer be chosen; services
+    delivered inside its validity may still be charged."""
+
+    event_name = "voucher.expired"
+    producer = "vouchers"
+    voucher_id: str
+    funder_id: FunderId
+    category: Category
+    valid_until: date
+    expired_at: datetime
+
+    def subject(self) -> str:
+        return self.voucher_id
+
+
+class VoucherExhausted(Event):
+    """A voucher whose units are for its whole validity has had them all charged."""
+
+    event_name = "voucher.exhausted"
+    producer = "vouchers"
+    voucher_id: str
+    funder_id: FunderId
+    category: Category
+    units_used: Decimal
+    exhausted_at: datetime
 
     def subject(self) -> str:
         return self.voucher_id

@@ -2,11 +2,11 @@
 settlement figures and the double-entry postings."""
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 
+from seteli_shared import periods
 from seteli_shared.errors import DomainError, NotFound
 from seteli_shared.money import allocate, fee_cents, from_hundredths, units_amount_cents
 
@@ -199,11 +199,9 @@ def unit_price(terms: VoucherTerms, price_list: PriceList | None, req: ChargeReq
 
 
 def period_bounds(terms: VoucherTerms, service_date: date) -> tuple[date, date]:
-    """The period whose units a charge on ``service_date`` uses."""
-    if terms.period == "month":
-        last = calendar.monthrange(service_date.year, service_date.month)[1]
-        return service_date.replace(day=1), service_date.replace(day=last)
-    return terms.valid_from, terms.valid_until
+    """The period whose units a charge on ``service_date`` uses (``seteli_shared.periods``: the rule
+    vouchers shows the client by)."""
+    return periods.period_bounds(terms.period, terms.valid_from, terms.valid_until, service_date)
 
 
 def amounts(terms: VoucherTerms, units_x100: int, unit_price_cents: int | None,

@@ -12,7 +12,7 @@ from seteli_shared.events import (Envelope, FunderRegistered, PriceListPublished
 from seteli_shared.money import to_hundredths
 
 from . import domain
-from .models import ApprovalView, FunderView, PriceListView, VoucherView
+from .models import ApprovalView, FunderView, PriceListView, ProviderChoiceView, VoucherView
 
 
 async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
@@ -106,6 +106,7 @@ async def on_voucher_issued(session: AsyncSession, _env: Envelope, event: Vouche
     view.value_per_unit_cents = event.value_per_unit_cents
     view.valid_from = event.valid_from
     view.valid_until = event.valid_until
+    view.carry_over = event.carry_over
     await session.flush()
 
 
@@ -118,6 +119,7 @@ async def on_voucher_amended(session: AsyncSession, _env: Envelope, event: Vouch
     view.units_per_period_x100 = to_hundredths(event.units_per_period)
     view.period, view.value_per_unit_cents = event.period, event.value_per_unit_cents
     view.valid_from, view.valid_until = event.valid_from, event.valid_until
+    view.carry_over = event.carry_over
     await session.flush()
 
 
@@ -135,6 +137,11 @@ async def on_provider_chosen(session: AsyncSession, _env: Envelope, event: Vouch
     if view.provider_chosen_at is None or event.chosen_at >= view.provider_chosen_at:
         view.provider_id = event.provider_id
         view.provider_chosen_at = event.chosen_at
+    # and every choice is kept with the first service date it covers (lifecycle.provider_on)
+    key = (event.voucher_id, _utc(event.chosen_at), event.provider_id)
+    if await session.get(ProviderChoiceView, key) is None:
+        session.add(ProviderChoiceView(voucher_id=event.voucher_id, chosen_at=key[1], provider_id=event.provider_id,
+                                       effective_from=event.effective_from or _utc(event.chosen_at).date()))
     await session.flush()
 
 

@@ -32,6 +32,8 @@ class VoucherView(SQLModel, table=True):
     #: still be charged within the grace the charging rules give)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     revoked_from: date | None = None
+    #: the funder's rule: the unused units of a month add to the next month's (migration 0007)
+    carry_over: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     #: bumped by every charge: taking the row's write lock first serialises charges of one voucher
     version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
@@ -151,3 +153,15 @@ class LedgerEntry(SQLModel, table=True):
     transaction_id: str = Field(foreign_key="payments_ledger_transaction.id", max_length=64, index=True)
     account: str = Field(max_length=120, index=True)
     amount_cents: int = Field(sa_type=sa.BigInteger)
+
+
+class ProviderChoiceView(SQLModel, table=True):
+    """Projection of ``VoucherProviderChosen``: every choice of provider of a voucher with the first
+    service date it covers, so that a provider switched away from still charges the services it
+    delivered before the switch (``lifecycle.provider_on``)."""
+
+    __tablename__ = "payments_provider_choice"
+    voucher_id: str = Field(primary_key=True, max_length=64)
+    chosen_at: datetime = Field(primary_key=True, sa_type=UTCDateTime())
+    provider_id: str = Field(primary_key=True, max_length=64)
+    effective_from: date

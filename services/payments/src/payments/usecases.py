@@ -3,7 +3,7 @@ audit entry and its events in the outbox together; and the tenant-scoped reads. 
 ``Clock`` passed in."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import groupby
@@ -11,7 +11,7 @@ from itertools import groupby
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from seteli_shared import audit
+from seteli_shared import audit, periods
 from seteli_shared.auth import Principal, TenantScope
 from seteli_shared.clock import Clock
 from seteli_shared.db import once_more_on_conflict, unit_of_work
@@ -22,9 +22,9 @@ from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event, add_events
 from seteli_shared.schemas import PageParams, paginate
 
-from . import domain
-from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView, Settlement,
-                     VoucherView)
+from . import domain, lifecycle
+from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView,
+                     ProviderChoiceView, Settlement, VoucherView)
 
 SOURCE = "payments"
 Sessions = async_sessionmaker[AsyncSession]
@@ -64,6 +64,27 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
     return charge, new
 
 
+async def _life_cycle_terms(session: AsyncSession, view: VoucherView, terms: domain.VoucherTerms,
+                            req: domain.ChargeRequest, today: date) -> domain.VoucherTerms:
+    """The voucher's terms for this charge after its life cycle: refused after a revocation (beyond the
+    grace) or from a provider switched away from by the service date; the provider the service date
+    belongs to as the chosen one; the period's units with what the previous month carried over."""
+    lifecycle.check_revocation(view.revoked_at, view.revoked_from, req.service_date, today)
+    choices = [lifecycle.Choice(c.provider_id, c.effective_from, c.chosen_at) for c in (await session.execute(
+        select(ProviderChoiceView).where(ProviderChoiceView.voucher_id == view.voucher_id))).scalars()]
+    lifecycle.check_chosen_on(choices, req.provider_id, req.service_date)
+    provider = lifecycle.provider_on(choices, req.service_date) or terms.provider_id
+    previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
+    carried = 0
+    if view.carry_over and previous is not None and terms.units_per_period_x100 is not None:
+        previous_used = (await session.execute(select(func.coalesce(func.sum(Charge.units_x100), 0)).where(
+            Charge.voucher_id == view.voucher_id, Charge.service_date >= previous[0],
+            Charge.service_date <= previous[1]))).scalar_one()
+        carried = periods.carried_in_x100(terms.units_per_period_x100, True, int(previous_used))
+    return replace(terms, provider_id=provider, units_per_period_x100=(
+        None if terms.units_per_period_x100 is None else terms.units_per_period_x100 + carried))
+
+
 async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, provider_reference: str,
                         req: domain.ChargeRequest) -> tuple[Charge, bool]:
     """Returns the charge and whether it is new. The provider's own reference makes a retry safe."""
@@ -93,6 +114,8 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
         price_lists = [p.price_list() for p in (await session.execute(select(PriceListView).where(
             PriceListView.provider_id == req.provider_id, PriceListView.funder_id == terms.funder_id,
             PriceListView.category == terms.category, PriceListView.effective_from <= req.service_date))).scalars()]
+    if terms is not None:  # switches, revocation and carried-over units (lifecycle.py)
+        terms = await _life_cycle_terms(session, view, terms, req, clock.today())
     amounts = domain.validate_charge(terms, approval, int(used), req, clock.today(), price_lists)
     now = clock.now()
     charge = Charge(

@@ -63,13 +63,18 @@ async def list_vouchers(
 
 @router.get("/vouchers/{voucher_id}", response_model=VoucherView)
 async def get_voucher(
-    voucher_id: str, sessions: SessionsDep, principal: Annotated[Principal, require(*READERS)],
+    voucher_id: str, sessions: SessionsDep, clock: ClockDep, principal: Annotated[Principal, require(*READERS)],
 ):
     """A voucher, for its funder, its client, the provider chosen for it and operator staff, each in
     its own view (`view`): the provider sees what it needs to charge, never the client's or decision's
     references; no one sees the client's login code."""
     voucher = await usecases.get_voucher(sessions, principal, voucher_id)
-    return view_of(voucher, domain.audience_of(principal))
+    view = view_of(voucher, domain.audience_of(principal))
+    if hasattr(view, "usage"):  # the client and the funder see the current period's units used and left
+        from .lifecycle import usage_of
+
+        view.usage = await usage_of(sessions, voucher, clock)
+    return view
 
 
 @router.post("/vouchers/{voucher_id}/provider", response_model=VoucherView)

@@ -82,7 +82,7 @@ def _voucher_create(data: DecisionData) -> VoucherCreate:
             "funder_id": data.funder_id, "decision_ref": data.decision_ref, "client_ref": data.client_ref,
             "category": data.category, "units_per_period": data.units_per_period, "period": data.period,
             "value_per_unit_cents": data.value_per_unit_cents, "valid_from": data.valid_from,
-            "valid_until": data.valid_until})
+            "valid_until": data.valid_until, "carry_over": data.carry_over})
     except ValidationError as exc:
         fields = [loc for e in exc.errors() if (loc := safe_location(("data", *e["loc"])))]
         kinds = sorted({str(e.get("type")) for e in exc.errors()})
@@ -92,9 +92,9 @@ def _voucher_create(data: DecisionData) -> VoucherCreate:
 
 def _same_grant(v: Voucher, data: DecisionData) -> bool:
     return v.status != REVOKED and (v.client_ref, v.category, v.units_per_period_x100, v.period,
-                                    v.value_per_unit_cents, v.valid_from, v.valid_until) == (
+                                    v.value_per_unit_cents, v.valid_from, v.valid_until, v.carry_over) == (
         data.client_ref, data.category, to_hundredths(data.units_per_period), data.period.value,
-        data.value_per_unit_cents, data.valid_from, data.valid_until)
+        data.value_per_unit_cents, data.valid_from, data.valid_until, data.carry_over)
 
 
 def _same_revocation(v: Voucher, data: DecisionData) -> bool:
@@ -167,6 +167,7 @@ async def apply_decision(session: AsyncSession, principal: Principal, data: Deci
     voucher.units_per_period_x100 = to_hundredths(body.units_per_period)
     voucher.period, voucher.value_per_unit_cents = body.period.value, body.value_per_unit_cents
     voucher.valid_from, voucher.valid_until = body.valid_from, body.valid_until
+    voucher.carry_over = body.carry_over
     voucher.decision_version = data.decision_version
     session.add(voucher)
     await session.flush()
@@ -175,7 +176,7 @@ async def apply_decision(session: AsyncSession, principal: Principal, data: Deci
         decision_version=voucher.decision_version, category=voucher.category,
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
-        valid_until=voucher.valid_until, amended_at=now), SOURCE)
+        valid_until=voucher.valid_until, amended_at=now, carry_over=voucher.carry_over), SOURCE)
     await audit.record(session, principal, "voucher.amend", "voucher", voucher.id, voucher.funder_id, channel="bus")
     log.info("decision.voucher_amended", voucher_id=voucher.id, decision_version=data.decision_version)
     return _accepted(voucher, "amended")

@@ -70,10 +70,25 @@ async def on_provider_revoked(session: AsyncSession, _env: Envelope, event: Prov
     await _fold(session, event.funder_id, event.provider_id, event.category, lambda s: domain.apply_change(s, change))
 
 
+def _life_cycle_handlers() -> dict:
+    """The life cycle's subscriptions (``lifecycle.py``): usage, and the comparison's registry facts."""
+    from seteli_shared.events import ChargeAccepted, PriceListPublished, ProviderRegistered, ProviderUpdated
+
+    from . import lifecycle
+
+    return {
+        ChargeAccepted.event_type(): lifecycle.on_charge_accepted,
+        PriceListPublished.event_type(): lifecycle.on_price_list_published,
+        ProviderRegistered.event_type(): lifecycle.on_provider_registered,
+        ProviderUpdated.event_type(): lifecycle.on_provider_updated,
+    }
+
+
 HANDLERS = {
     FunderRegistered.event_type(): on_funder_registered,
     ProviderApproved.event_type(): on_provider_approved,
     ProviderSuspended.event_type(): on_provider_suspended,
     ProviderReinstated.event_type(): on_provider_reinstated,
     ProviderRevoked.event_type(): on_provider_revoked,
+    **_life_cycle_handlers(),
 }

@@ -10,6 +10,7 @@ from sqlmodel import Field, SQLModel
 from seteli_shared.messaging import BigIntPK, UTCDateTime
 
 from . import domain
+from .lifecycle_models import PriceListEntry, ProviderName, Usage  # noqa: F401  (this service's tables)
 
 
 class Voucher(SQLModel, table=True):
@@ -41,6 +42,12 @@ class Voucher(SQLModel, table=True):
     #: when a revoking decision was applied, and the first day the voucher is no longer in force
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     revoked_from: date | None = None
+    # ---- the life cycle (lifecycle.py; migration 0008)
+    #: the funder's rule: the unused units of a month add to the next month's
+    carry_over: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    #: when the expiry job found the validity passed, and when a whole-validity voucher was used up
+    expired_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    exhausted_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class Funder(SQLModel, table=True):

@@ -13,6 +13,7 @@ from seteli_shared.money import from_hundredths
 from seteli_shared.schemas import Page, RequestModel
 
 from . import domain
+from .lifecycle_models import PeriodUsage
 from .models import Voucher
 
 Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
@@ -31,6 +32,8 @@ class VoucherCreate(RequestModel):
     value_per_unit_cents: int = Field(gt=0, le=10_000_000)
     valid_from: date = Field(description="at most a year before today and at most a year ahead")
     valid_until: date = Field(description="not before today; at most five years after valid_from")
+    carry_over: bool = Field(default=False, description="monthly units only: the unused units of a month add to "
+                                                        "the next month's")
 
 
 class ProviderChoice(RequestModel):
@@ -57,6 +60,7 @@ class _Terms(BaseModel):
     valid_until: date
     status: str
     provider_id: str | None
+    carry_over: bool = False
 
 
 class VoucherForProvider(_Terms):
@@ -73,6 +77,8 @@ class VoucherForClient(_Terms):
     funder_id: str
     voucher_code: str | None
     issued_at: datetime
+    usage: PeriodUsage | None = Field(default=None, description="the current period's units used and left "
+                                                                "(GET /vouchers/{id} only)")
 
 
 class VoucherForFunder(_Terms):
@@ -85,6 +91,8 @@ class VoucherForFunder(_Terms):
     voucher_code: str | None
     issued_at: datetime
     client_login_code_issued_at: datetime | None
+    usage: PeriodUsage | None = Field(default=None, description="the current period's units used and left "
+                                                                "(GET /vouchers/{id} only)")
 
 
 class IssuedVoucher(VoucherForFunder):
@@ -126,7 +134,7 @@ def _fields(v: Voucher) -> dict:
     return {**v.model_dump(exclude={"units_per_period_x100", "client_login_salt", "client_login_hash",
                                     "client_login_issued_at"}),
             "units_per_period": from_hundredths(v.units_per_period_x100),
-            "client_login_code_issued_at": v.client_login_issued_at}
+            "client_login_code_issued_at": v.client_login_issued_at, "usage": None}
 
 
 def view_of(v: Voucher, audience: domain.Audience) -> _Terms:

@@ -40,7 +40,8 @@ Sessions = async_sessionmaker[AsyncSession]
 def _same_terms(v: Voucher, body: VoucherCreate) -> bool:
     return (v.client_ref, v.category, v.units_per_period_x100, v.period, v.value_per_unit_cents, v.valid_from,
             v.valid_until) == (body.client_ref, body.category, to_hundredths(body.units_per_period), body.period.value,
-                               body.value_per_unit_cents, body.valid_from, body.valid_until)
+                               body.value_per_unit_cents, body.valid_from, body.valid_until) and (
+        v.carry_over == body.carry_over)
 
 
 def _new_login_code(voucher: Voucher, clock: Clock) -> str:
@@ -88,7 +89,7 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
         units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
         value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
         valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(), voucher_code=new_code(),
-        decision_version=decision_version,
+        decision_version=decision_version, carry_over=body.carry_over,
     )
     login_code = _new_login_code(voucher, clock)
     session.add(voucher)
@@ -98,7 +99,7 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
         decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
-        valid_until=voucher.valid_until, issued_at=voucher.issued_at), SOURCE)
+        valid_until=voucher.valid_until, issued_at=voucher.issued_at, carry_over=voucher.carry_over), SOURCE)
     await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel=channel)
     return voucher, login_code
 
@@ -130,12 +131,15 @@ async def choose_provider(sessions: Sessions, principal: Principal, voucher_id: 
         domain.check_provider_in_force(approval_state(approval), today)
         if voucher.provider_id == provider_id:
             return voucher
+        # a switch: the units left stay the voucher's; services before today remain the previous provider's
+        previous_provider_id = voucher.provider_id
         voucher.provider_id = provider_id
         voucher.status = domain.PROVIDER_CHOSEN
         session.add(voucher)
         await add_event(session, VoucherProviderChosen(
             voucher_id=voucher.id, funder_id=voucher.funder_id, provider_id=provider_id,
-            category=voucher.category, chosen_at=clock.now()), SOURCE)
+            category=voucher.category, chosen_at=clock.now(), effective_from=today,
+            previous_provider_id=previous_provider_id), SOURCE)
         await audit.record(session, principal, "voucher.choose_provider", "voucher", voucher.id, voucher.funder_id)
     log.info("voucher.provider_chosen", voucher_id=voucher.id, provider_id=provider_id)
     return voucher
