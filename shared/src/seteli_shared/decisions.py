@@ -59,6 +59,15 @@ def funder_of_routing_key(routing_key: str | None) -> str | None:
     return parts[1] if len(parts) >= 2 and parts[0] == "decision" and parts[1] else None
 
 
+#: what a grant of each kind needs besides category and validity
+_GRANT_NEEDS: dict[str, tuple[str, ...]] = {
+    "service_voucher": ("units_per_period", "value_per_unit_cents"),
+    "income_related": ("units_per_period", "value_table_version", "household_size", "gross_monthly_income_cents"),
+    "client_voucher": ("units_per_period", "max_value_per_unit_cents", "client_fee_cents"),
+    "personal_budget": ("budget_cents", "categories"),
+}
+
+
 class DecisionData(BaseModel):
     """A funder's service decision, as its case system sends it. Clients are pseudonymous: no name, no
     personal identity code (a message carrying one anywhere is refused and not kept)."""
@@ -87,12 +96,25 @@ class DecisionData(BaseModel):
                                                         "the next month's")
     #: for a revocation: the first day the voucher is no longer in force (default: the day it is processed)
     effective_from: date | None = None
+    # ---- the voucher's kind (additive, optional: without it a service_voucher with value_per_unit_cents)
+    kind: Literal["service_voucher", "income_related", "client_voucher", "personal_budget"] | None = Field(
+        default=None, description="service_voucher (default): value_per_unit_cents; income_related: "
+        "value_table_version, household_size, gross_monthly_income_cents (used to compute the value, never kept); "
+        "client_voucher: max_value_per_unit_cents, client_fee_cents (per unit, paid to the funder); "
+        "personal_budget: budget_cents, categories (no units_per_period)")
+    value_table_version: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    household_size: int | None = Field(default=None, ge=1, le=30)
+    gross_monthly_income_cents: int | None = Field(default=None, ge=0, le=100_000_000)
+    max_value_per_unit_cents: int | None = Field(default=None, gt=0, le=10_000_000)
+    client_fee_cents: int | None = Field(default=None, ge=0, le=10_000_000)
+    budget_cents: int | None = Field(default=None, gt=0, le=1_000_000_000)
+    categories: list[Category] | None = Field(default=None, min_length=1, max_length=17)
 
     @model_validator(mode="after")
     def _terms_of_a_grant(self) -> "DecisionData":
         if self.action == "grant":
-            missing = [f for f in ("category", "units_per_period", "value_per_unit_cents", "valid_from",
-                                   "valid_until") if getattr(self, f) is None]
+            needs = _GRANT_NEEDS[self.kind or "service_voucher"]
+            missing = [f for f in ("category", *needs, "valid_from", "valid_until") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"a grant needs {', '.join(missing)}")
         return self

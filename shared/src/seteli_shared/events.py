@@ -294,6 +294,17 @@ class VoucherIssued(Event):
     valid_from: date
     valid_until: date
     issued_at: datetime
+    # ---- the voucher's kind (additive; absent on events from before kinds: a service_voucher)
+    #: service_voucher | income_related | client_voucher | personal_budget
+    kind: str | None = None
+    #: income_related: the funder's formula table version the value came from (never the income)
+    value_table_version: str | None = None
+    #: client_voucher: the funder's maximum per unit, and the client's fixed fee per unit to the funder
+    max_value_per_unit_cents: int | None = None
+    client_fee_cents: int | None = None
+    #: personal_budget: the money per period (month or validity) and the categories it may be spent on
+    budget_cents: int | None = None
+    categories: list[Category] | None = None
     #: the funder's rule: the unused units of a month add to the next month's (monthly units only)
     carry_over: bool = False
 
@@ -413,6 +424,8 @@ class ChargeAccepted(Event):
     #: the registered price the charge was checked against, and its list
     registered_price_cents: int | None = None
     price_list_id: str | None = None
+    #: a client voucher's charge: the client's fixed fee (per unit) for these units, owed to the funder
+    client_fee_cents: int | None = None
 
     def subject(self) -> str:
         return self.charge_id

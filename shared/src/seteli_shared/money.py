@@ -1,12 +1,24 @@
 """Money is integer cents; rates are Decimal. Every rounding in the system goes through here."""
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 
 def round_cents(amount: Decimal) -> int:
     """Round an amount of cents to whole cents, half away from zero (the one commercial rule)."""
     return int(Decimal(amount).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def round_up_cents(amount: Decimal) -> int:
+    """Round an amount of cents up to whole cents (towards plus infinity): a value in the client's
+    favour, e.g. an income-related voucher's value per unit (2817.625 -> 2818)."""
+    return int(Decimal(amount).to_integral_value(rounding=ROUND_CEILING))
+
+
+def round_down_cents(amount: Decimal) -> int:
+    """Round an amount of cents down to whole cents (towards minus infinity): a payment in the client's
+    favour, e.g. the client's monthly share shown by the value calculator."""
+    return int(Decimal(amount).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def fee_cents(gross_cents: int, rate: Decimal) -> int:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, acting_for_provider, ensure_visible,
                                 require, tenant_scope)
 from seteli_shared.clock import ClockDep
+from seteli_shared.events import Category
 from seteli_shared.money import from_hundredths, to_hundredths
 from seteli_shared.schemas import Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
@@ -49,6 +50,8 @@ class ChargeCreate(RequestModel):
                     "has no price list in force on that date")
     tariff: Tariff | None = Field(default=None, description="which price of the provider's price list applies "
                                   "(its base price when the list has no price for this tariff)")
+    category: Category | None = Field(default=None, description="a personal budget's: which of its categories the "
+                                      "service is (default: the voucher's category); other vouchers: only their own")
 
 
 class ChargePublic(BaseModel):
@@ -69,6 +72,8 @@ class ChargePublic(BaseModel):
     registered_price_cents: int | None = Field(default=None, description="the registered price the charge was "
                                                "checked against")
     price_list_id: str | None = None
+    client_fee_cents: int | None = Field(default=None, description="a client voucher's charge: the client's fixed "
+                                         "fee (per unit) for these units, owed to the funder, not the provider")
     status: str
     accepted_at: datetime
     settlement_id: str | None
@@ -116,7 +121,7 @@ async def charge_voucher(
     a registered price was found (`price_registered`)."""
     provider_id = acting_for_provider(principal, body.provider_id)
     req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents,
-                               body.tariff.value if body.tariff else None)
+                               body.tariff.value if body.tariff else None, body.category)
     charge, new = await usecases.charge_voucher(sessions, clock, principal, body.voucher_id,
                                                 body.provider_reference, req)
     if not new:

@@ -24,6 +24,12 @@ class VoucherTerms:
     valid_from: date
     valid_until: date
     provider_id: str | None
+    #: the voucher's kind (``KINDS``) and its kind's terms
+    kind: str = "service_voucher"
+    budget_cents: int | None = None
+    categories: tuple[str, ...] = ()
+    max_value_per_unit_cents: int | None = None
+    client_fee_cents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class ChargeRequest:
     units_x100: int
     unit_price_cents: int | None  # the provider's price per unit; defaults to the registered price or voucher value
     tariff: str | None = None  # weekday | weekday_evening | saturday | sunday: which price of the list
+    category: str | None = None  # a personal budget's: which of its categories (default: the voucher's)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,51 @@ class ChargeAmounts:
     #: the price list's price for this charge (its tariff's, else its base price), when one was in force
     registered_price_cents: int | None = None
     price_list_id: str | None = None
+    #: a client voucher's: the client's fixed fee for these units, owed to the funder
+    client_fee_cents: int | None = None
+
+
+# ------------------------------------------------------------------ voucher kinds
+KINDS = ("service_voucher", "income_related", "client_voucher", "personal_budget")
+SERVICE_VOUCHER, INCOME_RELATED, CLIENT_VOUCHER, PERSONAL_BUDGET = KINDS
+
+
+def charge_category(terms: VoucherTerms, requested: str | None) -> str:
+    """The category a charge is for: the voucher's, or for a personal budget any of its categories
+    (``category_not_on_voucher`` otherwise)."""
+    if requested is None or requested == terms.category:
+        return terms.category
+    if terms.kind == PERSONAL_BUDGET and requested in terms.categories:
+        return requested
+    raise DomainError("category_not_on_voucher", "the voucher does not cover this service category",
+                      categories=list(terms.categories) or [terms.category])
+
+
+def kind_amounts(terms: VoucherTerms, units_x100: int, price: int) -> tuple[int, int, int | None]:
+    """(amount the funder pays, own share the client pays the provider, client fee owed to the funder)
+    of ``units_x100`` hundredths of a unit at ``price`` cents per unit, by the voucher's kind:
+
+    - service_voucher, income_related: the funder pays up to the value per unit, the client the rest;
+    - client_voucher: the funder pays the price up to its maximum per unit, the client nothing to the
+      provider but its fixed fee per unit to the funder;
+    - personal_budget: the funder pays the whole price (within the budget: ``check_budget``)."""
+    units = from_hundredths(units_x100)
+    if terms.kind == CLIENT_VOUCHER:
+        cap = terms.max_value_per_unit_cents or terms.value_per_unit_cents
+        return (units_amount_cents(units, min(price, cap)), 0,
+                units_amount_cents(units, terms.client_fee_cents or 0))
+    if terms.kind == PERSONAL_BUDGET:
+        return units_amount_cents(units, price), 0, None
+    return (units_amount_cents(units, min(price, terms.value_per_unit_cents)),
+            units_amount_cents(units, max(price - terms.value_per_unit_cents, 0)), None)
+
+
+def check_budget(terms: VoucherTerms, amount_cents: int, money_used_cents: int) -> None:
+    """A personal budget's charge fits in the money left for its period (``budget_exceeded``)."""
+    left = (terms.budget_cents or 0) - money_used_cents
+    if amount_cents > left:
+        raise DomainError("budget_exceeded", "the charge is more than is left in the budget for this period",
+                          budget_left_cents=max(left, 0))
 
 
 # ------------------------------------------------------------------ the approval's life cycle
@@ -187,6 +239,9 @@ def unit_price(terms: VoucherTerms, price_list: PriceList | None, req: ChargeReq
         if req.tariff is not None:
             raise DomainError("tariff_not_available", "no price list of the provider is in force on the service "
                               "date, so it has no tariffs", tariff=req.tariff)
+        if req.unit_price_cents is None and terms.kind == PERSONAL_BUDGET:
+            raise DomainError("unit_price_required", "a personal budget has no value per unit: send the unit "
+                              "price when no price list is in force")
         return (terms.value_per_unit_cents if req.unit_price_cents is None else req.unit_price_cents), None
     registered = registered_price(price_list, req.tariff)
     if req.unit_price_cents is None:
@@ -207,28 +262,32 @@ def period_bounds(terms: VoucherTerms, service_date: date) -> tuple[date, date]:
 def amounts(terms: VoucherTerms, units_x100: int, unit_price_cents: int | None,
             price_list: PriceList | None = None, registered_price_cents: int | None = None) -> ChargeAmounts:
     price = terms.value_per_unit_cents if unit_price_cents is None else unit_price_cents
-    units = from_hundredths(units_x100)
+    amount, own_share, client_fee = kind_amounts(terms, units_x100, price)
     return ChargeAmounts(
         unit_price_cents=price,
-        amount_cents=units_amount_cents(units, min(price, terms.value_per_unit_cents)),
-        own_share_cents=units_amount_cents(units, max(price - terms.value_per_unit_cents, 0)),
+        amount_cents=amount,
+        own_share_cents=own_share,
         price_registered=price_list is not None,
         registered_price_cents=registered_price_cents,
         price_list_id=price_list.price_list_id if price_list else None,
+        client_fee_cents=client_fee,
     )
 
 
 def validate_charge(terms: VoucherTerms | None, approval: ApprovalState | None, units_used_x100: int,
-                    req: ChargeRequest, today: date, price_lists: list[PriceList] = ()) -> ChargeAmounts:
+                    req: ChargeRequest, today: date, price_lists: list[PriceList] = (),
+                    money_used_cents: int = 0) -> ChargeAmounts:
     """Accept a charge or raise the first reason it is refused. ``price_lists`` are the provider's
     lists for the voucher's funder and category (any of them; the one in force is chosen here)."""
     if terms is None:
         raise NotFound("voucher", retryable=True,
                        hint="a voucher issued moments ago may not have reached payments yet; retry shortly")
-    if terms.provider_id is None:
+    budget = terms.kind == PERSONAL_BUDGET  # any provider approved for one of its categories may charge it
+    if terms.provider_id is None and not budget:
         raise DomainError("provider_not_chosen", "the client has not chosen a provider for this voucher")
-    if terms.provider_id != req.provider_id:
+    if terms.provider_id != req.provider_id and not budget:
         raise DomainError("not_chosen_provider", "the voucher's client has chosen another provider")
+    charge_category(terms, req.category)
     check_approval_covers(approval, req.service_date)
     if req.units_x100 <= 0:
         raise DomainError("invalid_units", "units must be positive")
@@ -244,10 +303,13 @@ def validate_charge(terms: VoucherTerms | None, approval: ApprovalState | None, 
     price_list = price_in_force(list(price_lists), req.service_date)
     price, registered = unit_price(terms, price_list, req)
     left = terms.units_per_period_x100 - units_used_x100
-    if req.units_x100 > left:
+    if req.units_x100 > left and not budget:
         raise DomainError("units_exceeded", "more units than are left on the voucher for this period",
                           units_left=str(from_hundredths(max(left, 0))))
-    return amounts(terms, req.units_x100, price, price_list, registered)
+    charged = amounts(terms, req.units_x100, price, price_list, registered)
+    if budget:
+        check_budget(terms, charged.amount_cents, money_used_cents)
+    return charged
 
 
 # ------------------------------------------------------------------ settlement

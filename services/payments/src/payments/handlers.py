@@ -98,6 +98,11 @@ async def _voucher(session: AsyncSession, voucher_id: str, funder_id: str, categ
 async def on_voucher_issued(session: AsyncSession, _env: Envelope, event: VoucherIssued) -> None:
     view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
     view.issued = True
+    # the kind and its terms (an amendment never changes the kind; budget and fee come only from here)
+    view.kind = event.kind or "service_voucher"
+    view.budget_cents, view.categories = event.budget_cents, event.categories
+    view.max_value_per_unit_cents, view.client_fee_cents = event.max_value_per_unit_cents, event.client_fee_cents
+    view.value_table_version = event.value_table_version
     if view.decision_version is not None:
         await session.flush()
         return  # an amendment arrived first: its terms are newer

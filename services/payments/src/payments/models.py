@@ -36,6 +36,13 @@ class VoucherView(SQLModel, table=True):
     carry_over: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     #: bumped by every charge: taking the row's write lock first serialises charges of one voucher
     version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # ---- the voucher's kind and its kind's terms, from ``VoucherIssued`` (migration 0006)
+    kind: str = Field(default="service_voucher", max_length=24, sa_column_kwargs={"server_default": "service_voucher"})
+    budget_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
+    categories: list | None = Field(default=None, sa_type=sa.JSON)
+    max_value_per_unit_cents: int | None = None
+    client_fee_cents: int | None = None
+    value_table_version: str | None = Field(default=None, max_length=40)
 
 
 class ApprovalView(SQLModel, table=True):
@@ -117,6 +124,8 @@ class Charge(SQLModel, table=True):
     price_registered: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     registered_price_cents: int | None = None
     price_list_id: str | None = Field(default=None, max_length=64)
+    #: a client voucher's charge: the client's fixed fee for these units, owed to the funder (not the provider)
+    client_fee_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
     status: str = Field(max_length=16, index=True)
     accepted_at: datetime = Field(sa_type=UTCDateTime())
     settlement_id: str | None = Field(default=None, max_length=64, index=True)

@@ -44,7 +44,15 @@ def _terms(view: VoucherView | None) -> domain.VoucherTerms | None:
     if view is None or not view.issued:
         return None
     return domain.VoucherTerms(view.funder_id, view.category, view.units_per_period_x100, view.period,
-                               view.value_per_unit_cents, view.valid_from, view.valid_until, view.provider_id)
+                               view.value_per_unit_cents, view.valid_from, view.valid_until, view.provider_id,
+                               **_kind_terms(view))
+
+
+def _kind_terms(view: VoucherView) -> dict:
+    """The voucher's kind and its kind's terms, as the charging rules take them."""
+    return {"kind": view.kind or domain.SERVICE_VOUCHER, "budget_cents": view.budget_cents,
+            "categories": tuple(view.categories or ()), "max_value_per_unit_cents": view.max_value_per_unit_cents,
+            "client_fee_cents": view.client_fee_cents}
 
 
 async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal, voucher_id: str,
@@ -104,27 +112,31 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
         return earlier, False
     view = await session.get(VoucherView, voucher_id)
     terms = _terms(view)
-    approval, used, price_lists = None, 0, []
+    approval, used, money_used, price_lists = None, 0, 0, []
+    category = None
     if terms is not None:
-        row = await session.get(ApprovalView, (terms.funder_id, req.provider_id, terms.category))
+        category = domain.charge_category(terms, req.category)  # a personal budget's: any of its categories
+        row = await session.get(ApprovalView, (terms.funder_id, req.provider_id, category))
         approval = None if row is None else row.state()
         start, end = domain.period_bounds(terms, req.service_date)
-        used = (await session.execute(select(func.coalesce(func.sum(Charge.units_x100), 0)).where(
-            Charge.voucher_id == voucher_id, Charge.service_date >= start, Charge.service_date <= end))).scalar_one()
+        used, money_used = (await session.execute(select(
+            func.coalesce(func.sum(Charge.units_x100), 0), func.coalesce(func.sum(Charge.amount_cents), 0)).where(
+            Charge.voucher_id == voucher_id, Charge.service_date >= start, Charge.service_date <= end))).one()
         price_lists = [p.price_list() for p in (await session.execute(select(PriceListView).where(
             PriceListView.provider_id == req.provider_id, PriceListView.funder_id == terms.funder_id,
-            PriceListView.category == terms.category, PriceListView.effective_from <= req.service_date))).scalars()]
+            PriceListView.category == category, PriceListView.effective_from <= req.service_date))).scalars()]
     if terms is not None:  # switches, revocation and carried-over units (lifecycle.py)
         terms = await _life_cycle_terms(session, view, terms, req, clock.today())
-    amounts = domain.validate_charge(terms, approval, int(used), req, clock.today(), price_lists)
+    amounts = domain.validate_charge(terms, approval, int(used), req, clock.today(), price_lists,
+                                     money_used_cents=int(money_used))
     now = clock.now()
     charge = Charge(
         id=new_id(), voucher_id=voucher_id, funder_id=terms.funder_id, provider_id=req.provider_id,
-        category=terms.category, provider_reference=provider_reference, service_date=req.service_date,
+        category=category, provider_reference=provider_reference, service_date=req.service_date,
         units_x100=req.units_x100, unit_price_cents=amounts.unit_price_cents, amount_cents=amounts.amount_cents,
         own_share_cents=amounts.own_share_cents, tariff=req.tariff, price_registered=amounts.price_registered,
         registered_price_cents=amounts.registered_price_cents, price_list_id=amounts.price_list_id,
-        status=domain.ACCEPTED, accepted_at=now,
+        client_fee_cents=amounts.client_fee_cents, status=domain.ACCEPTED, accepted_at=now,
     )
     session.add(charge)
     await session.flush()
@@ -136,7 +148,7 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
         unit_price_cents=charge.unit_price_cents, amount_cents=charge.amount_cents,
         own_share_cents=charge.own_share_cents, accepted_at=now, tariff=charge.tariff,
         price_registered=charge.price_registered, registered_price_cents=charge.registered_price_cents,
-        price_list_id=charge.price_list_id), SOURCE)
+        price_list_id=charge.price_list_id, client_fee_cents=charge.client_fee_cents), SOURCE)
     return charge, True
 
 

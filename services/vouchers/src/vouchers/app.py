@@ -6,6 +6,7 @@ from seteli_shared.service import ServiceSpec, create_service_app
 
 from .api import router
 from .decisions import DECISIONS_CONSUMER
+from .formulas_api import router as formulas_router
 from .handlers import HANDLERS
 from .lifecycle_api import router as life_cycle_router
 from .settings import VouchersSettings
@@ -13,7 +14,7 @@ from .settings import VouchersSettings
 SPEC = ServiceSpec(
     name="vouchers",
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[router, life_cycle_router],
+    routers=[router, formulas_router, life_cycle_router],
     handlers=HANDLERS,
     extra_consumers=[DECISIONS_CONSUMER],  # service decisions from funders' case systems (decisions.py)
     title="seteli vouchers",

@@ -40,12 +40,12 @@ from seteli_shared.decisions import (DECISION_BINDING, DECISION_TYPE, DECISIONS_
 from seteli_shared.errors import Conflict, DomainError
 from seteli_shared.events import Envelope, VoucherAmended, VoucherRevoked
 from seteli_shared.logging import get_logger
-from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event, add_message
 from seteli_shared.privacy import find_in
 from seteli_shared.service import ConsumerSpec
 
-from . import domain, usecases
+from . import domain, formulas, kinds, usecases
 from .models import Funder, Voucher
 from .schemas import VoucherCreate
 
@@ -82,7 +82,8 @@ def _voucher_create(data: DecisionData) -> VoucherCreate:
             "funder_id": data.funder_id, "decision_ref": data.decision_ref, "client_ref": data.client_ref,
             "category": data.category, "units_per_period": data.units_per_period, "period": data.period,
             "value_per_unit_cents": data.value_per_unit_cents, "valid_from": data.valid_from,
-            "valid_until": data.valid_until, "carry_over": data.carry_over})
+            "valid_until": data.valid_until, "carry_over": data.carry_over,
+            **{f: getattr(data, f) for f in _KIND_FIELDS if getattr(data, f) is not None}})
     except ValidationError as exc:
         fields = [loc for e in exc.errors() if (loc := safe_location(("data", *e["loc"])))]
         kinds = sorted({str(e.get("type")) for e in exc.errors()})
@@ -90,11 +91,15 @@ def _voucher_create(data: DecisionData) -> VoucherCreate:
                           fields=fields) from None
 
 
-def _same_grant(v: Voucher, data: DecisionData) -> bool:
-    return v.status != REVOKED and (v.client_ref, v.category, v.units_per_period_x100, v.period,
-                                    v.value_per_unit_cents, v.valid_from, v.valid_until, v.carry_over) == (
-        data.client_ref, data.category, to_hundredths(data.units_per_period), data.period.value,
-        data.value_per_unit_cents, data.valid_from, data.valid_until, data.carry_over)
+#: the decision's kind fields, passed on to the request when given (kinds.py)
+_KIND_FIELDS = ("kind", "value_table_version", "household_size", "gross_monthly_income_cents",
+                "max_value_per_unit_cents", "client_fee_cents", "budget_cents", "categories")
+
+
+def _same_grant(v: Voucher, data: DecisionData, terms: kinds.KindTerms) -> bool:
+    return v.status != REVOKED and (v.client_ref, v.category, v.period, v.valid_from, v.valid_until) == (
+        data.client_ref, data.category, data.period.value, data.valid_from, data.valid_until
+    ) and kinds.same_terms(v, terms) and v.carry_over == data.carry_over
 
 
 def _same_revocation(v: Voucher, data: DecisionData) -> bool:
@@ -136,7 +141,10 @@ async def apply_decision(session: AsyncSession, principal: Principal, data: Deci
         raise DomainError("stale_version", f"version {voucher.decision_version} of this decision has been applied: "
                                            "an older one changes nothing", applied_version=voucher.decision_version)
     if data.decision_version == voucher.decision_version:
-        same = _same_grant(voucher, data) if data.action == "grant" else _same_revocation(voucher, data)
+        if data.action == "grant":
+            same = _same_grant(voucher, data, await formulas.kind_terms(session, _voucher_create(data)))
+        else:
+            same = _same_revocation(voucher, data)
         if not same:
             raise Conflict("decision_conflict", "this version of the decision was applied with other content")
         return _accepted(voucher, "repeated")
@@ -164,8 +172,12 @@ async def apply_decision(session: AsyncSession, principal: Principal, data: Deci
     if body.category != voucher.category:
         raise Conflict("decision_conflict", "a later version of the decision names another service category")
     check_amended_validity(body.valid_from, body.valid_until)
-    voucher.units_per_period_x100 = to_hundredths(body.units_per_period)
-    voucher.period, voucher.value_per_unit_cents = body.period.value, body.value_per_unit_cents
+    terms = await formulas.kind_terms(session, body)
+    if terms.kind != voucher.kind:
+        raise Conflict("decision_conflict", "a later version of the decision names another kind of voucher")
+    voucher.period = body.period.value
+    for column, value in terms.columns().items():
+        setattr(voucher, column, value)
     voucher.valid_from, voucher.valid_until = body.valid_from, body.valid_until
     voucher.carry_over = body.carry_over
     voucher.decision_version = data.decision_version

@@ -48,6 +48,19 @@ class Voucher(SQLModel, table=True):
     #: when the expiry job found the validity passed, and when a whole-validity voucher was used up
     expired_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     exhausted_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    # ---- the voucher's kind and its kind's terms (value_engine.KINDS; migration 0007)
+    #: service_voucher | income_related | client_voucher | personal_budget
+    kind: str = Field(default="service_voucher", max_length=24,
+                      sa_column_kwargs={"server_default": "service_voucher"})
+    #: income_related: the formula table's version and the household size used (never the income)
+    value_table_version: str | None = Field(default=None, max_length=40)
+    household_size: int | None = None
+    #: client_voucher: the funder's maximum per unit, and the client's fixed fee per unit to the funder
+    max_value_per_unit_cents: int | None = None
+    client_fee_cents: int | None = None
+    #: personal_budget: the money per period, and the categories it may be spent on
+    budget_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
+    categories: list | None = Field(default=None, sa_type=sa.JSON)
 
 
 class Funder(SQLModel, table=True):
@@ -104,3 +117,21 @@ def approval_state(row: ApprovedProvider | None) -> domain.ApprovalState | None:
     return domain.ApprovalState(approval_id=row.approval_id, approved_at=row.approved_at, status=row.status,
                                 not_in_force_from=row.not_in_force_from, changed_at=row.status_changed_at,
                                 reason=row.status_reason)
+
+
+class ValueTable(SQLModel, table=True):
+    """One version of a funder's formula table for income-related vouchers of a category (immutable:
+    ``formulas.publish_table``). Percentages are kept as decimal strings (``"35"`` is 35 %)."""
+
+    __tablename__ = "vouchers_value_table"
+    funder_id: str = Field(primary_key=True, max_length=40)
+    category: str = Field(primary_key=True, max_length=40)
+    table_version: str = Field(primary_key=True, max_length=40)
+    max_value_per_unit_cents: int
+    min_value_per_unit_cents: int
+    #: households of 1 to 6 persons
+    income_limits_cents: list = Field(sa_type=sa.JSON)
+    percentages: list = Field(sa_type=sa.JSON)
+    extra_person_limit_cents: int
+    extra_person_points: str = Field(max_length=16)
+    published_at: datetime = Field(sa_type=UTCDateTime())

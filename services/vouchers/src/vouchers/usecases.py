@@ -20,11 +20,11 @@ from seteli_shared.db import once_more_on_conflict, unit_of_work
 from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.events import VoucherIssued, VoucherProviderChosen
 from seteli_shared.logging import get_logger, new_id
-from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 
-from . import domain
+from . import domain, formulas, kinds
 from .models import ApprovedProvider, Funder, LoginFailure, Voucher, approval_state
 from .schemas import VoucherCreate
 
@@ -37,11 +37,10 @@ Sessions = async_sessionmaker[AsyncSession]
 
 
 # ------------------------------------------------------------------ issuing
-def _same_terms(v: Voucher, body: VoucherCreate) -> bool:
-    return (v.client_ref, v.category, v.units_per_period_x100, v.period, v.value_per_unit_cents, v.valid_from,
-            v.valid_until) == (body.client_ref, body.category, to_hundredths(body.units_per_period), body.period.value,
-                               body.value_per_unit_cents, body.valid_from, body.valid_until) and (
-        v.carry_over == body.carry_over)
+def _same_terms(v: Voucher, body: VoucherCreate, terms: kinds.KindTerms) -> bool:
+    return (v.client_ref, v.category, v.period, v.valid_from, v.valid_until) == (
+        body.client_ref, body.category, body.period.value, body.valid_from, body.valid_until
+    ) and kinds.same_terms(v, terms) and v.carry_over == body.carry_over
 
 
 def _new_login_code(voucher: Voucher, clock: Clock) -> str:
@@ -74,10 +73,11 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
     """``issue_voucher``'s rules in the caller's transaction: the HTTP route's own unit of work, or a
     decision consumed from the bus (``decisions.py``, ``channel="bus"``)."""
     domain.check_funder_known(await session.get(Funder, body.funder_id) is not None)
+    terms = await formulas.kind_terms(session, body)  # the voucher's kind (an income-related value from its table)
     existing = (await session.exec(select(Voucher).where(
         Voucher.funder_id == body.funder_id, Voucher.decision_ref == body.decision_ref))).first()
     if existing:
-        if not _same_terms(existing, body):
+        if not _same_terms(existing, body, terms):
             raise Conflict("decision_conflict",
                            "this decision reference already has a voucher with other terms",
                            voucher_id=existing.id)
@@ -85,11 +85,10 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
     domain.check_validity(body.valid_from, body.valid_until, clock.today())
     voucher = Voucher(
         id=new_id(), funder_id=body.funder_id, decision_ref=body.decision_ref, client_ref=body.client_ref,
-        category=body.category, unit=CATEGORIES[body.category].value,
-        units_per_period_x100=to_hundredths(body.units_per_period), period=body.period.value,
-        value_per_unit_cents=body.value_per_unit_cents, valid_from=body.valid_from,
-        valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(), voucher_code=new_code(),
-        decision_version=decision_version, carry_over=body.carry_over,
+        category=body.category, unit=CATEGORIES[body.category].value, period=body.period.value,
+        valid_from=body.valid_from, valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(),
+        voucher_code=new_code(), decision_version=decision_version, **terms.columns(),
+        carry_over=body.carry_over,
     )
     login_code = _new_login_code(voucher, clock)
     session.add(voucher)
@@ -99,7 +98,8 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
         decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
-        valid_until=voucher.valid_until, issued_at=voucher.issued_at, carry_over=voucher.carry_over), SOURCE)
+        valid_until=voucher.valid_until, issued_at=voucher.issued_at, **terms.event_fields(),
+        carry_over=voucher.carry_over), SOURCE)
     await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel=channel)
     return voucher, login_code
 
