@@ -143,6 +143,9 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
             ids[key] = r.json()["id"]
             await eventually(lambda: _ok(vou.post(f"/vouchers/{ids[key]}/provider", headers=dm,
                                                   json={"provider_id": ids[provider]})))
+        # a value table of F1's for income-related vouchers (vouchers knows F1 by now)
+        r = await vou.post(f"/funders/{F1}/value-tables", headers=op, json=VALUE_TABLE)
+        assert r.status_code == 201, r.text
         charger = {"Authorization": f"Bearer {token('provider_charger', provider_id=ids['P'])}"}
         r = await eventually(lambda: _ok(pay.post("/charges", headers=charger, json=charge_body(ids))))
         ids["C"] = r.json()["id"]
@@ -208,7 +211,16 @@ FRESH = {
     ("POST", "/applications/{application_id}/reject"): lambda reg, ids: new_application(reg, ids, True),
     ("POST", "/applications/{application_id}/request-info"): lambda reg, ids: new_application(reg, ids, True),
 }
+VALUE_TABLE = {"category": "home_care", "table_version": "2026.1", "max_value_per_unit_cents": 3200,
+               "min_value_per_unit_cents": 700,
+               "income_limits_cents": [56300, 103900, 162800, 201400, 243800, 279900],
+               "percentages": ["35", "22", "18", "15", "13", "11"], "extra_person_limit_cents": 34200,
+               "extra_person_points": "1"}
 BODIES = {
+    # the same value table version as the world's: a retry, 200
+    ("POST", "/funders/{funder_id}/value-tables"): lambda ids: VALUE_TABLE,
+    ("POST", "/funders/{funder_id}/value-tables/{category}/{table_version}/calculate"): lambda ids: {
+        "household_size": 2, "gross_monthly_income_cents": 150000, "units_per_month": "20"},
     # the same registration as the world's: a retry, 200
     ("POST", "/funders"): lambda ids: {"funder_id": F1, "name": f"Kunta {F1}", "kind": "municipality"},
     ("POST", "/providers"): lambda ids: {"business_id": random_business_id(), "name": "New Oy", "iban": IBAN},
@@ -312,6 +324,8 @@ async def test_access_matrix(world):  # noqa: ANN001
         for param, key in PATH_IDS.items():
             path = path.replace("{" + param + "}", world.ids[key])
         path = path.replace("{funder_id}", F1)
+        if "/value-tables/" in path:  # the world's value table
+            path = path.replace("{category}", "home_care").replace("{table_version}", "2026.1")
         body_factory = BODIES.get((method, route.path))
         fresh = FRESH.get((method, route.path))
         for caller in callers(world.ids):
