@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison
+.PHONY: run test bootstrap bench bench-comparison bench-decisions
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -18,3 +18,6 @@ bench: bootstrap
 
 bench-comparison: bootstrap
 	@.venv/bin/python bench/comparison.py
+
+bench-decisions: bootstrap
+	@.venv/bin/python bench/decisions.py

@@ -111,7 +111,7 @@ def field_reasons(r: httpx.Response) -> dict[str, str]:
 
 
 PROVIDER_VIEW = {"view", "id", "voucher_code", "category", "unit", "units_per_period", "period",
-                 "value_per_unit_cents", "valid_from", "valid_until", "status", "provider_id"}
+                 "value_per_unit_cents", "valid_from", "valid_until", "status", "provider_id", "carry_over"}
 LOGIN_MATERIAL = {"client_login_code", "client_login_hash", "client_login_salt"}
 
 
