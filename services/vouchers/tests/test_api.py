@@ -111,7 +111,9 @@ def field_reasons(r: httpx.Response) -> dict[str, str]:
 
 
 PROVIDER_VIEW = {"view", "id", "voucher_code", "category", "unit", "units_per_period", "period",
-                 "value_per_unit_cents", "valid_from", "valid_until", "status", "provider_id", "carry_over"}
+                 "value_per_unit_cents", "valid_from", "valid_until", "status", "provider_id", "carry_over",
+                 # the voucher's kind and its charging terms (test_kinds.py)
+                 "kind", "max_value_per_unit_cents", "client_fee_cents", "budget_cents", "categories"}
 LOGIN_MATERIAL = {"client_login_code", "client_login_hash", "client_login_salt"}
 
 
