@@ -125,14 +125,16 @@ async def expire_vouchers(sessions: Sessions, clock: Clock, principal: Principal
                           batch: int = 500) -> list[str]:
     """Every voucher in force whose ``valid_until`` has passed becomes ``expired`` with ``VoucherExpired``;
     a second run finds none (revoked and exhausted vouchers keep their status). One transaction per batch
-    of ``batch`` vouchers, rows claimed with ``SKIP LOCKED`` so that two runs never expire one twice.
+    of ``batch`` vouchers, rows locked first: a voucher busy in another transaction (a charge being
+    counted) is waited for, not skipped, and PostgreSQL re-checks it after the wait, so two runs never
+    expire one twice.
     Returns the ids expired."""
     today, expired = clock.today(), []
     while True:
         async with unit_of_work(sessions) as session:
             rows = list((await session.exec(
                 select(Voucher).where(Voucher.valid_until < today, Voucher.status.in_(IN_FORCE))
-                .order_by(Voucher.valid_until, Voucher.id).limit(batch).with_for_update(skip_locked=True))).all())
+                .order_by(Voucher.valid_until, Voucher.id).limit(batch).with_for_update())).all())
             if not rows:
                 break
             now = clock.now()
