@@ -310,7 +310,8 @@ async def test_revoke_ends_the_voucher(bus, pg):  # noqa: ANN001
 
 # ------------------------------------------------------------------ refused
 @pytest.mark.parametrize("where", ["client_ref", "extension", "header", "escaped"])
-async def test_a_personal_identity_code_anywhere_is_dead_lettered_without_body_and_answered(bus, where):  # noqa: ANN001
+async def test_a_personal_identity_code_anywhere_is_dead_lettered_without_body_and_answered(bus, where, capsys):  # noqa: ANN001
+    capsys.readouterr()
     d = decision()
     ref = d["data"]["decision_ref"]
     headers = None
@@ -334,6 +335,8 @@ async def test_a_personal_identity_code_anywhere_is_dead_lettered_without_body_a
     assert await bus.vouchers() == []
     stored = await bus.everything_stored()
     assert "308T" not in stored and "asiakas-7f3a" not in stored, "nothing of it is kept but the answer"
+    logged = capsys.readouterr()
+    assert "308T" not in logged.out + logged.err, "nor logged"
 
 
 def _plain(value):  # noqa: ANN001, ANN202
