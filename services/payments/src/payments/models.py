@@ -43,6 +43,9 @@ class VoucherView(SQLModel, table=True):
     max_value_per_unit_cents: int | None = None
     client_fee_cents: int | None = None
     value_table_version: str | None = Field(default=None, max_length=40)
+    #: the code the client gives its provider (``VoucherIssued.voucher_code``; migration 0008): a provider
+    #: may charge by it instead of the voucher id
+    voucher_code: str | None = Field(default=None, max_length=16, index=True)
 
 
 class ApprovalView(SQLModel, table=True):
@@ -131,6 +134,8 @@ class Charge(SQLModel, table=True):
     settlement_id: str | None = Field(default=None, max_length=64, index=True)
     fee_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
     net_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
+    #: when the provider cancelled the unsettled charge (status ``cancelled``; migration 0008)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class Settlement(SQLModel, table=True):
@@ -174,3 +179,18 @@ class ProviderChoiceView(SQLModel, table=True):
     chosen_at: datetime = Field(primary_key=True, sa_type=UTCDateTime())
     provider_id: str = Field(primary_key=True, max_length=64)
     effective_from: date
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """An ``Idempotency-Key`` a provider sent (migration 0008): the hash of the request it came with and,
+    once answered, the answer to replay; ``status_code`` None while the first request is in flight."""
+
+    __tablename__ = "payments_idempotency"
+    provider_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=200)
+    operation: str = Field(max_length=40)
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    response_body: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    expires_at: datetime = Field(sa_type=UTCDateTime(), index=True)
