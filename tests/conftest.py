@@ -50,6 +50,7 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
             port = free_port()
             databases[name] = await dbs.create(name)
             env = dict(os.environ, DATABASE_URL=databases[name], AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
+                       FUNDER_USER_PREFIX=f"{ns}-",
                        ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05")
             logs[name] = workdir / f"{name}.log"
             procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
@@ -67,7 +68,11 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
                     if procs[name].poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"{name} did not become ready:\n{logs[name].read_text()}")
                     time.sleep(0.2)
-        yield System(urls, procs, logs, databases)
+        system = System(urls, procs, logs, databases)
+        system.namespace = ns
+        # funders' case-system broker users of this run are "<ns>-funder-<id>" (the broker is shared)
+        system.funder_user_prefix = f"{ns}-"
+        yield system
     finally:
         for p in procs.values():
             p.terminate()
