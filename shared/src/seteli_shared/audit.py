@@ -38,11 +38,17 @@ T = AuditEntry.__table__
 async def record(session: AsyncSession, principal: Principal, action: str, resource_type: str,
                  resource_id: str | None, funder_id: str | None, *, channel: str = "http") -> None:
     """An action of ``principal`` (over HTTP, or ``channel="bus"`` for an outside system's message)."""
-    await session.execute(T.insert().values(
-        at=datetime.now(timezone.utc), channel=channel, actor=principal.subject,
-        roles=",".join(sorted(principal.roles)), actor_tenant=principal.tenant, action=action,
-        resource_type=resource_type, resource_id=resource_id, funder_id=funder_id,
-        correlation_id=correlation_id_var.get()))
+    await session.execute(T.insert().values(**row(principal, action, resource_type, resource_id, funder_id,
+                                                  channel=channel)))
+
+
+def row(principal: Principal, action: str, resource_type: str, resource_id: str | None, funder_id: str | None,
+        *, channel: str = "http") -> dict:
+    """The audit row ``record`` inserts, for a caller that inserts it in one statement with others."""
+    return {"at": datetime.now(timezone.utc), "channel": channel, "actor": principal.subject,
+            "roles": ",".join(sorted(principal.roles)), "actor_tenant": principal.tenant, "action": action,
+            "resource_type": resource_type, "resource_id": resource_id, "funder_id": funder_id,
+            "correlation_id": correlation_id_var.get()}
 
 
 async def record_bus(session: AsyncSession, consumed: list[tuple[Envelope, str | None]]) -> None:

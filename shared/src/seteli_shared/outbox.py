@@ -83,6 +83,18 @@ async def add_events(session: AsyncSession, events: list[Event], source: str) ->
     return envs
 
 
+def event_row(event: Event, source: str) -> tuple[Envelope, dict]:
+    """The envelope of ``event`` and its outbox row, for a caller that inserts the row itself (in one
+    statement with other rows); it must then call ``wake_relay_on_commit(session)``."""
+    env = Envelope.wrap(event, source)
+    return env, _row(env)
+
+
+def wake_relay_on_commit(session: AsyncSession) -> None:
+    """Have this process's relays look at the outbox as soon as the session commits."""
+    _hook(session)
+
+
 def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(30.0, 0.5 * 2 ** min(attempts, 6)))
 

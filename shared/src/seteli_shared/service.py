@@ -99,7 +99,8 @@ class Runtime:
     def __init__(self, spec: ServiceSpec, settings: ServiceSettings):
         self.spec = spec
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, **({} if settings.database_url.startswith("sqlite") else {
+            "pool_pre_ping": settings.db_pool_pre_ping, "pool_recycle": settings.db_pool_recycle_seconds}))
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
         self.bus = Bus(settings)
         self.relay = OutboxRelay(self.engine, self.bus, settings.relay_batch_size, settings.relay_idle_seconds)

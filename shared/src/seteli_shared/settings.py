@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     publish_timeout_seconds: float = 10.0
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = 0.2
+    #: test each pooled PostgreSQL connection with a round trip before use (``DB_POOL_PRE_PING``); a
+    #: service whose use cases retry on a dropped connection may turn it off (connections are recycled
+    #: after ``DB_POOL_RECYCLE_SECONDS`` either way)
+    db_pool_pre_ping: bool = True
+    db_pool_recycle_seconds: int = 1800
     log_level: str = "INFO"
     log_json: bool = True
     migrate_on_start: bool = True

@@ -201,6 +201,7 @@ async def ledger_balances(
 async def ledger_check(
     sessions: SessionsDep, principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
 ) -> dict:
-    """The ledger's invariants: entries sum to zero, settled = charges minus fees."""
+    """The ledger's invariants: entries sum to zero and every transaction balances, no voucher charged
+    beyond its entitlement in any period, settled = charges minus fees (each settlement its charges' sums)."""
     async with sessions() as session:
         return await usecases.ledger_check(session)

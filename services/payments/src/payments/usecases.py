@@ -4,11 +4,12 @@ audit entry and its events in the outbox together; and the tenant-scoped reads. 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from itertools import groupby
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Date, Table, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared import audit, periods
@@ -19,7 +20,8 @@ from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.money import from_hundredths
-from seteli_shared.outbox import add_event, add_events
+from seteli_shared.outbox import T as OUTBOX
+from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on_commit
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, lifecycle
@@ -61,48 +63,157 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
 
     async def accept() -> tuple[Charge, bool]:
         async with unit_of_work(sessions) as session:
-            charge, new = await accept_charge(session, clock, voucher_id, provider_reference, req)
-            if new:
-                await audit.record(session, principal, "charge.create", "charge", charge.id, charge.funder_id)
-        return charge, new
+            # the audit row goes in with the charge's own rows (one statement on PostgreSQL)
+            return await accept_charge(session, clock, voucher_id, provider_reference, req, audit_as=principal)
 
-    charge, new = await once_more_on_conflict(accept)
+    try:
+        charge, new = await once_more_on_conflict(accept)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:  # the pool does not ping: a connection the server dropped
+            raise  # shows here; the unit of work rolled back, and the reference makes the retry safe
+        charge, new = await once_more_on_conflict(accept)
     if new:
         log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id, amount_cents=charge.amount_cents)
     return charge, new
 
 
-async def _life_cycle_terms(session: AsyncSession, view: VoucherView, terms: domain.VoucherTerms,
-                            req: domain.ChargeRequest, today: date) -> domain.VoucherTerms:
+# ------------------------------------------------------------------ the charge's statements, built once
+# A charge costs three statements and the commit: (1) lock the voucher and read it (UPDATE ... RETURNING);
+# (2) once the lock is held (a new statement, hence a snapshot that sees every charge committed before
+# it), read the period's sums, an earlier charge with the reference, the approval, the price lists and
+# the provider choices together; (3) insert the charge, its ledger transaction and entries, the outbox
+# row and the audit row (on PostgreSQL one statement of data-modifying CTEs, elsewhere one each).
+_V = VoucherView.__table__
+_C = Charge.__table__
+_A = ApprovalView.__table__
+_P = PriceListView.__table__
+_CH = ProviderChoiceView.__table__
+_LOCK_VOUCHER = (update(_V).where(_V.c.voucher_id == bindparam("vid")).values(version=_V.c.version + 1)
+                 .returning(*_V.c))
+
+
+def _period_sum(column, start: str, end: str):  # noqa: ANN001, ANN202
+    inside = and_(_C.c.service_date >= bindparam(start, type_=Date), _C.c.service_date <= bindparam(end, type_=Date))
+    return func.coalesce(func.sum(case((inside, column), else_=0)), 0)
+
+
+_SUMS = (select(_period_sum(_C.c.units_x100, "start", "end").label("used"),
+                _period_sum(_C.c.amount_cents, "start", "end").label("money_used"),
+                _period_sum(_C.c.units_x100, "prev_start", "prev_end").label("previous_used"))
+         .where(_C.c.voucher_id == bindparam("vid")).subquery("sums"))
+_EARLIER = (select(_C.c.id).where(_C.c.provider_id == bindparam("pid"),
+                                  _C.c.provider_reference == bindparam("ref")).scalar_subquery())
+_CONTEXT = (
+    select(_EARLIER.label("earlier_id"), _SUMS.c.used, _SUMS.c.money_used, _SUMS.c.previous_used,
+           _A.c.approval_id, _A.c.approved_at, _A.c.status, _A.c.not_in_force_from, _A.c.status_changed_at,
+           _A.c.status_reason, _A.c.provider_id.label("approval_provider_id"),
+           _P.c.price_list_id, _P.c.effective_from, _P.c.published_at, _P.c.unit_price_cents, _P.c.tariffs,
+           _CH.c.provider_id.label("choice_provider_id"), _CH.c.effective_from.label("choice_effective_from"),
+           _CH.c.chosen_at.label("choice_chosen_at"))
+    .select_from(_SUMS
+                 .outerjoin(_A, and_(_A.c.funder_id == bindparam("fid"), _A.c.provider_id == bindparam("pid"),
+                                     _A.c.category == bindparam("cat")))
+                 .outerjoin(_P, and_(_P.c.provider_id == bindparam("pid"), _P.c.funder_id == bindparam("fid"),
+                                     _P.c.category == bindparam("cat"),
+                                     _P.c.effective_from <= bindparam("day", type_=Date)))
+                 .outerjoin(_CH, _CH.c.voucher_id == bindparam("vid")))
+)
+_EARLIER_CHARGE = select(Charge).where(Charge.provider_id == bindparam("pid"),
+                                       Charge.provider_reference == bindparam("ref"))
+_NO_DAY = date(1, 1, 1)
+
+
+@dataclass
+class _Context:
+    """What statement (2) read: one row per (price list, provider choice), deduplicated here."""
+
+    earlier_id: str | None
+    used: int
+    money_used: int
+    previous_used: int
+    approval: domain.ApprovalState | None
+    price_lists: list[domain.PriceList]
+    choices: list[lifecycle.Choice]
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
+
+
+async def _read_context(session: AsyncSession, voucher_id: str, provider_reference: str, req: domain.ChargeRequest,
+                        terms: domain.VoucherTerms | None, category: str | None) -> _Context:
+    if terms is not None:
+        start, end = domain.period_bounds(terms, req.service_date)
+        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
+    else:
+        start, end, previous = _NO_DAY, _NO_DAY, None
+    prev_start, prev_end = previous or (_NO_DAY, _NO_DAY)
+    rows = (await session.execute(_CONTEXT, {
+        "vid": voucher_id, "pid": req.provider_id, "ref": provider_reference, "start": start, "end": end,
+        "prev_start": prev_start, "prev_end": prev_end, "fid": terms.funder_id if terms else "",
+        "cat": category or "", "day": req.service_date})).all()
+    first = rows[0]
+    approval = None if first.approval_provider_id is None else domain.ApprovalState(
+        approval_id=first.approval_id, approved_at=_utc(first.approved_at), status=first.status,
+        not_in_force_from=first.not_in_force_from, changed_at=_utc(first.status_changed_at),
+        reason=first.status_reason)
+    lists = {r.price_list_id: domain.PriceList(
+        price_list_id=r.price_list_id, effective_from=r.effective_from, published_at=_utc(r.published_at),
+        unit_price_cents=r.unit_price_cents, tariffs={k: int(v) for k, v in (r.tariffs or {}).items()})
+        for r in rows if r.price_list_id is not None}
+    choices = {(r.choice_provider_id, _utc(r.choice_chosen_at)): lifecycle.Choice(
+        r.choice_provider_id, r.choice_effective_from, _utc(r.choice_chosen_at))
+        for r in rows if r.choice_provider_id is not None}
+    return _Context(first.earlier_id, int(first.used), int(first.money_used), int(first.previous_used), approval,
+                    list(lists.values()), list(choices.values()))
+
+
+def _life_cycle_terms(view: VoucherView, terms: domain.VoucherTerms, req: domain.ChargeRequest, today: date,
+                      choices: list[lifecycle.Choice], previous_used_x100: int) -> domain.VoucherTerms:
     """The voucher's terms for this charge after its life cycle: refused after a revocation (beyond the
     grace) or from a provider switched away from by the service date; the provider the service date
     belongs to as the chosen one; the period's units with what the previous month carried over."""
     lifecycle.check_revocation(view.revoked_at, view.revoked_from, req.service_date, today)
-    choices = [lifecycle.Choice(c.provider_id, c.effective_from, c.chosen_at) for c in (await session.execute(
-        select(ProviderChoiceView).where(ProviderChoiceView.voucher_id == view.voucher_id))).scalars()]
     lifecycle.check_chosen_on(choices, req.provider_id, req.service_date)
     provider = lifecycle.provider_on(choices, req.service_date) or terms.provider_id
     previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
     carried = 0
     if view.carry_over and previous is not None and terms.units_per_period_x100 is not None:
-        previous_used = (await session.execute(select(func.coalesce(func.sum(Charge.units_x100), 0)).where(
-            Charge.voucher_id == view.voucher_id, Charge.service_date >= previous[0],
-            Charge.service_date <= previous[1]))).scalar_one()
-        carried = periods.carried_in_x100(terms.units_per_period_x100, True, int(previous_used))
+        carried = periods.carried_in_x100(terms.units_per_period_x100, True, previous_used_x100)
     return replace(terms, provider_id=provider, units_per_period_x100=(
         None if terms.units_per_period_x100 is None else terms.units_per_period_x100 + carried))
 
 
+async def _insert_together(session: AsyncSession, batches: list[tuple[Table, list[dict]]]) -> None:
+    """Insert every batch's rows: on PostgreSQL in one statement (the first batches as data-modifying
+    CTEs of the last one's insert; foreign keys are checked at the statement's end), elsewhere one
+    statement per table."""
+    if session.bind.dialect.name != "postgresql":
+        for table, rows in batches:
+            await session.execute(table.insert(), rows)
+        return
+    *before, (last_table, last_rows) = batches
+    stmt = insert(last_table).values(last_rows)
+    for n, (table, rows) in enumerate(before):
+        stmt = stmt.add_cte(insert(table).values(rows).cte(f"ins{n}"))
+    await session.execute(stmt)
+
+
 async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, provider_reference: str,
-                        req: domain.ChargeRequest) -> tuple[Charge, bool]:
-    """Returns the charge and whether it is new. The provider's own reference makes a retry safe."""
-    # take the voucher's write lock first: concurrent charges of one voucher (and twins of one
-    # request) queue up here, and each then sees what the ones before it committed
-    await session.execute(update(VoucherView).where(VoucherView.voucher_id == voucher_id)
-                          .values(version=VoucherView.version + 1))
-    earlier = (await session.execute(select(Charge).where(
-        Charge.provider_id == req.provider_id, Charge.provider_reference == provider_reference))).scalar_one_or_none()
-    if earlier is not None:
+                        req: domain.ChargeRequest, *, audit_as: Principal | None = None) -> tuple[Charge, bool]:
+    """Returns the charge and whether it is new. The provider's own reference makes a retry safe.
+    With ``audit_as``, a new charge's audit entry (``charge.create``) is recorded with it."""
+    # take the voucher's write lock first (and read the voucher with it): concurrent charges of one
+    # voucher (and twins of one request) queue up here, and each then sees what the ones before it
+    # committed, since everything else is read by a later statement
+    locked = (await session.execute(_LOCK_VOUCHER, {"vid": voucher_id})).first()
+    view = None if locked is None else VoucherView.model_construct(**locked._mapping)
+    terms = _terms(view)
+    category = None if terms is None else domain.charge_category(terms, req.category)
+    ctx = await _read_context(session, voucher_id, provider_reference, req, terms, category)
+    if ctx.earlier_id is not None:
+        earlier = (await session.execute(_EARLIER_CHARGE, {"pid": req.provider_id, "ref": provider_reference})
+                   ).scalar_one()
         same = (earlier.voucher_id, earlier.service_date, earlier.units_x100, earlier.tariff) == (
             voucher_id, req.service_date, req.units_x100, req.tariff) and req.unit_price_cents in (
             None, earlier.unit_price_cents)
@@ -110,25 +221,10 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
             raise Conflict("duplicate_reference", "this provider reference was already used for another charge",
                            charge_id=earlier.id)
         return earlier, False
-    view = await session.get(VoucherView, voucher_id)
-    terms = _terms(view)
-    approval, used, money_used, price_lists = None, 0, 0, []
-    category = None
-    if terms is not None:
-        category = domain.charge_category(terms, req.category)  # a personal budget's: any of its categories
-        row = await session.get(ApprovalView, (terms.funder_id, req.provider_id, category))
-        approval = None if row is None else row.state()
-        start, end = domain.period_bounds(terms, req.service_date)
-        used, money_used = (await session.execute(select(
-            func.coalesce(func.sum(Charge.units_x100), 0), func.coalesce(func.sum(Charge.amount_cents), 0)).where(
-            Charge.voucher_id == voucher_id, Charge.service_date >= start, Charge.service_date <= end))).one()
-        price_lists = [p.price_list() for p in (await session.execute(select(PriceListView).where(
-            PriceListView.provider_id == req.provider_id, PriceListView.funder_id == terms.funder_id,
-            PriceListView.category == category, PriceListView.effective_from <= req.service_date))).scalars()]
     if terms is not None:  # switches, revocation and carried-over units (lifecycle.py)
-        terms = await _life_cycle_terms(session, view, terms, req, clock.today())
-    amounts = domain.validate_charge(terms, approval, int(used), req, clock.today(), price_lists,
-                                     money_used_cents=int(money_used))
+        terms = _life_cycle_terms(view, terms, req, clock.today(), ctx.choices, ctx.previous_used)
+    amounts = domain.validate_charge(terms, ctx.approval, ctx.used, req, clock.today(), ctx.price_lists,
+                                     money_used_cents=ctx.money_used)
     now = clock.now()
     charge = Charge(
         id=new_id(), voucher_id=voucher_id, funder_id=terms.funder_id, provider_id=req.provider_id,
@@ -138,17 +234,26 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
         registered_price_cents=amounts.registered_price_cents, price_list_id=amounts.price_list_id,
         client_fee_cents=amounts.client_fee_cents, status=domain.ACCEPTED, accepted_at=now,
     )
-    session.add(charge)
-    await session.flush()
-    await post(session, "charge", charge.id,
-               domain.charge_postings(charge.funder_id, charge.provider_id, charge.amount_cents), now)
-    await add_event(session, ChargeAccepted(
+    txn_id = new_id()
+    _env, outbox_row = event_row(ChargeAccepted(
         charge_id=charge.id, voucher_id=voucher_id, funder_id=charge.funder_id, provider_id=charge.provider_id,
         category=charge.category, service_date=charge.service_date, units=from_hundredths(charge.units_x100),
         unit_price_cents=charge.unit_price_cents, amount_cents=charge.amount_cents,
         own_share_cents=charge.own_share_cents, accepted_at=now, tariff=charge.tariff,
         price_registered=charge.price_registered, registered_price_cents=charge.registered_price_cents,
         price_list_id=charge.price_list_id, client_fee_cents=charge.client_fee_cents), SOURCE)
+    batches = [
+        (_C, [charge.model_dump()]),
+        (LedgerTransaction.__table__, [{"id": txn_id, "kind": "charge", "reference": charge.id, "created_at": now}]),
+        (LedgerEntry.__table__, [{"transaction_id": txn_id, "account": account, "amount_cents": amount} for
+                                 account, amount in domain.charge_postings(charge.funder_id, charge.provider_id,
+                                                                           charge.amount_cents)]),
+        (OUTBOX, [outbox_row]),
+    ]
+    if audit_as is not None:
+        batches.append((audit.T, [audit.row(audit_as, "charge.create", "charge", charge.id, charge.funder_id)]))
+    await _insert_together(session, batches)
+    wake_relay_on_commit(session)
     return charge, True
 
 
@@ -215,7 +320,15 @@ async def run_settlement(session: AsyncSession, clock: Clock, default_fee_rate: 
 
 
 async def ledger_check(session: AsyncSession) -> dict:
-    """The ledger's invariants on the live database."""
+    """The ledger's invariants on the live database (``seteli-payments ledger-check``, ``GET /ledger/check``):
+
+    - the entries sum to zero and every ledger transaction balances;
+    - no voucher is charged beyond its entitlement in any period: the units charged for services in a
+      period (``seteli_shared.periods``, with what a month carries over when the funder's rule says so)
+      are at most the projection's units per period; a personal budget's money at most its budget;
+    - what is settled equals the accepted charges settled, minus their fees: each settlement's gross,
+      fee, net and count are its charges' sums, and each settled charge's net is its amount less its fee.
+    """
     entries_total = (await session.execute(select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0)))).scalar_one()
     unbalanced = (await session.execute(
         select(LedgerEntry.transaction_id).group_by(LedgerEntry.transaction_id)
@@ -226,13 +339,83 @@ async def ledger_check(session: AsyncSession) -> dict:
     settled_charges = (await session.execute(select(
         func.coalesce(func.sum(Charge.amount_cents), 0), func.coalesce(func.sum(Charge.fee_cents), 0)).where(
         Charge.status == domain.SETTLED))).one()
+    over = await _vouchers_over_entitlement(session)
+    mismatched = await _settlements_not_matching_charges(session)
     checks = {
         "entries_sum_to_zero": entries_total == 0,
         "every_transaction_balanced": not unbalanced,
         "settled_equals_charges_minus_fees": settled[0] == settled_charges[0] and settled[1] == settled_charges[1]
-        and settled[2] == settled[0] - settled[1],
+        and settled[2] == settled[0] - settled[1] and not mismatched,
+        "no_voucher_beyond_entitlement": not over,
     }
-    return {"ok": all(checks.values()), "checks": checks, "unbalanced_transactions": list(unbalanced)[:20]}
+    return {"ok": all(checks.values()), "checks": checks, "unbalanced_transactions": list(unbalanced)[:20],
+            "vouchers_over_entitlement": over[:20], "settlements_not_matching_charges": mismatched[:20]}
+
+
+async def _vouchers_over_entitlement(session: AsyncSession) -> list[dict]:
+    """Every (voucher, period) whose charged units exceed the projection's units for the period (with
+    what the previous month carried in), or a personal budget's money its budget."""
+    v = VoucherView.__table__
+    per_day = (await session.execute(
+        select(Charge.voucher_id, Charge.service_date, func.sum(Charge.units_x100), func.sum(Charge.amount_cents))
+        .group_by(Charge.voucher_id, Charge.service_date))).all()
+    by_voucher: dict[str, list] = {}
+    for voucher_id, day, units, amount in per_day:
+        by_voucher.setdefault(voucher_id, []).append((day, int(units), int(amount)))
+    views = {r.voucher_id: r for r in (await session.execute(select(
+        v.c.voucher_id, v.c.issued, v.c.kind, v.c.units_per_period_x100, v.c.period, v.c.valid_from, v.c.valid_until,
+        v.c.carry_over, v.c.budget_cents))).all()}
+    found = []
+    for voucher_id, days in by_voucher.items():
+        view = views.get(voucher_id)
+        if view is None or not view.issued or view.period is None:
+            found.append({"voucher_id": voucher_id, "reason": "charged_without_issued_voucher"})
+            continue
+        used: dict[tuple[date, date], list[int]] = {}
+        for day, units, amount in days:
+            bounds = periods.period_bounds(view.period, view.valid_from, view.valid_until, day)
+            sums = used.setdefault(bounds, [0, 0])
+            sums[0] += units
+            sums[1] += amount
+        for (start, end), (units, amount) in sorted(used.items()):
+            if view.kind == domain.PERSONAL_BUDGET:
+                if amount > (view.budget_cents or 0):
+                    found.append({"voucher_id": voucher_id, "period": [start.isoformat(), end.isoformat()],
+                                  "reason": "budget_exceeded", "charged_cents": amount,
+                                  "budget_cents": view.budget_cents})
+                continue
+            previous = periods.previous_period(view.period, view.valid_from, view.valid_until, start)
+            previous_used = None if previous is None else used.get(previous, [0, 0])[0]
+            units_in = periods.period_units(
+                units_per_period_x100=view.units_per_period_x100 or 0, period=view.period,
+                carry_over=bool(view.carry_over), valid_from=view.valid_from, valid_until=view.valid_until, day=start,
+                used_x100=units, previous_used_x100=previous_used)
+            if units > units_in.available_x100:
+                found.append({"voucher_id": voucher_id, "period": [start.isoformat(), end.isoformat()],
+                              "reason": "units_exceeded", "charged": str(from_hundredths(units)),
+                              "available": str(from_hundredths(units_in.available_x100))})
+    return found
+
+
+async def _settlements_not_matching_charges(session: AsyncSession) -> list[dict]:
+    """Settlements whose figures are not their charges' (and settled charges whose net is not amount - fee)."""
+    s, c = Settlement.__table__, Charge.__table__
+    sums = (select(c.c.settlement_id, func.count().label("n"), func.sum(c.c.amount_cents).label("gross"),
+                   func.sum(c.c.fee_cents).label("fee"), func.sum(c.c.net_cents).label("net"),
+                   func.sum(case((c.c.net_cents != c.c.amount_cents - c.c.fee_cents, 1), else_=0)).label("bad_net"),
+                   func.sum(case((c.c.status != domain.SETTLED, 1), else_=0)).label("not_settled"))
+            .where(c.c.settlement_id.is_not(None)).group_by(c.c.settlement_id).subquery())
+    rows = (await session.execute(
+        select(s.c.id, s.c.charge_count, s.c.gross_cents, s.c.fee_cents, s.c.net_cents, sums.c.n, sums.c.gross,
+               sums.c.fee, sums.c.net, sums.c.bad_net, sums.c.not_settled)
+        .select_from(s.outerjoin(sums, sums.c.settlement_id == s.c.id)))).all()
+    found = [{"settlement_id": r.id, "charge_count": r.charge_count, "charges": int(r.n or 0)}
+             for r in rows if (r.charge_count, r.gross_cents, r.fee_cents, r.net_cents, 0, 0) != (
+                 int(r.n or 0), int(r.gross or 0), int(r.fee or 0), int(r.net or 0), int(r.bad_net or 0),
+                 int(r.not_settled or 0)) or r.net_cents != r.gross_cents - r.fee_cents]
+    orphans = (await session.execute(select(Charge.id).where(
+        Charge.status == domain.SETTLED, Charge.settlement_id.is_(None)).limit(20))).scalars().all()
+    return found + [{"charge_id": cid, "reason": "settled_without_settlement"} for cid in orphans]
 
 
 async def balances(session: AsyncSession) -> dict[str, int]:
