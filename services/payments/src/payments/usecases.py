@@ -29,6 +29,8 @@ from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransa
                      ProviderChoiceView, Settlement, VoucherView)
 
 SOURCE = "payments"
+#: a charge its provider cancelled before settlement (``intake.cancel_charge``): its units and money no longer count
+CANCELLED = "cancelled"
 Sessions = async_sessionmaker[AsyncSession]
 log = get_logger(__name__)
 
@@ -100,7 +102,7 @@ def _period_sum(column, start: str, end: str):  # noqa: ANN001, ANN202
 _SUMS = (select(_period_sum(_C.c.units_x100, "start", "end").label("used"),
                 _period_sum(_C.c.amount_cents, "start", "end").label("money_used"),
                 _period_sum(_C.c.units_x100, "prev_start", "prev_end").label("previous_used"))
-         .where(_C.c.voucher_id == bindparam("vid")).subquery("sums"))
+         .where(_C.c.voucher_id == bindparam("vid"), _C.c.status != CANCELLED).subquery("sums"))
 _EARLIER = (select(_C.c.id).where(_C.c.provider_id == bindparam("pid"),
                                   _C.c.provider_reference == bindparam("ref")).scalar_subquery())
 _CONTEXT = (
@@ -207,7 +209,7 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
     # voucher (and twins of one request) queue up here, and each then sees what the ones before it
     # committed, since everything else is read by a later statement
     locked = (await session.execute(_LOCK_VOUCHER, {"vid": voucher_id})).first()
-    view = None if locked is None else VoucherView.model_construct(**locked._mapping)
+    view = locked  # the row's columns, read as a VoucherView's attributes
     terms = _terms(view)
     category = None if terms is None else domain.charge_category(terms, req.category)
     ctx = await _read_context(session, voucher_id, provider_reference, req, terms, category)
@@ -358,7 +360,7 @@ async def _vouchers_over_entitlement(session: AsyncSession) -> list[dict]:
     v = VoucherView.__table__
     per_day = (await session.execute(
         select(Charge.voucher_id, Charge.service_date, func.sum(Charge.units_x100), func.sum(Charge.amount_cents))
-        .group_by(Charge.voucher_id, Charge.service_date))).all()
+        .where(Charge.status != CANCELLED).group_by(Charge.voucher_id, Charge.service_date))).all()
     by_voucher: dict[str, list] = {}
     for voucher_id, day, units, amount in per_day:
         by_voucher.setdefault(voucher_id, []).append((day, int(units), int(amount)))
