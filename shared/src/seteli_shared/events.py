@@ -307,6 +307,8 @@ class VoucherIssued(Event):
     categories: list[Category] | None = None
     #: the funder's rule: the unused units of a month add to the next month's (monthly units only)
     carry_over: bool = False
+    #: the code the client gives its provider (additive): payments lets the chosen provider charge by it
+    voucher_code: str | None = None
 
     def subject(self) -> str:
         return self.voucher_id
@@ -444,6 +446,26 @@ class ChargeSettled(Event):
     fee_cents: int
     net_cents: int
     settled_at: datetime
+
+    def subject(self) -> str:
+        return self.charge_id
+
+
+class ChargeCancelled(Event):
+    """A provider cancelled one of its unsettled charges: its ledger entry is reversed and its units and
+    money no longer count against the voucher."""
+
+    event_name = "charge.cancelled"
+    producer = "payments"
+    charge_id: str
+    voucher_id: str
+    funder_id: FunderId
+    provider_id: str
+    category: Category
+    service_date: date
+    units: Decimal
+    amount_cents: int
+    cancelled_at: datetime
 
     def subject(self) -> str:
         return self.charge_id

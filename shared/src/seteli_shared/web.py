@@ -234,7 +234,9 @@ class RequestGuard:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return error_response(400, "malformed_body", "the body is not UTF-8 text")
+            # a file saved as Latin-1 / Windows-1252 (spreadsheets do): say so, never echo it
+            return error_response(400, "encoding_not_utf8", "the body is not UTF-8 text: save it as UTF-8 "
+                                  "(e.g. \"CSV UTF-8\") and send it again")
         try:
             value = json.loads(text)
         except ValueError:

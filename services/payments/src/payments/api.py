@@ -6,8 +6,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import BaseModel, Field, model_validator
 
 from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, acting_for_provider, ensure_visible,
                                 require, tenant_scope)
@@ -37,7 +37,10 @@ assert tuple(Tariff) == domain.TARIFFS
 
 
 class ChargeCreate(RequestModel):
-    voucher_id: str
+    voucher_id: str | None = Field(default=None, min_length=1, max_length=64)
+    voucher_code: str | None = Field(default=None, min_length=1, max_length=32,
+                                     description="the code the client gave the provider, instead of voucher_id "
+                                     "(only the provider the client chose finds the voucher by it)")
     provider_id: str | None = Field(default=None, description="defaults to the caller's provider")
     provider_reference: str = Field(min_length=1, max_length=100,
                                     description="the provider's own reference; a retry with it is safe")
@@ -52,6 +55,12 @@ class ChargeCreate(RequestModel):
                                   "(its base price when the list has no price for this tariff)")
     category: Category | None = Field(default=None, description="a personal budget's: which of its categories the "
                                       "service is (default: the voucher's category); other vouchers: only their own")
+
+    @model_validator(mode="after")
+    def _one_voucher(self) -> "ChargeCreate":
+        if (self.voucher_id is None) == (self.voucher_code is None):
+            raise ValueError("name the voucher by voucher_id or by voucher_code (one of them)")
+        return self
 
 
 class ChargePublic(BaseModel):
@@ -104,14 +113,19 @@ class SettlementDetail(SettlementPublic):
 class ChargeStatus(StrEnum):
     ACCEPTED = domain.ACCEPTED
     SETTLED = domain.SETTLED
+    CANCELLED = "cancelled"
 
 
 @router.post("/charges", status_code=201, response_model=ChargePublic, tags=["charges"], responses={
-    200: {"model": ChargePublic, "description": "a retry with the same provider reference: the first charge"},
+    200: {"model": ChargePublic, "description": "a retry with the same provider reference (or Idempotency-Key): "
+          "the first charge"},
     **error_responses(404, 409, 422)})
 async def charge_voucher(
     body: ChargeCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
     principal: Annotated[Principal, require(Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM, scope="body")],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, description=(
+        "the same key with the same body answers the first answer again (another body: 422 "
+        "`idempotency_key_reused`; while the first is answered: 409 `request_in_flight`); kept 24 hours"))] = None,
 ) -> ChargePublic:
     """A provider charges a voucher for a delivered service. Refusals are 4xx with a reason, among them
     422 `provider_suspended` / `provider_revoked` for a service delivered on or after the date its
@@ -122,6 +136,12 @@ async def charge_voucher(
     provider_id = acting_for_provider(principal, body.provider_id)
     req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents,
                                body.tariff.value if body.tariff else None, body.category)
+    if idempotency_key is not None or body.voucher_code is not None:  # charge intake (intake_api)
+        from . import intake, intake_api
+        return await intake_api.charge_once(
+            sessions, clock, principal, provider_id, idempotency_key, body,
+            lambda: intake.charge_by_id_or_code(sessions, clock, principal, body.voucher_id, body.voucher_code,
+                                                body.provider_reference, req))
     charge, new = await usecases.charge_voucher(sessions, clock, principal, body.voucher_id,
                                                 body.provider_reference, req)
     if not new:

@@ -5,13 +5,14 @@ from fastapi import FastAPI
 from seteli_shared.service import ServiceSpec, create_service_app
 
 from .api import router
+from . import intake_api
 from .handlers import HANDLERS
 from .settings import PaymentsSettings
 
 SPEC = ServiceSpec(
     name="payments",
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[router, intake_api.router], bulk_paths=(intake_api.BULK_PATH,),
     handlers=HANDLERS,
     title="seteli payments",
     description="Charges, the double-entry ledger, settlements.",

@@ -103,6 +103,8 @@ async def on_voucher_issued(session: AsyncSession, _env: Envelope, event: Vouche
     view.budget_cents, view.categories = event.budget_cents, event.categories
     view.max_value_per_unit_cents, view.client_fee_cents = event.max_value_per_unit_cents, event.client_fee_cents
     view.value_table_version = event.value_table_version
+    if event.voucher_code is not None:
+        view.voucher_code = event.voucher_code
     if view.decision_version is not None:
         await session.flush()
         return  # an amendment arrived first: its terms are newer

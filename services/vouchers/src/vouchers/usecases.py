@@ -99,7 +99,7 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
         valid_until=voucher.valid_until, issued_at=voucher.issued_at, **terms.event_fields(),
-        carry_over=voucher.carry_over), SOURCE)
+        carry_over=voucher.carry_over, voucher_code=voucher.voucher_code), SOURCE)
     await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel=channel)
     return voucher, login_code
 

@@ -1,0 +1,200 @@
+"""Charges in a CSV file, read the way Finnish spreadsheets write them, pure (no I/O):
+
+- UTF-8 with or without a byte-order mark; anything else is refused whole (``encoding_not_utf8``);
+- a comma or a semicolon between fields, found from the header line;
+- decimal comma or point (``1,5`` or ``1.5`` units; ``27,50`` EUR in ``unit_price``), spaces as
+  thousands separators; dates as ``2026-06-01`` or ``1.6.2026``;
+- a header line naming the columns (any order, any case): ``provider_reference``, ``service_date``,
+  ``units`` and one of ``voucher_id`` / ``voucher_code`` are required; ``unit_price`` (EUR) or
+  ``unit_price_cents``, ``tariff`` and ``category`` are optional. A missing or unknown column refuses
+  the whole file (``csv_missing_column``, ``csv_unknown_column``).
+
+The rows come one at a time (``rows``) from an iterable of byte chunks, each with its line number in
+the file (the header is line 1), as a dict of field values for the bulk line model, or as the
+reason it cannot be read. Nothing here echoes a value back: reasons name fields only.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Iterable, Iterator
+
+from seteli_shared.errors import DomainError
+
+REQUIRED = ("provider_reference", "service_date", "units")
+VOUCHER = ("voucher_id", "voucher_code")
+OPTIONAL = ("unit_price", "unit_price_cents", "tariff", "category")
+COLUMNS = (*VOUCHER, *REQUIRED, *OPTIONAL)
+_DMY = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
+_SPACES = re.compile(r"[\s\u00a0\u202f]")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One data line: its line number and its fields (values for ``intake.ChargeLine``), or why it
+    cannot be read (``reason`` with the ``fields`` it concerns)."""
+
+    line: int
+    values: dict
+    reason: str | None = None
+    fields: list[str] = field(default_factory=list)
+
+    @property
+    def provider_reference(self) -> str | None:
+        ref = self.values.get("provider_reference")
+        return ref if isinstance(ref, str) else None
+
+
+def decode(chunks: Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 text of the chunks, a leading byte-order mark dropped (``encoding_not_utf8`` otherwise)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    first = True
+    try:
+        for chunk in chunks:
+            text = decoder.decode(chunk)
+            if first and text:
+                text, first = text.removeprefix("\ufeff"), False
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DomainError("encoding_not_utf8", "the file is not UTF-8 text: save it as UTF-8 (\"CSV UTF-8\") "
+                          "and send it again") from None
+    if tail:
+        yield tail
+
+
+def _lines(texts: Iterator[str]) -> Iterator[str]:
+    """Lines with their endings (as ``csv`` wants them), across chunk boundaries."""
+    pending = ""
+    for text in texts:
+        pending += text
+        parts = pending.splitlines(keepends=True)
+        # the last part may be a line still going on (or a lone \r whose \n is in the next chunk)
+        pending = parts.pop() if parts and not parts[-1].endswith("\n") else ""
+        yield from parts
+    if pending:
+        yield pending
+
+
+def separator(header: str) -> str:
+    """A semicolon when the header has more of them than commas (a Finnish spreadsheet's), else a comma."""
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def header_columns(names: list[str]) -> list[str]:
+    """The header's column names, checked: each known, none twice, the required ones there."""
+    columns = [n.strip().lower().removeprefix("\ufeff") for n in names]
+    unknown = [n for n in columns if n not in COLUMNS]
+    if unknown:
+        raise DomainError("csv_unknown_column", "the header names a column this file format does not have",
+                          unknown=unknown[:20], columns=list(COLUMNS))
+    twice = sorted({n for n in columns if columns.count(n) > 1})
+    if twice:
+        raise DomainError("csv_duplicate_column", "the header names a column twice", duplicated=twice)
+    missing = [n for n in REQUIRED if n not in columns]
+    if not any(v in columns for v in VOUCHER):
+        missing.append("voucher_id|voucher_code")
+    if missing:
+        raise DomainError("csv_missing_column", "the header lacks a required column", missing=missing,
+                          columns=list(COLUMNS))
+    return columns
+
+
+def decimal_text(raw: str) -> str:
+    """``1,5`` / ``1.5`` / ``1 000,50`` as a decimal in plain digits (ValueError when it is none)."""
+    text = _SPACES.sub("", raw)
+    if "," in text:
+        if "." in text:
+            raise ValueError("both separators")
+        text = text.replace(",", ".")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not value.is_finite():
+        raise ValueError("not finite")
+    return format(value, "f")
+
+
+def date_text(raw: str) -> str:
+    """``2026-06-01`` as is; ``1.6.2026`` (Finnish) as ``2026-06-01`` (ValueError when no such day)."""
+    text = raw.strip()
+    m = _DMY.match(text)
+    if m:
+        return date(int(m[3]), int(m[2]), int(m[1])).isoformat()
+    return text  # the line model parses (and refuses) ISO dates
+
+
+def _values(columns: list[str], cells: list[str]) -> tuple[dict, str | None, list[str]]:
+    values: dict = {}
+    bad: list[str] = []
+    for name, cell in zip(columns, cells):
+        cell = cell.strip()
+        if cell == "":
+            continue
+        try:
+            if name == "units":
+                values[name] = decimal_text(cell)
+            elif name == "unit_price":
+                euros = Decimal(decimal_text(cell))
+                cents = euros * 100
+                if cents != cents.to_integral_value():
+                    raise ValueError("more than two decimals")
+                values["unit_price_cents"] = int(cents)
+            elif name == "unit_price_cents":
+                values[name] = int(_SPACES.sub("", cell))
+            elif name == "service_date":
+                values[name] = date_text(cell)
+            else:
+                values[name] = cell
+        except ValueError:
+            bad.append(name)
+    if "unit_price" in columns and "unit_price_cents" in columns:
+        priced = [cells[columns.index(n)].strip() for n in ("unit_price", "unit_price_cents")
+                  if columns.index(n) < len(cells)]
+        if all(priced) and len(priced) == 2:
+            return values, "csv_price_given_twice", ["unit_price", "unit_price_cents"]
+    if bad:
+        return values, "invalid_number_or_date", bad
+    return values, None, []
+
+
+def rows(chunks: Iterable[bytes]) -> Iterator[Row]:
+    """The file's data lines one at a time; the header is read (and checked) before the first. Blank
+    lines are skipped. Raises ``DomainError`` for a file that cannot be read at all (its encoding, its
+    header)."""
+    lines = _lines(decode(chunks))
+    header_line = ""
+    for line in lines:
+        if line.strip():
+            header_line = line
+            break
+    if not header_line:
+        raise DomainError("csv_header_missing", "the file is empty: its first line must name the columns",
+                          columns=list(COLUMNS))
+    sep = separator(header_line)
+    header_offset = 1  # blank lines before the header are rare; the header counts as line 1 of what is read
+    reader = csv.reader(_chain(header_line, lines), delimiter=sep, quotechar='"', strict=False)
+    try:
+        columns = header_columns(next(reader))
+        for cells in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            values, reason, fields = _values(columns, cells)
+            if reason is None and len(cells) > len(columns):
+                reason, fields = "csv_too_many_fields", []
+            yield Row(line=line + header_offset - 1, values=values, reason=reason, fields=fields)
+    except csv.Error:
+        raise DomainError("csv_malformed", "the file is not CSV that can be read (an unclosed quote?)",
+                          line=reader.line_num) from None
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest

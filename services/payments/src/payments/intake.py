@@ -1,0 +1,307 @@
+"""Charge intake use cases: charging by voucher code, bulk charges (many lines in chunked
+transactions, a savepoint per line, each line through ``usecases.accept_charge``), Idempotency-Key
+records, and a provider cancelling an unsettled charge."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Iterable, Iterator
+
+from pydantic import Field, ValidationError, model_validator
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from seteli_shared import audit, codes
+from seteli_shared.auth import Principal
+from seteli_shared.clock import Clock
+from seteli_shared.db import unit_of_work
+from seteli_shared.errors import Conflict, DomainError, NotFound
+from seteli_shared.events import Category, ChargeCancelled
+from seteli_shared.logging import get_logger, new_id
+from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.outbox import add_event
+from seteli_shared.schemas import RequestModel
+
+from . import domain, usecases
+from .models import Charge, IdempotencyRecord, ProviderChoiceView, VoucherView
+
+log = get_logger(__name__)
+CANCELLED = usecases.CANCELLED
+#: lines of one bulk request at most, and lines per transaction
+MAX_LINES = 10_000
+CHUNK_LINES = 500
+#: how long an Idempotency-Key is kept, and after how long a request still "in flight" is taken to have died
+KEY_TTL = timedelta(hours=24)
+IN_FLIGHT_LEASE = timedelta(minutes=10)
+TARIFFS = ("weekday", "weekday_evening", "saturday", "sunday")
+
+
+# ------------------------------------------------------------------ the voucher by its code
+async def voucher_by_code(session: AsyncSession, code: str, provider_id: str) -> str:
+    """The voucher whose code the client gave this provider. Only a provider the client chose (now, or
+    before a switch) finds it; to any other the code is unknown (``voucher_not_found``), so that a
+    code tells nothing to a provider that has not been given it."""
+    canonical = codes.normalise(code)
+    if canonical is not None:
+        views = (await session.execute(select(VoucherView.voucher_id, VoucherView.provider_id).where(
+            VoucherView.voucher_code == canonical))).all()
+        if len(views) == 1:
+            voucher_id, chosen = views[0]
+            if chosen == provider_id or (await session.execute(select(ProviderChoiceView.voucher_id).where(
+                    ProviderChoiceView.voucher_id == voucher_id,
+                    ProviderChoiceView.provider_id == provider_id).limit(1))).first() is not None:
+                return voucher_id
+    raise NotFound("voucher", retryable=True, hint="check the voucher code with the client; a voucher issued "
+                   "or chosen moments ago may not have reached payments yet")
+
+
+async def charge_by_id_or_code(sessions, clock: Clock, principal: Principal, voucher_id: str | None,  # noqa: ANN001
+                               voucher_code: str | None, provider_reference: str,
+                               req: domain.ChargeRequest) -> tuple[Charge, bool]:
+    """``usecases.charge_voucher`` for a voucher named by its id or by its code."""
+    if voucher_id is None:
+        async with sessions() as session:
+            voucher_id = await voucher_by_code(session, voucher_code or "", req.provider_id)
+    return await usecases.charge_voucher(sessions, clock, principal, voucher_id, provider_reference, req)
+
+
+# ------------------------------------------------------------------ Idempotency-Key
+@dataclass(frozen=True)
+class Replay:
+    status_code: int
+    body: object
+
+
+def request_hash(operation: str, payload: bytes | object) -> str:
+    """The fingerprint of a request: raw bytes as sent, or a parsed body in canonical JSON."""
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload, sort_keys=True, default=str,
+                                                                separators=(",", ":")).encode()
+    return hashlib.sha256(operation.encode() + b"\0" + raw).hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= 200 or not key.isprintable() or not key.isascii():
+        raise DomainError("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 printable ASCII characters")
+    return key
+
+
+async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: str, operation: str,  # noqa: ANN001
+                           fingerprint: str) -> Replay | None:
+    """Claim the key for this request (None: go ahead), or the first answer to replay. The same key
+    with another request: 422 ``idempotency_key_reused``; while the first is still being answered: 409
+    ``request_in_flight``. A key is kept ``KEY_TTL``; an answer never stored within ``IN_FLIGHT_LEASE``
+    (its process died) frees the key again."""
+    now = clock.now()
+    for _ in range(2):
+        try:
+            async with unit_of_work(sessions) as session:
+                row = await session.get(IdempotencyRecord, (provider_id, key), with_for_update=True)
+                if row is None:
+                    session.add(IdempotencyRecord(provider_id=provider_id, key=key, operation=operation,
+                                                  request_hash=fingerprint, created_at=now, expires_at=now + KEY_TTL))
+                    await session.flush()
+                    return None
+                abandoned = row.status_code is None and row.created_at + IN_FLIGHT_LEASE <= now
+                if row.expires_at <= now or abandoned:
+                    row.operation, row.request_hash, row.status_code, row.response_body = (
+                        operation, fingerprint, None, None)
+                    row.created_at, row.expires_at = now, now + KEY_TTL
+                    await session.flush()
+                    return None
+                if row.request_hash != fingerprint or row.operation != operation:
+                    raise DomainError("idempotency_key_reused", "this Idempotency-Key was already used for "
+                                      "another request; use a new key for a new request")
+                if row.status_code is None:
+                    raise Conflict("request_in_flight", "the first request with this Idempotency-Key is still "
+                                   "being answered; retry shortly")
+                return Replay(row.status_code, json.loads(row.response_body or "null"))
+        except IntegrityError:
+            continue  # a twin claimed it between our read and insert: read it again
+    raise Conflict("request_in_flight", "the first request with this Idempotency-Key is still being answered")
+
+
+async def finish_idempotent(sessions, provider_id: str, key: str, status_code: int | None,  # noqa: ANN001
+                            body: object = None) -> None:
+    """Keep the answer to replay (``status_code`` None: forget the key, the request may be tried again)."""
+    async with unit_of_work(sessions) as session:
+        if status_code is None:
+            await session.execute(delete(IdempotencyRecord).where(
+                IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key))
+        else:
+            await session.execute(update(IdempotencyRecord).where(
+                IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key).values(
+                status_code=status_code, response_body=json.dumps(body, default=str)))
+
+
+def replayable(error: DomainError) -> bool:
+    """A refusal worth replaying: final ones (not a voucher that may simply not have arrived yet)."""
+    return not error.details.get("retryable")
+
+
+async def forget_expired_keys(sessions, clock: Clock) -> int:  # noqa: ANN001
+    async with unit_of_work(sessions) as session:
+        result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= clock.now()))
+    return result.rowcount or 0
+
+
+# ------------------------------------------------------------------ bulk lines
+class ChargeLine(RequestModel):
+    """One line of a bulk: the provider is the caller's; the voucher by its id or by its code."""
+
+    voucher_id: str | None = Field(default=None, min_length=1, max_length=64)
+    voucher_code: str | None = Field(default=None, min_length=1, max_length=32,
+                                     description="the code the client gave the provider, instead of voucher_id")
+    provider_reference: str = Field(min_length=1, max_length=100)
+    service_date: date
+    units: Decimal = Field(gt=0, le=10000, decimal_places=2)
+    unit_price_cents: int | None = Field(default=None, gt=0, le=10_000_000)
+    tariff: str | None = Field(default=None, pattern="^(weekday|weekday_evening|saturday|sunday)$")
+    category: Category | None = None
+
+    @model_validator(mode="after")
+    def _one_voucher(self) -> "ChargeLine":
+        if (self.voucher_id is None) == (self.voucher_code is None):
+            raise ValueError("name the voucher by voucher_id or by voucher_code (one of them)")
+        return self
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line to charge, or (``reason`` set) one refused before it reached the rules."""
+
+    line: int
+    provider_reference: str | None
+    charge: ChargeLine | None = None
+    reason: str | None = None
+    details: dict | None = None
+
+
+def line_of(n: int, raw: object) -> Line:
+    """A JSON line (or a CSV row's values) checked against ``ChargeLine``; field errors name fields only."""
+    ref = raw.get("provider_reference") if isinstance(raw, dict) else None
+    ref = ref.strip()[:100] if isinstance(ref, str) else None
+    try:
+        return Line(n, ref, ChargeLine.model_validate(raw))
+    except ValidationError as e:
+        errors = [{"loc": [str(x) for x in err["loc"]], "reason": err["type"]} for err in e.errors()][:20]
+        return Line(n, ref, reason="invalid_request", details={"errors": errors})
+
+
+def json_lines(items: list) -> Iterator[Line]:
+    for n, raw in enumerate(items, start=1):
+        yield line_of(n, raw)
+
+
+def csv_lines(rows: Iterable) -> Iterator[Line]:  # noqa: ANN001  (csv_charges.Row)
+    count = 0
+    for row in rows:
+        count += 1
+        if count > MAX_LINES:
+            yield Line(row.line, row.provider_reference, reason="too_many_lines",
+                       details={"max_lines": MAX_LINES})
+        elif row.reason is not None:
+            yield Line(row.line, row.provider_reference, reason=row.reason, details={"fields": row.fields})
+        else:
+            yield line_of(row.line, row.values)
+
+
+def _result(line: Line, status: str, charge_id: str | None = None, reason: str | None = None,
+            details: dict | None = None) -> dict:
+    out = {"line": line.line, "provider_reference": line.provider_reference, "status": status,
+           "charge_id": charge_id, "reason": reason}
+    if details:
+        out["details"] = details
+    return out
+
+
+def _deadlock(exc: DBAPIError) -> bool:
+    code = getattr(getattr(exc, "orig", None), "pgcode", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40P01", "40001") or "deadlock" in str(exc).lower()
+
+
+async def _one(session: AsyncSession, clock: Clock, principal: Principal, provider_id: str, line: Line) -> dict:
+    """One line in its own savepoint: accepted, repeated, or refused with the rules' reason."""
+    if line.reason is not None:
+        return _result(line, "refused", reason=line.reason, details=line.details)
+    c = line.charge
+    for attempt in range(2):
+        try:
+            async with session.begin_nested():
+                voucher_id = c.voucher_id or await voucher_by_code(session, c.voucher_code, provider_id)
+                req = domain.ChargeRequest(provider_id, c.service_date, to_hundredths(c.units), c.unit_price_cents,
+                                           c.tariff, c.category.value if c.category else None)
+                charge, new = await usecases.accept_charge(session, clock, voucher_id, c.provider_reference, req,
+                                                           audit_as=principal)
+            return _result(line, "accepted" if new else "repeated", charge_id=charge.id)
+        except DomainError as e:
+            return _result(line, "refused", reason=e.reason,
+                           details={k: v for k, v in e.details.items() if k != "hint"} or None)
+        except IntegrityError:
+            if attempt:  # a concurrent twin of this reference: the second try finds it
+                raise
+    raise AssertionError("unreachable")
+
+
+async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
+                      lines: Iterable[Line], chunk_lines: int = CHUNK_LINES) -> dict:
+    """Charge every line: ``chunk_lines`` lines per transaction (charges, ledger, outbox and audit
+    together), each line in a savepoint so that a refused one leaves the others. A chunk that meets a
+    deadlock is run again whole (nothing of it was committed)."""
+    results: list[dict] = []
+    chunk: list[Line] = []
+
+    async def run(chunk: list[Line]) -> None:
+        for attempt in range(3):
+            try:
+                async with unit_of_work(sessions) as session:
+                    done = [await _one(session, clock, principal, provider_id, line) for line in chunk]
+                results.extend(done)
+                return
+            except DBAPIError as e:
+                if attempt == 2 or not _deadlock(e):
+                    raise
+
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= chunk_lines:
+            await run(chunk)
+            chunk = []
+    if chunk:
+        await run(chunk)
+    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "repeated", "refused")}
+    log.info("charges.bulk", provider_id=provider_id, lines=len(results), **counts)
+    return {"lines": len(results), **counts, "results": results}
+
+
+# ------------------------------------------------------------------ a provider cancels its charge
+async def cancel_charge(sessions, clock: Clock, principal: Principal, charge_id: str) -> tuple[Charge, bool]:  # noqa: ANN001
+    """The charge's provider cancels it while it is unsettled: the ledger entry reversed, ``ChargeCancelled``.
+    Returns the charge and whether it was cancelled now (False: it had been already)."""
+    async with unit_of_work(sessions) as session:
+        charge = (await session.execute(select(Charge).where(Charge.id == charge_id).with_for_update())).scalar_one_or_none()
+        if charge is None or (not principal.is_operator and charge.provider_id != principal.provider_id):
+            raise NotFound("charge")
+        if charge.status == CANCELLED:
+            return charge, False
+        if charge.status == domain.SETTLED or charge.settlement_id is not None:
+            raise Conflict("charge_settled", "the charge is settled already: a correction after settlement goes "
+                           "through the settlement's correction", settlement_id=charge.settlement_id)
+        now = clock.now()
+        charge.status, charge.cancelled_at = CANCELLED, now
+        session.add(charge)
+        await session.flush()
+        reverse = [(account, -amount) for account, amount in
+                   domain.charge_postings(charge.funder_id, charge.provider_id, charge.amount_cents)]
+        await usecases.post(session, "charge_cancellation", charge.id, domain.balanced(reverse), now)
+        await add_event(session, ChargeCancelled(
+            charge_id=charge.id, voucher_id=charge.voucher_id, funder_id=charge.funder_id,
+            provider_id=charge.provider_id, category=charge.category, service_date=charge.service_date,
+            units=from_hundredths(charge.units_x100), amount_cents=charge.amount_cents, cancelled_at=now),
+            usecases.SOURCE)
+        await audit.record(session, principal, "charge.cancel", "charge", charge.id, charge.funder_id)
+    log.info("charge.cancelled", charge_id=charge.id, amount_cents=charge.amount_cents)
+    return charge, True

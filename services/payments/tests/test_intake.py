@@ -1,0 +1,311 @@
+"""Charge intake on PostgreSQL and the real RabbitMQ: bulk charges (CSV the way Finnish spreadsheets
+write it, and JSON), Idempotency-Key, charging by voucher code, and a provider cancelling its charge."""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import aio_pika
+import httpx
+import pytest
+from sqlalchemy import select
+
+import payments.app
+from payments import intake
+from payments.models import Charge, IdempotencyRecord
+from payments.settings import PaymentsSettings
+from seteli_shared.auth import mint
+from seteli_shared.bus import Bus
+from seteli_shared.clock import FixedClock
+from seteli_shared.codes import new_code
+from seteli_shared.events import Envelope, Event, ProviderApproved, VoucherIssued, VoucherProviderChosen
+from seteli_shared.messaging import InboxMessage, OutboxMessage
+from seteli_shared.testing import eventually, make_settings
+
+OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
+
+
+def charger(provider_id: str, role: str = "provider_charger") -> dict:
+    return {"Authorization": f"Bearer {mint(f't:{role}', [role], provider_id=provider_id)}"}
+
+
+class World:
+    def __init__(self, client: httpx.AsyncClient, app, bus: Bus, clock: FixedClock):  # noqa: ANN001
+        self.client, self.app, self.bus, self.clock = client, app, bus, clock
+
+    async def publish(self, *events: Event, source: str) -> None:
+        envs = [Envelope.wrap(e, source) for e in events]
+        for env in envs:
+            await self.bus.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id, type_=env.type)
+        ids = {e.id for e in envs}
+
+        async def taken():  # noqa: ANN202
+            async with self.app.state.runtime.sessions() as session:
+                seen = (await session.execute(select(InboxMessage.message_id).where(
+                    InboxMessage.message_id.in_(ids)))).scalars().all()
+            return set(seen) == ids
+
+        await eventually(taken)
+
+    async def provider_with_vouchers(self, provider_id: str, n: int, units: str = "100") -> list[tuple[str, str]]:
+        """An approved provider and ``n`` vouchers its clients chose it for: [(voucher_id, voucher_code)]."""
+        await self.publish(ProviderApproved(approval_id=f"ap-{provider_id}", provider_id=provider_id, funder_id="091",
+                                            category="home_care", approved_at=self.clock.now()), source="registry")
+        out, events = [], []
+        for i in range(n):
+            voucher_id, code = f"v-{provider_id}-{i}", new_code()
+            events += [VoucherIssued(
+                voucher_id=voucher_id, funder_id="091", client_ref=f"c-{i}", decision_ref=f"D-{provider_id}-{i}",
+                category="home_care", unit="hour", units_per_period=Decimal(units), period="validity",
+                value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
+                issued_at=self.clock.now(), voucher_code=code),
+                VoucherProviderChosen(voucher_id=voucher_id, funder_id="091", provider_id=provider_id,
+                                      category="home_care", chosen_at=self.clock.now())]
+            out.append((voucher_id, code))
+        for start in range(0, len(events), 500):
+            await self.publish(*events[start:start + 500], source="vouchers")
+        return out
+
+
+@pytest.fixture
+async def world(pg, namespace, amqp_url):  # noqa: ANN001
+    common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05)
+    clock = FixedClock(datetime(2026, 6, 20, 9, 0, tzinfo=timezone.utc))
+    async with AsyncExitStack() as stack:
+        connection = await aio_pika.connect(amqp_url)  # a spy takes every event, so none is unroutable
+        stack.push_async_callback(connection.close)
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True)
+        spy = await channel.declare_queue(f"{namespace}.spy", durable=True, arguments={"x-queue-type": "quorum"})
+        await spy.bind(exchange, "#")
+        app = payments.app.create_app(PaymentsSettings(database_url=await pg.create("payments"), **common))
+        app.state.clock = clock
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = await stack.enter_async_context(httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=OPERATOR, timeout=300))
+        bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url,
+                                database_url="sqlite+aiosqlite://"))
+        await bus.connect()
+        stack.push_async_callback(bus.close)
+        yield World(client, app, bus, clock)
+
+
+def _by_line(answer: dict) -> dict[int, tuple]:
+    return {r["line"]: (r["provider_reference"], r["status"], r["reason"]) for r in answer["results"]}
+
+
+async def test_a_csv_from_a_finnish_spreadsheet_answers_every_line(world: World):
+    w, p = world, "prov-csv"
+    (v1, code1), (v2, _) = await w.provider_with_vouchers(p, 2, units="10")
+    rows = [
+        "voucher_code;provider_reference;service_date;units;unit_price",   # line 1: the header
+        f"{code1};k-1;1.6.2026;1,5;27,50",                                  # 2: decimal comma, Finnish date
+        f"{code1.lower()};k-2;2026-06-02;2;",                               # 3: the code in lower case, no price
+        f"{code1};k-3;2026-06-03;0;25,00",                                  # 4: zero units
+        f"{code1};k-4;2026-06-30;1;25,00",                                  # 5: in the future
+        "ZZZZZZZZZZZ;k-5;2026-06-04;1;25,00",                               # 6: no such code
+        f"{code1};k-6;31.2.2026;1;25,00",                                   # 7: no such day
+        "",                                                                 # 8: blank, skipped
+        f"{code1};k-1;1.6.2026;1,5;27,50",                                  # 9: the same line again
+        f"{code1};k-7;2026-06-05;7;",                                       # 10: more units than are left
+        f"{code1};k-8;2026-06-05;1,25;1 000,00",                            # 11: above... no list: accepted
+    ]
+    body = ("\ufeff" + "\r\n".join(rows) + "\r\n").encode("utf-8")
+    r = await w.client.post("/charges/bulk", content=body, headers={**charger(p), "content-type": "text/csv"})
+    assert r.status_code == 200, r.text
+    got = _by_line(r.json())
+    assert got == {
+        2: ("k-1", "accepted", None), 3: ("k-2", "accepted", None), 4: ("k-3", "refused", "invalid_request"),
+        5: ("k-4", "refused", "service_date_in_future"), 6: ("k-5", "refused", "voucher_not_found"),
+        7: ("k-6", "refused", "invalid_number_or_date"), 9: ("k-1", "repeated", None),
+        10: ("k-7", "refused", "units_exceeded"), 11: ("k-8", "accepted", None)}
+    assert (r.json()["accepted"], r.json()["repeated"], r.json()["refused"]) == (3, 1, 5)
+    first = r.json()["results"][0]
+    charge = (await w.client.get(f"/charges/{first['charge_id']}")).json()
+    assert (charge["voucher_id"], charge["units"], charge["unit_price_cents"], charge["amount_cents"],
+            charge["own_share_cents"]) == (v1, "1.50", 2750, 3750, 375)
+    assert r.json()["results"][-2]["charge_id"] is None
+    assert r.json()["results"][6]["charge_id"] == first["charge_id"], "repeated: the first charge"
+
+    # a comma-separated file with decimal points (and the price quoted) is read the same way
+    r = await w.client.post("/charges/bulk", headers={**charger(p), "content-type": "text/csv"}, content=(
+        f'Voucher_ID,Provider_Reference,Service_Date,Units,Unit_Price\n{v2},c-1,2026-06-01,0.5,"26,00"\n').encode())
+    assert _by_line(r.json()) == {2: ("c-1", "accepted", None)}
+
+    # Latin-1 (what Excel writes as "CSV" on Windows) is refused whole, and nothing of it is charged
+    latin = "voucher_id;provider_reference;service_date;units\n" + f"{v2};hämeenlinna-1;1.6.2026;1\n"
+    r = await w.client.post("/charges/bulk", content=latin.encode("latin-1"),
+                            headers={**charger(p), "content-type": "text/csv"})
+    assert (r.status_code, r.json()["error"]["reason"]) == (400, "encoding_not_utf8")
+    # a missing or unknown column refuses the file
+    for header, reason in (("voucher_id;service_date;units", "csv_missing_column"),
+                           ("voucher_id;provider_reference;service_date;units;hinta", "csv_unknown_column"),
+                           ("provider_reference;service_date;units", "csv_missing_column")):
+        r = await w.client.post("/charges/bulk", content=f"{header}\n{v2};x;1.6.2026;1\n".encode(),
+                                headers={**charger(p), "content-type": "text/csv"})
+        assert (r.status_code, r.json()["error"]["reason"]) == (422, reason), header
+    async with w.app.state.runtime.sessions() as session:
+        refs = set((await session.execute(select(Charge.provider_reference))).scalars())
+    assert refs == {"k-1", "k-2", "k-8", "c-1"}
+    assert (await w.client.get("/ledger/check")).json()["ok"]
+
+
+async def test_a_json_bulk_accepts_the_good_lines_and_says_why_the_others_are_refused(world: World):
+    w, p = world, "prov-json"
+    (v1, code1), (v2, _) = await w.provider_with_vouchers(p, 2)
+    _, (v_other, code_other) = await w.provider_with_vouchers("prov-else", 2)
+    lines = [
+        {"voucher_id": v1, "provider_reference": "j-1", "service_date": "2026-06-01", "units": "2"},
+        {"voucher_code": code1, "provider_reference": "j-2", "service_date": "2026-06-02", "units": "1"},
+        {"voucher_id": v2, "provider_reference": "j-3", "service_date": "2026-06-02", "units": "1", "tip": 1},
+        {"voucher_id": v_other, "provider_reference": "j-4", "service_date": "2026-06-02", "units": "1"},
+        {"voucher_code": code_other, "provider_reference": "j-5", "service_date": "2026-06-02", "units": "1"},
+        {"voucher_id": v1, "voucher_code": code1, "provider_reference": "j-6", "service_date": "2026-06-02",
+         "units": "1"},
+        "not a line",
+        {"voucher_id": v2, "provider_reference": "j-1", "service_date": "2026-06-01", "units": "2"},
+    ]
+    r = await w.client.post("/charges/bulk", json=lines, headers=charger(p, "provider_billing_system"))
+    assert r.status_code == 200, r.text
+    assert _by_line(r.json()) == {
+        1: ("j-1", "accepted", None), 2: ("j-2", "accepted", None), 3: ("j-3", "refused", "invalid_request"),
+        4: ("j-4", "refused", "not_chosen_provider"),
+        5: ("j-5", "refused", "voucher_not_found"),  # another provider's client's code tells nothing
+        6: ("j-6", "refused", "invalid_request"), 7: (None, "refused", "invalid_request"),
+        8: ("j-1", "refused", "duplicate_reference")}
+    assert r.json()["results"][2]["details"]["errors"][0]["loc"] == ["tip"]
+    r = await w.client.post("/charges/bulk", json={"lines": []}, headers=charger(p))
+    assert r.status_code == 422
+    r = await w.client.post("/charges/bulk", json=[{}] * (intake.MAX_LINES + 1), headers=charger(p))
+    assert (r.status_code, r.json()["error"]["reason"]) == (422, "too_many_lines")
+    r = await w.client.post("/charges/bulk", content=b"<xml/>", headers={**charger(p), "content-type": "text/xml"})
+    assert r.status_code == 415
+    # the outbox has one ChargeAccepted per accepted line, committed with them
+    async with w.app.state.runtime.sessions() as session:
+        accepted = (await session.execute(select(OutboxMessage.seq).where(
+            OutboxMessage.routing_key == "charge.accepted.v1"))).scalars().all()
+    assert len(accepted) == 2
+
+
+async def test_charging_by_voucher_code(world: World):
+    w, p = world, "prov-code"
+    [(v, code)] = await w.provider_with_vouchers(p, 1)
+    body = {"voucher_code": f"{code[:4]}-{code[4:]}", "provider_reference": "c-1", "service_date": "2026-06-01",
+            "units": "1"}
+    r = await w.client.post("/charges", json=body, headers=charger(p))
+    assert (r.status_code, r.json()["voucher_id"]) == (201, v), r.text
+    r = await w.client.post("/charges", json=body, headers=charger(p))
+    assert r.status_code == 200, "a retry with the provider reference: the first charge"
+    r = await w.client.post("/charges", json={**body, "provider_reference": "c-2"}, headers=charger("prov-else"))
+    assert (r.status_code, r.json()["error"]["reason"]) == (404, "voucher_not_found")
+    r = await w.client.post("/charges", json={**body, "voucher_id": v}, headers=charger(p))
+    assert r.status_code == 422, "the voucher by its id or by its code, not both"
+    r = await w.client.post("/charges", json={"provider_reference": "c-3", "service_date": "2026-06-01",
+                                              "units": "1"}, headers=charger(p))
+    assert r.status_code == 422
+
+
+async def test_idempotency_key_replays_refuses_reuse_and_in_flight(world: World):
+    w, p = world, "prov-idem"
+    [(v, _)] = await w.provider_with_vouchers(p, 1)
+    body = {"voucher_id": v, "provider_reference": "i-1", "service_date": "2026-06-01", "units": "1"}
+    key = {**charger(p), "Idempotency-Key": "key-1"}
+    first = await w.client.post("/charges", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    again = await w.client.post("/charges", json=body, headers=key)
+    assert (again.status_code, again.json()) == (201, first.json()), "the first answer, status and body"
+    other = await w.client.post("/charges", json={**body, "units": "2"}, headers=key)
+    assert (other.status_code, other.json()["error"]["reason"]) == (422, "idempotency_key_reused")
+    # keys are per provider: another provider's same key is its own
+    r = await w.client.post("/charges", json=body, headers={**charger("prov-else"), "Idempotency-Key": "key-1"})
+    assert r.json()["error"]["reason"] == "not_chosen_provider"
+    # a refusal is replayed too
+    bad = {**body, "provider_reference": "i-2", "service_date": "2026-06-21"}
+    r1 = await w.client.post("/charges", json=bad, headers={**charger(p), "Idempotency-Key": "key-2"})
+    w.clock.advance(hours=23)  # the service date has come now, but the key answers as it did
+    r2 = await w.client.post("/charges", json=bad, headers={**charger(p), "Idempotency-Key": "key-2"})
+    assert (r1.status_code, r2.status_code, r2.json()) == (422, 422, r1.json())
+
+    # bulk: the same file replays; the same key while the first is still being answered: 409
+    csv = f"voucher_id;provider_reference;service_date;units\n{v};b-1;1.6.2026;1\n".encode()
+    bulk = {**charger(p), "content-type": "text/csv", "Idempotency-Key": "bulk-1"}
+    r1 = await w.client.post("/charges/bulk", content=csv, headers=bulk)
+    r2 = await w.client.post("/charges/bulk", content=csv, headers=bulk)
+    assert r1.status_code == r2.status_code == 200 and r1.json() == r2.json()
+    assert r2.json()["results"][0]["status"] == "accepted", "replayed, not answered anew as 'repeated'"
+    r3 = await w.client.post("/charges/bulk", content=csv.replace(b"b-1", b"b-2"), headers=bulk)
+    assert r3.json()["error"]["reason"] == "idempotency_key_reused"
+
+    release = asyncio.Event()
+    original = intake.charge_bulk
+
+    async def slow(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        await release.wait()
+        return await original(*args, **kw)
+
+    intake.charge_bulk = slow
+    try:
+        inflight = {**bulk, "Idempotency-Key": "bulk-2"}
+        body2 = csv.replace(b"b-1", b"b-3")
+        task = asyncio.create_task(w.client.post("/charges/bulk", content=body2, headers=inflight))
+
+        async def claimed():  # noqa: ANN202
+            async with w.app.state.runtime.sessions() as session:
+                return await session.get(IdempotencyRecord, (p, "bulk-2")) is not None
+
+        await eventually(claimed)
+        r = await w.client.post("/charges/bulk", content=body2, headers=inflight)
+        assert (r.status_code, r.json()["error"]["reason"]) == (409, "request_in_flight")
+        release.set()
+        done = await task
+        assert done.status_code == 200 and done.json()["accepted"] == 1
+    finally:
+        intake.charge_bulk = original
+    r = await w.client.post("/charges/bulk", content=body2, headers=inflight)
+    assert r.json() == done.json()
+
+
+async def test_a_provider_cancels_an_unsettled_charge_and_the_ledger_stays_whole(world: World):
+    w, p = world, "prov-cancel"
+    [(v, _)] = await w.provider_with_vouchers(p, 1, units="2")
+    body = {"voucher_id": v, "provider_reference": "x-1", "service_date": "2026-06-01", "units": "2"}
+    c = (await w.client.post("/charges", json=body, headers=charger(p))).json()
+    full = await w.client.post("/charges", json={**body, "provider_reference": "x-2"}, headers=charger(p))
+    assert full.json()["error"]["reason"] == "units_exceeded"
+    assert (await w.client.post(f"/charges/{c['id']}/cancel", headers=charger("prov-else"))).status_code == 404
+    assert (await w.client.post(f"/charges/{c['id']}/cancel", headers=OPERATOR)).status_code == 403
+    r = await w.client.post(f"/charges/{c['id']}/cancel", headers=charger(p, "provider_billing_system"))
+    assert (r.status_code, r.json()["status"]) == (200, "cancelled"), r.text
+    assert (await w.client.post(f"/charges/{c['id']}/cancel", headers=charger(p))).json()["status"] == "cancelled"
+    balances = (await w.client.get("/ledger/balances")).json()
+    assert balances["funder:091:voucher_spend"] == 0 and balances[f"provider:{p}:payable"] == 0
+    # the units are the voucher's again
+    again = await w.client.post("/charges", json={**body, "provider_reference": "x-2"}, headers=charger(p))
+    assert again.status_code == 201, again.text
+    settled = await w.client.post("/settlements/run")
+    assert [s["gross_cents"] for s in settled.json()] == [5000], "the cancelled charge is never settled"
+    r = await w.client.post(f"/charges/{again.json()['id']}/cancel", headers=charger(p))
+    assert (r.status_code, r.json()["error"]["reason"]) == (409, "charge_settled")
+    check = (await w.client.get("/ledger/check")).json()
+    assert check["ok"], check
+    async with w.app.state.runtime.sessions() as session:
+        types = (await session.execute(select(OutboxMessage.routing_key))).scalars().all()
+    assert types.count("charge.cancelled.v1") == 1
+
+
+async def test_bulk_throughput_10000_lines(world: World):
+    """Measures a 10,000-line CSV bulk on PostgreSQL (printed; run with -s to see it)."""
+    w, p = world, "prov-bench"
+    vouchers = await w.provider_with_vouchers(p, 1000)
+    rows = ["voucher_id;provider_reference;service_date;units"]
+    rows += [f"{vouchers[i % 1000][0]};bench-{i};{1 + i % 19}.6.2026;0,25" for i in range(10_000)]
+    body = "\n".join(rows).encode()
+    started = time.perf_counter()
+    r = await w.client.post("/charges/bulk", content=body, headers={**charger(p), "content-type": "text/csv"})
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 200 and r.json()["accepted"] == 10_000, r.text[:500]
+    print(f"\nbulk 10,000 CSV lines on PostgreSQL: {elapsed:.2f} s, {10_000 / elapsed:.0f} charges/s")
+    assert (await w.client.get("/ledger/check")).json()["ok"]
