@@ -202,8 +202,17 @@ async def new_pending_price_list(reg, ids: dict) -> str:  # noqa: ANN001
     return r.json()["id"]
 
 
+async def new_charge(pay, ids: dict) -> str:  # noqa: ANN001
+    """An unsettled charge of provider P's (one to cancel)."""
+    charger = {"Authorization": f"Bearer {token('provider_charger', provider_id=ids['P'])}"}
+    r = await pay.post("/charges", headers=charger, json=charge_body(ids))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
+    ("POST", "/charges/{charge_id}/cancel"): new_charge,
     ("POST", "/price-lists/{price_list_id}/approve"): new_pending_price_list,
     ("POST", "/price-lists/{price_list_id}/reject"): new_pending_price_list,
     ("POST", "/applications/{application_id}/submit"): lambda reg, ids: new_application(reg, ids),
@@ -228,6 +237,8 @@ BODIES = {
     ("POST", "/vouchers"): lambda ids: voucher_body(F1),
     ("POST", "/vouchers/{voucher_id}/provider"): lambda ids: {"provider_id": ids["P"]},
     ("POST", "/charges"): charge_body,
+    # a bulk of one line (a provider other than the voucher's gets the line refused, the bulk answered)
+    ("POST", "/charges/bulk"): lambda ids: [{k: v for k, v in charge_body(ids).items() if k != "provider_id"}],
     ("POST", "/providers/{provider_id}/price-lists"): lambda ids: {
         "funder_id": F1, "category": "home_care", "unit_price_cents": 2500, "effective_from": date.today().isoformat()},
     # the same version as the world's: a retry, 200
@@ -332,7 +343,8 @@ async def test_access_matrix(world):  # noqa: ANN001
             body = body_factory(world.ids) if body_factory else None
             if fresh:
                 fresh_id = await fresh(client, world.ids)
-                path = route.path.replace("{application_id}", fresh_id).replace("{price_list_id}", fresh_id)
+                path = route.path.replace("{application_id}", fresh_id).replace("{price_list_id}", fresh_id) \
+                    .replace("{charge_id}", fresh_id)
             r = await client.request(method, path, json=body, headers=caller.headers)
             want = expected(policy, caller)
             got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)
