@@ -115,6 +115,9 @@ class ProviderRegistered(Event):
     business_id: str
     name: str
     registered_at: datetime
+    #: the account settlements are paid to (additive: None from a registry that does not send it yet)
+    iban: str | None = None
+    bic: str | None = None
 
     def subject(self) -> str:
         return self.provider_id
@@ -133,6 +136,9 @@ class ProviderUpdated(Event):
     updated_at: datetime
     #: the provider's name when it changed (None: unchanged, or a registry that does not send it yet)
     name: str | None = None
+    #: the provider's current account for settlements (additive: None from a registry that does not send it)
+    iban: str | None = None
+    bic: str | None = None
 
     def subject(self) -> str:
         return self.provider_id

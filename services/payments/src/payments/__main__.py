@@ -27,10 +27,32 @@ def ledger_check(settings: PaymentsSettings) -> int:
     return asyncio.run(run())
 
 
+def settle(settings: PaymentsSettings) -> int:
+    """``seteli-payments settle``: the daily settlement run now (``payouts.run_settlements``) on the
+    service's database; its events and notices wait in the outbox for the service's relay."""
+    from seteli_shared.clock import SYSTEM_CLOCK
+    from seteli_shared.db import make_engine, session_factory
+
+    from .payouts import JOB, run_settlements
+
+    async def run() -> int:
+        engine = make_engine(settings.database_url)
+        try:
+            result = await run_settlements(session_factory(engine), SYSTEM_CLOCK, JOB, settings, hold_back=True)
+        finally:
+            await engine.dispose()
+        print(f"payments: run {result.run.id}: {len(result.settlements)} settled, {len(result.held_back)} held "
+              f"back, net {result.run.net_cents} cents")
+        return 0
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     service_main(SPEC, PaymentsSettings, "payments.app:create_app",
                  extra_commands={"ledger-check": ("check the ledger's invariants; exit 1 when one fails",
-                                                  ledger_check)})
+                                                  ledger_check),
+                                 "settle": ("the daily settlement run now (payouts under the minimum wait)", settle)})
 
 
 if __name__ == "__main__":

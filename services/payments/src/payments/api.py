@@ -18,7 +18,7 @@ from seteli_shared.schemas import Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
-from . import domain, usecases
+from . import domain, payouts, usecases
 from .models import Charge
 
 router = APIRouter()
@@ -182,7 +182,8 @@ async def run_settlement(
 ) -> list[SettlementPublic]:
     """Settle all accepted charges now: one settlement per provider and funder, the fee at the funder's
     contract rate (the configured ``operator_fee_rate`` for a funder payments has not heard of)."""
-    made = await usecases.settle_now(sessions, clock, principal, request.app.state.settings.operator_fee_rate)
+    made = (await payouts.run_settlements(sessions, clock, principal, request.app.state.settings,
+                                          hold_back=False)).settlements
     return [SettlementPublic(**s.model_dump()) for s in made]
 
 

@@ -7,13 +7,15 @@ from seteli_shared.service import ServiceSpec, create_service_app
 from .api import router
 from . import intake_api
 from .handlers import HANDLERS
+from .payouts import HANDLERS as PROVIDER_HANDLERS
 from .settings import PaymentsSettings
+from .settlement_api import router as settlement_router
 
 SPEC = ServiceSpec(
     name="payments",
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[router, intake_api.router], bulk_paths=(intake_api.BULK_PATH,),
-    handlers=HANDLERS,
+    routers=[settlement_router, router, intake_api.router], bulk_paths=(intake_api.BULK_PATH,),  # settlement_router first: /settlements/at-risk before /settlements/{id}
+    handlers={**HANDLERS, **PROVIDER_HANDLERS},
     title="seteli payments",
     description="Charges, the double-entry ledger, settlements.",
 )

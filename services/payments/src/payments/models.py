@@ -194,3 +194,90 @@ class IdempotencyRecord(SQLModel, table=True):
     response_body: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = Field(sa_type=UTCDateTime())
     expires_at: datetime = Field(sa_type=UTCDateTime(), index=True)
+
+
+# ------------------------------------------------------------------ settlement runs, payouts, notices (migration 0009)
+class ProviderView(SQLModel, table=True):
+    """Projection of ``ProviderRegistered`` and ``ProviderUpdated``: whom a payout goes to (name, account)."""
+
+    __tablename__ = "payments_provider"
+    provider_id: str = Field(primary_key=True, max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    iban: str | None = Field(default=None, max_length=34)
+    bic: str | None = Field(default=None, max_length=11)
+    updated_at: datetime = Field(sa_type=UTCDateTime())
+
+
+class SettlementRun(SQLModel, table=True):
+    """One settlement run (daily, or an operator's manual one) and its totals; its payment file is
+    built from its payouts."""
+
+    __tablename__ = "payments_settlement_run"
+    id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)  # daily | manual
+    run_date: date = Field(index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    settlement_count: int
+    gross_cents: int = Field(sa_type=sa.BigInteger)
+    fee_cents: int = Field(sa_type=sa.BigInteger)
+    net_cents: int = Field(sa_type=sa.BigInteger)
+    #: provider-funder groups whose payout waits for a later run (under the minimum payout)
+    held_back_count: int
+
+
+class Payout(SQLModel, table=True):
+    """The payout of one settlement in one run: why it was paid now, its RF creditor reference and the
+    payee's account as known when it was made."""
+
+    __tablename__ = "payments_payout"
+    settlement_id: str = Field(primary_key=True, max_length=64)
+    run_id: str = Field(max_length=64, index=True)
+    reason: str = Field(max_length=24)  # settlement.PAY_* reasons
+    reference: str = Field(max_length=25)
+    payee_name: str | None = Field(default=None, max_length=200)
+    iban: str | None = Field(default=None, max_length=34)
+    bic: str | None = Field(default=None, max_length=11)
+
+
+class Webhook(SQLModel, table=True):
+    """A provider's webhook for settlement notices (providers without an AMQP consumer)."""
+
+    __tablename__ = "payments_webhook"
+    provider_id: str = Field(primary_key=True, max_length=64)
+    url: str = Field(max_length=2000)
+    #: the HMAC-SHA256 key; shown to the provider once, when set
+    secret: str = Field(max_length=100)
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    updated_at: datetime = Field(sa_type=UTCDateTime())
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One notice to POST to a provider's webhook, with its state (pending, delivered, failed)."""
+
+    __tablename__ = "payments_webhook_delivery"
+    id: str = Field(primary_key=True, max_length=64)
+    provider_id: str = Field(max_length=64, index=True)
+    message_id: str = Field(max_length=64)
+    notice_type: str = Field(max_length=80)
+    url: str = Field(max_length=2000)
+    body: str = Field(sa_type=sa.Text)
+    status: str = Field(max_length=16, index=True)
+    attempts: int
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """Append-only log of every POST of a delivery: when, the answer's status or the error."""
+
+    __tablename__ = "payments_webhook_attempt"
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    delivery_id: str = Field(max_length=64, index=True)
+    attempt: int
+    at: datetime = Field(sa_type=UTCDateTime())
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=300)
+    duration_ms: int

@@ -11,3 +11,24 @@ class PaymentsSettings(ServiceSettings):
     operator_fee_rate: Decimal = Field(default=Decimal("0.05"), ge=0, lt=1)
     #: a charge is retried once on a dropped connection (``usecases.charge_voucher``): no round trip per checkout
     db_pool_pre_ping: bool = False
+    # ---- settlement runs and payouts (payouts.py, settlement.py)
+    #: the daily settlement run's time of day (UTC, HH:MM); the scheduler is off when ENVIRONMENT=test
+    settlement_daily_at: str = Field(default="03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    settlement_scheduler: bool = True
+    #: payouts under this (net, cents) wait for a later run, unless the guarantee is due
+    min_payout_cents: int = Field(default=4000, ge=0)
+    #: a charge accepted on day D is paid by D + this many days
+    settlement_guarantee_days: int = Field(default=14, ge=1)
+    #: the guarantee releases a held-back payout this many days before its deadline (a failed run's slack)
+    settlement_guarantee_margin_days: int = Field(default=2, ge=0)
+    #: ``GET /settlements/at-risk``: unpaid charges with at most this many days left to their deadline
+    settlement_at_risk_days: int = Field(default=3, ge=0)
+    #: the operator's account the payment files pay from (pain.001 debtor)
+    payer_name: str = "Seteli Palvelut Oy"
+    payer_iban: str = "FI4950009420028730"
+    payer_bic: str = "OKOYFIHH"
+    # ---- settlement notices to providers' webhooks (notices.py)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -94,7 +94,7 @@ async def register_provider(sessions: Sessions, clock: Clock, principal: Princip
             await session.flush()
             await add_event(session, ProviderRegistered(
                 provider_id=provider.id, business_id=provider.business_id, name=provider.name,
-                registered_at=provider.created_at), SOURCE)
+                registered_at=provider.created_at, iban=provider.iban, bic=provider.bic), SOURCE)
             await audit.record(session, principal, "provider.register", "provider", provider.id, principal.funder_id)
     except IntegrityError:  # a concurrent twin registered it first: name that one
         async with sessions() as session:
@@ -334,7 +334,8 @@ async def update_provider(sessions: Sessions, clock: Clock, principal: Principal
             await session.flush()
             await add_event(session, ProviderUpdated(
                 provider_id=provider_id, changed=changed, languages=provider.languages or [],
-                municipalities=provider.municipalities or [], updated_at=provider.updated_at), SOURCE)
+                municipalities=provider.municipalities or [], updated_at=provider.updated_at,
+                iban=provider.iban, bic=provider.bic), SOURCE)
             await audit.record(session, principal, "provider.update", "provider", provider_id, principal.funder_id)
         record = (await _records(session, [provider]))[0]
     if changed:

@@ -1,0 +1,102 @@
+"""Settlement rules, pure (no I/O): when a provider's payout is made (the minimum payout and the 14-day
+guarantee), which charges are at risk of missing the guarantee, and the payout's RF creditor reference.
+
+- A settlement run happens every day of the year. Each provider's accepted charges are settled per
+  funder: gross, the funder's fee, net (``domain.settle``).
+- A payout whose net is under the minimum (EUR 40) waits for a later run (``HELD_BACK``) ...
+- ... unless waiting would break the guarantee: a charge accepted on day D is paid by D + 14 days. The
+  guarantee always wins: a group holding a charge whose release day (the deadline less a margin of
+  days, the slack for a run that fails) has come is paid whatever its size (``PAY_GUARANTEE``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from stdnum import iso11649
+from stdnum.iso7064 import mod_97_10
+
+#: why a payout is made now, or why it waits
+PAY_MINIMUM_REACHED = "minimum_reached"
+PAY_GUARANTEE = "guarantee_due"
+PAY_MANUAL = "manual"  # an operator's run settles everything (on the provider's request)
+HELD_BACK = "below_minimum_payout"
+
+DAILY = "daily"
+MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class PayoutRules:
+    min_payout_cents: int = 4000
+    guarantee_days: int = 14
+    margin_days: int = 2
+
+    def deadline(self, accepted_at: datetime) -> date:
+        """The last day a charge accepted at ``accepted_at`` may be paid on."""
+        return accepted_at.date() + timedelta(days=self.guarantee_days)
+
+    def release_day(self, accepted_at: datetime) -> date:
+        """The day from which the guarantee pays the charge whatever the payout's size."""
+        return self.deadline(accepted_at) - timedelta(days=min(self.margin_days, self.guarantee_days))
+
+
+@dataclass(frozen=True)
+class PayoutDecision:
+    pay: bool
+    reason: str
+
+
+def decide_payout(net_cents: int, accepted: list[datetime], today: date, rules: PayoutRules,
+                  hold_back: bool = True) -> PayoutDecision:
+    """Whether one provider's payout from one funder is made in today's run."""
+    if not hold_back:
+        return PayoutDecision(True, PAY_MANUAL)
+    if any(rules.release_day(at) <= today for at in accepted):
+        return PayoutDecision(True, PAY_GUARANTEE)  # the guarantee wins over the minimum
+    if net_cents >= rules.min_payout_cents:
+        return PayoutDecision(True, PAY_MINIMUM_REACHED)
+    return PayoutDecision(False, HELD_BACK)
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    charge_id: str
+    deadline: date
+    days_left: int  # negative: the guarantee is already broken
+
+
+def at_risk(charge_id: str, accepted_at: datetime, today: date, rules: PayoutRules, window_days: int) -> AtRisk | None:
+    """An unpaid charge with at most ``window_days`` left to its deadline, else None."""
+    deadline = rules.deadline(accepted_at)
+    left = (deadline - today).days
+    return AtRisk(charge_id, deadline, left) if left <= window_days else None
+
+
+# ------------------------------------------------------------------ RF creditor reference (ISO 11649)
+def rf_reference(base: str) -> str:
+    """The structured creditor reference ``RFkk<base>`` of an alphanumeric base (at most 21 characters),
+    its check digits by ISO 7064 MOD 97-10, validated by ``stdnum.iso11649``."""
+    body = re.sub(r"[^0-9A-Z]", "", base.upper())[:21]
+    if not body:
+        raise ValueError("an RF reference needs an alphanumeric base")
+    reference = "RF" + mod_97_10.calc_check_digits(body + "RF") + body
+    return iso11649.validate(reference)
+
+
+def settlement_reference(settlement_id: str) -> str:
+    """The RF reference of a settlement's payout: its id's first 21 alphanumerics."""
+    return rf_reference(settlement_id)
+
+
+# ------------------------------------------------------------------ the statement's VAT marking
+VAT_EXEMPT = {
+    "vat_exempt": True,
+    "basis": "Arvonlisäverolaki (1501/1993) 34 §",
+    "text": {
+        "fi": "Arvonlisäverotonta sosiaalihuoltoa ja terveydenhoitopalvelua (AVL 34 §).",
+        "sv": "Momsfri social- och hälsovårdstjänst (MomsL 34 §).",
+        "en": "VAT-exempt social and health services (Finnish VAT Act, section 34).",
+    },
+}
