@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison bench-decisions
+.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -21,3 +21,6 @@ bench-comparison: bootstrap
 
 bench-decisions: bootstrap
 	@.venv/bin/python bench/decisions.py
+
+bench-payments: bootstrap
+	@.venv/bin/python bench/payments.py

@@ -1,0 +1,441 @@
+"""Payments against raw baselines (``make bench-payments``), on a fresh PostgreSQL database removed afterwards:
+
+1. **single charges over HTTP**: the payments app served by uvicorn (one worker, uvicorn's own socket, so
+   IPPROTO_TCP and TCP_NODELAY) loaded with wrk; a Lua script posts distinct provider references against
+   ``--vouchers`` vouchers, each with its chosen provider's token. Beside it a raw Starlette + asyncpg
+   endpoint doing the minimal work (validate, lock the voucher, insert the charge and an outbox row), under
+   the same wrk load. Prints requests/s, p50, p99 and the ratio.
+2. **a settlement run** over ``--charges`` accepted charges (200,000; ``--charges 1000000`` for the full
+   figure) inserted by raw SQL: ``usecases.run_settlement`` in one transaction, beside a raw-SQL baseline
+   doing the same work (group, insert settlement rows, update the charges, insert ledger transactions and
+   entries and the outbox rows) on the same charges seeded again. Prints charges/s and the ratio.
+3. **bulk intake** (``POST /charges/bulk``) if the app has it: ``--bulk-lines`` lines per request.
+
+A final JSON line carries every figure. Exit 1 if a response was not 2xx or the ledger check failed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+# this file is named like the payments package: take its folder off the path, load comparison.py by path
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.modules.pop("payments", None)
+
+
+def _comparison():  # noqa: ANN202
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_comparison", _HERE / "comparison.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+comparison = _comparison()
+AMQP_URL, PG_URL, _db_url, free_port, stop, wait_ready, wrk = (
+    comparison.AMQP_URL, comparison.PG_URL, comparison._db_url, comparison.free_port, comparison.stop,
+    comparison.wait_ready, comparison.wrk)
+
+FUNDER = "091"
+SERVICE_DAY = "2026-06-01"
+
+
+# ------------------------------------------------------------------ the raw baseline endpoint
+def baseline_app(dsn: str):  # noqa: ANN201
+    import uuid
+    from contextlib import asynccontextmanager
+    from datetime import datetime, timezone
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app):  # noqa: ANN001, ANN202
+        state["pool"] = await asyncpg.create_pool(dsn, min_size=4, max_size=10)
+        yield
+        await state["pool"].close()
+
+    async def charge(request):  # noqa: ANN001, ANN202
+        body = await request.json()
+        try:
+            voucher_id, ref = str(body["voucher_id"]), str(body["provider_reference"])
+            day = date.fromisoformat(body["service_date"])
+            units_x100 = int(Decimal(body["units"]) * 100)
+        except (KeyError, ValueError, ArithmeticError):
+            return JSONResponse({"error": "invalid"}, 422)
+        if units_x100 <= 0 or day > date.today() or not 0 < len(ref) <= 100:
+            return JSONResponse({"error": "invalid"}, 422)
+        now = datetime.now(timezone.utc)
+        async with state["pool"].acquire() as conn, conn.transaction():
+            v = await conn.fetchrow("SELECT provider_id, funder_id, category, value_per_unit_cents FROM payments_voucher "
+                                    "WHERE voucher_id = $1 FOR UPDATE", voucher_id)
+            if v is None:
+                return JSONResponse({"error": "not_found"}, 404)
+            cid = uuid.uuid4().hex
+            amount = units_x100 * v["value_per_unit_cents"] // 100
+            await conn.execute(
+                "INSERT INTO payments_charge (id, voucher_id, funder_id, provider_id, category, provider_reference,"
+                " service_date, units_x100, unit_price_cents, amount_cents, own_share_cents, price_registered, status,"
+                " accepted_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,0,false,'accepted',$11)",
+                cid, voucher_id, v["funder_id"], v["provider_id"], v["category"], ref, day, units_x100,
+                v["value_per_unit_cents"], amount, now)
+            await conn.execute(
+                "INSERT INTO outbox (message_id, routing_key, body, created_at, attempts) VALUES ($1,$2,$3,$4,0)",
+                uuid.uuid4().hex, "charge.accepted.v1", json.dumps({"charge_id": cid, "amount_cents": amount}), now)
+        return JSONResponse({"id": cid, "amount_cents": amount}, 201)
+
+    return Starlette(routes=[Route("/charges", charge, methods=["POST"]),
+                             Route("/health/ready", lambda r: JSONResponse({"ok": True}))], lifespan=lifespan)
+
+
+# ------------------------------------------------------------------ seeding
+async def seed_projections(dsn: str, providers: int, vouchers: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO payments_funder (funder_id, operator_fee_rate) VALUES ($1, '0.05')", FUNDER)
+        await conn.execute("""
+            INSERT INTO payments_approval (funder_id, provider_id, category, approved_at, approval_id, status)
+            SELECT $1, 'p' || i, 'home_care', now() - interval '1 year', 'a' || i, 'approved'
+            FROM generate_series(0, $2 - 1) i""", FUNDER, providers)
+        await conn.execute("""
+            INSERT INTO payments_voucher (voucher_id, funder_id, category, issued, units_per_period_x100, period,
+                value_per_unit_cents, valid_from, valid_until, provider_id, carry_over, version, kind)
+            SELECT 'v' || i, $1, 'home_care', true, 1000000000, 'validity', 2500, '2026-01-01', '2026-12-31',
+                'p' || (i % $3), false, 0, 'service_voucher' FROM generate_series(0, $2 - 1) i""",
+                           FUNDER, vouchers, providers)
+        await conn.execute("""
+            INSERT INTO payments_provider_choice (voucher_id, chosen_at, provider_id, effective_from)
+            SELECT voucher_id, now() - interval '1 year', provider_id, '2026-01-01' FROM payments_voucher""")
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def seed_charges(dsn: str, charges: int, providers: int, vouchers: int) -> None:
+    """``charges`` accepted charges with their ledger transactions, as the single-charge path leaves them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE payments_charge, payments_settlement, payments_ledger_entry, "
+                           "payments_ledger_transaction, outbox")
+        await conn.execute("""
+            INSERT INTO payments_charge (id, voucher_id, funder_id, provider_id, category, provider_reference,
+                service_date, units_x100, unit_price_cents, amount_cents, own_share_cents, price_registered,
+                status, accepted_at)
+            SELECT 'c' || i, 'v' || (i % $2), $4, 'p' || ((i % $2) % $3), 'home_care', 'r' || i,
+                DATE '2026-06-01' + (i % 28), 100, 2500 + (i % 7), 2500 + (i % 7), 0, false, 'accepted',
+                now() - interval '1 day' + i * interval '1 microsecond'
+            FROM generate_series(0, $1 - 1) i""", charges, vouchers, providers, FUNDER)
+        await conn.execute("""INSERT INTO payments_ledger_transaction (id, kind, reference, created_at)
+                              SELECT 't' || id, 'charge', id, accepted_at FROM payments_charge""")
+        await conn.execute("""
+            INSERT INTO payments_ledger_entry (transaction_id, account, amount_cents)
+            SELECT 't' || id, 'funder:' || funder_id || ':voucher_spend', amount_cents FROM payments_charge
+            UNION ALL
+            SELECT 't' || id, 'provider:' || provider_id || ':payable', -amount_cents FROM payments_charge""")
+        await conn.execute("VACUUM ANALYZE payments_charge")
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------ the raw settlement baseline
+RAW_SETTLEMENT = [
+    """CREATE TEMP TABLE sc ON COMMIT DROP AS
+       SELECT id, funder_id, provider_id, voucher_id, category, amount_cents,
+              'bs' || dense_rank() OVER (ORDER BY funder_id, provider_id) AS sid,
+              sum(amount_cents) OVER g AS gross,
+              round(sum(amount_cents) OVER g * 0.05)::bigint AS fee_total,
+              row_number() OVER (PARTITION BY funder_id, provider_id ORDER BY accepted_at, id) AS rn,
+              0::bigint AS fee
+       FROM (SELECT * FROM payments_charge WHERE status = 'accepted' AND settlement_id IS NULL FOR UPDATE) c
+       WINDOW g AS (PARTITION BY funder_id, provider_id)""",
+    # the fee spread over the charges to the cent: each its floor share, the remainder a cent each in order
+    """UPDATE sc SET fee = amount_cents * fee_total / gross""",
+    """UPDATE sc SET fee = sc.fee + 1 FROM (SELECT sid, fee_total - sum(fee) AS rest FROM sc GROUP BY sid, fee_total) r
+       WHERE r.sid = sc.sid AND sc.rn <= r.rest""",
+    """INSERT INTO payments_settlement (id, funder_id, provider_id, charge_count, gross_cents, fee_cents, net_cents,
+           fee_rate, created_at)
+       SELECT sid, funder_id, provider_id, count(*), sum(amount_cents), sum(fee), sum(amount_cents) - sum(fee), '0.05',
+              now() FROM sc GROUP BY sid, funder_id, provider_id""",
+    """UPDATE payments_charge c SET status = 'settled', settlement_id = sc.sid, fee_cents = sc.fee,
+           net_cents = sc.amount_cents - sc.fee FROM sc WHERE c.id = sc.id""",
+    """INSERT INTO payments_ledger_transaction (id, kind, reference, created_at)
+       SELECT 'bt' || id, 'settlement', id, now() FROM payments_settlement WHERE id LIKE 'bs%'""",
+    """INSERT INTO payments_ledger_entry (transaction_id, account, amount_cents)
+       SELECT 'bt' || id, 'provider:' || provider_id || ':payable', gross_cents FROM payments_settlement
+       UNION ALL SELECT 'bt' || id, 'operator:fee_revenue', -fee_cents FROM payments_settlement
+       UNION ALL SELECT 'bt' || id, 'provider:' || provider_id || ':payout_due', -net_cents FROM payments_settlement""",
+    """INSERT INTO outbox (message_id, routing_key, body, created_at, attempts)
+       SELECT gen_random_uuid()::text, 'settlement.created.v1', json_build_object('type', 'settlement.created',
+              'data', json_build_object('settlement_id', id, 'funder_id', funder_id, 'provider_id', provider_id,
+              'charge_count', charge_count, 'gross_cents', gross_cents, 'fee_cents', fee_cents,
+              'net_cents', net_cents))::text, now(), 0 FROM payments_settlement""",
+    """INSERT INTO outbox (message_id, routing_key, body, created_at, attempts)
+       SELECT gen_random_uuid()::text, 'charge.settled.v1', json_build_object('type', 'charge.settled',
+              'data', json_build_object('charge_id', id, 'settlement_id', sid, 'voucher_id', voucher_id,
+              'funder_id', funder_id, 'provider_id', provider_id, 'category', category, 'gross_cents', amount_cents,
+              'fee_cents', fee, 'net_cents', amount_cents - fee))::text, now(), 0 FROM sc""",
+]
+
+
+async def raw_settlement(dsn: str) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        t0 = time.perf_counter()
+        async with conn.transaction():
+            for sql in RAW_SETTLEMENT:
+                await conn.execute(sql)
+        return time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+async def service_settlement(url: str) -> tuple[float, int, dict]:
+    from payments import usecases
+    from seteli_shared.clock import SYSTEM_CLOCK
+    from seteli_shared.db import make_engine, session_factory, unit_of_work
+    from seteli_shared.logging import configure_logging
+
+    configure_logging("payments", "WARNING", True)
+    engine = make_engine(url)
+    try:
+        sessions = session_factory(engine)
+        t0 = time.perf_counter()
+        async with unit_of_work(sessions) as session:
+            made = await usecases.run_settlement(session, SYSTEM_CLOCK, Decimal("0.05"))
+        elapsed = time.perf_counter() - t0
+        async with sessions() as session:
+            check = await usecases.ledger_check(session)
+        return elapsed, len(made), check
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------ wrk
+LUA = """
+local tokens = {%(tokens)s}
+local vouchers, providers = %(vouchers)d, %(providers)d
+local counter = 0
+local threads = 0
+setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
+init = function(args) math.randomseed(os.time() + (tid or 0) * 7919) end
+request = function()
+  counter = counter + 1
+  local v = math.random(0, vouchers - 1)
+  local body = string.format('{"voucher_id":"v%%d","provider_reference":"%(prefix)s-%%d-%%d","service_date":"%(day)s","units":"0.01"}',
+                             v, tid or 0, counter)
+  return wrk.format("POST", "/charges", {["Content-Type"] = "application/json",
+                                         ["Authorization"] = "Bearer " .. tokens[(v %% providers) + 1]}, body)
+end
+"""
+
+
+def lua_script(prefix: str, vouchers: int, providers: int) -> Path:
+    from seteli_shared.auth import mint
+
+    tokens = ",".join(f'"{mint(f"bench:p{i}", ["provider_charger"], provider_id=f"p{i}", ttl=86400)}"'
+                      for i in range(providers))
+    path = Path(tempfile.gettempdir()) / f"bench-payments-{prefix}.lua"
+    path.write_text(LUA % {"tokens": tokens, "vouchers": vouchers, "providers": providers, "prefix": prefix,
+                           "day": SERVICE_DAY})
+    return path
+
+
+def wrk_post(url: str, script: Path, seconds: int, connections: int, threads: int) -> dict:
+    real = comparison.subprocess.run
+
+    def with_script(cmd, **kw):  # noqa: ANN001, ANN003, ANN202
+        return real([*cmd[:-1], "-s", str(script), cmd[-1]], **kw)
+
+    comparison.subprocess.run = with_script
+    try:
+        return wrk(url, seconds, connections, threads)
+    finally:
+        comparison.subprocess.run = real
+
+
+async def bind_sink(namespace: str) -> None:
+    """A queue taking every event of the namespace, so that the relay's publishes are routed (as deployed)."""
+    import aio_pika
+
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        ch = await conn.channel()
+        ex = await ch.declare_exchange(f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True)
+        q = await ch.declare_queue(f"{namespace}.sink", durable=True)
+        await q.bind(ex, "#")
+
+
+async def run(args: argparse.Namespace) -> int:
+    from seteli_shared.testing import delete_namespace
+
+    if not shutil.which("wrk"):
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    hex_ = secrets.token_hex(4)
+    db_name, namespace = f"seteli_bench_pay_{hex_}", f"benchpay{hex_}"
+    dsn, url = _db_url(db_name), _db_url(db_name, "postgresql+asyncpg")
+    admin = await asyncpg.connect(PG_URL)
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    procs: list[subprocess.Popen] = []
+    figures: dict = {"providers": args.providers, "vouchers": args.vouchers, "seconds": args.seconds,
+                     "connections": args.connections}
+    ok = True
+    try:
+        from payments.app import SPEC
+        from seteli_shared.db import upgrade_async
+
+        await upgrade_async(SPEC.migrations_dir, url)
+        await seed_projections(dsn, args.providers, args.vouchers)
+
+        # ---- 1. single charges over HTTP
+        bulk_path = None
+        for label in ("payments", "baseline"):
+            port = free_port()
+            if label == "payments":
+                env = dict(os.environ, DATABASE_URL=url, AMQP_URL=AMQP_URL, BUS_NAMESPACE=namespace,
+                           ENVIRONMENT="test", LOG_LEVEL=args.log_level)
+                cmd = [sys.executable, "-m", "uvicorn", "--factory", "payments.app:create_app", "--host", "127.0.0.1",
+                       "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
+            else:
+                env = dict(os.environ)
+                cmd = [sys.executable, __file__, "--serve-baseline", str(port), "--dsn", dsn]
+            log = Path(tempfile.gettempdir()) / f"{namespace}-{label}.log"
+            proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+            procs.append(proc)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                await wait_ready(f"{base}/health/ready", proc)
+            except RuntimeError:
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            if label == "payments":
+                await bind_sink(namespace)
+            wrk_post(base, lua_script(f"{label}-warm", args.vouchers, args.providers), 2, args.connections,
+                     args.threads)
+            r = wrk_post(base, lua_script(f"{label}-{hex_}", args.vouchers, args.providers), args.seconds,
+                         args.connections, args.threads)
+            figures[f"charges_{label}"] = r
+            ok &= r["non_2xx"] == 0
+            print(f"single charges, {label:8s} {r['rps']:8.0f} requests/s   p50 {r['p50_ms']:6.2f} ms   "
+                  f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']} requests, non-2xx {r['non_2xx']}, "
+                  f"socket errors {r['socket_errors']})")
+            if label == "payments":  # ---- 3. bulk intake, if the app has it
+                bulk_path = await bulk(base, args, figures)
+            stop(proc)
+            log.unlink(missing_ok=True)
+        ratio = figures["charges_payments"]["rps"] / figures["charges_baseline"]["rps"]
+        figures["charges_ratio"] = round(ratio, 4)
+        print(f"single charges: payments/baseline {ratio:.1%}")
+        if bulk_path is None:
+            print("bulk intake: POST /charges/bulk not there (404): not measured")
+
+        # ---- 2. a settlement run
+        n = args.charges
+        t0 = time.perf_counter()
+        await seed_charges(dsn, n, args.settle_providers, args.vouchers)
+        print(f"seeded {n} accepted charges ({args.settle_providers} providers) in {time.perf_counter() - t0:.1f} s")
+        elapsed, made, check = await service_settlement(url)
+        ok &= check["ok"]
+        print(f"settlement, payments: {n} charges into {made} settlements in {elapsed:.2f} s = {n / elapsed:,.0f} "
+              f"charges/s; ledger check ok: {check['ok']}")
+        await seed_charges(dsn, n, args.settle_providers, args.vouchers)
+        raw = await raw_settlement(dsn)
+        print(f"settlement, raw SQL:  {n} charges in {raw:.2f} s = {n / raw:,.0f} charges/s")
+        figures.update(settle_charges=n, settle_providers=args.settle_providers, settle_seconds=round(elapsed, 3),
+                       settle_rate=round(n / elapsed), settle_raw_seconds=round(raw, 3), settle_raw_rate=round(n / raw),
+                       settle_ratio=round(raw / elapsed, 4), ledger_check_ok=check["ok"])
+        print(f"settlement: payments/raw {raw / elapsed:.1%}")
+        print(json.dumps(figures))
+        return 0 if ok else 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                stop(proc)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+        try:
+            await delete_namespace(AMQP_URL, namespace, [f"{namespace}.sink", f"{namespace}.payments"])
+        except Exception as exc:  # noqa: BLE001
+            print(f"could not delete bus namespace {namespace}: {exc}", file=sys.stderr)
+
+
+async def bulk(base: str, args: argparse.Namespace, figures: dict) -> str | None:
+    """Bulk intake: ``--bulk-requests`` requests of ``--bulk-lines`` lines each, one after another."""
+    from seteli_shared.auth import mint
+
+    async with httpx.AsyncClient(base_url=base, timeout=600) as c:
+        probe = await c.post("/charges/bulk", json=[], headers={
+            "Authorization": f"Bearer {mint('bench:p0', ['provider_charger'], provider_id='p0')}"})
+        if probe.status_code in (404, 405):
+            return None
+        headers = {"Authorization": f"Bearer {mint('bench:p0', ['provider_charger'], provider_id='p0')}"}
+        vouchers = [f"v{i}" for i in range(0, args.vouchers, args.providers)]  # p0's
+        lines, t0 = 0, time.perf_counter()
+        accepted = 0
+        for r in range(args.bulk_requests):
+            body = [{"voucher_id": vouchers[(r * args.bulk_lines + i) % len(vouchers)],
+                     "provider_reference": f"bulk-{r}-{i}", "service_date": SERVICE_DAY, "units": "0.01"}
+                    for i in range(args.bulk_lines)]
+            answer = await c.post("/charges/bulk", json=body, headers=headers)
+            if answer.status_code != 200:
+                print(f"bulk: {answer.status_code} {answer.text[:300]}", file=sys.stderr)
+                figures["bulk_error"] = answer.status_code
+                return "/charges/bulk"
+            accepted += answer.json().get("accepted", 0)
+            lines += args.bulk_lines
+        elapsed = time.perf_counter() - t0
+    figures.update(bulk_lines=lines, bulk_accepted=accepted, bulk_rate=round(lines / elapsed))
+    print(f"bulk intake: {lines} lines ({accepted} accepted) in {elapsed:.2f} s = {lines / elapsed:,.0f} lines/s "
+          f"({args.bulk_lines} lines per request)")
+    return "/charges/bulk"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=int, default=10, help="wrk duration per server")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--providers", type=int, default=50, help="approved providers (each its token in the script)")
+    p.add_argument("--vouchers", type=int, default=5000, help="vouchers the charges spread over")
+    p.add_argument("--charges", type=int, default=200_000, help="accepted charges in the settlement run")
+    p.add_argument("--settle-providers", type=int, default=50, help="providers the settled charges belong to")
+    p.add_argument("--bulk-lines", type=int, default=1000)
+    p.add_argument("--bulk-requests", type=int, default=5)
+    p.add_argument("--log-level", default="info", help="the payments app's LOG_LEVEL (info logs every request)")
+    p.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    p.add_argument("--dsn", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_baseline:
+        import uvicorn
+
+        uvicorn.run(baseline_app(args.dsn), host="127.0.0.1", port=args.serve_baseline, log_level="warning",
+                    access_log=False)
+        return 0
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
