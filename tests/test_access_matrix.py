@@ -151,6 +151,7 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
         ids["C"] = r.json()["id"]
         r = await pay.post("/settlements/run", headers=op)
         ids["S"] = r.json()[0]["id"]
+        ids["R"] = (await pay.get("/settlement-runs", headers=op)).json()["items"][0]["id"]  # that run's payment file
         yield World(clients, ids)
     await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in NAMES])
 
@@ -245,6 +246,7 @@ BODIES = {
     ("POST", "/funders/{funder_id}/rulebooks"): lambda ids: {
         "category": "cleaning", "rulebook_version": "2026.1", "title": "Siivous"},
     ("PATCH", "/providers/{provider_id}"): lambda ids: {"languages": ["fi", "sv"]},
+    ("PUT", "/providers/{provider_id}/webhook"): lambda ids: {"url": "https://example.invalid/seteli/notices"},
     ("POST", "/providers/{provider_id}/applications"): lambda ids: {"funder_id": F1, "categories": ["home_care"]},
     ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete", "message": "Puuttuu"},
     ("POST", "/applications/{application_id}/request-info"): lambda ids: {"message": "Lisätietoja"},
@@ -254,7 +256,7 @@ BODIES = {
     ("POST", "/approvals/{approval_id}/revoke"): lambda ids: {"reason": "funder_decision",
                                                               "effective_from": date.today().isoformat()},
 }
-PATH_IDS = {"provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
+PATH_IDS = {"run_id": "R", "provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
             "approval_id": "A"}
 
 
@@ -334,7 +336,7 @@ async def test_access_matrix(world):  # noqa: ANN001
         path = route.path
         for param, key in PATH_IDS.items():
             path = path.replace("{" + param + "}", world.ids[key])
-        path = path.replace("{funder_id}", F1)
+        path = path.replace("{funder_id}", F1).replace("{month}", date.today().strftime("%Y-%m"))
         if "/value-tables/" in path:  # the world's value table
             path = path.replace("{category}", "home_care").replace("{table_version}", "2026.1")
         body_factory = BODIES.get((method, route.path))
