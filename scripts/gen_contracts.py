@@ -64,6 +64,7 @@ def asyncapi() -> dict:
             "subscribe": {"operationId": f"on{name}", "message": {"$ref": f"#/components/messages/{name}"}},
         }
     decision_channels(channels, messages)
+    notice_channels(channels, messages)
     return {
         "asyncapi": "2.6.0",
         "info": {
@@ -87,7 +88,12 @@ def asyncapi() -> dict:
                 "login code, which no one else may read. Decisions are idempotent by (funder, decision_ref, "
                 "decision_version): the same version again changes nothing, a higher one amends or revokes, a "
                 "lower one is answered `stale_version`. Unknown fields are refused; a decision carrying a "
-                "personal identity code anywhere is answered `personal_identity_code_refused` and kept nowhere."),
+                "personal identity code anywhere is answered `personal_identity_code_refused` and kept nowhere.\n\n"
+                "Payments sends each provider a settlement notice (`fi.seteli.notice.settlement.v1`) through its "
+                "outbox on `{namespace}.notices` with routing key `notice.<provider_id>.settlement`; a provider's "
+                "system reads only its own queue `{namespace}.notices.<provider_id>` (bound to `notice.<provider_id>.#`) "
+                "as its broker user `provider-<provider_id>`. Providers without AMQP get the same body POSTed to their "
+                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>`."),
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"url": "amqp://127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}},
@@ -162,6 +168,37 @@ def decision_channels(channels: dict, messages: dict) -> None:
                                                                "durable": True, "autoDelete": False},
                               "bindingVersion": "0.2.0"}},
         "subscribe": {"operationId": "onDecisionReply", "message": {"oneOf": replies}},
+    }
+
+
+def notice_channels(channels: dict, messages: dict) -> None:
+    """The settlement notices payments sends to providers' systems (``payments.notices``)."""
+    from payments.notices import EXAMPLE_NOTICE, NOTICE_TYPE, SettlementNotice
+
+    env = Envelope.model_json_schema()
+    env["properties"]["type"] = {"const": NOTICE_TYPE, "type": "string"}
+    env["properties"]["data"] = SettlementNotice.model_json_schema()
+    messages["SettlementNotice"] = {
+        "name": "SettlementNotice", "title": "SettlementNotice", "summary": (SettlementNotice.__doc__ or "").strip(),
+        "contentType": "application/cloudevents+json", "payload": env,
+        "bindings": {"amqp": {"deliveryMode": 2, "messageType": NOTICE_TYPE, "bindingVersion": "0.2.0"}},
+        "examples": [{"name": "settlement", "payload": {
+            "specversion": "1.0", "id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "source": "/seteli/payments",
+            "type": NOTICE_TYPE, "time": EXAMPLE_NOTICE["created_at"], "subject": EXAMPLE_NOTICE["settlement_id"],
+            "datacontenttype": "application/json", "data": EXAMPLE_NOTICE,
+            "correlationid": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}}],
+    }
+    channels["notice.{provider_id}.settlement"] = {
+        "description": "A settlement notice per settlement, published by payments through its outbox; read by the "
+                       "provider's system, and only by it, from its queue `{namespace}.notices.<provider_id>` (broker "
+                       "user `provider-<provider_id>`; sample consumer: `scripts/consume_notices.py`). Providers "
+                       "without AMQP set a webhook (`PUT /providers/{provider_id}/webhook`): the same body is POSTed "
+                       "with `X-Seteli-Signature`, retried with back-off, logged.",
+        "parameters": {"provider_id": {"description": "the provider's id in the register", "schema": {"type": "string"}}},
+        "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": "{namespace}.notices", "type": "topic",
+                                                               "durable": True, "autoDelete": False},
+                              "bindingVersion": "0.2.0"}},
+        "subscribe": {"operationId": "onSettlementNotice", "message": {"$ref": "#/components/messages/SettlementNotice"}},
     }
 
 
