@@ -214,3 +214,24 @@ def test_without_a_price_list_the_voucher_value_or_the_sent_price_and_no_tariff(
     assert reason(req=charge(tariff="saturday")) == "tariff_not_available"
     assert reason(req=charge(tariff="saturday", service_date=date(2026, 5, 1)), lists=LISTS) == "tariff_not_available"
     assert reason(req=charge(tariff="holiday"), lists=LISTS) == "unknown_tariff"
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://hooks.example.fi/n", "webhook_not_https"), ("https://127.0.0.1/n", "webhook_not_public"),
+    ("https://10.1.2.3/n", "webhook_not_public"), ("https://[::1]/n", "webhook_not_public"),
+    ("https://localhost:8443/n", "webhook_not_public"), ("https://169.254.169.254/latest", "webhook_not_public"),
+    ("https://hooks.example.fi/n", None), ("https://93.184.216.34/n", None),
+])
+def test_outside_development_a_webhook_is_https_to_a_public_address(url, reason):  # noqa: ANN001
+    from pydantic import HttpUrl, TypeAdapter
+
+    from payments.settlement_api import _public_https
+    from seteli_shared.errors import DomainError
+
+    parsed = TypeAdapter(HttpUrl).validate_python(url)
+    if reason is None:
+        _public_https(parsed)
+    else:
+        with pytest.raises(DomainError) as refused:
+            _public_https(parsed)
+        assert refused.value.reason == reason

@@ -235,10 +235,28 @@ class WebhookSecret(BaseModel):
     updated_at: datetime
 
 
+def _public_https(url) -> None:  # noqa: ANN001
+    """Outside development a webhook must be https to a public address: the service must not be
+    made to post into the operator's own network."""
+    import ipaddress
+
+    if url.scheme != "https":
+        raise DomainError("webhook_not_https", "a webhook URL must use https")
+    host = (url.host or "").strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+            raise DomainError("webhook_not_public", "a webhook must be at a public address") from None
+        return
+    if not address.is_global:
+        raise DomainError("webhook_not_public", "a webhook must be at a public address")
+
+
 @router.put("/providers/{provider_id}/webhook", response_model=WebhookSecret, tags=["notices"],
             responses=error_responses(404, 422))
 async def set_webhook(
-    provider_id: str, body: WebhookSet, sessions: SessionsDep, clock: ClockDep,
+    provider_id: str, body: WebhookSet, sessions: SessionsDep, clock: ClockDep, request: Request,
     principal: Annotated[Principal, require(*WEBHOOK_ROLES)],
 ) -> WebhookSecret:
     """Set the provider's webhook for settlement notices (for providers without an AMQP consumer). Each
@@ -247,6 +265,8 @@ async def set_webhook(
     ensure_visible(principal, "provider", provider_id=provider_id)
     if len(str(body.url)) > 2000:
         raise DomainError("url_too_long", "the URL is longer than 2000 characters")
+    if not request.app.state.settings.is_development:
+        _public_https(body.url)
     async with unit_of_work(sessions) as session:
         hook = await notices.set_webhook(session, provider_id, str(body.url), clock.now())
         await audit.record(session, principal, "webhook.set", "provider", provider_id, None)
