@@ -282,6 +282,9 @@ async def test_each_kind_is_issued_with_its_terms_and_announced(svc):  # noqa: A
     assert issued["client_voucher"]["client_fee_cents"] == 250
     assert issued["personal_budget"]["budget_cents"] == 80000
     assert issued["personal_budget"]["categories"] == ["home_care", "cleaning"]
+    budget_view = (await http.get(f"/vouchers/{issued['personal_budget']['id']}", headers=DM1)).json()
+    assert (budget_view["usage"]["value_used_cents"], budget_view["usage"]["value_left_cents"]) == (0, 80000), \
+        "a personal budget shows the money left, not units"
     # the events carry the kind's terms
     async with app.state.runtime.sessions() as session:
         rows = (await session.execute(sa.text("SELECT body FROM outbox"))).scalars().all()

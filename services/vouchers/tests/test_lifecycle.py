@@ -333,3 +333,22 @@ async def test_the_client_compares_providers_by_own_share(world):  # noqa: ANN00
     later = (await world.vou.get(f"/vouchers/{v['id']}/providers", headers=client)).json()
     assert [(o["provider_id"], o["own_share_per_unit_cents"]) for o in later["items"]] == [
         (P, 500), (Q, 1500), (S, None)]
+
+
+# ------------------------------------------------------------------ cancellations
+async def test_a_cancelled_charge_gives_its_units_back_in_the_clients_view(world):  # noqa: ANN001
+    v = await world.issue()
+    await world.choose(v["id"], P)
+    r = await world.charge(P, v["id"], "2026-06-10", "4")
+    assert r.status_code == 201
+    assert (await world.usage_after_charges(v["id"], 1))["usage"]["units_used"] == "4.00"
+    cancelled = await world.pay.post(f"/charges/{r.json()['id']}/cancel",
+                                     headers=bearer("provider_charger", provider_id=P))
+    assert cancelled.status_code == 200, cancelled.text
+
+    async def given_back():  # noqa: ANN202
+        usage = (await world.client_view(v["id"]))["usage"]
+        return usage if usage["units_used"] == "0.00" else None
+
+    usage = await eventually(given_back)
+    assert (usage["units_left"], usage["value_used_cents"]) == ("10.00", 0)

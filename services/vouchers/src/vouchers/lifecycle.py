@@ -27,7 +27,7 @@ from seteli_shared.auth import Principal, Role
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import DomainError
-from seteli_shared.events import (ChargeAccepted, Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated,
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated,
                                   VoucherExhausted, VoucherExpired)
 from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths, to_hundredths, units_amount_cents
@@ -87,11 +87,31 @@ async def usage_of(sessions: Sessions, voucher: Voucher, clock: Clock) -> Period
                                                        Usage.service_date >= units.start,
                                                        Usage.service_date <= units.end))).scalar_one())
     value = voucher.value_per_unit_cents or 0
+    if voucher.kind == "personal_budget":  # money, not units: what is left of the period's budget
+        return PeriodUsage(
+            period_start=units.start, period_end=units.end, units_per_period=from_hundredths(units.allowance_x100),
+            units_carried_over=from_hundredths(units.carried_in_x100), units_used=from_hundredths(units.used_x100),
+            units_left=from_hundredths(0), value_used_cents=value_used,
+            value_left_cents=max(0, (voucher.budget_cents or 0) - value_used))
     return PeriodUsage(
         period_start=units.start, period_end=units.end, units_per_period=from_hundredths(units.allowance_x100),
         units_carried_over=from_hundredths(units.carried_in_x100), units_used=from_hundredths(units.used_x100),
         units_left=from_hundredths(units.left_x100), value_used_cents=value_used,
         value_left_cents=units_amount_cents(from_hundredths(units.left_x100), value))
+
+
+async def on_charge_cancelled(session: AsyncSession, _env: Envelope, event: ChargeCancelled) -> None:
+    """A cancelled charge no longer counts: its usage row keeps its place with nothing in it (and when
+    the cancellation comes first, the row it leaves makes the late acceptance a repeat)."""
+    row = await session.get(Usage, event.charge_id)
+    if row is None:
+        session.add(Usage(charge_id=event.charge_id, voucher_id=event.voucher_id, provider_id=event.provider_id,
+                          service_date=event.service_date, units_x100=0, amount_cents=0, own_share_cents=0,
+                          accepted_at=_utc(event.cancelled_at)))
+    else:
+        row.units_x100, row.amount_cents, row.own_share_cents = 0, 0, 0
+        session.add(row)
+    await session.flush()
 
 
 async def on_charge_accepted(session: AsyncSession, _env: Envelope, event: ChargeAccepted) -> None:
