@@ -201,3 +201,10 @@ def test_ordinary_references_are_not_taken_for_identity_codes():
     for text in ("HKI-1", "2617416-4", "FI2112345600000785", "131052-308U", "visit-0001", "D-1a2b3c4d5e6f",
                  "2026-11-25", "c-12345678", str(uuid.UUID(int=131052308))):
         assert not contains_personal_identity_code(text), text
+
+
+async def test_control_characters_in_a_path_or_query_are_a_422(client):  # noqa: ANN001
+    _is_error(await client.get("/things/a%0Db", headers=OP), 422, "control_character")
+    _is_error(await client.get("/things/a", params={"q": "x\ny"}, headers=OP), 422, "control_character")
+    r = await client.post("/things", json={"name": "two\nlines", "count": 1}, headers=OP)
+    assert r.status_code == 201, "a body's text may have line breaks"

@@ -19,6 +19,7 @@ detail). The OpenAPI documents describe these bodies and list the statuses each 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Iterable
@@ -43,7 +44,9 @@ MESSAGES = {
     "personal_identity_code_refused": "a personal identity code may not be sent to this service; "
                                       "use the pseudonymous reference the funder issued",
     "nul_character": "text may not contain the NUL character",
+    "control_character": "a path or query may not contain control characters",
 }
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
            405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
            422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
@@ -181,6 +184,8 @@ class RequestGuard:
         found = find_in(path)
         if found:
             return self._refusal(["path"], found[1])
+        if _CONTROL.search(path):  # never a legitimate id; it could end up in a header
+            return self._refusal(["path"], "control_character")
         raw_query = scope.get("query_string", b"").decode("latin-1")
         if raw_query:
             try:
@@ -188,6 +193,9 @@ class RequestGuard:
             except (UnicodeDecodeError, ValueError):
                 return error_response(400, "malformed_query", "the query string is not valid UTF-8")
             for name, value in pairs:
+                if _CONTROL.search(name) or _CONTROL.search(value):
+                    if "\x00" not in name + value:
+                        return self._refusal(["query"], "control_character")
                 found = find_in(value)
                 if found:
                     return self._refusal(["query", name] if not find_in(name) else ["query"], found[1])

@@ -337,11 +337,15 @@ CSV = {"text/csv": {"schema": {"type": "string"}}}
 Month = Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
 
 
+#: a funder id in a path: its contract's shape (it also names the CSV file, so no other characters)
+FunderIdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+
+
 @router.get("/funders/{funder_id}/invoices/{month}", response_model=InvoicePublic, tags=["invoices"], responses={
     200: {"content": CSV, "description": "the invoice (JSON, or CSV with `?format=csv` or `Accept: text/csv`)"},
     **error_responses(404, 422)})
 async def funder_invoice(
-    funder_id: str, month: Month, request: Request, sessions: SessionsDep,
+    funder_id: FunderIdPath, month: Month, request: Request, sessions: SessionsDep,
     principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE)],
     format: Literal["json", "csv"] | None = None,  # noqa: A002
 ) -> InvoicePublic | Response:
