@@ -1,21 +1,42 @@
 """Routes of the voucher's life cycle: the client's comparison of providers and the daily expiry job."""
 from __future__ import annotations
 
+import asyncio
+from contextlib import asynccontextmanager
 from datetime import date
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
 from seteli_shared.auth import FUNDER_STAFF, Principal, Role, require
-from seteli_shared.clock import ClockDep
+from seteli_shared.clock import SYSTEM_CLOCK, ClockDep
+from seteli_shared.schedule import daily
 from seteli_shared.schemas import Page, PageDep
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
 from . import lifecycle
 
-router = APIRouter(tags=["vouchers"])
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC; not in tests)."""
+    settings, tasks = app.state.settings, []
+    if settings.expiry_scheduler and settings.environment != "test":
+        clock = getattr(app.state, "clock", None) or SYSTEM_CLOCK
+        sessions = app.state.runtime.sessions
+        tasks.append(asyncio.create_task(daily("vouchers.expire", settings.expiry_daily_at, clock,
+                                               lambda: lifecycle.expire_vouchers(sessions, clock)),
+                                         name="expiry-scheduler"))
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+router = APIRouter(tags=["vouchers"], lifespan=lifespan)
 
 
 class ProviderOffer(BaseModel):

@@ -5,6 +5,9 @@ from seteli_shared.settings import ServiceSettings
 
 class VouchersSettings(ServiceSettings):
     service_name: str = "vouchers"
+    #: the daily expiry job in the service (``EXPIRY_SCHEDULER``, at ``EXPIRY_DAILY_AT`` UTC; off in tests)
+    expiry_scheduler: bool = True
+    expiry_daily_at: str = Field(default="00:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
     # --- the clients' light login: failed attempts within the window, then 429 until it passes ---
     #: failed light logins of one voucher before it is refused (``LOGIN_FAILURES_PER_VOUCHER``)
