@@ -2,13 +2,15 @@
 settlement figures and the double-entry postings."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
 from seteli_shared import periods
 from seteli_shared.errors import DomainError, NotFound
 from seteli_shared.money import allocate, fee_cents, from_hundredths, units_amount_cents
+from seteli_shared.approvals import (APPROVED, REVOKED, SUSPENDED, ApprovalState,  # noqa: F401 (the services' rules)
+                                     LifeCycleChange, apply_approved, apply_change)
 
 ACCEPTED = "accepted"
 SETTLED = "settled"
@@ -98,87 +100,6 @@ def check_budget(terms: VoucherTerms, amount_cents: int, money_used_cents: int) 
         raise DomainError("budget_exceeded", "the charge is more than is left in the budget for this period",
                           budget_left_cents=max(left, 0))
 
-
-# ------------------------------------------------------------------ the approval's life cycle
-#: the status of an approval as payments knows it from the registry's events
-APPROVED = "approved"
-SUSPENDED = "suspended"
-REVOKED = "revoked"
-
-
-@dataclass(frozen=True)
-class ApprovalState:
-    """What the projection knows of one funder's approval of a provider for a category.
-
-    ``approved_at`` is None while only life-cycle events of the approval have arrived (events may come
-    in any order). ``not_in_force_from`` is the first service date the approval does not cover
-    (suspension or revocation); ``changed_at`` the registry's time of the latest status event applied."""
-
-    approval_id: str | None
-    approved_at: datetime | None = None
-    status: str = APPROVED
-    not_in_force_from: date | None = None
-    changed_at: datetime | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class LifeCycleChange:
-    """A ``ProviderSuspended`` (status SUSPENDED), ``ProviderReinstated`` (APPROVED) or
-    ``ProviderRevoked`` (REVOKED), reduced to what the projection needs."""
-
-    status: str
-    approval_id: str
-    at: datetime
-    effective_from: date | None = None
-    reason: str | None = None
-
-
-def _supersedes(state: ApprovalState, at: datetime) -> bool:
-    """Whether an event of another approval begins a new approval: only after a revocation, and only
-    when it is newer than the revocation."""
-    return state.status == REVOKED and state.changed_at is not None and at > state.changed_at
-
-
-def _same_approval(state: ApprovalState, approval_id: str) -> bool:
-    return state.approval_id is None or state.approval_id == approval_id
-
-
-def apply_approved(state: ApprovalState | None, approval_id: str, approved_at: datetime) -> ApprovalState:
-    """Fold a ``ProviderApproved`` into the state: idempotent; a new approval replaces a revoked one."""
-    if state is None:
-        return ApprovalState(approval_id=approval_id, approved_at=approved_at)
-    if _same_approval(state, approval_id):
-        if state.approved_at is None or state.approval_id is None:
-            return replace(state, approval_id=approval_id, approved_at=state.approved_at or approved_at)
-        return state
-    if _supersedes(state, approved_at):
-        return ApprovalState(approval_id=approval_id, approved_at=approved_at)
-    return state
-
-
-def apply_change(state: ApprovalState | None, change: LifeCycleChange) -> ApprovalState:
-    """Fold a suspension, reinstatement or revocation into the state, whatever order the events come
-    in and however often: a status event older than (or as old as) the latest one applied changes
-    nothing; a revocation is final (a later one can only move its date earlier)."""
-    if state is None:
-        state = ApprovalState(approval_id=change.approval_id)
-    elif not _same_approval(state, change.approval_id):
-        if not _supersedes(state, change.at):
-            return state
-        state = ApprovalState(approval_id=change.approval_id)
-    if state.status == REVOKED:
-        if change.status == REVOKED and change.effective_from is not None and (
-                state.not_in_force_from is None or change.effective_from < state.not_in_force_from):
-            return replace(state, not_in_force_from=change.effective_from)
-        return state
-    if change.status != REVOKED and state.changed_at is not None and change.at <= state.changed_at:
-        return state
-    changed_at = change.at if state.changed_at is None else max(change.at, state.changed_at)
-    if change.status == APPROVED:
-        return replace(state, status=APPROVED, not_in_force_from=None, changed_at=changed_at, reason=None)
-    return replace(state, status=change.status, not_in_force_from=change.effective_from, changed_at=changed_at,
-                   reason=change.reason)
 
 
 def check_approval_covers(state: ApprovalState | None, service_date: date) -> None:
