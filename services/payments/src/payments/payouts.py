@@ -9,9 +9,8 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
-from itertools import groupby
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared import audit
@@ -19,14 +18,14 @@ from seteli_shared.auth import Principal, Role
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import NotFound
-from seteli_shared.events import ChargeSettled, Envelope, ProviderRegistered, ProviderUpdated, SettlementCreated
+from seteli_shared.events import Envelope, ProviderRegistered, ProviderUpdated, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
-from seteli_shared.outbox import add_event, add_events
+from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, notices, pain001, settlement
 from .models import Charge, Payout, ProviderView, Settlement, SettlementRun
-from .usecases import SOURCE, fee_rates, post
+from .usecases import SOURCE, SettlementBatch, fee_rates, post
 
 Sessions = async_sessionmaker[AsyncSession]
 log = get_logger(__name__)
@@ -64,61 +63,49 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
 
 async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal, rules: settlement.PayoutRules,
                  *, hold_back: bool) -> RunResult:
-    q = (select(Charge.id, Charge.funder_id, Charge.provider_id, Charge.voucher_id, Charge.category,
-                Charge.amount_cents, Charge.accepted_at)
-         .where(Charge.status == domain.ACCEPTED, Charge.settlement_id.is_(None))
-         .order_by(Charge.funder_id, Charge.provider_id, Charge.accepted_at, Charge.id)
-         .with_for_update(skip_locked=True))
-    rows = (await session.execute(q)).all()
     now, today = clock.now(), clock.today()
-    known_rates = await fee_rates(session, {r.funder_id for r in rows})
-    payees = {p.provider_id: p for p in (await session.execute(select(ProviderView).where(
-        ProviderView.provider_id.in_({r.provider_id for r in rows})))).scalars()} if rows else {}
     run = SettlementRun(id=new_id(), kind=settlement.DAILY if hold_back else settlement.MANUAL, run_date=today,
                         created_at=now, settlement_count=0, gross_cents=0, fee_cents=0, net_cents=0, held_back_count=0)
     result = RunResult(run)
-    for (funder_id, provider_id), group in groupby(rows, key=lambda r: (r.funder_id, r.provider_id)):
-        charges = list(group)
-        fee_rate = domain.fee_rate_for(known_rates.get(funder_id), default_fee_rate)
-        figures = domain.settle([c.amount_cents for c in charges], fee_rate)
-        decision = settlement.decide_payout(figures.net_cents, [_utc(c.accepted_at) for c in charges], today, rules,
-                                            hold_back=hold_back)
-        if not decision.pay:
-            result.held_back.append((funder_id, provider_id, figures.net_cents))
-            continue
-        s = Settlement(id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
-                       gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
-                       fee_rate=str(fee_rate), created_at=now)
-        session.add(s)
-        await session.flush()
-        await session.execute(
-            update(Charge.__table__).where(Charge.__table__.c.id == bindparam("cid")).values(
-                status=domain.SETTLED, settlement_id=s.id, fee_cents=bindparam("fee"), net_cents=bindparam("net")),
-            [{"cid": c.id, "fee": fee, "net": c.amount_cents - fee} for c, fee in zip(charges, figures.charge_fees)])
-        await post(session, "settlement", s.id, domain.settlement_postings(provider_id, figures), now)
-        payee = payees.get(provider_id)
-        payout = Payout(settlement_id=s.id, run_id=run.id, reason=decision.reason,
-                        reference=settlement.settlement_reference(s.id), payee_name=payee.name if payee else None,
-                        iban=payee.iban if payee else None, bic=payee.bic if payee else None)
-        session.add(payout)
-        await add_event(session, SettlementCreated(
-            settlement_id=s.id, funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
-            gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
-            fee_rate=fee_rate, created_at=now), SOURCE)
-        await add_events(session, [ChargeSettled(
-            charge_id=c.id, settlement_id=s.id, voucher_id=c.voucher_id, funder_id=funder_id,
-            provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
-            net_cents=c.amount_cents - fee, settled_at=now) for c, fee in zip(charges, figures.charge_fees)], SOURCE)
-        await notices.send_notice(session, notices.SettlementNotice(
-            settlement_id=s.id, run_id=run.id, provider_id=provider_id, funder_id=funder_id,
-            charge_count=len(charges), gross_cents=figures.gross_cents, fee_cents=figures.fee_cents,
-            net_cents=figures.net_cents, fee_rate=fee_rate, reference=payout.reference, payout_reason=decision.reason,
-            created_at=now, statement_path=f"/settlements/{s.id}/statement"), now)
-        result.settlements.append(s)
-        result.payouts.append(payout)
-        run.gross_cents += figures.gross_cents
-        run.fee_cents += figures.fee_cents
-        run.net_cents += figures.net_cents
+    async with SettlementBatch(session, now) as batch:
+        known_rates = await fee_rates(session, await batch.funders())
+        payees: dict[str, ProviderView] | None = None
+        async for funder_id, provider_id, charges in batch.groups():
+            if payees is None:
+                payees = {p.provider_id: p for p in (await session.execute(select(ProviderView))).scalars()}
+            fee_rate = domain.fee_rate_for(known_rates.get(funder_id), default_fee_rate)
+            figures = domain.settle([c.amount_cents for c in charges], fee_rate)
+            decision = settlement.decide_payout(figures.net_cents, [_utc(c.accepted_at) for c in charges], today,
+                                                rules, hold_back=hold_back)
+            if not decision.pay:
+                result.held_back.append((funder_id, provider_id, figures.net_cents))
+                continue
+            s = Settlement(id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+                           gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
+                           fee_rate=str(fee_rate), created_at=now)
+            session.add(s)
+            await session.flush()
+            await post(session, "settlement", s.id, domain.settlement_postings(provider_id, figures), now)
+            payee = payees.get(provider_id)
+            payout = Payout(settlement_id=s.id, run_id=run.id, reason=decision.reason,
+                            reference=settlement.settlement_reference(s.id), payee_name=payee.name if payee else None,
+                            iban=payee.iban if payee else None, bic=payee.bic if payee else None)
+            session.add(payout)
+            await add_event(session, SettlementCreated(
+                settlement_id=s.id, funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+                gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
+                fee_rate=fee_rate, created_at=now), SOURCE)
+            await batch.settled(s.id, funder_id, provider_id, charges, figures.charge_fees)
+            await notices.send_notice(session, notices.SettlementNotice(
+                settlement_id=s.id, run_id=run.id, provider_id=provider_id, funder_id=funder_id,
+                charge_count=len(charges), gross_cents=figures.gross_cents, fee_cents=figures.fee_cents,
+                net_cents=figures.net_cents, fee_rate=fee_rate, reference=payout.reference,
+                payout_reason=decision.reason, created_at=now, statement_path=f"/settlements/{s.id}/statement"), now)
+            result.settlements.append(s)
+            result.payouts.append(payout)
+            run.gross_cents += figures.gross_cents
+            run.fee_cents += figures.fee_cents
+            run.net_cents += figures.net_cents
     run.settlement_count, run.held_back_count = len(result.settlements), len(result.held_back)
     session.add(run)
     await session.flush()

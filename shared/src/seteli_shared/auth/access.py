@@ -69,8 +69,9 @@ class Require:
             raise Forbidden("forbidden", "your role may not do this", allowed_roles=sorted(self.policy.roles))
         return principal
 
-    def __call__(self, request: Request,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    async def __call__(self, request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        # async: verification is CPU-only (and cached), so it runs on the loop, not via the thread pool
         return self.authenticate(request, credentials)
 
 
@@ -105,8 +106,8 @@ class TenantScope:
 
 
 class RequireScope(Require):
-    def __call__(self, request: Request,  # type: ignore[override]
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> TenantScope:
+    async def __call__(self, request: Request,  # type: ignore[override]
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> TenantScope:
         return TenantScope(self.authenticate(request, credentials))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,16 @@ _PROBLEMS: list[tuple[type[Exception], str]] = [
 ]
 
 
+#: verified tokens kept (by their exact string) until they expire, at most this many, at most this long
+CACHE_SIZE = 4096
+CACHE_SECONDS = 300
+
+
 class TokenVerifier:
     def __init__(self, settings: ServiceSettings):
+        #: token -> (principal, monotonic deadline): a token verified once is not verified again (signature,
+        #: claims) until its ``exp`` or CACHE_SECONDS (a key removed from the JWKS stops a token within that)
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.dev_secret = settings.dev_signing_secret if settings.is_development else ""
@@ -62,6 +71,19 @@ class TokenVerifier:
         raise InvalidToken("no JWKS configured")
 
     def verify(self, token: str) -> Principal:
+        hit = self._cache.get(token)
+        if hit is not None:
+            if time.time() < hit[1]:
+                self._cache.move_to_end(token)
+                return hit[0]
+            del self._cache[token]
+        principal, exp = self._verify(token)
+        self._cache[token] = (principal, min(exp, time.time() + CACHE_SECONDS))
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             if not isinstance(header, dict):
@@ -76,7 +98,9 @@ class TokenVerifier:
             raise InvalidToken(problem) from None
         if not isinstance(claims, dict):
             raise InvalidToken("the token is malformed")
-        return Principal.from_claims(claims)
+        exp = claims.get("exp")
+        # a cached token stops at its exp (the leeway is granted to a fresh verification only)
+        return Principal.from_claims(claims), float(exp) if isinstance(exp, (int, float)) else 0.0
 
 
 def mint(subject: str, roles: list[str], *, secret: str = DEV_SIGNING_SECRET, issuer: str = "seteli-dev",
