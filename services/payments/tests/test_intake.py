@@ -11,7 +11,7 @@ from decimal import Decimal
 import aio_pika
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import payments.app
 from payments import intake
@@ -308,4 +308,59 @@ async def test_bulk_throughput_10000_lines(world: World):
     elapsed = time.perf_counter() - started
     assert r.status_code == 200 and r.json()["accepted"] == 10_000, r.text[:500]
     print(f"\nbulk 10,000 CSV lines on PostgreSQL: {elapsed:.2f} s, {10_000 / elapsed:.0f} charges/s")
+    assert (await w.client.get("/ledger/check")).json()["ok"]
+
+
+async def test_concurrent_bulks_with_the_same_references_charge_each_once(world: World):
+    """Two bulks at once naming the same provider references (twins on the same voucher, and on other
+    vouchers): each reference is charged once; the other bulk answers repeated (same line) or
+    duplicate_reference (another voucher); one ChargeAccepted per charge; the ledger stays whole."""
+    w, p = world, "prov-twins"
+    vouchers = [v for v, _ in await w.provider_with_vouchers(p, 40)]
+    same = [{"voucher_id": vouchers[i % 20], "provider_reference": f"t-{i}", "service_date": "2026-06-01",
+             "units": "0.5"} for i in range(300)]
+    other = [{**line, "voucher_id": vouchers[20 + i % 20]} if i % 3 == 0 else line for i, line in enumerate(same)]
+    first, second = await asyncio.gather(
+        w.client.post("/charges/bulk", json=same, headers=charger(p)),
+        w.client.post("/charges/bulk", json=list(reversed(other)), headers=charger(p)))
+    assert first.status_code == second.status_code == 200, (first.text[:300], second.text[:300])
+    a = {r["provider_reference"]: r for r in first.json()["results"]}
+    b = {r["provider_reference"]: r for r in second.json()["results"]}
+    async with w.app.state.runtime.sessions() as session:
+        charges = {ref: cid for ref, cid in (await session.execute(select(
+            Charge.provider_reference, Charge.id).where(Charge.provider_id == p))).all()}
+        accepted_events = (await session.execute(select(OutboxMessage.body).where(
+            OutboxMessage.routing_key == "charge.accepted.v1"))).scalars().all()
+    assert len(charges) == 300
+    assert len([body for body in accepted_events if p in body]) == 300
+    for i in range(300):
+        ref = f"t-{i}"
+        x, y = a[ref], b[ref]
+        assert sorted([x["status"], y["status"]])[0] == "accepted", (x, y)
+        winner, loser = (x, y) if x["status"] == "accepted" else (y, x)
+        assert winner["charge_id"] == charges[ref]
+        if i % 3 == 0:
+            assert (loser["status"], loser["reason"]) == ("refused", "duplicate_reference"), loser
+            assert loser["details"] == {"charge_id": charges[ref]}
+        else:
+            assert (loser["status"], loser["charge_id"]) == ("repeated", charges[ref]), loser
+    assert (await w.client.get("/ledger/check")).json()["ok"]
+
+    # twins on vouchers the two bulks do not share: nothing orders them before the insert, which finds
+    # the other's reference; that chunk runs again and answers duplicate_reference
+    left = [{"voucher_id": vouchers[i % 20], "provider_reference": f"u-{i}", "service_date": "2026-06-02",
+             "units": "0.25"} for i in range(200)]
+    right = [{**line, "voucher_id": vouchers[20 + i % 20]} for i, line in enumerate(left)]
+    first, second = await asyncio.gather(w.client.post("/charges/bulk", json=left, headers=charger(p)),
+                                         w.client.post("/charges/bulk", json=right, headers=charger(p)))
+    assert first.status_code == second.status_code == 200, (first.text[:300], second.text[:300])
+    counts = sorted([(first.json()["accepted"], first.json()["refused"]),
+                     (second.json()["accepted"], second.json()["refused"])])
+    assert counts == [(0, 200), (200, 0)], counts
+    loser = first.json() if first.json()["refused"] else second.json()
+    assert {r["reason"] for r in loser["results"]} == {"duplicate_reference"}
+    async with w.app.state.runtime.sessions() as session:
+        n = (await session.execute(select(func.count()).select_from(Charge).where(
+            Charge.provider_id == p, Charge.provider_reference.like("u-%")))).scalar_one()
+    assert n == 200
     assert (await w.client.get("/ledger/check")).json()["ok"]

@@ -1,6 +1,6 @@
 """Charge intake use cases: charging by voucher code, bulk charges (many lines in chunked
-transactions, a savepoint per line, each line through ``usecases.accept_charge``), Idempotency-Key
-records, and a provider cancelling an unsettled charge."""
+transactions, each chunk set-based through ``bulk.charge_chunk`` with the rules of
+``usecases.accept_charge``), Idempotency-Key records, and a provider cancelling an unsettled charge."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared import audit, codes
@@ -21,19 +21,19 @@ from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.events import Category, ChargeCancelled
-from seteli_shared.logging import get_logger, new_id
-from seteli_shared.money import from_hundredths, to_hundredths
+from seteli_shared.logging import get_logger
+from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import RequestModel
 
-from . import domain, usecases
+from . import bulk, domain, usecases
 from .models import Charge, IdempotencyRecord, ProviderChoiceView, VoucherView
 
 log = get_logger(__name__)
 CANCELLED = usecases.CANCELLED
 #: lines of one bulk request at most, and lines per transaction
 MAX_LINES = 10_000
-CHUNK_LINES = 500
+CHUNK_LINES = 2500
 #: how long an Idempotency-Key is kept, and after how long a request still "in flight" is taken to have died
 KEY_TTL = timedelta(hours=24)
 IN_FLIGHT_LEASE = timedelta(minutes=10)
@@ -55,8 +55,7 @@ async def voucher_by_code(session: AsyncSession, code: str, provider_id: str) ->
                     ProviderChoiceView.voucher_id == voucher_id,
                     ProviderChoiceView.provider_id == provider_id).limit(1))).first() is not None:
                 return voucher_id
-    raise NotFound("voucher", retryable=True, hint="check the voucher code with the client; a voucher issued "
-                   "or chosen moments ago may not have reached payments yet")
+    raise bulk.code_not_found()
 
 
 async def charge_by_id_or_code(sessions, clock: Clock, principal: Principal, voucher_id: str | None,  # noqa: ANN001
@@ -218,61 +217,60 @@ def _result(line: Line, status: str, charge_id: str | None = None, reason: str |
     return out
 
 
-def _deadlock(exc: DBAPIError) -> bool:
-    code = getattr(getattr(exc, "orig", None), "pgcode", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return code in ("40P01", "40001") or "deadlock" in str(exc).lower()
+def _retryable(exc: BaseException) -> bool:
+    """A chunk worth running again whole: a deadlock or serialisation failure, or a twin of one of its
+    provider references that a concurrent request committed after the chunk read the earlier charges
+    (its insert then fails on the reference's unique key; the next run reads the twin)."""
+    if isinstance(exc, IntegrityError):
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return code in ("40P01", "40001", "23505") or "deadlock" in str(exc).lower()
 
 
-async def _one(session: AsyncSession, clock: Clock, principal: Principal, provider_id: str, line: Line) -> dict:
-    """One line in its own savepoint: accepted, repeated, or refused with the rules' reason."""
-    if line.reason is not None:
-        return _result(line, "refused", reason=line.reason, details=line.details)
-    c = line.charge
-    for attempt in range(2):
+async def _chunk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
+                 chunk: list[Line]) -> list[dict]:
+    """One chunk in one transaction (``bulk.charge_chunk``), run again whole (up to three times) when
+    it meets a deadlock or a concurrent twin; the lines' answers in their order."""
+    wanted = [bulk.wanted_of(i, line.charge, provider_id) for i, line in enumerate(chunk) if line.reason is None]
+    for attempt in range(3):
         try:
-            async with session.begin_nested():
-                voucher_id = c.voucher_id or await voucher_by_code(session, c.voucher_code, provider_id)
-                req = domain.ChargeRequest(provider_id, c.service_date, to_hundredths(c.units), c.unit_price_cents,
-                                           c.tariff, c.category.value if c.category else None)
-                charge, new = await usecases.accept_charge(session, clock, voucher_id, c.provider_reference, req,
-                                                           audit_as=principal)
-            return _result(line, "accepted" if new else "repeated", charge_id=charge.id)
-        except DomainError as e:
-            return _result(line, "refused", reason=e.reason,
-                           details={k: v for k, v in e.details.items() if k != "hint"} or None)
-        except IntegrityError:
-            if attempt:  # a concurrent twin of this reference: the second try finds it
+            async with unit_of_work(sessions) as session:
+                outcomes = await bulk.charge_chunk(session, clock, principal, provider_id, wanted)
+            break
+        except Exception as e:  # noqa: BLE001  (DBAPIError, or asyncpg's own from COPY)
+            if attempt == 2 or not _retryable(e):
                 raise
-    raise AssertionError("unreachable")
+            log.info("charges.bulk_chunk_again", provider_id=provider_id, lines=len(chunk), error=type(e).__name__)
+    out = []
+    for i, line in enumerate(chunk):
+        if line.reason is not None:
+            out.append(_result(line, "refused", reason=line.reason, details=line.details))
+        else:
+            o = outcomes[i]
+            out.append(_result(line, o.status, charge_id=o.charge_id, reason=o.reason, details=o.details))
+    return out
 
 
 async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
                       lines: Iterable[Line], chunk_lines: int = CHUNK_LINES) -> dict:
     """Charge every line: ``chunk_lines`` lines per transaction (charges, ledger, outbox and audit
-    together), each line in a savepoint so that a refused one leaves the others. A chunk that meets a
-    deadlock is run again whole (nothing of it was committed)."""
+    together), set-based (``bulk``): the chunk's vouchers locked and everything the rules need read in a
+    few statements, the rules applied line by line in memory, the accepted lines' rows written with one
+    statement per table. A refused line leaves the others; a chunk that meets a deadlock (or a concurrent
+    twin of a reference) is run again whole (nothing of it was committed)."""
     results: list[dict] = []
     chunk: list[Line] = []
-
-    async def run(chunk: list[Line]) -> None:
-        for attempt in range(3):
-            try:
-                async with unit_of_work(sessions) as session:
-                    done = [await _one(session, clock, principal, provider_id, line) for line in chunk]
-                results.extend(done)
-                return
-            except DBAPIError as e:
-                if attempt == 2 or not _deadlock(e):
-                    raise
-
     for line in lines:
         chunk.append(line)
         if len(chunk) >= chunk_lines:
-            await run(chunk)
+            results += await _chunk(sessions, clock, principal, provider_id, chunk)
             chunk = []
     if chunk:
-        await run(chunk)
-    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "repeated", "refused")}
+        results += await _chunk(sessions, clock, principal, provider_id, chunk)
+    counts = {"accepted": 0, "repeated": 0, "refused": 0}
+    for r in results:
+        counts[r["status"]] += 1
     log.info("charges.bulk", provider_id=provider_id, lines=len(results), **counts)
     return {"lines": len(results), **counts, "results": results}
 
