@@ -30,7 +30,7 @@ async def delete_namespace(amqp_url: str, namespace: str, queues: list[str]) -> 
             except Exception:  # noqa: BLE001
                 pass
         for ex in (f"{namespace}.events", f"{namespace}.dlx", f"{namespace}.decisions",
-                   f"{namespace}.decision-replies"):
+                   f"{namespace}.decision-replies", f"{namespace}.notices"):
             channel = await connection.channel()
             try:
                 await channel.exchange_delete(ex)
