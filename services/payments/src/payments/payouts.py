@@ -5,7 +5,6 @@ Time comes from the ``Clock`` passed in. Also the reads built on runs: the at-ri
 payment files and the provider projection's handlers."""
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -21,6 +20,7 @@ from seteli_shared.errors import NotFound
 from seteli_shared.events import Envelope, ProviderRegistered, ProviderUpdated, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.outbox import add_event
+from seteli_shared.schedule import daily
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, notices, pain001, settlement
@@ -200,21 +200,8 @@ HANDLERS = {ProviderRegistered.event_type(): on_provider_registered,
 
 
 # ------------------------------------------------------------------ the daily scheduler
-def next_run_at(now: datetime, daily_at: str) -> datetime:
-    """The next time of day ``daily_at`` (UTC, HH:MM) after ``now``."""
-    hh, mm = (int(x) for x in daily_at.split(":"))
-    at = now.astimezone(timezone.utc).replace(hour=hh, minute=mm, second=0, microsecond=0)
-    return at if at > now else at + timedelta(days=1)
-
-
 async def scheduler(sessions: Sessions, clock: Clock, settings) -> None:  # noqa: ANN001
-    """Run the daily settlement every day of the year at ``settlement_daily_at`` (UTC)."""
-    while True:
-        wait = (next_run_at(clock.now(), settings.settlement_daily_at) - clock.now()).total_seconds()
-        await asyncio.sleep(max(wait, 1.0))
-        try:
-            await run_settlements(sessions, clock, JOB, settings, hold_back=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (the guarantee's margin leaves room for the next day's run)
-            log.error("settlement_run.failed", error=repr(exc))
+    """Run the daily settlement every day of the year at ``settlement_daily_at`` (UTC); a failed run is
+    logged and the next day's goes on (the guarantee's margin leaves room for it)."""
+    await daily("payments.settle", settings.settlement_daily_at, clock,
+                lambda: run_settlements(sessions, clock, JOB, settings, hold_back=True))
