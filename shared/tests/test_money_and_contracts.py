@@ -43,6 +43,19 @@ def test_personal_identity_codes_are_recognised_anywhere_in_a_text():
     assert contains_personal_identity_code("client 131052-308T here")
     assert not contains_personal_identity_code("131052-308A")  # wrong check character
     assert not contains_personal_identity_code("C-000123")
+    assert contains_personal_identity_code("ref:131052-308T;x")
+    assert contains_personal_identity_code("ref 131052 \u2013 308t x")  # en dash, spaces, lower case
+    assert contains_personal_identity_code("\uff11\uff13\uff11\uff10\uff15\uff12-308T")  # full-width digits
+
+
+def test_a_code_glued_inside_a_longer_token_is_not_a_code():
+    # a UUID or digest can carry the shape by chance (hex digits and A-F are valid century signs)
+    assert not contains_personal_identity_code("3f120385a123b9e0")
+    assert not contains_personal_identity_code("x131052-308T")
+    assert not contains_personal_identity_code("131052-308Tx")
+    import uuid
+    assert not any(contains_personal_identity_code(str(uuid.uuid4())) for _ in range(50_000))
+    assert not any(contains_personal_identity_code(uuid.uuid4().hex) for _ in range(50_000))
 
 
 def test_consumers_ignore_unknown_fields_in_envelope_and_data():
