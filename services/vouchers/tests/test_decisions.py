@@ -206,7 +206,9 @@ async def test_a_decision_makes_one_voucher_and_an_accepted_reply_with_the_login
     [v] = await bus.vouchers()
     assert (v.id, v.voucher_code, v.decision_version, v.client_ref) == (data["voucher_id"], data["voucher_code"], 1,
                                                                         "asiakas-7f3a")
-    assert len(await bus.outbox("voucher.issued.v1")) == 1
+    [issued] = await bus.outbox("voucher.issued.v1")
+    # the decision's statistical attributes reach reporting through the event
+    assert (issued["data"]["age_band"], issued["data"]["municipality_of_residence"]) == ("75-84", "091")
 
     # the client logs in with the code from the reply (the same use case as POST /vouchers)
     import httpx

@@ -315,6 +315,10 @@ class VoucherIssued(Event):
     carry_over: bool = False
     #: the code the client gives its provider (additive): payments lets the chosen provider charge by it
     voucher_code: str | None = None
+    #: the decision's optional statistical attributes (additive; never identifying on their own):
+    #: the client's age band (e.g. "75-84", "90+") and 3-digit municipality of residence code
+    age_band: str | None = None
+    municipality_of_residence: str | None = None
 
     def subject(self) -> str:
         return self.voucher_id

@@ -83,6 +83,7 @@ def _voucher_create(data: DecisionData) -> VoucherCreate:
             "category": data.category, "units_per_period": data.units_per_period, "period": data.period,
             "value_per_unit_cents": data.value_per_unit_cents, "valid_from": data.valid_from,
             "valid_until": data.valid_until, "carry_over": data.carry_over,
+            "age_band": data.age_band, "municipality_of_residence": data.municipality_of_residence,
             **{f: getattr(data, f) for f in _KIND_FIELDS if getattr(data, f) is not None}})
     except ValidationError as exc:
         fields = [loc for e in exc.errors() if (loc := safe_location(("data", *e["loc"])))]

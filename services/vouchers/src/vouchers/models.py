@@ -45,6 +45,9 @@ class Voucher(SQLModel, table=True):
     # ---- the life cycle (lifecycle.py; migration 0008)
     #: the funder's rule: the unused units of a month add to the next month's
     carry_over: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    #: the decision's statistical attributes, passed on to reporting (optional)
+    age_band: str | None = Field(default=None, max_length=8)
+    municipality_of_residence: str | None = Field(default=None, max_length=3)
     #: when the expiry job found the validity passed, and when a whole-validity voucher was used up
     expired_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     exhausted_at: datetime | None = Field(default=None, sa_type=UTCDateTime())

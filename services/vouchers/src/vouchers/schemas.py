@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from seteli_shared.catalogue import Period
+from seteli_shared.decisions import AgeBand, MunicipalityCode
 from seteli_shared.events import FunderId
 from seteli_shared.money import from_hundredths
 from seteli_shared.schemas import Page, RequestModel
@@ -37,6 +38,10 @@ class VoucherCreate(RequestModel):
     valid_until: date = Field(description="not before today; at most five years after valid_from")
     carry_over: bool = Field(default=False, description="monthly units only: the unused units of a month add to "
                                                         "the next month's")
+    age_band: AgeBand | None = Field(default=None, description='statistics only: the client\'s age band, e.g. '
+                                                               '"75-84" or "90+"')
+    municipality_of_residence: MunicipalityCode | None = Field(
+        default=None, description="statistics only: the client's 3-digit municipality of residence code")
     # ---- the voucher's kind (vouchers.kinds: the terms each kind needs)
     kind: VoucherKind = Field(default="service_voucher", description=KIND_DESCRIPTION)
     value_table_version: TableVersion | None = Field(

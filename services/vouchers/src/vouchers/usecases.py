@@ -88,7 +88,7 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
         category=body.category, unit=CATEGORIES[body.category].value, period=body.period.value,
         valid_from=body.valid_from, valid_until=body.valid_until, status=domain.ISSUED, issued_at=clock.now(),
         voucher_code=new_code(), decision_version=decision_version, **terms.columns(),
-        carry_over=body.carry_over,
+        carry_over=body.carry_over, age_band=body.age_band, municipality_of_residence=body.municipality_of_residence,
     )
     login_code = _new_login_code(voucher, clock)
     session.add(voucher)
@@ -99,7 +99,8 @@ async def issue_in(session: AsyncSession, principal: Principal, body: VoucherCre
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
         valid_until=voucher.valid_until, issued_at=voucher.issued_at, **terms.event_fields(),
-        carry_over=voucher.carry_over, voucher_code=voucher.voucher_code), SOURCE)
+        carry_over=voucher.carry_over, voucher_code=voucher.voucher_code, age_band=voucher.age_band,
+        municipality_of_residence=voucher.municipality_of_residence), SOURCE)
     await audit.record(session, principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel=channel)
     return voucher, login_code
 
