@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from reporting.api import FiguresPublic
 from reporting.app import SPEC, create_app
-from reporting.handlers import HANDLERS, archive
+from reporting.handlers import BATCH_HANDLERS, archive
 from reporting.models import FunderFigures, ReceivedEvent
 from reporting.settings import ReportingSettings
 from seteli_shared.auth import mint
@@ -110,12 +110,15 @@ async def reporting_database(tmp_path):  # noqa: ANN001, ANN201
 
 
 async def fold(sessions, events: list[Event], source: str = "test") -> list[Envelope]:  # noqa: ANN001
-    """Each event through its handler (or the archive) in a transaction of its own, as the consumer does."""
+    """Each event through its batch handler (or the archive) in a transaction of its own."""
     envelopes = []
     for event in events:
         env = Envelope.wrap(event, source)
         async with sessions() as session, session.begin():
-            await HANDLERS.get(env.type, archive)(session, env, event)
+            if env.type in BATCH_HANDLERS:
+                await BATCH_HANDLERS[env.type](session, [(env, event)])
+            else:
+                await archive(session, env, event)
         envelopes.append(env)
     return envelopes
 

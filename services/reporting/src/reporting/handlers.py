@@ -1,82 +1,357 @@
-"""Folding events into the read models. Every handler first archives the event."""
+"""Folding events into the read models, a batch at a time. Every event is first archived.
+
+``fold`` takes a run of events (any types, in any order) and changes the read models in the caller's
+transaction with a few statements per batch: the facts the batch touches are read once, the events
+applied to them in memory, then the changed facts written back and the sums added by one upsert per
+table. The fold is order-independent: folding the same events in another order (a redelivery that
+arrives late, a rebuild from the archive) gives the same rows, because
+
+- facts are keyed by their own ids and each half of a charge (accepted, settled, cancelled) is
+  applied once, the sums being added when the halves that need each other are both there;
+- sums are additions (and one maximum), which commute;
+- a voucher's terms and revocation keep the highest decision version.
+
+The inbox (in the consumer, same transaction) makes a redelivered event change nothing.
+"""
 from __future__ import annotations
 
-from sqlalchemy import update
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable
+
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import (ChargeAccepted, ChargeSettled, Envelope, Event, ProviderApproved,
-                                  SettlementCreated, VoucherIssued, VoucherProviderChosen)
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeSettled, Envelope, Event, PriceListPublished,
+                                  ProviderApproved, ProviderReinstated, ProviderRevoked, ProviderSuspended,
+                                  SettlementCreated, VoucherAmended, VoucherExpired, VoucherIssued,
+                                  VoucherProviderChosen, VoucherRevoked)
 from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
-from .models import FunderFigures, FunderMember, ReceivedEvent
+from .models import (ApprovalChange, CategoryMonth, ChargeFact, FunderFigures, FunderMember, PriceListFact,
+                     ProviderChoice, ReceivedEvent, VoucherFact, VoucherMonth)
 
-F = FunderFigures
 log = get_logger(__name__)
+SETTLEMENT_GUARANTEE = timedelta(days=14)
+
+
+def month(d: date | datetime) -> str:
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+# ------------------------------------------------------------------ statements that work on both databases
+def _insert(session: AsyncSession, table: sa.Table):  # noqa: ANN202
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+async def add_sums(session: AsyncSession, model: type, rows: list[dict[str, Any]], keys: list[str],
+                   maxima: Iterable[str] = ()) -> None:
+    """Insert the rows or add their values to the existing ones (``maxima``: keep the larger)."""
+    if not rows:
+        return
+    table = model.__table__
+    stmt = _insert(session, table)
+    sets = {}
+    for name in rows[0]:
+        if name in keys:
+            continue
+        col = table.c[name]
+        if name in maxima:
+            sets[name] = sa.case((stmt.excluded[name] > col, stmt.excluded[name]), else_=col)
+        else:
+            sets[name] = col + stmt.excluded[name]
+    await session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=sets), rows)
+
+
+async def put_rows(session: AsyncSession, model: type, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Insert the rows or replace the existing ones' values."""
+    if not rows:
+        return
+    stmt = _insert(session, model.__table__)
+    sets = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
+    await session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=sets), rows)
+
+
+async def insert_new(session: AsyncSession, model: type, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    if rows:
+        await session.execute(_insert(session, model.__table__).on_conflict_do_nothing(index_elements=keys), rows)
+
+
+async def _load(session: AsyncSession, model: type, key: str, ids: set[str]) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    table = model.__table__
+    out: dict[str, dict[str, Any]] = {}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 5000):
+        result = await session.execute(sa.select(table).where(table.c[key].in_(ordered[i:i + 5000])))
+        out.update({row[key]: dict(row) for row in result.mappings()})
+    return out
+
+
+def _blank(model: type) -> dict[str, Any]:
+    """A fact row with every column at its default."""
+    return {c.name: (0 if isinstance(c.type, (sa.Integer, sa.BigInteger)) and not c.nullable else
+                     False if isinstance(c.type, sa.Boolean) else None) for c in model.__table__.columns}
+
+
+# ------------------------------------------------------------------ one batch
+@dataclass
+class Batch:
+    """The state one batch works on, and what it will write."""
+
+    charges: dict[str, dict[str, Any]]
+    vouchers: dict[str, dict[str, Any]]
+    changed_charges: set[str] = field(default_factory=set)
+    changed_vouchers: set[str] = field(default_factory=set)
+    cells: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    usage: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    figures: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    members: set[tuple[str, str, str]] = field(default_factory=set)
+    price_lists: list[dict] = field(default_factory=list)
+    approval_changes: list[dict] = field(default_factory=list)
+    choices: list[dict] = field(default_factory=list)
+
+    # ---- charges: each half once; the sums when the halves they need are there
+    def charge(self, charge_id: str) -> dict[str, Any]:
+        if charge_id not in self.charges:
+            self.charges[charge_id] = {**_blank(ChargeFact), "charge_id": charge_id}
+        self.changed_charges.add(charge_id)
+        return self.charges[charge_id]
+
+    def _charged(self, c: dict[str, Any], sign: int) -> None:
+        cell = self.cells[(c["funder_id"], c["period"], c["category"])]
+        cell["charges"] += sign
+        cell["units_x100"] += sign * c["units_x100"]
+        cell["charged_cents"] += sign * c["amount_cents"]
+        cell["own_share_cents"] += sign * c["own_share_cents"]
+        cell["priced_x100"] += sign * c["unit_price_cents"] * c["units_x100"]
+        use = self.usage[(c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"])]
+        use["charges"] += sign
+        use["units_x100"] += sign * c["units_x100"]
+        use["charged_cents"] += sign * c["amount_cents"]
+        f = self.figures[c["funder_id"]]
+        f["charges_accepted"] += sign
+        f["units_charged_x100"] += sign * c["units_x100"]
+        f["charged_cents"] += sign * c["amount_cents"]
+        f["own_share_cents"] += sign * c["own_share_cents"]
+
+    def _settled(self, c: dict[str, Any]) -> None:
+        cell = self.cells[(c["funder_id"], c["period"], c["category"])]
+        delay = c["settled_at"] - c["accepted_at"]
+        cell["settled_charges"] += 1
+        cell["settled_gross_cents"] += c["gross_cents"]
+        cell["fee_cents"] += c["fee_cents"]
+        cell["net_cents"] += c["net_cents"]
+        cell["settled_within_14_days"] += delay <= SETTLEMENT_GUARANTEE
+        cell["worst_delay_seconds"] = max(cell["worst_delay_seconds"], int(delay.total_seconds()))
+        self.usage[(c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"])][
+            "settled_charges"] += 1
+
+    def accepted(self, e: ChargeAccepted) -> None:
+        c = self.charge(e.charge_id)
+        if c["accepted_at"] is not None:
+            return
+        c.update(funder_id=e.funder_id, category=e.category, period=month(e.service_date), voucher_id=e.voucher_id,
+                 provider_id=e.provider_id, units_x100=to_hundredths(e.units), unit_price_cents=e.unit_price_cents,
+                 amount_cents=e.amount_cents, own_share_cents=e.own_share_cents, accepted_at=e.accepted_at)
+        if not c["cancelled"]:
+            self._charged(c, +1)
+        if c["settled_at"] is not None:
+            self._settled(c)
+
+    def cancelled(self, e: ChargeCancelled) -> None:
+        c = self.charge(e.charge_id)
+        if c["cancelled"]:
+            return
+        c["cancelled"] = True
+        if c["accepted_at"] is not None:
+            self._charged(c, -1)
+
+    def settled(self, e: ChargeSettled) -> None:
+        c = self.charge(e.charge_id)
+        if c["settled_at"] is not None:
+            return
+        c.update(settled_at=e.settled_at, gross_cents=e.gross_cents, fee_cents=e.fee_cents, net_cents=e.net_cents)
+        f = self.figures[e.funder_id]
+        f["charges_settled"] += 1
+        f["settled_gross_cents"] += e.gross_cents
+        f["fee_cents"] += e.fee_cents
+        f["net_cents"] += e.net_cents
+        if c["accepted_at"] is not None:
+            self._settled(c)
+
+    # ---- vouchers: the terms of the highest decision version
+    def voucher(self, voucher_id: str, funder_id: str, category: str) -> dict[str, Any]:
+        if voucher_id not in self.vouchers:
+            self.vouchers[voucher_id] = {**_blank(VoucherFact), "voucher_id": voucher_id}
+        v = self.vouchers[voucher_id]
+        v.update(funder_id=funder_id, category=category)
+        self.changed_vouchers.add(voucher_id)
+        return v
+
+    def issued(self, e: VoucherIssued) -> None:
+        v = self.voucher(e.voucher_id, e.funder_id, e.category)
+        if v["issued_on"] is not None:
+            return
+        v.update(client_ref=e.client_ref, age_band=getattr(e, "age_band", None),
+                 municipality=getattr(e, "municipality_of_residence", None), unit=e.unit, period_kind=e.period,
+                 issued_on=e.issued_at.date())
+        if v["terms_version"] < 1:
+            v.update(terms_version=1, units_per_period_x100=to_hundredths(e.units_per_period),
+                     valid_from=e.valid_from, valid_until=e.valid_until)
+        self.figures[e.funder_id]["vouchers_issued"] += 1
+        self.members.add((e.funder_id, "client", e.client_ref))
+
+    def amended(self, e: VoucherAmended) -> None:
+        v = self.voucher(e.voucher_id, e.funder_id, e.category)
+        if e.decision_version > v["terms_version"]:
+            v.update(terms_version=e.decision_version, units_per_period_x100=to_hundredths(e.units_per_period),
+                     valid_from=e.valid_from, valid_until=e.valid_until, period_kind=e.period)
+
+    def revoked(self, e: VoucherRevoked) -> None:
+        v = self.voucher(e.voucher_id, e.funder_id, e.category)
+        if e.decision_version > v["revoke_version"]:
+            v.update(revoke_version=e.decision_version, revoked_from=e.effective_from)
+
+    def expired(self, e: VoucherExpired) -> None:
+        v = self.voucher(e.voucher_id, e.funder_id, e.category)
+        day = e.expired_at.date()
+        if v["expired_on"] is None or day < v["expired_on"]:
+            v["expired_on"] = day
+
+    # ---- facts keyed by the event
+    def approval(self, env: Envelope, e: Event, kind: str, effective: date, at: datetime) -> None:
+        self.approval_changes.append({"event_id": env.id, "approval_id": e.approval_id, "provider_id": e.provider_id,
+                                      "funder_id": e.funder_id, "category": e.category, "kind": kind,
+                                      "effective_from": effective, "at": at})
+
+    def apply(self, env: Envelope, e: Event | None) -> None:
+        if isinstance(e, ChargeAccepted):
+            self.accepted(e)
+        elif isinstance(e, ChargeSettled):
+            self.settled(e)
+        elif isinstance(e, ChargeCancelled):
+            self.cancelled(e)
+        elif isinstance(e, VoucherIssued):
+            self.issued(e)
+        elif isinstance(e, VoucherAmended):
+            self.amended(e)
+        elif isinstance(e, VoucherRevoked):
+            self.revoked(e)
+        elif isinstance(e, VoucherExpired):
+            self.expired(e)
+        elif isinstance(e, VoucherProviderChosen):
+            self.figures[e.funder_id]["provider_choices"] += 1
+            self.choices.append({"event_id": env.id, "funder_id": e.funder_id, "period": month(e.chosen_at),
+                                 "category": e.category, "voucher_id": e.voucher_id, "provider_id": e.provider_id,
+                                 "previous_provider_id": e.previous_provider_id})
+        elif isinstance(e, ProviderApproved):
+            self.figures[e.funder_id]["approvals"] += 1
+            self.members.add((e.funder_id, "provider", e.provider_id))
+            self.approval(env, e, "approved", e.approved_at.date(), e.approved_at)
+        elif isinstance(e, ProviderSuspended):
+            self.approval(env, e, "suspended", e.effective_from, e.suspended_at)
+        elif isinstance(e, ProviderReinstated):
+            self.approval(env, e, "reinstated", e.reinstated_at.date(), e.reinstated_at)
+        elif isinstance(e, ProviderRevoked):
+            self.approval(env, e, "revoked", e.effective_from, e.revoked_at)
+        elif isinstance(e, PriceListPublished):
+            self.price_lists.append({"price_list_id": e.price_list_id, "provider_id": e.provider_id,
+                                     "funder_id": e.funder_id, "category": e.category, "unit": e.unit,
+                                     "unit_price_cents": e.unit_price_cents, "effective_from": e.effective_from,
+                                     "published_at": e.published_at})
+        elif isinstance(e, SettlementCreated):
+            self.figures[e.funder_id]["settlements"] += 1
+
+    async def write(self, session: AsyncSession) -> None:
+        await put_rows(session, ChargeFact, [self.charges[i] for i in sorted(self.changed_charges)], ["charge_id"])
+        await put_rows(session, VoucherFact, [self.vouchers[i] for i in sorted(self.changed_vouchers)], ["voucher_id"])
+        await add_sums(session, CategoryMonth, _rows(self.cells, ("funder_id", "period", "category"), CELL_SUMS),
+                       ["funder_id", "period", "category"], maxima=["worst_delay_seconds"])
+        keys = ["funder_id", "period", "category", "provider_id", "voucher_id"]
+        await add_sums(session, VoucherMonth, _rows(self.usage, keys, USAGE_SUMS), keys)
+        await insert_new(session, PriceListFact, self.price_lists, ["price_list_id"])
+        await insert_new(session, ApprovalChange, self.approval_changes, ["event_id"])
+        await insert_new(session, ProviderChoice, self.choices, ["event_id"])
+        await self._write_members(session)
+        await add_sums(session, FunderFigures, _rows(self.figures, ("funder_id",), FIGURE_SUMS), ["funder_id"])
+
+    async def _write_members(self, session: AsyncSession) -> None:
+        """Distinct providers and clients per funder: new ones add to the funder's figures."""
+        if not self.members:
+            return
+        table = FunderMember.__table__
+        wanted = sorted(self.members)
+        known: set[tuple] = set()
+        for i in range(0, len(wanted), 2000):
+            part = wanted[i:i + 2000]
+            result = await session.execute(sa.select(table.c.funder_id, table.c.kind, table.c.member_id).where(
+                sa.tuple_(table.c.funder_id, table.c.kind, table.c.member_id).in_(part)))
+            known.update(tuple(r) for r in result)
+        new = [m for m in wanted if m not in known]
+        await insert_new(session, FunderMember, [{"funder_id": f, "kind": k, "member_id": m} for f, k, m in new],
+                         ["funder_id", "kind", "member_id"])
+        for funder_id, kind, _ in new:
+            self.figures[funder_id]["providers_approved" if kind == "provider" else "clients"] += 1
+
+
+CELL_SUMS = ("charges", "units_x100", "charged_cents", "own_share_cents", "priced_x100", "settled_charges",
+             "settled_gross_cents", "fee_cents", "net_cents", "settled_within_14_days", "worst_delay_seconds")
+USAGE_SUMS = ("charges", "units_x100", "charged_cents", "settled_charges")
+FIGURE_SUMS = ("providers_approved", "approvals", "vouchers_issued", "clients", "provider_choices",
+               "charges_accepted", "units_charged_x100", "charged_cents", "own_share_cents", "charges_settled",
+               "settlements", "settled_gross_cents", "fee_cents", "net_cents")
+
+
+def _rows(sums: dict[tuple | str, dict[str, int]], keys: tuple[str, ...] | list[str], names: tuple[str, ...]
+          ) -> list[dict[str, Any]]:
+    out = []
+    for key in sorted(sums):
+        values = sums[key]
+        key_t = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(keys, key_t)), **{n: int(values.get(n, 0)) for n in names}})
+    return out
+
+
+async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:
+    """Fold a run of events (any types, any order) into the read models, in the caller's transaction."""
+    charge_ids = {e.charge_id for _, e in items if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled))}
+    voucher_ids = {e.voucher_id for _, e in items
+                   if isinstance(e, (VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired))}
+    batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
+                  vouchers=await _load(session, VoucherFact, "voucher_id", voucher_ids))
+    for env, event in items:
+        batch.apply(env, event)
+    await batch.write(session)
+
+
+async def archive_many(session: AsyncSession, envelopes: list[Envelope]) -> None:
+    await session.execute(sa.insert(ReceivedEvent.__table__), [
+        {"id": env.id, "type": env.type, "time": env.time, "envelope": env.model_dump_json()} for env in envelopes])
 
 
 async def archive(session: AsyncSession, env: Envelope, _event: Event | None = None) -> None:
-    session.add(ReceivedEvent(id=env.id, type=env.type, time=env.time, envelope=env.model_dump_json()))
-    await session.flush()
+    """An event no read model uses (yet): kept for a later rebuild."""
+    await archive_many(session, [env])
     log.info("report.event_received", type=env.type, event_id=env.id, subject=env.subject)
 
 
-async def bump(session: AsyncSession, funder_id: str, **deltas: int) -> None:
-    if await session.get(FunderFigures, funder_id) is None:
-        session.add(FunderFigures(funder_id=funder_id))
-        await session.flush()
-    await session.execute(update(F).where(F.funder_id == funder_id).values(
-        **{name: getattr(F, name) + delta for name, delta in deltas.items()}))
+async def archive_and_fold(session: AsyncSession, items: list[tuple[Envelope, Event]]) -> None:
+    """The consumer's batch handler: keep the events, then fold them."""
+    await archive_many(session, [env for env, _ in items])
+    await fold(session, items)
+    log.info("report.events_folded", type=items[0][0].type, count=len(items))
 
 
-async def first_time(session: AsyncSession, funder_id: str, kind: str, member_id: str) -> int:
-    """1 when this provider or client is new to the funder, else 0."""
-    if await session.get(FunderMember, (funder_id, kind, member_id)) is not None:
-        return 0
-    session.add(FunderMember(funder_id=funder_id, kind=kind, member_id=member_id))
-    await session.flush()
-    return 1
-
-
-async def on_provider_approved(session: AsyncSession, env: Envelope, e: ProviderApproved) -> None:
-    await archive(session, env)
-    new = await first_time(session, e.funder_id, "provider", e.provider_id)
-    await bump(session, e.funder_id, approvals=1, providers_approved=new)
-
-
-async def on_voucher_issued(session: AsyncSession, env: Envelope, e: VoucherIssued) -> None:
-    await archive(session, env)
-    new = await first_time(session, e.funder_id, "client", e.client_ref)
-    await bump(session, e.funder_id, vouchers_issued=1, clients=new)
-
-
-async def on_provider_chosen(session: AsyncSession, env: Envelope, e: VoucherProviderChosen) -> None:
-    await archive(session, env)
-    await bump(session, e.funder_id, provider_choices=1)
-
-
-async def on_charge_accepted(session: AsyncSession, env: Envelope, e: ChargeAccepted) -> None:
-    await archive(session, env)
-    await bump(session, e.funder_id, charges_accepted=1, units_charged_x100=to_hundredths(e.units),
-               charged_cents=e.amount_cents, own_share_cents=e.own_share_cents)
-
-
-async def on_charge_settled(session: AsyncSession, env: Envelope, e: ChargeSettled) -> None:
-    await archive(session, env)
-    await bump(session, e.funder_id, charges_settled=1, settled_gross_cents=e.gross_cents, fee_cents=e.fee_cents,
-               net_cents=e.net_cents)
-
-
-async def on_settlement_created(session: AsyncSession, env: Envelope, e: SettlementCreated) -> None:
-    await archive(session, env)
-    await bump(session, e.funder_id, settlements=1)
-
-
-HANDLERS = {
-    ProviderApproved.event_type(): on_provider_approved,
-    VoucherIssued.event_type(): on_voucher_issued,
-    VoucherProviderChosen.event_type(): on_provider_chosen,
-    ChargeAccepted.event_type(): on_charge_accepted,
-    ChargeSettled.event_type(): on_charge_settled,
-    SettlementCreated.event_type(): on_settlement_created,
-}
+FOLDED = (ProviderApproved, ProviderSuspended, ProviderReinstated, ProviderRevoked, PriceListPublished,
+          VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, VoucherProviderChosen,
+          ChargeAccepted, ChargeSettled, ChargeCancelled, SettlementCreated)
+#: the consumer's subscriptions: every folded event type, a run of them at a time
+BATCH_HANDLERS = {t.event_type(): archive_and_fold for t in FOLDED}
