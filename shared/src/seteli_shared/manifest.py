@@ -15,6 +15,9 @@ class ServiceInfo:
     name: str  # also the Python package, the ``seteli-<name>`` command and the database name
     port: int  # the port ``make run`` and the compose file serve it on
     summary: str
+    #: "service": its own database, migrations, events (a ``ServiceSpec``); "frontend": none of these,
+    #: it only calls the services' public HTTP APIs (the web portal)
+    kind: str = "service"
 
     @property
     def command(self) -> str:
@@ -31,8 +34,15 @@ SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo("payments", 8003, "charges, the ledger, settlements"),
     ServiceInfo("reporting", 8004, "monitoring and statistics built only from events"),
 )
+#: front ends: started and deployed beside the services, but no database, no events, no ``ServiceSpec``
+FRONTENDS: tuple[ServiceInfo, ...] = (
+    ServiceInfo("portal", 8005, "the web portal: public comparison, clients, providers, funders, the operator",
+                kind="frontend"),
+)
+#: everything ``make run`` and the compose file start, services first
+EVERYTHING: tuple[ServiceInfo, ...] = SERVICES + FRONTENDS
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
-BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in SERVICES}
+BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in EVERYTHING}
 
 
 def subscriptions() -> dict[str, list[str]]:

@@ -1,0 +1,100 @@
+"""The portal's app: pages, static assets (all served here: no CDN), the signed session, security
+headers, one JSON log line per request, and HTML error pages."""
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from seteli_shared.auth import TokenVerifier
+from seteli_shared.logging import get_logger
+
+from . import client, provider, public, signin, staff
+from .backend import Backend
+from .settings import PortalSettings
+from .web import HERE, Page, PageRefusal, refusal_page
+
+log = get_logger("portal")
+SESSION_COOKIE = "seteli_portal"
+
+SECURITY_HEADERS = {
+    # every asset is the portal's own: no CDN, no inline script
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    settings = settings or PortalSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.backend.close()
+
+    app = FastAPI(title="seteli portal", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.backend = Backend(settings, transport=transport)
+    app.state.verifier = TokenVerifier(settings.token_settings())
+
+    @app.middleware("http")
+    async def headers_and_log(request: Request, call_next):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        correlation = str(uuid.uuid4())
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001  (an unexpected failure is a page, never a traceback)
+            log.exception("portal.failed", path=request.url.path, correlation_id=correlation)
+            response = Response("<!doctype html><title>Error</title><p>Error / Virhe / Fel: " + correlation,
+                                status_code=500, media_type="text/html")
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        if request.url.path.startswith(("/client", "/provider", "/funder", "/operator", "/signin")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        # the path only: a query string may carry what a person typed
+        log.info("http.request", method=request.method, path=request.url.path, status=response.status_code,
+                 ms=round((time.perf_counter() - started) * 1000, 1), correlation_id=correlation)
+        return response
+
+    app.add_middleware(SessionMiddleware, secret_key=settings.portal_session_secret, session_cookie=SESSION_COOKIE,
+                       max_age=settings.session_max_age, same_site="lax", https_only=bool(settings.secure_cookies))
+
+    @app.exception_handler(PageRefusal)
+    async def refused(request: Request, exc: PageRefusal) -> Response:
+        return refusal_page(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        page = Page(request)
+        key = "page_not_found" if exc.status_code in (404, 405) else "error"
+        return page.render("error.html", status=exc.status_code, message=page.t(key))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        page = Page(request)
+        return page.render("error.html", status=422, message=page.t("error"))
+
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    for module in (public, signin, client, provider, staff):
+        app.include_router(module.router)
+    return app

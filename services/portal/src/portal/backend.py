@@ -1,0 +1,85 @@
+"""The four services, called over their public HTTP APIs with the signed-in user's own token.
+
+The portal never reads a service's database: everything it shows comes from these calls, and every
+decision about who may see what is the service's (the portal only hides pages a role has no use for)."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .settings import PortalSettings
+
+
+@dataclass
+class BackendError(Exception):
+    """A service refused or failed: its status and the common error body's reason and message."""
+
+    status: int
+    reason: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}"
+
+
+class Unavailable(BackendError):
+    """The service did not answer at all."""
+
+
+class Backend:
+    def __init__(self, settings: PortalSettings, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self.http = httpx.AsyncClient(timeout=settings.request_timeout_seconds, transport=transport)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def request(self, service: str, method: str, path: str, *, token: str | None = None,
+                      correlation_id: str | None = None, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", None) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        headers["X-Correlation-ID"] = correlation_id or str(uuid.uuid4())
+        url = self.settings.service_url(service) + path
+        try:
+            return await self.http.request(method, url, headers=headers, **kw)
+        except httpx.HTTPError:
+            raise Unavailable(503, "service_unavailable", f"{service} did not answer") from None
+
+    async def json(self, service: str, method: str, path: str, **kw: Any) -> Any:
+        """The answer's JSON body, or ``BackendError`` for any status of 400 and over."""
+        r = await self.request(service, method, path, **kw)
+        return self.body(r)
+
+    @staticmethod
+    def body(r: httpx.Response) -> Any:
+        if r.status_code >= 400:
+            raise error_of(r)
+        return r.json() if r.content else None
+
+    async def all_pages(self, service: str, path: str, *, limit: int = 500, most: int = 2000, **kw: Any) -> list:
+        """Every item of a paged list (``{"items", "next_cursor"}``), at most ``most``."""
+        params = dict(kw.pop("params", None) or {})
+        items: list = []
+        cursor = None
+        while True:
+            page = await self.json(service, "GET", path, params={**params, "limit": limit,
+                                                                 **({"cursor": cursor} if cursor else {})}, **kw)
+            items.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor or len(items) >= most:
+                return items[:most]
+
+
+def error_of(r: httpx.Response) -> BackendError:
+    reason, message, details = "error", "", {}
+    try:
+        err = r.json().get("error") or {}
+        reason, message, details = err.get("reason", reason), err.get("message", ""), err.get("details") or {}
+    except (ValueError, AttributeError):
+        pass
+    return BackendError(r.status_code, str(reason), str(message), details if isinstance(details, dict) else {})

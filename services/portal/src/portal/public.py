@@ -1,0 +1,116 @@
+"""Pages anyone may see: the home page and the public comparison of a funder's approved providers
+(the registry's ``GET /public/funders/{funder}/categories/{category}/providers``, no login)."""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .backend import BackendError
+from .web import Page
+
+router = APIRouter()
+_FUNDER = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_MUNICIPALITY = re.compile(r"^\d{3}$")
+_CATEGORY = re.compile(r"^[a-z_]{1,40}$")
+
+
+def cents_of(text: str | None) -> int | None:
+    """Euros typed by a person (``25``, ``25,50``, ``25.5``) as cents; None when empty or not a sum."""
+    if not text or not text.strip():
+        return None
+    try:
+        value = Decimal(text.strip().replace("\u00a0", "").replace(" ", "").replace(",", "."))
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value < 0 or value > 1_000_000:
+        return None
+    return int((value * 100).to_integral_value())
+
+
+async def categories(page: Page) -> list[dict]:
+    cache = page.request.app.state.__dict__.setdefault("categories", [])
+    if not cache:
+        try:
+            cache.extend(await page.backend.json("registry", "GET", "/categories"))
+        except BackendError:
+            return []
+    return cache
+
+
+def category_name(cats: list[dict], code: str, lang: str) -> str:
+    for c in cats:
+        if c["code"] == code:
+            return c.get(f"name_{lang}") or code
+    return code
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    page = Page(request)
+    return page.render("home.html")
+
+
+def comparison_query(request: Request, page: Page) -> dict:
+    q = request.query_params
+    funder = (q.get("funder") or page.settings.default_funder).strip().lower()
+    category = (q.get("category") or "home_care").strip()
+    municipality = (q.get("municipality") or "").strip()
+    language = (q.get("language") or "").strip()
+    sort = q.get("sort") if q.get("sort") in ("price", "own_share") else "price"
+    return {"funder": funder if _FUNDER.match(funder) else page.settings.default_funder,
+            "category": category if _CATEGORY.match(category) else "home_care",
+            "municipality": municipality if _MUNICIPALITY.match(municipality) else "",
+            "language": language if language in ("fi", "sv", "en", "se") else "",
+            "sort": sort, "voucher_value": (q.get("voucher_value") or "").strip()[:12],
+            "units_per_month": (q.get("units_per_month") or "").strip()[:6]}
+
+
+async def compared(page: Page, f: dict, limit: int = 100) -> tuple[list[dict], str | None]:
+    params: dict = {"sort": f["sort"], "limit": limit}
+    if f["municipality"]:
+        params["municipality"] = f["municipality"]
+    if f["language"]:
+        params["language"] = f["language"]
+    value = cents_of(f["voucher_value"])
+    if value is not None:
+        params["voucher_value_cents"] = value
+    if f["units_per_month"].isdigit() and 0 < int(f["units_per_month"]) <= 1000:
+        params["units_per_month"] = int(f["units_per_month"])
+    if f["sort"] == "own_share" and value is None:
+        params["sort"] = "price"  # the own share needs the voucher's value
+    try:
+        answer = await page.backend.json(
+            "registry", "GET", f"/public/funders/{f['funder']}/categories/{f['category']}/providers", params=params)
+    except BackendError as err:
+        return [], (None if err.status == 404 else page.error_text(err))
+    return answer["items"], None
+
+
+@router.get("/compare")
+async def compare(request: Request) -> Response:
+    page = Page(request)
+    f = comparison_query(request, page)
+    cats = await categories(page)
+    items, error = await compared(page, f)
+    return page.render("compare.html", f=f, categories=cats, items=items, error=error,
+                       category_label=category_name(cats, f["category"], page.lang))
+
+
+@router.get("/compare/providers/{provider_id}")
+async def provider_page(request: Request, provider_id: str) -> Response:
+    """A provider's page: its units, price and contact as the public comparison shows them (the registry
+    has no public page of one provider, so the portal finds it in the funder's comparison)."""
+    page = Page(request)
+    f = comparison_query(request, page)
+    f["municipality"], f["language"] = "", ""
+    cats = await categories(page)
+    items, error = await compared(page, f, limit=500)
+    found = next((p for p in items if p["provider_id"] == provider_id), None)
+    if found is None:
+        return page.render("error.html", status=404 if error is None else 503,
+                           message=error or page.t("not_found"))
+    return page.render("provider_public.html", f=f, p=found,
+                       category_label=category_name(cats, f["category"], page.lang))

@@ -1,0 +1,202 @@
+"""Funder staff's and the operator's pages.
+
+Funder staff (bound to their funder by the token): applications to decide, vouchers issued, the
+monitoring report with its charts (reporting's monthly report and charts; figures always), client
+feedback, and the audit trail of the registry, vouchers and payments. The operator: settlement runs
+(and running one), the ledger check, and dead-lettered messages. Charts are fetched by the portal
+with the user's token and passed on (the browser never holds a bearer token)."""
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .backend import BackendError
+from .public import categories, category_name
+from .web import FUNDER, OPERATOR, Page
+
+router = APIRouter()
+_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+CHARTS = {"price-development.svg": "image/svg+xml", "price-development.png": "image/png",
+          "monthly-volume.svg": "image/svg+xml", "monthly-volume.png": "image/png"}
+
+
+# ---------------------------------------------------------------- funder staff
+@router.get("/funder")
+async def funder_home(request: Request) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    figures, error = None, None
+    try:
+        figures = await page.call("reporting", "GET", f"/funders/{user.funder_id}/figures")
+    except BackendError as err:
+        error = page.error_text(err)
+    return page.render("funder.html", figures=figures, error=error)
+
+
+@router.get("/funder/applications")
+async def applications(request: Request, notice: str | None = None, error: str | None = None) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    items: list = []
+    try:
+        items = await page.backend.all_pages("registry", "/applications", token=user.token,
+                                             params={"funder_id": user.funder_id, "status": "submitted"})
+    except BackendError as err:
+        error = page.error_text(err)
+    cats = await categories(page)
+    return page.render("applications.html", items=items, notice=notice, error=error,
+                       cat=lambda code: category_name(cats, code, page.lang))
+
+
+@router.post("/funder/applications/{application_id}/{decision}")
+async def decide(request: Request, application_id: str, decision: str) -> Response:
+    page = Page(request)
+    page.need(FUNDER)
+    form = await page.check_csrf()
+    if decision not in ("approve", "reject"):
+        return page.render("error.html", status=404, message=page.t("page_not_found"))
+    body = None
+    if decision == "reject":
+        body = {"reason": "not_eligible", "message": str(form.get("message", "")).strip() or "-"}
+    try:
+        await page.call("registry", "POST", f"/applications/{application_id}/{decision}", json=body)
+    except BackendError as err:
+        return await applications(request, error=page.error_text(err))
+    return await applications(request, notice=page.t("decided"))
+
+
+@router.get("/funder/vouchers")
+async def vouchers(request: Request) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    try:
+        items = await page.backend.all_pages("vouchers", "/vouchers", token=user.token, most=500)
+    except BackendError as err:
+        return page.render("error.html", status=err.status if err.status < 500 else 503, message=page.error_text(err))
+    cats = await categories(page)
+    return page.render("vouchers.html", items=items, cat=lambda code: category_name(cats, code, page.lang))
+
+
+def _period(request: Request) -> str:
+    p = request.query_params.get("period", "")
+    return p if _PERIOD.match(p) else date.today().strftime("%Y-%m")
+
+
+@router.get("/funder/report")
+async def report(request: Request) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    period = _period(request)
+    category = request.query_params.get("category") or "home_care"
+    category = category if re.match(r"^[a-z_]{1,40}$", category) else "home_care"
+    monthly = feedback = figures = None
+    report_error = None
+    try:
+        monthly = await page.call("reporting", "GET", f"/funders/{user.funder_id}/reports/monthly",
+                                  params={"period": period})
+    except BackendError as err:
+        report_error = page.t("report_not_available") + ("" if err.status in (404, 405) else f" ({err.reason})")
+    try:
+        feedback = await page.call("reporting", "GET", f"/funders/{user.funder_id}/feedback",
+                                   params={"period": period})
+    except BackendError:
+        feedback = None
+    try:
+        figures = await page.call("reporting", "GET", f"/funders/{user.funder_id}/figures")
+    except BackendError:
+        figures = None
+    cats = await categories(page)
+    return page.render("report.html", period=period, category=category, monthly=monthly, report_error=report_error,
+                       feedback=feedback, figures=figures, categories=cats,
+                       cat=lambda code: category_name(cats, code, page.lang))
+
+
+@router.get("/funder/report.csv")
+async def report_csv(request: Request) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    r = await page.raw("reporting", "GET", f"/funders/{user.funder_id}/reports/monthly.csv",
+                       params={"period": _period(request)})
+    if r.status_code != 200:
+        return page.render("error.html", status=404 if r.status_code in (404, 405) else r.status_code,
+                           message=page.t("report_not_available"))
+    return Response(r.content, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="report-{user.funder_id}-{_period(request)}.csv"'})
+
+
+@router.get("/funder/charts/{name}")
+async def chart(request: Request, name: str) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    if name not in CHARTS:
+        return page.render("error.html", status=404, message=page.t("page_not_found"))
+    params = {}
+    category = request.query_params.get("category")
+    if name.startswith("price-development") and category and re.match(r"^[a-z_]{1,40}$", category):
+        params["category"] = category
+    r = await page.raw("reporting", "GET", f"/funders/{user.funder_id}/charts/{name}", params=params)
+    if r.status_code != 200 or not r.headers.get("content-type", "").startswith(CHARTS[name]):
+        return Response(status_code=404 if r.status_code < 500 else 503)
+    return Response(r.content, media_type=CHARTS[name], headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/funder/audit")
+async def audit(request: Request) -> Response:
+    page = Page(request)
+    user = page.need(FUNDER)
+    return await _audit(page, user.token, "funder_home")
+
+
+async def _audit(page: Page, token: str, back: str) -> Response:
+    entries, errors = [], []
+    for service in ("registry", "vouchers", "payments"):
+        try:
+            for e in (await page.backend.json(service, "GET", "/audit", token=token, params={"limit": 200}))["items"]:
+                entries.append({**e, "service": service})
+        except BackendError as err:
+            errors.append(f"{service}: {page.error_text(err)}")
+    entries.sort(key=lambda e: e.get("at") or "", reverse=True)
+    return page.render("audit.html", entries=entries[:300], errors=errors, back=back)
+
+
+# ---------------------------------------------------------------- the operator
+async def _operator_view(page: Page, **extra: object) -> Response:
+    runs, ledger, errors = [], None, []
+    try:
+        runs = (await page.call("payments", "GET", "/settlement-runs", params={"limit": 20}))["items"]
+    except BackendError as err:
+        errors.append(page.error_text(err))
+    try:
+        ledger = await page.call("payments", "GET", "/ledger/check")
+    except BackendError as err:
+        errors.append(page.error_text(err))
+    return page.render("operator.html", runs=runs, ledger=ledger, errors=errors, **extra)
+
+
+@router.get("/operator")
+async def operator_home(request: Request) -> Response:
+    page = Page(request)
+    page.need(OPERATOR)
+    return await _operator_view(page)
+
+
+@router.post("/operator/settlements/run")
+async def run_settlement(request: Request) -> Response:
+    page = Page(request)
+    page.need(OPERATOR)
+    await page.check_csrf()
+    try:
+        done = await page.call("payments", "POST", "/settlements/run")
+    except BackendError as err:
+        return await _operator_view(page, run_error=page.error_text(err))
+    return await _operator_view(page, notice=page.t("settlement_done", n=len(done or [])))
+
+
+@router.get("/operator/audit")
+async def operator_audit(request: Request) -> Response:
+    page = Page(request)
+    user = page.need(OPERATOR)
+    return await _audit(page, user.token, "operator_home")

@@ -1,0 +1,183 @@
+"""What every page shares: the language, the signed session (the user's token), CSRF protection,
+who may see a page, rendering, and the error pages.
+
+The session lives in a signed cookie (Starlette's ``SessionMiddleware``, itsdangerous), HttpOnly and
+SameSite=Lax, Secure in production. It holds the user's bearer token and what the portal needs to
+choose pages (roles, and the funder, provider or voucher the token is bound to); the services verify
+the token themselves on every call. Every form carries the session's CSRF token."""
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from seteli_shared.auth import FUNDER_STAFF, PROVIDER_ROLES, InvalidToken, Principal, Role, TokenVerifier
+
+from . import i18n
+from .backend import Backend, BackendError, Unavailable
+from .settings import PortalSettings
+
+HERE = Path(__file__).parent
+TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+LANG_COOKIE = "lang"
+
+#: who may see each area of the portal
+CLIENT = frozenset({Role.CLIENT})
+PROVIDER = frozenset(PROVIDER_ROLES)
+FUNDER = frozenset(FUNDER_STAFF)
+OPERATOR = frozenset({Role.OPERATOR})
+
+
+class PageRefusal(Exception):
+    """A page the user may not see (``status`` 401: not signed in, 403: another role), or a form that
+    failed its CSRF check."""
+
+    def __init__(self, status: int, key: str):
+        super().__init__(key)
+        self.status, self.key = status, key
+
+
+@dataclass
+class User:
+    token: str
+    roles: list[str]
+    subject: str
+    funder_id: str | None = None
+    provider_id: str | None = None
+    voucher_id: str | None = None
+    exp: float = 0
+
+    def has(self, allowed: frozenset) -> bool:
+        return any(r in allowed for r in self.roles)
+
+    @property
+    def label(self) -> str:
+        tenant = self.funder_id or self.provider_id or ("" if self.voucher_id is None else "")
+        return ", ".join(self.roles) + (f" ({tenant})" if tenant else "")
+
+    @property
+    def area(self) -> str:
+        """The portal's start page for this user."""
+        if Role.OPERATOR in self.roles:
+            return "/operator"
+        if any(r in FUNDER for r in self.roles):
+            return "/funder"
+        if any(r in PROVIDER for r in self.roles):
+            return "/provider"
+        if Role.CLIENT in self.roles:
+            return "/client"
+        return "/"
+
+
+def user_from_principal(token: str, principal: Principal, exp: float) -> User:
+    return User(token=token, roles=[str(r) for r in principal.roles], subject=principal.subject,
+                funder_id=principal.funder_id, provider_id=principal.provider_id, voucher_id=principal.voucher_id,
+                exp=exp)
+
+
+class Page:
+    """One request's context: settings, backend, language, the user (if signed in)."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        app = request.app
+        self.settings: PortalSettings = app.state.settings
+        self.backend: Backend = app.state.backend
+        self.verifier: TokenVerifier = app.state.verifier
+        self.lang = i18n.pick(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),
+                              request.headers.get("accept-language"))
+        self.t = i18n.translator(self.lang)
+        self.session = request.session
+        if "csrf" not in self.session:
+            self.session["csrf"] = secrets.token_urlsafe(24)
+        raw = self.session.get("user")
+        self.user: User | None = None
+        self.expired = False
+        if isinstance(raw, dict):
+            user = User(**raw)
+            if user.exp and user.exp < time.time():
+                self.session.pop("user", None)
+                self.expired = True
+            else:
+                self.user = user
+
+    # ---- access
+    def need(self, allowed: frozenset) -> User:
+        if self.user is None:
+            raise PageRefusal(401, "session_expired" if self.expired else "sign_in_needed")
+        if not self.user.has(allowed):
+            raise PageRefusal(403, "forbidden")
+        return self.user
+
+    def sign_in(self, user: User) -> None:
+        self.session.clear()
+        self.session["user"] = user.__dict__
+        self.session["csrf"] = secrets.token_urlsafe(24)
+        self.user = user
+
+    def sign_out(self) -> None:
+        self.session.clear()
+        self.user = None
+
+    async def check_csrf(self) -> dict[str, Any]:
+        """The submitted form, when its CSRF token is this session's; else a 403 page."""
+        form = await self.request.form()
+        sent = form.get("csrf")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, self.session.get("csrf", "")):
+            raise PageRefusal(403, "csrf_failed")
+        return form
+
+    # ---- calls to the services with the user's token
+    async def call(self, service: str, method: str, path: str, **kw: Any) -> Any:
+        token = self.user.token if self.user else None
+        return await self.backend.json(service, method, path, token=token, **kw)
+
+    async def raw(self, service: str, method: str, path: str, **kw: Any):  # noqa: ANN201
+        token = self.user.token if self.user else None
+        return await self.backend.request(service, method, path, token=token, **kw)
+
+    # ---- answers
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        response = TEMPLATES.TemplateResponse(self.request, template, {
+            "t": self.t, "lang": self.lang, "languages": i18n.LANGUAGES, "language_names": i18n.LANGUAGE_NAMES,
+            "user": self.user, "csrf": self.session.get("csrf", ""), "settings": self.settings,
+            "path": self.request.url.path, "eur": eur, **context}, status_code=status)
+        self._remember_language(response)
+        return response
+
+    def redirect(self, url: str) -> RedirectResponse:
+        return RedirectResponse(url, status_code=303)
+
+    def _remember_language(self, response: Response) -> None:
+        if self.request.query_params.get("lang") in i18n.LANGUAGES:
+            response.set_cookie(LANG_COOKIE, self.lang, max_age=365 * 24 * 3600, samesite="lax",
+                                secure=bool(self.settings.secure_cookies))
+
+    def error_text(self, err: BackendError) -> str:
+        if isinstance(err, Unavailable):
+            return self.t("service_unavailable")
+        return f"{self.t('refused_because')}: {err.reason}" + (f" ({err.message})" if err.message else "")
+
+
+def eur(cents: Any) -> str:
+    """Cents as euros the Finnish way: 1 234,50 €."""
+    if cents is None or cents == "":
+        return "–"
+    value = int(cents)
+    sign = "-" if value < 0 else ""
+    whole, part = divmod(abs(value), 100)
+    return f"{sign}{whole:,}".replace(",", "\u00a0") + f",{part:02d}\u00a0€"
+
+
+def refusal_page(request: Request, exc: PageRefusal) -> Response:
+    page = Page(request)
+    if exc.status == 401 and request.method == "GET":
+        return page.redirect(f"/signin?next={request.url.path}")
+    return page.render("error.html", status=exc.status, message=page.t(exc.key))
