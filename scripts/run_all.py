@@ -9,7 +9,9 @@ exits 1. Ctrl-C (or SIGTERM) stops them all and exits 0.
 
 Environment: AMQP_URL, DATA_DIR, HOST (default 127.0.0.1), DATABASE_URL_<SERVICE>, PORT_<SERVICE>
 (e.g. PORT_REGISTRY=9001), SETELI_PORT_BASE (ports base+1, base+2, ... in the manifest's order;
-default: the manifest's ports 8001-8004), SETELI_READY_TIMEOUT (seconds, default 120).
+default: the manifest's ports 8001-8005), SETELI_READY_TIMEOUT (seconds, default 120).
+The web portal (a front end of the manifest, port 8005) starts last, pointed at the services' ports;
+the ready line gives its address (the services' with /docs).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seteli_shared.bus import BrokerUnavailable, check_broker
-from seteli_shared.manifest import SERVICES
+from seteli_shared.manifest import BY_NAME, EVERYTHING, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -101,7 +103,7 @@ class Child:
 def ports() -> dict[str, int]:
     base = os.environ.get("SETELI_PORT_BASE")
     out = {}
-    for i, svc in enumerate(SERVICES, start=1):
+    for i, svc in enumerate(EVERYTHING, start=1):
         port = int(base) + i if base else svc.port
         out[svc.name] = int(os.environ.get(f"PORT_{svc.name.upper()}", port))
     return out
@@ -141,8 +143,18 @@ def is_ready(host: str, port: int) -> bool:
         return False
 
 
-def start(name: str, host: str, port: int) -> Child:
+def address(host: str, name: str, port: int) -> str:
+    """Where a person opens it: a service's API documentation, the portal's front page."""
+    return f"http://{host}:{port}" + ("/" if BY_NAME[name].kind == "frontend" else "/docs")
+
+
+def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None) -> Child:
     env = dict(os.environ, DATA_DIR=os.environ.get("DATA_DIR", str(ROOT / "var")), PYTHONUNBUFFERED="1")
+    if BY_NAME[name].kind == "frontend":  # it calls the services on the ports they were given here
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        for svc in SERVICES:
+            env.setdefault(f"{svc.name.upper()}_URL", f"http://{shown}:{(wanted or {})[svc.name]}")
+        env.setdefault("PORTAL_URL", f"http://{shown}:{port}")
     own_db = os.environ.get(f"DATABASE_URL_{name.upper()}")
     if own_db:
         env["DATABASE_URL"] = own_db
@@ -190,7 +202,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    children = [start(name, host, port) for name, port in wanted.items()]
+    children = [start(name, host, port, wanted) for name, port in wanted.items()]
     say("seteli is starting: " + ", ".join(f"{c.name} :{c.port}" for c in children))
     ready_timeout = float(os.environ.get("SETELI_READY_TIMEOUT", "120"))
     started_at = time.monotonic()
@@ -207,7 +219,7 @@ def main() -> int:
                     c.ready = is_ready(shown, c.port)
             if all(c.ready for c in children):
                 announced = True
-                say("seteli is ready: " + ", ".join(f"{c.name} http://{shown}:{c.port}/docs" for c in children))
+                say("seteli is ready: " + ", ".join(f"{c.name} {address(shown, c.name, c.port)}" for c in children))
             elif not warned and time.monotonic() - started_at > ready_timeout:
                 warned = True
                 waiting = ", ".join(f"{c.name} (http://{shown}:{c.port}/health/ready)" for c in children

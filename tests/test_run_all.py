@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from seteli_shared.manifest import NAMES
+from seteli_shared.manifest import EVERYTHING, NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "run_all.py"
@@ -27,7 +27,7 @@ def free_port() -> int:
 
 def own_ports() -> dict[str, str]:
     """Free ports of the test's own, so that a real `make run` on this machine does not matter."""
-    return {f"PORT_{name.upper()}": str(free_port()) for name in NAMES}
+    return {f"PORT_{s.name.upper()}": str(free_port()) for s in EVERYTHING}
 
 
 def run_all(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -128,7 +128,8 @@ async def test_run_says_once_when_the_system_is_ready_and_stops_on_sigterm(tmp_p
     run = Running(tmp_path, AMQP_URL=amqp_url, BUS_NAMESPACE=namespace, **ports)
     try:
         line = run.wait_for("seteli is ready: ")
-        expected = ", ".join(f"{name} http://127.0.0.1:{ports['PORT_' + name.upper()]}/docs" for name in NAMES)
+        expected = ", ".join(f"{s.name} http://127.0.0.1:{ports['PORT_' + s.name.upper()]}"
+                             + ("/" if s.kind == "frontend" else "/docs") for s in EVERYTHING)
         assert line.strip() == f"seteli is ready: {expected}"
     finally:
         code = run.stop()
