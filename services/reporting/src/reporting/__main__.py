@@ -1,11 +1,33 @@
+import asyncio
+
 from seteli_shared.cli import service_main
+from seteli_shared.db import make_engine, session_factory, upgrade_async
+from seteli_shared.settings import ServiceSettings
 
 from .app import SPEC
 from .settings import ReportingSettings
 
 
+def rebuild(settings: ServiceSettings) -> int:
+    """``seteli-reporting rebuild``: empty the read models and fold them again from the event archive."""
+    from . import usecases
+
+    async def run() -> dict:
+        await upgrade_async(SPEC.migrations_dir, settings.database_url)
+        engine = make_engine(settings.database_url)
+        try:
+            return await usecases.rebuild(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    done = asyncio.run(run())
+    print(f"reporting: read models rebuilt from {done['events_folded']} archived events")
+    return 0
+
+
 def main() -> None:
-    service_main(SPEC, ReportingSettings, "reporting.app:create_app")
+    service_main(SPEC, ReportingSettings, "reporting.app:create_app", extra_commands={
+        "rebuild": ("empty the read models and fold them again from the archive of received events", rebuild)})
 
 
 if __name__ == "__main__":
