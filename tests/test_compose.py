@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seteli_shared.manifest import BY_NAME, NAMES
+from seteli_shared.manifest import BY_NAME, FRONTENDS, NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -189,7 +189,28 @@ def _healthcheck_test(svc: dict) -> str:
 # ------------------------------------------------------------------ the compose file
 
 def test_compose_runs_exactly_the_manifests_services_and_the_infrastructure():
-    assert set(COMPOSE["services"]) == set(NAMES) | set(INFRASTRUCTURE)
+    assert set(COMPOSE["services"]) == set(NAMES) | {f.name for f in FRONTENDS} | set(INFRASTRUCTURE)
+
+
+@pytest.mark.parametrize("name", [f.name for f in FRONTENDS])
+def test_a_frontend_is_built_from_the_one_dockerfile_and_calls_the_services_by_their_compose_names(name):
+    """The portal: the same Dockerfile and port rules, no database, every variable a settings field, each
+    service's URL its compose host and manifest port, started once the services are healthy."""
+    svc, port = _service(name), BY_NAME[name].port
+    assert _dockerfile_path(name) == DOCKERFILE.resolve()
+    assert _build_args(name) == {"SERVICE": name, "PORT": str(port)}
+    assert _published_ports(svc) == [(port, port)]
+    assert f":{port}/health/live" in _healthcheck_test(svc)
+    assert _default_port(name) == port
+    settings_cls = getattr(importlib.import_module(f"{name}.settings"), f"{name.capitalize()}Settings")
+    env = _environment(svc)
+    unknown = sorted(var for var in env if var.lower() not in settings_cls.model_fields)
+    assert not unknown, f"{name}: compose sets {unknown}, which {settings_cls.__name__} does not read"
+    assert "DATABASE_URL" not in env and "AMQP_URL" not in env
+    for service in NAMES:
+        assert env.get(f"{service.upper()}_URL") == f"http://{service}:{BY_NAME[service].port}", service
+    depends = svc.get("depends_on") or {}
+    assert {s: (depends.get(s) or {}).get("condition") for s in NAMES} == {s: "service_healthy" for s in NAMES}
 
 
 def test_every_service_is_built_from_the_one_dockerfile_with_its_name_and_port():
