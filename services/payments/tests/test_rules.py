@@ -24,10 +24,10 @@ def charge(**kw) -> ChargeRequest:
     return ChargeRequest(**base)
 
 
-def reason(terms=TERMS, approved=True, used=0, req=None, approval=None, lists=()) -> str:  # noqa: ANN001
+def reason(terms=TERMS, approved=True, used=0, req=None, approval=None, lists=(), deadline=None) -> str:  # noqa: ANN001
     with pytest.raises(DomainError) as e:
         domain.validate_charge(terms, approval or (APPROVAL if approved else None), used, req or charge(), TODAY,
-                               list(lists))
+                               list(lists), charge_deadline_days=deadline)
     return e.value.reason
 
 
@@ -41,6 +41,20 @@ def test_each_refusal_has_its_reason():
         "service_date_outside_validity"
     assert reason(used=1700) == "units_exceeded"
     assert reason(req=charge(units_x100=0)) == "invalid_units"
+    assert reason(req=charge(service_date=date(2026, 8, 25))) == "charge_deadline_passed"
+
+
+def test_a_charge_is_on_time_until_the_funders_deadline_day_and_refused_after_it():
+    # the default deadline: 90 days after the service date (2026-08-26 + 90 days = 2026-11-24, today)
+    assert domain.validate_charge(TERMS, APPROVAL, 0, charge(service_date=date(2026, 8, 26)), TODAY).amount_cents
+    with pytest.raises(DomainError) as e:
+        domain.validate_charge(TERMS, APPROVAL, 0, charge(service_date=date(2026, 8, 25)), TODAY)
+    assert (e.value.reason, e.value.details) == ("charge_deadline_passed",
+                                                 {"deadline": "2026-11-23", "deadline_days": 90})
+    # a funder's own term: 30 days
+    assert domain.validate_charge(TERMS, APPROVAL, 0, charge(service_date=date(2026, 10, 25)), TODAY,
+                                  charge_deadline_days=30).amount_cents
+    assert reason(req=charge(service_date=date(2026, 10, 24)), deadline=30) == "charge_deadline_passed"
 
 
 def test_unknown_voucher_answer_says_it_may_be_retried():
@@ -212,7 +226,8 @@ def test_without_a_price_list_the_voucher_value_or_the_sent_price_and_no_tariff(
     sent = domain.validate_charge(TERMS, APPROVAL, 0, charge(unit_price_cents=99999), TODAY, LISTS[:0])
     assert (sent.unit_price_cents, sent.price_registered) == (99999, False)
     assert reason(req=charge(tariff="saturday")) == "tariff_not_available"
-    assert reason(req=charge(tariff="saturday", service_date=date(2026, 5, 1)), lists=LISTS) == "tariff_not_available"
+    assert reason(req=charge(tariff="saturday", service_date=date(2026, 5, 1)), lists=LISTS,
+                  deadline=365) == "tariff_not_available"
     assert reason(req=charge(tariff="holiday"), lists=LISTS) == "unknown_tariff"
 
 

@@ -41,7 +41,7 @@ async def test_a_funder_is_registered_once_and_announced_on_the_bus(registry, sp
     assert r.status_code == 201, r.text
     assert r.json() | {"created_at": None} == {
         "funder_id": "091", "name": "Helsingin kaupunki", "kind": "municipality", "operator_fee_rate": "0.03",
-        "settlement_days": 14, "contact_email": "seteli@hel.fi", "created_at": None}
+        "settlement_days": 14, "contact_email": "seteli@hel.fi", "charge_deadline_days": 90, "created_at": None}
     again = await registry.post("/funders", json=funder(operator_fee_rate="0.03", contact_email="seteli@hel.fi"))
     assert (again.status_code, again.json()) == (200, r.json()), "the same registration again is a retry"
     other = await registry.post("/funders", json=funder(operator_fee_rate="0.04"))
@@ -57,7 +57,7 @@ async def test_a_funder_is_registered_once_and_announced_on_the_bus(registry, sp
     assert event["type"] == "fi.seteli.funder.registered.v1" and event["subject"] == "091"
     assert event["data"] | {"registered_at": None} == {
         "funder_id": "091", "name": "Helsingin kaupunki", "kind": "municipality", "operator_fee_rate": "0.03",
-        "registered_at": None}
+        "registered_at": None, "charge_deadline_days": 90}
     assert await spy.get(no_ack=True, fail=False) is None, "the retry announced nothing"
 
 

@@ -103,6 +103,9 @@ class FunderRegistered(Event):
     kind: str  # "municipality" | "wellbeing_services_county" | "joint_authority"
     operator_fee_rate: Decimal
     registered_at: datetime
+    #: the contract's charging deadline: a service must be charged within this many days of its date
+    #: (additive: None from a registry that does not send it; payments then takes its default, 90)
+    charge_deadline_days: int | None = None
 
     def subject(self) -> str:
         return self.funder_id
@@ -476,6 +479,44 @@ class ChargeCancelled(Event):
     units: Decimal
     amount_cents: int
     cancelled_at: datetime
+
+    def subject(self) -> str:
+        return self.charge_id
+
+
+class ChargeCorrected(Event):
+    """A settled charge was corrected (fully reversed, or fewer units / a lower amount): the difference is
+    a reversing ledger entry, and it offsets the provider's next settlement with the funder. The units,
+    money and own share it removes no longer count against the voucher; ``*_after`` are the charge's
+    figures after this correction (a fold may take the minimum, whatever order corrections arrive in)."""
+
+    event_name = "charge.corrected"
+    producer = "payments"
+    correction_id: str
+    charge_id: str
+    voucher_id: str
+    funder_id: FunderId
+    provider_id: str
+    category: Category
+    service_date: date
+    #: ``reversal`` (the whole charge) or ``partial`` (fewer units or a lower amount)
+    kind: str
+    reason: str
+    #: what the correction removes (positive figures)
+    units: Decimal
+    amount_cents: int
+    own_share_cents: int
+    client_fee_cents: int | None = None
+    #: the part of the fee the operator gives back, and what the provider's next payout is reduced by
+    fee_cents: int
+    net_cents: int
+    #: the charge after the correction
+    units_after: Decimal
+    amount_cents_after: int
+    own_share_cents_after: int
+    #: the settlement the charge was paid in
+    settlement_id: str
+    corrected_at: datetime
 
     def subject(self) -> str:
         return self.charge_id

@@ -44,8 +44,8 @@ from seteli_shared.outbox import T as OUTBOX
 from seteli_shared.outbox import event_row, wake_relay_on_commit
 
 from . import domain, lifecycle, usecases
-from .models import (ApprovalView, Charge, LedgerEntry, LedgerTransaction, PriceListView, ProviderChoiceView,
-                     VoucherView)
+from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView,
+                     ProviderChoiceView, VoucherView)
 
 _V = VoucherView.__table__
 _C = Charge.__table__
@@ -54,6 +54,7 @@ _P = PriceListView.__table__
 _CH = ProviderChoiceView.__table__
 _LT = LedgerTransaction.__table__
 _LE = LedgerEntry.__table__
+_F = FunderView.__table__
 
 #: the columns of a new charge, in this order (the others start NULL, as ``accept_charge`` leaves them)
 CHARGE_COLUMNS = ("id", "voucher_id", "funder_id", "provider_id", "category", "provider_reference", "service_date",
@@ -150,7 +151,8 @@ class _Statements:
                                       self.among(_C.c.provider_reference, "refs"))
 
     def used_per_day(self):  # noqa: ANN201
-        return (select(_C.c.voucher_id, _C.c.service_date, func.sum(_C.c.units_x100), func.sum(_C.c.amount_cents))
+        return (select(_C.c.voucher_id, _C.c.service_date, func.sum(_C.c.units_x100 - _C.c.corrected_units_x100),
+                       func.sum(_C.c.amount_cents - _C.c.corrected_amount_cents))
                 .where(self.among(_C.c.voucher_id, "vids"), _C.c.status != usecases.CANCELLED,
                        _C.c.service_date >= bindparam("first", type_=_C.c.service_date.type),
                        _C.c.service_date <= bindparam("last", type_=_C.c.service_date.type))
@@ -163,6 +165,9 @@ class _Statements:
         return select(_P.c.price_list_id, _P.c.funder_id, _P.c.category, _P.c.effective_from, _P.c.published_at,
                       _P.c.unit_price_cents, _P.c.tariffs).where(
             _P.c.provider_id == bindparam("pid"), self.among(_P.c.funder_id, "fids"))
+
+    def deadlines(self):  # noqa: ANN201
+        return select(_F.c.funder_id, _F.c.charge_deadline_days).where(self.among(_F.c.funder_id, "fids"))
 
     def choices(self):  # noqa: ANN201
         return select(_CH.c.voucher_id, _CH.c.provider_id, _CH.c.effective_from, _CH.c.chosen_at).where(
@@ -264,7 +269,9 @@ async def charge_chunk(session: AsyncSession, clock: Clock, principal: Principal
             used.add_day(vid, day, int(units), int(money))
     approvals: dict[tuple[str, str], domain.ApprovalState] = {}
     lists: dict[tuple[str, str], list[domain.PriceList]] = {}
+    deadlines: dict[str, int | None] = {}
     if funders:
+        deadlines = dict((await session.execute(stm.deadlines(), {"fids": funders})).all())
         for r in (await session.execute(stm.approvals(), {"pid": provider_id, "fids": funders})).all():
             approvals[(r.funder_id, r.category)] = domain.ApprovalState(
                 approval_id=r.approval_id, approved_at=_utc(r.approved_at), status=r.status,
@@ -287,7 +294,7 @@ async def charge_chunk(session: AsyncSession, clock: Clock, principal: Principal
             continue
         try:
             out[w.index] = _one(w, vid, views.get(vid), terms_of.get(vid), earlier, used, approvals, lists,
-                                choices, today, clock.now, principal, rows)
+                                choices, today, clock.now, principal, rows, deadlines)
         except DomainError as e:
             out[w.index] = _refused(e)
 
@@ -304,7 +311,8 @@ def _refused(e: DomainError) -> Outcome:
 
 def _one(w: Wanted, voucher_id: str, view, terms: domain.VoucherTerms | None,  # noqa: ANN001
          earlier: dict[str, _Earlier], used: _Used, approvals: dict, lists: dict, choices: dict, today: date,
-         now: Callable[[], datetime], principal: Principal, rows: "_Rows") -> Outcome:
+         now: Callable[[], datetime], principal: Principal, rows: "_Rows",
+         deadlines: dict[str, int | None] | None = None) -> Outcome:
     """One line, as ``usecases.accept_charge`` takes it (same checks in the same order)."""
     req = w.req
     category = None if terms is None else domain.charge_category(terms, req.category)
@@ -329,7 +337,8 @@ def _one(w: Wanted, voucher_id: str, view, terms: domain.VoucherTerms | None,  #
         price_lists = [p for p in lists.get((terms.funder_id, category), ()) if p.effective_from <= req.service_date]
         terms = usecases._life_cycle_terms(view, terms, req, today, choices.get(voucher_id, []), previous_used)
     amounts = domain.validate_charge(terms, approval, units_used, req, today, price_lists,
-                                     money_used_cents=money_used)
+                                     money_used_cents=money_used,
+                                     charge_deadline_days=(deadlines or {}).get(terms.funder_id) if terms else None)
     at = now()
     charge_id = new_id()
     rows.add(principal, charge_id, voucher_id, terms.funder_id, category, w.provider_reference, req, amounts, at)

@@ -2,13 +2,13 @@
 settlement figures and the double-entry postings."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from seteli_shared import periods
 from seteli_shared.errors import DomainError, NotFound
-from seteli_shared.money import allocate, fee_cents, from_hundredths, units_amount_cents
+from seteli_shared.money import allocate, fee_cents, from_hundredths, round_cents, units_amount_cents
 from seteli_shared.approvals import (APPROVED, REVOKED, SUSPENDED, ApprovalState,  # noqa: F401 (the services' rules)
                                      LifeCycleChange, apply_approved, apply_change)
 
@@ -117,6 +117,28 @@ def check_approval_covers(state: ApprovalState | None, service_date: date) -> No
         raise DomainError("provider_not_approved", "the provider is not approved for this funder and category")
 
 
+# ------------------------------------------------------------------ the funder's charging deadline
+#: a service must be charged within this many days of its date unless the funder's contract says otherwise
+#: (three months: the usual term of Finnish funders' voucher rulebooks, "laskutettava kolmen kuukauden kuluessa")
+DEFAULT_CHARGE_DEADLINE_DAYS = 90
+
+
+def charge_deadline(service_date: date, deadline_days: int | None) -> date:
+    """The last day a service delivered on ``service_date`` may be charged on."""
+    days = DEFAULT_CHARGE_DEADLINE_DAYS if deadline_days is None else deadline_days
+    return service_date + timedelta(days=days)
+
+
+def check_charge_deadline(service_date: date, today: date, deadline_days: int | None) -> None:
+    """A charge arriving after the funder's deadline is refused (``charge_deadline_passed``); the charge
+    is on time up to and including the deadline's day."""
+    last = charge_deadline(service_date, deadline_days)
+    if today > last:
+        raise DomainError("charge_deadline_passed", "the funder's deadline for charging this service has passed",
+                          deadline=last.isoformat(),
+                          deadline_days=DEFAULT_CHARGE_DEADLINE_DAYS if deadline_days is None else deadline_days)
+
+
 # ------------------------------------------------------------------ registered prices
 #: the time-of-day tariffs a price list may carry besides its base price
 TARIFFS = ("weekday", "weekday_evening", "saturday", "sunday")
@@ -197,9 +219,10 @@ def amounts(terms: VoucherTerms, units_x100: int, unit_price_cents: int | None,
 
 def validate_charge(terms: VoucherTerms | None, approval: ApprovalState | None, units_used_x100: int,
                     req: ChargeRequest, today: date, price_lists: list[PriceList] = (),
-                    money_used_cents: int = 0) -> ChargeAmounts:
+                    money_used_cents: int = 0, charge_deadline_days: int | None = None) -> ChargeAmounts:
     """Accept a charge or raise the first reason it is refused. ``price_lists`` are the provider's
-    lists for the voucher's funder and category (any of them; the one in force is chosen here)."""
+    lists for the voucher's funder and category (any of them; the one in force is chosen here);
+    ``charge_deadline_days`` the funder's charging deadline (None: ``DEFAULT_CHARGE_DEADLINE_DAYS``)."""
     if terms is None:
         raise NotFound("voucher", retryable=True,
                        hint="a voucher issued moments ago may not have reached payments yet; retry shortly")
@@ -219,6 +242,7 @@ def validate_charge(terms: VoucherTerms | None, approval: ApprovalState | None, 
     if not terms.valid_from <= req.service_date <= terms.valid_until:
         raise DomainError("service_date_outside_validity", "the service date is outside the voucher's validity",
                           valid_from=terms.valid_from.isoformat(), valid_until=terms.valid_until.isoformat())
+    check_charge_deadline(req.service_date, today, charge_deadline_days)
     if req.tariff is not None and req.tariff not in TARIFFS:
         raise DomainError("unknown_tariff", "unknown tariff", tariffs=list(TARIFFS))
     price_list = price_in_force(list(price_lists), req.service_date)
@@ -298,3 +322,137 @@ def settlement_postings(provider_id: str, figures: SettlementFigures) -> list[tu
         (FEE_REVENUE, -figures.fee_cents),
         (provider_payout_due(provider_id), -figures.net_cents),
     ])
+
+
+# ------------------------------------------------------------------ corrections after settlement
+REVERSAL = "reversal"
+PARTIAL = "partial"
+#: why a settled charge is corrected (codes only: no free text, so no personal data can enter)
+CORRECTION_REASONS = ("service_not_delivered", "wrong_units", "wrong_price", "duplicate_charge", "funder_decision",
+                      "other")
+
+
+@dataclass(frozen=True)
+class ChargeFigures:
+    """A settled charge's figures: as accepted and settled, or as they stand after corrections."""
+
+    units_x100: int
+    amount_cents: int
+    own_share_cents: int
+    client_fee_cents: int | None
+    fee_cents: int
+
+    def minus(self, other: "ChargeFigures") -> "ChargeFigures":
+        return ChargeFigures(self.units_x100 - other.units_x100, self.amount_cents - other.amount_cents,
+                             self.own_share_cents - other.own_share_cents,
+                             None if self.client_fee_cents is None else
+                             self.client_fee_cents - (other.client_fee_cents or 0),
+                             self.fee_cents - other.fee_cents)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What a correction removes from a charge (positive figures), and the charge after it."""
+
+    kind: str
+    removed: ChargeFigures
+    after: ChargeFigures
+
+    @property
+    def net_cents(self) -> int:
+        """What the provider owes back: the amount removed less the fee given back."""
+        return self.removed.amount_cents - self.removed.fee_cents
+
+
+def _part(total: int | None, numerator: int, denominator: int) -> int | None:
+    if total is None:
+        return None
+    if denominator == 0:
+        return 0
+    return round_cents(Decimal(total) * numerator / denominator)
+
+
+def correct(original: ChargeFigures, now: ChargeFigures, *, reversal: bool, units_x100: int | None = None,
+            amount_cents: int | None = None) -> Correction:
+    """A correction of a settled charge: the whole of it (``reversal``), or the units (and with them the
+    amount, own share and client fee, in proportion to the original charge) and/or the funder's amount
+    lowered to what is given. The fee given back is the charge's fee in proportion to the amount that
+    remains, so that a reversal gives back all of it. ``now`` is the charge after earlier corrections."""
+    if now.units_x100 == 0 and now.amount_cents == 0:
+        raise DomainError("charge_already_reversed", "the charge has been reversed already: nothing is left to "
+                          "correct", status_code=409)
+    if reversal:
+        if units_x100 is not None or amount_cents is not None:
+            raise DomainError("invalid_request", "a reversal takes neither units nor an amount")
+        after = ChargeFigures(0, 0, 0, None if original.client_fee_cents is None else 0, 0)
+        return Correction(REVERSAL, now.minus(after), after)
+    if units_x100 is None and amount_cents is None:
+        raise DomainError("invalid_request", "a correction gives the units or the amount the charge should have "
+                          "been, or is a reversal")
+    new_units = now.units_x100 if units_x100 is None else units_x100
+    if new_units < 0 or (amount_cents is not None and amount_cents < 0):
+        raise DomainError("invalid_request", "units and amount cannot be negative")
+    if new_units > now.units_x100:
+        raise DomainError("correction_increases_charge", "a correction may only lower the charge: charge more as a "
+                          "new charge", units_now=str(from_hundredths(now.units_x100)))
+    if units_x100 is None:
+        by_units = ChargeFigures(now.units_x100, now.amount_cents, now.own_share_cents, now.client_fee_cents, 0)
+    else:
+        by_units = ChargeFigures(new_units, _part(original.amount_cents, new_units, original.units_x100),
+                                 _part(original.own_share_cents, new_units, original.units_x100),
+                                 _part(original.client_fee_cents, new_units, original.units_x100), 0)
+    new_amount = by_units.amount_cents if amount_cents is None else amount_cents
+    if new_amount > min(by_units.amount_cents, now.amount_cents):
+        raise DomainError("correction_increases_charge", "a correction may only lower the charge: charge more as a "
+                          "new charge", amount_cents_now=min(by_units.amount_cents, now.amount_cents))
+    if new_units == now.units_x100 and new_amount == now.amount_cents:
+        raise DomainError("correction_changes_nothing", "the corrected figures are the charge's figures already")
+    own_share = min(by_units.own_share_cents, now.own_share_cents)
+    client_fee = (None if by_units.client_fee_cents is None else min(by_units.client_fee_cents, now.client_fee_cents))
+    fee = min(_part(original.fee_cents, new_amount, original.amount_cents), now.fee_cents)
+    after = ChargeFigures(new_units, new_amount, own_share, client_fee, fee)
+    kind = REVERSAL if (new_units, new_amount) == (0, 0) else PARTIAL
+    return Correction(kind, now.minus(after), after)
+
+
+def correction_postings(funder_id: str, provider_id: str, amount_cents: int) -> list[tuple[str, int]]:
+    """The charge's posting reversed for the amount removed: the funder owes the provider that much less
+    (the provider's payable turns into a receivable the next settlement clears)."""
+    return balanced([(funder_account(funder_id), -amount_cents), (provider_payable(provider_id), amount_cents)])
+
+
+@dataclass(frozen=True)
+class PendingCorrection:
+    id: str
+    amount_cents: int
+    fee_cents: int
+
+    @property
+    def net_cents(self) -> int:
+        return self.amount_cents - self.fee_cents
+
+
+@dataclass(frozen=True)
+class OffsetSettlement:
+    """A settlement's figures with the corrections it offsets: gross, fee and net are the charges' less the
+    corrections'; ``offset`` the corrections taken (the others carry forward)."""
+
+    figures: SettlementFigures
+    offset: list[PendingCorrection] = field(default_factory=list)
+
+
+def settle_with_corrections(charge_amounts: list[int], rate: Decimal,
+                            pending: list[PendingCorrection]) -> OffsetSettlement:
+    """The charges settled as ``settle`` does, less the provider's pending corrections with the funder, in
+    the order given, as long as the net stays at or above zero: a correction that would make it negative
+    waits (with those after it) for a later settlement, so a payout is never negative."""
+    charges = settle(charge_amounts, rate)
+    net, taken = charges.net_cents, []
+    for c in pending:
+        if net - c.net_cents < 0:
+            break
+        net -= c.net_cents
+        taken.append(c)
+    gross = charges.gross_cents - sum(c.amount_cents for c in taken)
+    fee = charges.fee_cents - sum(c.fee_cents for c in taken)
+    return OffsetSettlement(SettlementFigures(gross, fee, gross - fee, charges.charge_fees), taken)

@@ -16,15 +16,19 @@ from .models import ApprovalView, FunderView, PriceListView, ProviderChoiceView,
 
 
 async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
-    """The funder's contract terms that settlement uses (its fee rate)."""
+    """The funder's contract terms that settlement and intake use (its fee rate, its charging deadline)."""
     if not domain.fee_rate_in_range(event.operator_fee_rate):
         raise PermanentMessageError("operator_fee_rate_out_of_range")
+    if event.charge_deadline_days is not None and not 1 <= event.charge_deadline_days <= 3650:
+        raise PermanentMessageError("charge_deadline_days_out_of_range")
     rate = format(event.operator_fee_rate, "f")
     view = await session.get(FunderView, event.funder_id)
     if view is None:
-        session.add(FunderView(funder_id=event.funder_id, operator_fee_rate=rate))
+        session.add(FunderView(funder_id=event.funder_id, operator_fee_rate=rate,
+                               charge_deadline_days=event.charge_deadline_days))
     else:
         view.operator_fee_rate = rate
+        view.charge_deadline_days = event.charge_deadline_days
     await session.flush()
 
 

@@ -1,5 +1,6 @@
 """A funder's monthly invoice: what was settled for it in a calendar month (by the settlement's time,
-UTC), by service category, with gross, the operator's fees and net. VAT-exempt (Finnish VAT Act 34 §)."""
+UTC), by service category, with gross, the operator's fees and net, less the corrections of earlier
+settlements that the month's settlements offset. VAT-exempt (Finnish VAT Act 34 §)."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ from seteli_shared.errors import DomainError
 from seteli_shared.money import euros
 
 from . import domain
-from .models import Charge, Settlement
+from .models import Charge, ChargeCorrection, Settlement
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -60,9 +61,20 @@ async def monthly_invoice(sessions: Sessions, funder_id: str, month: str) -> Inv
          .where(Settlement.funder_id == funder_id, Charge.status == domain.SETTLED,
                 Settlement.created_at >= start, Settlement.created_at < end)
          .group_by(Charge.category).order_by(Charge.category))
+    # corrections of earlier settlements that this month's settlements offset: taken off their category
+    k = ChargeCorrection
+    corrected = (select(k.category, func.sum(k.amount_cents), func.sum(k.fee_cents), func.sum(k.net_cents))
+                 .join(Settlement, Settlement.id == k.offset_settlement_id)
+                 .where(Settlement.funder_id == funder_id, Settlement.created_at >= start, Settlement.created_at < end)
+                 .group_by(k.category))
     async with sessions() as session:
         rows = (await session.execute(q)).all()
-    return Invoice(funder_id, month, [InvoiceLine(c, int(n), int(g), int(f), int(net)) for c, n, g, f, net in rows])
+        less = {c: (int(g), int(f), int(n)) for c, g, f, n in (await session.execute(corrected)).all()}
+    lines = {c: InvoiceLine(c, int(n), int(g), int(f), int(net)) for c, n, g, f, net in rows}
+    for c, (g, f, n) in less.items():
+        line = lines.get(c, InvoiceLine(c, 0, 0, 0, 0))
+        lines[c] = InvoiceLine(c, line.charge_count, line.gross_cents - g, line.fee_cents - f, line.net_cents - n)
+    return Invoice(funder_id, month, [lines[c] for c in sorted(lines)])
 
 
 def to_csv(invoice: Invoice) -> str:

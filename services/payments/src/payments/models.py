@@ -104,6 +104,9 @@ class FunderView(SQLModel, table=True):
     __tablename__ = "payments_funder"
     funder_id: str = Field(primary_key=True, max_length=40)
     operator_fee_rate: str = Field(max_length=16)  # a Decimal in plain digits, e.g. "0.05"
+    #: the contract's charging deadline in days after the service date (``FunderRegistered``; migration
+    #: 0010); None: payments' default (``domain.DEFAULT_CHARGE_DEADLINE_DAYS``)
+    charge_deadline_days: int | None = None
 
 
 class Charge(SQLModel, table=True):
@@ -136,6 +139,10 @@ class Charge(SQLModel, table=True):
     net_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
     #: when the provider cancelled the unsettled charge (status ``cancelled``; migration 0008)
     cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: what corrections after settlement removed from the charge so far (running totals of its
+    #: ``ChargeCorrection`` rows, kept in their transactions; migration 0010): the units the voucher has back
+    corrected_units_x100: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
+    corrected_amount_cents: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class Settlement(SQLModel, table=True):
@@ -148,6 +155,37 @@ class Settlement(SQLModel, table=True):
     fee_cents: int = Field(sa_type=sa.BigInteger)
     net_cents: int = Field(sa_type=sa.BigInteger)
     fee_rate: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    #: corrections of earlier settlements this one offsets (their negative lines; migration 0010): gross,
+    #: fee and net are the charges' less the corrections'
+    correction_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class ChargeCorrection(SQLModel, table=True):
+    """A correction of a settled charge (migration 0010): what it removes (units, the funder's amount, the
+    client's own share and fee), the part of the fee given back and the net the provider owes back. Never
+    changed but for ``offset_settlement_id``, set once by the settlement run that offsets it."""
+
+    __tablename__ = "payments_charge_correction"
+    __table_args__ = (sa.Index("ix_payments_charge_correction_pending", "funder_id", "provider_id", "created_at"),)
+    id: str = Field(primary_key=True, max_length=64)
+    charge_id: str = Field(foreign_key="payments_charge.id", max_length=64, index=True)
+    voucher_id: str = Field(max_length=64)
+    funder_id: str = Field(max_length=40)
+    provider_id: str = Field(max_length=64)
+    category: str = Field(max_length=40)
+    service_date: date
+    kind: str = Field(max_length=16)  # reversal | partial
+    reason: str = Field(max_length=40)
+    units_x100: int = Field(sa_type=sa.BigInteger)
+    amount_cents: int = Field(sa_type=sa.BigInteger)
+    own_share_cents: int = Field(sa_type=sa.BigInteger)
+    client_fee_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
+    fee_cents: int = Field(sa_type=sa.BigInteger)
+    net_cents: int = Field(sa_type=sa.BigInteger)
+    #: the settlement that paid the charge, and the later one whose payout the correction reduced
+    corrected_settlement_id: str = Field(max_length=64)
+    offset_settlement_id: str | None = Field(default=None, max_length=64, index=True)
     created_at: datetime = Field(sa_type=UTCDateTime())
 
 

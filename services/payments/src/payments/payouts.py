@@ -23,8 +23,8 @@ from seteli_shared.outbox import add_event
 from seteli_shared.schedule import daily
 from seteli_shared.schemas import PageParams, paginate
 
-from . import domain, notices, pain001, settlement
-from .models import Charge, Payout, ProviderView, Settlement, SettlementRun
+from . import corrections, domain, notices, pain001, settlement
+from .models import Charge, ChargeCorrection, Payout, ProviderView, Settlement, SettlementRun
 from .usecases import SOURCE, SettlementBatch, fee_rates, post
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -70,11 +70,15 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
     async with SettlementBatch(session, now) as batch:
         known_rates = await fee_rates(session, await batch.funders())
         payees: dict[str, ProviderView] | None = None
+        # corrections of earlier settlements, offset against each provider's payout from the funder
+        pending = await corrections.pending(session)
         async for funder_id, provider_id, charges in batch.groups():
             if payees is None:
                 payees = {p.provider_id: p for p in (await session.execute(select(ProviderView))).scalars()}
             fee_rate = domain.fee_rate_for(known_rates.get(funder_id), default_fee_rate)
-            figures = domain.settle([c.amount_cents for c in charges], fee_rate)
+            offset = domain.settle_with_corrections([c.amount_cents for c in charges], fee_rate,
+                                                    pending.get((funder_id, provider_id), []))
+            figures = offset.figures
             decision = settlement.decide_payout(figures.net_cents, [_utc(c.accepted_at) for c in charges], today,
                                                 rules, hold_back=hold_back)
             if not decision.pay:
@@ -82,10 +86,11 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
                 continue
             s = Settlement(id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
                            gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
-                           fee_rate=str(fee_rate), created_at=now)
+                           fee_rate=str(fee_rate), created_at=now, correction_count=len(offset.offset))
             session.add(s)
             await session.flush()
             await post(session, "settlement", s.id, domain.settlement_postings(provider_id, figures), now)
+            await corrections.mark_offset(session, s.id, offset.offset)
             payee = payees.get(provider_id)
             payout = Payout(settlement_id=s.id, run_id=run.id, reason=decision.reason,
                             reference=settlement.settlement_reference(s.id), payee_name=payee.name if payee else None,
@@ -143,7 +148,9 @@ async def runs_page(sessions: Sessions, page: PageParams) -> tuple[list[Settleme
         return await paginate(session, select(SettlementRun), [SettlementRun.created_at, SettlementRun.id], page)
 
 
-async def statement(sessions: Sessions, settlement_id: str) -> tuple[Settlement, list[Charge], Payout | None]:
+async def statement(sessions: Sessions, settlement_id: str
+                    ) -> tuple[Settlement, list[Charge], Payout | None, list[tuple[ChargeCorrection, str]]]:
+    """The settlement, its charges, its payout and the corrections of earlier settlements it offsets."""
     async with sessions() as session:
         s = await session.get(Settlement, settlement_id)
         if s is None:
@@ -151,7 +158,8 @@ async def statement(sessions: Sessions, settlement_id: str) -> tuple[Settlement,
         charges = (await session.execute(select(Charge).where(Charge.settlement_id == s.id)
                                           .order_by(Charge.service_date, Charge.accepted_at, Charge.id))).scalars().all()
         payout = await session.get(Payout, s.id)
-    return s, list(charges), payout
+        offset = await corrections.offset_in(session, s.id)
+    return s, list(charges), payout, offset
 
 
 async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # noqa: ANN001
@@ -165,7 +173,8 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
             .order_by(Settlement.provider_id, Settlement.funder_id, Settlement.id))).all()
     payments = [pain001.CreditTransfer(end_to_end_id=s.id.replace("-", "")[:35], amount_cents=s.net_cents,
                                        creditor_name=p.payee_name, creditor_iban=p.iban, creditor_bic=p.bic,
-                                       reference=p.reference) for p, s in rows]
+                                       reference=p.reference) for p, s in rows
+                if s.net_cents > 0]  # corrections may bring a payout to nothing: no transfer of 0.00
     debtor = pain001.Debtor(settings.payer_name, settings.payer_iban, settings.payer_bic)
     return pain001.build(run.id.replace("-", "")[:35], run.created_at, run.run_date, debtor, payments)
 

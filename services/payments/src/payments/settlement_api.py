@@ -164,13 +164,17 @@ async def at_risk(
 
 # ------------------------------------------------------------------ statements
 class StatementLine(BaseModel):
+    line_type: Literal["charge", "correction"] = Field(
+        default="charge", description="a charge settled now, or a correction of a charge settled earlier (its "
+        "figures negative: taken off this payout)")
     charge_id: str
+    correction_id: str | None = None
     voucher_id: str
     provider_reference: str
     category: str
     service_date: date
     units: Decimal
-    unit_price_cents: int
+    unit_price_cents: int | None
     gross_cents: int
     fee_cents: int
     net_cents: int
@@ -193,6 +197,7 @@ class Statement(BaseModel):
     fee_rate: str
     lines: list[StatementLine]
     charge_count: int
+    correction_count: int = Field(default=0, description="corrections of earlier settlements offset here")
     gross_cents: int
     fee_cents: int
     net_cents: int
@@ -208,7 +213,7 @@ async def get_statement(
 ) -> Statement:
     """The settlement's statement: its lines, the fee, the net; VAT-exempt social and health services
     (Finnish VAT Act 34 §). The provider's and the funder's staff see their own."""
-    s, charges, payout = await payouts.statement(sessions, settlement_id)
+    s, charges, payout, offset = await payouts.statement(sessions, settlement_id)
     ensure_visible(principal, "settlement", funder_id=s.funder_id, provider_id=s.provider_id)
     return Statement(
         settlement_id=s.id, run_id=payout.run_id if payout else None, funder_id=s.funder_id,
@@ -219,7 +224,12 @@ async def get_statement(
         lines=[StatementLine(charge_id=c.id, voucher_id=c.voucher_id, provider_reference=c.provider_reference,
                              category=c.category, service_date=c.service_date, units=from_hundredths(c.units_x100),
                              unit_price_cents=c.unit_price_cents, gross_cents=c.amount_cents,
-                             fee_cents=c.fee_cents or 0, net_cents=c.net_cents or 0) for c in charges])
+                             fee_cents=c.fee_cents or 0, net_cents=c.net_cents or 0) for c in charges]
+        + [StatementLine(line_type="correction", charge_id=k.charge_id, correction_id=k.id, voucher_id=k.voucher_id,
+                         provider_reference=ref, category=k.category, service_date=k.service_date,
+                         units=-from_hundredths(k.units_x100), unit_price_cents=None, gross_cents=-k.amount_cents,
+                         fee_cents=-k.fee_cents, net_cents=-k.net_cents) for k, ref in offset],
+        correction_count=s.correction_count)
 
 
 # ------------------------------------------------------------------ webhooks

@@ -26,8 +26,8 @@ from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, lifecycle
-from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView,
-                     ProviderChoiceView, Settlement, VoucherView)
+from .models import (ApprovalView, Charge, ChargeCorrection, FunderView, LedgerEntry, LedgerTransaction,
+                     PriceListView, ProviderChoiceView, Settlement, VoucherView)
 
 SOURCE = "payments"
 #: a charge its provider cancelled before settlement (``intake.cancel_charge``): its units and money no longer count
@@ -91,6 +91,7 @@ _C = Charge.__table__
 _A = ApprovalView.__table__
 _P = PriceListView.__table__
 _CH = ProviderChoiceView.__table__
+_F = FunderView.__table__
 _LOCK_VOUCHER = (update(_V).where(_V.c.voucher_id == bindparam("vid")).values(version=_V.c.version + 1)
                  .returning(*_V.c))
 
@@ -100,9 +101,11 @@ def _period_sum(column, start: str, end: str):  # noqa: ANN001, ANN202
     return func.coalesce(func.sum(case((inside, column), else_=0)), 0)
 
 
-_SUMS = (select(_period_sum(_C.c.units_x100, "start", "end").label("used"),
-                _period_sum(_C.c.amount_cents, "start", "end").label("money_used"),
-                _period_sum(_C.c.units_x100, "prev_start", "prev_end").label("previous_used"))
+# (what corrections after settlement removed from a charge is the voucher's again)
+_UNITS, _MONEY = _C.c.units_x100 - _C.c.corrected_units_x100, _C.c.amount_cents - _C.c.corrected_amount_cents
+_SUMS = (select(_period_sum(_UNITS, "start", "end").label("used"),
+                _period_sum(_MONEY, "start", "end").label("money_used"),
+                _period_sum(_UNITS, "prev_start", "prev_end").label("previous_used"))
          .where(_C.c.voucher_id == bindparam("vid"), _C.c.status != CANCELLED).subquery("sums"))
 _EARLIER = (select(_C.c.id).where(_C.c.provider_id == bindparam("pid"),
                                   _C.c.provider_reference == bindparam("ref")).scalar_subquery())
@@ -112,14 +115,15 @@ _CONTEXT = (
            _A.c.status_reason, _A.c.provider_id.label("approval_provider_id"),
            _P.c.price_list_id, _P.c.effective_from, _P.c.published_at, _P.c.unit_price_cents, _P.c.tariffs,
            _CH.c.provider_id.label("choice_provider_id"), _CH.c.effective_from.label("choice_effective_from"),
-           _CH.c.chosen_at.label("choice_chosen_at"))
+           _CH.c.chosen_at.label("choice_chosen_at"), _F.c.charge_deadline_days)
     .select_from(_SUMS
                  .outerjoin(_A, and_(_A.c.funder_id == bindparam("fid"), _A.c.provider_id == bindparam("pid"),
                                      _A.c.category == bindparam("cat")))
                  .outerjoin(_P, and_(_P.c.provider_id == bindparam("pid"), _P.c.funder_id == bindparam("fid"),
                                      _P.c.category == bindparam("cat"),
                                      _P.c.effective_from <= bindparam("day", type_=Date)))
-                 .outerjoin(_CH, _CH.c.voucher_id == bindparam("vid")))
+                 .outerjoin(_CH, _CH.c.voucher_id == bindparam("vid"))
+                 .outerjoin(_F, _F.c.funder_id == bindparam("fid")))
 )
 _EARLIER_CHARGE = select(Charge).where(Charge.provider_id == bindparam("pid"),
                                        Charge.provider_reference == bindparam("ref"))
@@ -137,6 +141,7 @@ class _Context:
     approval: domain.ApprovalState | None
     price_lists: list[domain.PriceList]
     choices: list[lifecycle.Choice]
+    charge_deadline_days: int | None = None
 
 
 def _utc(at: datetime | None) -> datetime | None:
@@ -168,7 +173,7 @@ async def _read_context(session: AsyncSession, voucher_id: str, provider_referen
         r.choice_provider_id, r.choice_effective_from, _utc(r.choice_chosen_at))
         for r in rows if r.choice_provider_id is not None}
     return _Context(first.earlier_id, int(first.used), int(first.money_used), int(first.previous_used), approval,
-                    list(lists.values()), list(choices.values()))
+                    list(lists.values()), list(choices.values()), first.charge_deadline_days)
 
 
 def _life_cycle_terms(view: VoucherView, terms: domain.VoucherTerms, req: domain.ChargeRequest, today: date,
@@ -238,7 +243,7 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
     if terms is not None:  # switches, revocation and carried-over units (lifecycle.py)
         terms = _life_cycle_terms(view, terms, req, clock.today(), ctx.choices, ctx.previous_used)
     amounts = domain.validate_charge(terms, ctx.approval, ctx.used, req, clock.today(), ctx.price_lists,
-                                     money_used_cents=ctx.money_used)
+                                     money_used_cents=ctx.money_used, charge_deadline_days=ctx.charge_deadline_days)
     now = clock.now()
     charge = Charge(
         id=new_id(), voucher_id=voucher_id, funder_id=terms.funder_id, provider_id=req.provider_id,
@@ -293,20 +298,26 @@ async def fee_rates(session: AsyncSession, funder_ids: set[str]) -> dict[str, st
 async def run_settlement(session: AsyncSession, clock: Clock, default_fee_rate: Decimal) -> list[Settlement]:
     """Settle every accepted, unsettled charge: one settlement per provider and funder, the fee at the
     funder's contract rate (``default_fee_rate`` for a funder payments does not know)."""
+    from . import corrections  # (it imports this module)
+
     now = clock.now()
     settlements: list[Settlement] = []
     async with SettlementBatch(session, now) as batch:
         known_rates = await fee_rates(session, await batch.funders())
+        pending = await corrections.pending(session)
         async for funder_id, provider_id, charges in batch.groups():
             fee_rate = domain.fee_rate_for(known_rates.get(funder_id), default_fee_rate)
-            figures = domain.settle([c.amount_cents for c in charges], fee_rate)
+            offset = domain.settle_with_corrections([c.amount_cents for c in charges], fee_rate,
+                                                    pending.get((funder_id, provider_id), []))
+            figures = offset.figures
             settlement = Settlement(
                 id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
                 gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
-                fee_rate=str(fee_rate), created_at=now)
+                fee_rate=str(fee_rate), created_at=now, correction_count=len(offset.offset))
             session.add(settlement)
             await session.flush()
             await post(session, "settlement", settlement.id, domain.settlement_postings(provider_id, figures), now)
+            await corrections.mark_offset(session, settlement.id, offset.offset)
             await add_event(session, SettlementCreated(
                 settlement_id=settlement.id, funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
                 gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
@@ -482,9 +493,15 @@ async def ledger_check(session: AsyncSession) -> dict:
     - no voucher is charged beyond its entitlement in any period: the units charged for services in a
       period (``seteli_shared.periods``, with what a month carries over when the funder's rule says so)
       are at most the projection's units per period; a personal budget's money at most its budget;
-    - what is settled equals the accepted charges settled, minus their fees: each settlement's gross,
-      fee, net and count are its charges' sums, and each settled charge's net is its amount less its fee.
+    - what is settled equals the accepted charges settled, minus their fees, net of corrections: each
+      settlement's gross and fee are its charges' sums less those of the corrections it offset, its net
+      gross less fee and never negative, and each settled charge's net is its amount less its fee;
+    - corrections are of settled charges, never remove more than the charge had, and the charge's running
+      totals are its corrections' sums;
+    - each provider's payable is its open items: its accepted, unsettled charges owed to it, less the
+      corrections no settlement has offset yet.
     """
+
     entries_total = (await session.execute(select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0)))).scalar_one()
     unbalanced = (await session.execute(
         select(LedgerEntry.transaction_id).group_by(LedgerEntry.transaction_id)
@@ -495,17 +512,72 @@ async def ledger_check(session: AsyncSession) -> dict:
     settled_charges = (await session.execute(select(
         func.coalesce(func.sum(Charge.amount_cents), 0), func.coalesce(func.sum(Charge.fee_cents), 0)).where(
         Charge.status == domain.SETTLED))).one()
+    k = ChargeCorrection
+    offset = (await session.execute(select(
+        func.coalesce(func.sum(k.amount_cents), 0), func.coalesce(func.sum(k.fee_cents), 0)).where(
+        k.offset_settlement_id.is_not(None)))).one()
     over = await _vouchers_over_entitlement(session)
     mismatched = await _settlements_not_matching_charges(session)
+    bad_corrections = await _corrections_not_matching_charges(session)
+    payables = await _payables_not_open_items(session)
     checks = {
         "entries_sum_to_zero": entries_total == 0,
         "every_transaction_balanced": not unbalanced,
-        "settled_equals_charges_minus_fees": settled[0] == settled_charges[0] and settled[1] == settled_charges[1]
-        and settled[2] == settled[0] - settled[1] and not mismatched,
+        "settled_equals_charges_minus_fees": settled[0] == settled_charges[0] - offset[0]
+        and settled[1] == settled_charges[1] - offset[1] and settled[2] == settled[0] - settled[1] and not mismatched,
         "no_voucher_beyond_entitlement": not over,
+        "corrections_within_settled_charges": not bad_corrections,
+        "payables_equal_open_items": not payables,
     }
     return {"ok": all(checks.values()), "checks": checks, "unbalanced_transactions": list(unbalanced)[:20],
-            "vouchers_over_entitlement": over[:20], "settlements_not_matching_charges": mismatched[:20]}
+            "vouchers_over_entitlement": over[:20], "settlements_not_matching_charges": mismatched[:20],
+            "corrections_not_matching_charges": bad_corrections[:20], "payables_not_open_items": payables[:20]}
+
+
+async def _corrections_not_matching_charges(session: AsyncSession) -> list[dict]:
+    """Corrected charges whose corrections remove more than they had, that are not settled, or whose running
+    totals are not their corrections' sums."""
+    K = ChargeCorrection
+    c = Charge.__table__
+    sums = (select(K.charge_id, func.sum(K.units_x100).label("units"), func.sum(K.amount_cents).label("amount"),
+                   func.sum(K.fee_cents).label("fee")).group_by(K.charge_id).subquery())
+    rows = (await session.execute(
+        select(c.c.id, c.c.status, c.c.units_x100, c.c.amount_cents, c.c.fee_cents, c.c.corrected_units_x100,
+               c.c.corrected_amount_cents, sums.c.units, sums.c.amount, sums.c.fee)
+        .select_from(c.outerjoin(sums, sums.c.charge_id == c.c.id))
+        .where((sums.c.charge_id.is_not(None)) | (c.c.corrected_units_x100 != 0) | (c.c.corrected_amount_cents != 0))
+    )).all()
+    found = []
+    for r in rows:
+        units, amount, fee = int(r.units or 0), int(r.amount or 0), int(r.fee or 0)
+        if (r.status != domain.SETTLED or units > r.units_x100 or amount > r.amount_cents or fee > (r.fee_cents or 0)
+                or (units, amount) != (r.corrected_units_x100, r.corrected_amount_cents)):
+            found.append({"charge_id": r.id, "status": r.status, "corrected_cents": amount,
+                          "amount_cents": r.amount_cents})
+    return found
+
+
+async def _payables_not_open_items(session: AsyncSession) -> list[dict]:
+    """Providers whose payable balance is not minus their accepted, unsettled charges plus their corrections
+    not yet offset (the payable is a credit: what is owed to the provider)."""
+    K = ChargeCorrection
+    balance = dict((await session.execute(
+        select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents))
+        .where(LedgerEntry.account.like("provider:%:payable")).group_by(LedgerEntry.account))).all())
+    owed = dict((await session.execute(
+        select(Charge.provider_id, func.sum(Charge.amount_cents)).where(Charge.status == domain.ACCEPTED)
+        .group_by(Charge.provider_id))).all())
+    owes = dict((await session.execute(
+        select(K.provider_id, func.sum(K.amount_cents)).where(K.offset_settlement_id.is_(None))
+        .group_by(K.provider_id))).all())
+    providers = {a.split(":", 1)[1].rsplit(":", 1)[0] for a in balance} | set(owed) | set(owes)
+    found = []
+    for p in sorted(providers):
+        want = -int(owed.get(p) or 0) + int(owes.get(p) or 0)
+        got = int(balance.get(domain.provider_payable(p)) or 0)
+        if got != want:
+            found.append({"provider_id": p, "payable_cents": got, "open_items_cents": want})
+    return found
 
 
 async def _vouchers_over_entitlement(session: AsyncSession) -> list[dict]:
@@ -513,7 +585,8 @@ async def _vouchers_over_entitlement(session: AsyncSession) -> list[dict]:
     what the previous month carried in), or a personal budget's money its budget."""
     v = VoucherView.__table__
     per_day = (await session.execute(
-        select(Charge.voucher_id, Charge.service_date, func.sum(Charge.units_x100), func.sum(Charge.amount_cents))
+        select(Charge.voucher_id, Charge.service_date, func.sum(Charge.units_x100 - Charge.corrected_units_x100),
+               func.sum(Charge.amount_cents - Charge.corrected_amount_cents))
         .where(Charge.status != CANCELLED).group_by(Charge.voucher_id, Charge.service_date))).all()
     by_voucher: dict[str, list] = {}
     for voucher_id, day, units, amount in per_day:
@@ -555,20 +628,26 @@ async def _vouchers_over_entitlement(session: AsyncSession) -> list[dict]:
 
 async def _settlements_not_matching_charges(session: AsyncSession) -> list[dict]:
     """Settlements whose figures are not their charges' (and settled charges whose net is not amount - fee)."""
-    s, c = Settlement.__table__, Charge.__table__
+    s, c, k = Settlement.__table__, Charge.__table__, ChargeCorrection.__table__
     sums = (select(c.c.settlement_id, func.count().label("n"), func.sum(c.c.amount_cents).label("gross"),
                    func.sum(c.c.fee_cents).label("fee"), func.sum(c.c.net_cents).label("net"),
                    func.sum(case((c.c.net_cents != c.c.amount_cents - c.c.fee_cents, 1), else_=0)).label("bad_net"),
                    func.sum(case((c.c.status != domain.SETTLED, 1), else_=0)).label("not_settled"))
             .where(c.c.settlement_id.is_not(None)).group_by(c.c.settlement_id).subquery())
+    less = (select(k.c.offset_settlement_id, func.count().label("kn"), func.sum(k.c.amount_cents).label("kgross"),
+                   func.sum(k.c.fee_cents).label("kfee"), func.sum(k.c.net_cents).label("knet"))
+            .where(k.c.offset_settlement_id.is_not(None)).group_by(k.c.offset_settlement_id).subquery())
     rows = (await session.execute(
-        select(s.c.id, s.c.charge_count, s.c.gross_cents, s.c.fee_cents, s.c.net_cents, sums.c.n, sums.c.gross,
-               sums.c.fee, sums.c.net, sums.c.bad_net, sums.c.not_settled)
-        .select_from(s.outerjoin(sums, sums.c.settlement_id == s.c.id)))).all()
+        select(s.c.id, s.c.charge_count, s.c.correction_count, s.c.gross_cents, s.c.fee_cents, s.c.net_cents,
+               sums.c.n, sums.c.gross, sums.c.fee, sums.c.net, sums.c.bad_net, sums.c.not_settled,
+               less.c.kn, less.c.kgross, less.c.kfee, less.c.knet)
+        .select_from(s.outerjoin(sums, sums.c.settlement_id == s.c.id)
+                     .outerjoin(less, less.c.offset_settlement_id == s.c.id)))).all()
     found = [{"settlement_id": r.id, "charge_count": r.charge_count, "charges": int(r.n or 0)}
-             for r in rows if (r.charge_count, r.gross_cents, r.fee_cents, r.net_cents, 0, 0) != (
-                 int(r.n or 0), int(r.gross or 0), int(r.fee or 0), int(r.net or 0), int(r.bad_net or 0),
-                 int(r.not_settled or 0)) or r.net_cents != r.gross_cents - r.fee_cents]
+             for r in rows if (r.charge_count, r.correction_count, r.gross_cents, r.fee_cents, r.net_cents, 0, 0) != (
+                 int(r.n or 0), int(r.kn or 0), int(r.gross or 0) - int(r.kgross or 0),
+                 int(r.fee or 0) - int(r.kfee or 0), int(r.net or 0) - int(r.knet or 0), int(r.bad_net or 0),
+                 int(r.not_settled or 0)) or r.net_cents != r.gross_cents - r.fee_cents or r.net_cents < 0]
     orphans = (await session.execute(select(Charge.id).where(
         Charge.status == domain.SETTLED, Charge.settlement_id.is_(None)).limit(20))).scalars().all()
     return found + [{"charge_id": cid, "reason": "settled_without_settlement"} for cid in orphans]

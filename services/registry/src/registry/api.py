@@ -35,11 +35,14 @@ class FunderCreate(RequestModel):
     settlement_days: domain.SettlementDays = Field(default=domain.DEFAULT_SETTLEMENT_DAYS,
                                                    description="charges are settled within this many days")
     contact_email: domain.Email | None = None
+    charge_deadline_days: domain.ChargeDeadlineDays = Field(
+        default=domain.DEFAULT_CHARGE_DEADLINE_DAYS, description="a service must be charged within this many days "
+        "of its date (the contract's charging deadline); a later charge is refused `charge_deadline_passed`")
 
     def terms(self) -> domain.FunderTerms:
         return domain.FunderTerms(self.funder_id, self.name, self.kind.value,
                                   domain.fee_rate_text(self.operator_fee_rate), self.settlement_days,
-                                  self.contact_email)
+                                  self.contact_email, self.charge_deadline_days)
 
 
 class FunderPublic(BaseModel):
@@ -49,6 +52,7 @@ class FunderPublic(BaseModel):
     operator_fee_rate: Decimal
     settlement_days: int
     contact_email: str | None
+    charge_deadline_days: int
     created_at: datetime
 
     @classmethod

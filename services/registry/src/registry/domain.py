@@ -62,6 +62,9 @@ class FunderKind(StrEnum):
 
 DEFAULT_FEE_RATE = Decimal("0.05")  # the seed's 5 % of the settled value
 DEFAULT_SETTLEMENT_DAYS = 14  # the seed's guarantee: settled within 14 days of a charge
+#: a service must be charged within this many days of its date (three months: the usual term of funders'
+#: voucher rulebooks); payments refuses a later charge (``charge_deadline_passed``)
+DEFAULT_CHARGE_DEADLINE_DAYS = 90
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -80,6 +83,7 @@ def valid_email(value: str) -> str:
 
 FeeRate = Annotated[Decimal, Field(max_digits=6, decimal_places=4), AfterValidator(valid_fee_rate)]
 SettlementDays = Annotated[int, Field(ge=1, le=90)]
+ChargeDeadlineDays = Annotated[int, Field(ge=1, le=3650)]
 Email = Annotated[str, Field(max_length=254), AfterValidator(valid_email)]
 
 
@@ -98,6 +102,7 @@ class FunderTerms:
     operator_fee_rate: str
     settlement_days: int
     contact_email: str | None
+    charge_deadline_days: int = DEFAULT_CHARGE_DEADLINE_DAYS
 
 
 def registration_conflicts(existing: FunderTerms, asked: FunderTerms) -> list[str]:

@@ -20,6 +20,8 @@ class Funder(SQLModel, table=True):
     operator_fee_rate: str = Field(max_length=16)  # a Decimal in plain digits, e.g. "0.05"
     settlement_days: int
     contact_email: str | None = Field(default=None, max_length=254)
+    #: the contract's charging deadline: a service is charged within this many days of its date (migration 0006)
+    charge_deadline_days: int = Field(default=90, sa_column_kwargs={"server_default": "90"})
     created_at: datetime = Field(sa_type=UTCDateTime())
 
 

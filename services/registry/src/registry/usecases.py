@@ -33,7 +33,7 @@ log = get_logger(__name__)
 
 def _terms(funder: Funder) -> domain.FunderTerms:
     return domain.FunderTerms(funder.funder_id, funder.name, funder.kind, funder.operator_fee_rate,
-                              funder.settlement_days, funder.contact_email)
+                              funder.settlement_days, funder.contact_email, funder.charge_deadline_days)
 
 
 # ------------------------------------------------------------------ funders
@@ -56,7 +56,8 @@ async def register_funder(sessions: Sessions, clock: Clock, principal: Principal
             await session.flush()
             await add_event(session, FunderRegistered(
                 funder_id=funder.funder_id, name=funder.name, kind=funder.kind,
-                operator_fee_rate=funder.operator_fee_rate, registered_at=funder.created_at), SOURCE)
+                operator_fee_rate=funder.operator_fee_rate, registered_at=funder.created_at,
+                charge_deadline_days=funder.charge_deadline_days), SOURCE)
             await audit.record(session, principal, "funder.register", "funder", funder.funder_id, funder.funder_id)
         return funder, True
 

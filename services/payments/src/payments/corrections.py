@@ -1,0 +1,132 @@
+"""Corrections after settlement: a provider (or its funder's finance staff) corrects a settled charge,
+wholly (a reversal) or in part (fewer units, a lower amount). One transaction: the correction row
+(append-only), the charge's running totals of what corrections removed, a reversing ledger entry,
+``ChargeCorrected`` in the outbox and the audit entry. The settlement run then offsets the correction
+against the provider's next payout from that funder (``payouts.settle``). Time from the ``Clock``."""
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from seteli_shared import audit
+from seteli_shared.auth import Principal, ensure_visible
+from seteli_shared.clock import Clock
+from seteli_shared.db import unit_of_work
+from seteli_shared.errors import Conflict, NotFound
+from seteli_shared.events import ChargeCorrected
+from seteli_shared.logging import get_logger, new_id
+from seteli_shared.money import from_hundredths
+from seteli_shared.outbox import add_event
+
+from . import domain, usecases
+from .models import Charge, ChargeCorrection
+
+Sessions = async_sessionmaker[AsyncSession]
+log = get_logger(__name__)
+
+
+def _original(charge: Charge) -> domain.ChargeFigures:
+    return domain.ChargeFigures(charge.units_x100, charge.amount_cents, charge.own_share_cents,
+                                charge.client_fee_cents, charge.fee_cents or 0)
+
+
+async def _removed_so_far(session: AsyncSession, charge_id: str) -> domain.ChargeFigures:
+    c = ChargeCorrection
+    row = (await session.execute(select(
+        func.coalesce(func.sum(c.units_x100), 0), func.coalesce(func.sum(c.amount_cents), 0),
+        func.coalesce(func.sum(c.own_share_cents), 0), func.coalesce(func.sum(c.client_fee_cents), 0),
+        func.coalesce(func.sum(c.fee_cents), 0)).where(c.charge_id == charge_id))).one()
+    return domain.ChargeFigures(*(int(x) for x in row))
+
+
+async def correct_charge(sessions: Sessions, clock: Clock, principal: Principal, charge_id: str, *, reason: str,
+                         reversal: bool, units_x100: int | None = None,
+                         amount_cents: int | None = None) -> ChargeCorrection:
+    """Correct a settled charge (the caller's provider's, or its funder's); refused for an unsettled charge
+    (``charge_not_settled``: cancel it), a cancelled one, one reversed already, or figures that would
+    raise the charge."""
+    async with unit_of_work(sessions) as session:
+        charge = (await session.execute(select(Charge).where(Charge.id == charge_id).with_for_update())
+                  ).scalar_one_or_none()
+        if charge is None:
+            raise NotFound("charge")
+        ensure_visible(principal, "charge", funder_id=charge.funder_id, provider_id=charge.provider_id)
+        if charge.status == usecases.CANCELLED:
+            raise Conflict("charge_cancelled", "the charge was cancelled: there is nothing to correct")
+        if charge.status != domain.SETTLED or charge.settlement_id is None:
+            raise Conflict("charge_not_settled", "the charge is not settled yet: cancel it and charge again")
+        original = _original(charge)
+        now_figures = original.minus(await _removed_so_far(session, charge.id))
+        fix = domain.correct(original, now_figures, reversal=reversal, units_x100=units_x100,
+                             amount_cents=amount_cents)
+        at = clock.now()
+        removed = fix.removed
+        correction = ChargeCorrection(
+            id=new_id(), charge_id=charge.id, voucher_id=charge.voucher_id, funder_id=charge.funder_id,
+            provider_id=charge.provider_id, category=charge.category, service_date=charge.service_date,
+            kind=fix.kind, reason=reason, units_x100=removed.units_x100, amount_cents=removed.amount_cents,
+            own_share_cents=removed.own_share_cents, client_fee_cents=removed.client_fee_cents,
+            fee_cents=removed.fee_cents, net_cents=fix.net_cents, corrected_settlement_id=charge.settlement_id,
+            created_at=at)
+        session.add(correction)
+        charge.corrected_units_x100 += removed.units_x100
+        charge.corrected_amount_cents += removed.amount_cents
+        session.add(charge)
+        await session.flush()
+        if removed.amount_cents:
+            await usecases.post(session, "charge_correction", correction.id, domain.correction_postings(
+                charge.funder_id, charge.provider_id, removed.amount_cents), at)
+        await add_event(session, ChargeCorrected(
+            correction_id=correction.id, charge_id=charge.id, voucher_id=charge.voucher_id,
+            funder_id=charge.funder_id, provider_id=charge.provider_id, category=charge.category,
+            service_date=charge.service_date, kind=fix.kind, reason=reason,
+            units=from_hundredths(removed.units_x100), amount_cents=removed.amount_cents,
+            own_share_cents=removed.own_share_cents, client_fee_cents=removed.client_fee_cents,
+            fee_cents=removed.fee_cents, net_cents=fix.net_cents, units_after=from_hundredths(fix.after.units_x100),
+            amount_cents_after=fix.after.amount_cents, own_share_cents_after=fix.after.own_share_cents,
+            settlement_id=charge.settlement_id, corrected_at=at), usecases.SOURCE)
+        await audit.record(session, principal, "charge.correct", "charge", charge.id, charge.funder_id)
+    log.info("charge.corrected", charge_id=charge.id, correction_id=correction.id, kind=fix.kind,
+             amount_cents=removed.amount_cents, net_cents=fix.net_cents)
+    return correction
+
+
+async def corrections_of(sessions: Sessions, principal: Principal, charge_id: str) -> list[ChargeCorrection]:
+    """The charge's corrections in the order they were made (the caller's tenant's charge only)."""
+    async with sessions() as session:
+        charge = await session.get(Charge, charge_id)
+        if charge is None:
+            raise NotFound("charge")
+        ensure_visible(principal, "charge", funder_id=charge.funder_id, provider_id=charge.provider_id)
+        return list((await session.execute(select(ChargeCorrection).where(ChargeCorrection.charge_id == charge_id)
+                                           .order_by(ChargeCorrection.created_at, ChargeCorrection.id))).scalars())
+
+
+# ------------------------------------------------------------------ for the settlement run
+async def pending(session: AsyncSession) -> dict[tuple[str, str], list[domain.PendingCorrection]]:
+    """The corrections no settlement has offset yet, per (funder, provider), oldest first; taken with the
+    run's locks (``FOR UPDATE SKIP LOCKED``) so two runs never offset one twice."""
+    c = ChargeCorrection
+    rows = (await session.execute(select(c.id, c.funder_id, c.provider_id, c.amount_cents, c.fee_cents)
+                                  .where(c.offset_settlement_id.is_(None)).order_by(c.created_at, c.id)
+                                  .with_for_update(skip_locked=True))).all()
+    out: dict[tuple[str, str], list[domain.PendingCorrection]] = {}
+    for r in rows:
+        out.setdefault((r.funder_id, r.provider_id), []).append(
+            domain.PendingCorrection(r.id, int(r.amount_cents), int(r.fee_cents)))
+    return out
+
+
+async def mark_offset(session: AsyncSession, settlement_id: str, taken: list[domain.PendingCorrection]) -> None:
+    if not taken:
+        return
+    await session.execute(update(ChargeCorrection).where(ChargeCorrection.id.in_([c.id for c in taken]))
+                          .values(offset_settlement_id=settlement_id))
+
+
+async def offset_in(session: AsyncSession, settlement_id: str) -> list[tuple[ChargeCorrection, str]]:
+    """The corrections a settlement offset, each with its charge's provider reference."""
+    return [tuple(r) for r in (await session.execute(
+        select(ChargeCorrection, Charge.provider_reference).join(Charge, Charge.id == ChargeCorrection.charge_id)
+        .where(ChargeCorrection.offset_settlement_id == settlement_id)
+        .order_by(ChargeCorrection.created_at, ChargeCorrection.id))).all()]
