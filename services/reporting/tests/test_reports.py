@@ -1,0 +1,375 @@
+"""The monitoring reports, from events that flow through the real broker into the reporting service
+on PostgreSQL, read over HTTP as a funder's controller and the operator's analyst would: the monthly
+report (JSON and CSV), price development (the seed's 34 providers, 27.47 -> 27.13 EUR/h), charts,
+clients' feedback, redeliveries, and a rebuild from the archive that gives the same read models."""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import xml.etree.ElementTree as ET
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import httpx
+import sqlalchemy as sa
+
+from reporting import usecases
+from reporting.app import create_app
+from reporting.models import READ_MODELS, ReceivedEvent
+from reporting.settings import ReportingSettings
+from seteli_shared.auth import mint
+from seteli_shared.bus import Bus
+from seteli_shared.clock import FixedClock
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeSettled, Envelope, Event,
+                                  PriceListPublished, ProviderApproved, ProviderSuspended, VoucherIssued,
+                                  VoucherProviderChosen, VoucherRevoked)
+from seteli_shared.testing import eventually, make_settings
+
+NOV = datetime(2026, 11, 10, 9, 0, tzinfo=timezone.utc)
+_ids = itertools.count(1)
+
+
+def nid(prefix: str) -> str:
+    return f"{prefix}-{next(_ids)}"
+
+
+def bearer(role: str, **claims) -> dict:  # noqa: ANN003
+    return {"Authorization": "Bearer " + mint(f"test:{role}", [role], **claims)}
+
+
+OPERATOR = bearer("operator")
+CONTROLLER = bearer("funder_reporting", funder_id="091")
+FINANCE_049 = bearer("funder_finance", funder_id="049")
+
+
+# ------------------------------------------------------------------ events
+def approved(funder: str, provider: str, category: str, at: datetime = NOV - timedelta(days=60)) -> ProviderApproved:
+    return ProviderApproved(approval_id=f"a-{funder}-{provider}-{category}", provider_id=provider, funder_id=funder,
+                            category=category, approved_at=at)
+
+
+def price(funder: str, provider: str, category: str, cents: int, effective: date) -> PriceListPublished:
+    return PriceListPublished(price_list_id=nid("pl"), provider_id=provider, funder_id=funder, category=category,
+                              unit="hour", unit_price_cents=cents, effective_from=effective,
+                              published_at=datetime.combine(effective, datetime.min.time(), timezone.utc))
+
+
+def issued(funder: str, voucher: str, client: str, category: str, age_band: str | None = None) -> VoucherIssued:
+    extra = {"age_band": age_band} if age_band and "age_band" in VoucherIssued.model_fields else {}
+    return VoucherIssued(voucher_id=voucher, funder_id=funder, client_ref=client, decision_ref=nid("D"),
+                         category=category, unit="hour", units_per_period=Decimal("20"), period="month",
+                         value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
+                         issued_at=NOV - timedelta(days=8), **extra)
+
+
+def charge(funder: str, voucher: str, provider: str, category: str, units: str, price_cents: int,
+           own_share: int = 0, charge_id: str | None = None) -> ChargeAccepted:
+    return ChargeAccepted(charge_id=charge_id or nid("c"), voucher_id=voucher, funder_id=funder, provider_id=provider,
+                          category=category, service_date=date(2026, 11, 5), units=Decimal(units),
+                          unit_price_cents=price_cents, amount_cents=int(Decimal(units) * price_cents),
+                          own_share_cents=own_share, accepted_at=NOV)
+
+
+def settle(c: ChargeAccepted, days: int) -> ChargeSettled:
+    fee = (c.amount_cents * 5 + 50) // 100
+    return ChargeSettled(charge_id=c.charge_id, settlement_id=nid("s"), voucher_id=c.voucher_id, funder_id=c.funder_id,
+                         provider_id=c.provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
+                         net_cents=c.amount_cents - fee, settled_at=c.accepted_at + timedelta(days=days))
+
+
+def a_month() -> list[Event]:
+    """Funder 091's November 2026: home care for 6 clients (5 with provider p1, one with p2), home
+    nursing for 5, cleaning for 2; settlements (one late), a cancelled charge, 5 switches, a revocation."""
+    ev: list[Event] = [approved("091", p, "home_care") for p in ("p1", "p2", "p3")]
+    ev += [approved("091", "p1", "cleaning"), approved("091", "p4", "home_nursing")]
+    ev += [ProviderSuspended(approval_id="a-091-p3-home_care", provider_id="p3", funder_id="091",
+                             category="home_care", reason="insurance_lapsed", effective_from=date(2026, 11, 1),
+                             suspended_at=NOV - timedelta(days=10))]
+    ev += [price("091", p, "home_care", c, date(2026, 10, 1)) for p, c in (("p1", 2500), ("p2", 2700), ("p3", 3000))]
+    bands = ["75-84", "75-84", "75-84", "85-89", "85-89", "90+"]
+    for i in range(1, 7):
+        ev.append(issued("091", f"v{i}", f"asiakas-{i}", "home_care", bands[i - 1]))
+    for i in range(7, 9):
+        ev.append(issued("091", f"v{i}", f"asiakas-{i}", "cleaning"))
+    for i in range(9, 14):
+        ev.append(issued("091", f"v{i}", f"asiakas-{i}", "home_nursing"))
+    home = [charge("091", f"v{i}", "p1", "home_care", "4", 2500, own_share=500 if i == 1 else 0) for i in range(1, 6)]
+    home.append(charge("091", "v6", "p2", "home_care", "2", 2700))
+    ev += home
+    ev += [settle(c, 3) for c in home[:5]] + [settle(home[5], 20)]
+    cancelled = charge("091", "v1", "p1", "home_care", "1", 2500)
+    ev += [cancelled, ChargeCancelled(charge_id=cancelled.charge_id, voucher_id="v1", funder_id="091", provider_id="p1",
+                                      category="home_care", service_date=cancelled.service_date, units=Decimal("1"),
+                                      amount_cents=2500, cancelled_at=NOV)]
+    ev += [charge("091", f"v{i}", "p1", "cleaning", "1", 2000) for i in (7, 8)]
+    ev += [charge("091", f"v{i}", "p4", "home_nursing", "1", 3100) for i in range(9, 14)]
+    ev += [VoucherProviderChosen(voucher_id=f"v{i}", funder_id="091", provider_id="p1", category="home_care",
+                                 chosen_at=NOV, previous_provider_id="p2") for i in range(1, 6)]
+    ev += [VoucherRevoked(voucher_id="v6", funder_id="091", decision_ref="D-v6", decision_version=2,
+                          category="home_care", effective_from=date(2026, 11, 25), revoked_at=NOV)]
+    return ev
+
+
+# ------------------------------------------------------------------ the service on the broker
+class Reporting:
+    def __init__(self, app, http: httpx.AsyncClient, publisher: Bus):  # noqa: ANN001
+        self.app, self.http, self.publisher = app, http, publisher
+        self.published = 0
+
+    @property
+    def sessions(self):  # noqa: ANN201
+        return self.app.state.runtime.sessions
+
+    async def publish(self, events: list[Event | Envelope]) -> list[Envelope]:
+        envs = [e if isinstance(e, Envelope) else Envelope.wrap(e, "test") for e in events]
+        for env in envs:
+            await self.publisher.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id,
+                                         type_=env.type)
+        return envs
+
+    async def archived(self) -> int:
+        async with self.sessions() as s:
+            return (await s.execute(sa.select(sa.func.count()).select_from(ReceivedEvent.__table__))).scalar_one()
+
+    async def flow(self, events: list[Event]) -> list[Envelope]:
+        """Publish the events and wait until the service has folded them all."""
+        before = await self.archived()
+        envs = await self.publish(events)
+        await eventually(lambda: self._has(before + len(envs)), timeout=30)
+        return envs
+
+    async def _has(self, n: int) -> bool:
+        return await self.archived() >= n
+
+    async def get(self, path: str, headers: dict = CONTROLLER, status: int = 200) -> httpx.Response:  # noqa: B006
+        r = await self.http.get(path, headers=headers)
+        assert r.status_code == status, r.text
+        return r
+
+
+@asynccontextmanager
+async def reporting_on_the_bus(pg, amqp_url: str, namespace: str):  # noqa: ANN001, ANN201
+    settings = ReportingSettings(environment="test", database_url=await pg.create("reporting"), amqp_url=amqp_url,
+                                 bus_namespace=namespace)
+    app = create_app(settings)
+    app.state.clock = FixedClock(NOV + timedelta(days=5))
+    publisher = Bus(make_settings(service_name="payments", amqp_url=amqp_url, bus_namespace=namespace))
+    async with app.router.lifespan_context(app):
+        await publisher.connect()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as http:
+                yield Reporting(app, http, publisher)
+        finally:
+            await publisher.close()
+
+
+async def snapshot(sessions) -> dict[str, list]:  # noqa: ANN001
+    """Every row of every read model, in a stable order."""
+    out = {}
+    async with sessions() as s:
+        for model in READ_MODELS:
+            table = model.__table__
+            rows = (await s.execute(sa.select(table).order_by(*table.primary_key.columns))).all()
+            out[table.name] = [tuple(r) for r in rows]
+    return out
+
+
+def row(report: dict, category: str) -> dict:
+    return next(r for r in report["categories"] if r["category"] == category)
+
+
+# ------------------------------------------------------------------ the monthly report
+async def test_monthly_report_from_events_on_the_broker(pg, amqp_url, namespace):  # noqa: ANN001
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        envs = await rep.flow(a_month())
+        for i, rating in zip(range(1, 6), (5, 5, 4, 4, 2)):
+            r = await rep.http.post("/feedback", json={"rating": rating}, headers=bearer("client", voucher_id=f"v{i}"))
+            assert r.status_code == 201, r.text
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        assert report["schema"] == "seteli.monthly-report.v1" and report["min_clients"] == 5
+        home = row(report, "home_care")
+        assert home["suppressed"] == ["vouchers_revoked"]  # one voucher revoked: one client
+        assert {k: home[k] for k in ("vouchers_issued", "vouchers_active", "vouchers_revoked", "clients_served",
+                                     "charges", "charged_cents", "own_share_cents", "volume_cents",
+                                     "settled_charges", "settled_gross_cents", "feedback_responses",
+                                     "providers_approved", "providers_suspended", "providers_with_prices",
+                                     "average_list_price_cents", "average_charged_price_cents")} == {
+            "vouchers_issued": 6, "vouchers_active": 6, "vouchers_revoked": None, "clients_served": 6,
+            "charges": 6,  # the cancelled charge does not count
+            "charged_cents": 5 * 10000 + 5400, "own_share_cents": 500, "volume_cents": 55900,
+            "settled_charges": 6, "settled_gross_cents": 55400, "feedback_responses": 5,
+            "providers_approved": 2, "providers_suspended": 1, "providers_with_prices": 3,
+            "average_list_price_cents": 2733, "average_charged_price_cents": 2518}
+        assert Decimal(home["units_used"]) == 22 and Decimal(home["units_granted"]) == 120
+        assert Decimal(home["utilisation"]) == Decimal("0.1833")
+        assert Decimal(home["settled_within_14_days_share"]) == Decimal("0.8333")  # 5 of 6 within 14 days
+        assert Decimal(home["worst_settlement_delay_days"]) == 20
+        assert Decimal(home["satisfied_share"]) == Decimal("0.8")  # 4 of 5 rated 4 or 5
+        assert Decimal(home["response_rate"]) == Decimal("0.8333")  # 5 of the 6 clients answered
+        cleaning = row(report, "cleaning")  # two clients: every figure about them is suppressed
+        assert cleaning["clients_served"] is None and cleaning["charged_cents"] is None
+        assert cleaning["vouchers_issued"] is None and "charged_cents" in cleaning["suppressed"]
+        assert cleaning["providers_approved"] == 1  # a figure about providers, not clients
+        nursing = row(report, "home_nursing")  # five clients, but the next smallest row: complementary
+        assert nursing["charged_cents"] is None and nursing["clients_served"] is None
+        total = report["total"]
+        assert total["charged_cents"] == 55400 + 2 * 2000 + 5 * 3100 and total["clients_served"] == 13
+        assert total["vouchers_revoked"] is None  # the total of one revocation describes one client
+        # the total minus the shown rows never gives a suppressed cell
+        for figure in ("charged_cents", "clients_served", "vouchers_issued", "charges"):
+            hidden = [r for r in report["categories"] if r[figure] is None]
+            assert len(hidden) != 1, figure
+        # market shares: p1 has 5 clients, p2 one: p2 suppressed, and so p1 (complementary)
+        shares = {(p["category"], p["provider_id"]): p for p in report["providers"]}
+        assert shares[("home_care", "p2")]["charged_cents"] is None
+        assert shares[("home_care", "p1")]["market_share"] is None
+        assert shares[("home_care", "p1")]["suppressed"] and shares[("home_care", "p2")]["suppressed"]
+        # switches: 5 clients switched (shown); the age bands (3 and 2 clients) are suppressed
+        if "age_band" in VoucherIssued.model_fields:
+            assert report["switches"]["switches"] == 5
+            bands = {b["age_band"]: b for b in report["switches"]["age_bands"]}
+            assert set(bands) == {"75-84", "85-89"} and all(b["clients"] is None for b in bands.values())
+
+        # the same as CSV
+        r = await rep.get("/funders/091/reports/monthly.csv?period=2026-11")
+        assert r.headers["content-type"].startswith("text/csv")
+        lines = list(csv.DictReader(io.StringIO(r.text)))
+        by_cat = {x["category"]: x for x in lines}
+        assert set(by_cat) == {"home_care", "cleaning", "home_nursing", "total"}
+        assert by_cat["home_care"]["charged_cents"] == "55400" and by_cat["cleaning"]["charged_cents"] == ".."
+        assert "charged_cents" in by_cat["cleaning"]["suppressed"].split()
+
+        # another funder's staff see nothing of 091's; the operator's analyst sees the statistics
+        await rep.get("/funders/091/reports/monthly?period=2026-11", headers=FINANCE_049, status=404)
+        stats = (await rep.get("/statistics/monthly?period=2026-11", headers=OPERATOR)).json()
+        assert row(stats, "home_care")["clients_served"] == 6 and row(stats, "cleaning")["charged_cents"] is None
+        await rep.get("/statistics/monthly?period=2026-11", status=403)
+        bad = await rep.get("/funders/091/reports/monthly?period=2026-13", status=422)
+        assert bad.json()["error"]["reason"] == "invalid_period"
+
+        # redelivered events change nothing; a rebuild from the archive gives the same read models
+        live = await snapshot(rep.sessions)
+        await rep.publish(envs[::7])
+        await rep.flow([approved("049", "p9", "home_care")])  # something new behind the redeliveries
+        after = await snapshot(rep.sessions)
+        assert after["reporting_funder_figures"] != live["reporting_funder_figures"]
+        assert {k: v for k, v in after.items() if k not in ("reporting_funder_figures", "reporting_funder_member",
+                                                            "reporting_approval_change")} == \
+            {k: v for k, v in live.items() if k not in ("reporting_funder_figures", "reporting_funder_member",
+                                                        "reporting_approval_change")}
+        assert (await rep.get("/funders/091/reports/monthly?period=2026-11")).json() == report
+        done = await usecases.rebuild(rep.sessions, chunk=7)
+        assert done["events_folded"] == len(envs) + 1
+        assert await snapshot(rep.sessions) == after
+        assert (await rep.get("/funders/091/reports/monthly?period=2026-11")).json() == report
+
+
+async def test_folding_in_another_order_gives_the_same_read_models(pg, amqp_url, namespace):  # noqa: ANN001
+    """Settlements before their charges, cancellations first, amendments before issues: the broker
+    may deliver any of them late. The read models do not depend on the order."""
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        events = a_month()
+        await rep.flow(list(reversed(events)))
+        reversed_order = await snapshot(rep.sessions)
+        await usecases.rebuild(rep.sessions, chunk=3)
+        assert await snapshot(rep.sessions) == reversed_order
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        home = row(report, "home_care")
+        assert (home["charges"], home["charged_cents"], home["settled_charges"]) == (6, 55400, 6)
+        assert Decimal(home["worst_settlement_delay_days"]) == 20
+
+
+# ------------------------------------------------------------------ price development (the seed's table)
+def seed_prices(funder: str = "091") -> list[Event]:
+    """34 providers of home help: prices averaging 27.47 EUR/h from October, 27.13 EUR/h from November."""
+    october = [2600 + 7 * i for i in range(34)]
+    october[-1] += 34 * 2747 - sum(october)
+    november = [p - 34 for p in october]
+    november[-1] += 34 * 2713 - sum(november)
+    assert sum(october) == 34 * 2747 and sum(november) == 34 * 2713
+    ev: list[Event] = []
+    for i in range(34):
+        ev.append(price(funder, f"hp{i}", "home_care", october[i], date(2026, 10, 1)))
+        ev.append(price(funder, f"hp{i}", "home_care", november[i], date(2026, 11, 1)))
+    ev.append(price(funder, "hp0", "cleaning", 2633, date(2026, 10, 1)))
+    return ev
+
+
+async def test_the_seeds_price_development_is_reproduced(pg, amqp_url, namespace):  # noqa: ANN001
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        await rep.flow(seed_prices())
+        # charges at the November prices: 6 clients, 2 h each, weighted by units
+        await rep.flow([issued("091", f"w{i}", f"k-{i}", "home_care") for i in range(6)]
+                       + [charge("091", f"w{i}", f"hp{i}", "home_care", "2", 2700 + 10 * i) for i in range(6)])
+        items = (await rep.get("/funders/091/reports/prices?category=home_care")).json()["items"]
+        by_month = {r["period"]: r for r in items}
+        assert set(by_month) == {"2026-10", "2026-11"}
+        assert (by_month["2026-10"]["average_price_eur"], by_month["2026-10"]["providers"]) == ("27.47", 34)
+        assert (by_month["2026-11"]["average_price_eur"], by_month["2026-11"]["providers"]) == ("27.13", 34)
+        assert by_month["2026-11"]["unit_weighted_price_cents"] == 2725 and by_month["2026-11"]["suppressed"] == []
+        assert by_month["2026-10"]["unit_weighted_price_cents"] is None  # nothing charged in October
+        every = (await rep.get("/funders/091/reports/prices")).json()["items"]
+        assert {(r["period"], r["category"]) for r in every} >= {("2026-10", "cleaning"), ("2026-11", "home_care")}
+        r = await rep.get("/funders/091/reports/prices.csv?category=home_care")
+        assert r.headers["content-type"].startswith("text/csv")
+        lines = list(csv.DictReader(io.StringIO(r.text)))
+        assert [(x["period"], x["average_price_eur"], x["providers"]) for x in lines] == [
+            ("2026-10", "27.47", "34"), ("2026-11", "27.13", "34")]
+        await rep.get("/funders/091/reports/prices?category=Home-Care", status=422)
+        await rep.get("/funders/091/reports/prices", headers=FINANCE_049, status=404)
+
+
+# ------------------------------------------------------------------ charts
+async def test_charts_show_the_data_as_svg_and_png(pg, amqp_url, namespace):  # noqa: ANN001
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        await rep.flow(seed_prices() + [e for e in a_month() if not isinstance(e, PriceListPublished)])
+        svg = await rep.get("/funders/091/charts/price-development.svg?category=home_care")
+        assert svg.headers["content-type"] == "image/svg+xml"
+        root = ET.fromstring(svg.content)
+        assert root.tag.endswith("svg")
+        text = svg.text
+        assert "2026-10" in text and "2026-11" in text and "27.47" in text and "27.13" in text
+        png = await rep.get("/funders/091/charts/price-development.png?category=home_care")
+        assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        volume = await rep.get("/funders/091/charts/monthly-volume.svg")
+        assert volume.headers["content-type"] == "image/svg+xml" and "2026-11" in volume.text
+        ET.fromstring(volume.content)
+        png = await rep.get("/funders/091/charts/monthly-volume.png")
+        assert png.content[:8] == b"\x89PNG\r\n\x1a\n" and len(png.content) > 5000
+        await rep.get("/funders/091/charts/monthly-volume.png", headers=FINANCE_049, status=404)
+
+
+# ------------------------------------------------------------------ clients' feedback
+async def test_feedback_one_per_voucher_and_month_texts_for_the_funder_only(pg, amqp_url, namespace):  # noqa: ANN001
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        await rep.flow([issued("091", "v1", "asiakas-1", "home_care"), issued("049", "v2", "asiakas-2", "home_care")])
+        client = bearer("client", voucher_id="v1")
+        r = await rep.http.post("/feedback", json={"rating": 2, "text": "Hoitaja myöhästyi"}, headers=client)
+        assert r.status_code == 201 and r.json()["rating"] == 2 and r.json()["voucher_id"] == "v1", r.text
+        r2 = await rep.http.post("/feedback", json={"rating": 5, "text": "  Nyt toimii hyvin  "}, headers=client)
+        assert r2.status_code == 200 and r2.json()["feedback_id"] == r.json()["feedback_id"]
+        other = await rep.http.post("/feedback", json={"rating": 4}, headers=bearer("client", voucher_id="v2"))
+        assert other.status_code == 201
+        for bad in ({"rating": 0}, {"rating": 6}, {"rating": "good"}, {}, {"rating": 3, "text": "x" * 2001},
+                    {"rating": 3, "extra": 1}):
+            r = await rep.http.post("/feedback", json=bad, headers=client)
+            assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
+        hetu = await rep.http.post("/feedback", json={"rating": 3, "text": "olen 131052-308T"}, headers=client)
+        assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code_refused")
+        assert "131052" not in hetu.text
+        assert (await rep.http.post("/feedback", json={"rating": 3}, headers=CONTROLLER)).status_code == 403
+        assert (await rep.http.post("/feedback", json={"rating": 3})).status_code == 401
+        mine = (await rep.get("/funders/091/feedback?period=2026-11")).json()["items"]
+        assert [(f["rating"], f["text"], f["category"]) for f in mine] == [(5, "Nyt toimii hyvin", "home_care")]
+        assert "voucher_id" not in mine[0]
+        theirs = (await rep.get("/funders/049/feedback?period=2026-11",
+                                headers=bearer("funder_reporting", funder_id="049"))).json()["items"]
+        assert [f["rating"] for f in theirs] == [4] and theirs[0]["text"] is None
+        await rep.get("/funders/091/feedback?period=2026-11", headers=FINANCE_049, status=404)
+        await rep.get("/funders/091/feedback?period=2026-11", headers=OPERATOR, status=403)  # never operator-wide
+        async with rep.sessions() as s:
+            stored = (await s.execute(sa.text("SELECT count(*) FROM reporting_feedback"))).scalar_one()
+        assert stored == 2
+
