@@ -360,7 +360,8 @@ async def funder_invoice(
     format: Literal["json", "csv"] | None = None,  # noqa: A002
 ) -> InvoicePublic | Response:
     """The funder's invoice for a month: what was settled for it, by service category, gross, the
-    operator's fees and net (VAT-exempt, Finnish VAT Act 34 §)."""
+    operator's fees and net, less the corrections of earlier settlements offset in the month (VAT-exempt,
+    Finnish VAT Act 34 §)."""
     ensure_visible(principal, "funder", funder_id=funder_id)
     invoice = await invoices.monthly_invoice(sessions, funder_id, month)
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
