@@ -22,7 +22,7 @@ from reporting.settings import ReportingSettings
 from seteli_shared.auth import mint
 from seteli_shared.bus import Bus
 from seteli_shared.clock import FixedClock
-from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeSettled, Envelope, Event,
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargeSettled, Envelope, Event,
                                   PriceListPublished, ProviderApproved, ProviderSuspended, VoucherIssued,
                                   VoucherProviderChosen, VoucherRevoked)
 from seteli_shared.testing import eventually, make_settings
@@ -279,6 +279,33 @@ async def test_folding_in_another_order_gives_the_same_read_models(pg, amqp_url,
         home = row(report, "home_care")
         assert (home["charges"], home["charged_cents"], home["settled_charges"]) == (6, 55400, 6)
         assert Decimal(home["worst_settlement_delay_days"]) == 20
+
+
+def correction(c: ChargeAccepted, units_after: str, amount_after: int) -> ChargeCorrected:
+    removed = c.amount_cents - amount_after
+    return ChargeCorrected(correction_id=nid("k"), charge_id=c.charge_id, voucher_id=c.voucher_id,
+                           funder_id=c.funder_id, provider_id=c.provider_id, category=c.category,
+                           service_date=c.service_date, kind="reversal" if amount_after == 0 else "partial",
+                           reason="wrong_units", units=c.units - Decimal(units_after), amount_cents=removed,
+                           own_share_cents=0, fee_cents=removed // 20, net_cents=removed - removed // 20,
+                           units_after=Decimal(units_after), amount_cents_after=amount_after,
+                           own_share_cents_after=0, settlement_id="s-x", corrected_at=NOV + timedelta(days=4))
+
+
+async def test_corrected_charges_count_with_their_figures_after_correction(pg, amqp_url, namespace):  # noqa: ANN001
+    """Corrections of settled charges, in whatever order they and their charge arrive: the lowest
+    figures any correction names count; a full reversal leaves nothing charged."""
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        charges = [charge("091", f"v{i}", "p1", "home_care", "4", 2500) for i in range(5)]
+        fixes = [correction(charges[0], "3", 7500), correction(charges[0], "2", 5000), correction(charges[1], "0", 0)]
+        await rep.flow([fixes[1], fixes[2]] + [issued("091", f"v{i}", f"k-{i}", "home_care") for i in range(5)]
+                       + charges + [settle(c, 2) for c in charges] + [fixes[0]])
+        home = row((await rep.get("/funders/091/reports/monthly?period=2026-11")).json(), "home_care")
+        assert (home["charged_cents"], Decimal(home["units_used"])) == (5000 + 0 + 3 * 10000, 14)
+        assert home["settled_gross_cents"] == 5 * 10000  # what was paid out stays as it was
+        live = await snapshot(rep.sessions)
+        await usecases.rebuild(rep.sessions)
+        assert await snapshot(rep.sessions) == live
 
 
 # ------------------------------------------------------------------ price development (the seed's table)

@@ -23,9 +23,9 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeSettled, Envelope, Event, PriceListPublished,
-                                  ProviderApproved, ProviderReinstated, ProviderRevoked, ProviderSuspended,
-                                  SettlementCreated, VoucherAmended, VoucherExpired, VoucherIssued,
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargeSettled, Envelope, Event,
+                                  PriceListPublished, ProviderApproved, ProviderReinstated, ProviderRevoked,
+                                  ProviderSuspended, SettlementCreated, VoucherAmended, VoucherExpired, VoucherIssued,
                                   VoucherProviderChosen, VoucherRevoked)
 from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
@@ -125,22 +125,45 @@ class Batch:
         self.changed_charges.add(charge_id)
         return self.charges[charge_id]
 
-    def _charged(self, c: dict[str, Any], sign: int) -> None:
+    @staticmethod
+    def _now(c: dict[str, Any]) -> tuple[int, int, int]:
+        """The charge's units, amount and own share after any corrections."""
+        def low(accepted: int, after: int | None) -> int:
+            return accepted if after is None else min(accepted, after)
+        return (low(c["units_x100"], c["units_after_x100"]), low(c["amount_cents"], c["amount_after_cents"]),
+                low(c["own_share_cents"], c["own_share_after_cents"]))
+
+    def _charged(self, c: dict[str, Any], sign: int, count: int = 1) -> None:
+        units, amount, own = self._now(c)
         cell = self.cells[(c["funder_id"], c["period"], c["category"])]
-        cell["charges"] += sign
-        cell["units_x100"] += sign * c["units_x100"]
-        cell["charged_cents"] += sign * c["amount_cents"]
-        cell["own_share_cents"] += sign * c["own_share_cents"]
-        cell["priced_x100"] += sign * c["unit_price_cents"] * c["units_x100"]
+        cell["charges"] += sign * count
+        cell["units_x100"] += sign * units
+        cell["charged_cents"] += sign * amount
+        cell["own_share_cents"] += sign * own
+        cell["priced_x100"] += sign * c["unit_price_cents"] * units
         use = self.usage[(c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"])]
-        use["charges"] += sign
-        use["units_x100"] += sign * c["units_x100"]
-        use["charged_cents"] += sign * c["amount_cents"]
+        use["charges"] += sign * count
+        use["units_x100"] += sign * units
+        use["charged_cents"] += sign * amount
         f = self.figures[c["funder_id"]]
-        f["charges_accepted"] += sign
-        f["units_charged_x100"] += sign * c["units_x100"]
-        f["charged_cents"] += sign * c["amount_cents"]
-        f["own_share_cents"] += sign * c["own_share_cents"]
+        f["charges_accepted"] += sign * count
+        f["units_charged_x100"] += sign * units
+        f["charged_cents"] += sign * amount
+        f["own_share_cents"] += sign * own
+
+    def corrected(self, e: ChargeCorrected) -> None:
+        """A settled charge corrected: it counts with its figures after the correction (the lowest any
+        correction names, whatever order they arrive in); a full reversal leaves a charge of nothing."""
+        c = self.charge(e.charge_id)
+        counted = c["accepted_at"] is not None and not c["cancelled"]
+        if counted:
+            self._charged(c, -1, count=0)
+        for col, value in (("units_after_x100", to_hundredths(e.units_after)),
+                           ("amount_after_cents", e.amount_cents_after),
+                           ("own_share_after_cents", e.own_share_cents_after)):
+            c[col] = value if c[col] is None else min(c[col], value)
+        if counted:
+            self._charged(c, +1, count=0)
 
     def _settled(self, c: dict[str, Any]) -> None:
         cell = self.cells[(c["funder_id"], c["period"], c["category"])]
@@ -239,6 +262,8 @@ class Batch:
             self.settled(e)
         elif isinstance(e, ChargeCancelled):
             self.cancelled(e)
+        elif isinstance(e, ChargeCorrected):
+            self.corrected(e)
         elif isinstance(e, VoucherIssued):
             self.issued(e)
         elif isinstance(e, VoucherAmended):
@@ -322,7 +347,8 @@ def _rows(sums: dict[tuple | str, dict[str, int]], keys: tuple[str, ...] | list[
 
 async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:
     """Fold a run of events (any types, any order) into the read models, in the caller's transaction."""
-    charge_ids = {e.charge_id for _, e in items if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled))}
+    charge_ids = {e.charge_id for _, e in items
+                  if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
                    if isinstance(e, (VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired))}
     batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
@@ -352,6 +378,6 @@ async def archive_and_fold(session: AsyncSession, items: list[tuple[Envelope, Ev
 
 FOLDED = (ProviderApproved, ProviderSuspended, ProviderReinstated, ProviderRevoked, PriceListPublished,
           VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, VoucherProviderChosen,
-          ChargeAccepted, ChargeSettled, ChargeCancelled, SettlementCreated)
+          ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected, SettlementCreated)
 #: the consumer's subscriptions: every folded event type, a run of them at a time
 BATCH_HANDLERS = {t.event_type(): archive_and_fold for t in FOLDED}

@@ -109,6 +109,10 @@ class ChargeFact(SQLModel, table=True):
     fee_cents: int = _sum()
     net_cents: int = _sum()
     cancelled: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    #: after corrections of the settled charge (the lowest any correction names; None: never corrected)
+    units_after_x100: int | None = _col(sa.BigInteger, nullable=True)
+    amount_after_cents: int | None = _col(sa.BigInteger, nullable=True)
+    own_share_after_cents: int | None = _col(sa.BigInteger, nullable=True)
 
 
 class CategoryMonth(SQLModel, table=True):
