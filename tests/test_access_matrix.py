@@ -211,9 +211,18 @@ async def new_charge(pay, ids: dict) -> str:  # noqa: ANN001
     return r.json()["id"]
 
 
+async def new_settled_charge(pay, ids: dict) -> str:  # noqa: ANN001
+    """A settled charge of provider P's (one to correct)."""
+    charge_id = await new_charge(pay, ids)
+    r = await pay.post("/settlements/run", headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    return charge_id
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
     ("POST", "/charges/{charge_id}/cancel"): new_charge,
+    ("POST", "/charges/{charge_id}/corrections"): new_settled_charge,
     ("POST", "/price-lists/{price_list_id}/approve"): new_pending_price_list,
     ("POST", "/price-lists/{price_list_id}/reject"): new_pending_price_list,
     ("POST", "/applications/{application_id}/submit"): lambda reg, ids: new_application(reg, ids),
@@ -240,6 +249,7 @@ BODIES = {
     ("POST", "/charges"): charge_body,
     # a bulk of one line (a provider other than the voucher's gets the line refused, the bulk answered)
     ("POST", "/charges/bulk"): lambda ids: [{k: v for k, v in charge_body(ids).items() if k != "provider_id"}],
+    ("POST", "/charges/{charge_id}/corrections"): lambda ids: {"reason": "wrong_units", "units": "0.1"},
     ("POST", "/providers/{provider_id}/price-lists"): lambda ids: {
         "funder_id": F1, "category": "home_care", "unit_price_cents": 2500, "effective_from": date.today().isoformat()},
     # the same version as the world's: a retry, 200
