@@ -1,0 +1,247 @@
+"""The web portal against the whole system (four services on PostgreSQL and RabbitMQ, the portal as
+its own process): who may see each page, and the three walks a person makes in a real Chromium: a
+client compares, chooses and gives feedback; a provider charges by code and uploads the month's CSV;
+a funder opens the report and sees the chart. Screenshots go to var/screenshots/."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from seteli_shared.testing import eventually
+
+from .conftest import FUNDER, World, client_signed_in, open_client, open_signed_in, screenshot, signed_in
+
+pytestmark = pytest.mark.e2e
+
+PUBLIC = ["/", "/compare", "/signin", "/compare?funder=091&category=home_care&sort=own_share&voucher_value=25"]
+CLIENT_PAGES = ["/client"]
+PROVIDER_PAGES = ["/provider", "/provider/apply", "/provider/charge", "/provider/charges", "/provider/charges.csv",
+                  "/provider/settlements"]
+FUNDER_PAGES = ["/funder", "/funder/applications", "/funder/vouchers", "/funder/report", "/funder/audit",
+                "/funder/report.csv"]
+OPERATOR_PAGES = ["/operator", "/operator/audit"]
+STAFF_ROLES = {"operator": {}, "funder_reporting": {"funder_id": FUNDER},
+               "provider_charger": None}  # provider id filled from the world
+
+
+# ------------------------------------------------------------------ who may see what
+async def test_anonymous_sees_only_the_public_pages(portal, world: World):  # noqa: ANN001
+    async with signed_in(portal) as c:
+        for path in PUBLIC + [f"/compare/providers/{world.providers['A']}?funder={FUNDER}&category=home_care"]:
+            r = await c.get(path)
+            assert r.status_code == 200, (path, r.status_code)
+        for path in CLIENT_PAGES + PROVIDER_PAGES + FUNDER_PAGES + OPERATOR_PAGES:
+            r = await c.get(path)
+            assert (r.status_code, r.headers.get("location", "").split("?")[0]) == (303, "/signin"), path
+        r = await c.post("/provider/charge", data={"voucher_code": world.vouchers["v2"]["voucher_code"]})
+        assert r.status_code == 401
+
+
+async def test_each_role_sees_its_own_area_only(portal, world: World):  # noqa: ANN001
+    who = {"client": await open_client(portal, world.vouchers["v1"]),
+           "provider": await open_signed_in(portal, "provider_charger", provider_id=world.providers["B"]),
+           "funder": await open_signed_in(portal, "funder_reporting", funder_id=FUNDER),
+           "operator": await open_signed_in(portal, "operator")}
+    areas = {"client": CLIENT_PAGES, "provider": PROVIDER_PAGES, "funder": FUNDER_PAGES, "operator": OPERATOR_PAGES}
+    try:
+        for name, client in who.items():
+            for area, pages in areas.items():
+                for path in pages:
+                    r = await client.get(path)
+                    if area == name:
+                        # the funder's CSV is there once reporting has the monthly report
+                        assert r.status_code == 200, (name, path, r.status_code, r.text[:300])
+                    else:
+                        assert r.status_code == 403, (name, path, r.status_code)
+    finally:
+        for client in who.values():
+            await client.aclose()
+
+
+async def test_a_client_never_sees_another_voucher(portal, world: World):  # noqa: ANN001
+    async with client_signed_in(portal, world.vouchers["v1"]) as c:
+        page = (await c.get("/client")).text
+        assert world.vouchers["v1"]["voucher_code"] in page
+        assert world.vouchers["v2"]["voucher_code"] not in page
+        # the voucher comes from the token: there is no address of another voucher to try
+        assert (await c.get(f"/client?voucher_id={world.vouchers['v2']['id']}")).text.count(
+            world.vouchers["v2"]["voucher_code"]) == 0
+        assert (await c.get(f"/client/{world.vouchers['v2']['id']}")).status_code == 404
+
+
+async def test_a_provider_never_sees_another_providers_charges(portal, world: World, system):  # noqa: ANN001
+    async with signed_in(portal, "provider_charger", provider_id=world.providers["B"]) as b, \
+            signed_in(portal, "provider_manager", provider_id=world.providers["A"]) as a:
+        assert "first-visit" in (await b.get("/provider/charges")).text
+        assert "first-visit" in (await b.get("/provider/charges.csv")).text
+        assert "first-visit" not in (await a.get("/provider/charges")).text
+        assert "first-visit" not in (await a.get("/provider/charges.csv")).text
+        # B's settlement statement is not A's to read
+        from .conftest import OPERATOR
+        run = await system.client("payments", headers=OPERATOR).post("/settlements/run")
+        assert run.status_code == 200, run.text
+        mine = [s["id"] for s in run.json() if s["provider_id"] == world.providers["B"]]
+        assert mine, run.json()
+        r = await b.get(f"/provider/settlements/{mine[0]}")
+        assert r.status_code == 200 and "first-visit" in r.text
+        assert "first-visit" in (await b.get(f"/provider/settlements/{mine[0]}/statement.csv")).text
+        assert (await a.get(f"/provider/settlements/{mine[0]}")).status_code == 404
+        assert (await a.get(f"/provider/settlements/{mine[0]}/statement.csv")).status_code == 404
+
+
+async def test_a_funder_sees_only_its_own_vouchers(portal, world: World):  # noqa: ANN001
+    async with signed_in(portal, "funder_decision_maker", funder_id=FUNDER) as hki, \
+            signed_in(portal, "funder_decision_maker", funder_id="092") as vantaa:
+        mine = (await hki.get("/funder/vouchers")).text
+        theirs = (await vantaa.get("/funder/vouchers")).text
+        assert world.vouchers["v1"]["voucher_code"] in mine and world.vouchers["v3"]["voucher_code"] not in mine
+        assert world.vouchers["v3"]["voucher_code"] in theirs and world.vouchers["v1"]["voucher_code"] not in theirs
+
+
+async def test_forms_without_the_sessions_csrf_token_are_refused(portal, world: World):  # noqa: ANN001
+    async with signed_in(portal, "provider_charger", provider_id=world.providers["B"]) as c:
+        r = await c.post("/provider/charge", data={"csrf": "forged", "voucher_code": "X", "provider_reference": "x",
+                                                   "service_date": date.today().isoformat(), "units": "1"})
+        assert r.status_code == 403
+    async with httpx.AsyncClient(base_url=portal) as fresh:  # no session at all
+        r = await fresh.post("/signin/dev", data={"role": "operator"})
+        assert r.status_code == 403
+
+
+async def test_session_cookie_is_httponly_and_samesite_lax(portal):  # noqa: ANN001
+    async with httpx.AsyncClient(base_url=portal) as c:
+        r = await c.get("/signin")
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+# ------------------------------------------------------------------ in a real browser
+async def test_client_compares_chooses_and_gives_feedback(portal, world: World, browser, system):  # noqa: ANN001
+    page = await browser.new_page()
+    await page.goto(f"{portal}/compare?funder={FUNDER}&category=home_care")
+    assert await page.get_attribute("html", "lang") == "fi"
+    await page.fill("#voucher_value", "25,00")
+    await page.check("input[name=sort][value=own_share]")
+    await page.click("form.filters button[type=submit]")
+    rows = page.locator("table tbody tr")
+    assert await rows.count() == 2
+    assert "Hoivapalvelu Bee Oy" in await rows.nth(0).inner_text()  # 27.00 EUR: 2.00 of own share a unit
+    assert "2,00" in await rows.nth(0).inner_text()
+    assert "5,00" in await rows.nth(1).inner_text()  # Kotihoiva: 30.00 - 25.00
+    await screenshot(page, "01-compare")
+    await page.click("text=Kotihoiva Oy")
+    assert "Kotihoiva Oy Kallio" in await page.inner_text("main")
+    await screenshot(page, "02-provider-page")
+    await page.click("a[hreflang=sv]")
+    assert await page.get_attribute("html", "lang") == "sv"
+    assert "Verksamhetsställen" in await page.inner_text("main")
+    await page.click("a[hreflang=fi]")
+
+    # the light login with the decision letter's codes
+    await page.goto(f"{portal}/signin")
+    await page.fill("#voucher_code", world.vouchers["v1"]["voucher_code"])
+    await page.fill("#client_login_code", world.vouchers["v1"]["client_login_code"])
+    await page.click("#client form button[type=submit]")
+    await page.wait_for_url(f"{portal}/client")
+    assert "20" in await page.inner_text("#units-left")
+    assert "Et ole vielä valinnut" in await page.inner_text("#chosen")
+    await screenshot(page, "03-client-voucher")
+    await page.click("button[aria-label='Valitse: Hoivapalvelu Bee Oy']")
+    assert "Palveluntuottaja valittu." in await page.inner_text("main")
+    assert await page.inner_text("#chosen") == "Hoivapalvelu Bee Oy"
+
+    # feedback: 4 of 5, with words
+    await page.check("input[name=rating][value='4']")
+    await page.fill("#text", "Ystävällinen ja täsmällinen hoitaja.")
+    await page.click("form[action='/client/feedback'] button[type=submit]")
+    assert "Kiitos palautteestasi." in await page.inner_text("main")
+    await screenshot(page, "04-client-chosen-feedback")
+
+    # the choice reached the vouchers service, the feedback the funder's staff
+    from .conftest import bearer
+    r = await system.client("vouchers", headers=bearer("funder_decision_maker", funder_id=FUNDER)).get(
+        f"/vouchers/{world.vouchers['v1']['id']}")
+    assert r.json()["provider_id"] == world.providers["B"]
+    r = await system.client("reporting", headers=bearer("funder_reporting", funder_id=FUNDER)).get(
+        f"/funders/{FUNDER}/feedback")
+    assert r.status_code == 200, r.text
+    assert [(f["rating"], f["text"]) for f in r.json()["items"]] == [(4, "Ystävällinen ja täsmällinen hoitaja.")]
+
+
+async def test_provider_charges_by_code_and_uploads_a_csv(portal, world: World, browser, tmp_path):  # noqa: ANN001
+    page = await browser.new_page()
+    await page.goto(f"{portal}/signin")
+    await page.select_option("#role", "provider_charger")
+    await page.fill("#provider_id", world.providers["B"])
+    await page.click("#staff form button[type=submit]")
+    await page.wait_for_url(f"{portal}/provider")
+    await page.click("header nav >> text=Veloita seteliä")
+    code = world.vouchers["v2"]["voucher_code"]
+    today = date.today().isoformat()
+    await page.fill("#voucher_code", code)
+    await page.fill("#provider_reference", "visit-browser-1")
+    await page.fill("#service_date", today)
+    await page.fill("#units", "2")
+    await page.click("form[action='/provider/charge'] button[type=submit]")
+    done = await page.inner_text("[role=status]")
+    # 2 h x 27.00 EUR: the voucher pays 2 x 25.00, the client 2 x 2.00
+    assert "Veloitus hyväksytty" in done and "50,00" in done and "4,00" in done, done
+    await screenshot(page, "05-provider-charge")
+
+    # the month's CSV as a Finnish spreadsheet writes it: semicolons, decimal commas, d.m.yyyy dates
+    d = date.today()
+    csv = (f"voucher_code;provider_reference;service_date;units\n"
+           f"{code};csv-1;{d.day}.{d.month}.{d.year};1,5\n"
+           f"{code};csv-2;{d.isoformat()};1\n"
+           f"NOSUCHCODE;csv-3;{d.isoformat()};1\n"
+           f"{code};csv-4;{d.isoformat()};99\n")
+    file = tmp_path / "kuukausi.csv"
+    file.write_text(csv, encoding="utf-8")
+    await page.set_input_files("#file", str(file))
+    await page.click("form[action='/provider/charges/upload'] button[type=submit]")
+    summary = await page.inner_text("#bulk-summary")
+    assert summary == "Rivejä 4: hyväksytty 2, jo veloitettu 0, hylätty 2", summary
+    lines = page.locator("#bulk-lines tbody tr")
+    assert await lines.count() == 4
+    texts = [await lines.nth(i).inner_text() for i in range(4)]
+    assert "hyväksytty" in texts[0] and "hyväksytty" in texts[1]
+    assert "hylätty" in texts[2] and "hylätty" in texts[3] and "units_exceeded" in texts[3]
+    await screenshot(page, "06-provider-csv-result")
+    await page.click("main >> text=Veloitukset")
+    listed = await page.inner_text("#charges")
+    for ref in ("visit-browser-1", "csv-1", "csv-2"):
+        assert ref in listed
+    assert "csv-3" not in listed
+    await screenshot(page, "07-provider-charges")
+
+
+async def test_funder_opens_the_report_and_sees_the_chart(portal, world: World, browser, system):  # noqa: ANN001
+    from .conftest import bearer
+
+    reporting = system.client("reporting", headers=bearer("funder_reporting", funder_id=FUNDER))
+
+    async def charged():  # noqa: ANN202  (reporting has folded the charges of the world)
+        r = await reporting.get(f"/funders/{FUNDER}/figures")
+        return r.status_code == 200 and r.json()["charges_accepted"] >= 1
+
+    await eventually(charged)
+    page = await browser.new_page()
+    await page.goto(f"{portal}/signin?lang=en")
+    await page.select_option("#role", "funder_reporting")
+    await page.fill("#funder_id", FUNDER)
+    await page.click("#staff form button[type=submit]")
+    await page.wait_for_url(f"{portal}/funder")
+    await page.click("header nav >> text=Monitoring report")
+    assert await page.get_attribute("html", "lang") == "en"
+    assert await page.locator("#report-missing").count() == 0, await page.inner_text("main")
+    table = await page.inner_text("#report-table")
+    assert "Home care" in table or "home" in table.lower(), table
+    chart = page.locator("#chart-volume")
+    await chart.scroll_into_view_if_needed()
+    loaded = await page.wait_for_function(
+        "() => { const i = document.querySelector('#chart-volume'); return i.complete && i.naturalWidth > 0 }")
+    assert loaded
+    await screenshot(page, "08-funder-report")
