@@ -117,6 +117,7 @@ class Batch:
     price_lists: list[dict] = field(default_factory=list)
     approval_changes: list[dict] = field(default_factory=list)
     choices: list[dict] = field(default_factory=list)
+    lowered_keys: set[tuple] = field(default_factory=set)
 
     # ---- charges: each half once; the sums when the halves they need are there
     def charge(self, charge_id: str) -> dict[str, Any]:
@@ -135,6 +136,8 @@ class Batch:
 
     def _charged(self, c: dict[str, Any], sign: int, count: int = 1) -> None:
         units, amount, own = self._now(c)
+        if sign < 0:  # sums may come back to zero: such rows are removed (a rebuild would not make them)
+            self.lowered_keys.add((c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"]))
         cell = self.cells[(c["funder_id"], c["period"], c["category"])]
         cell["charges"] += sign * count
         cell["units_x100"] += sign * units
@@ -302,11 +305,25 @@ class Batch:
                        ["funder_id", "period", "category"], maxima=["worst_delay_seconds"])
         keys = ["funder_id", "period", "category", "provider_id", "voucher_id"]
         await add_sums(session, VoucherMonth, _rows(self.usage, keys, USAGE_SUMS), keys)
+        await self._drop_empty(session)
         await insert_new(session, PriceListFact, self.price_lists, ["price_list_id"])
         await insert_new(session, ApprovalChange, self.approval_changes, ["event_id"])
         await insert_new(session, ProviderChoice, self.choices, ["event_id"])
         await self._write_members(session)
         await add_sums(session, FunderFigures, _rows(self.figures, ("funder_id",), FIGURE_SUMS), ["funder_id"])
+
+    async def _drop_empty(self, session: AsyncSession) -> None:
+        """Rows whose sums a cancellation or correction brought back to zero are removed, so that the
+        read models are the same whatever the order and batching of the events."""
+        for model, keys, sums in ((VoucherMonth, ("funder_id", "period", "category", "provider_id", "voucher_id"),
+                                   USAGE_SUMS),
+                                  (CategoryMonth, ("funder_id", "period", "category"), CELL_SUMS)):
+            wanted = sorted({k[:len(keys)] for k in self.lowered_keys})
+            if not wanted:
+                continue
+            t = model.__table__
+            await session.execute(sa.delete(t).where(sa.tuple_(*[t.c[k] for k in keys]).in_(wanted),
+                                                     *[t.c[n] == 0 for n in sums]))
 
     async def _write_members(self, session: AsyncSession) -> None:
         """Distinct providers and clients per funder: new ones add to the funder's figures."""
@@ -340,6 +357,8 @@ def _rows(sums: dict[tuple | str, dict[str, int]], keys: tuple[str, ...] | list[
     out = []
     for key in sorted(sums):
         values = sums[key]
+        if not any(values.values()):
+            continue  # nothing to add (a charge and its cancellation in one batch)
         key_t = key if isinstance(key, tuple) else (key,)
         out.append({**dict(zip(keys, key_t)), **{n: int(values.get(n, 0)) for n in names}})
     return out
