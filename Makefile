@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments
+.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -24,3 +24,6 @@ bench-decisions: bootstrap
 
 bench-payments: bootstrap
 	@.venv/bin/python bench/payments.py
+
+bench-reporting: bootstrap
+	@.venv/bin/python bench/reporting.py $(ARGS)
