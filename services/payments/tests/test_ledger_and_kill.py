@@ -278,3 +278,115 @@ async def test_a_settlement_run_killed_in_the_middle_and_run_again_settles_every
         await conn.close()
     code, out = ledger_check_command(url)
     assert code == 0 and out["ok"], out
+
+
+async def _more_charges(url: str, prefix: str, charges: int, vouchers: int, providers: int) -> None:
+    """``charges`` more accepted charges (ids ``prefix`` + n) with their ledger transactions, by raw SQL."""
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        async with conn.transaction():
+            await conn.execute("""
+                INSERT INTO payments_charge (id, voucher_id, funder_id, provider_id, category, provider_reference,
+                    service_date, units_x100, unit_price_cents, amount_cents, own_share_cents, price_registered,
+                    status, accepted_at)
+                SELECT $4 || i, 'v' || (i % $2), '091', 'p' || ((i % $2) % $3), 'home_care', $4 || 'r' || i,
+                    DATE '2026-06-11' + (i % 5), 100, 2500, 2500, 0, false, 'accepted',
+                    now() - interval '1 hour' + i * interval '1 millisecond'
+                FROM generate_series(0, $1 - 1) i""", charges, vouchers, providers, prefix)
+            await conn.execute("""
+                INSERT INTO payments_ledger_transaction (id, kind, reference, created_at)
+                SELECT 't' || id, 'charge', id, accepted_at FROM payments_charge WHERE id LIKE $1 || '%'""", prefix)
+            await conn.execute("""
+                INSERT INTO payments_ledger_entry (transaction_id, account, amount_cents)
+                SELECT 't' || id, 'funder:' || funder_id || ':voucher_spend', amount_cents FROM payments_charge
+                WHERE id LIKE $1 || '%'
+                UNION ALL
+                SELECT 't' || id, 'provider:' || provider_id || ':payable', -amount_cents FROM payments_charge
+                WHERE id LIKE $1 || '%'""", prefix)
+    finally:
+        await conn.close()
+
+
+async def test_a_run_offsetting_corrections_killed_in_the_middle_offsets_each_once_after_restart(
+        database, amqp_url, namespace, tmp_path):  # noqa: ANN001
+    """Settled charges corrected (200 reversals, 100 partial), new charges accepted; the run that offsets
+    the corrections against the new payouts is killed (SIGKILL) inside its transaction: nothing of it stays,
+    every correction still waits. After a restart one run offsets each correction exactly once, the next
+    finds nothing, and the invariants hold."""
+    from payments import corrections
+    from seteli_shared.auth import Principal, Role
+
+    url, n = database, 4000
+    await seed(url, charges=n, providers=400, vouchers=2000)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    operator = Principal("t:operator", frozenset({Role.OPERATOR}))
+    try:
+        async with unit_of_work(sessions) as session:
+            assert len(await usecases.run_settlement(session, CLOCK, Decimal("0.05"))) == 400
+        for i in range(300):
+            await corrections.correct_charge(sessions, CLOCK, operator, f"c{i}", reason="wrong_units",
+                                             reversal=i < 200, units_x100=None if i < 200 else 50)
+    finally:
+        await engine.dispose()
+    await _more_charges(url, "d", n, vouchers=2000, providers=400)
+    assert (await check(url))["ok"]
+    log = tmp_path / "payments.log"
+    proc, base = _start(url, amqp_url, namespace, log)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            run = asyncio.create_task(client.post("/settlements/run", headers=OPERATOR))
+            deadline = time.monotonic() + 30
+            while not await _settlement_in_progress(url):
+                assert not run.done(), f"the run ended before it was caught in the middle: {run.result().text}"
+                assert time.monotonic() < deadline, "the settlement run never started"
+                await asyncio.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            with pytest.raises(httpx.HTTPError):
+                await run
+        conn = await asyncpg.connect(_dsn(url))
+        try:  # nothing of the killed run is left, every correction still waits
+            assert await conn.fetchval("SELECT count(*) FROM payments_settlement") == 400
+            assert await conn.fetchval(
+                "SELECT count(*) FROM payments_charge_correction WHERE offset_settlement_id IS NULL") == 300
+        finally:
+            await conn.close()
+
+        proc, base = _start(url, amqp_url, namespace, log)
+        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            r = await client.post("/settlements/run", headers=OPERATOR)
+            assert r.status_code == 200, r.text
+            assert sum(s["net_cents"] for s in r.json()) == sum(s["gross_cents"] - s["fee_cents"] for s in r.json())
+            r2 = await client.post("/settlements/run", headers=OPERATOR)
+            assert r2.status_code == 200 and r2.json() == [], r2.text
+            check_http = (await client.get("/ledger/check", headers=OPERATOR)).json()
+        assert check_http["ok"], check_http
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        # each correction offset once, by a settlement of the second round that exists, of its provider
+        assert await conn.fetchval(
+            "SELECT count(*) FROM payments_charge_correction k JOIN payments_settlement s "
+            "ON s.id = k.offset_settlement_id AND s.provider_id = k.provider_id AND s.created_at >= "
+            "(SELECT max(created_at) FROM payments_settlement)") == 300
+        assert await conn.fetchval("SELECT count(*) FROM payments_settlement") == 800
+        assert await conn.fetchval("SELECT sum(correction_count) FROM payments_settlement") == 300
+        assert await conn.fetchval("SELECT count(*) FROM payments_settlement WHERE net_cents < 0") == 0
+        # the second round paid the new charges less the corrections: 4000 x 25.00, less what was corrected
+        corrected = await conn.fetchval("SELECT sum(amount_cents) FROM payments_charge_correction")
+        assert await conn.fetchval("SELECT sum(gross_cents) FROM payments_settlement WHERE correction_count > 0 "
+                                   "OR id IN (SELECT settlement_id FROM payments_charge WHERE id LIKE 'd%')") == (
+            n * 2500 - corrected)
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'charge.corrected.v1'") == 300
+    finally:
+        await conn.close()
+    code, out = ledger_check_command(url)
+    assert code == 0 and out["ok"], out
