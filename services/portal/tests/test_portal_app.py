@@ -1,0 +1,225 @@
+"""The portal on its own (no services needed): its words in three languages, the language choice,
+money as a person reads it, the session cookie and CSRF, production settings, no open redirect, and
+the OpenID Connect sign-in against a small issuer run by the test (authorization code with PKCE, state
+and nonce; the access token verified against the issuer's JWKS as the services verify it)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.testclient import TestClient
+
+from portal import i18n
+from portal.app import create_app
+from portal.settings import PortalSettings
+from portal.signin import _safe_next
+from portal.web import eur
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "src" / "portal" / "templates"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def test_every_word_the_pages_use_is_there_in_finnish_swedish_and_english():
+    used = set()
+    for template in TEMPLATES.glob("*.html"):
+        used |= set(re.findall(r"""t\(\s*["']([a-z_]*[a-z])["']""", template.read_text(encoding="utf-8")))
+    for module in (Path(i18n.__file__).parent).glob("*.py"):
+        used |= set(re.findall(r"""\.t\(\s*["']([a-z_]*[a-z])["']""", module.read_text(encoding="utf-8")))
+    missing = sorted(k for k in used if k not in i18n.TEXTS)
+    assert not missing, missing
+    for key, texts in i18n.TEXTS.items():
+        assert len(texts) == 3 and all(t.strip() for t in texts), key
+
+
+def test_language_from_the_query_then_the_cookie_then_the_browser_else_finnish():
+    assert i18n.pick("sv", "en", "en-GB") == "sv"
+    assert i18n.pick(None, "en", "sv-FI") == "en"
+    assert i18n.pick("xx", None, "de-DE,sv;q=0.8") == "sv"
+    assert i18n.pick(None, None, None) == "fi"
+
+
+def test_money_is_shown_the_finnish_way():
+    assert eur(123456) == "1\u00a0234,56\u00a0€"
+    assert eur(-5) == "-0,05\u00a0€"
+    assert eur(None) == "–"
+
+
+def test_only_paths_of_this_site_are_followed_after_sign_in():
+    assert _safe_next("/funder/report") == "/funder/report"
+    for bad in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", None):
+        assert _safe_next(bad) is None
+
+
+def test_pages_set_lang_and_the_language_cookie():
+    with TestClient(create_app(PortalSettings(environment="test"))) as c:
+        r = c.get("/?lang=sv")
+        assert '<html lang="sv">' in r.text and "Servicesedel" in r.text
+        assert "lang=sv" in r.headers["set-cookie"]
+        assert '<html lang="sv">' in c.get("/compare").text  # remembered
+        assert '<html lang="en">' in c.get("/", headers={"accept-language": "en"}, cookies={"lang": ""}).text
+
+
+def test_unknown_pages_are_a_404_page_and_the_security_headers_are_set():
+    with TestClient(create_app(PortalSettings(environment="test"))) as c:
+        r = c.get("/no/such/page")
+        assert r.status_code == 404 and "Sivua ei löytynyt." in r.text
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_development_sign_in_mints_a_token_for_the_chosen_role_and_a_form_needs_the_csrf_token():
+    with TestClient(create_app(PortalSettings(environment="test")), follow_redirects=False) as c:
+        csrf = CSRF.search(c.get("/signin").text).group(1)
+        assert c.post("/signin/dev", data={"role": "operator", "csrf": "x"}).status_code == 403
+        r = c.post("/signin/dev", data={"role": "provider_charger", "provider_id": "p-1", "csrf": csrf})
+        assert (r.status_code, r.headers["location"]) == (303, "/provider")
+        assert c.get("/funder").status_code == 403
+        assert c.get("/operator").status_code == 403
+        # a funder role without its funder is no token at all
+        csrf = CSRF.search(c.get("/signin").text).group(1)
+        r = c.post("/signin/dev", data={"role": "funder_finance", "funder_id": "", "csrf": csrf})
+        assert r.status_code == 401
+
+
+PRODUCTION = dict(environment="production", portal_session_secret="s" * 40, jwks_url="/nonexistent")
+
+
+def test_production_refuses_the_development_session_secret_and_has_no_development_sign_in(tmp_path):
+    with pytest.raises(ValueError, match="PORTAL_SESSION_SECRET"):
+        PortalSettings(environment="production", jwks_url="x")
+    with pytest.raises(ValueError, match="JWKS_URL"):
+        PortalSettings(environment="production", portal_session_secret="s" * 40)
+    keys = tmp_path / "jwks.json"
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                                                .public_key(), as_dict=True)
+    keys.write_text(json.dumps({"keys": [{**public, "kid": "k1"}]}))
+    settings = PortalSettings(**{**PRODUCTION, "jwks_url": str(keys)})
+    assert settings.secure_cookies and not settings.dev_sign_in
+    with TestClient(create_app(settings), base_url="https://portal.example") as c:
+        page = c.get("/signin")
+        assert "/signin/dev" not in page.text
+        csrf = CSRF.search(page.text).group(1)
+        assert c.post("/signin/dev", data={"role": "operator", "csrf": csrf}).status_code == 404
+        assert "secure" in page.headers["set-cookie"].lower()
+
+
+# ------------------------------------------------------------------ OpenID Connect against an issuer of the test
+class Issuer:
+    """A small OpenID Connect provider: discovery, authorize (a signed-in user is assumed), token with
+    PKCE checked, RS256 tokens whose public key is in a JWKS file."""
+
+    def __init__(self, jwks_path: Path, claims: dict):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        jwks_path.write_text(json.dumps({"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+        self.claims, self.codes = claims, {}
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = FastAPI()
+
+        @app.get("/.well-known/openid-configuration")
+        def discovery() -> dict:
+            return {"issuer": self.url, "authorization_endpoint": f"{self.url}/authorize",
+                    "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks"}
+
+        @app.get("/authorize")
+        def authorize(request: Request) -> RedirectResponse:
+            q = request.query_params
+            assert q["response_type"] == "code" and q["code_challenge_method"] == "S256"
+            code = secrets.token_urlsafe(16)
+            self.codes[code] = {"challenge": q["code_challenge"], "nonce": q["nonce"],
+                                "redirect_uri": q["redirect_uri"], "client_id": q["client_id"]}
+            return RedirectResponse(f"{q['redirect_uri']}?code={code}&state={q['state']}", status_code=302)
+
+        @app.post("/token")
+        def token(code: str = Form(), code_verifier: str = Form(), redirect_uri: str = Form(),
+                  grant_type: str = Form(), client_id: str = Form()) -> JSONResponse:
+            pending = self.codes.pop(code, None)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(code_verifier.encode()).digest()).rstrip(b"=").decode()
+            if not pending or digest != pending["challenge"] or redirect_uri != pending["redirect_uri"]:
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            now = int(time.time())
+            base = {"iss": self.url, "iat": now, "exp": now + 600, "sub": "staff-42"}
+            access = jwt.encode({**base, "aud": "seteli", **self.claims}, self.key, algorithm="RS256",
+                                headers={"kid": "k1"})
+            id_token = jwt.encode({**base, "aud": client_id, "nonce": pending["nonce"]}, self.key,
+                                  algorithm="RS256", headers={"kid": "k1"})
+            return JSONResponse({"access_token": access, "id_token": id_token, "token_type": "Bearer"})
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Issuer":
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+def _oidc_portal(issuer: Issuer, jwks: Path) -> TestClient:
+    settings = PortalSettings(**{**PRODUCTION, "jwks_url": str(jwks)}, jwt_issuer=issuer.url, oidc_issuer=issuer.url,
+                              oidc_client_id="portal", portal_url="https://portal.example")
+    return TestClient(create_app(settings), base_url="https://portal.example", follow_redirects=False)
+
+
+def test_staff_sign_in_with_openid_connect(tmp_path):
+    jwks = tmp_path / "jwks.json"
+    with Issuer(jwks, {"roles": ["funder_reporting"], "funder_id": "091"}) as issuer, \
+            _oidc_portal(issuer, jwks) as c:
+        assert "/signin/oidc" in c.get("/signin").text
+        r = c.get("/signin/oidc?next=/funder/report")
+        assert r.status_code == 303 and r.headers["location"].startswith(f"{issuer.url}/authorize?")
+        query = parse_qs(urlparse(r.headers["location"]).query)
+        assert query["redirect_uri"] == ["https://portal.example/signin/oidc/callback"]
+        # the browser goes to the issuer, which sends it back with a code
+        import httpx
+        back = httpx.get(r.headers["location"], follow_redirects=False)
+        callback = urlparse(back.headers["location"])
+        r = c.get(f"{callback.path}?{callback.query}")
+        assert (r.status_code, r.headers["location"]) == (303, "/funder/report"), r.text
+        page = c.get("/funder")  # the services are not running: the page says so, but it is the funder's page
+        assert page.status_code == 200 and "funder_reporting (091)" in page.text
+        assert c.get("/operator").status_code == 403
+
+
+def test_openid_connect_callback_refuses_a_foreign_state_and_a_token_of_another_issuer(tmp_path):
+    jwks = tmp_path / "jwks.json"
+    with Issuer(jwks, {"roles": ["operator"]}) as issuer, _oidc_portal(issuer, jwks) as c:
+        c.get("/signin/oidc")
+        assert c.get("/signin/oidc/callback?code=x&state=not-ours").status_code == 403
+        # a code is used once, and the state once: replaying the callback is refused
+        import httpx
+        r = c.get("/signin/oidc")
+        back = urlparse(httpx.get(r.headers["location"], follow_redirects=False).headers["location"])
+        assert c.get(f"{back.path}?{back.query}").status_code == 303
+        assert c.get(f"{back.path}?{back.query}").status_code == 403
+    other = tmp_path / "other.json"
+    with Issuer(other, {"roles": ["operator"]}) as issuer:
+        settings = PortalSettings(**{**PRODUCTION, "jwks_url": str(jwks)}, jwt_issuer=issuer.url,
+                                  oidc_issuer=issuer.url, oidc_client_id="portal", portal_url="https://portal.example")
+        with TestClient(create_app(settings), base_url="https://portal.example", follow_redirects=False) as c:
+            r = c.get("/signin/oidc")
+            back = urlparse(httpx.get(r.headers["location"], follow_redirects=False).headers["location"])
+            r = c.get(f"{back.path}?{back.query}")
+            assert r.status_code == 401  # signed by a key the platform does not trust
+            assert c.get("/operator").status_code == 303
