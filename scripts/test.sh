@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit, integration (real PostgreSQL + RabbitMQ) and end-to-end.
+# Runs every test: unit, integration (real PostgreSQL + RabbitMQ), end-to-end and the portal's browser
+# tests (Debian's chromium, installed first when missing: scripts/install_browser.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/install_browser.sh
 exec .venv/bin/python -m pytest "$@"
