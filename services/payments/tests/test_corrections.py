@@ -6,29 +6,19 @@ invariants after all of it; a charge later than the funder's deadline refused in
 path (the funder's own term from FunderRegistered, or the default 90 days)."""
 from __future__ import annotations
 
-import json
 import re
-from contextlib import AsyncExitStack
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from decimal import Decimal
 
-import aio_pika
-import httpx
-import pytest
 from sqlalchemy import select
 
-import payments.app
 from payments.models import ChargeCorrection, LedgerEntry, LedgerTransaction
-from payments.settings import PaymentsSettings
 from seteli_shared.auth import mint
-from seteli_shared.bus import Bus
-from seteli_shared.clock import FixedClock
 from seteli_shared.devtools import random_business_id
-from seteli_shared.events import (Envelope, Event, FunderRegistered, ProviderApproved, ProviderRegistered,
-                                  VoucherIssued, VoucherProviderChosen)
-from seteli_shared.messaging import InboxMessage
-from seteli_shared.testing import eventually, make_settings
+from seteli_shared.events import FunderRegistered, ProviderRegistered
+from seteli_shared.testing import eventually
 
+# the app, its bus and the steps: ``live`` (conftest.py)
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
 TODAY = date(2026, 6, 20)
 
@@ -41,107 +31,8 @@ def charger(provider_id: str) -> dict:
     return as_("provider_charger", provider_id=provider_id)
 
 
-class World:
-    def __init__(self, client: httpx.AsyncClient, app, bus: Bus, spy, clock: FixedClock):  # noqa: ANN001
-        self.client, self.app, self.bus, self.spy, self.clock = client, app, bus, spy, clock
-
-    async def publish(self, *events: Event, source: str) -> None:
-        envs = [Envelope.wrap(e, source) for e in events]
-        for env in envs:
-            await self.bus.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id, type_=env.type)
-        ids = {e.id for e in envs}
-
-        async def taken():  # noqa: ANN202
-            async with self.app.state.runtime.sessions() as session:
-                seen = (await session.execute(select(InboxMessage.message_id).where(
-                    InboxMessage.message_id.in_(ids)))).scalars().all()
-            return set(seen) == ids
-
-        await eventually(taken)
-
-    async def voucher(self, provider_id: str, n: int, units: str, funder_id: str = "091") -> str:
-        """A voucher (25.00 EUR/h, ``units`` hours for the year) whose client chose the provider, who is
-        approved for home care by the funder."""
-        voucher_id = f"v-{provider_id}-{n}"
-        await self.publish(ProviderApproved(approval_id=f"ap-{provider_id}-{funder_id}", provider_id=provider_id,
-                                            funder_id=funder_id, category="home_care",
-                                            approved_at=datetime(2026, 1, 1, tzinfo=timezone.utc)), source="registry")
-        await self.publish(VoucherIssued(
-            voucher_id=voucher_id, funder_id=funder_id, client_ref=f"c-{n}", decision_ref=f"D-{provider_id}-{n}",
-            category="home_care", unit="hour", units_per_period=Decimal(units), period="validity",
-            value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
-            issued_at=datetime(2026, 1, 1, tzinfo=timezone.utc)),
-            VoucherProviderChosen(voucher_id=voucher_id, funder_id=funder_id, provider_id=provider_id,
-                                  category="home_care", chosen_at=datetime(2026, 1, 1, tzinfo=timezone.utc)),
-            source="vouchers")
-        return voucher_id
-
-    async def charge(self, provider_id: str, voucher_id: str, ref: str, units: str, day: date = TODAY,
-                     expect: int = 201) -> dict:
-        r = await self.client.post("/charges", headers=charger(provider_id), json={
-            "voucher_id": voucher_id, "provider_reference": ref, "service_date": day.isoformat(), "units": units})
-        assert r.status_code == expect, r.text
-        return r.json()
-
-    async def settle(self) -> list[dict]:
-        """An operator's run: everything accepted is settled (no hold-back under EUR 40)."""
-        r = await self.client.post("/settlements/run", headers=OPERATOR)
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    async def statement(self, settlement_id: str, headers: dict = OPERATOR) -> dict:
-        r = await self.client.get(f"/settlements/{settlement_id}/statement", headers=headers)
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    async def correct(self, charge_id: str, body: dict, headers: dict, expect: int = 201) -> dict:
-        r = await self.client.post(f"/charges/{charge_id}/corrections", json=body, headers=headers)
-        assert r.status_code == expect, r.text
-        return r.json()
-
-    async def check(self) -> dict:
-        check = (await self.client.get("/ledger/check", headers=OPERATOR)).json()
-        assert check["ok"], check
-        return check
-
-    async def balances(self) -> dict:
-        return (await self.client.get("/ledger/balances", headers=OPERATOR)).json()
-
-    async def bus_events(self, type_suffix: str) -> list[dict]:
-        """The events of this type the spy queue has received so far (taken from it)."""
-        out = []
-        while (message := await self.spy.get(no_ack=True, fail=False)) is not None:
-            body = json.loads(message.body)
-            if body["type"].endswith(type_suffix):
-                out.append(body)
-        return out
-
-
-@pytest.fixture
-async def world(pg, namespace, amqp_url):  # noqa: ANN001
-    common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05)
-    clock = FixedClock(datetime(2026, 6, 20, 9, 0, tzinfo=timezone.utc))
-    async with AsyncExitStack() as stack:
-        connection = await aio_pika.connect(amqp_url)  # a spy takes every event, so none is unroutable
-        stack.push_async_callback(connection.close)
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True)
-        spy = await channel.declare_queue(f"{namespace}.spy", durable=True, arguments={"x-queue-type": "quorum"})
-        await spy.bind(exchange, "#")
-        app = payments.app.create_app(PaymentsSettings(database_url=await pg.create("payments"), **common))
-        app.state.clock = clock
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=OPERATOR, timeout=300))
-        bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url,
-                                database_url="sqlite+aiosqlite://"))
-        await bus.connect()
-        stack.push_async_callback(bus.close)
-        yield World(client, app, bus, spy, clock)
-
-
-async def test_a_settled_charge_corrected_in_part_is_taken_off_the_next_payout_with_its_fee(world: World):
-    w, p = world, "prov-fix"
+async def test_a_settled_charge_corrected_in_part_is_taken_off_the_next_payout_with_its_fee(live):
+    w, p = live, "prov-fix"
     v = await w.voucher(p, 1, units="8")
     first = await w.charge(p, v, "visit-1", "4")  # 4 h x 25.00 = 100.00
     unsettled = await w.charge(p, v, "visit-2", "4")
@@ -209,8 +100,8 @@ async def test_a_settled_charge_corrected_in_part_is_taken_off_the_next_payout_w
         "net_cents": 2375, "units_after": "3.00", "amount_cents_after": 7500, "settlement_id": s1["id"]}
 
 
-async def test_a_reversal_larger_than_the_next_payout_carries_forward_and_never_pays_a_negative_amount(world: World):
-    w, p = world, "prov-rev"
+async def test_a_reversal_larger_than_the_next_payout_carries_forward_and_never_pays_a_negative_amount(live):
+    w, p = live, "prov-rev"
     await w.publish(ProviderRegistered(provider_id=p, business_id=random_business_id(), name="Kotihoiva Oy",
                                        registered_at=w.clock.now(), iban="FI2112345600000785"), source="registry")
     v = await w.voucher(p, 1, units="100")
@@ -262,8 +153,8 @@ async def test_a_reversal_larger_than_the_next_payout_carries_forward_and_never_
             ("reversal", "service_not_delivered", big["id"])]
 
 
-async def test_a_correction_under_an_idempotency_key_is_made_once_and_its_answer_replayed(world: World):
-    w, p = world, "prov-key"
+async def test_a_correction_under_an_idempotency_key_is_made_once_and_its_answer_replayed(live):
+    w, p = live, "prov-key"
     v = await w.voucher(p, 1, units="100")
     c = await w.charge(p, v, "k-1", "2")
     await w.settle()
@@ -283,8 +174,8 @@ async def test_a_correction_under_an_idempotency_key_is_made_once_and_its_answer
     await w.check()
 
 
-async def test_a_charge_after_the_funders_deadline_is_refused_singly_and_in_bulk(world: World):
-    w, p = world, "prov-late"
+async def test_a_charge_after_the_funders_deadline_is_refused_singly_and_in_bulk(live):
+    w, p = live, "prov-late"
     await w.publish(FunderRegistered(funder_id="091", name="Kunta 091", kind="municipality",
                                      operator_fee_rate=Decimal("0.05"), registered_at=w.clock.now(),
                                      charge_deadline_days=30), source="registry")
