@@ -10,6 +10,7 @@ import re
 from datetime import date, timedelta
 from decimal import Decimal
 
+import asyncpg
 from sqlalchemy import select
 
 from payments.models import ChargeCorrection, LedgerEntry, LedgerTransaction
@@ -171,6 +172,29 @@ async def test_a_correction_under_an_idempotency_key_is_made_once_and_its_answer
             LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id).where(
             LedgerTransaction.kind == "charge_correction"))).scalars().all()
     assert sorted(entries) == [-1250, 1250]
+    await w.check()
+    # the ledger check catches a correction changed behind the service's back
+    url = w.app.state.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE payments_charge_correction SET amount_cents = amount_cents + 1")
+        check = (await w.client.get("/ledger/check", headers=OPERATOR)).json()
+        assert not check["ok"] and not check["checks"]["corrections_within_settled_charges"], check
+        assert check["corrections_not_matching_charges"][0]["charge_id"] == c["id"]
+        await conn.execute("UPDATE payments_charge_correction SET amount_cents = amount_cents - 1")
+        await conn.execute("UPDATE payments_charge SET corrected_units_x100 = 0")
+        check = (await w.client.get("/ledger/check", headers=OPERATOR)).json()
+        assert not check["checks"]["corrections_within_settled_charges"], check
+        await conn.execute("UPDATE payments_charge SET corrected_units_x100 = 50")
+        # a provider's payable that is not its open items: a ledger entry moved to another provider
+        await conn.execute("UPDATE payments_ledger_entry SET account = 'provider:prov-else:payable' "
+                           "WHERE account = 'provider:prov-key:payable' AND amount_cents = 1250")
+        check = (await w.client.get("/ledger/check", headers=OPERATOR)).json()
+        assert not check["checks"]["payables_equal_open_items"] and check["checks"]["entries_sum_to_zero"], check
+        await conn.execute("UPDATE payments_ledger_entry SET account = 'provider:prov-key:payable' "
+                           "WHERE account = 'provider:prov-else:payable'")
+    finally:
+        await conn.close()
     await w.check()
 
 

@@ -250,3 +250,59 @@ def test_outside_development_a_webhook_is_https_to_a_public_address(url, reason)
         with pytest.raises(DomainError) as refused:
             _public_https(parsed)
         assert refused.value.reason == reason
+
+
+# ------------------------------------------------------------------ corrections after settlement
+SETTLED = domain.ChargeFigures(units_x100=400, amount_cents=10000, own_share_cents=2000, client_fee_cents=None,
+                               fee_cents=500)
+
+
+def test_a_partial_correction_takes_units_amount_own_share_and_fee_in_proportion():
+    fix = domain.correct(SETTLED, SETTLED, reversal=False, units_x100=300)
+    assert fix.kind == domain.PARTIAL
+    assert fix.removed == domain.ChargeFigures(100, 2500, 500, None, 125) and fix.net_cents == 2375
+    assert fix.after == domain.ChargeFigures(300, 7500, 1500, None, 375)
+    # a second one starts from what the first left; a lower amount alone keeps the units
+    again = domain.correct(SETTLED, fix.after, reversal=False, amount_cents=5000)
+    assert (again.removed.units_x100, again.removed.amount_cents, again.removed.fee_cents) == (0, 2500, 125)
+    # a reversal takes what is left, whatever was corrected before: the fee all given back
+    rest = domain.correct(SETTLED, again.after, reversal=True)
+    assert rest.kind == domain.REVERSAL and rest.after == domain.ChargeFigures(0, 0, 0, None, 0)
+    total = [fix.removed, again.removed, rest.removed]
+    assert (sum(x.amount_cents for x in total), sum(x.fee_cents for x in total)) == (10000, 500)
+
+
+@pytest.mark.parametrize("kw, reason", [
+    ({"units_x100": 500}, "correction_increases_charge"),
+    ({"amount_cents": 10001}, "correction_increases_charge"),
+    ({"units_x100": 200, "amount_cents": 6000}, "correction_increases_charge"),  # 2 h give 50.00 at most
+    ({"units_x100": 400}, "correction_changes_nothing"),
+    ({}, "invalid_request"),
+])
+def test_a_correction_never_raises_a_charge(kw, reason):  # noqa: ANN001
+    with pytest.raises(DomainError) as e:
+        domain.correct(SETTLED, SETTLED, reversal=False, **kw)
+    assert e.value.reason == reason
+
+
+def test_a_charge_reversed_cannot_be_corrected_again():
+    gone = domain.correct(SETTLED, SETTLED, reversal=True).after
+    with pytest.raises(DomainError) as e:
+        domain.correct(SETTLED, gone, reversal=True)
+    assert (e.value.reason, e.value.status_code) == ("charge_already_reversed", 409)
+
+
+def test_corrections_offset_the_next_settlement_in_order_while_its_net_stays_at_or_above_zero():
+    a, b, c = (domain.PendingCorrection("a", 2500, 125), domain.PendingCorrection("b", 10000, 500),
+               domain.PendingCorrection("c", 1000, 50))
+    # 100.00 of charges, net 95.00: a (23.75) fits, b (95.00) would make it negative: b and c wait
+    offset = domain.settle_with_corrections([10000], Decimal("0.05"), [a, b, c])
+    assert [x.id for x in offset.offset] == ["a"]
+    f = offset.figures
+    assert (f.gross_cents, f.fee_cents, f.net_cents, f.charge_fees) == (7500, 375, 7125, [500])
+    # exactly used up: a payout of nothing, never below
+    exact = domain.settle_with_corrections([10000], Decimal("0.05"), [b])
+    assert (exact.figures.net_cents, [x.id for x in exact.offset]) == (0, ["b"])
+    assert domain.settle_with_corrections([2500], Decimal("0.05"), [b]).figures.net_cents == 2375
+    postings = domain.settlement_postings("p1", f)
+    assert sum(x for _, x in postings) == 0 and dict(postings)["provider:p1:payout_due"] == -7125
