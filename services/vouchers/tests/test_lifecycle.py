@@ -352,3 +352,27 @@ async def test_a_cancelled_charge_gives_its_units_back_in_the_clients_view(world
 
     usage = await eventually(given_back)
     assert (usage["units_left"], usage["value_used_cents"]) == ("10.00", 0)
+
+
+async def test_a_corrected_charge_gives_back_what_the_correction_removes_whatever_the_order(world):  # noqa: ANN001
+    from seteli_shared.events import ChargeCorrected
+    v = await world.issue()
+    await world.choose(v["id"], P)
+    r = await world.charge(P, v["id"], "2026-06-10", "4")
+    assert r.status_code == 201
+    assert (await world.usage_after_charges(v["id"], 1))["usage"]["units_used"] == "4.00"
+    charge = r.json()
+
+    def corrected(after: str, amount_after: int) -> ChargeCorrected:
+        return ChargeCorrected(
+            correction_id=new_id(), charge_id=charge["id"], voucher_id=v["id"], funder_id=F1, provider_id=P,
+            category="home_care", service_date=date(2026, 6, 10), kind="partial", reason="fewer hours delivered",
+            units=Decimal("4") - Decimal(after), amount_cents=10000 - amount_after, own_share_cents=0, fee_cents=0,
+            net_cents=0, units_after=Decimal(after), amount_cents_after=amount_after, own_share_cents_after=0,
+            settlement_id="s-1", corrected_at=START)
+
+    # 4 h -> 3 h, then (arriving late) a first correction 4 h -> 3.5 h: the smaller figures stand
+    await world.feed(world.vou_app, lifecycle.on_charge_corrected, corrected("3", 7500))
+    await world.feed(world.vou_app, lifecycle.on_charge_corrected, corrected("3.5", 8750))
+    usage = (await world.client_view(v["id"]))["usage"]
+    assert (usage["units_used"], usage["units_left"], usage["value_used_cents"]) == ("3.00", "7.00", 7500)

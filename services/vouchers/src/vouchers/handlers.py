@@ -72,14 +72,15 @@ async def on_provider_revoked(session: AsyncSession, _env: Envelope, event: Prov
 
 def _life_cycle_handlers() -> dict:
     """The life cycle's subscriptions (``lifecycle.py``): usage, and the comparison's registry facts."""
-    from seteli_shared.events import (ChargeAccepted, ChargeCancelled, PriceListPublished, ProviderRegistered,
-                                      ProviderUpdated)
+    from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, PriceListPublished,
+                                      ProviderRegistered, ProviderUpdated)
 
     from . import lifecycle
 
     return {
         ChargeAccepted.event_type(): lifecycle.on_charge_accepted,
         ChargeCancelled.event_type(): lifecycle.on_charge_cancelled,
+        ChargeCorrected.event_type(): lifecycle.on_charge_corrected,
         PriceListPublished.event_type(): lifecycle.on_price_list_published,
         ProviderRegistered.event_type(): lifecycle.on_provider_registered,
         ProviderUpdated.event_type(): lifecycle.on_provider_updated,

@@ -27,7 +27,7 @@ from seteli_shared.auth import Principal, Role
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import DomainError
-from seteli_shared.events import (ChargeAccepted, ChargeCancelled, Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated,
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated,
                                   VoucherExhausted, VoucherExpired)
 from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths, to_hundredths, units_amount_cents
@@ -110,6 +110,24 @@ async def on_charge_cancelled(session: AsyncSession, _env: Envelope, event: Char
                           accepted_at=_utc(event.cancelled_at)))
     else:
         row.units_x100, row.amount_cents, row.own_share_cents = 0, 0, 0
+        session.add(row)
+    await session.flush()
+
+
+async def on_charge_corrected(session: AsyncSession, _env: Envelope, event: ChargeCorrected) -> None:
+    """A settled charge corrected: what the correction removes no longer counts against the voucher. The
+    row keeps the smallest figures seen (corrections only ever lower them, so their order does not
+    matter); a correction arriving before its acceptance leaves the row that makes the late one a repeat."""
+    units, amount, own = to_hundredths(event.units_after), event.amount_cents_after, event.own_share_cents_after
+    row = await session.get(Usage, event.charge_id)
+    if row is None:
+        session.add(Usage(charge_id=event.charge_id, voucher_id=event.voucher_id, provider_id=event.provider_id,
+                          service_date=event.service_date, units_x100=units, amount_cents=amount,
+                          own_share_cents=own, accepted_at=_utc(event.corrected_at)))
+    else:
+        row.units_x100 = min(row.units_x100, units)
+        row.amount_cents = min(row.amount_cents, amount)
+        row.own_share_cents = min(row.own_share_cents, own)
         session.add(row)
     await session.flush()
 
