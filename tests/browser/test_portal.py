@@ -242,6 +242,10 @@ async def test_funder_opens_the_report_and_sees_the_chart(portal, world: World, 
     chart = page.locator("#chart-volume")
     await chart.scroll_into_view_if_needed()
     loaded = await page.wait_for_function(
-        "() => { const i = document.querySelector('#chart-volume'); return i.complete && i.naturalWidth > 0 }")
+        "() => ['#chart-volume', '#chart-price'].every(s => { const i = document.querySelector(s);"
+        " return i.complete && i.naturalWidth > 0 })")
     assert loaded
+    r = await page.request.get(f"{portal}/funder/charts/price-development.svg?category=home_care")
+    assert r.status == 200 and r.headers["content-type"].startswith("image/svg+xml"), r.status
+    assert b"<svg" in await r.body()
     await screenshot(page, "08-funder-report")
