@@ -6,6 +6,7 @@ invariants after all of it; a charge later than the funder's deadline refused in
 path (the funder's own term from FunderRegistered, or the default 90 days)."""
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -17,6 +18,7 @@ from payments.models import ChargeCorrection, LedgerEntry, LedgerTransaction
 from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
 from seteli_shared.events import FunderRegistered, ProviderRegistered
+from seteli_shared.messaging import OutboxMessage
 from seteli_shared.testing import eventually
 
 # the app, its bus and the steps: ``live`` (conftest.py)
@@ -107,7 +109,7 @@ async def test_a_reversal_larger_than_the_next_payout_carries_forward_and_never_
                                        registered_at=w.clock.now(), iban="FI2112345600000785"), source="registry")
     v = await w.voucher(p, 1, units="100")
     first = await w.charge(p, v, "r-1", "4")
-    await w.settle()
+    [paid] = await w.settle()
     finance = as_("funder_finance", funder_id="091")
     rev = await w.correct(first["id"], {"reason": "service_not_delivered", "reversal": True}, finance)
     assert (rev["kind"], rev["amount_cents"], rev["fee_cents"], rev["net_cents"]) == ("reversal", 10000, 500, 9500)
@@ -152,6 +154,11 @@ async def test_a_reversal_larger_than_the_next_payout_carries_forward_and_never_
         stored = (await session.execute(select(ChargeCorrection))).scalars().all()
         assert [(c.kind, c.reason, c.offset_settlement_id) for c in stored] == [
             ("reversal", "service_not_delivered", big["id"])]
+        # the provider's settlement notice says a correction was taken off
+        notices = [json.loads(m.body)["data"] for m in (await session.execute(select(OutboxMessage).where(
+            OutboxMessage.routing_key.like(f"%notice.{p}.settlement")))).scalars()]
+        assert {(n["settlement_id"], n["net_cents"], n["correction_count"]) for n in notices} == {
+            (paid["id"], 9500, 0), (small["id"], 2375, 0), (big["id"], 9500, 1)}
 
 
 async def test_a_correction_under_an_idempotency_key_is_made_once_and_its_answer_replayed(live):

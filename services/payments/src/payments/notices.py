@@ -65,6 +65,8 @@ class SettlementNotice(BaseModel):
     vat_exempt: bool = True
     created_at: datetime
     statement_path: str = Field(description="GET this path on the payments API for the statement")
+    correction_count: int = Field(default=0, description="corrections of earlier settlements taken off this one "
+                                  "(negative lines of the statement; gross, fee and net are after them)")
 
 
 EXAMPLE_NOTICE = {

@@ -105,7 +105,8 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
                 settlement_id=s.id, run_id=run.id, provider_id=provider_id, funder_id=funder_id,
                 charge_count=len(charges), gross_cents=figures.gross_cents, fee_cents=figures.fee_cents,
                 net_cents=figures.net_cents, fee_rate=fee_rate, reference=payout.reference,
-                payout_reason=decision.reason, created_at=now, statement_path=f"/settlements/{s.id}/statement"), now)
+                payout_reason=decision.reason, created_at=now, statement_path=f"/settlements/{s.id}/statement",
+                correction_count=len(offset.offset)), now)
             result.settlements.append(s)
             result.payouts.append(payout)
             run.gross_cents += figures.gross_cents
