@@ -78,7 +78,7 @@ class World:
         async def answered():  # noqa: ANN202
             r = await self.pay.post("/charges", json=body, headers=headers)
             if wait and r.status_code in (404, 422) and r.json()["error"]["reason"] in (
-                    "not_found", "provider_not_chosen", "not_chosen_provider"):
+                    "not_found", "voucher_not_found", "provider_not_chosen", "not_chosen_provider"):
                 return None
             return r
 
