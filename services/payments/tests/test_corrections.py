@@ -233,3 +233,37 @@ async def test_a_charge_after_the_funders_deadline_is_refused_singly_and_in_bulk
          "units": "1"}])
     assert [(x["status"], x["reason"]) for x in r.json()["results"]] == [("refused", "charge_deadline_passed")]
     await w.check()
+
+
+async def test_the_daily_run_holds_back_a_payout_that_corrections_bring_under_the_minimum(live):  # noqa: ANN001
+    w, p = live, "prov-hold"
+    v = await w.voucher(p, 1, units="100")
+    first = await w.charge(p, v, "h-1", "4")
+    await w.settle()
+    await w.correct(first["id"], {"reason": "wrong_units", "units": "2"}, charger(p))  # 47.50 owed back
+    await w.charge(p, v, "h-2", "4")
+    await w.charge(p, v, "h-3", "1", day=date(2026, 6, 19))  # 118.75 net, 71.25 after the correction: paid
+    daily = (await w.client.post("/settlement-runs", headers=OPERATOR)).json()
+    [s] = daily["settlements"]
+    assert (s["gross_cents"], s["net_cents"], s["payout_reason"]) == (7500, 7125, "minimum_reached")
+    # 2 h accepted today (47.50 net) against a reversal of the rest (47.50): under EUR 40, it waits
+    second = await w.charge(p, v, "h-4", "2")
+    await w.correct(first["id"], {"reason": "service_not_delivered", "reversal": True}, charger(p))
+    daily = (await w.client.post("/settlement-runs", headers=OPERATOR)).json()
+    assert daily["settlements"] == [] and daily["held_back"] == [
+        {"funder_id": "091", "provider_id": p, "net_cents": 0}]
+    [pending] = [c for c in (await w.client.get(f"/charges/{first['id']}/corrections", headers=charger(p))).json()
+                 if c["kind"] == "reversal"]
+    assert pending["offset_settlement_id"] is None
+    assert (await w.client.get(f"/charges/{second['id']}", headers=charger(p))).json()["status"] == "accepted"
+    # the 14-day guarantee wins: twelve days later both are paid, the correction taken off (a payout of 0.00)
+    w.clock.advance(days=12)
+    daily = (await w.client.post("/settlement-runs", headers=OPERATOR)).json()
+    [s] = daily["settlements"]
+    assert (s["gross_cents"], s["fee_cents"], s["net_cents"], s["payout_reason"]) == (0, 0, 0, "guarantee_due")
+    statement = await w.statement(s["id"])
+    assert [(x["line_type"], x["net_cents"]) for x in statement["lines"]] == [("charge", 4750), ("correction", -4750)]
+    file = await w.client.get(f"/settlement-runs/{daily['id']}/payment-file", headers=OPERATOR)
+    assert file.status_code == 200 and b"<NbOfTxs>0</NbOfTxs>" in file.content, "no transfer of 0.00"
+    check = await w.check()
+    assert all(check["checks"].values())

@@ -130,7 +130,8 @@ async def payment_file(
     principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
 ) -> Response:
     """The run's payment file for the bank: one SEPA credit transfer per settlement to the provider's IBAN
-    with its RF creditor reference. 409 `payee_account_unknown` when payments has not heard a payee's IBAN."""
+    with its RF creditor reference (none for a payout that corrections brought to 0.00). 409
+    `payee_account_unknown` when payments has not heard a payee's IBAN."""
     try:
         xml = await payouts.payment_file(sessions, run_id, request.app.state.settings)
     except pain001.MissingAccount as exc:
