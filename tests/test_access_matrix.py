@@ -256,6 +256,8 @@ BODIES = {
     ("POST", "/funders/{funder_id}/rulebooks"): lambda ids: {
         "category": "cleaning", "rulebook_version": "2026.1", "title": "Siivous"},
     ("PATCH", "/providers/{provider_id}"): lambda ids: {"languages": ["fi", "sv"]},
+    # the terms the world's funders have: nothing changes, 200
+    ("PATCH", "/funders/{funder_id}"): lambda ids: {"charge_deadline_days": 90},
     ("PUT", "/providers/{provider_id}/webhook"): lambda ids: {"url": "https://example.invalid/seteli/notices"},
     ("POST", "/providers/{provider_id}/applications"): lambda ids: {"funder_id": F1, "categories": ["home_care"]},
     ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete", "message": "Puuttuu"},

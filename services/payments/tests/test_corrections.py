@@ -17,7 +17,7 @@ from sqlalchemy import select
 from payments.models import ChargeCorrection, LedgerEntry, LedgerTransaction
 from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
-from seteli_shared.events import FunderRegistered, ProviderRegistered
+from seteli_shared.events import FunderRegistered, FunderTermsChanged, ProviderRegistered
 from seteli_shared.messaging import OutboxMessage
 from seteli_shared.testing import eventually
 
@@ -232,6 +232,18 @@ async def test_a_charge_after_the_funders_deadline_is_refused_singly_and_in_bulk
         {"voucher_id": q, "provider_reference": "e-3", "service_date": (TODAY - timedelta(days=91)).isoformat(),
          "units": "1"}])
     assert [(x["status"], x["reason"]) for x in r.json()["results"]] == [("refused", "charge_deadline_passed")]
+    # funder 091's new contract: 60 days; its registration heard again later (older terms) changes nothing
+    await w.publish(FunderTermsChanged(funder_id="091", operator_fee_rate=Decimal("0.04"), settlement_days=14,
+                                       charge_deadline_days=60, changed_at=w.clock.now() + timedelta(hours=1)),
+                    source="registry")
+    await w.publish(FunderRegistered(funder_id="091", name="Kunta 091", kind="municipality",
+                                     operator_fee_rate=Decimal("0.05"), registered_at=w.clock.now(),
+                                     charge_deadline_days=30), source="registry")
+    await w.charge(p, v, "d-2", "1", day=late)
+    refused = await w.charge(p, v, "d-5", "1", day=TODAY - timedelta(days=61), expect=422)
+    assert refused["error"]["details"]["deadline_days"] == 60
+    settled = {s["funder_id"]: s for s in await w.settle()}
+    assert settled["091"]["fee_rate"] == "0.04" and settled["092"]["fee_rate"] == "0.05"
     await w.check()
 
 

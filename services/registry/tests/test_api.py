@@ -61,6 +61,34 @@ async def test_a_funder_is_registered_once_and_announced_on_the_bus(registry, sp
     assert await spy.get(no_ack=True, fail=False) is None, "the retry announced nothing"
 
 
+async def test_a_funders_terms_change_on_a_new_contract_and_are_announced(registry, spy):  # noqa: ANN001
+    r = await registry.post("/funders", json=funder(charge_deadline_days=60))
+    assert (r.status_code, r.json()["charge_deadline_days"]) == (201, 60), r.text
+
+    async def announced():  # noqa: ANN202
+        message = await spy.get(no_ack=True, fail=False)
+        return message and json.loads(message.body)
+    assert (await eventually(announced))["data"]["charge_deadline_days"] == 60
+    changed = await registry.patch("/funders/091", json={"charge_deadline_days": 30, "operator_fee_rate": "0.040"})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["charge_deadline_days"], changed.json()["operator_fee_rate"],
+            changed.json()["settlement_days"]) == (30, "0.04", 14)
+    event = await eventually(announced)
+    assert event["type"] == "fi.seteli.funder.terms_changed.v1" and event["subject"] == "091"
+    assert event["data"] | {"changed_at": None} == {"funder_id": "091", "operator_fee_rate": "0.04",
+                                                    "settlement_days": 14, "charge_deadline_days": 30,
+                                                    "changed_at": None}
+    same = await registry.patch("/funders/091", json={"charge_deadline_days": 30})
+    assert (same.status_code, same.json()) == (200, changed.json())
+    assert await spy.get(no_ack=True, fail=False) is None, "the same terms again announce nothing"
+    assert (await registry.get("/funders/091")).json()["charge_deadline_days"] == 30
+    assert field_reasons(await registry.patch("/funders/091", json={"charge_deadline_days": 0})) == {
+        "charge_deadline_days": "greater_than_equal"}
+    assert (await registry.patch("/funders/999", json={"charge_deadline_days": 30})).status_code == 404
+    assert (await registry.patch("/funders/091", json={"charge_deadline_days": 45},
+                                 headers=bearer("funder_finance", funder_id="091"))).status_code == 403
+
+
 async def test_funders_are_read_by_every_party_and_listed_in_pages(registry):  # noqa: ANN001
     for code in ("092", "091", "235", "vantaa-hva"):
         kind = "wellbeing_services_county" if code.startswith("v") else "municipality"

@@ -111,6 +111,23 @@ class FunderRegistered(Event):
         return self.funder_id
 
 
+class FunderTermsChanged(Event):
+    """A registered funder's contract terms changed (operator staff, on a new contract): the fee rate on
+    settled value, the settlement days and the charging deadline, all as they stand now. A consumer keeps
+    the latest by ``changed_at`` (a ``FunderRegistered`` heard after it is older)."""
+
+    event_name = "funder.terms_changed"
+    producer = "registry"
+    funder_id: FunderId
+    operator_fee_rate: Decimal
+    settlement_days: int
+    charge_deadline_days: int
+    changed_at: datetime
+
+    def subject(self) -> str:
+        return self.funder_id
+
+
 class ProviderRegistered(Event):
     event_name = "provider.registered"
     producer = "registry"

@@ -2,34 +2,47 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared.errors import PermanentMessageError
-from seteli_shared.events import (Envelope, FunderRegistered, PriceListPublished, ProviderApproved, ProviderReinstated,
-                                  ProviderRevoked, ProviderSuspended, VoucherAmended, VoucherIssued,
-                                  VoucherProviderChosen, VoucherRevoked)
+from seteli_shared.events import (Envelope, FunderRegistered, FunderTermsChanged, PriceListPublished,
+                                  ProviderApproved, ProviderReinstated, ProviderRevoked, ProviderSuspended,
+                                  VoucherAmended, VoucherIssued, VoucherProviderChosen, VoucherRevoked)
 from seteli_shared.money import to_hundredths
 
 from . import domain
 from .models import ApprovalView, FunderView, PriceListView, ProviderChoiceView, VoucherView
 
 
-async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
-    """The funder's contract terms that settlement and intake use (its fee rate, its charging deadline)."""
-    if not domain.fee_rate_in_range(event.operator_fee_rate):
+async def _funder_terms(session: AsyncSession, funder_id: str, rate: Decimal, deadline_days: int | None,
+                       at: datetime) -> None:
+    """The funder's contract terms that settlement and intake use (its fee rate, its charging deadline),
+    as of ``at``: terms older than those held change nothing (a registration heard after a change)."""
+    if not domain.fee_rate_in_range(rate):
         raise PermanentMessageError("operator_fee_rate_out_of_range")
-    if event.charge_deadline_days is not None and not 1 <= event.charge_deadline_days <= 3650:
+    if deadline_days is not None and not 1 <= deadline_days <= 3650:
         raise PermanentMessageError("charge_deadline_days_out_of_range")
-    rate = format(event.operator_fee_rate, "f")
-    view = await session.get(FunderView, event.funder_id)
+    at = _utc(at)
+    view = await session.get(FunderView, funder_id, with_for_update=True)
     if view is None:
-        session.add(FunderView(funder_id=event.funder_id, operator_fee_rate=rate,
-                               charge_deadline_days=event.charge_deadline_days))
-    else:
-        view.operator_fee_rate = rate
-        view.charge_deadline_days = event.charge_deadline_days
+        view = FunderView(funder_id=funder_id, operator_fee_rate="0")
+    elif view.terms_at is not None and _utc(view.terms_at) > at:
+        return
+    view.operator_fee_rate, view.charge_deadline_days, view.terms_at = format(rate, "f"), deadline_days, at
+    session.add(view)
     await session.flush()
+
+
+async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
+    await _funder_terms(session, event.funder_id, event.operator_fee_rate, event.charge_deadline_days,
+                        event.registered_at)
+
+
+async def on_funder_terms_changed(session: AsyncSession, _env: Envelope, event: FunderTermsChanged) -> None:
+    await _funder_terms(session, event.funder_id, event.operator_fee_rate, event.charge_deadline_days,
+                        event.changed_at)
 
 
 # ------------------------------------------------------------------ approvals and their life cycle
@@ -158,6 +171,7 @@ async def on_provider_chosen(session: AsyncSession, _env: Envelope, event: Vouch
 
 HANDLERS = {
     FunderRegistered.event_type(): on_funder_registered,
+    FunderTermsChanged.event_type(): on_funder_terms_changed,
     ProviderApproved.event_type(): on_provider_approved,
     ProviderSuspended.event_type(): on_provider_suspended,
     ProviderReinstated.event_type(): on_provider_reinstated,

@@ -107,6 +107,9 @@ class FunderView(SQLModel, table=True):
     #: the contract's charging deadline in days after the service date (``FunderRegistered``; migration
     #: 0010); None: payments' default (``domain.DEFAULT_CHARGE_DEADLINE_DAYS``)
     charge_deadline_days: int | None = None
+    #: when the terms held were made (``FunderRegistered.registered_at``, ``FunderTermsChanged.changed_at``;
+    #: migration 0011): older terms heard later change nothing
+    terms_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class Charge(SQLModel, table=True):

@@ -75,6 +75,30 @@ async def register_funder(
     return FunderPublic.of(funder)
 
 
+class FunderTermsUpdate(RequestModel):
+    """The terms to change (those left out stay as they are)."""
+
+    operator_fee_rate: domain.FeeRate | None = Field(default=None, description="the operator's fee on settled value")
+    settlement_days: domain.SettlementDays | None = None
+    charge_deadline_days: domain.ChargeDeadlineDays | None = Field(
+        default=None, description="a service must be charged within this many days of its date")
+    contact_email: domain.Email | None = None
+
+
+@router.patch("/funders/{funder_id}", response_model=FunderPublic, tags=["funders"], responses=error_responses(404))
+async def change_funder_terms(
+    funder_id: str, body: FunderTermsUpdate, sessions: SessionsDep, clock: ClockDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
+) -> FunderPublic:
+    """Change a registered funder's contract terms (operator staff, on a new contract): announced as
+    `FunderTermsChanged` (payments takes the fee rate for its next settlements and the charging deadline
+    for the next charges). The same terms again change nothing and announce nothing."""
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "operator_fee_rate" in changes:
+        changes["operator_fee_rate"] = domain.fee_rate_text(body.operator_fee_rate)
+    return FunderPublic.of(await usecases.change_funder_terms(sessions, clock, principal, funder_id, changes))
+
+
 @router.get("/funders", response_model=Page[FunderPublic], tags=["funders"])
 async def list_funders(
     sessions: SessionsDep, page: PageDep,

@@ -16,9 +16,9 @@ from seteli_shared.auth import Principal, TenantScope, ensure_visible
 from seteli_shared.clock import Clock
 from seteli_shared.db import once_more_on_conflict, unit_of_work
 from seteli_shared.errors import Conflict, DomainError, NotFound
-from seteli_shared.events import (FunderRegistered, ProviderApplied, ProviderApproved, ProviderRegistered,
-                                  ProviderRejected, ProviderReinstated, ProviderRevoked, ProviderSuspended,
-                                  ProviderUpdated, RulebookPublished)
+from seteli_shared.events import (FunderRegistered, FunderTermsChanged, ProviderApplied, ProviderApproved,
+                                  ProviderRegistered, ProviderRejected, ProviderReinstated, ProviderRevoked,
+                                  ProviderSuspended, ProviderUpdated, RulebookPublished)
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
@@ -65,6 +65,30 @@ async def register_funder(sessions: Sessions, clock: Clock, principal: Principal
     if new:
         log.info("funder.registered", funder_id=funder.funder_id, kind=funder.kind)
     return funder, new
+
+
+async def change_funder_terms(sessions: Sessions, clock: Clock, principal: Principal, funder_id: str,
+                              changes: dict[str, Any]) -> Funder:
+    """Change a funder's terms (``changes``: field -> new value, checked); ``FunderTermsChanged`` when
+    anything changed, nothing when the terms are the same."""
+    async with unit_of_work(sessions) as session:
+        funder = await session.get(Funder, funder_id, with_for_update=True)
+        if funder is None:
+            raise NotFound("funder")
+        changed = {k: v for k, v in changes.items() if getattr(funder, k) != v}
+        if not changed:
+            return funder
+        for k, v in changed.items():
+            setattr(funder, k, v)
+        session.add(funder)
+        await session.flush()
+        await add_event(session, FunderTermsChanged(
+            funder_id=funder.funder_id, operator_fee_rate=funder.operator_fee_rate,
+            settlement_days=funder.settlement_days, charge_deadline_days=funder.charge_deadline_days,
+            changed_at=clock.now()), SOURCE)
+        await audit.record(session, principal, "funder.change_terms", "funder", funder.funder_id, funder.funder_id)
+    log.info("funder.terms_changed", funder_id=funder_id, changed=sorted(changed))
+    return funder
 
 
 async def funders_page(sessions: Sessions, page: PageParams, kind: str | None = None) -> tuple[list[Funder], str | None]:
