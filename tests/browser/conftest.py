@@ -160,6 +160,11 @@ async def world(system) -> World:  # noqa: ANN001
         pid = w.providers[key] = r.json()["id"]
         r = await registry.patch(f"/providers/{pid}", json={
             "contact_email": f"info{key.lower()}@example.fi", "contact_phone": "+358401234567", "languages": langs,
+            "prepayment_registered": True, "prepayment_checked_on": today.isoformat(),
+            "liability_insurance": {"insurer": "Vakuutus Oy", "policy_number": f"L-{key}",
+                                    "valid_until": (today + timedelta(days=365)).isoformat()},
+            "patient_insurance": {"insurer": "Vakuutus Oy", "policy_number": f"P-{key}",
+                                  "valid_until": (today + timedelta(days=365)).isoformat()},
             "municipalities": [muni], "service_units": [{"name": f"{name} Kallio", "street_address": "Fleminginkatu 1",
                                                           "postal_code": "00530", "municipality_code": muni}]})
         assert r.status_code == 200, r.text

@@ -249,3 +249,69 @@ async def test_funder_opens_the_report_and_sees_the_chart(portal, world: World, 
     assert r.status == 200 and r.headers["content-type"].startswith("image/svg+xml"), r.status
     assert b"<svg" in await r.body()
     await screenshot(page, "08-funder-report")
+
+
+async def test_a_provider_applies_and_the_funder_approves_in_the_portal(portal, world: World, system):  # noqa: ANN001
+    from .conftest import CSRF, OPERATOR
+
+    c_id = world.providers["C"]
+    async with signed_in(portal, "provider_manager", provider_id=c_id) as provider, \
+            signed_in(portal, "funder_provider_approver", funder_id=FUNDER) as funder:
+        form = (await provider.get("/provider/apply")).text
+        r = await provider.post("/provider/apply", data={"csrf": CSRF.search(form).group(1), "funder_id": FUNDER,
+                                                         "category": "home_care"})
+        assert r.status_code == 422, "the rulebook must be accepted"
+        r = await provider.post("/provider/apply", data={"csrf": CSRF.search(form).group(1), "funder_id": FUNDER,
+                                                         "category": "home_care", "accept": "yes"})
+        assert r.status_code == 200 and "Hakemus lähetetty." in r.text and "2026.1" in r.text, r.text.split("<main")[1][:700]
+        listing = (await funder.get("/funder/applications")).text
+        assert c_id in listing
+        application = (await system.client("registry", headers=OPERATOR).get(
+            "/applications", params={"provider_id": c_id})).json()["items"][0]
+        r = await funder.post(f"/funder/applications/{application['id']}/approve",
+                              data={"csrf": CSRF.search(listing).group(1)})
+        assert r.status_code == 200 and "Ratkaistu." in r.text
+        assert c_id not in r.text.split("</h1>", 1)[1]  # no longer waiting for a decision
+        entry = (await system.client("registry", headers=OPERATOR).get(f"/providers/{c_id}")).json()
+        assert [(a["funder_id"], a["category"], a["status"]) for a in entry["approvals"]] == [
+            (FUNDER, "home_care", "active")]
+
+
+async def test_the_operator_runs_a_settlement_and_checks_the_ledger(portal, world: World):  # noqa: ANN001
+    from .conftest import CSRF
+
+    async with signed_in(portal, "operator") as op:
+        page = (await op.get("/operator")).text
+        assert "Kirjanpito täsmää." in page
+        r = await op.post("/operator/settlements/run", data={"csrf": CSRF.search(page).group(1)})
+        assert r.status_code == 200 and "Tilitys ajettu:" in r.text
+        assert "Kirjanpito täsmää." in r.text
+
+
+async def test_every_field_has_a_label_and_pages_fit_a_phone(portal, world: World, browser):  # noqa: ANN001
+    """Accessibility basics on the main pages: the language is declared, every visible field has a label
+    (a <label for>, a wrapping label or aria-label), headings start at h1, nothing is wider than a phone."""
+    page = await browser.new_page()
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await page.goto(f"{portal}/signin")
+    await page.select_option("#role", "provider_charger")
+    await page.fill("#provider_id", world.providers["B"])
+    await page.click("#staff form button[type=submit]")
+    unlabelled_js = """() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(e => e.type !== 'hidden')
+        .filter(e => !(e.id && document.querySelector(`label[for="${e.id}"]`)) && !e.closest('label')
+                     && !e.getAttribute('aria-label'))
+        .map(e => e.name || e.id)"""
+    for path in ("/", "/compare?funder=091&category=home_care", "/signin", "/provider", "/provider/charge",
+                 "/provider/apply", "/provider/charges"):
+        await page.goto(f"{portal}{path}")
+        assert await page.get_attribute("html", "lang") == "fi", path
+        assert await page.evaluate(unlabelled_js) == [], path
+        assert await page.locator("h1").count() == 1, path
+        overflow = await page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (path, overflow)
+    await page.goto(f"{portal}/compare?funder=091&category=home_care")
+    await screenshot(page, "09-compare-phone")
+    # the keyboard reaches the skip link first, and it leads to the content
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("() => document.activeElement.className") == "skip"
