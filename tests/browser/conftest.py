@@ -191,7 +191,7 @@ async def world(system) -> World:  # noqa: ANN001
             r = await vouchers.post("/vouchers", json=decision, headers=who)
             return r.json() if r.status_code == 201 else None
 
-        w.vouchers[key] = await eventually(issued)
+        w.vouchers[key] = await eventually(issued, timeout=60)
 
     await issue("v1", FUNDER, "P-1")
     await issue("v2", FUNDER, "P-2")
@@ -202,13 +202,13 @@ async def world(system) -> World:  # noqa: ANN001
         items = r.json().get("items", []) if r.status_code == 200 else []
         return len([o for o in items if o["unit_price_cents"]]) == 2
 
-    await eventually(compared)
+    await eventually(compared, timeout=60)
 
     async def chosen():  # noqa: ANN202  (the funder chooses B for voucher 2 on the client's behalf)
         r = await vouchers.post(f"/vouchers/{w.vouchers['v2']['id']}/provider", json={"provider_id": w.providers["B"]})
         return r.status_code == 200
 
-    await eventually(chosen)
+    await eventually(chosen, timeout=60)
     payments = system.client("payments", headers=bearer("provider_charger", provider_id=w.providers["B"]))
 
     async def payments_knows():  # noqa: ANN202  (a first charge proves payments has the voucher and the choice)
@@ -217,7 +217,7 @@ async def world(system) -> World:  # noqa: ANN001
                                                   "service_date": today.isoformat()})
         return r.status_code in (200, 201)
 
-    await eventually(payments_knows)
+    await eventually(payments_knows, timeout=60)
     return w
 
 

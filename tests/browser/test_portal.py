@@ -20,7 +20,14 @@ CLIENT_PAGES = ["/client"]
 PROVIDER_PAGES = ["/provider", "/provider/apply", "/provider/charge", "/provider/charges", "/provider/charges.csv",
                   "/provider/settlements"]
 FUNDER_PAGES = ["/funder", "/funder/applications", "/funder/vouchers", "/funder/report", "/funder/audit",
-                "/funder/report.csv"]
+                "/funder/report.csv", "/funder/charts/monthly-volume.svg", "/funder/charts/monthly-volume.png",
+                "/funder/charts/price-development.svg?category=home_care",
+                "/funder/charts/price-development.png?category=home_care"]
+#: every form of the portal, by the area whose users may send it
+POSTS = {"client": ["/client/choose", "/client/feedback"],
+         "provider": ["/provider/apply", "/provider/charge", "/provider/charges/upload"],
+         "funder": ["/funder/applications/x/approve", "/funder/applications/x/reject"],
+         "operator": ["/operator/settlements/run"]}
 OPERATOR_PAGES = ["/operator", "/operator/audit"]
 STAFF_ROLES = {"operator": {}, "funder_reporting": {"funder_id": FUNDER},
                "provider_charger": None}  # provider id filled from the world
@@ -55,6 +62,31 @@ async def test_each_role_sees_its_own_area_only(portal, world: World):  # noqa: 
                         assert r.status_code == 200, (name, path, r.status_code, r.text[:300])
                     else:
                         assert r.status_code == 403, (name, path, r.status_code)
+    finally:
+        for client in who.values():
+            await client.aclose()
+
+
+async def test_every_form_refuses_anonymous_callers_and_other_roles(portal, world: World):  # noqa: ANN001
+    from .conftest import CSRF
+
+    who = {"client": await open_client(portal, world.vouchers["v1"]),
+           "provider": await open_signed_in(portal, "provider_charger", provider_id=world.providers["B"]),
+           "funder": await open_signed_in(portal, "funder_provider_approver", funder_id=FUNDER),
+           "operator": await open_signed_in(portal, "operator")}
+    try:
+        async with signed_in(portal) as anonymous:
+            for paths in POSTS.values():
+                for path in paths:
+                    assert (await anonymous.post(path, data={"x": "1"})).status_code == 401, path
+        for name, client in who.items():
+            csrf = CSRF.search((await client.get("/signin")).text).group(1)
+            for area, paths in POSTS.items():
+                if area == name:
+                    continue
+                for path in paths:  # with the session's own CSRF token: refused for the role alone
+                    r = await client.post(path, data={"csrf": csrf, "provider_id": world.providers["A"]})
+                    assert r.status_code == 403, (name, path, r.status_code)
     finally:
         for client in who.values():
             await client.aclose()
