@@ -229,6 +229,58 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "col_satisfied_share": ("Tyytyväisiä", "Nöjda", "Satisfied"),
     "col_providers_approved": ("Hyväksytyt tuottajat", "Godkända producenter", "Providers approved"),
     "col_average_list_price_cents": ("Keskihinta", "Medelpris", "Average list price"),
+    # what the services' refusals mean, for the people who meet them (the reason code otherwise)
+    "reason_units_exceeded": ("Setelissä ei ole tälle jaksolle näin monta yksikköä jäljellä.",
+                              "Sedeln har inte så många enheter kvar denna period.",
+                              "The voucher has not that many units left this period."),
+    "reason_not_chosen_provider": ("Asiakas ei ole valinnut teitä tämän setelin palveluntuottajaksi.",
+                                   "Klienten har inte valt er som producent för denna sedel.",
+                                   "The client has not chosen you as this voucher's provider."),
+    "reason_voucher_not_found": ("Setelin koodia ei löydy.", "Sedelns kod hittas inte.", "No voucher has this code."),
+    "reason_service_date_outside_validity": ("Palvelupäivä ei ole setelin voimassaoloaikana.",
+                                             "Servicedagen är utanför sedelns giltighetstid.",
+                                             "The service date is outside the voucher's validity."),
+    "reason_service_date_in_future": ("Palvelupäivä on tulevaisuudessa.", "Servicedagen är i framtiden.",
+                                      "The service date is in the future."),
+    "reason_price_above_registered_price": ("Hinta on korkeampi kuin rekisteröity hinta.",
+                                            "Priset är högre än det registrerade priset.",
+                                            "The price is above your registered price."),
+    "reason_provider_suspended": ("Hyväksyntänne on keskeytetty.", "Ert godkännande är avbrutet.",
+                                  "Your approval is suspended."),
+    "reason_provider_revoked": ("Hyväksyntänne on peruttu.", "Ert godkännande har återkallats.",
+                                "Your approval is revoked."),
+    "reason_provider_not_approved": ("Palveluntuottajaa ei ole hyväksytty tähän palveluun.",
+                                     "Producenten är inte godkänd för denna tjänst.",
+                                     "The provider is not approved for this service."),
+    "reason_voucher_expired": ("Seteli on vanhentunut.", "Sedeln har gått ut.", "The voucher has expired."),
+    "reason_voucher_revoked": ("Seteli on peruttu.", "Sedeln har återkallats.", "The voucher is revoked."),
+    "reason_application_incomplete": ("Rekisteritiedoista puuttuu jotain (vakuutukset, ennakkoperintärekisteri "
+                                      "tai toimipaikka).",
+                                      "Registeruppgifterna är ofullständiga (försäkringar, förskottsuppbördsregistret "
+                                      "eller verksamhetsställe).",
+                                      "Your register entry is incomplete (insurances, prepayment register or a "
+                                      "service unit)."),
+    "reason_no_rulebook": ("Järjestäjällä ei ole tämän palvelun sääntökirjaa.",
+                           "Anordnaren har ingen regelbok för denna tjänst.",
+                           "The funder has no rulebook for this service."),
+    "reason_invalid_request": ("Tarkista lomakkeen tiedot.", "Kontrollera uppgifterna i formuläret.",
+                               "Please check the form's fields."),
+    "reason_personal_identity_code_refused": ("Älä kirjoita henkilötunnusta.", "Skriv inte personbeteckningen.",
+                                              "Do not write a personal identity code."),
+    "fig_providers_approved": ('Hyväksytyt palveluntuottajat', 'Godkända producenter', 'Providers approved'),
+    "fig_approvals": ('Hyväksynnät', 'Godkännanden', 'Approvals'),
+    "fig_vouchers_issued": ('Myönnetyt setelit', 'Beviljade sedlar', 'Vouchers issued'),
+    "fig_clients": ('Asiakkaat', 'Klienter', 'Clients'),
+    "fig_provider_choices": ('Palveluntuottajan valinnat', 'Val av producent', 'Provider choices'),
+    "fig_charges_accepted": ('Hyväksytyt veloitukset', 'Godkända debiteringar', 'Charges accepted'),
+    "fig_units_charged": ('Veloitetut yksiköt', 'Debiterade enheter', 'Units charged'),
+    "fig_charged_cents": ('Veloitettu', 'Debiterat', 'Charged'),
+    "fig_own_share_cents": ('Asiakkaiden osuudet', 'Klienternas andelar', "Clients' own shares"),
+    "fig_charges_settled": ('Tilitetyt veloitukset', 'Redovisade debiteringar', 'Charges settled'),
+    "fig_settlements": ('Tilitykset', 'Redovisningar', 'Settlements'),
+    "fig_settled_gross_cents": ('Tilitetty brutto', 'Redovisat brutto', 'Settled gross'),
+    "fig_fee_cents": ('Palkkiot', 'Avgifter', 'Fees'),
+    "fig_net_cents": ('Tilitetty netto', 'Redovisat netto', 'Settled net'),
     "page_not_found": ("Sivua ei löytynyt.", "Sidan hittades inte.", "Page not found."),
 }
 
@@ -251,4 +303,9 @@ def translator(lang: str):  # noqa: ANN201
         text = TEXTS[key][index] if key in TEXTS else key
         return text.format(**kw) if kw else text
 
+    def reason(code: str | None) -> str:
+        """A service's refusal reason in words, where the portal knows it; else the code itself."""
+        return t(f"reason_{code}") if code and f"reason_{code}" in TEXTS else (code or "")
+
+    t.reason = reason  # type: ignore[attr-defined]
     return t

@@ -163,6 +163,9 @@ class Page:
     def error_text(self, err: BackendError) -> str:
         if isinstance(err, Unavailable):
             return self.t("service_unavailable")
+        known = self.t.reason(err.reason)  # type: ignore[attr-defined]
+        if known != err.reason:
+            return f"{self.t('refused_because')}: {known}"
         return f"{self.t('refused_because')}: {err.reason}" + (f" ({err.message})" if err.message else "")
 
 
