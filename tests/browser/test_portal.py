@@ -347,3 +347,15 @@ async def test_every_field_has_a_label_and_pages_fit_a_phone(portal, world: Worl
     # the keyboard reaches the skip link first, and it leads to the content
     await page.keyboard.press("Tab")
     assert await page.evaluate("() => document.activeElement.className") == "skip"
+
+
+async def test_a_personal_identity_code_in_feedback_is_refused_and_never_logged(portal, world: World, system):  # noqa: ANN001
+    from .conftest import CSRF
+
+    hetu = "131052-308T"
+    async with client_signed_in(portal, world.vouchers["v3"]) as c:
+        csrf = CSRF.search((await c.get("/client")).text).group(1)
+        r = await c.post("/client/feedback", data={"csrf": csrf, "rating": "2", "text": f"Hoitaja kysyi {hetu}"})
+        assert r.status_code == 200 and "Älä kirjoita henkilötunnusta." in r.text
+        assert hetu not in r.text
+    assert hetu not in system.log_text()
