@@ -281,6 +281,25 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "fig_settled_gross_cents": ('Tilitetty brutto', 'Redovisat brutto', 'Settled gross'),
     "fig_fee_cents": ('Palkkiot', 'Avgifter', 'Fees'),
     "fig_net_cents": ('Tilitetty netto', 'Redovisat netto', 'Settled net'),
+    "word_issued": ('myönnetty', 'beviljad', 'issued'),
+    "word_provider_chosen": ('palveluntuottaja valittu', 'producent vald', 'provider chosen'),
+    "word_expired": ('vanhentunut', 'utgången', 'expired'),
+    "word_revoked": ('peruttu', 'återkallad', 'revoked'),
+    "word_exhausted": ('käytetty loppuun', 'förbrukad', 'used up'),
+    "word_hour": ('tunti', 'timme', 'hour'),
+    "word_visit": ('käynti', 'besök', 'visit'),
+    "word_day": ('vuorokausi', 'dygn', 'day'),
+    "word_month": ('kuukausi', 'månad', 'month'),
+    "word_validity": ('voimassaoloaika', 'giltighetstid', 'validity'),
+    "word_pending": ('odottaa hyväksyntää', 'väntar på godkännande', 'awaiting approval'),
+    "word_published": ('julkaistu', 'publicerad', 'published'),
+    "word_approved": ('hyväksytty', 'godkänd', 'approved'),
+    "word_rejected": ('hylätty', 'avslagen', 'rejected'),
+    "word_active": ('voimassa', 'gällande', 'active'),
+    "word_suspended": ('keskeytetty', 'avbruten', 'suspended'),
+    "word_settled": ('tilitetty', 'redovisad', 'settled'),
+    "word_cancelled": ('peruttu', 'annullerad', 'cancelled'),
+    "word_submitted": ('jätetty', 'inlämnad', 'submitted'),
     "page_not_found": ("Sivua ei löytynyt.", "Sidan hittades inte.", "Page not found."),
 }
 
@@ -307,5 +326,10 @@ def translator(lang: str):  # noqa: ANN201
         """A service's refusal reason in words, where the portal knows it; else the code itself."""
         return t(f"reason_{code}") if code and f"reason_{code}" in TEXTS else (code or "")
 
+    def word(code: object) -> str:
+        """A status, unit or period the services name by code, in words where the portal knows it."""
+        return t(f"word_{code}") if f"word_{code}" in TEXTS else str(code)
+
     t.reason = reason  # type: ignore[attr-defined]
+    t.word = word  # type: ignore[attr-defined]
     return t
