@@ -155,6 +155,7 @@ def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None)
         for svc in SERVICES:
             env.setdefault(f"{svc.name.upper()}_URL", f"http://{shown}:{(wanted or {})[svc.name]}")
         env.setdefault("PORTAL_URL", f"http://{shown}:{port}")
+        env.setdefault("AMQP_URL", DEFAULT_AMQP_URL)  # the operator's count of dead-lettered messages
     own_db = os.environ.get(f"DATABASE_URL_{name.upper()}")
     if own_db:
         env["DATABASE_URL"] = own_db

@@ -97,11 +97,12 @@ async def screenshot(page, name: str) -> Path:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-async def portal(system, tmp_path_factory):  # noqa: ANN001
+async def portal(system, amqp_url, tmp_path_factory):  # noqa: ANN001
     """The portal as its own process, pointed at the system's services."""
     port = free_port()
     log = tmp_path_factory.mktemp("portal") / "portal.log"
-    env = dict(os.environ, ENVIRONMENT="test", PORTAL_URL=f"http://127.0.0.1:{port}",
+    env = dict(os.environ, ENVIRONMENT="test", PORTAL_URL=f"http://127.0.0.1:{port}", AMQP_URL=amqp_url,
+               BUS_NAMESPACE=system.namespace,
                **{f"{name.upper()}_URL": url for name, url in system.urls.items()})
     proc = subprocess.Popen([str(BIN / "seteli-portal"), "serve", "--port", str(port)], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)

@@ -309,12 +309,24 @@ async def test_a_provider_applies_and_the_funder_approves_in_the_portal(portal, 
             (FUNDER, "home_care", "active")]
 
 
-async def test_the_operator_runs_a_settlement_and_checks_the_ledger(portal, world: World):  # noqa: ANN001
+async def test_the_operator_runs_a_settlement_and_checks_the_ledger(portal, world: World, system, amqp_url):  # noqa: ANN001
+    import re
+
+    import aio_pika
+
     from .conftest import CSRF
 
+    # a message lands in reporting's dead-letter queue: the operator sees it counted
+    dlq = f"{system.namespace}.reporting.dlq"
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=dlq)
     async with signed_in(portal, "operator") as op:
         page = (await op.get("/operator")).text
         assert "Kirjanpito täsmää." in page
+        counted = dict(re.findall(r"<td>([^<]+\.dlq)</td><td class=\"num\">(\d+)</td>", page))
+        assert counted.get(dlq) == "1", counted
         r = await op.post("/operator/settlements/run", data={"csrf": CSRF.search(page).group(1)})
         assert r.status_code == 200 and "Tilitys ajettu:" in r.text
         assert "Kirjanpito täsmää." in r.text

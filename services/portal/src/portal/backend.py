@@ -83,3 +83,28 @@ def error_of(r: httpx.Response) -> BackendError:
     except (ValueError, AttributeError):
         pass
     return BackendError(r.status_code, str(reason), str(message), details if isinstance(details, dict) else {})
+
+
+async def dead_letter_counts(settings: PortalSettings) -> list[tuple[str, int]] | None:
+    """Messages waiting in each dead-letter queue (a passive declare: nothing is consumed or changed);
+    None when the portal has no broker configured. A queue that does not exist is left out."""
+    if not settings.amqp_url:
+        return None
+    import aio_pika
+
+    out: list[tuple[str, int]] = []
+    connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    try:
+        for name in (q.strip() for q in settings.dead_letter_queues.split(",") if q.strip()):
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(f"{settings.bus_namespace}.{name}", passive=True)
+                out.append((queue.name, int(queue.declaration_result.message_count or 0)))
+            except Exception:  # noqa: BLE001  (no such queue here)
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+    return out

@@ -187,12 +187,15 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "ledger_ok": ("Kirjanpito täsmää.", "Bokföringen stämmer.", "The ledger balances."),
     "ledger_not_ok": ("Kirjanpidossa on virhe!", "Bokföringen stämmer inte!", "The ledger does not balance!"),
     "dead_letters": ("Käsittelemättömät viestit", "Obehandlade meddelanden", "Dead-lettered messages"),
-    "dead_letters_unavailable": ("Palvelut eivät vielä tarjoa rajapintaa käsittelemättömille viesteille; katso "
-                                 "RabbitMQ:n hallinnasta jonot *.dlq.",
-                                 "Tjänsterna har ännu inget gränssnitt för obehandlade meddelanden; se köerna "
-                                 "*.dlq i RabbitMQ:s administration.",
-                                 "The services offer no API for dead-lettered messages yet; see the *.dlq queues "
-                                 "in RabbitMQ's management."),
+    "dead_letters_unavailable": ("Portaalille ei ole määritetty viestinvälittäjää (AMQP_URL).",
+                                 "Portalen har ingen meddelandeförmedlare konfigurerad (AMQP_URL).",
+                                 "No message broker is configured for the portal (AMQP_URL)."),
+    "dead_letters_help": ("Viestit odottavat jonoissa syineen (x-seteli-reason); käsittele ne RabbitMQ:n työkaluilla.",
+                          "Meddelandena väntar i köerna med orsak (x-seteli-reason); hantera dem med RabbitMQ:s verktyg.",
+                          "The messages wait in these queues with their reason (x-seteli-reason); handle them with "
+                          "RabbitMQ's tools."),
+    "queue": ("Jono", "Kö", "Queue"),
+    "messages": ("Viestejä", "Meddelanden", "Messages"),
     # errors
     "error": ("Virhe", "Fel", "Error"),
     "forbidden": ("Sinulla ei ole oikeutta tähän sivuun.", "Du har inte behörighet till denna sida.",

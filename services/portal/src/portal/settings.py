@@ -43,6 +43,14 @@ class PortalSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # --- the operator's view of dead-lettered messages: counted on the broker (read only, nothing consumed)
+    #: empty: the page says the broker is not configured for the portal
+    amqp_url: str = ""
+    bus_namespace: str = "seteli"
+    #: the dead-letter queues to count, after the namespace
+    dead_letter_queues: str = ",".join([*(f"{n}.dlq" for n in ("registry", "vouchers", "payments", "reporting")),
+                                        "vouchers.decisions.dlq"])
+
     # --- identity: the same as the services' (seteli_shared.settings.ServiceSettings)
     jwt_issuer: str = "seteli-dev"
     jwt_audience: str = "seteli"

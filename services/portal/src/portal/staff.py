@@ -13,7 +13,7 @@ from datetime import date
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .backend import BackendError
+from .backend import BackendError, dead_letter_counts
 from .public import categories, category_name
 from .web import FUNDER, OPERATOR, Page
 
@@ -173,7 +173,11 @@ async def _operator_view(page: Page, **extra: object) -> Response:
         ledger = await page.call("payments", "GET", "/ledger/check")
     except BackendError as err:
         errors.append(page.error_text(err))
-    return page.render("operator.html", runs=runs, ledger=ledger, errors=errors, **extra)
+    try:
+        dead = await dead_letter_counts(page.settings)
+    except Exception:  # noqa: BLE001  (the broker did not answer: say so, show the rest)
+        dead, errors = None, [*errors, page.t("service_unavailable")]
+    return page.render("operator.html", runs=runs, ledger=ledger, errors=errors, dead_letters=dead, **extra)
 
 
 @router.get("/operator")
