@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 import xml.etree.ElementTree as ET
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
@@ -365,6 +367,12 @@ async def test_charts_show_the_data_as_svg_and_png(pg, amqp_url, namespace):  # 
         ET.fromstring(volume.content)
         png = await rep.get("/funders/091/charts/monthly-volume.png")
         assert png.content[:8] == b"\x89PNG\r\n\x1a\n" and len(png.content) > 5000
+        if os.environ.get("REPORTING_CHARTS_OUT"):  # keep this test's charts (services/reporting/docs/)
+            out = Path(os.environ["REPORTING_CHARTS_OUT"])
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("price-development.svg", "price-development.png", "monthly-volume.svg"):
+                query = "?category=home_care" if name.startswith("price") else ""
+                (out / name).write_bytes((await rep.get(f"/funders/091/charts/{name}{query}")).content)
         await rep.get("/funders/091/charts/monthly-volume.png", headers=FINANCE_049, status=404)
 
 

@@ -30,7 +30,7 @@ from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrect
 from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
-from .models import (ApprovalChange, CategoryMonth, ChargeFact, FunderFigures, FunderMember, PriceListFact,
+from .models import (ApprovalChange, CategoryMonth, ChargeFact, ClientMonth, FunderFigures, FunderMember, PriceListFact,
                      ProviderChoice, ReceivedEvent, VoucherFact, VoucherMonth)
 
 log = get_logger(__name__)
@@ -162,6 +162,37 @@ def _blank(model: type) -> dict[str, Any]:
                      False if isinstance(c.type, sa.Boolean) else None) for c in model.__table__.columns}
 
 
+# ------------------------------------------------------------------ a voucher's part of the monthly sums
+def voucher_months(v: dict[str, Any] | None) -> dict[tuple, dict[str, int]]:
+    """What a voucher, as known now, adds to the sums per (funder, month, category): issued in its month
+    of issue, in force in each month of its validity that it was not revoked or expired before, expired
+    and revoked in those events' months, and its units per month while in force (monthly vouchers).
+    The fold adds the difference between this before and after a batch: the sums then depend on the
+    vouchers' final state only, not on the order their events came in."""
+    out: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    if v is None or v["issued_on"] is None or v["valid_from"] is None:
+        return out
+    f, c = v["funder_id"], v["category"]
+    out[(f, month(v["issued_on"]), c)]["vouchers_issued"] += 1
+    if v["expired_on"] is not None:
+        out[(f, month(v["expired_on"]), c)]["vouchers_expired"] += 1
+    if v["revoked_from"] is not None:
+        out[(f, month(v["revoked_from"]), c)]["vouchers_revoked"] += 1
+    y, m = v["valid_from"].year, v["valid_from"].month
+    for _ in range(240):
+        first = date(y, m, 1)
+        if first > v["valid_until"]:
+            break
+        if (v["revoked_from"] is None or v["revoked_from"] > first) and \
+                (v["expired_on"] is None or v["expired_on"] >= first):
+            cell = out[(f, f"{y:04d}-{m:02d}", c)]
+            cell["vouchers_active"] += 1
+            if v["period_kind"] == "month":
+                cell["units_granted_x100"] += v["units_per_period_x100"]
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
 # ------------------------------------------------------------------ one batch
 @dataclass
 class Batch:
@@ -179,6 +210,9 @@ class Batch:
     approval_changes: list[dict] = field(default_factory=list)
     choices: list[dict] = field(default_factory=list)
     lowered_keys: set[tuple] = field(default_factory=set)
+    lowered_cells: set[tuple] = field(default_factory=set)
+    vouchers_before: dict[str, dict] = field(default_factory=dict)
+    clients: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
 
     # ---- charges: each half once; the sums when the halves they need are there
     def charge(self, charge_id: str) -> dict[str, Any]:
@@ -199,12 +233,14 @@ class Batch:
         units, amount, own = self._now(c)
         if sign < 0:  # sums may come back to zero: such rows are removed (a rebuild would not make them)
             self.lowered_keys.add((c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"]))
+            self.lowered_cells.add((c["funder_id"], c["period"], c["category"]))
         cell = self.cells[(c["funder_id"], c["period"], c["category"])]
         cell["charges"] += sign * count
         cell["units_x100"] += sign * units
         cell["charged_cents"] += sign * amount
         cell["own_share_cents"] += sign * own
         cell["priced_x100"] += sign * c["unit_price_cents"] * units
+        self.clients[self._client_key(c)]["charges"] += sign * count
         use = self.usage[(c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"])]
         use["charges"] += sign * count
         use["units_x100"] += sign * units
@@ -240,6 +276,14 @@ class Batch:
         cell["worst_delay_seconds"] = max(cell["worst_delay_seconds"], int(delay.total_seconds()))
         self.usage[(c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"])][
             "settled_charges"] += 1
+        self.clients[self._client_key(c)]["settled_charges"] += 1
+
+    def _client_key(self, c: dict[str, Any]) -> tuple[str, str, str, str]:
+        """(funder, month, category, client): the voucher's pseudonymous client, or ``voucher:<id>`` until
+        reporting has seen the voucher's issue (then the row is moved to the client, see ``_clients``)."""
+        v = self.vouchers.get(c["voucher_id"])
+        client = v["client_ref"] if v is not None and v["client_ref"] else f"voucher:{c['voucher_id']}"
+        return c["funder_id"], c["period"], c["category"], client
 
     def accepted(self, e: ChargeAccepted) -> None:
         c = self.charge(e.charge_id)
@@ -276,6 +320,10 @@ class Batch:
 
     # ---- vouchers: the terms of the highest decision version
     def voucher(self, voucher_id: str, funder_id: str, category: str) -> dict[str, Any]:
+        if voucher_id not in self.vouchers_before:
+            known = self.vouchers.get(voucher_id)
+            self.vouchers_before[voucher_id] = voucher_months(known)
+            self.vouchers_before[voucher_id]["_had_client"] = bool(known and known["client_ref"])
         if voucher_id not in self.vouchers:
             self.vouchers[voucher_id] = {**_blank(VoucherFact), "voucher_id": voucher_id}
         v = self.vouchers[voucher_id]
@@ -359,7 +407,70 @@ class Batch:
         elif isinstance(e, SettlementCreated):
             self.figures[e.funder_id]["settlements"] += 1
 
+    def _voucher_sums(self) -> None:
+        for voucher_id, before in self.vouchers_before.items():
+            after = voucher_months(self.vouchers[voucher_id])
+            for key in (set(before) | set(after)) - {"_had_client"}:
+                for name in set(before.get(key, {})) | set(after.get(key, {})):
+                    delta = after.get(key, {}).get(name, 0) - before.get(key, {}).get(name, 0)
+                    if delta:
+                        self.cells[key][name] += delta
+                        if delta < 0:
+                            self.lowered_cells.add(key)
+
+    async def _clients(self, session: AsyncSession) -> None:
+        """Distinct clients with charges (and with settled charges) per funder, month and category: a row
+        per client whose counters the batch changes; the cell's ``clients_served`` / ``clients_settled``
+        change when a client's counter leaves or comes back to zero. Charges folded before their voucher's
+        issue are kept under ``voucher:<id>`` and moved to the client when the issue arrives."""
+        issued_now = {vid: v["client_ref"] for vid, v in self.vouchers.items()
+                      if v["client_ref"] and vid in self.vouchers_before and
+                      not self.vouchers_before[vid].get("_had_client")}
+        for key in [k for k in self.clients if k[3].startswith("voucher:") and k[3][8:] in issued_now]:
+            moved = self.clients.pop(key)
+            target = self.clients[(*key[:3], issued_now[key[3][8:]])]
+            for name, value in moved.items():
+                target[name] += value
+        t = ClientMonth.__table__
+        if issued_now:  # rows of charges folded in earlier batches, before the voucher's issue
+            waiting = (await session.execute(sa.select(t).where(
+                t.c.client_key.in_(sorted(f"voucher:{vid}" for vid in issued_now))))).mappings().all()
+            for r in waiting:
+                src = (r["funder_id"], r["period"], r["category"], r["client_key"])
+                dst = (*src[:3], issued_now[r["client_key"][8:]])
+                for name in ("charges", "settled_charges"):
+                    self.clients[src][name] -= r[name]
+                    self.clients[dst][name] += r[name]
+        keys = sorted(k for k, v in self.clients.items() if any(v.values()))
+        if not keys:
+            return
+        now: dict[tuple, dict[str, int]] = {}
+        for i in range(0, len(keys), 2000):
+            result = await session.execute(sa.select(t).where(
+                sa.tuple_(t.c.funder_id, t.c.period, t.c.category, t.c.client_key).in_(keys[i:i + 2000])))
+            for r in result.mappings():
+                now[(r["funder_id"], r["period"], r["category"], r["client_key"])] = dict(r)
+        rows, gone = [], []
+        for key in keys:
+            old = now.get(key, {"charges": 0, "settled_charges": 0})
+            new = {name: old[name] + self.clients[key].get(name, 0) for name in ("charges", "settled_charges")}
+            cell = self.cells[key[:3]]
+            cell["clients_served"] += (new["charges"] > 0) - (old["charges"] > 0)
+            cell["clients_settled"] += (new["settled_charges"] > 0) - (old["settled_charges"] > 0)
+            if (new["charges"] > 0) < (old["charges"] > 0) or (new["settled_charges"] > 0) < (old["settled_charges"] > 0):
+                self.lowered_cells.add(key[:3])
+            if new["charges"] == 0 and new["settled_charges"] == 0:
+                gone.append(key)
+            else:
+                rows.append({"funder_id": key[0], "period": key[1], "category": key[2], "client_key": key[3], **new})
+        await put_rows(session, ClientMonth, rows, ["funder_id", "period", "category", "client_key"])
+        if gone:
+            await session.execute(sa.delete(t).where(
+                sa.tuple_(t.c.funder_id, t.c.period, t.c.category, t.c.client_key).in_(gone)))
+
     async def write(self, session: AsyncSession) -> None:
+        self._voucher_sums()
+        await self._clients(session)
         await put_rows(session, ChargeFact, [self.charges[i] for i in sorted(self.changed_charges)], ["charge_id"])
         await put_rows(session, VoucherFact, [self.vouchers[i] for i in sorted(self.changed_vouchers)], ["voucher_id"])
         await add_sums(session, CategoryMonth, _rows(self.cells, ("funder_id", "period", "category"), CELL_SUMS),
@@ -379,7 +490,7 @@ class Batch:
         for model, keys, sums in ((VoucherMonth, ("funder_id", "period", "category", "provider_id", "voucher_id"),
                                    USAGE_SUMS),
                                   (CategoryMonth, ("funder_id", "period", "category"), CELL_SUMS)):
-            wanted = sorted({k[:len(keys)] for k in self.lowered_keys})
+            wanted = sorted(self.lowered_keys if model is VoucherMonth else self.lowered_cells)
             if not wanted:
                 continue
             t = model.__table__
@@ -411,7 +522,8 @@ class Batch:
             self.figures[funder_id]["providers_approved" if kind == "provider" else "clients"] += 1
 
 
-CELL_SUMS = ("charges", "units_x100", "charged_cents", "own_share_cents", "priced_x100", "settled_charges",
+CELL_SUMS = ("clients_served", "clients_settled", "vouchers_issued", "vouchers_active", "vouchers_expired", "vouchers_revoked", "units_granted_x100",
+             "charges", "units_x100", "charged_cents", "own_share_cents", "priced_x100", "settled_charges",
              "settled_gross_cents", "fee_cents", "net_cents", "settled_within_14_days", "worst_delay_seconds")
 USAGE_SUMS = ("charges", "units_x100", "charged_cents", "settled_charges")
 FIGURE_SUMS = ("providers_approved", "approvals", "vouchers_issued", "clients", "provider_choices",
@@ -436,7 +548,8 @@ async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]
     charge_ids = {e.charge_id for _, e in items
                   if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
-                   if isinstance(e, (VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired))}
+                   if isinstance(e, (VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, ChargeAccepted,
+                                     ChargeSettled, ChargeCancelled, ChargeCorrected))}
     batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
                   vouchers=await _load(session, VoucherFact, "voucher_id", voucher_ids))
     for env, event in items:

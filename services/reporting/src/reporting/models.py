@@ -122,6 +122,16 @@ class CategoryMonth(SQLModel, table=True):
     funder_id: str = _col(sa.String(40), pk=True)
     period: str = _col(sa.String(7), pk=True)
     category: str = _col(sa.String(40), pk=True)
+    #: vouchers issued, in force, expired and revoked in the month, and the units per month granted by those
+    #: in force (see ``handlers.voucher_months``)
+    #: distinct clients with charges, and with settled charges, in the month (``ClientMonth``)
+    clients_served: int = _sum()
+    clients_settled: int = _sum()
+    vouchers_issued: int = _sum()
+    vouchers_active: int = _sum()
+    vouchers_expired: int = _sum()
+    vouchers_revoked: int = _sum()
+    units_granted_x100: int = _sum()
     charges: int = _sum()
     units_x100: int = _sum()
     charged_cents: int = _sum()
@@ -134,6 +144,20 @@ class CategoryMonth(SQLModel, table=True):
     net_cents: int = _sum()
     settled_within_14_days: int = _sum()
     worst_delay_seconds: int = _sum()
+
+
+class ClientMonth(SQLModel, table=True):
+    """A client's charges and settled charges per funder, month and category (distinct clients)."""
+
+    __tablename__ = "reporting_client_month"
+    __table_args__ = (sa.Index("ix_reporting_client_month_client_key", "client_key"),)
+    funder_id: str = _col(sa.String(40), pk=True)
+    period: str = _col(sa.String(7), pk=True)
+    category: str = _col(sa.String(40), pk=True)
+    #: the pseudonymous client reference, or ``voucher:<id>`` while the voucher's issue is not yet folded
+    client_key: str = _col(sa.String(210), pk=True)
+    charges: int = _sum()
+    settled_charges: int = _sum()
 
 
 class VoucherMonth(SQLModel, table=True):
@@ -209,5 +233,5 @@ class Feedback(SQLModel, table=True):
 
 
 #: the read models ``seteli-reporting rebuild`` empties and folds again from the archive
-READ_MODELS = (FunderFigures, FunderMember, VoucherFact, ChargeFact, CategoryMonth, VoucherMonth, PriceListFact,
+READ_MODELS = (FunderFigures, FunderMember, VoucherFact, ChargeFact, CategoryMonth, ClientMonth, VoucherMonth, PriceListFact,
                ApprovalChange, ProviderChoice)

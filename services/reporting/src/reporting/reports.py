@@ -12,11 +12,11 @@ from seteli_shared.money import from_hundredths
 
 from . import domain
 from .domain import Period, Row, share
-from .models import (ApprovalChange, CategoryMonth, Feedback, PriceListFact, ProviderChoice, VoucherFact,
+from .models import (ApprovalChange, CategoryMonth, ClientMonth, Feedback, PriceListFact, ProviderChoice, VoucherFact,
                      VoucherMonth)
 
-V, VM, CM, F, C = (VoucherFact.__table__, VoucherMonth.__table__, CategoryMonth.__table__, Feedback.__table__,
-                   ProviderChoice.__table__)
+V, VM, CM, F, C, CL = (VoucherFact.__table__, VoucherMonth.__table__, CategoryMonth.__table__, Feedback.__table__,
+                       ProviderChoice.__table__, ClientMonth.__table__)
 TOTAL = "total"
 
 #: the category row's figures and which base (distinct clients) each describes; None: no client
@@ -49,48 +49,30 @@ def _group(col: Any, by_category: bool) -> Any:
     return col if by_category else sa.literal(TOTAL)
 
 
-async def _voucher_figures(s: AsyncSession, funder_id: str | None, p: Period, by_category: bool
-                           ) -> dict[str, dict]:
-    first, last = p.first, p.last
-    client = V.c.client_ref
-    issued = V.c.issued_on.between(first, last)
-    active = sa.and_(V.c.valid_from <= last, V.c.valid_until >= first,
-                     sa.or_(V.c.revoked_from.is_(None), V.c.revoked_from > first),
-                     sa.or_(V.c.expired_on.is_(None), V.c.expired_on >= first))
-    expired = V.c.expired_on.between(first, last)
-    revoked = V.c.revoked_from.between(first, last)
+def _voucher_figures(sums: dict) -> dict:
+    """The voucher figures of a row from its sums. Their base is the number of vouchers: a client holds
+    one voucher of a category at a time, so it is the number of clients they describe (see the README's
+    note on a client with two vouchers of one category in one month)."""
+    out = {name: sums.get(name, 0) for name in ("vouchers_issued", "vouchers_active", "vouchers_expired",
+                                                  "vouchers_revoked", "units_granted_x100")}
+    return {**out, "issued_clients": out["vouchers_issued"], "active_clients": out["vouchers_active"],
+            "expired_clients": out["vouchers_expired"], "revoked_clients": out["vouchers_revoked"]}
 
-    def n(cond):  # noqa: ANN001, ANN202
-        return sa.func.count(sa.case((cond, 1)))
 
-    def d(cond):  # noqa: ANN001, ANN202
-        return sa.func.count(sa.distinct(sa.case((cond, client))))
-
-    cat = _group(V.c.category, by_category).label("category")
-    q = sa.select(cat, n(issued), d(issued), n(active), d(active), n(expired), d(expired), n(revoked), d(revoked),
-                  sa.func.coalesce(sa.func.sum(sa.case((sa.and_(active, V.c.period_kind == "month"),
-                                                        V.c.units_per_period_x100), else_=0)), 0))
+async def _usage_figures(s: AsyncSession, funder_id: str | None, p: Period, by_category: bool, sums: dict
+                        ) -> dict[str, dict]:
+    """Distinct clients with charges and with settled charges: per category kept by the fold; across
+    categories (a client may use several) counted from the clients' rows of the month."""
+    if by_category:
+        return {c: {"served_clients": v.get("clients_served", 0), "settled_clients": v.get("clients_settled", 0)}
+                for c, v in sums.items()}
+    who = CL.c.client_key if funder_id is not None else CL.c.funder_id + sa.literal(":") + CL.c.client_key
+    q = sa.select(sa.func.count(sa.distinct(sa.case((CL.c.charges > 0, who)))),
+                  sa.func.count(sa.distinct(sa.case((CL.c.settled_charges > 0, who))))).where(CL.c.period == str(p))
     if funder_id is not None:
-        q = q.where(V.c.funder_id == funder_id)
-    q = q.where(sa.or_(issued, active, expired, revoked)).group_by(cat)
-    out = {}
-    for r in (await s.execute(q)).all():
-        out[r[0]] = {"vouchers_issued": r[1], "issued_clients": r[2], "vouchers_active": r[3], "active_clients": r[4],
-                     "vouchers_expired": r[5], "expired_clients": r[6], "vouchers_revoked": r[7],
-                     "revoked_clients": r[8], "units_granted_x100": int(r[9] or 0)}
-    return out
-
-
-async def _usage_figures(s: AsyncSession, funder_id: str | None, p: Period, by_category: bool) -> dict[str, dict]:
-    client = _client(voucher_col=VM.c.voucher_id)
-    cat = _group(VM.c.category, by_category).label("category")
-    q = (sa.select(cat, sa.func.count(sa.distinct(sa.case((VM.c.charges > 0, client)))),
-                   sa.func.count(sa.distinct(sa.case((VM.c.settled_charges > 0, client)))))
-         .select_from(VM.outerjoin(V, V.c.voucher_id == VM.c.voucher_id))
-         .where(VM.c.period == str(p)).group_by(cat))
-    if funder_id is not None:
-        q = q.where(VM.c.funder_id == funder_id)
-    return {r[0]: {"served_clients": r[1], "settled_clients": r[2]} for r in (await s.execute(q)).all()}
+        q = q.where(CL.c.funder_id == funder_id)
+    served, settled = (await s.execute(q)).one()
+    return {TOTAL: {"served_clients": int(served), "settled_clients": int(settled)}}
 
 
 async def _sums(s: AsyncSession, funder_id: str | None, p: Period, by_category: bool) -> dict[str, dict]:
@@ -166,8 +148,9 @@ async def monthly_rows(s: AsyncSession, funder_id: str | None, p: Period) -> tup
     """The category rows and the total row of a funder's month (``None``: every funder's, operator-wide)."""
     parts = []
     for by_category in (True, False):
-        parts.append([await _voucher_figures(s, funder_id, p, by_category),
-                      await _usage_figures(s, funder_id, p, by_category), await _sums(s, funder_id, p, by_category),
+        sums = await _sums(s, funder_id, p, by_category)
+        parts.append([{k: _voucher_figures(v) for k, v in sums.items()},
+                      await _usage_figures(s, funder_id, p, by_category, sums), sums,
                       await _feedback(s, funder_id, p, by_category)])
     states = domain.approval_states(await _approvals(s, funder_id), p.last)
     providers = domain.providers_by_state(states)
@@ -235,12 +218,13 @@ async def price_development(s: AsyncSession, funder_id: str, category: str | Non
     """Per period (month) and category: providers with a price list in force at the month's end, their
     average, lowest and highest price per unit, and the price weighted by the units charged."""
     lists = await _price_lists(s, funder_id, category)
-    q = (sa.select(CM.c.period, CM.c.category, CM.c.units_x100, CM.c.priced_x100)
-         .where(CM.c.funder_id == funder_id))
+    q = (sa.select(CM.c.period, CM.c.category, CM.c.units_x100, CM.c.priced_x100, CM.c.clients_served)
+         .where(CM.c.funder_id == funder_id, CM.c.charges > 0))
     if category is not None:
         q = q.where(CM.c.category == category)
-    charged = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in (await s.execute(q)).all()}
-    served = await _served_by_period(s, funder_id, category)
+    found = (await s.execute(q)).all()
+    charged = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in found}
+    served = {(r[0], r[1]): int(r[4]) for r in found}
     months = [Period.of(pl.effective_from) for pl in lists] + [Period.parse(k[0]) for k in charged]
     if not months:
         return []
@@ -264,32 +248,20 @@ async def price_development(s: AsyncSession, funder_id: str, category: str | Non
     return rows
 
 
-async def _served_by_period(s: AsyncSession, funder_id: str, category: str | None) -> dict[tuple[str, str], int]:
-    client = _client(voucher_col=VM.c.voucher_id)
-    q = (sa.select(VM.c.period, VM.c.category, sa.func.count(sa.distinct(sa.case((VM.c.charges > 0, client)))))
-         .select_from(VM.outerjoin(V, V.c.voucher_id == VM.c.voucher_id))
-         .where(VM.c.funder_id == funder_id).group_by(VM.c.period, VM.c.category))
-    if category is not None:
-        q = q.where(VM.c.category == category)
-    return {(r[0], r[1]): int(r[2]) for r in (await s.execute(q)).all()}
-
-
 async def monthly_volume(s: AsyncSession, funder_id: str) -> list[Row]:
-    """Per month: euros charged (with the clients' own shares), suppressed where fewer than 5 clients."""
-    q = (sa.select(CM.c.period, sa.func.sum(CM.c.charged_cents), sa.func.sum(CM.c.own_share_cents))
-         .where(CM.c.funder_id == funder_id).group_by(CM.c.period).order_by(CM.c.period))
-    sums = (await s.execute(q)).all()
-    client = _client(voucher_col=VM.c.voucher_id)
-    cq = (sa.select(VM.c.period, sa.func.count(sa.distinct(sa.case((VM.c.charges > 0, client)))))
-          .select_from(VM.outerjoin(V, V.c.voucher_id == VM.c.voucher_id))
-          .where(VM.c.funder_id == funder_id).group_by(VM.c.period))
-    clients = {r[0]: int(r[1]) for r in (await s.execute(cq)).all()}
+    """Per month: euros charged (with the clients' own shares). The month is suppressed unless one of its
+    categories alone has 5 clients or more (a lower bound of the month's distinct clients: never shows
+    a month of fewer than 5 clients)."""
+    q = (sa.select(CM.c.period, sa.func.sum(CM.c.charged_cents), sa.func.sum(CM.c.own_share_cents),
+                   sa.func.max(CM.c.clients_served))
+         .where(CM.c.funder_id == funder_id, CM.c.charges > 0).group_by(CM.c.period).order_by(CM.c.period))
     rows = []
-    for period, charged, own in sums:
-        n = clients.get(period, 0)
+    for period, charged, own, clients in (await s.execute(q)).all():
+        n = int(clients or 0)
+        base = n if n >= domain.MIN_CLIENTS else 1  # below 5 in every category: treated as fewer than 5
         row = Row({"period": period}, {"charged_cents": int(charged or 0), "own_share_cents": int(own or 0),
-                                       "volume_cents": int(charged or 0) + int(own or 0), "clients": n},
-                  {"charged_cents": n, "own_share_cents": n, "volume_cents": n, "clients": n})
+                                       "volume_cents": int(charged or 0) + int(own or 0)},
+                  {"charged_cents": base, "own_share_cents": base, "volume_cents": base})
         row.primary()
         rows.append(row)
     return rows
