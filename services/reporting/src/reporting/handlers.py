@@ -96,6 +96,34 @@ def _pg_set(table: sa.Table, names: list[str], keys: list[str], how: str, maxima
     return "DO UPDATE SET " + ", ".join(parts)
 
 
+async def rows_by_keys(session: AsyncSession, table: sa.Table, names: list[str], keys: list[tuple],
+                       delete: bool = False) -> list[dict[str, Any]]:
+    """The rows whose columns ``names`` equal one of ``keys`` (or delete them). On PostgreSQL the keys
+    go as arrays joined by ``unnest`` (a long row-value IN list is planned as a scan)."""
+    if not keys:
+        return []
+    if _pg(session):
+        params = {f"k{i}": [k[i] for k in keys] for i in range(len(names))}
+        arrays = ", ".join(f"CAST(:k{i} AS text[])" for i in range(len(names)))
+        cols = ", ".join(f"k{i}" for i in range(len(names)))
+        match = " AND ".join(f"t.{n} = x.k{i}" for i, n in enumerate(names))
+        if delete:
+            await session.execute(sa.text(f"DELETE FROM {table.name} t USING unnest({arrays}) AS x({cols}) "
+                                          f"WHERE {match}"), params)
+            return []
+        result = await session.execute(sa.text(f"SELECT t.* FROM {table.name} t JOIN unnest({arrays}) AS x({cols}) "
+                                               f"ON {match}"), params)
+        return [dict(r) for r in result.mappings()]
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(keys), 500):
+        cond = sa.tuple_(*[table.c[n] for n in names]).in_(keys[i:i + 500])
+        if delete:
+            await session.execute(sa.delete(table).where(cond))
+        else:
+            out += [dict(r) for r in (await session.execute(sa.select(table).where(cond))).mappings()]
+    return out
+
+
 def _pg(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
 
@@ -444,12 +472,8 @@ class Batch:
         keys = sorted(k for k, v in self.clients.items() if any(v.values()))
         if not keys:
             return
-        now: dict[tuple, dict[str, int]] = {}
-        for i in range(0, len(keys), 2000):
-            result = await session.execute(sa.select(t).where(
-                sa.tuple_(t.c.funder_id, t.c.period, t.c.category, t.c.client_key).in_(keys[i:i + 2000])))
-            for r in result.mappings():
-                now[(r["funder_id"], r["period"], r["category"], r["client_key"])] = dict(r)
+        names = ["funder_id", "period", "category", "client_key"]
+        now = {tuple(r[n] for n in names): r for r in await rows_by_keys(session, t, names, keys)}
         rows, gone = [], []
         for key in keys:
             old = now.get(key, {"charges": 0, "settled_charges": 0})
@@ -464,9 +488,7 @@ class Batch:
             else:
                 rows.append({"funder_id": key[0], "period": key[1], "category": key[2], "client_key": key[3], **new})
         await put_rows(session, ClientMonth, rows, ["funder_id", "period", "category", "client_key"])
-        if gone:
-            await session.execute(sa.delete(t).where(
-                sa.tuple_(t.c.funder_id, t.c.period, t.c.category, t.c.client_key).in_(gone)))
+        await rows_by_keys(session, t, names, gone, delete=True)
 
     async def write(self, session: AsyncSession) -> None:
         self._voucher_sums()
