@@ -111,7 +111,9 @@ def baseline_app(dsn: str):  # noqa: ANN201
 async def seed_projections(dsn: str, providers: int, vouchers: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("INSERT INTO payments_funder (funder_id, operator_fee_rate) VALUES ($1, '0.05')", FUNDER)
+        # its charging deadline never reached: the bench charges services of SERVICE_DAY whatever today is
+        await conn.execute("INSERT INTO payments_funder (funder_id, operator_fee_rate, charge_deadline_days) "
+                           "VALUES ($1, '0.05', 3650)", FUNDER)
         await conn.execute("""
             INSERT INTO payments_approval (funder_id, provider_id, category, approved_at, approval_id, status)
             SELECT $1, 'p' || i, 'home_care', now() - interval '1 year', 'a' || i, 'approved'
