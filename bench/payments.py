@@ -136,8 +136,8 @@ async def seed_charges(dsn: str, charges: int, providers: int, vouchers: int) ->
     """``charges`` accepted charges with their ledger transactions, as the single-charge path leaves them."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("TRUNCATE payments_charge, payments_settlement, payments_ledger_entry, "
-                           "payments_ledger_transaction, outbox")
+        await conn.execute("TRUNCATE payments_charge_correction, payments_charge, payments_settlement, "
+                           "payments_ledger_entry, payments_ledger_transaction, outbox")
         await conn.execute("""
             INSERT INTO payments_charge (id, voucher_id, funder_id, provider_id, category, provider_reference,
                 service_date, units_x100, unit_price_cents, amount_cents, own_share_cents, price_registered,
