@@ -408,3 +408,11 @@ async def test_feedback_one_per_voucher_and_month_texts_for_the_funder_only(pg, 
             stored = (await s.execute(sa.text("SELECT count(*) FROM reporting_feedback"))).scalar_one()
         assert stored == 2
 
+
+
+async def test_an_odd_funder_id_in_a_csv_download_is_no_server_error(pg, amqp_url, namespace):  # noqa: ANN001
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        for path in ("/funders/B%C3%82lA%F4%8B%8D%98%5D/reports/monthly.csv?period=2026-11",
+                     "/funders/B%C3%82lA%F4%8B%8D%98%5D/reports/prices.csv"):
+            r = await rep.get(path, headers=OPERATOR)
+            assert r.headers["content-disposition"].isascii() and r.text.startswith("funder_id,")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
@@ -338,5 +339,6 @@ def _csv(rows: list[dict], columns: list[str], name: str) -> Response:
         hidden = set(r.get("suppressed", []))
         writer.writerow([" ".join(r["suppressed"]) if c == "suppressed" else ".." if c in hidden
                          else "" if r.get(c) is None else str(r[c]) for c in columns])
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100]  # a header holds latin-1 only: no odd funder id in it
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+                    headers={"Content-Disposition": f'attachment; filename="{safe}.csv"'})
