@@ -74,19 +74,27 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture
-async def browser(chromium, tmp_path):  # noqa: ANN001
-    """A fresh Chromium profile per test, a phone-friendly viewport on a laptop's width."""
+@pytest.fixture(scope="module")
+async def chromium_browser(chromium):  # noqa: ANN001
+    """One headless Chromium per module (Playwright makes it a fresh temporary profile)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1100, "height": 900}, locale="fi-FI")
+        browser = await p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield context
+            yield browser
         finally:
-            await context.close()
+            await browser.close()
+
+
+@pytest.fixture
+async def browser(chromium_browser):  # noqa: ANN001
+    """A fresh browser context per test (its own cookies and storage), a laptop's viewport, Finnish."""
+    context = await chromium_browser.new_context(viewport={"width": 1100, "height": 900}, locale="fi-FI")
+    try:
+        yield context
+    finally:
+        await context.close()
 
 
 async def screenshot(page, name: str) -> Path:  # noqa: ANN001
