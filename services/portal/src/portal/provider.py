@@ -117,7 +117,7 @@ async def upload(request: Request) -> Response:
 
 # ---------------------------------------------------------------- charges and settlements
 async def _charges(page: Page) -> list[dict]:
-    return await page.backend.all_pages("payments", "/charges", token=page.user.token)
+    return await page.pages("payments", "/charges")
 
 
 @router.get("/charges")
@@ -161,7 +161,7 @@ async def settlements(request: Request) -> Response:
     page = Page(request)
     page.need(PROVIDER)
     try:
-        items = await page.backend.all_pages("payments", "/settlements", token=page.user.token)
+        items = await page.pages("payments", "/settlements")
     except BackendError as err:
         return page.render("error.html", status=503 if err.status >= 500 else err.status, message=page.error_text(err))
     return page.render("settlements.html", items=items)

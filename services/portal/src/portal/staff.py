@@ -42,7 +42,7 @@ async def applications(request: Request, notice: str | None = None, error: str |
     user = page.need(FUNDER)
     items: list = []
     try:
-        items = await page.backend.all_pages("registry", "/applications", token=user.token,
+        items = await page.pages("registry", "/applications",
                                              params={"funder_id": user.funder_id, "status": "submitted"})
     except BackendError as err:
         error = page.error_text(err)
@@ -73,7 +73,7 @@ async def vouchers(request: Request) -> Response:
     page = Page(request)
     user = page.need(FUNDER)
     try:
-        items = await page.backend.all_pages("vouchers", "/vouchers", token=user.token, most=500)
+        items = await page.pages("vouchers", "/vouchers", most=500)
     except BackendError as err:
         return page.render("error.html", status=err.status if err.status < 500 else 503, message=page.error_text(err))
     cats = await categories(page)
@@ -154,7 +154,7 @@ async def _audit(page: Page, token: str, back: str) -> Response:
     entries, errors = [], []
     for service in ("registry", "vouchers", "payments"):
         try:
-            for e in (await page.backend.json(service, "GET", "/audit", token=token, params={"limit": 200}))["items"]:
+            for e in (await page.call(service, "GET", "/audit", params={"limit": 200}))["items"]:
                 entries.append({**e, "service": service})
         except BackendError as err:
             errors.append(f"{service}: {page.error_text(err)}")

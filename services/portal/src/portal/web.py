@@ -135,13 +135,36 @@ class Page:
         return form
 
     # ---- calls to the services with the user's token
+    def _refused_token(self) -> PageRefusal:
+        """A service no longer accepts the session's token (expired, revoked key): the session ends."""
+        self.sign_out()
+        return PageRefusal(401, "session_expired")
+
     async def call(self, service: str, method: str, path: str, **kw: Any) -> Any:
         token = self.user.token if self.user else None
-        return await self.backend.json(service, method, path, token=token, **kw)
+        try:
+            return await self.backend.json(service, method, path, token=token, **kw)
+        except BackendError as err:
+            if err.status == 401 and token:
+                raise self._refused_token() from None
+            raise
+
+    async def pages(self, service: str, path: str, **kw: Any) -> list:
+        """Every item of a paged list, called with the user's token."""
+        token = self.user.token if self.user else None
+        try:
+            return await self.backend.all_pages(service, path, token=token, **kw)
+        except BackendError as err:
+            if err.status == 401 and token:
+                raise self._refused_token() from None
+            raise
 
     async def raw(self, service: str, method: str, path: str, **kw: Any):  # noqa: ANN201
         token = self.user.token if self.user else None
-        return await self.backend.request(service, method, path, token=token, **kw)
+        r = await self.backend.request(service, method, path, token=token, **kw)
+        if r.status_code == 401 and token:
+            raise self._refused_token()
+        return r
 
     # ---- answers
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
