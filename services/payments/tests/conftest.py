@@ -52,7 +52,8 @@ class LiveWorld:
 
         await eventually(taken)
 
-    async def voucher(self, provider_id: str, n: int, units: str, funder_id: str = "091", **terms) -> str:  # noqa: ANN003
+    async def voucher(self, provider_id: str, n: int, units: str, funder_id: str = "091",
+                      **terms) -> str:  # noqa: ANN003
         """A voucher (25.00 EUR/h, ``units`` hours for the year) whose client chose the provider, who is
         approved for home care by the funder."""
         voucher_id = f"v-{provider_id}-{n}"

@@ -34,7 +34,8 @@ def approved(provider_id: str, category: str = "home_care") -> ProviderApproved:
                             category=category, approved_at=JAN1)
 
 
-async def attempt(w, provider_id: str, voucher_id: str, ref: str, day: str, units: str, **extra):  # noqa: ANN001, ANN003, ANN201
+async def attempt(w, provider_id: str, voucher_id: str, ref: str, day: str, units: str,  # noqa: ANN001, ANN201
+                  **extra):  # noqa: ANN003
     return await w.client.post("/charges", headers=charger(provider_id), json={
         "voucher_id": voucher_id, "provider_reference": ref, "service_date": day, "units": units, **extra})
 
@@ -75,7 +76,8 @@ async def test_every_refusal_of_a_charge_has_its_reason_and_a_late_voucher_is_no
     first = await attempt(w, p, v, "a-1", "2026-06-18", "2")
     assert first.status_code == 200
     r = await attempt(w, p, v, "a-1", "2026-06-18", "3")
-    assert refusal(r) == (409, "duplicate_reference") and r.json()["error"]["details"]["charge_id"] == first.json()["id"]
+    assert refusal(r) == (409, "duplicate_reference")
+    assert r.json()["error"]["details"]["charge_id"] == first.json()["id"]
     # a revoked voucher: services before the revocation within the 30-day grace, none on or after it
     await w.publish(VoucherRevoked(voucher_id=v, funder_id="091", decision_ref=f"D-{p}-1", decision_version=1,
                                    category="home_care", effective_from=date(2026, 6, 10),
