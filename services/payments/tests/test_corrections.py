@@ -85,6 +85,9 @@ async def test_a_settled_charge_corrected_in_part_is_taken_off_the_next_payout_w
                      ("correction", "visit-1", "-1.00", -2500, -125, -2375)]
     assert (statement["correction_count"], statement["net_cents"]) == (1, 9500)
     assert sum(x[5] for x in lines) == statement["net_cents"]
+    seen = (await w.client.get(f"/charges/{first['id']}", headers=charger(p))).json()
+    assert (seen["units"], seen["amount_cents"], seen["corrected_units"], seen["corrected_amount_cents"]) == (
+        "4.00", 10000, "1.00", 2500)
     [listed] = (await w.client.get(f"/charges/{first['id']}/corrections",
                                    headers=as_("funder_finance", funder_id="091"))).json()
     assert listed["offset_settlement_id"] == s2["id"]

@@ -88,10 +88,14 @@ class ChargePublic(BaseModel):
     settlement_id: str | None
     fee_cents: int | None
     net_cents: int | None
+    corrected_units: Decimal = Field(default=Decimal("0.00"), description="units corrections after settlement "
+                                     "took off the charge (`GET /charges/{id}/corrections`)")
+    corrected_amount_cents: int = Field(default=0, description="the funder's amount corrections took off")
 
     @classmethod
     def of(cls, c: Charge) -> "ChargePublic":
-        return cls(**c.model_dump(exclude={"units_x100"}), units=from_hundredths(c.units_x100))
+        return cls(**c.model_dump(exclude={"units_x100", "corrected_units_x100"}), units=from_hundredths(c.units_x100),
+                   corrected_units=from_hundredths(c.corrected_units_x100 or 0))
 
 
 class SettlementPublic(BaseModel):
