@@ -27,7 +27,9 @@ PUBLIC = {("GET", "/health/live"), ("GET", "/health/ready"), ("POST", "/client-s
           ("GET", "/categories"), ("GET", "/funders/{funder_id}/rulebooks"),
           ("GET", "/funders/{funder_id}/rulebooks/{category}/{rulebook_version}"),
           # the public comparison of a funder's providers (no login)
-          ("GET", "/public/funders/{funder_id}/categories/{category}/providers")}
+          ("GET", "/public/funders/{funder_id}/categories/{category}/providers"),
+          # an approved provider's public page and the funders with their categories (no login)
+          ("GET", "/public/providers/{provider_id}"), ("GET", "/public/funders")}
 F1, F2 = "091", "092"
 IBAN = "FI2112345600000785"
 

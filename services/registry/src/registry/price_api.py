@@ -210,3 +210,73 @@ async def compare_providers(
     items, cursor = await usecases.compare(sessions, comparison, page)
     return Response(json.dumps({"items": [compared_json(c) for c in items], "next_cursor": cursor},
                                ensure_ascii=False, separators=(",", ":")).encode(), media_type="application/json")
+
+
+# ------------------------------------------------------------------ public pages of one provider and the funders
+class PublicApproval(BaseModel):
+    funder_id: str
+    #: null only for an approval by a funder the registry no longer knows by name
+    funder_name: str | None
+    category: str
+    unit: str
+    approved_at: datetime
+    #: the published price in force on the date for this funder and category; null when there is none
+    price: PriceInForce | None
+
+
+class PublicProvider(BaseModel):
+    """What anyone may see of an approved provider: no account (IBAN, BIC), no insurance policies, no
+    supervisory register number, nothing of its applications or of the funders' notes on it."""
+
+    provider_id: str
+    name: str
+    business_id: str
+    contact_email: str | None
+    contact_phone: str | None
+    languages: list[str]
+    #: 3-digit codes of the municipalities it serves (besides those of its service units)
+    municipalities: list[str]
+    service_units: list[ServiceUnitPublic]
+    #: its approvals in force on the date, by funder and category
+    approvals: list[PublicApproval]
+
+
+@router.get("/public/providers/{provider_id}", response_model=PublicProvider, tags=["public"],
+            responses=error_responses(404))
+async def public_provider(
+    sessions: SessionsDep, clock: ClockDep,
+    provider_id: Annotated[str, Path(max_length=64)],
+    on: Annotated[date | None, Query(alias="date", description="the day whose approvals and prices count; "
+                                                                 "today by default")] = None,
+) -> PublicProvider:
+    """Public, no login: one provider's page as a client comparing providers sees it: name, business
+    ID, contact, languages, service units, the municipalities it serves, and each approval in force on
+    the date (funder and category) with its price in force, tariffs included. A provider that no funder
+    has in its register on the date is 404 ``provider_not_found``, as is an unknown one."""
+    found = await usecases.public_provider(sessions, provider_id, on or clock.today())
+    return PublicProvider(
+        provider_id=found.provider_id, name=found.name, business_id=found.business_id,
+        contact_email=found.contact_email, contact_phone=found.contact_phone, languages=found.languages,
+        municipalities=found.municipalities,
+        service_units=[ServiceUnitPublic(**u) for u in found.service_units],
+        approvals=[PublicApproval(funder_id=a.funder_id, funder_name=a.funder_name, category=a.category,
+                                  unit=a.unit, approved_at=a.approved_at,
+                                  price=PriceInForce(**a.price) if a.price else None) for a in found.approvals])
+
+
+class PublicFunder(BaseModel):
+    funder_id: str
+    name: str
+    kind: str
+    #: the service categories it has published a rulebook for (it approves providers for these)
+    categories: list[str]
+
+
+@router.get("/public/funders", response_model=Page[PublicFunder], tags=["public"])
+async def public_funders(sessions: SessionsDep, page: PageDep) -> Page[PublicFunder]:
+    """Public, no login: the registered funders in the order of their codes, each with the service
+    categories it uses (has a published rulebook for): what the public comparison can be asked for.
+    Nothing of their contracts (fee rate, settlement days, deadlines) is shown."""
+    funders, cursor = await usecases.public_funders(sessions, page)
+    return Page(items=[PublicFunder(funder_id=f.funder_id, name=f.name, kind=f.kind, categories=f.categories)
+                       for f in funders], next_cursor=cursor)

@@ -313,3 +313,101 @@ async def compare(sessions: Sessions, c: Comparison, page: PageParams) -> tuple[
             own_share_cents_per_unit=share, own_share_cents_per_month=monthly, service_units=units[r.id]))
     cursor = _cursor_of(c, rows[-1].sort_value, rows[-1].id) if more else None
     return out, cursor
+
+
+# ------------------------------------------------------------------ public pages (no login)
+@dataclass
+class ApprovalInForce:
+    """One funder's approval of the provider for one category, in force on the date, with its price."""
+
+    funder_id: str
+    funder_name: str | None
+    category: str
+    unit: str
+    approved_at: Any
+    price: dict[str, Any] | None
+
+
+@dataclass
+class PublicProvider:
+    """What the public may see of an approved provider: never its account, insurance policies,
+    supervisory register number or anything the funders wrote about it."""
+
+    provider_id: str
+    name: str
+    business_id: str
+    contact_email: str | None
+    contact_phone: str | None
+    languages: list[str]
+    municipalities: list[str]
+    service_units: list[dict[str, str]]
+    approvals: list[ApprovalInForce]
+
+
+def _prices_in_force(lists: Sequence[PriceList], on: date) -> dict[tuple[str, str], PriceList]:
+    """(funder, category) -> the published list in force on the date (the rule of ``prices.price_in_force``)."""
+    grouped: dict[tuple[str, str], list[PriceList]] = defaultdict(list)
+    for p in lists:
+        grouped[(p.funder_id, p.category)].append(p)
+    out = {}
+    for key, group in grouped.items():
+        entry = prices.price_in_force([prices.PriceEntry(p.id, p.status, p.effective_from, p.published_at,
+                                                         p.unit_price_cents) for p in group], on)
+        if entry is not None:
+            out[key] = next(p for p in group if p.id == entry.id)
+    return out
+
+
+def _price_json(p: PriceList | None) -> dict[str, Any] | None:
+    return None if p is None else {"price_list_id": p.id, "unit": p.unit, "unit_price_cents": p.unit_price_cents,
+                                   "tariffs": tariffs_of(p), "effective_from": p.effective_from.isoformat()}
+
+
+async def public_provider(sessions: Sessions, provider_id: str, on: date) -> PublicProvider:
+    """A provider as the public sees it on a date: its approvals in force (per funder and category)
+    with the price in force for each. A provider no funder has in its register then is not found."""
+    async with sessions() as session:
+        provider = await session.get(Provider, provider_id)
+        approvals = [] if provider is None else (await session.execute(
+            select(Approval, Funder.name).join(Funder, Funder.funder_id == Approval.funder_id, isouter=True)
+            .where(Approval.provider_id == provider_id, approval_in_force(on))
+            .order_by(Approval.funder_id, Approval.category))).all()
+        if not approvals:
+            raise NotFound("provider")
+        lists = (await session.execute(select(PriceList).where(
+            PriceList.provider_id == provider_id, PriceList.status == prices.PriceListStatus.PUBLISHED.value,
+            PriceList.effective_from <= on))).scalars().all()
+        units = await _unit_rows_of(session, [provider_id])
+    in_force = _prices_in_force(lists, on)
+    return PublicProvider(
+        provider_id=provider.id, name=provider.name, business_id=provider.business_id,
+        contact_email=provider.contact_email, contact_phone=provider.contact_phone,
+        languages=list(provider.languages or []), municipalities=list(provider.municipalities or []),
+        service_units=units[provider_id],
+        approvals=[ApprovalInForce(funder_id=a.funder_id, funder_name=name, category=a.category,
+                                   unit=prices.unit_of(a.category), approved_at=a.approved_at,
+                                   price=_price_json(in_force.get((a.funder_id, a.category))))
+                   for a, name in approvals])
+
+
+@dataclass
+class PublicFunder:
+    funder_id: str
+    name: str
+    kind: str
+    #: the categories it has published a rulebook for (those it approves providers for), in code order
+    categories: list[str]
+
+
+async def public_funders(sessions: Sessions, page: PageParams) -> tuple[list[PublicFunder], str | None]:
+    """The registered funders in the order of their codes, each with the categories it uses."""
+    async with sessions() as session:
+        funders, cursor = await paginate(session, select(Funder), [Funder.funder_id], page)
+        used: dict[str, list[str]] = defaultdict(list)
+        if funders:
+            q = select(Rulebook.funder_id, Rulebook.category).where(
+                Rulebook.funder_id.in_([f.funder_id for f in funders])).distinct().order_by(
+                Rulebook.funder_id, Rulebook.category)
+            for funder_id, category in (await session.execute(q)).all():
+                used[funder_id].append(category)
+    return [PublicFunder(f.funder_id, f.name, f.kind, used[f.funder_id]) for f in funders], cursor
