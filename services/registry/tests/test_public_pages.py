@@ -98,12 +98,12 @@ async def test_a_providers_public_page_shows_what_a_client_needs_and_nothing_els
             "approvals": [
                 # cleaning: suspended only from a later date, so still in force; no price published
                 {"funder_id": "091", "funder_name": "Helsingin kaupunki", "category": "cleaning", "unit": "hour",
-                 "approved_at": page["approvals"][0]["approved_at"], "price": None},
+                 "approved_at": page["approvals"][0]["approved_at"], "price": None, "own_share_cents_per_unit": None},
                 {"funder_id": "091", "funder_name": "Helsingin kaupunki", "category": "home_care", "unit": "hour",
                  "approved_at": page["approvals"][1]["approved_at"],
                  "price": {"price_list_id": ids["price_list"], "unit": "hour", "unit_price_cents": 3350,
                            "tariffs": {"weekday_evening": 3860, "sunday": 5580},
-                           "effective_from": today.isoformat()}},
+                           "effective_from": today.isoformat()}, "own_share_cents_per_unit": None},
                 # 092's approval is suspended from today: not in force, not shown
             ]}, page
         text = r.text
@@ -111,6 +111,12 @@ async def test_a_providers_public_page_shows_what_a_client_needs_and_nothing_els
                        "funder_decision", "iban", "bic", "insurance", "prepayment", "supervisory", "application",
                        "status_reason", "history"):
             assert hidden.lower() not in text.lower(), hidden
+        # against a voucher's value: the client's own share per unit, never below zero
+        for value, shares in ((2500, [None, 850]), (4000, [None, 0])):
+            r = await public.get(f"/public/providers/{ids['P']}?voucher_value_cents={value}")
+            assert [a["own_share_cents_per_unit"] for a in r.json()["approvals"]] == shares, value
+        r = await public.get(f"/public/providers/{ids['P']}?voucher_value_cents=-1")
+        assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_request")
         # another day, another register: before today 092's approval was in force; on the later date
         # the cleaning approval is suspended and the later price is in force
         earlier = (await public.get(f"/public/providers/{ids['P']}?date={(today - timedelta(days=1)).isoformat()}")

@@ -222,6 +222,8 @@ class PublicApproval(BaseModel):
     approved_at: datetime
     #: the published price in force on the date for this funder and category; null when there is none
     price: PriceInForce | None
+    #: with ``voucher_value_cents``: max(0, price - voucher value); null without it or without a price
+    own_share_cents_per_unit: int | None = None
 
 
 class PublicProvider(BaseModel):
@@ -248,12 +250,15 @@ async def public_provider(
     provider_id: Annotated[str, Path(max_length=64)],
     on: Annotated[date | None, Query(alias="date", description="the day whose approvals and prices count; "
                                                                  "today by default")] = None,
+    voucher_value_cents: Annotated[int | None, Query(ge=0, le=prices.MAX_UNIT_PRICE_CENTS,
+                                                     description="a voucher's value per unit")] = None,
 ) -> PublicProvider:
     """Public, no login: one provider's page as a client comparing providers sees it: name, business
     ID, contact, languages, service units, the municipalities it serves, and each approval in force on
-    the date (funder and category) with its price in force, tariffs included. A provider that no funder
+    the date (funder and category) with its price in force, tariffs included, and the client's own
+    share per unit when a voucher's value is given. A provider that no funder
     has in its register on the date is 404 ``provider_not_found``, as is an unknown one."""
-    found = await usecases.public_provider(sessions, provider_id, on or clock.today())
+    found = await usecases.public_provider(sessions, provider_id, on or clock.today(), voucher_value_cents)
     return PublicProvider(
         provider_id=found.provider_id, name=found.name, business_id=found.business_id,
         contact_email=found.contact_email, contact_phone=found.contact_phone, languages=found.languages,
@@ -261,7 +266,8 @@ async def public_provider(
         service_units=[ServiceUnitPublic(**u) for u in found.service_units],
         approvals=[PublicApproval(funder_id=a.funder_id, funder_name=a.funder_name, category=a.category,
                                   unit=a.unit, approved_at=a.approved_at,
-                                  price=PriceInForce(**a.price) if a.price else None) for a in found.approvals])
+                                  price=PriceInForce(**a.price) if a.price else None,
+                                  own_share_cents_per_unit=a.own_share_cents_per_unit) for a in found.approvals])
 
 
 class PublicFunder(BaseModel):

@@ -326,6 +326,8 @@ class ApprovalInForce:
     unit: str
     approved_at: Any
     price: dict[str, Any] | None
+    #: with a voucher's value: max(0, price - value); null without one or without a price
+    own_share_cents_per_unit: int | None = None
 
 
 @dataclass
@@ -363,9 +365,11 @@ def _price_json(p: PriceList | None) -> dict[str, Any] | None:
                                    "tariffs": tariffs_of(p), "effective_from": p.effective_from.isoformat()}
 
 
-async def public_provider(sessions: Sessions, provider_id: str, on: date) -> PublicProvider:
+async def public_provider(sessions: Sessions, provider_id: str, on: date,
+                          voucher_value_cents: int | None = None) -> PublicProvider:
     """A provider as the public sees it on a date: its approvals in force (per funder and category)
-    with the price in force for each. A provider no funder has in its register then is not found."""
+    with the price in force for each (and the client's own share against a voucher's value, when one
+    is given). A provider no funder has in its register then is not found."""
     async with sessions() as session:
         provider = await session.get(Provider, provider_id)
         approvals = [] if provider is None else (await session.execute(
@@ -384,10 +388,17 @@ async def public_provider(sessions: Sessions, provider_id: str, on: date) -> Pub
         contact_email=provider.contact_email, contact_phone=provider.contact_phone,
         languages=list(provider.languages or []), municipalities=list(provider.municipalities or []),
         service_units=units[provider_id],
-        approvals=[ApprovalInForce(funder_id=a.funder_id, funder_name=name, category=a.category,
-                                   unit=prices.unit_of(a.category), approved_at=a.approved_at,
-                                   price=_price_json(in_force.get((a.funder_id, a.category))))
+        approvals=[_approval_in_force(a, name, in_force.get((a.funder_id, a.category)), voucher_value_cents)
                    for a, name in approvals])
+
+
+def _approval_in_force(a: Approval, funder_name: str | None, price: PriceList | None,
+                       voucher_value_cents: int | None) -> ApprovalInForce:
+    share = None if price is None or voucher_value_cents is None else \
+        prices.own_share_per_unit(price.unit_price_cents, voucher_value_cents)
+    return ApprovalInForce(funder_id=a.funder_id, funder_name=funder_name, category=a.category,
+                           unit=prices.unit_of(a.category), approved_at=a.approved_at, price=_price_json(price),
+                           own_share_cents_per_unit=share)
 
 
 @dataclass
