@@ -155,6 +155,9 @@ async def test_client_compares_chooses_and_gives_feedback(portal, world: World, 
     page = await browser.new_page()
     await page.goto(f"{portal}/compare?funder={FUNDER}&category=home_care")
     assert await page.get_attribute("html", "lang") == "fi"
+    # the funders to choose from come from the registry's public list, not a typed code
+    assert await page.locator("select#funder option:checked").inner_text() == f"Helsingin kaupunki ({FUNDER})"
+    assert "Vantaan kaupunki (092)" in await page.inner_text("select#funder")
     await page.fill("#voucher_value", "25,00")
     await page.check("input[name=sort][value=own_share]")
     await page.click("form.filters button[type=submit]")
@@ -165,7 +168,12 @@ async def test_client_compares_chooses_and_gives_feedback(portal, world: World, 
     assert "5,00" in await rows.nth(1).inner_text()  # Kotihoiva: 30.00 - 25.00
     await screenshot(page, "01-compare")
     await page.click("text=Kotihoiva Oy")
-    assert "Kotihoiva Oy Kallio" in await page.inner_text("main")
+    main = await page.inner_text("main")
+    assert "Kotihoiva Oy Kallio" in main
+    # the registry's public page of the provider: its price here and the own share for this voucher
+    assert "30,00\u00a0€ / tunti" in main and "5,00\u00a0€" in main and "Helsingin kaupunki" in main
+    assert "FI2112345600000785" not in main and "Vakuutus Oy" not in main  # no account, no insurance
+    assert await page.locator("#approvals tbody tr").count() == 1
     await screenshot(page, "02-provider-page")
     await page.click("a[hreflang=sv]")
     assert await page.get_attribute("html", "lang") == "sv"

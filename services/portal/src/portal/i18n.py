@@ -304,6 +304,18 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "word_cancelled": ('peruttu', 'annullerad', 'cancelled'),
     "word_submitted": ('jätetty', 'inlämnad', 'submitted'),
     "page_not_found": ("Sivua ei löytynyt.", "Sidan hittades inte.", "Page not found."),
+    "tariffs": ("Aikalisät", "Tidstillägg", "Time-of-day prices"),
+    "tariff_weekday": ("Arkipäivä", "Vardag", "Weekday"),
+    "tariff_weekday_evening": ("Arki-ilta", "Vardagskväll", "Weekday evening"),
+    "tariff_saturday": ("Lauantai", "Lördag", "Saturday"),
+    "tariff_sunday": ("Sunnuntai", "Söndag", "Sunday"),
+    "municipalities_served": ("Palvelee kunnissa", "Betjänar i kommunerna", "Serves the municipalities"),
+    "approvals_in_force": ("Järjestäjien voimassa olevat hyväksynnät ja hinnat",
+                           "Anordnarnas gällande godkännanden och priser",
+                           "The funders' approvals in force and their prices"),
+    "not_approved_for_this": ("Tällä järjestäjällä ei ole tätä palveluntuottajaa tähän palveluun.",
+                              "Denna anordnare har inte godkänt producenten för denna tjänst.",
+                              "This funder has not approved the provider for this service."),
 }
 
 

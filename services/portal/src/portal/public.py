@@ -1,8 +1,10 @@
-"""Pages anyone may see: the home page and the public comparison of a funder's approved providers
-(the registry's ``GET /public/funders/{funder}/categories/{category}/providers``, no login)."""
+"""Pages anyone may see: the home page, the public comparison of a funder's approved providers (the
+registry's ``GET /public/funders/{funder}/categories/{category}/providers``, the funders to choose from
+``GET /public/funders``) and a provider's page (``GET /public/providers/{id}``), all without login."""
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 from decimal import Decimal, InvalidOperation
 
 from fastapi import APIRouter, Request
@@ -89,28 +91,47 @@ async def compared(page: Page, f: dict, limit: int = 100) -> tuple[list[dict], s
     return answer["items"], None
 
 
+async def funders(page: Page) -> list[dict]:
+    """The funders the public comparison can show (funder id, name, kind, the categories it uses); empty
+    when the registry does not answer (the page then offers a field for the funder's code)."""
+    try:
+        return await page.backend.all_pages("registry", "/public/funders")
+    except BackendError:
+        return []
+
+
 @router.get("/compare")
 async def compare(request: Request) -> Response:
     page = Page(request)
     f = comparison_query(request, page)
     cats = await categories(page)
     items, error = await compared(page, f)
-    return page.render("compare.html", f=f, categories=cats, items=items, error=error,
+    return page.render("compare.html", f=f, categories=cats, items=items, error=error, funders=await funders(page),
                        category_label=category_name(cats, f["category"], page.lang))
 
 
 @router.get("/compare/providers/{provider_id}")
 async def provider_page(request: Request, provider_id: str) -> Response:
-    """A provider's page: its units, price and contact as the public comparison shows them (the registry
-    has no public page of one provider, so the portal finds it in the funder's comparison)."""
+    """A provider's page (the registry's public ``GET /public/providers/{id}``): contact, languages, units,
+    the municipalities it serves, and every funder's approval in force with its price; the funder and
+    category the client came from first, with the own share when the voucher's value is given."""
     page = Page(request)
     f = comparison_query(request, page)
-    f["municipality"], f["language"] = "", ""
+    params: dict = {}
+    value = cents_of(f["voucher_value"])
+    if value is not None and value <= 100_000:
+        params["voucher_value_cents"] = value
+    try:
+        p = await page.backend.json("registry", "GET", f"/public/providers/{quote(provider_id, safe='')}",
+                                    params=params)
+    except BackendError as err:
+        not_found = err.status in (404, 422)
+        return page.render("error.html", status=404 if not_found else 503,
+                           message=page.t("not_found") if not_found else page.error_text(err))
     cats = await categories(page)
-    items, error = await compared(page, f, limit=500)
-    found = next((p for p in items if p["provider_id"] == provider_id), None)
-    if found is None:
-        return page.render("error.html", status=404 if error is None else 503,
-                           message=error or page.t("not_found"))
-    return page.render("provider_public.html", f=f, p=found,
+    chosen = next((a for a in p["approvals"] if (a["funder_id"], a["category"]) == (f["funder"], f["category"])),
+                  None)
+    for a in p["approvals"]:
+        a["category_label"] = category_name(cats, a["category"], page.lang)
+    return page.render("provider_public.html", f=f, p=p, chosen=chosen,
                        category_label=category_name(cats, f["category"], page.lang))
