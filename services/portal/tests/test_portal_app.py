@@ -125,8 +125,12 @@ class Issuer:
     def __init__(self, jwks_path: Path, claims: dict):
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
-        jwks_path.write_text(json.dumps({"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+        self.jwks = {"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}
+        jwks_path.write_text(json.dumps(self.jwks))
         self.claims, self.codes = claims, {}
+        #: how the next ID tokens are made: claims changed, another signing key or algorithm, or none at all
+        self.id_claims: dict = {}
+        self.id_key, self.id_alg, self.id_token = None, "RS256", True
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -137,6 +141,10 @@ class Issuer:
         def discovery() -> dict:
             return {"issuer": self.url, "authorization_endpoint": f"{self.url}/authorize",
                     "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks"}
+
+        @app.get("/jwks")
+        def jwks() -> dict:
+            return self.jwks
 
         @app.get("/authorize")
         def authorize(request: Request) -> RedirectResponse:
@@ -158,9 +166,11 @@ class Issuer:
             base = {"iss": self.url, "iat": now, "exp": now + 600, "sub": "staff-42"}
             access = jwt.encode({**base, "aud": "seteli", **self.claims}, self.key, algorithm="RS256",
                                 headers={"kid": "k1"})
-            id_token = jwt.encode({**base, "aud": client_id, "nonce": pending["nonce"]}, self.key,
-                                  algorithm="RS256", headers={"kid": "k1"})
-            return JSONResponse({"access_token": access, "id_token": id_token, "token_type": "Bearer"})
+            id_claims = {**base, "aud": client_id, "nonce": pending["nonce"], **self.id_claims}
+            id_token = jwt.encode({k: v for k, v in id_claims.items() if v is not None},  # None: left out
+                                  self.id_key or self.key, algorithm=self.id_alg, headers={"kid": "k1"})
+            return JSONResponse({"access_token": access, "token_type": "Bearer",
+                                 **({"id_token": id_token} if self.id_token else {})})
 
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -223,3 +233,40 @@ def test_openid_connect_callback_refuses_a_foreign_state_and_a_token_of_another_
             r = c.get(f"{back.path}?{back.query}")
             assert r.status_code == 401  # signed by a key the platform does not trust
             assert c.get("/operator").status_code == 303
+
+
+def _sign_in_through(c: TestClient) -> "httpx.Response":
+    """The browser's round trip: the portal sends it to the issuer, the issuer back with a code."""
+    import httpx
+    r = c.get("/signin/oidc")
+    back = urlparse(httpx.get(r.headers["location"], follow_redirects=False).headers["location"])
+    return c.get(f"{back.path}?{back.query}")
+
+
+def test_openid_connect_refuses_an_id_token_that_is_forged_wrongly_signed_or_not_for_this_sign_in(tmp_path):
+    """The access token stays valid throughout: only the ID token is wrong, and no session starts."""
+    jwks = tmp_path / "jwks.json"
+    now = int(time.time())
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with Issuer(jwks, {"roles": ["operator"]}) as issuer, _oidc_portal(issuer, jwks) as c:
+        forgeries = {
+            "signed by another key under the issuer's kid": dict(id_key=stranger),
+            "HS256 with a guessed secret": dict(id_key="secret-anyone-could-guess-000000", id_alg="HS256"),
+            "for another client": dict(id_claims={"aud": "another-client"}),
+            "from another issuer": dict(id_claims={"iss": "https://evil.example"}),
+            "expired": dict(id_claims={"iat": now - 7200, "exp": now - 3600}),
+            "for another sign-in (nonce)": dict(id_claims={"nonce": "not-this-browsers"}),
+            "without a nonce": dict(id_claims={"nonce": None}),
+            "missing": dict(id_token=False),
+        }
+        for what, forgery in forgeries.items():
+            issuer.id_key, issuer.id_alg, issuer.id_claims, issuer.id_token = None, "RS256", {}, True
+            for name, value in forgery.items():
+                setattr(issuer, name, value)
+            r = _sign_in_through(c)
+            assert r.status_code == 401, what
+            assert c.get("/operator").status_code == 303, f"{what}: a session started"
+        # the same issuer with an honest ID token: signed in
+        issuer.id_key, issuer.id_alg, issuer.id_claims, issuer.id_token = None, "RS256", {}, True
+        assert _sign_in_through(c).status_code == 303
+        assert c.get("/operator").status_code == 200

@@ -6,9 +6,12 @@
   provider, and the portal mints a development token (``seteli_shared.auth.mint``, the same as
   ``seteli-token``). Only when ENVIRONMENT is development or test; production settings turn it off.
 - Staff and providers in production: OpenID Connect authorization-code flow with PKCE against
-  ``OIDC_ISSUER`` (discovery at ``/.well-known/openid-configuration``). The access token the issuer
-  returns is the platform's bearer token (the services verify it against ``JWKS_URL``), so the portal
-  verifies it the same way before it starts a session.
+  ``OIDC_ISSUER`` (discovery at ``/.well-known/openid-configuration``). The ID token is verified before
+  anything else: its signature against the issuer's own JWKS (the discovery's ``jwks_uri``; an
+  asymmetric algorithm only), ``iss`` = ``OIDC_ISSUER``, ``aud`` = ``OIDC_CLIENT_ID``, ``exp`` and the
+  ``nonce`` this browser's request sent; an answer without a valid ID token starts no session. The
+  access token the issuer returns is the platform's bearer token (the services verify it against
+  ``JWKS_URL``), so the portal verifies it the same way before it starts a session.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from seteli_shared.auth import FUNDER_ROLES, PROVIDER_ROLES, InvalidToken, Role, mint
+from seteli_shared.auth.tokens import ASYMMETRIC
 
 from .backend import BackendError
 from .web import Page, PageRefusal, user_from_principal
@@ -160,11 +164,42 @@ async def oidc_callback(request: Request) -> Response:
     if not isinstance(access, str):
         return page.render("signin.html", status=401, roles=STAFF_ROLES, error=page.t("login_failed"))
     id_token = tokens.get("id_token")
-    if isinstance(id_token, str):  # the nonce ties the answer to this browser's request
-        try:
-            claims = jwt.decode(id_token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            claims = {}
-        if claims.get("nonce") != pending["nonce"]:
-            return page.render("signin.html", status=401, roles=STAFF_ROLES, error=page.t("login_failed"))
+    if not isinstance(id_token, str) or not await _id_token_verified(page, meta, id_token, pending["nonce"]):
+        return page.render("signin.html", status=401, roles=STAFF_ROLES, error=page.t("login_failed"))
     return _start(page, access, pending.get("next"))
+
+
+async def _issuer_keys(page: Page, meta: dict, *, refresh: bool = False) -> jwt.PyJWKSet:
+    """The issuer's signing keys (its ``jwks_uri``), kept until a token names a key not among them."""
+    cache = page.request.app.state.__dict__.setdefault("oidc_jwks", {})
+    if refresh or "keys" not in cache:
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(meta["jwks_uri"])
+            r.raise_for_status()
+        cache["keys"] = jwt.PyJWKSet.from_dict(r.json())
+    return cache["keys"]
+
+
+async def _id_token_verified(page: Page, meta: dict, id_token: str, nonce: str) -> bool:
+    """The ID token is the issuer's (signature against its JWKS, an asymmetric algorithm), about this
+    client (``aud``), from the configured issuer (``iss``), not expired, and answers this browser's
+    request (``nonce``). Any doubt is a refusal."""
+    s = page.settings
+    try:
+        header = jwt.get_unverified_header(id_token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ASYMMETRIC:
+            return False
+        keys: list = []
+        for refresh in (False, True):  # a key the issuer has just rotated in: fetch its JWKS once more
+            keys = [k for k in (await _issuer_keys(page, meta, refresh=refresh)).keys if kid is None or k.key_id == kid]
+            if keys:
+                break
+        if not keys:
+            return False
+        claims = jwt.decode(id_token, keys[0].key, algorithms=[alg], audience=s.oidc_client_id, issuer=s.oidc_issuer,
+                            options={"require": ["exp", "iat", "iss", "aud", "sub", "nonce"]}, leeway=30)
+        return isinstance(claims.get("nonce"), str) and secrets.compare_digest(claims["nonce"].encode(),
+                                                                               nonce.encode())
+    except (jwt.PyJWTError, httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
