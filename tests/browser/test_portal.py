@@ -379,3 +379,43 @@ async def test_a_personal_identity_code_in_feedback_is_refused_and_never_logged(
         assert r.status_code == 200 and "Älä kirjoita henkilötunnusta." in r.text
         assert hetu not in r.text
     assert hetu not in system.log_text()
+
+
+# ------------------------------------------------------------------ a token the services no longer accept
+async def test_a_token_the_services_no_longer_accept_ends_the_session(system, world: World):  # noqa: ANN001
+    """A portal whose signing key the services do not trust (as after a key is withdrawn): it signs a
+    user in, the services refuse the token (401) and the portal ends the session and sends the user to
+    sign in again, whichever way it called (one answer, a paged list, a file), instead of showing an
+    error inside a session that can no longer do anything."""
+    from contextlib import AsyncExitStack
+
+    from portal.app import create_app
+    from portal.settings import PortalSettings
+
+    from .conftest import CSRF
+
+    settings = PortalSettings(environment="test", dev_signing_secret="a-key-the-services-do-not-trust-0123456789",
+                              **{f"{name}_url": url for name, url in system.urls.items()})
+    app = create_app(settings)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        c = await stack.enter_async_context(httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://portal", follow_redirects=False))
+        for page in ("/funder", "/funder/vouchers", "/funder/report.csv"):
+            csrf = CSRF.search((await c.get("/signin")).text).group(1)
+            r = await c.post("/signin/dev", data={"csrf": csrf, "role": "funder_decision_maker", "funder_id": FUNDER})
+            assert (r.status_code, r.headers["location"]) == (303, "/funder"), r.text
+            r = await c.get(page)
+            assert (r.status_code, r.headers["location"]) == (303, f"/signin?next={page}"), page
+            # the session is over: the next page is a stranger's, and the sign-in form is offered
+            r = await c.get("/funder/audit")
+            assert (r.status_code, r.headers["location"]) == (303, "/signin?next=/funder/audit"), page
+            assert "/signin/dev" in (await c.get("/signin")).text
+        # a form sent with the refused token: a page saying the session has expired, and no session after it
+        csrf = CSRF.search((await c.get("/signin")).text).group(1)
+        r = await c.post("/signin/dev", data={"csrf": csrf, "role": "operator"})
+        assert r.status_code == 303
+        csrf = CSRF.search((await c.get("/signin")).text).group(1)
+        r = await c.post("/operator/settlements/run", data={"csrf": csrf})
+        assert r.status_code == 401 and "Istunto on vanhentunut" in r.text, r.text
+        assert (await c.get("/operator")).status_code == 303
