@@ -238,6 +238,8 @@ VALUE_TABLE = {"category": "home_care", "table_version": "2026.1", "max_value_pe
                "percentages": ["35", "22", "18", "15", "13", "11"], "extra_person_limit_cents": 34200,
                "extra_person_points": "1"}
 BODIES = {
+    # a client's feedback on its own voucher (given again: the same feedback, 200)
+    ("POST", "/feedback"): lambda ids: {"rating": 4},
     # the same value table version as the world's: a retry, 200
     ("POST", "/funders/{funder_id}/value-tables"): lambda ids: VALUE_TABLE,
     ("POST", "/funders/{funder_id}/value-tables/{category}/{table_version}/calculate"): lambda ids: {
