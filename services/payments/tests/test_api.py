@@ -251,6 +251,7 @@ async def test_a_charge_for_a_service_on_or_after_the_suspension_date_is_refused
     v = await _approved(w, p, 1)
     now = w.clock.now()
     suspension = await w.publish(_life(ProviderSuspended, p, now, effective_from=date(2026, 6, 10)), "registry")
+    await w.taken(suspension)  # else a charge may beat it and be accepted (then only ever repeated)
     refused = await _answer(w, p, v, "s-1", "2026-06-10", (422, "provider_suspended"))
     assert refused["error"]["details"]["effective_from"] == "2026-06-10"
     before = await _answer(w, p, v, "s-2", "2026-06-09", (201, None))
@@ -275,6 +276,7 @@ async def test_a_revoked_provider_charges_only_for_earlier_services_whatever_arr
     now = w.clock.now()
     revocation = await w.publish(_life(ProviderRevoked, p, now, effective_from=date(2026, 6, 12),
                                        reason="funder_decision"), "registry")
+    await w.taken(revocation)
     await _answer(w, p, v, "r-1", "2026-06-12", (422, "provider_revoked"))
     await _answer(w, p, v, "r-2", "2026-06-11", (201, None))
     late = [await w.publish(_life(ProviderReinstated, p, now - timedelta(hours=1)), "registry"),

@@ -522,7 +522,8 @@ async def test_the_comparison_is_one_query_for_the_page_and_one_for_its_units(re
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args):  # noqa: ANN001, ANN002
-        statements.append(statement)
+        if "outbox" not in statement:  # the relay polls on the same engine meanwhile
+            statements.append(statement)
     sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
         r = await registry.http.get("/public/funders/091/categories/home_care/providers?voucher_value_cents=2500"
