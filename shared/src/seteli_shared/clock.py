@@ -42,8 +42,9 @@ class FixedClock:
 SYSTEM_CLOCK = SystemClock()
 
 
-def get_clock(request: Request) -> Clock:
-    """The app's clock (``app.state.clock``; the system clock unless a test set another)."""
+async def get_clock(request: Request) -> Clock:
+    """The app's clock (``app.state.clock``; the system clock unless a test set another). Async: FastAPI
+    runs a plain ``def`` dependency in its thread pool, a thread hop per request for a lookup."""
     return getattr(request.app.state, "clock", None) or SYSTEM_CLOCK
 
 

@@ -40,7 +40,7 @@ class PageParams:
         self.cursor = cursor
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"at most {MAX_LIMIT} items")] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_=-]+$",
                                         description="`next_cursor` of the previous page")] = None,

@@ -176,14 +176,15 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
 
 # ------------------------------------------------------------------ dependencies
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    # async, as every dependency that does no blocking work: a plain def runs in the thread pool
     return request.app.state.runtime.sessions
 
 
