@@ -149,3 +149,68 @@ async def once_more_on_conflict(operation):  # noqa: ANN001, ANN201
         return await operation()
     except IntegrityError:
         return await operation()
+
+
+# ------------------------------------------------------------------ the PostgreSQL driver, directly
+class RawStatement:
+    """A SQLAlchemy statement compiled once for asyncpg: its SQL (``$n`` placeholders) and its
+    parameters in order, the literals it binds itself (``version + 1``) filled in. For the hottest
+    paths, where SQLAlchemy's per-execution work (session, compile-cache lookup, result rows)
+    costs more than the statement; asyncpg prepares it once per connection and caches it."""
+
+    def __init__(self, stmt, dialect=None):  # noqa: ANN001
+        if dialect is None:
+            from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+            dialect = asyncpg_dialect()
+        compiled = stmt.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.defaults = compiled.construct_params(_check=False)
+        processors = compiled._bind_processors
+        self._processors = tuple(processors.get(n) for n in self.names)
+
+    def args(self, params: dict) -> list:
+        out = []
+        for name, process in zip(self.names, self._processors):
+            value = params[name] if name in params else self.defaults[name]
+            out.append(process(value) if process is not None and value is not None else value)
+        return out
+
+
+def driver_connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the driver's connection is gone (the server closed it, the network dropped)."""
+    import asyncpg
+
+    return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError))
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine):  # noqa: ANN201
+    """One transaction on a pooled connection's own asyncpg connection (PostgreSQL only): commits on
+    success, rolls back on any error; a connection found dead is thrown away, never pooled again
+    (raise ``ConnectionError`` so that an idempotent caller may try once more on a fresh one)."""
+    from sqlalchemy.util import greenlet_spawn
+
+    fairy = await engine.raw_connection()
+    conn = fairy.driver_connection
+    dead = False
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            yield conn
+        except BaseException:
+            try:
+                await transaction.rollback()
+            except Exception:  # noqa: BLE001
+                dead = True
+            raise
+        await transaction.commit()
+    except Exception as exc:
+        if dead or driver_connection_lost(exc) or conn.is_closed():
+            dead = True
+            raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
+        raise
+    finally:
+        await greenlet_spawn(fairy.invalidate if dead else fairy.close)

@@ -32,6 +32,11 @@ def _wake_relays(_session) -> None:  # noqa: ANN001
         ev.set()
 
 
+def wake_relays() -> None:
+    """Have this process's relays look at the outbox now (after a commit made without a session)."""
+    _wake_relays(None)
+
+
 _INSERT = T.insert()
 
 

@@ -6,7 +6,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, acting_for_provider, ensure_visible,
@@ -125,7 +126,7 @@ class ChargeStatus(StrEnum):
           "the first charge"},
     **error_responses(404, 409, 422)})
 async def charge_voucher(
-    body: ChargeCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
+    body: ChargeCreate, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM, scope="body")],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, description=(
         "the same key with the same body answers the first answer again (another body: 422 "
@@ -148,9 +149,8 @@ async def charge_voucher(
                                                 body.provider_reference, req))
     charge, new = await usecases.charge_voucher(sessions, clock, principal, body.voucher_id,
                                                 body.provider_reference, req)
-    if not new:
-        response.status_code = 200
-    return ChargePublic.of(charge)
+    # the answer as it is: FastAPI would check a ChargePublic against ChargePublic once more
+    return JSONResponse(ChargePublic.of(charge).model_dump(mode="json"), status_code=201 if new else 200)
 
 
 @router.get("/charges", response_model=Page[ChargePublic], tags=["charges"])

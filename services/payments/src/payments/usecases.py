@@ -11,18 +11,19 @@ from itertools import groupby
 
 from sqlalchemy import Date, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
+from asyncpg import UniqueViolationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared import audit, periods
 from seteli_shared.auth import Principal, TenantScope
 from seteli_shared.clock import Clock
-from seteli_shared.db import once_more_on_conflict, unit_of_work
+from seteli_shared.db import RawStatement, driver_transaction, once_more_on_conflict, unit_of_work
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import T as OUTBOX
-from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on_commit
+from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on_commit, wake_relays
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, lifecycle
@@ -63,21 +64,43 @@ def _kind_terms(view: VoucherView) -> dict:
 async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal, voucher_id: str,
                         provider_reference: str, req: domain.ChargeRequest) -> tuple[Charge, bool]:
     """A provider charges a voucher: the charge and whether it is new (a retry answers the first)."""
+    engine = sessions.kw.get("bind")
+    if engine is not None and engine.dialect.name == "postgresql":
+        charge, new = await _charge_on_driver(engine, clock, principal, voucher_id, provider_reference, req)
+    else:
+        async def accept() -> tuple[Charge, bool]:
+            async with unit_of_work(sessions) as session:
+                # the audit row goes in with the charge's own rows (one statement on PostgreSQL)
+                return await accept_charge(session, clock, voucher_id, provider_reference, req, audit_as=principal)
 
-    async def accept() -> tuple[Charge, bool]:
-        async with unit_of_work(sessions) as session:
-            # the audit row goes in with the charge's own rows (one statement on PostgreSQL)
-            return await accept_charge(session, clock, voucher_id, provider_reference, req, audit_as=principal)
-
-    try:
-        charge, new = await once_more_on_conflict(accept)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:  # the pool does not ping: a connection the server dropped
-            raise  # shows here; the unit of work rolled back, and the reference makes the retry safe
-        charge, new = await once_more_on_conflict(accept)
+        try:
+            charge, new = await once_more_on_conflict(accept)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:  # the pool does not ping: a connection the server dropped
+                raise  # shows here; the unit of work rolled back, and the reference makes the retry safe
+            charge, new = await once_more_on_conflict(accept)
     if new:
         log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id, amount_cents=charge.amount_cents)
     return charge, new
+
+
+async def _charge_on_driver(engine, clock: Clock, principal: Principal, voucher_id: str,  # noqa: ANN001
+                            provider_reference: str, req: domain.ChargeRequest) -> tuple[Charge, bool]:
+    """``accept_charge`` on PostgreSQL through the pooled connection's asyncpg connection itself: the same
+    statements and rules, without SQLAlchemy's per-statement work (about a third of a charge's CPU).
+    Once more on a fresh connection when the pooled one was found dead (the pool does not ping), and
+    once more when a concurrent twin won the reference's unique key (the retry then answers it)."""
+    for attempt in range(3):
+        try:
+            async with driver_transaction(engine) as conn:
+                charge, new = await _accept(_DriverDb(conn), clock, voucher_id, provider_reference, req, principal)
+            if new:
+                wake_relays()
+            return charge, new
+        except (ConnectionError, UniqueViolationError):
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------ the charge's statements, built once
@@ -128,6 +151,7 @@ _CONTEXT = (
 _EARLIER_CHARGE = select(Charge).where(Charge.provider_id == bindparam("pid"),
                                        Charge.provider_reference == bindparam("ref"))
 _NO_DAY = date(1, 1, 1)
+_RAW_LOCK, _RAW_CONTEXT, _RAW_EARLIER = (RawStatement(s) for s in (_LOCK_VOUCHER, _CONTEXT, _EARLIER_CHARGE))
 
 
 @dataclass
@@ -148,7 +172,7 @@ def _utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
-async def _read_context(session: AsyncSession, voucher_id: str, provider_reference: str, req: domain.ChargeRequest,
+async def _read_context(db: "_SessionDb | _DriverDb", voucher_id: str, provider_reference: str, req: domain.ChargeRequest,
                         terms: domain.VoucherTerms | None, category: str | None) -> _Context:
     if terms is not None:
         start, end = domain.period_bounds(terms, req.service_date)
@@ -156,10 +180,10 @@ async def _read_context(session: AsyncSession, voucher_id: str, provider_referen
     else:
         start, end, previous = _NO_DAY, _NO_DAY, None
     prev_start, prev_end = previous or (_NO_DAY, _NO_DAY)
-    rows = (await session.execute(_CONTEXT, {
+    rows = await db.context({
         "vid": voucher_id, "pid": req.provider_id, "ref": provider_reference, "start": start, "end": end,
         "prev_start": prev_start, "prev_end": prev_end, "fid": terms.funder_id if terms else "",
-        "cat": category or "", "day": req.service_date})).all()
+        "cat": category or "", "day": req.service_date})
     first = rows[0]
     approval = None if first.approval_provider_id is None else domain.ApprovalState(
         approval_id=first.approval_id, approved_at=_utc(first.approved_at), status=first.status,
@@ -192,17 +216,13 @@ def _life_cycle_terms(view: VoucherView, terms: domain.VoucherTerms, req: domain
         None if terms.units_per_period_x100 is None else terms.units_per_period_x100 + carried))
 
 
-async def _insert_together(session: AsyncSession, batches: list[tuple[Table, list[dict]]]) -> None:
-    """Insert every batch's rows: on PostgreSQL in one statement (the first batches as data-modifying
-    CTEs of the last one's insert; foreign keys are checked at the statement's end), elsewhere one
-    statement per table."""
-    if session.bind.dialect.name != "postgresql":
-        for table, rows in batches:
-            await session.execute(table.insert(), rows)
-        return
+def _together(batches: list[tuple[Table, list[dict]]]) -> tuple[tuple, object]:
+    """The one PostgreSQL statement inserting every batch's rows (the first batches as data-modifying
+    CTEs of the last one's insert; foreign keys are checked at the statement's end), built once per
+    shape (a charge's rows always have the same): compiled once, cached. Returns (shape, statement)."""
     shape = tuple((table.name, tuple(tuple(row) for row in rows)) for table, rows in batches)
     stmt = _TOGETHER.get(shape)
-    if stmt is None:  # built once per shape (a charge's rows always have the same): compiled once, cached
+    if stmt is None:
         built = [(table, [{k: bindparam(f"b{n}_{i}_{k}", type_=table.c[k].type) for k in row}
                           for i, row in enumerate(rows)]) for n, (table, rows) in enumerate(batches)]
         *before, (last_table, last_rows) = built
@@ -211,28 +231,106 @@ async def _insert_together(session: AsyncSession, batches: list[tuple[Table, lis
             stmt = stmt.add_cte(insert(table).values(rows).cte(f"ins{n}"))
         if len(_TOGETHER) < 64:
             _TOGETHER[shape] = stmt
-    await session.execute(stmt, {f"b{n}_{i}_{k}": v for n, (_t, rows) in enumerate(batches)
-                                 for i, row in enumerate(rows) for k, v in row.items()})
+    return shape, stmt
+
+
+def _together_params(batches: list[tuple[Table, list[dict]]]) -> dict:
+    return {f"b{n}_{i}_{k}": v for n, (_t, rows) in enumerate(batches) for i, row in enumerate(rows)
+            for k, v in row.items()}
 
 
 _TOGETHER: dict[tuple, object] = {}
+
+
+class _SessionDb:
+    """A charge's statements through the session (SQLite, and ``accept_charge`` in a caller's transaction)."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def lock(self, voucher_id: str):  # noqa: ANN201
+        return (await self.session.execute(_LOCK_VOUCHER, {"vid": voucher_id})).first()
+
+    async def context(self, params: dict) -> list:
+        return (await self.session.execute(_CONTEXT, params)).all()
+
+    async def earlier(self, provider_id: str, reference: str) -> Charge:
+        return (await self.session.execute(_EARLIER_CHARGE, {"pid": provider_id, "ref": reference})).scalar_one()
+
+    async def insert_together(self, batches: list[tuple[Table, list[dict]]]) -> None:
+        """On PostgreSQL in one statement, elsewhere one statement per table."""
+        if self.session.bind.dialect.name != "postgresql":
+            for table, rows in batches:
+                await self.session.execute(table.insert(), rows)
+            return
+        await self.session.execute(_together(batches)[1], _together_params(batches))
+
+
+class _Row(dict):
+    """A driver's row read by attribute, as SQLAlchemy's rows are."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _DriverDb:
+    """The same statements on the asyncpg connection itself (PostgreSQL), compiled once."""
+
+    def __init__(self, conn):  # noqa: ANN001
+        self.conn = conn
+
+    async def lock(self, voucher_id: str) -> _Row | None:
+        record = await self.conn.fetchrow(_RAW_LOCK.sql, *_RAW_LOCK.args({"vid": voucher_id}))
+        return None if record is None else _Row(record.items())
+
+    async def context(self, params: dict) -> list[_Row]:
+        return [_Row(r.items()) for r in await self.conn.fetch(_RAW_CONTEXT.sql, *_RAW_CONTEXT.args(params))]
+
+    async def earlier(self, provider_id: str, reference: str) -> Charge:
+        record = await self.conn.fetchrow(_RAW_EARLIER.sql, *_RAW_EARLIER.args({"pid": provider_id, "ref": reference}))
+        return Charge(**dict(record.items()))
+
+    async def insert_together(self, batches: list[tuple[Table, list[dict]]]) -> None:
+        shape, stmt = _together(batches)
+        raw = _RAW_TOGETHER.get(shape)
+        if raw is None:
+            raw = RawStatement(stmt)
+            if len(_RAW_TOGETHER) < 64:
+                _RAW_TOGETHER[shape] = raw
+        await self.conn.execute(raw.sql, *raw.args(_together_params(batches)))
+
+
+_RAW_TOGETHER: dict[tuple, RawStatement] = {}
 
 
 async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, provider_reference: str,
                         req: domain.ChargeRequest, *, audit_as: Principal | None = None) -> tuple[Charge, bool]:
     """Returns the charge and whether it is new. The provider's own reference makes a retry safe.
     With ``audit_as``, a new charge's audit entry (``charge.create``) is recorded with it."""
+    charge, new = await _accept(_SessionDb(session), clock, voucher_id, provider_reference, req, audit_as)
+    if new:
+        wake_relay_on_commit(session)
+    return charge, new
+
+
+async def _accept(db: "_SessionDb | _DriverDb", clock: Clock, voucher_id: str, provider_reference: str,
+                  req: domain.ChargeRequest, audit_as: Principal | None) -> tuple[Charge, bool]:
+    """``accept_charge`` on either way to the database (the same statements, the same rules)."""
     # take the voucher's write lock first (and read the voucher with it): concurrent charges of one
     # voucher (and twins of one request) queue up here, and each then sees what the ones before it
     # committed, since everything else is read by a later statement
-    locked = (await session.execute(_LOCK_VOUCHER, {"vid": voucher_id})).first()
+    locked = await db.lock(voucher_id)
     view = locked  # the row's columns, read as a VoucherView's attributes
     terms = _terms(view)
     category = None if terms is None else domain.charge_category(terms, req.category)
-    ctx = await _read_context(session, voucher_id, provider_reference, req, terms, category)
+    ctx = await _read_context(db, voucher_id, provider_reference, req, terms, category)
     if ctx.earlier_id is not None:
-        earlier = (await session.execute(_EARLIER_CHARGE, {"pid": req.provider_id, "ref": provider_reference})
-                   ).scalar_one()
+        earlier = await db.earlier(req.provider_id, provider_reference)
         same = (earlier.voucher_id, earlier.service_date, earlier.units_x100, earlier.tariff) == (
             voucher_id, req.service_date, req.units_x100, req.tariff) and req.unit_price_cents in (
             None, earlier.unit_price_cents)
@@ -271,8 +369,7 @@ async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, pr
     ]
     if audit_as is not None:
         batches.append((audit.T, [audit.row(audit_as, "charge.create", "charge", charge.id, charge.funder_id)]))
-    await _insert_together(session, batches)
-    wake_relay_on_commit(session)
+    await db.insert_together(batches)
     return charge, True
 
 
