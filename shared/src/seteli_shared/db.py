@@ -214,3 +214,26 @@ async def driver_transaction(engine: AsyncEngine):  # noqa: ANN201
         raise
     finally:
         await greenlet_spawn(fairy.invalidate if dead else fairy.close)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine):  # noqa: ANN201
+    """A pooled connection's own asyncpg connection, outside any transaction (each statement its own
+    transaction: for single statements that do a whole change). A connection found dead is thrown
+    away (``ConnectionError``, as ``driver_transaction``)."""
+    from sqlalchemy.util import greenlet_spawn
+
+    fairy = await engine.raw_connection()
+    conn = fairy.driver_connection
+    dead = False
+    try:
+        yield conn
+    except Exception as exc:
+        if driver_connection_lost(exc) or conn.is_closed():
+            dead = True
+            raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
+        raise
+    finally:
+        if not dead and conn.is_in_transaction():  # never pooled inside a transaction
+            dead = True
+        await greenlet_spawn(fairy.invalidate if dead else fairy.close)

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from seteli_shared import audit, periods
 from seteli_shared.auth import Principal, TenantScope
 from seteli_shared.clock import Clock
-from seteli_shared.db import RawStatement, driver_transaction, once_more_on_conflict, unit_of_work
+from seteli_shared.db import (RawStatement, driver_connection, driver_transaction, once_more_on_conflict,
+                              unit_of_work)
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
@@ -86,19 +87,36 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
 
 async def _charge_on_driver(engine, clock: Clock, principal: Principal, voucher_id: str,  # noqa: ANN001
                             provider_reference: str, req: domain.ChargeRequest) -> tuple[Charge, bool]:
-    """``accept_charge`` on PostgreSQL through the pooled connection's asyncpg connection itself: the same
-    statements and rules, without SQLAlchemy's per-statement work (about a third of a charge's CPU).
-    Once more on a fresh connection when the pooled one was found dead (the pool does not ping), and
-    once more when a concurrent twin won the reference's unique key (the retry then answers it)."""
-    for attempt in range(3):
+    """``accept_charge`` on PostgreSQL through the pooled connection's asyncpg connection itself, the
+    same rules in the same order, in two statements and no transaction around them:
+
+    1. ``_OptimisticDb.read``: the voucher with its row version (``xmin``), the units and money charged
+       per service date, an earlier charge with the reference, the approval, price lists and choices;
+    2. the rows of a new charge inserted by one statement whose first part takes the voucher's write
+       lock only if the row is still the version read (``UPDATE ... WHERE xmin = ...``), every insert
+       drawing from it: if anything changed the voucher meanwhile (a charge of it, an event of its
+       projection), nothing is written and the charge is read and decided again.
+
+    One statement is one transaction: nothing of a charge is ever half written. A concurrent twin of
+    the reference fails on its unique key, and the next attempt answers it as a retry. A voucher
+    charged by many at once falls back, after a few attempts, to the lock taken first
+    (``driver_transaction``). A pooled connection found dead is thrown away and the charge tried again
+    (the reference makes that safe)."""
+    for attempt in range(6):
         try:
-            async with driver_transaction(engine) as conn:
-                charge, new = await _accept(_DriverDb(conn), clock, voucher_id, provider_reference, req, principal)
+            if attempt < 3:
+                async with driver_connection(engine) as conn:
+                    db = _OptimisticDb(conn, voucher_id, provider_reference, req)
+                    charge, new = await _accept(db, clock, voucher_id, provider_reference, req, principal)
+            else:
+                async with driver_transaction(engine) as conn:
+                    charge, new = await _accept(_DriverDb(conn), clock, voucher_id, provider_reference, req,
+                                                principal)
             if new:
                 wake_relays()
             return charge, new
-        except (ConnectionError, UniqueViolationError):
-            if attempt == 2:
+        except (_Stale, ConnectionError, UniqueViolationError):
+            if attempt == 5:
                 raise
     raise AssertionError("unreachable")
 
@@ -306,6 +324,117 @@ class _DriverDb:
 
 
 _RAW_TOGETHER: dict[tuple, RawStatement] = {}
+
+
+class _Stale(Exception):
+    """The voucher changed between a charge's read and its write: read and decide again."""
+
+
+#: what ``_OptimisticDb.read`` reads in one statement: ``_CONTEXT``'s columns, the voucher's row (the one a
+#: lock would return) and its version, and per service date the units and money charged (the period's sums
+#: are taken from them once the voucher's period is known)
+_READ_ALL = f"""
+SELECT {", ".join(f"v.{c.name}" for c in _V.c)}, v.xmin::text AS row_version,
+  (SELECT c.id FROM payments_charge c WHERE c.provider_id = $2 AND c.provider_reference = $3) AS earlier_id,
+  d.days, d.day_units, d.day_money,
+  a.approval_id, a.approved_at, a.status, a.not_in_force_from, a.status_changed_at, a.status_reason,
+  a.provider_id AS approval_provider_id,
+  p.price_list_id, p.effective_from, p.published_at, p.unit_price_cents, p.tariffs,
+  ch.provider_id AS choice_provider_id, ch.effective_from AS choice_effective_from, ch.chosen_at AS choice_chosen_at
+FROM (SELECT 1) one
+LEFT JOIN payments_voucher v ON v.voucher_id = $1
+LEFT JOIN LATERAL (
+  SELECT array_agg(s.service_date) AS days, array_agg(s.u) AS day_units, array_agg(s.m) AS day_money
+  FROM (SELECT c.service_date, sum(c.units_x100) AS u, sum(c.amount_cents) AS m FROM payments_charge c
+        WHERE c.voucher_id = $1 AND c.status <> '{CANCELLED}' GROUP BY c.service_date) s) d ON true
+LEFT JOIN payments_approval a ON a.funder_id = v.funder_id AND a.provider_id = $2
+  AND a.category = coalesce($4::varchar, v.category)
+LEFT JOIN payments_price_list p ON p.provider_id = $2 AND p.funder_id = v.funder_id
+  AND p.category = coalesce($4::varchar, v.category) AND p.effective_from <= $5::date
+LEFT JOIN payments_provider_choice ch ON ch.voucher_id = v.voucher_id
+"""
+_VOUCHER_COLUMNS = tuple(c.name for c in _V.c)
+_CONTEXT_COLUMNS = ("approval_id", "approved_at", "status", "not_in_force_from", "status_changed_at", "status_reason",
+                    "approval_provider_id", "price_list_id", "effective_from", "published_at", "unit_price_cents",
+                    "tariffs", "choice_provider_id", "choice_effective_from", "choice_chosen_at")
+
+
+class _OptimisticDb(_DriverDb):
+    """A charge's statements without a transaction around them (``_charge_on_driver``): ``lock`` reads
+    everything at once (no lock yet), ``context`` answers from what it read, ``insert_together`` writes
+    only if the voucher's row is still the version read (else ``_Stale``)."""
+
+    def __init__(self, conn, voucher_id: str, reference: str, req: domain.ChargeRequest):  # noqa: ANN001
+        super().__init__(conn)
+        self.params = (voucher_id, req.provider_id, reference, req.category, req.service_date)
+        self.rows: list = []
+        self.version: str | None = None
+        self.voucher_id = voucher_id
+
+    async def lock(self, voucher_id: str) -> _Row | None:
+        self.rows = await self.conn.fetch(_READ_ALL, *self.params)
+        first = self.rows[0]
+        if first["voucher_id"] is None:
+            return None
+        self.version = first["row_version"]
+        return _Row((c, first[c]) for c in _VOUCHER_COLUMNS)
+
+    async def context(self, params: dict) -> list[_Row]:
+        first = self.rows[0]
+        days = first["days"] or ()
+
+        def period_sum(values, start: date, end: date) -> int:  # noqa: ANN001
+            return sum(v for d, v in zip(days, values) if start <= d <= end) if days else 0
+
+        sums = {"earlier_id": first["earlier_id"],
+                "used": period_sum(first["day_units"], params["start"], params["end"]),
+                "money_used": period_sum(first["day_money"], params["start"], params["end"]),
+                "previous_used": period_sum(first["day_units"], params["prev_start"], params["prev_end"])}
+        return [_Row({**sums, **{c: r[c] for c in _CONTEXT_COLUMNS}}) for r in self.rows]
+
+    async def insert_together(self, batches: list[tuple[Table, list[dict]]]) -> None:
+        if self.version is None:  # no voucher, no charge: the rules refuse before this
+            raise _Stale()
+        shape = tuple((table.name, tuple(tuple(row) for row in rows)) for table, rows in batches)
+        sql = _CHECKED_INSERTS.get(shape)
+        if sql is None:
+            sql = _checked_insert_sql(batches)
+            if len(_CHECKED_INSERTS) < 64:
+                _CHECKED_INSERTS[shape] = sql
+        args = [self.voucher_id, self.version]
+        for _table, rows in batches:
+            for row in rows:
+                args += row.values()
+        if await self.conn.fetchval(sql, *args) != 1:
+            raise _Stale()
+
+
+_CHECKED_INSERTS: dict[tuple, str] = {}
+
+
+def _checked_insert_sql(batches: list[tuple[Table, list[dict]]]) -> str:
+    """One statement: the voucher's write lock if its row is still version $2 (``lk``), and every batch's
+    rows inserted from it (none when it is not); answers 1 when written, 0 when the voucher changed."""
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+    dialect = asyncpg_dialect()
+    quote = dialect.identifier_preparer.quote
+    parts = ["lk AS (UPDATE payments_voucher SET version = version + 1 WHERE voucher_id = $1 AND xmin::text = $2 "
+             "RETURNING 1)"]
+    n = 3
+    for t, (table, rows) in enumerate(batches):
+        columns = list(rows[0])
+        selects = []
+        for row in rows:
+            assert list(row) == columns
+            casts = []
+            for k in columns:
+                casts.append(f"${n}::{table.c[k].type.compile(dialect=dialect)}")
+                n += 1
+            selects.append(f"SELECT {', '.join(casts)} FROM lk")
+        parts.append(f"i{t} AS (INSERT INTO {quote(table.name)} ({', '.join(quote(k) for k in columns)}) "
+                     f"{' UNION ALL '.join(selects)})")
+    return "WITH " + ",\n".join(parts) + "\nSELECT count(*) FROM lk"
 
 
 async def accept_charge(session: AsyncSession, clock: Clock, voucher_id: str, provider_reference: str,
