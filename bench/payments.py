@@ -231,6 +231,59 @@ async def service_settlement(url: str) -> tuple[float, int, dict]:
         await engine.dispose()
 
 
+# ------------------------------------------------------------------ the raw bulk baseline
+RAW_BULK_CHUNK = 2500
+
+
+async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
+    """The bulk's minimal work by hand: per chunk of lines one transaction that locks the chunk's vouchers (in
+    order), reads their terms, and writes the charges, their ledger transactions and entries and one outbox row
+    each by COPY. Same lines as ``bulk`` (another provider's vouchers, so that nothing is a repeat)."""
+    import uuid
+    from datetime import datetime, timezone
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        vouchers = [f"v{i}" for i in range(1, args.vouchers, args.providers)]  # p1's
+        t0 = time.perf_counter()
+        for r in range(args.bulk_requests):
+            lines = [(vouchers[(r * args.bulk_lines + i) % len(vouchers)], f"rawbulk-{r}-{i}", date(2026, 6, 1), 1)
+                     for i in range(args.bulk_lines)]
+            for c in range(0, len(lines), RAW_BULK_CHUNK):
+                chunk = lines[c:c + RAW_BULK_CHUNK]
+                async with conn.transaction():
+                    terms = {v["voucher_id"]: v for v in await conn.fetch(
+                        "SELECT voucher_id, funder_id, provider_id, category, value_per_unit_cents FROM payments_voucher"
+                        " WHERE voucher_id = ANY($1::text[]) ORDER BY voucher_id FOR UPDATE",
+                        sorted({x[0] for x in chunk}))}
+                    now = datetime.now(timezone.utc)
+                    charges, txns, entries, outbox = [], [], [], []
+                    for vid, ref, day, units_x100 in chunk:
+                        v = terms[vid]
+                        cid, tid = uuid.uuid4().hex, uuid.uuid4().hex
+                        amount = units_x100 * v["value_per_unit_cents"] // 100
+                        charges.append((cid, vid, v["funder_id"], v["provider_id"], v["category"], ref, day, units_x100,
+                                        v["value_per_unit_cents"], amount, 0, False, "accepted", now))
+                        txns.append((tid, "charge", cid, now))
+                        entries += [(tid, f"funder:{v['funder_id']}:voucher_spend", amount),
+                                    (tid, f"provider:{v['provider_id']}:payable", -amount)]
+                        outbox.append((uuid.uuid4().hex, "charge.accepted.v1",
+                                       json.dumps({"charge_id": cid, "amount_cents": amount}), now, 0))
+                    await conn.copy_records_to_table("payments_charge", records=charges, columns=(
+                        "id", "voucher_id", "funder_id", "provider_id", "category", "provider_reference", "service_date",
+                        "units_x100", "unit_price_cents", "amount_cents", "own_share_cents", "price_registered",
+                        "status", "accepted_at"))
+                    await conn.copy_records_to_table("payments_ledger_transaction", records=txns,
+                                                     columns=("id", "kind", "reference", "created_at"))
+                    await conn.copy_records_to_table("payments_ledger_entry", records=entries,
+                                                     columns=("transaction_id", "account", "amount_cents"))
+                    await conn.copy_records_to_table("outbox", records=outbox, columns=(
+                        "message_id", "routing_key", "body", "created_at", "attempts"))
+        return args.bulk_requests * args.bulk_lines / (time.perf_counter() - t0)
+    finally:
+        await conn.close()
+
+
 # ------------------------------------------------------------------ wrk
 LUA = """
 local tokens = {%(tokens)s}
@@ -274,6 +327,16 @@ def wrk_post(url: str, script: Path, seconds: int, connections: int, threads: in
         comparison.subprocess.run = real
 
 
+async def outbox_drained(dsn: str, timeout: float = 120) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
 async def bind_sink(namespace: str) -> None:
     """A queue taking every event of the namespace, so that the relay's publishes are routed (as deployed)."""
     import aio_pika
@@ -308,8 +371,9 @@ async def run(args: argparse.Namespace) -> int:
         await upgrade_async(SPEC.migrations_dir, url)
         await seed_projections(dsn, args.providers, args.vouchers)
 
-        # ---- 1. single charges over HTTP
-        bulk_path = None
+        # ---- 1. single charges over HTTP: both servers up, their wrk runs alternated (the machine is shared:
+        # load that comes and goes then falls on both alike)
+        servers: dict[str, tuple[str, subprocess.Popen, Path]] = {}
         for label in ("payments", "baseline"):
             port = free_port()
             if label == "payments":
@@ -333,22 +397,49 @@ async def run(args: argparse.Namespace) -> int:
                 await bind_sink(namespace)
             wrk_post(base, lua_script(f"{label}-warm", args.vouchers, args.providers), 2, args.connections,
                      args.threads)
-            r = wrk_post(base, lua_script(f"{label}-{hex_}", args.vouchers, args.providers), args.seconds,
-                         args.connections, args.threads)
+            servers[label] = (base, proc, log)
+        runs: dict[str, list[dict]] = {"payments": [], "baseline": []}
+        for r in range(args.rounds):
+            for label in ("payments", "baseline"):
+                base = servers[label][0]
+                runs[label].append(wrk_post(base, lua_script(f"{label}-{hex_}-{r}", args.vouchers, args.providers),
+                                            args.seconds, args.connections, args.threads))
+                if label == "payments":  # its relay publishes what the round charged before the baseline's turn
+                    await outbox_drained(dsn)
+            print(f"  round {r + 1}: payments {runs['payments'][-1]['rps']:.0f} requests/s, baseline "
+                  f"{runs['baseline'][-1]['rps']:.0f} requests/s: "
+                  f"{runs['payments'][-1]['rps'] / runs['baseline'][-1]['rps']:.1%}")
+        for label in ("payments", "baseline"):
+            rs = runs[label]
+            r = {"rps": round(sum(x["requests"] for x in rs) / (args.seconds * len(rs)), 2),
+                 "p50_ms": sorted(x["p50_ms"] for x in rs)[len(rs) // 2],
+                 "p99_ms": sorted(x["p99_ms"] for x in rs)[len(rs) // 2],
+                 "requests": sum(x["requests"] for x in rs), "non_2xx": sum(x["non_2xx"] for x in rs),
+                 "socket_errors": [x["socket_errors"] for x in rs if x["socket_errors"]] or None,
+                 "rounds": [x["rps"] for x in rs]}
             figures[f"charges_{label}"] = r
             ok &= r["non_2xx"] == 0
             print(f"single charges, {label:8s} {r['rps']:8.0f} requests/s   p50 {r['p50_ms']:6.2f} ms   "
-                  f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']} requests, non-2xx {r['non_2xx']}, "
-                  f"socket errors {r['socket_errors']})")
-            if label == "payments":  # ---- 3. bulk intake, if the app has it
-                bulk_path = await bulk(base, args, figures)
-            stop(proc)
-            log.unlink(missing_ok=True)
+                  f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']} requests in {args.rounds} x {args.seconds} s, "
+                  f"non-2xx {r['non_2xx']}, socket errors {r['socket_errors']})")
         ratio = figures["charges_payments"]["rps"] / figures["charges_baseline"]["rps"]
         figures["charges_ratio"] = round(ratio, 4)
         print(f"single charges: payments/baseline {ratio:.1%}")
+        stop(servers["baseline"][1])
+
+        # ---- bulk intake over HTTP, then the same lines by raw SQL (COPY) on the same database
+        bulk_path = await bulk(servers["payments"][0], args, figures)
+        stop(servers["payments"][1])
+        for _base, _proc, log in servers.values():
+            log.unlink(missing_ok=True)
         if bulk_path is None:
             print("bulk intake: POST /charges/bulk not there (404): not measured")
+        else:
+            raw_rate = await raw_bulk(dsn, args)
+            figures.update(bulk_raw_rate=round(raw_rate), bulk_ratio=round(figures["bulk_rate"] / raw_rate, 4))
+            print(f"bulk, raw SQL:  {args.bulk_requests * args.bulk_lines} lines = {raw_rate:,.0f} lines/s "
+                  f"(chunks of {RAW_BULK_CHUNK}: vouchers locked, charges, ledger and outbox rows by COPY)")
+            print(f"bulk intake: payments/raw {figures['bulk_ratio']:.1%}")
 
         # ---- 2. a settlement run
         n = args.charges
@@ -413,14 +504,15 @@ async def bulk(base: str, args: argparse.Namespace, figures: dict) -> str | None
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=int, default=10, help="wrk duration per server")
+    p.add_argument("--seconds", type=int, default=10, help="wrk duration per server and round")
+    p.add_argument("--rounds", type=int, default=3, help="wrk runs per server, alternated between the two")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--providers", type=int, default=50, help="approved providers (each its token in the script)")
     p.add_argument("--vouchers", type=int, default=5000, help="vouchers the charges spread over")
     p.add_argument("--charges", type=int, default=200_000, help="accepted charges in the settlement run")
     p.add_argument("--settle-providers", type=int, default=50, help="providers the settled charges belong to")
-    p.add_argument("--bulk-lines", type=int, default=1000)
+    p.add_argument("--bulk-lines", type=int, default=10000)
     p.add_argument("--bulk-requests", type=int, default=5)
     p.add_argument("--log-level", default="info", help="the payments app's LOG_LEVEL (info logs every request)")
     p.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)

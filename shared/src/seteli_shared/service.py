@@ -100,7 +100,8 @@ class Runtime:
         self.spec = spec
         self.settings = settings
         self.engine = make_engine(settings.database_url, **({} if settings.database_url.startswith("sqlite") else {
-            "pool_pre_ping": settings.db_pool_pre_ping, "pool_recycle": settings.db_pool_recycle_seconds}))
+            "pool_pre_ping": settings.db_pool_pre_ping, "pool_recycle": settings.db_pool_recycle_seconds,
+            "pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}))
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
         self.bus = Bus(settings)
         self.relay = OutboxRelay(self.engine, self.bus, settings.relay_batch_size, settings.relay_idle_seconds)

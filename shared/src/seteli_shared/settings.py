@@ -39,6 +39,11 @@ class ServiceSettings(BaseSettings):
     #: service whose use cases retry on a dropped connection may turn it off (connections are recycled
     #: after ``DB_POOL_RECYCLE_SECONDS`` either way)
     db_pool_pre_ping: bool = True
+    #: pooled PostgreSQL connections kept open (``DB_POOL_SIZE``) and opened beyond them under load
+    #: (``DB_MAX_OVERFLOW``; closed again when returned, so a pool smaller than the concurrent requests
+    #: plus the relay and consumers opens and closes a connection per request)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     db_pool_recycle_seconds: int = 1800
     log_level: str = "INFO"
     log_json: bool = True

@@ -11,6 +11,8 @@ class PaymentsSettings(ServiceSettings):
     operator_fee_rate: Decimal = Field(default=Decimal("0.05"), ge=0, lt=1)
     #: a charge is retried once on a dropped connection (``usecases.charge_voucher``): no round trip per checkout
     db_pool_pre_ping: bool = False
+    #: charges come in many at once (a provider's billing system): connections for them, the relay and the consumer
+    db_pool_size: int = Field(default=20, ge=1)
     # ---- settlement runs and payouts (payouts.py, settlement.py)
     #: the daily settlement run's time of day (UTC, HH:MM); the scheduler is off when ENVIRONMENT=test
     settlement_daily_at: str = Field(default="03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
