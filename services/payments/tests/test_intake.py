@@ -364,3 +364,45 @@ async def test_concurrent_bulks_with_the_same_references_charge_each_once(world:
             Charge.provider_id == p, Charge.provider_reference.like("u-%")))).scalar_one()
     assert n == 200
     assert (await w.client.get("/ledger/check")).json()["ok"]
+
+
+async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(world: World):
+    """A charge reads the voucher and writes only if the voucher is still as it read it: twelve charges of
+    one unit at once on a voucher of five units give five accepted and seven ``units_exceeded``, whatever
+    their interleaving; the ledger stays whole."""
+    w, p = world, "prov-race"
+    [(voucher_id, _code)] = await w.provider_with_vouchers(p, 1, units="5")
+    answers = await asyncio.gather(*(w.client.post("/charges", json={
+        "voucher_id": voucher_id, "provider_reference": f"race-{i}", "service_date": "2026-06-19", "units": "1"},
+        headers=charger(p)) for i in range(12)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] * 5 + [422] * 7, [a.text for a in answers]
+    assert {a.json()["error"]["reason"] for a in answers if a.status_code == 422} == {"units_exceeded"}
+    async with w.app.state.runtime.sessions() as session:
+        units = (await session.execute(select(func.sum(Charge.units_x100)).where(Charge.voucher_id == voucher_id))
+                 ).scalar_one()
+        events = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.routing_key == "charge.accepted.v1", OutboxMessage.body.contains(voucher_id)))).scalar_one()
+    assert units == 500 and events == 5
+    check = (await w.client.get("/ledger/check", headers=OPERATOR)).json()
+    assert check["ok"], check
+
+
+async def test_twin_single_charges_at_once_make_one_charge(world: World):
+    """The same charge sent six times at once (a client retrying over a bad line): one 201, five 200 with
+    the same charge, one charge row and one ``ChargeAccepted``; a seventh with the same reference and
+    other units is refused ``duplicate_reference``."""
+    w, p = world, "prov-twin1"
+    [(voucher_id, _code)] = await w.provider_with_vouchers(p, 1)
+    body = {"voucher_id": voucher_id, "provider_reference": "visit-twin", "service_date": "2026-06-19", "units": "2"}
+    answers = await asyncio.gather(*(w.client.post("/charges", json=body, headers=charger(p)) for _ in range(6)))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    other = await w.client.post("/charges", json={**body, "units": "3"}, headers=charger(p))
+    assert other.status_code == 409 and other.json()["error"]["reason"] == "duplicate_reference"
+    async with w.app.state.runtime.sessions() as session:
+        rows = (await session.execute(select(func.count()).select_from(Charge).where(
+            Charge.provider_reference == "visit-twin"))).scalar_one()
+        events = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.routing_key == "charge.accepted.v1", OutboxMessage.body.contains(voucher_id)))).scalar_one()
+    assert rows == 1 and events == 1
