@@ -340,23 +340,26 @@ SELECT {", ".join(f"v.{c.name}" for c in _V.c)}, v.xmin::text AS row_version,
   a.approval_id, a.approved_at, a.status, a.not_in_force_from, a.status_changed_at, a.status_reason,
   a.provider_id AS approval_provider_id,
   p.price_list_id, p.effective_from, p.published_at, p.unit_price_cents, p.tariffs,
-  ch.provider_id AS choice_provider_id, ch.effective_from AS choice_effective_from, ch.chosen_at AS choice_chosen_at
+  ch.provider_id AS choice_provider_id, ch.effective_from AS choice_effective_from, ch.chosen_at AS choice_chosen_at,
+  f.charge_deadline_days
 FROM (SELECT 1) one
 LEFT JOIN payments_voucher v ON v.voucher_id = $1
 LEFT JOIN LATERAL (
   SELECT array_agg(s.service_date) AS days, array_agg(s.u) AS day_units, array_agg(s.m) AS day_money
-  FROM (SELECT c.service_date, sum(c.units_x100) AS u, sum(c.amount_cents) AS m FROM payments_charge c
+  FROM (SELECT c.service_date, sum(c.units_x100 - c.corrected_units_x100) AS u,
+               sum(c.amount_cents - c.corrected_amount_cents) AS m FROM payments_charge c
         WHERE c.voucher_id = $1 AND c.status <> '{CANCELLED}' GROUP BY c.service_date) s) d ON true
 LEFT JOIN payments_approval a ON a.funder_id = v.funder_id AND a.provider_id = $2
   AND a.category = coalesce($4::varchar, v.category)
 LEFT JOIN payments_price_list p ON p.provider_id = $2 AND p.funder_id = v.funder_id
   AND p.category = coalesce($4::varchar, v.category) AND p.effective_from <= $5::date
 LEFT JOIN payments_provider_choice ch ON ch.voucher_id = v.voucher_id
+LEFT JOIN payments_funder f ON f.funder_id = v.funder_id
 """
 _VOUCHER_COLUMNS = tuple(c.name for c in _V.c)
 _CONTEXT_COLUMNS = ("approval_id", "approved_at", "status", "not_in_force_from", "status_changed_at", "status_reason",
                     "approval_provider_id", "price_list_id", "effective_from", "published_at", "unit_price_cents",
-                    "tariffs", "choice_provider_id", "choice_effective_from", "choice_chosen_at")
+                    "tariffs", "choice_provider_id", "choice_effective_from", "choice_chosen_at", "charge_deadline_days")
 
 
 class _OptimisticDb(_DriverDb):
