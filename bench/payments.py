@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -53,7 +53,8 @@ AMQP_URL, PG_URL, _db_url, free_port, stop, wait_ready, wrk = (
     comparison.wait_ready, comparison.wrk)
 
 FUNDER = "091"
-SERVICE_DAY = "2026-06-01"
+#: yesterday: within the vouchers' validity and the funder's charging deadline
+SERVICE_DAY = (date.today() - timedelta(days=1)).isoformat()
 
 
 # ------------------------------------------------------------------ the raw baseline endpoint
@@ -121,12 +122,12 @@ async def seed_projections(dsn: str, providers: int, vouchers: int) -> None:
         await conn.execute("""
             INSERT INTO payments_voucher (voucher_id, funder_id, category, issued, units_per_period_x100, period,
                 value_per_unit_cents, valid_from, valid_until, provider_id, carry_over, version, kind)
-            SELECT 'v' || i, $1, 'home_care', true, 1000000000, 'validity', 2500, '2026-01-01', '2026-12-31',
+            SELECT 'v' || i, $1, 'home_care', true, 1000000000, 'validity', 2500, current_date - 300, current_date + 300,
                 'p' || (i % $3), false, 0, 'service_voucher' FROM generate_series(0, $2 - 1) i""",
                            FUNDER, vouchers, providers)
         await conn.execute("""
             INSERT INTO payments_provider_choice (voucher_id, chosen_at, provider_id, effective_from)
-            SELECT voucher_id, now() - interval '1 year', provider_id, '2026-01-01' FROM payments_voucher""")
+            SELECT voucher_id, now() - interval '1 year', provider_id, current_date - 300 FROM payments_voucher""")
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -247,7 +248,7 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
         vouchers = [f"v{i}" for i in range(1, args.vouchers, args.providers)]  # p1's
         t0 = time.perf_counter()
         for r in range(args.bulk_requests):
-            lines = [(vouchers[(r * args.bulk_lines + i) % len(vouchers)], f"rawbulk-{r}-{i}", date(2026, 6, 1), 1)
+            lines = [(vouchers[(r * args.bulk_lines + i) % len(vouchers)], f"rawbulk-{r}-{i}", date.fromisoformat(SERVICE_DAY), 1)
                      for i in range(args.bulk_lines)]
             for c in range(0, len(lines), RAW_BULK_CHUNK):
                 chunk = lines[c:c + RAW_BULK_CHUNK]
@@ -429,6 +430,7 @@ async def run(args: argparse.Namespace) -> int:
 
         # ---- bulk intake over HTTP, then the same lines by raw SQL (COPY) on the same database
         bulk_path = await bulk(servers["payments"][0], args, figures)
+        ok &= figures.get("bulk_accepted", 0) == figures.get("bulk_lines", 0)
         stop(servers["payments"][1])
         for _base, _proc, log in servers.values():
             log.unlink(missing_ok=True)
