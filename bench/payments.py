@@ -3,13 +3,16 @@
 1. **single charges over HTTP**: the payments app served by uvicorn (one worker, uvicorn's own socket, so
    IPPROTO_TCP and TCP_NODELAY) loaded with wrk; a Lua script posts distinct provider references against
    ``--vouchers`` vouchers, each with its chosen provider's token. Beside it a raw Starlette + asyncpg
-   endpoint doing the minimal work (validate, lock the voucher, insert the charge and an outbox row), under
-   the same wrk load. Prints requests/s, p50, p99 and the ratio.
-2. **a settlement run** over ``--charges`` accepted charges (200,000; ``--charges 1000000`` for the full
+   endpoint doing the minimal work (validate, lock the voucher, insert the charge and an outbox row). Both
+   servers run at once and their wrk runs alternate (``--rounds``), the payments relay draining its outbox
+   before the baseline's turn. Prints requests/s, p50, p99, each round's ratio and the overall ratio.
+2. **bulk intake** (``POST /charges/bulk``) if the app has it: ``--bulk-requests`` of ``--bulk-lines`` lines,
+   then a raw bulk baseline on the same database (chunks of 2,500 lines: vouchers locked, charges, ledger
+   transactions and entries and outbox rows by COPY). Prints lines/s and the ratio.
+3. **a settlement run** over ``--charges`` accepted charges (200,000; ``--charges 1000000`` for the full
    figure) inserted by raw SQL: ``usecases.run_settlement`` in one transaction, beside a raw-SQL baseline
    doing the same work (group, insert settlement rows, update the charges, insert ledger transactions and
    entries and the outbox rows) on the same charges seeded again. Prints charges/s and the ratio.
-3. **bulk intake** (``POST /charges/bulk``) if the app has it: ``--bulk-lines`` lines per request.
 
 A final JSON line carries every figure. Exit 1 if a response was not 2xx or the ledger check failed.
 """
