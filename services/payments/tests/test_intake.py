@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 import payments.app
-from payments import intake
+from payments import intake, usecases
 from payments.models import Charge, IdempotencyRecord
 from payments.settings import PaymentsSettings
 from seteli_shared.auth import mint
@@ -366,10 +366,14 @@ async def test_concurrent_bulks_with_the_same_references_charge_each_once(world:
     assert (await w.client.get("/ledger/check")).json()["ok"]
 
 
-async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(world: World):
+@pytest.mark.parametrize("optimistic_attempts", [3, 0], ids=["two-statements", "lock-first"])
+async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(world: World, monkeypatch,  # noqa: ANN001
+                                                                            optimistic_attempts: int):
     """A charge reads the voucher and writes only if the voucher is still as it read it: twelve charges of
     one unit at once on a voucher of five units give five accepted and seven ``units_exceeded``, whatever
-    their interleaving; the ledger stays whole."""
+    their interleaving; the ledger stays whole. The same with the lock-first transaction a charge falls back
+    to when its voucher keeps changing under it."""
+    monkeypatch.setattr(usecases, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
     w, p = world, "prov-race"
     [(voucher_id, _code)] = await w.provider_with_vouchers(p, 1, units="5")
     answers = await asyncio.gather(*(w.client.post("/charges", json={

@@ -85,6 +85,10 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
     return charge, new
 
 
+#: tries of the two-statement charge before the lock-first transaction (``_charge_on_driver``)
+OPTIMISTIC_ATTEMPTS = 3
+
+
 async def _charge_on_driver(engine, clock: Clock, principal: Principal, voucher_id: str,  # noqa: ANN001
                             provider_reference: str, req: domain.ChargeRequest) -> tuple[Charge, bool]:
     """``accept_charge`` on PostgreSQL through the pooled connection's asyncpg connection itself, the
@@ -102,9 +106,9 @@ async def _charge_on_driver(engine, clock: Clock, principal: Principal, voucher_
     charged by many at once falls back, after a few attempts, to the lock taken first
     (``driver_transaction``). A pooled connection found dead is thrown away and the charge tried again
     (the reference makes that safe)."""
-    for attempt in range(6):
+    for attempt in range(OPTIMISTIC_ATTEMPTS + 3):
         try:
-            if attempt < 3:
+            if attempt < OPTIMISTIC_ATTEMPTS:
                 async with driver_connection(engine) as conn:
                     db = _OptimisticDb(conn, voucher_id, provider_reference, req)
                     charge, new = await _accept(db, clock, voucher_id, provider_reference, req, principal)
@@ -116,7 +120,7 @@ async def _charge_on_driver(engine, clock: Clock, principal: Principal, voucher_
                 wake_relays()
             return charge, new
         except (_Stale, ConnectionError, UniqueViolationError):
-            if attempt == 5:
+            if attempt == OPTIMISTIC_ATTEMPTS + 2:
                 raise
     raise AssertionError("unreachable")
 
