@@ -125,7 +125,8 @@ async def seed_projections(dsn: str, providers: int, vouchers: int) -> None:
         await conn.execute("""
             INSERT INTO payments_voucher (voucher_id, funder_id, category, issued, units_per_period_x100, period,
                 value_per_unit_cents, valid_from, valid_until, provider_id, carry_over, version, kind)
-            SELECT 'v' || i, $1, 'home_care', true, 1000000000, 'validity', 2500, current_date - 300, current_date + 300,
+            SELECT 'v' || i, $1, 'home_care', true, 1000000000, 'validity', 2500, current_date - 300,
+                current_date + 300,
                 'p' || (i % $3), false, 0, 'service_voucher' FROM generate_series(0, $2 - 1) i""",
                            FUNDER, vouchers, providers)
         await conn.execute("""
@@ -255,13 +256,15 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
         vouchers = [f"v{i}" for i in range(1, args.vouchers, args.providers)]  # p1's
         t0 = time.perf_counter()
         for r in range(args.bulk_requests):
-            lines = [(vouchers[(r * args.bulk_lines + i) % len(vouchers)], f"rawbulk-{r}-{i}", date.fromisoformat(SERVICE_DAY), 1)
+            day = date.fromisoformat(SERVICE_DAY)
+            lines = [(vouchers[(r * args.bulk_lines + i) % len(vouchers)], f"rawbulk-{r}-{i}", day, 1)
                      for i in range(args.bulk_lines)]
             for c in range(0, len(lines), RAW_BULK_CHUNK):
                 chunk = lines[c:c + RAW_BULK_CHUNK]
                 async with conn.transaction():
                     terms = {v["voucher_id"]: v for v in await conn.fetch(
-                        "SELECT voucher_id, funder_id, provider_id, category, value_per_unit_cents FROM payments_voucher"
+                        "SELECT voucher_id, funder_id, provider_id, category, value_per_unit_cents "
+                        "FROM payments_voucher"
                         " WHERE voucher_id = ANY($1::text[]) ORDER BY voucher_id FOR UPDATE",
                         sorted({x[0] for x in chunk}))}
                     now = datetime.now(timezone.utc)
@@ -278,7 +281,8 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
                         outbox.append((uuid.uuid4().hex, "charge.accepted.v1",
                                        json.dumps({"charge_id": cid, "amount_cents": amount}), now, 0))
                     await conn.copy_records_to_table("payments_charge", records=charges, columns=(
-                        "id", "voucher_id", "funder_id", "provider_id", "category", "provider_reference", "service_date",
+                        "id", "voucher_id", "funder_id", "provider_id", "category", "provider_reference",
+                        "service_date",
                         "units_x100", "unit_price_cents", "amount_cents", "own_share_cents", "price_registered",
                         "status", "accepted_at"))
                     await conn.copy_records_to_table("payments_ledger_transaction", records=txns,

@@ -367,8 +367,8 @@ async def test_concurrent_bulks_with_the_same_references_charge_each_once(world:
 
 
 @pytest.mark.parametrize("optimistic_attempts", [3, 0], ids=["two-statements", "lock-first"])
-async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(world: World, monkeypatch,  # noqa: ANN001
-                                                                            optimistic_attempts: int):
+async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(
+        world: World, monkeypatch, optimistic_attempts: int):  # noqa: ANN001
     """A charge reads the voucher and writes only if the voucher is still as it read it: twelve charges of
     one unit at once on a voucher of five units give five accepted and seven ``units_exceeded``, whatever
     their interleaving; the ledger stays whole. The same with the lock-first transaction a charge falls back

@@ -9,9 +9,9 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from itertools import groupby
 
+from asyncpg import UniqueViolationError
 from sqlalchemy import Date, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
-from asyncpg import UniqueViolationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared import audit, periods
@@ -94,8 +94,9 @@ async def _charge_on_driver(engine, clock: Clock, principal: Principal, voucher_
     """``accept_charge`` on PostgreSQL through the pooled connection's asyncpg connection itself, the
     same rules in the same order, in two statements and no transaction around them:
 
-    1. ``_OptimisticDb.read``: the voucher with its row version (``xmin``), the units and money charged
-       per service date, an earlier charge with the reference, the approval, price lists and choices;
+    1. ``_OptimisticDb.lock`` (a read, no lock yet): the voucher with its row version (``xmin``), the units
+       and money charged per service date, an earlier charge with the reference, the approval, price lists,
+       choices and the funder's charging deadline;
     2. the rows of a new charge inserted by one statement whose first part takes the voucher's write
        lock only if the row is still the version read (``UPDATE ... WHERE xmin = ...``), every insert
        drawing from it: if anything changed the voucher meanwhile (a charge of it, an event of its
@@ -194,8 +195,8 @@ def _utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
-async def _read_context(db: "_SessionDb | _DriverDb", voucher_id: str, provider_reference: str, req: domain.ChargeRequest,
-                        terms: domain.VoucherTerms | None, category: str | None) -> _Context:
+async def _read_context(db: "_SessionDb | _DriverDb", voucher_id: str, provider_reference: str,
+                        req: domain.ChargeRequest, terms: domain.VoucherTerms | None, category: str | None) -> _Context:
     if terms is not None:
         start, end = domain.period_bounds(terms, req.service_date)
         previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
@@ -363,7 +364,8 @@ LEFT JOIN payments_funder f ON f.funder_id = v.funder_id
 _VOUCHER_COLUMNS = tuple(c.name for c in _V.c)
 _CONTEXT_COLUMNS = ("approval_id", "approved_at", "status", "not_in_force_from", "status_changed_at", "status_reason",
                     "approval_provider_id", "price_list_id", "effective_from", "published_at", "unit_price_cents",
-                    "tariffs", "choice_provider_id", "choice_effective_from", "choice_chosen_at", "charge_deadline_days")
+                    "tariffs", "choice_provider_id", "choice_effective_from", "choice_chosen_at",
+                    "charge_deadline_days")
 
 
 class _OptimisticDb(_DriverDb):
