@@ -30,8 +30,9 @@ from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrect
 from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
-from .models import (ApprovalChange, CategoryMonth, ChargeFact, ClientMonth, FunderFigures, FunderMember, PriceListFact,
-                     ProviderChoice, ReceivedEvent, VoucherFact, VoucherMonth)
+from .models import (ApprovalChange, CategoryMonth, ChargeFact, ClientMonth, ClientTotalMonth, FunderFigures, FunderMember,
+                     FunderMonth, PriceListFact, ProviderChoice, ProviderMonth, ReceivedEvent, VoucherFact,
+                     VoucherMonth)
 
 log = get_logger(__name__)
 SETTLEMENT_GUARANTEE = timedelta(days=14)
@@ -241,6 +242,11 @@ class Batch:
     lowered_cells: set[tuple] = field(default_factory=set)
     vouchers_before: dict[str, dict] = field(default_factory=dict)
     clients: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    #: per (funder, month): distinct clients across categories; per (funder, month, category, provider)
+    funder_months: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    providers: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    lowered_funder_months: set[tuple] = field(default_factory=set)
+    lowered_providers: set[tuple] = field(default_factory=set)
 
     # ---- charges: each half once; the sums when the halves they need are there
     def charge(self, charge_id: str) -> dict[str, Any]:
@@ -469,26 +475,35 @@ class Batch:
                 for name in ("charges", "settled_charges"):
                     self.clients[src][name] -= r[name]
                     self.clients[dst][name] += r[name]
-        keys = sorted(k for k, v in self.clients.items() if any(v.values()))
+        await _count_clients(session, ClientMonth, ["funder_id", "period", "category", "client_key"], self.clients,
+                             self.cells, self.lowered_cells)
+        # the same across categories (the total row): a client's counters summed over its categories
+        totals: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for (f, p, _, client), values in self.clients.items():
+            for name, value in values.items():
+                totals[(f, p, client)][name] += value
+        await _count_clients(session, ClientTotalMonth, ["funder_id", "period", "client_key"], totals,
+                             self.funder_months, self.lowered_funder_months)
+
+    async def _providers(self, session: AsyncSession) -> None:
+        """Per provider and month: its charges' sums and its clients, the vouchers whose charges in the
+        month leave or come back to zero (read from the voucher months before this batch's sums)."""
+        keys = sorted(k for k, v in self.usage.items() if any(v.values()))
         if not keys:
             return
-        names = ["funder_id", "period", "category", "client_key"]
-        now = {tuple(r[n] for n in names): r for r in await rows_by_keys(session, t, names, keys)}
-        rows, gone = [], []
+        names = ["funder_id", "period", "category", "provider_id", "voucher_id"]
+        now = {tuple(r[n] for n in names): r["charges"]
+               for r in await rows_by_keys(session, VoucherMonth.__table__, names, keys)}
         for key in keys:
-            old = now.get(key, {"charges": 0, "settled_charges": 0})
-            new = {name: old[name] + self.clients[key].get(name, 0) for name in ("charges", "settled_charges")}
-            cell = self.cells[key[:3]]
-            cell["clients_served"] += (new["charges"] > 0) - (old["charges"] > 0)
-            cell["clients_settled"] += (new["settled_charges"] > 0) - (old["settled_charges"] > 0)
-            if (new["charges"] > 0) < (old["charges"] > 0) or (new["settled_charges"] > 0) < (old["settled_charges"] > 0):
-                self.lowered_cells.add(key[:3])
-            if new["charges"] == 0 and new["settled_charges"] == 0:
-                gone.append(key)
-            else:
-                rows.append({"funder_id": key[0], "period": key[1], "category": key[2], "client_key": key[3], **new})
-        await put_rows(session, ClientMonth, rows, ["funder_id", "period", "category", "client_key"])
-        await rows_by_keys(session, t, names, gone, delete=True)
+            use = self.usage[key]
+            old = now.get(key, 0)
+            cell = self.providers[key[:4]]
+            cell["clients"] += (old + use.get("charges", 0) > 0) - (old > 0)
+            for name in ("charges", "units_x100", "charged_cents"):
+                cell[name] += use.get(name, 0)
+        for key, cell in self.providers.items():
+            if any(v < 0 for v in cell.values()):
+                self.lowered_providers.add(key)
 
     async def write(self, session: AsyncSession) -> None:
         self._voucher_sums()
@@ -498,7 +513,11 @@ class Batch:
         await add_sums(session, CategoryMonth, _rows(self.cells, ("funder_id", "period", "category"), CELL_SUMS),
                        ["funder_id", "period", "category"], maxima=["worst_delay_seconds"])
         keys = ["funder_id", "period", "category", "provider_id", "voucher_id"]
+        await self._providers(session)
         await add_sums(session, VoucherMonth, _rows(self.usage, keys, USAGE_SUMS), keys)
+        await add_sums(session, ProviderMonth, _rows(self.providers, keys[:4], PROVIDER_SUMS), keys[:4])
+        await add_sums(session, FunderMonth, _rows(self.funder_months, ("funder_id", "period"), FUNDER_MONTH_SUMS),
+                       ["funder_id", "period"])
         await self._drop_empty(session)
         await insert_new(session, PriceListFact, self.price_lists, ["price_list_id"])
         await insert_new(session, ApprovalChange, self.approval_changes, ["event_id"])
@@ -511,8 +530,11 @@ class Batch:
         read models are the same whatever the order and batching of the events."""
         for model, keys, sums in ((VoucherMonth, ("funder_id", "period", "category", "provider_id", "voucher_id"),
                                    USAGE_SUMS),
-                                  (CategoryMonth, ("funder_id", "period", "category"), CELL_SUMS)):
-            wanted = sorted(self.lowered_keys if model is VoucherMonth else self.lowered_cells)
+                                  (CategoryMonth, ("funder_id", "period", "category"), CELL_SUMS),
+                                  (ProviderMonth, ("funder_id", "period", "category", "provider_id"), PROVIDER_SUMS),
+                                  (FunderMonth, ("funder_id", "period"), FUNDER_MONTH_SUMS)):
+            wanted = sorted({VoucherMonth: self.lowered_keys, CategoryMonth: self.lowered_cells,
+                             ProviderMonth: self.lowered_providers, FunderMonth: self.lowered_funder_months}[model])
             if not wanted:
                 continue
             t = model.__table__
@@ -548,9 +570,38 @@ CELL_SUMS = ("clients_served", "clients_settled", "vouchers_issued", "vouchers_a
              "charges", "units_x100", "charged_cents", "own_share_cents", "priced_x100", "settled_charges",
              "settled_gross_cents", "fee_cents", "net_cents", "settled_within_14_days", "worst_delay_seconds")
 USAGE_SUMS = ("charges", "units_x100", "charged_cents", "settled_charges")
+PROVIDER_SUMS = ("clients", "charges", "units_x100", "charged_cents")
+FUNDER_MONTH_SUMS = ("clients_served", "clients_settled")
 FIGURE_SUMS = ("providers_approved", "approvals", "vouchers_issued", "clients", "provider_choices",
                "charges_accepted", "units_charged_x100", "charged_cents", "own_share_cents", "charges_settled",
                "settlements", "settled_gross_cents", "fee_cents", "net_cents")
+
+
+async def _count_clients(session: AsyncSession, model: type, names: list[str], deltas: dict[tuple, dict[str, int]],
+                         cells: dict[tuple, dict[str, int]], lowered: set[tuple]) -> None:
+    """Distinct clients: apply the batch's changes of each client's counters (``charges``,
+    ``settled_charges``) to its row (keyed by ``names``, the client last), and count in ``cells`` (keyed by
+    the rest) the clients whose counter leaves or comes back to zero. Rows back at zero are removed."""
+    keys = sorted(k for k, v in deltas.items() if any(v.values()))
+    if not keys:
+        return
+    t = model.__table__
+    now = {tuple(r[n] for n in names): r for r in await rows_by_keys(session, t, names, keys)}
+    rows, gone = [], []
+    for key in keys:
+        old = now.get(key, {"charges": 0, "settled_charges": 0})
+        new = {name: old[name] + deltas[key].get(name, 0) for name in ("charges", "settled_charges")}
+        cell = cells[key[:-1]]
+        cell["clients_served"] += (new["charges"] > 0) - (old["charges"] > 0)
+        cell["clients_settled"] += (new["settled_charges"] > 0) - (old["settled_charges"] > 0)
+        if (new["charges"] > 0) < (old["charges"] > 0) or (new["settled_charges"] > 0) < (old["settled_charges"] > 0):
+            lowered.add(key[:-1])
+        if new["charges"] == 0 and new["settled_charges"] == 0:
+            gone.append(key)
+        else:
+            rows.append({**dict(zip(names, key)), **new})
+    await put_rows(session, model, rows, names)
+    await rows_by_keys(session, t, names, gone, delete=True)
 
 
 def _rows(sums: dict[tuple | str, dict[str, int]], keys: tuple[str, ...] | list[str], names: tuple[str, ...]

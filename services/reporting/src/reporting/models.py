@@ -177,6 +177,44 @@ class VoucherMonth(SQLModel, table=True):
     settled_charges: int = _sum()
 
 
+class ClientTotalMonth(SQLModel, table=True):
+    """A client's charges and settled charges per funder and month across categories (the total row's
+    distinct clients); same counters as ``ClientMonth`` summed over the categories."""
+
+    __tablename__ = "reporting_client_total_month"
+    funder_id: str = _col(sa.String(40), pk=True)
+    period: str = _col(sa.String(7), pk=True)
+    client_key: str = _col(sa.String(210), pk=True)
+    charges: int = _sum()
+    settled_charges: int = _sum()
+
+
+class FunderMonth(SQLModel, table=True):
+    """Distinct clients with charges, and with settled charges, per funder and month across categories
+    (the rows of ``ClientTotalMonth`` whose counters are above zero)."""
+
+    __tablename__ = "reporting_funder_month"
+    funder_id: str = _col(sa.String(40), pk=True)
+    period: str = _col(sa.String(7), pk=True)
+    clients_served: int = _sum()
+    clients_settled: int = _sum()
+
+
+class ProviderMonth(SQLModel, table=True):
+    """Per funder, month, category and provider: its clients (vouchers with charges, a client holding one
+    voucher of a category), charges, units and euros charged (market shares)."""
+
+    __tablename__ = "reporting_provider_month"
+    funder_id: str = _col(sa.String(40), pk=True)
+    period: str = _col(sa.String(7), pk=True)
+    category: str = _col(sa.String(40), pk=True)
+    provider_id: str = _col(sa.String(64), pk=True)
+    clients: int = _sum()
+    charges: int = _sum()
+    units_x100: int = _sum()
+    charged_cents: int = _sum()
+
+
 class PriceListFact(SQLModel, table=True):
     __tablename__ = "reporting_price_list"
     __table_args__ = (sa.Index("ix_reporting_price_list_funder_category", "funder_id", "category"),)
@@ -209,7 +247,8 @@ class ProviderChoice(SQLModel, table=True):
     """A client's choice of provider; a switch when it names a previous provider."""
 
     __tablename__ = "reporting_choice"
-    __table_args__ = (sa.Index("ix_reporting_choice_funder_period", "funder_id", "period"),)
+    __table_args__ = (sa.Index("ix_reporting_choice_funder_period", "funder_id", "period"),
+                      sa.Index("ix_reporting_choice_period", "period"))
     event_id: str = _col(sa.String(64), pk=True)
     funder_id: str = _col(sa.String(40))
     period: str = _col(sa.String(7))
@@ -234,4 +273,4 @@ class Feedback(SQLModel, table=True):
 
 #: the read models ``seteli-reporting rebuild`` empties and folds again from the archive
 READ_MODELS = (FunderFigures, FunderMember, VoucherFact, ChargeFact, CategoryMonth, ClientMonth, VoucherMonth, PriceListFact,
-               ApprovalChange, ProviderChoice)
+               ApprovalChange, ProviderChoice, ClientTotalMonth, FunderMonth, ProviderMonth)

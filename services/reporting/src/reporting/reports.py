@@ -12,11 +12,11 @@ from seteli_shared.money import from_hundredths
 
 from . import domain
 from .domain import Period, Row, share
-from .models import (ApprovalChange, CategoryMonth, ClientMonth, Feedback, PriceListFact, ProviderChoice, VoucherFact,
-                     VoucherMonth)
+from .models import (ApprovalChange, CategoryMonth, Feedback, FunderMonth, PriceListFact, ProviderChoice, ProviderMonth,
+                     VoucherFact)
 
-V, VM, CM, F, C, CL = (VoucherFact.__table__, VoucherMonth.__table__, CategoryMonth.__table__, Feedback.__table__,
-                       ProviderChoice.__table__, ClientMonth.__table__)
+V, CM, F, C, FM, PM = (VoucherFact.__table__, CategoryMonth.__table__, Feedback.__table__, ProviderChoice.__table__,
+                       FunderMonth.__table__, ProviderMonth.__table__)
 TOTAL = "total"
 
 #: the category row's figures and which base (distinct clients) each describes; None: no client
@@ -61,18 +61,17 @@ def _voucher_figures(sums: dict) -> dict:
 
 async def _usage_figures(s: AsyncSession, funder_id: str | None, p: Period, by_category: bool, sums: dict
                         ) -> dict[str, dict]:
-    """Distinct clients with charges and with settled charges: per category kept by the fold; across
-    categories (a client may use several) counted from the clients' rows of the month."""
+    """Distinct clients with charges and with settled charges: per category and, across categories (a
+    client may use several), per funder and month, both kept by the fold. Operator-wide, a client of two
+    funders counts twice (their references are the funders' own)."""
     if by_category:
         return {c: {"served_clients": v.get("clients_served", 0), "settled_clients": v.get("clients_settled", 0)}
                 for c, v in sums.items()}
-    who = CL.c.client_key if funder_id is not None else CL.c.funder_id + sa.literal(":") + CL.c.client_key
-    q = sa.select(sa.func.count(sa.distinct(sa.case((CL.c.charges > 0, who)))),
-                  sa.func.count(sa.distinct(sa.case((CL.c.settled_charges > 0, who))))).where(CL.c.period == str(p))
+    q = sa.select(sa.func.sum(FM.c.clients_served), sa.func.sum(FM.c.clients_settled)).where(FM.c.period == str(p))
     if funder_id is not None:
-        q = q.where(CL.c.funder_id == funder_id)
+        q = q.where(FM.c.funder_id == funder_id)
     served, settled = (await s.execute(q)).one()
-    return {TOTAL: {"served_clients": int(served), "settled_clients": int(settled)}}
+    return {TOTAL: {"served_clients": int(served or 0), "settled_clients": int(settled or 0)}}
 
 
 async def _sums(s: AsyncSession, funder_id: str | None, p: Period, by_category: bool) -> dict[str, dict]:
@@ -169,9 +168,8 @@ async def monthly_rows(s: AsyncSession, funder_id: str | None, p: Period) -> tup
 async def market_shares(s: AsyncSession, funder_id: str, p: Period) -> list[Row]:
     """Per category and provider: clients, charged euros and the share of the category's. A provider's
     clients are its vouchers with charges in the month (a client holds one voucher of a category)."""
-    q = (sa.select(VM.c.category, VM.c.provider_id, sa.func.count(sa.case((VM.c.charges > 0, 1))),
-                   sa.func.sum(VM.c.charged_cents), sa.func.sum(VM.c.units_x100))
-         .where(VM.c.funder_id == funder_id, VM.c.period == str(p)).group_by(VM.c.category, VM.c.provider_id))
+    q = (sa.select(PM.c.category, PM.c.provider_id, PM.c.clients, PM.c.charged_cents, PM.c.units_x100)
+         .where(PM.c.funder_id == funder_id, PM.c.period == str(p)))
     by_cat: dict[str, list] = {}
     for category, provider, clients, charged, units in (await s.execute(q)).all():
         by_cat.setdefault(category, []).append((provider, int(clients), int(charged or 0), int(units or 0)))
