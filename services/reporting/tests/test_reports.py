@@ -416,3 +416,32 @@ async def test_an_odd_funder_id_in_a_csv_download_is_no_server_error(pg, amqp_ur
                      "/funders/B%C3%82lA%F4%8B%8D%98%5D/reports/prices.csv"):
             r = await rep.get(path, headers=OPERATOR)
             assert r.headers["content-disposition"].isascii() and r.text.startswith("funder_id,")
+
+
+async def test_market_shares_and_total_clients_follow_later_cancellations(pg, amqp_url, namespace):  # noqa: ANN001
+    """Market shares and the total row's distinct clients are kept by the fold: a client with charges in
+    two categories counts once in the total; a provider whose only charges are cancelled in a later
+    delivery disappears from the shares; the rebuilt read models are the same."""
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        home = [charge("091", f"v{i}", "p1", "home_care", "2", 2500) for i in range(6)]
+        cleaning = [charge("091", f"w{i}", "p2", "cleaning", "1", 2000) for i in range(6)]
+        other = charge("091", "v0", "p3", "home_care", "1", 3000)
+        await rep.flow([issued("091", f"v{i}", f"k-{i}", "home_care") for i in range(6)]
+                       + [issued("091", f"w{i}", f"k-{i}", "cleaning") for i in range(6)] + home + cleaning + [other])
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        assert report["total"]["clients_served"] == 6  # the same six clients in both categories
+        shares = {(p["category"], p["provider_id"]): p for p in report["providers"]}
+        assert set(shares) == {("home_care", "p1"), ("home_care", "p3"), ("cleaning", "p2")}
+        assert shares[("cleaning", "p2")]["clients"] == 6 and shares[("cleaning", "p2")]["charged_cents"] == 12000
+        await rep.flow([ChargeCancelled(charge_id=c.charge_id, voucher_id=c.voucher_id, funder_id="091",
+                                        provider_id=c.provider_id, category=c.category, service_date=c.service_date,
+                                        units=c.units, amount_cents=c.amount_cents, cancelled_at=NOV)
+                        for c in [other] + home[:3]])
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        shares = {(p["category"], p["provider_id"]): p for p in report["providers"]}
+        assert set(shares) == {("home_care", "p1"), ("cleaning", "p2")}
+        assert report["total"]["clients_served"] == 6  # k-0..k-2 still have their cleaning
+        assert row(report, "home_care")["clients_served"] is None  # three clients left: suppressed
+        live = await snapshot(rep.sessions)
+        await usecases.rebuild(rep.sessions, chunk=5)
+        assert await snapshot(rep.sessions) == live
