@@ -262,7 +262,8 @@ class Feedback(SQLModel, table=True):
     """A client's feedback on its voucher's service in a month (not a read model: reporting's own)."""
 
     __tablename__ = "reporting_feedback"
-    __table_args__ = (sa.UniqueConstraint("voucher_id", "period", name="uq_reporting_feedback_voucher_period"),)
+    __table_args__ = (sa.UniqueConstraint("voucher_id", "period", name="uq_reporting_feedback_voucher_period"),
+                      sa.Index("ix_reporting_feedback_period", "period"))
     feedback_id: str = _col(sa.String(64), pk=True)
     voucher_id: str = _col(sa.String(64))
     period: str = _col(sa.String(7))

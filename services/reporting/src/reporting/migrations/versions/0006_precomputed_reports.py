@@ -1,5 +1,6 @@
 """precomputed report figures: distinct clients per funder and month across categories, per provider sums
-(market shares), an index on the choices' month (operator-wide switches)
+(market shares), indexes on the choices' and feedback's month (operator-wide
+switches and feedback)
 
 Revision ID: 0006
 """
@@ -39,6 +40,7 @@ def upgrade() -> None:
         _sum("clients"), _sum("charges"), _sum("units_x100"), _sum("charged_cents"),
     )
     op.create_index("ix_reporting_choice_period", "reporting_choice", ["period"])
+    op.create_index("ix_reporting_feedback_period", "reporting_feedback", ["period"])
     # the figures of what was folded before this revision: from the rows kept per client and voucher
     op.execute("INSERT INTO reporting_client_total_month (funder_id, period, client_key, charges, settled_charges) "
                "SELECT funder_id, period, client_key, SUM(charges), SUM(settled_charges) FROM reporting_client_month "
@@ -55,6 +57,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_reporting_feedback_period", "reporting_feedback")
     op.drop_index("ix_reporting_choice_period", "reporting_choice")
     op.drop_table("reporting_provider_month")
     op.drop_table("reporting_funder_month")
