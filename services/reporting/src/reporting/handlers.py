@@ -130,13 +130,15 @@ def _pg(session: AsyncSession) -> bool:
 
 
 async def add_sums(session: AsyncSession, model: type, rows: list[dict[str, Any]], keys: list[str],
-                   maxima: Iterable[str] = ()) -> None:
-    """Insert the rows or add their values to the existing ones (``maxima``: keep the larger)."""
+                   maxima: Iterable[str] = (), returning: str = "") -> Any:
+    """Insert the rows or add their values to the existing ones (``maxima``: keep the larger). PostgreSQL
+    only: ``returning`` names columns of the rows after the change to return."""
     if not rows:
-        return
+        return None
     table = model.__table__
     if _pg(session):
-        return await _pg_rows(session, table, rows, keys, _pg_set(table, list(rows[0]), keys, "add", maxima))
+        return await _pg_rows(session, table, rows, keys, _pg_set(table, list(rows[0]), keys, "add", maxima),
+                              returning=returning)
     stmt = _insert(session, table)
     sets = {}
     for name in rows[0]:
@@ -485,18 +487,25 @@ class Batch:
         await _count_clients(session, ClientTotalMonth, ["funder_id", "period", "client_key"], totals,
                              self.funder_months, self.lowered_funder_months)
 
-    async def _providers(self, session: AsyncSession) -> None:
-        """Per provider and month: its charges' sums and its clients, the vouchers whose charges in the
-        month leave or come back to zero (read from the voucher months before this batch's sums)."""
+    async def _voucher_months(self, session: AsyncSession) -> None:
+        """Add the batch's sums per voucher and month, and per provider and month its charges' sums and its
+        clients: the vouchers whose charges in the month leave or come back to zero (on PostgreSQL the
+        upsert returns each voucher month's charges after the change; elsewhere they are read before)."""
+        names = ["funder_id", "period", "category", "provider_id", "voucher_id"]
         keys = sorted(k for k, v in self.usage.items() if any(v.values()))
         if not keys:
             return
-        names = ["funder_id", "period", "category", "provider_id", "voucher_id"]
-        now = {tuple(r[n] for n in names): r["charges"]
-               for r in await rows_by_keys(session, VoucherMonth.__table__, names, keys)}
+        rows = _rows(self.usage, names, USAGE_SUMS)
+        if _pg(session):
+            result = await add_sums(session, VoucherMonth, rows, names, returning=", ".join(names) + ", charges")
+            before = {tuple(r[:5]): r[5] - self.usage[tuple(r[:5])].get("charges", 0) for r in result.all()}
+        else:
+            before = {tuple(r[n] for n in names): r["charges"]
+                      for r in await rows_by_keys(session, VoucherMonth.__table__, names, keys)}
+            await add_sums(session, VoucherMonth, rows, names)
         for key in keys:
             use = self.usage[key]
-            old = now.get(key, 0)
+            old = before.get(key, 0)
             cell = self.providers[key[:4]]
             cell["clients"] += (old + use.get("charges", 0) > 0) - (old > 0)
             for name in ("charges", "units_x100", "charged_cents"):
@@ -513,8 +522,7 @@ class Batch:
         await add_sums(session, CategoryMonth, _rows(self.cells, ("funder_id", "period", "category"), CELL_SUMS),
                        ["funder_id", "period", "category"], maxima=["worst_delay_seconds"])
         keys = ["funder_id", "period", "category", "provider_id", "voucher_id"]
-        await self._providers(session)
-        await add_sums(session, VoucherMonth, _rows(self.usage, keys, USAGE_SUMS), keys)
+        await self._voucher_months(session)
         await add_sums(session, ProviderMonth, _rows(self.providers, keys[:4], PROVIDER_SUMS), keys[:4])
         await add_sums(session, FunderMonth, _rows(self.funder_months, ("funder_id", "period"), FUNDER_MONTH_SUMS),
                        ["funder_id", "period"])
