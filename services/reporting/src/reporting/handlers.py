@@ -594,11 +594,18 @@ async def _count_clients(session: AsyncSession, model: type, names: list[str], d
     if not keys:
         return
     t = model.__table__
-    now = {tuple(r[n] for n in names): r for r in await rows_by_keys(session, t, names, keys)}
+    counters = ("charges", "settled_charges")
+    changes = [{**dict(zip(names, key)), **{n: int(deltas[key].get(n, 0)) for n in counters}} for key in keys]
+    if _pg(session):  # add the changes; the upsert returns the counters after them
+        result = await add_sums(session, model, changes, names, returning=", ".join(names + list(counters)))
+        after = {tuple(r[:len(names)]): dict(zip(counters, r[len(names):])) for r in result.all()}
+        now = {key: {n: after[key][n] - deltas[key].get(n, 0) for n in counters} for key in keys}
+    else:
+        now = {tuple(r[n] for n in names): r for r in await rows_by_keys(session, t, names, keys)}
     rows, gone = [], []
     for key in keys:
         old = now.get(key, {"charges": 0, "settled_charges": 0})
-        new = {name: old[name] + deltas[key].get(name, 0) for name in ("charges", "settled_charges")}
+        new = {name: old[name] + deltas[key].get(name, 0) for name in counters}
         cell = cells[key[:-1]]
         cell["clients_served"] += (new["charges"] > 0) - (old["charges"] > 0)
         cell["clients_settled"] += (new["settled_charges"] > 0) - (old["settled_charges"] > 0)
@@ -608,7 +615,8 @@ async def _count_clients(session: AsyncSession, model: type, names: list[str], d
             gone.append(key)
         else:
             rows.append({**dict(zip(names, key)), **new})
-    await put_rows(session, model, rows, names)
+    if not _pg(session):
+        await put_rows(session, model, rows, names)
     await rows_by_keys(session, t, names, gone, delete=True)
 
 
