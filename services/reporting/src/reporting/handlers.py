@@ -30,9 +30,9 @@ from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrect
 from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
-from .models import (ApprovalChange, CategoryMonth, ChargeFact, ClientMonth, ClientTotalMonth, FunderFigures, FunderMember,
-                     FunderMonth, PriceListFact, ProviderChoice, ProviderMonth, ReceivedEvent, VoucherFact,
-                     VoucherMonth)
+from .models import (ApprovalChange, CategoryMonth, ChargeFact, ClientMonth, ClientTotalMonth, FunderFigures,
+                     FunderMember, FunderMonth, PriceListFact, ProviderChoice, ProviderMonth, ReceivedEvent,
+                     VoucherFact, VoucherMonth)
 
 log = get_logger(__name__)
 SETTLEMENT_GUARANTEE = timedelta(days=14)

@@ -273,5 +273,5 @@ class Feedback(SQLModel, table=True):
 
 
 #: the read models ``seteli-reporting rebuild`` empties and folds again from the archive
-READ_MODELS = (FunderFigures, FunderMember, VoucherFact, ChargeFact, CategoryMonth, ClientMonth, VoucherMonth, PriceListFact,
-               ApprovalChange, ProviderChoice, ClientTotalMonth, FunderMonth, ProviderMonth)
+READ_MODELS = (FunderFigures, FunderMember, VoucherFact, ChargeFact, CategoryMonth, ClientMonth, VoucherMonth,
+               PriceListFact, ApprovalChange, ProviderChoice, ClientTotalMonth, FunderMonth, ProviderMonth)
