@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
@@ -187,8 +188,10 @@ async def _load(session: AsyncSession, model: type, key: str, ids: set[str]) -> 
     return out
 
 
+@lru_cache(maxsize=None)
 def _blank(model: type) -> dict[str, Any]:
-    """A fact row with every column at its default."""
+    """A fact row with every column at its default (the same dict each time: copy it, never change it;
+    working it out per new fact was a tenth of the fold's CPU)."""
     return {c.name: (0 if isinstance(c.type, (sa.Integer, sa.BigInteger)) and not c.nullable else
                      False if isinstance(c.type, sa.Boolean) else None) for c in model.__table__.columns}
 
