@@ -68,6 +68,7 @@ class World:
     def __init__(self, registry, payments, bus, clock, channel, namespace):  # noqa: ANN001
         self.registry, self.payments, self.bus, self.clock = registry, payments, bus, clock
         self.channel, self.namespace = channel, namespace
+        self.queues: list[str] = []  # further queues a test declares, removed after it
 
     async def publish(self, event: Event, source: str) -> None:
         env = Envelope.wrap(event, source)
@@ -139,9 +140,14 @@ async def world(pg, namespace, amqp_url):  # noqa: ANN001
         r = await clients[0].post("/funders/091/rulebooks", json={
             "category": "home_care", "rulebook_version": "2026.1", "title": "Kotihoidon palveluseteli"})
         assert r.status_code == 201, r.text
-        yield World(*clients, bus, clock, channel, namespace)
-        notices_channel = await connection.channel()
-        await notices_channel.exchange_delete(f"{namespace}.notices")
+        world = World(*clients, bus, clock, channel, namespace)
+        try:
+            yield world
+        finally:
+            notices_channel = await connection.channel()
+            for name in world.queues:
+                await notices_channel.queue_delete(name)
+            await notices_channel.exchange_delete(f"{namespace}.notices")
 
 
 async def test_daily_runs_hold_back_release_guarantee_statement_payment_file_notices_invoice(world: World):
@@ -153,6 +159,7 @@ async def test_daily_runs_hold_back_release_guarantee_statement_payment_file_not
                                                         durable=True)
     queue = await w.channel.declare_queue(f"{w.namespace}.notices.{big}", durable=True,
                                           arguments={"x-queue-type": "quorum"})
+    w.queues.append(queue.name)
     await queue.bind(notices_exchange, f"notice.{big}.#")
     # the small provider has no AMQP consumer: a webhook, whose first answer fails
     hook = Hook(fail=1)
