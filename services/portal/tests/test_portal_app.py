@@ -270,3 +270,11 @@ def test_openid_connect_refuses_an_id_token_that_is_forged_wrongly_signed_or_not
         issuer.id_key, issuer.id_alg, issuer.id_claims, issuer.id_token = None, "RS256", {}, True
         assert _sign_in_through(c).status_code == 303
         assert c.get("/operator").status_code == 200
+
+
+def test_numbers_typed_in_forms_are_ascii_digits_only():
+    from portal.web import small_int
+    assert small_int("20") == 20
+    # ``isdigit`` admits these, ``int`` refuses them: they must be a refusal, never a 500
+    assert small_int("²") is None and small_int("1" * 5000) is None and small_int("") is None
+    assert small_int("٣") is None and small_int("-1") is None

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from .backend import BackendError
 from .public import categories, category_name
-from .web import CLIENT, Page
+from .web import CLIENT, Page, small_int
 
 router = APIRouter(prefix="/client")
 
@@ -57,7 +57,8 @@ async def feedback(request: Request) -> Response:
     form = await page.check_csrf()
     rating = str(form.get("rating", ""))
     text = str(form.get("text", "")).strip()
-    body: dict = {"rating": int(rating) if rating.isdigit() else rating}
+    number = small_int(rating)
+    body: dict = {"rating": rating if number is None else number}
     if text:
         body["text"] = text
     try:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .backend import BackendError
-from .web import Page
+from .web import Page, small_int
 
 router = APIRouter()
 _FUNDER = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -79,8 +79,9 @@ async def compared(page: Page, f: dict, limit: int = 100) -> tuple[list[dict], s
     value = cents_of(f["voucher_value"])
     if value is not None:
         params["voucher_value_cents"] = value
-    if f["units_per_month"].isdigit() and 0 < int(f["units_per_month"]) <= 1000:
-        params["units_per_month"] = int(f["units_per_month"])
+    units = small_int(f["units_per_month"])
+    if units is not None and 0 < units <= 1000:
+        params["units_per_month"] = units
     if f["sort"] == "own_share" and value is None:
         params["sort"] = "price"  # the own share needs the voucher's value
     try:

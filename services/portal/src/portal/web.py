@@ -192,6 +192,12 @@ class Page:
         return f"{self.t('refused_because')}: {err.reason}" + (f" ({err.message})" if err.message else "")
 
 
+def small_int(text: str, digits: int = 6) -> int | None:
+    """A whole number a person typed (ASCII digits only, at most ``digits`` of them), else None.
+    ``str.isdigit`` alone admits ``²`` and other digits ``int`` refuses."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= digits else None
+
+
 def eur(cents: Any) -> str:
     """Cents as euros the Finnish way: 1 234,50 €."""
     if cents is None or cents == "":
