@@ -18,6 +18,7 @@ from payments.settings import PaymentsSettings
 from seteli_shared.auth import mint
 from seteli_shared.bus import Bus
 from seteli_shared.clock import FixedClock
+from seteli_shared.codes import new_code
 from seteli_shared.events import Envelope, Event, ProviderApproved, VoucherIssued, VoucherProviderChosen
 from seteli_shared.messaging import InboxMessage
 from seteli_shared.testing import eventually, make_settings
@@ -97,6 +98,25 @@ class LiveWorld:
         check = (await self.client.get("/ledger/check", headers=OPERATOR)).json()
         assert check["ok"], check
         return check
+
+    async def provider_with_vouchers(self, provider_id: str, n: int, units: str = "100") -> list[tuple[str, str]]:
+        """An approved provider and ``n`` vouchers its clients chose it for: [(voucher_id, voucher_code)]."""
+        await self.publish(ProviderApproved(approval_id=f"ap-{provider_id}", provider_id=provider_id, funder_id="091",
+                                            category="home_care", approved_at=self.clock.now()), source="registry")
+        out, events = [], []
+        for i in range(n):
+            voucher_id, code = f"v-{provider_id}-{i}", new_code()
+            events += [VoucherIssued(
+                voucher_id=voucher_id, funder_id="091", client_ref=f"c-{i}", decision_ref=f"D-{provider_id}-{i}",
+                category="home_care", unit="hour", units_per_period=Decimal(units), period="validity",
+                value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
+                issued_at=self.clock.now(), voucher_code=code),
+                VoucherProviderChosen(voucher_id=voucher_id, funder_id="091", provider_id=provider_id,
+                                      category="home_care", chosen_at=self.clock.now())]
+            out.append((voucher_id, code))
+        for start in range(0, len(events), 500):
+            await self.publish(*events[start:start + 500], source="vouchers")
+        return out
 
     async def balances(self) -> dict:
         return (await self.client.get("/ledger/balances", headers=OPERATOR)).json()

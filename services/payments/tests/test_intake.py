@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AsyncExitStack
-from datetime import date, datetime, timezone
-from decimal import Decimal
 
-import aio_pika
-import httpx
 import pytest
 from sqlalchemy import func, select
 
-import payments.app
 from payments import intake, usecases
 from payments.models import Charge, IdempotencyRecord
-from payments.settings import PaymentsSettings
 from seteli_shared.auth import mint
-from seteli_shared.bus import Bus
-from seteli_shared.clock import FixedClock
-from seteli_shared.codes import new_code
-from seteli_shared.events import Envelope, Event, ProviderApproved, VoucherIssued, VoucherProviderChosen
-from seteli_shared.messaging import InboxMessage, OutboxMessage
-from seteli_shared.testing import eventually, make_settings
+from seteli_shared.messaging import OutboxMessage
+from seteli_shared.testing import eventually
 
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
 
@@ -32,72 +21,17 @@ def charger(provider_id: str, role: str = "provider_charger") -> dict:
     return {"Authorization": f"Bearer {mint(f't:{role}', [role], provider_id=provider_id)}"}
 
 
-class World:
-    def __init__(self, client: httpx.AsyncClient, app, bus: Bus, clock: FixedClock):  # noqa: ANN001
-        self.client, self.app, self.bus, self.clock = client, app, bus, clock
-
-    async def publish(self, *events: Event, source: str) -> None:
-        envs = [Envelope.wrap(e, source) for e in events]
-        for env in envs:
-            await self.bus.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id, type_=env.type)
-        ids = {e.id for e in envs}
-
-        async def taken():  # noqa: ANN202
-            async with self.app.state.runtime.sessions() as session:
-                seen = (await session.execute(select(InboxMessage.message_id).where(
-                    InboxMessage.message_id.in_(ids)))).scalars().all()
-            return set(seen) == ids
-
-        await eventually(taken)
-
-    async def provider_with_vouchers(self, provider_id: str, n: int, units: str = "100") -> list[tuple[str, str]]:
-        """An approved provider and ``n`` vouchers its clients chose it for: [(voucher_id, voucher_code)]."""
-        await self.publish(ProviderApproved(approval_id=f"ap-{provider_id}", provider_id=provider_id, funder_id="091",
-                                            category="home_care", approved_at=self.clock.now()), source="registry")
-        out, events = [], []
-        for i in range(n):
-            voucher_id, code = f"v-{provider_id}-{i}", new_code()
-            events += [VoucherIssued(
-                voucher_id=voucher_id, funder_id="091", client_ref=f"c-{i}", decision_ref=f"D-{provider_id}-{i}",
-                category="home_care", unit="hour", units_per_period=Decimal(units), period="validity",
-                value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
-                issued_at=self.clock.now(), voucher_code=code),
-                VoucherProviderChosen(voucher_id=voucher_id, funder_id="091", provider_id=provider_id,
-                                      category="home_care", chosen_at=self.clock.now())]
-            out.append((voucher_id, code))
-        for start in range(0, len(events), 500):
-            await self.publish(*events[start:start + 500], source="vouchers")
-        return out
-
-
 @pytest.fixture
-async def world(pg, namespace, amqp_url):  # noqa: ANN001
-    common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05)
-    clock = FixedClock(datetime(2026, 6, 20, 9, 0, tzinfo=timezone.utc))
-    async with AsyncExitStack() as stack:
-        connection = await aio_pika.connect(amqp_url)  # a spy takes every event, so none is unroutable
-        stack.push_async_callback(connection.close)
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True)
-        spy = await channel.declare_queue(f"{namespace}.spy", durable=True, arguments={"x-queue-type": "quorum"})
-        await spy.bind(exchange, "#")
-        app = payments.app.create_app(PaymentsSettings(database_url=await pg.create("payments"), **common))
-        app.state.clock = clock
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=OPERATOR, timeout=300))
-        bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url,
-                                database_url="sqlite+aiosqlite://"))
-        await bus.connect()
-        stack.push_async_callback(bus.close)
-        yield World(client, app, bus, clock)
+async def world(live):  # noqa: ANN001, ANN201
+    """The live payments app of ``conftest.py`` (PostgreSQL, the real RabbitMQ, a FixedClock)."""
+    return live
 
 
 def _by_line(answer: dict) -> dict[int, tuple]:
     return {r["line"]: (r["provider_reference"], r["status"], r["reason"]) for r in answer["results"]}
 
 
-async def test_a_csv_from_a_finnish_spreadsheet_answers_every_line(world: World):
+async def test_a_csv_from_a_finnish_spreadsheet_answers_every_line(world):  # noqa: ANN001
     w, p = world, "prov-csv"
     (v1, code1), (v2, _) = await w.provider_with_vouchers(p, 2, units="10")
     rows = [
@@ -153,7 +87,7 @@ async def test_a_csv_from_a_finnish_spreadsheet_answers_every_line(world: World)
     assert (await w.client.get("/ledger/check")).json()["ok"]
 
 
-async def test_a_json_bulk_accepts_the_good_lines_and_says_why_the_others_are_refused(world: World):
+async def test_a_json_bulk_accepts_the_good_lines_and_says_why_the_others_are_refused(world):  # noqa: ANN001
     w, p = world, "prov-json"
     (v1, code1), (v2, _) = await w.provider_with_vouchers(p, 2)
     _, (v_other, code_other) = await w.provider_with_vouchers("prov-else", 2)
@@ -190,7 +124,7 @@ async def test_a_json_bulk_accepts_the_good_lines_and_says_why_the_others_are_re
     assert len(accepted) == 2
 
 
-async def test_charging_by_voucher_code(world: World):
+async def test_charging_by_voucher_code(world):  # noqa: ANN001
     w, p = world, "prov-code"
     [(v, code)] = await w.provider_with_vouchers(p, 1)
     body = {"voucher_code": f"{code[:4]}-{code[4:]}", "provider_reference": "c-1", "service_date": "2026-06-01",
@@ -208,7 +142,7 @@ async def test_charging_by_voucher_code(world: World):
     assert r.status_code == 422
 
 
-async def test_idempotency_key_replays_refuses_reuse_and_in_flight(world: World):
+async def test_idempotency_key_replays_refuses_reuse_and_in_flight(world):  # noqa: ANN001
     w, p = world, "prov-idem"
     [(v, _)] = await w.provider_with_vouchers(p, 1)
     body = {"voucher_id": v, "provider_reference": "i-1", "service_date": "2026-06-01", "units": "1"}
@@ -268,7 +202,7 @@ async def test_idempotency_key_replays_refuses_reuse_and_in_flight(world: World)
     assert r.json() == done.json()
 
 
-async def test_a_provider_cancels_an_unsettled_charge_and_the_ledger_stays_whole(world: World):
+async def test_a_provider_cancels_an_unsettled_charge_and_the_ledger_stays_whole(world):  # noqa: ANN001
     w, p = world, "prov-cancel"
     [(v, _)] = await w.provider_with_vouchers(p, 1, units="2")
     body = {"voucher_id": v, "provider_reference": "x-1", "service_date": "2026-06-01", "units": "2"}
@@ -296,7 +230,7 @@ async def test_a_provider_cancels_an_unsettled_charge_and_the_ledger_stays_whole
     assert types.count("charge.cancelled.v1") == 1
 
 
-async def test_bulk_throughput_10000_lines(world: World):
+async def test_bulk_throughput_10000_lines(world):  # noqa: ANN001
     """Measures a 10,000-line CSV bulk on PostgreSQL (printed; run with -s to see it)."""
     w, p = world, "prov-bench"
     vouchers = await w.provider_with_vouchers(p, 1000)
@@ -311,7 +245,7 @@ async def test_bulk_throughput_10000_lines(world: World):
     assert (await w.client.get("/ledger/check")).json()["ok"]
 
 
-async def test_concurrent_bulks_with_the_same_references_charge_each_once(world: World):
+async def test_concurrent_bulks_with_the_same_references_charge_each_once(world):  # noqa: ANN001
     """Two bulks at once naming the same provider references (twins on the same voucher, and on other
     vouchers): each reference is charged once; the other bulk answers repeated (same line) or
     duplicate_reference (another voucher); one ChargeAccepted per charge; the ledger stays whole."""
@@ -368,7 +302,7 @@ async def test_concurrent_bulks_with_the_same_references_charge_each_once(world:
 
 @pytest.mark.parametrize("optimistic_attempts", [3, 0], ids=["two-statements", "lock-first"])
 async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(
-        world: World, monkeypatch, optimistic_attempts: int):  # noqa: ANN001
+        world, monkeypatch, optimistic_attempts: int):  # noqa: ANN001
     """A charge reads the voucher and writes only if the voucher is still as it read it: twelve charges of
     one unit at once on a voucher of five units give five accepted and seven ``units_exceeded``, whatever
     their interleaving; the ledger stays whole. The same with the lock-first transaction a charge falls back
@@ -392,7 +326,7 @@ async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(
     assert check["ok"], check
 
 
-async def test_twin_single_charges_at_once_make_one_charge(world: World):
+async def test_twin_single_charges_at_once_make_one_charge(world):  # noqa: ANN001
     """The same charge sent six times at once (a client retrying over a bad line): one 201, five 200 with
     the same charge, one charge row and one ``ChargeAccepted``; a seventh with the same reference and
     other units is refused ``duplicate_reference``."""
