@@ -154,6 +154,11 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
         r = await pay.post("/settlements/run", headers=op)
         ids["S"] = r.json()[0]["id"]
         ids["R"] = (await pay.get("/settlement-runs", headers=op)).json()["items"][0]["id"]  # that run's payment file
+        # a recovery claim of P's (a correction of a settled charge claimed back at once)
+        await new_pending_correction(pay, ids)
+        r = await pay.post("/recovery-claims", headers=op, json={"funder_id": F1, "provider_id": ids["P"]})
+        assert r.status_code == 201, r.text
+        ids["RC"] = r.json()["id"]
         yield World(clients, ids)
     await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in NAMES])
 
@@ -221,10 +226,20 @@ async def new_settled_charge(pay, ids: dict) -> str:  # noqa: ANN001
     return charge_id
 
 
+async def new_pending_correction(pay, ids: dict) -> str:  # noqa: ANN001
+    """A correction of a settled charge of provider P's that no settlement has offset (one to claim back)."""
+    charge_id = await new_settled_charge(pay, ids)
+    r = await pay.post(f"/charges/{charge_id}/corrections", headers=_h(token("funder_finance", funder_id=F1)),
+                       json={"reason": "wrong_units", "units": "0.1"})
+    assert r.status_code == 201, r.text
+    return charge_id
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
     ("POST", "/charges/{charge_id}/cancel"): new_charge,
     ("POST", "/charges/{charge_id}/corrections"): new_settled_charge,
+    ("POST", "/recovery-claims"): new_pending_correction,
     ("POST", "/price-lists/{price_list_id}/approve"): new_pending_price_list,
     ("POST", "/price-lists/{price_list_id}/reject"): new_pending_price_list,
     ("POST", "/applications/{application_id}/submit"): lambda reg, ids: new_application(reg, ids),
@@ -254,6 +269,13 @@ BODIES = {
     # a bulk of one line (a provider other than the voucher's gets the line refused, the bulk answered)
     ("POST", "/charges/bulk"): lambda ids: [{k: v for k, v in charge_body(ids).items() if k != "provider_id"}],
     ("POST", "/charges/{charge_id}/corrections"): lambda ids: {"reason": "wrong_units", "units": "0.1"},
+    # the bank side: the world's run executed (again: 200), a statement line of its own per call
+    ("POST", "/settlement-runs/{run_id}/execution"): lambda ids: {"executed_on": date.today().isoformat()},
+    ("POST", "/funders/{funder_id}/payments"): lambda ids: {
+        "amount_cents": 100, "booked_on": date.today().isoformat(), "bank_reference": f"M-{uuid.uuid4().hex[:12]}"},
+    ("POST", "/recovery-claims"): lambda ids: {"funder_id": F1, "provider_id": ids["P"]},
+    ("POST", "/recovery-claims/{claim_id}/repayments"): lambda ids: {
+        "amount_cents": 1, "booked_on": date.today().isoformat(), "bank_reference": f"M-{uuid.uuid4().hex[:12]}"},
     ("POST", "/providers/{provider_id}/price-lists"): lambda ids: {
         "funder_id": F1, "category": "home_care", "unit_price_cents": 2500, "effective_from": date.today().isoformat()},
     # the same version as the world's: a retry, 200
@@ -272,7 +294,7 @@ BODIES = {
     ("POST", "/approvals/{approval_id}/revoke"): lambda ids: {"reason": "funder_decision",
                                                               "effective_from": date.today().isoformat()},
 }
-PATH_IDS = {"run_id": "R", "provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
+PATH_IDS = {"claim_id": "RC", "run_id": "R", "provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
             "approval_id": "A"}
 
 

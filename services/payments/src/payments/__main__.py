@@ -42,7 +42,7 @@ def settle(settings: PaymentsSettings) -> int:
         finally:
             await engine.dispose()
         print(f"payments: run {result.run.id}: {len(result.settlements)} settled, {len(result.held_back)} held "
-              f"back, net {result.run.net_cents} cents")
+              f"back, net {result.run.net_cents} cents, {len(result.claims)} recovery claims")
         return 0
 
     return asyncio.run(run())

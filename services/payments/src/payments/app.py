@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from seteli_shared.service import ServiceSpec, create_service_app
 
 from .api import router
-from . import corrections_api, intake_api
+from . import banking_api, corrections_api, intake_api
 from .handlers import HANDLERS
 from .payouts import HANDLERS as PROVIDER_HANDLERS
 from .settings import PaymentsSettings
@@ -14,10 +14,10 @@ from .settlement_api import router as settlement_router
 SPEC = ServiceSpec(
     name="payments",
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[settlement_router, router, intake_api.router, corrections_api.router], bulk_paths=(intake_api.BULK_PATH,),  # settlement_router first: /settlements/at-risk before /settlements/{id}
+    routers=[settlement_router, router, intake_api.router, corrections_api.router, banking_api.router], bulk_paths=(intake_api.BULK_PATH,),  # settlement_router first: /settlements/at-risk before /settlements/{id}
     handlers={**HANDLERS, **PROVIDER_HANDLERS},
     title="seteli payments",
-    description="Charges, the double-entry ledger, settlements.",
+    description="Charges, the double-entry ledger, settlements, payouts and the bank side.",
 )
 
 

@@ -2,7 +2,8 @@
 wholly (a reversal) or in part (fewer units, a lower amount). One transaction: the correction row
 (append-only), the charge's running totals of what corrections removed, a reversing ledger entry,
 ``ChargeCorrected`` in the outbox and the audit entry. The settlement run then offsets the correction
-against the provider's next payout from that funder (``payouts.settle``). Time from the ``Clock``."""
+against the provider's next payout from that funder (``payouts.settle``); one that no payout takes is
+claimed back from the provider (``banking``). Time from the ``Clock``."""
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
@@ -108,7 +109,8 @@ async def pending(session: AsyncSession) -> dict[tuple[str, str], list[domain.Pe
     run's locks (``FOR UPDATE SKIP LOCKED``) so two runs never offset one twice."""
     c = ChargeCorrection
     rows = (await session.execute(select(c.id, c.funder_id, c.provider_id, c.amount_cents, c.fee_cents)
-                                  .where(c.offset_settlement_id.is_(None)).order_by(c.created_at, c.id)
+                                  .where(c.offset_settlement_id.is_(None), c.recovery_claim_id.is_(None))
+                                  .order_by(c.created_at, c.id)
                                   .with_for_update(skip_locked=True))).all()
     out: dict[tuple[str, str], list[domain.PendingCorrection]] = {}
     for r in rows:

@@ -302,6 +302,34 @@ def provider_payout_due(provider_id: str) -> str:
 
 
 FEE_REVENUE = "operator:fee_revenue"
+#: the operator's client-funds account at the bank: funders pay in, payouts go out, recoveries come back
+BANK = "operator:bank"
+
+
+def provider_recovery_due(provider_id: str) -> str:
+    return f"provider:{provider_id}:recovery_due"
+
+
+def payout_executed_postings(provider_id: str, net_cents: int) -> list[tuple[str, int]]:
+    """The bank paid the settlement's payout: what was due to the provider has left the bank account."""
+    return balanced([(provider_payout_due(provider_id), net_cents), (BANK, -net_cents)])
+
+
+def funder_payment_postings(funder_id: str, amount_cents: int) -> list[tuple[str, int]]:
+    """A funder's payment came in: it owes that much less."""
+    return balanced([(BANK, amount_cents), (funder_account(funder_id), -amount_cents)])
+
+
+def recovery_claim_postings(provider_id: str, amount_cents: int, fee_cents: int, net_cents: int
+                            ) -> list[tuple[str, int]]:
+    """Corrections no payout could offset are claimed back: the provider's receivable leaves its payable
+    (where the next settlement would have cleared it) for a claim of the net; the fee is given back."""
+    return balanced([(provider_payable(provider_id), -amount_cents), (FEE_REVENUE, fee_cents),
+                     (provider_recovery_due(provider_id), net_cents)])
+
+
+def recovery_repayment_postings(provider_id: str, amount_cents: int) -> list[tuple[str, int]]:
+    return balanced([(BANK, amount_cents), (provider_recovery_due(provider_id), -amount_cents)])
 
 
 def balanced(postings: list[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -189,6 +189,8 @@ class ChargeCorrection(SQLModel, table=True):
     #: the settlement that paid the charge, and the later one whose payout the correction reduced
     corrected_settlement_id: str = Field(max_length=64)
     offset_settlement_id: str | None = Field(default=None, max_length=64, index=True)
+    #: or the recovery claim that asks the provider to pay it back (migration 0012): never both
+    recovery_claim_id: str | None = Field(default=None, max_length=64, index=True)
     created_at: datetime = Field(sa_type=UTCDateTime())
 
 
@@ -264,6 +266,50 @@ class SettlementRun(SQLModel, table=True):
     net_cents: int = Field(sa_type=sa.BigInteger)
     #: provider-funder groups whose payout waits for a later run (under the minimum payout)
     held_back_count: int
+    #: the day the bank executed the run's payment file, and when that was recorded (migration 0012)
+    executed_on: date | None = None
+    executed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+
+class RecoveryClaim(SQLModel, table=True):
+    """Corrections of a provider's settled charges with one funder that no settlement offset (no payout
+    from that funder came to take them off): the provider is asked to pay their net back to the operator's
+    account with the RF reference (migration 0012). Only ``repaid_cents`` changes, as repayments come in."""
+
+    __tablename__ = "payments_recovery_claim"
+    __table_args__ = (sa.Index("ix_payments_recovery_claim_funder", "funder_id", "created_at"),)
+    id: str = Field(primary_key=True, max_length=64)
+    funder_id: str = Field(max_length=40)
+    provider_id: str = Field(max_length=64, index=True)
+    reason: str = Field(max_length=16)  # overdue (the daily run) | requested (staff)
+    correction_count: int
+    amount_cents: int = Field(sa_type=sa.BigInteger)
+    fee_cents: int = Field(sa_type=sa.BigInteger)
+    net_cents: int = Field(sa_type=sa.BigInteger)
+    repaid_cents: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
+    reference: str = Field(max_length=25)
+    due_on: date
+    created_at: datetime = Field(sa_type=UTCDateTime())
+
+
+class BankTransaction(SQLModel, table=True):
+    """A movement on the operator's bank account as booked by the bank (migration 0012): a funder's
+    payment in, a settlement's payout out (when the run's payment file was executed), a provider's
+    repayment of a recovery claim in. ``bank_reference`` (the bank's archive id) is unique per kind, so a
+    statement line recorded twice is recorded once."""
+
+    __tablename__ = "payments_bank_transaction"
+    __table_args__ = (sa.UniqueConstraint("kind", "bank_reference", name="uq_payments_bank_transaction_reference"),)
+    id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=24)  # funder_payment | payout | recovery_repayment
+    bank_reference: str = Field(max_length=64)
+    amount_cents: int = Field(sa_type=sa.BigInteger)
+    booked_on: date
+    funder_id: str | None = Field(default=None, max_length=40, index=True)
+    provider_id: str | None = Field(default=None, max_length=64)
+    run_id: str | None = Field(default=None, max_length=64)
+    claim_id: str | None = Field(default=None, max_length=64, index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class Payout(SQLModel, table=True):

@@ -16,14 +16,14 @@ from seteli_shared import audit
 from seteli_shared.auth import Principal, Role
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
-from seteli_shared.errors import NotFound
+from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import Envelope, ProviderRegistered, ProviderUpdated, SettlementCreated
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.outbox import add_event
 from seteli_shared.schedule import daily
 from seteli_shared.schemas import PageParams, paginate
 
-from . import corrections, domain, notices, pain001, settlement
+from . import banking, corrections, domain, notices, pain001, settlement
 from .models import Charge, ChargeCorrection, Payout, ProviderView, Settlement, SettlementRun
 from .usecases import SOURCE, SettlementBatch, fee_rates, post
 
@@ -45,6 +45,8 @@ class RunResult:
     payouts: list[Payout] = field(default_factory=list)
     #: (funder, provider, net cents) of the payouts that wait for a later run
     held_back: list[tuple[str, str, int]] = field(default_factory=list)
+    #: corrections no payout offset in time, claimed back from their providers (the daily run)
+    claims: list = field(default_factory=list)
 
 
 async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal, settings,  # noqa: ANN001
@@ -53,11 +55,14 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
     wait unless the guarantee is due; without it (an operator's run) everything accepted is settled."""
     async with unit_of_work(sessions) as session:
         result = await settle(session, clock, settings.operator_fee_rate, rules_of(settings), hold_back=hold_back)
+        if hold_back and settings.recovery_after_days:
+            result.claims = await banking.claim_overdue(session, clock, principal, settings.recovery_after_days,
+                                                        settings.recovery_payment_days)
         await audit.record(session, principal, "settlement_run.create", "settlement_run", result.run.id, None)
         for s in result.settlements:
             await audit.record(session, principal, "settlement.create", "settlement", s.id, s.funder_id)
     log.info("settlement_run.done", run_id=result.run.id, kind=result.run.kind, settlements=len(result.settlements),
-             held_back=len(result.held_back), net_cents=result.run.net_cents)
+             held_back=len(result.held_back), net_cents=result.run.net_cents, recovery_claims=len(result.claims))
     return result
 
 
@@ -176,6 +181,10 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
                                        creditor_name=p.payee_name, creditor_iban=p.iban, creditor_bic=p.bic,
                                        reference=p.reference) for p, s in rows
                 if s.net_cents > 0]  # corrections may bring a payout to nothing: no transfer of 0.00
+    if not payments:
+        # pain.001 needs at least one transfer: a run that pays nothing has no file for the bank
+        raise Conflict("nothing_to_pay", "the run transfers no money: there is no payment file for the bank",
+                       settlements=len(rows))
     debtor = pain001.Debtor(settings.payer_name, settings.payer_iban, settings.payer_bic)
     return pain001.build(run.id.replace("-", "")[:35], run.created_at, run.run_date, debtor, payments)
 

@@ -29,6 +29,10 @@ class PaymentsSettings(ServiceSettings):
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"
     payer_bic: str = "OKOYFIHH"
+    #: a correction no payout has offset this many days after it was made is claimed back (banking.py; 0: never)
+    recovery_after_days: int = Field(default=60, ge=0)
+    #: a recovery claim is due this many days after it is made
+    recovery_payment_days: int = Field(default=14, ge=1)
     # ---- settlement notices to providers' webhooks (notices.py)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)

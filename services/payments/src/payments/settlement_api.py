@@ -82,11 +82,23 @@ class RunPublic(BaseModel):
     fee_cents: int
     net_cents: int
     held_back_count: int
+    executed_on: date | None = Field(default=None, description="the day the bank executed the run's payment "
+                                     "file (POST /settlement-runs/{id}/execution); null until then")
+
+
+class RecoveryBrief(BaseModel):
+    id: str
+    funder_id: str
+    provider_id: str
+    net_cents: int
+    reference: str
 
 
 class RunResultPublic(RunPublic):
     settlements: list[SettlementBrief]
     held_back: list[HeldBack]
+    recovery_claims: list[RecoveryBrief] = Field(default_factory=list, description=(
+        "corrections no payout offset in time, claimed back from their providers by this run"))
 
 
 @router.post("/settlement-runs", response_model=RunResultPublic, tags=["settlements"])
@@ -107,7 +119,8 @@ def _result(result: payouts.RunResult) -> RunResultPublic:
         settlements=[SettlementBrief(**s.model_dump(include=set(SettlementBrief.model_fields) - {
             "reference", "payout_reason"}), reference=p.reference, payout_reason=p.reason)
             for s, p in zip(result.settlements, result.payouts)],
-        held_back=[HeldBack(funder_id=f, provider_id=p, net_cents=n) for f, p, n in result.held_back])
+        held_back=[HeldBack(funder_id=f, provider_id=p, net_cents=n) for f, p, n in result.held_back],
+        recovery_claims=[RecoveryBrief(**c.model_dump(include=set(RecoveryBrief.model_fields))) for c in result.claims])
 
 
 @router.get("/settlement-runs", response_model=Page[RunPublic], tags=["settlements"])
@@ -131,7 +144,8 @@ async def payment_file(
 ) -> Response:
     """The run's payment file for the bank: one SEPA credit transfer per settlement to the provider's IBAN
     with its RF creditor reference (none for a payout that corrections brought to 0.00). 409
-    `payee_account_unknown` when payments has not heard a payee's IBAN."""
+    `payee_account_unknown` when payments has not heard a payee's IBAN; 409 `nothing_to_pay` for a run
+    that transfers no money (no settlement, or only payouts of 0.00): pain.001 has no empty form."""
     try:
         xml = await payouts.payment_file(sessions, run_id, request.app.state.settings)
     except pain001.MissingAccount as exc:

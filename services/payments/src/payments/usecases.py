@@ -734,7 +734,10 @@ async def ledger_check(session: AsyncSession) -> dict:
     - corrections are of settled charges, never remove more than the charge had, and the charge's running
       totals are its corrections' sums;
     - each provider's payable is its open items: its accepted, unsettled charges owed to it, less the
-      corrections no settlement has offset yet.
+      corrections neither offset by a settlement nor claimed back yet;
+    - the bank side (``banking``): the bank account's balance is the bank transactions booked, each
+      provider's payout_due the net of its payouts the bank has not executed, its recovery_due the net of
+      its recovery claims not repaid, and each claim's figures its corrections' sums.
     """
 
     entries_total = (await session.execute(select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0)))).scalar_one()
@@ -755,6 +758,7 @@ async def ledger_check(session: AsyncSession) -> dict:
     mismatched = await _settlements_not_matching_charges(session)
     bad_corrections = await _corrections_not_matching_charges(session)
     payables = await _payables_not_open_items(session)
+    bank = await _bank_not_matching(session)
     checks = {
         "entries_sum_to_zero": entries_total == 0,
         "every_transaction_balanced": not unbalanced,
@@ -763,10 +767,65 @@ async def ledger_check(session: AsyncSession) -> dict:
         "no_voucher_beyond_entitlement": not over,
         "corrections_within_settled_charges": not bad_corrections,
         "payables_equal_open_items": not payables,
+        "bank_equals_bank_transactions": not bank["bank"],
+        "payouts_due_equal_unexecuted_payouts": not bank["payouts_due"],
+        "recoveries_due_equal_open_claims": not bank["recoveries"],
     }
     return {"ok": all(checks.values()), "checks": checks, "unbalanced_transactions": list(unbalanced)[:20],
             "vouchers_over_entitlement": over[:20], "settlements_not_matching_charges": mismatched[:20],
-            "corrections_not_matching_charges": bad_corrections[:20], "payables_not_open_items": payables[:20]}
+            "corrections_not_matching_charges": bad_corrections[:20], "payables_not_open_items": payables[:20], "bank_not_matching": {k: v[:20] for k, v in bank.items()}}
+
+
+async def _bank_not_matching(session: AsyncSession) -> dict[str, list[dict]]:
+    """The bank side (``banking``): the bank account's balance is the bank transactions booked; each
+    provider's payout_due is the net of its payouts the bank has not executed; its recovery_due the net of
+    its claims not repaid; each claim's figures are its corrections' sums, and no correction is both
+    offset and claimed."""
+    from .models import BankTransaction, Payout, RecoveryClaim, SettlementRun
+
+    def balances(pattern: str):  # noqa: ANN202
+        return select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents)).where(
+            LedgerEntry.account.like(pattern)).group_by(LedgerEntry.account)
+
+    out: dict[str, list[dict]] = {"bank": [], "payouts_due": [], "recoveries": []}
+    ledger_bank = int((await session.execute(select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0)).where(
+        LedgerEntry.account == domain.BANK))).scalar_one())
+    booked = int((await session.execute(select(func.coalesce(func.sum(BankTransaction.amount_cents), 0)))
+                  ).scalar_one())
+    if ledger_bank != booked:
+        out["bank"].append({"ledger_cents": ledger_bank, "bank_transactions_cents": booked})
+    due = dict((await session.execute(balances("provider:%:payout_due"))).all())
+    unexecuted = dict((await session.execute(
+        select(Settlement.provider_id, func.sum(Settlement.net_cents))
+        .outerjoin(Payout, Payout.settlement_id == Settlement.id)
+        .outerjoin(SettlementRun, SettlementRun.id == Payout.run_id)
+        .where(SettlementRun.executed_at.is_(None)).group_by(Settlement.provider_id))).all())
+    for p in sorted({a.split(":")[1] for a in due} | set(unexecuted)):
+        got, want = int(due.get(domain.provider_payout_due(p)) or 0), -int(unexecuted.get(p) or 0)
+        if got != want:
+            out["payouts_due"].append({"provider_id": p, "payout_due_cents": got, "unexecuted_cents": want})
+    owed = dict((await session.execute(balances("provider:%:recovery_due"))).all())
+    claims = (await session.execute(select(RecoveryClaim))).scalars().all()
+    open_net: dict[str, int] = {}
+    for c in claims:
+        open_net[c.provider_id] = open_net.get(c.provider_id, 0) + c.net_cents - c.repaid_cents
+    for p in sorted({a.split(":")[1] for a in owed} | set(open_net)):
+        got, want = int(owed.get(domain.provider_recovery_due(p)) or 0), open_net.get(p, 0)
+        if got != want:
+            out["recoveries"].append({"provider_id": p, "recovery_due_cents": got, "open_claims_cents": want})
+    K = ChargeCorrection
+    sums = dict((r[0], r[1:]) for r in (await session.execute(
+        select(K.recovery_claim_id, func.count(), func.sum(K.amount_cents), func.sum(K.fee_cents))
+        .where(K.recovery_claim_id.is_not(None)).group_by(K.recovery_claim_id))).all())
+    for c in claims:
+        n, amount, fee = sums.get(c.id, (0, 0, 0))
+        if (int(n), int(amount or 0), int(fee or 0)) != (c.correction_count, c.amount_cents, c.fee_cents) \
+                or c.net_cents != c.amount_cents - c.fee_cents or not 0 <= c.repaid_cents <= c.net_cents:
+            out["recoveries"].append({"claim_id": c.id, "reason": "claim_not_its_corrections"})
+    both = (await session.execute(select(K.id).where(K.recovery_claim_id.is_not(None),
+                                                     K.offset_settlement_id.is_not(None)).limit(20))).scalars().all()
+    out["recoveries"] += [{"correction_id": x, "reason": "offset_and_claimed"} for x in both]
+    return out
 
 
 async def _corrections_not_matching_charges(session: AsyncSession) -> list[dict]:
@@ -803,7 +862,8 @@ async def _payables_not_open_items(session: AsyncSession) -> list[dict]:
         select(Charge.provider_id, func.sum(Charge.amount_cents)).where(Charge.status == domain.ACCEPTED)
         .group_by(Charge.provider_id))).all())
     owes = dict((await session.execute(
-        select(K.provider_id, func.sum(K.amount_cents)).where(K.offset_settlement_id.is_(None))
+        select(K.provider_id, func.sum(K.amount_cents)).where(K.offset_settlement_id.is_(None),
+                                                              K.recovery_claim_id.is_(None))
         .group_by(K.provider_id))).all())
     providers = {a.split(":", 1)[1].rsplit(":", 1)[0] for a in balance} | set(owed) | set(owes)
     found = []
