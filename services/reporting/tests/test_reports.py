@@ -281,6 +281,27 @@ async def test_folding_in_another_order_gives_the_same_read_models(pg, amqp_url,
         home = row(report, "home_care")
         assert (home["charges"], home["charged_cents"], home["settled_charges"]) == (6, 55400, 6)
         assert Decimal(home["worst_settlement_delay_days"]) == 20
+        # the switches came before their vouchers' issues: their clients and age bands were filled in after
+        assert report["switches"]["switches"] == 5 and report["switches"]["clients"] == 5
+        assert {b["age_band"] for b in report["switches"]["age_bands"]} == {"75-84", "85-89"}
+
+
+async def test_switches_folded_before_their_vouchers_issue_get_its_age_band(pg, amqp_url, namespace):  # noqa: ANN001
+    """The switches arrive (and are folded) first, the vouchers' issues later: the report's age bands are
+    the same as when the issues came first."""
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        events = a_month()
+        switches = [e for e in events if isinstance(e, VoucherProviderChosen)]
+        await rep.flow(switches)
+        early = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()["switches"]
+        assert [b["age_band"] for b in early["age_bands"]] == ["unknown"]
+        await rep.flow([e for e in events if not isinstance(e, VoucherProviderChosen)])
+        later = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()["switches"]
+        assert (later["switches"], later["clients"]) == (5, 5)
+        assert {b["age_band"] for b in later["age_bands"]} == {"75-84", "85-89"}
+        live = await snapshot(rep.sessions)
+        await usecases.rebuild(rep.sessions, chunk=4)
+        assert await snapshot(rep.sessions) == live
 
 
 def correction(c: ChargeAccepted, units_after: str, amount_after: int) -> ChargeCorrected:

@@ -532,9 +532,38 @@ class Batch:
         await self._drop_empty(session)
         await insert_new(session, PriceListFact, self.price_lists, ["price_list_id"])
         await insert_new(session, ApprovalChange, self.approval_changes, ["event_id"])
-        await insert_new(session, ProviderChoice, self.choices, ["event_id"])
+        await self._write_choices(session)
         await self._write_members(session)
         await add_sums(session, FunderFigures, _rows(self.figures, ("funder_id",), FIGURE_SUMS), ["funder_id"])
+
+    async def _write_choices(self, session: AsyncSession) -> None:
+        """The choices, a switch with its voucher's client and age band when reporting knows the voucher's
+        issue; and the switches folded before the issue of a voucher issued in this batch get theirs now
+        (so the rows are the same in any order)."""
+        for c in self.choices:
+            v = self.vouchers.get(c["voucher_id"]) if c["previous_provider_id"] is not None else None
+            known = v is not None and v["client_ref"] is not None
+            c["client"], c["age_band"] = (v["client_ref"], v["age_band"]) if known else (None, None)
+        await insert_new(session, ProviderChoice, self.choices, ["event_id"])
+        issued = [(vid, v["client_ref"], v["age_band"]) for vid in sorted(self.changed_vouchers)
+                  if (v := self.vouchers[vid])["client_ref"] is not None
+                  and not self.vouchers_before[vid].get("_had_client")]
+        if not issued:
+            return
+        t = ProviderChoice.__table__
+        if _pg(session):
+            await session.execute(sa.text(
+                "UPDATE reporting_choice c SET client = v.client, age_band = v.age_band FROM unnest("
+                "CAST(:ids AS varchar[]), CAST(:clients AS varchar[]), CAST(:bands AS varchar[])) "
+                "AS v(voucher_id, client, age_band) WHERE c.voucher_id = v.voucher_id AND c.client IS NULL "
+                "AND c.previous_provider_id IS NOT NULL"),
+                {"ids": [i[0] for i in issued], "clients": [i[1] for i in issued], "bands": [i[2] for i in issued]})
+        else:
+            await session.execute(
+                sa.update(t).where(t.c.voucher_id == sa.bindparam("vid"), t.c.client.is_(None),
+                                   t.c.previous_provider_id.is_not(None))
+                .values(client=sa.bindparam("cl"), age_band=sa.bindparam("band")),
+                [{"vid": vid, "cl": client, "band": band} for vid, client, band in issued])
 
     async def _drop_empty(self, session: AsyncSession) -> None:
         """Rows whose sums a cancellation or correction brought back to zero are removed, so that the
@@ -641,7 +670,8 @@ async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]
                   if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
                    if isinstance(e, (VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, ChargeAccepted,
-                                     ChargeSettled, ChargeCancelled, ChargeCorrected))}
+                                     ChargeSettled, ChargeCancelled, ChargeCorrected))
+                   or (isinstance(e, VoucherProviderChosen) and e.previous_provider_id is not None)}
     batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
                   vouchers=await _load(session, VoucherFact, "voucher_id", voucher_ids))
     for env, event in items:

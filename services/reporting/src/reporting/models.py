@@ -243,12 +243,22 @@ class ApprovalChange(SQLModel, table=True):
     at: datetime = _col(UTCDateTime())
 
 
+SWITCH = "previous_provider_id IS NOT NULL"
+ORPHAN_SWITCH = "client IS NULL AND previous_provider_id IS NOT NULL"
+
+
 class ProviderChoice(SQLModel, table=True):
     """A client's choice of provider; a switch when it names a previous provider."""
 
     __tablename__ = "reporting_choice"
     __table_args__ = (sa.Index("ix_reporting_choice_funder_period", "funder_id", "period"),
-                      sa.Index("ix_reporting_choice_period", "period"))
+                      sa.Index("ix_reporting_choice_period", "period"),
+                      # the switches report reads this index only (migration 0007)
+                      sa.Index("ix_reporting_choice_switches", "period", "funder_id", "age_band", "client",
+                               "voucher_id", postgresql_where=sa.text(SWITCH), sqlite_where=sa.text(SWITCH)),
+                      # switches folded before their voucher's issue: filled in when it comes
+                      sa.Index("ix_reporting_choice_orphan_switches", "voucher_id",
+                               postgresql_where=sa.text(ORPHAN_SWITCH), sqlite_where=sa.text(ORPHAN_SWITCH)))
     event_id: str = _col(sa.String(64), pk=True)
     funder_id: str = _col(sa.String(40))
     period: str = _col(sa.String(7))
@@ -256,6 +266,9 @@ class ProviderChoice(SQLModel, table=True):
     voucher_id: str = _col(sa.String(64))
     provider_id: str = _col(sa.String(64))
     previous_provider_id: str | None = _col(sa.String(64), nullable=True)
+    #: a switch's client and age band, from its voucher's issue (NULL until reporting has folded it)
+    client: str | None = _col(sa.String(200), nullable=True)
+    age_band: str | None = _col(sa.String(16), nullable=True)
 
 
 class Feedback(SQLModel, table=True):
