@@ -322,7 +322,7 @@ async def test_the_operator_runs_a_settlement_and_checks_the_ledger(portal, worl
 
     import aio_pika
 
-    from .conftest import CSRF
+    from .conftest import CSRF, OPERATOR
 
     # a message lands in reporting's dead-letter queue: the operator sees it counted
     dlq = f"{system.namespace}.reporting.dlq"
@@ -338,6 +338,27 @@ async def test_the_operator_runs_a_settlement_and_checks_the_ledger(portal, worl
         r = await op.post("/operator/settlements/run", data={"csrf": CSRF.search(page).group(1)})
         assert r.status_code == 200 and "Tilitys ajettu:" in r.text
         assert "Kirjanpito täsmää." in r.text
+        assert "Takaisinperinnät" in r.text
+        # each run that pays something: its pain.001 file, and a form to record the bank's execution of it
+        runs = (await system.client("payments", headers=OPERATOR).get("/settlement-runs")).json()["items"]
+        paying = [x for x in runs if x["net_cents"] > 0 and x["executed_on"] is None]
+        assert paying, runs  # the world's charge was paid by this run or an earlier one; nothing executed it
+        for run in paying:
+            assert f'/operator/settlement-runs/{run["id"]}/execution' in r.text
+            xml = await op.get(f'/operator/settlement-runs/{run["id"]}/payment-file')
+            assert xml.status_code == 200 and b"CstmrCdtTrfInitn" in xml.content
+            bad = await op.post(f'/operator/settlement-runs/{run["id"]}/execution',
+                                data={"csrf": CSRF.search(r.text).group(1), "executed_on": "eilen"})
+            assert "VVVV-KK-PP" in bad.text
+            done = await op.post(f'/operator/settlement-runs/{run["id"]}/execution',
+                                 data={"csrf": CSRF.search(r.text).group(1), "executed_on": run["run_date"]})
+            assert done.status_code == 200 and "kirjattu maksetuksi" in done.text, done.text[-2000:]
+            assert "Kirjanpito täsmää." in done.text
+        executed = (await system.client("payments", headers=OPERATOR).get("/settlement-runs")).json()["items"]
+        assert all(x["executed_on"] for x in executed if x["id"] in {p["id"] for p in paying})
+        refused = await op.post("/operator/settlement-runs/../execution",
+                                data={"csrf": CSRF.search(r.text).group(1), "executed_on": "2026-01-01"})
+        assert refused.status_code in (404, 405)
 
 
 async def test_every_field_has_a_label_and_pages_fit_a_phone(portal, world: World, browser):  # noqa: ANN001

@@ -194,6 +194,20 @@ TEXTS: dict[str, tuple[str, str, str]] = {
                           "Meddelandena väntar i köerna med orsak (x-seteli-reason); hantera dem med RabbitMQ:s verktyg.",
                           "The messages wait in these queues with their reason (x-seteli-reason); handle them with "
                           "RabbitMQ's tools."),
+    "bank_paid": ("Pankki maksanut", "Banken betalade", "Paid by the bank"),
+    "record_bank_payment": ("Kirjaa maksetuksi", "Bokför som betald", "Record as paid"),
+    "bank_payment_recorded": ("Maksuaineisto kirjattu maksetuksi {day}.", "Betalningsfilen bokförd som betald {day}.",
+                              "The payment file is recorded as paid on {day}."),
+    "payment_file": ("Maksuaineisto", "Betalningsfil", "Payment file"),
+    "recovery_claims": ("Takaisinperinnät", "Återkrav", "Recovery claims"),
+    "recovery_claims_help": ("Korjaukset, joita mikään tilitys ei ole kuitannut: palveluntuottaja maksaa ne takaisin "
+                             "viitteellä.", "Korrigeringar som ingen redovisning har kvittat: producenten betalar "
+                             "tillbaka dem med referensen.", "Corrections no settlement offset: the provider pays them "
+                             "back with the reference."),
+    "outstanding": ("Avoinna", "Öppet", "Outstanding"),
+    "due_on": ("Eräpäivä", "Förfallodag", "Due"),
+    "reference": ("Viite", "Referens", "Reference"),
+    "bad_date": ("Anna päivämäärä muodossa VVVV-KK-PP.", "Ange datum som ÅÅÅÅ-MM-DD.", "Give the date as YYYY-MM-DD."),
     "queue": ("Jono", "Kö", "Queue"),
     "messages": ("Viestejä", "Meddelanden", "Messages"),
     # errors

@@ -3,7 +3,8 @@
 Funder staff (bound to their funder by the token): applications to decide, vouchers issued, the
 monitoring report with its charts (reporting's monthly report and charts; figures always), client
 feedback, and the audit trail of the registry, vouchers and payments. The operator: settlement runs
-(and running one), the ledger check, and dead-lettered messages. Charts are fetched by the portal
+(and running one), their payment files and recording the bank's execution of them, open recovery claims,
+the ledger check, and dead-lettered messages. Charts are fetched by the portal
 with the user's token and passed on (the browser never holds a bearer token)."""
 from __future__ import annotations
 
@@ -173,11 +174,17 @@ async def _operator_view(page: Page, **extra: object) -> Response:
         ledger = await page.call("payments", "GET", "/ledger/check")
     except BackendError as err:
         errors.append(page.error_text(err))
+    claims: list = []
+    try:
+        claims = (await page.call("payments", "GET", "/recovery-claims", params={"open": "true", "limit": 50}))["items"]
+    except BackendError as err:
+        errors.append(page.error_text(err))
     try:
         dead = await dead_letter_counts(page.settings)
     except Exception:  # noqa: BLE001  (the broker did not answer: say so, show the rest)
         dead, errors = None, [*errors, page.t("service_unavailable")]
-    return page.render("operator.html", runs=runs, ledger=ledger, errors=errors, dead_letters=dead, **extra)
+    return page.render("operator.html", runs=runs, ledger=ledger, errors=errors, dead_letters=dead, claims=claims,
+                       today=date.today().isoformat(), **extra)
 
 
 @router.get("/operator")
@@ -197,6 +204,51 @@ async def run_settlement(request: Request) -> Response:
     except BackendError as err:
         return await _operator_view(page, run_error=page.error_text(err))
     return await _operator_view(page, notice=page.t("settlement_done", n=len(done or [])))
+
+
+_RUN_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+
+
+@router.post("/operator/settlement-runs/{run_id}/execution")
+async def record_execution(request: Request, run_id: str) -> Response:
+    """The bank executed the run's payment file (the day from the form): payments books the payouts out."""
+    page = Page(request)
+    page.need(OPERATOR)
+    form = await page.check_csrf()
+    if not _RUN_ID.match(run_id):
+        return page.render("error.html", status=404, message=page.t("page_not_found"))
+    try:
+        day = date.fromisoformat(str(form.get("executed_on", "")).strip())
+    except ValueError:
+        return await _operator_view(page, run_error=page.t("bad_date"))
+    try:
+        await page.call("payments", "POST", f"/settlement-runs/{run_id}/execution",
+                        json={"executed_on": day.isoformat()})
+    except BackendError as err:
+        return await _operator_view(page, run_error=page.error_text(err))
+    return await _operator_view(page, notice=page.t("bank_payment_recorded", day=day.isoformat()))
+
+
+@router.get("/operator/settlement-runs/{run_id}/payment-file")
+async def payment_file(request: Request, run_id: str) -> Response:
+    """The run's pain.001 file for the bank, as payments makes it."""
+    page = Page(request)
+    page.need(OPERATOR)
+    if not _RUN_ID.match(run_id):
+        return page.render("error.html", status=404, message=page.t("page_not_found"))
+    r = await page.raw("payments", "GET", f"/settlement-runs/{run_id}/payment-file")
+    if r.status_code != 200:
+        return page.render("error.html", status=404 if r.status_code == 404 else 409,
+                           message=page.t.reason(_reason_of(r)))
+    return Response(r.content, media_type="application/xml", headers={
+        "Content-Disposition": f'attachment; filename="pain001-{run_id}.xml"'})
+
+
+def _reason_of(r) -> str:  # noqa: ANN001
+    try:
+        return r.json()["error"]["reason"]
+    except (ValueError, KeyError, TypeError):
+        return "error"
 
 
 @router.get("/operator/audit")
