@@ -4,7 +4,8 @@
     .venv/bin/python scripts/consume_notices.py --provider <id> \\
         --amqp-url amqp://provider-<id>:<password>@127.0.0.1:5672/
 
-It prints each notice (``fi.seteli.notice.settlement.v1``, contract in docs/asyncapi.yaml) as one JSON line
+It prints each notice (``fi.seteli.notice.settlement.v1`` and ``fi.seteli.notice.recovery-claim.v1``, contract
+in docs/asyncapi.yaml) as one JSON line
 and acknowledges it after printing; ``--once`` stops after the first. A notice may come twice (at least
 once): deduplicate by the envelope's ``id``."""
 from __future__ import annotations
@@ -32,9 +33,14 @@ async def consume(amqp_url: str, namespace: str, provider_id: str, once: bool) -
                         continue
                     seen.add(envelope["id"])
                     data = envelope["data"]
-                    print(json.dumps({"type": envelope["type"], "settlement_id": data["settlement_id"],
-                                      "net_cents": data["net_cents"], "reference": data["reference"],
-                                      "statement_path": data["statement_path"]}), flush=True)
+                    if envelope["type"] == "fi.seteli.notice.recovery-claim.v1":  # to be paid back
+                        line = {"claim_id": data["claim_id"], "net_cents": data["net_cents"],
+                                "reference": data["reference"], "due_on": data["due_on"],
+                                "claim_path": data["claim_path"]}
+                    else:
+                        line = {"settlement_id": data["settlement_id"], "net_cents": data["net_cents"],
+                                "reference": data["reference"], "statement_path": data["statement_path"]}
+                    print(json.dumps({"type": envelope["type"], **line}), flush=True)
                 if once:
                     return 0
     return 0

@@ -90,7 +90,8 @@ def asyncapi() -> dict:
                 "lower one is answered `stale_version`. Unknown fields are refused; a decision carrying a "
                 "personal identity code anywhere is answered `personal_identity_code_refused` and kept nowhere.\n\n"
                 "Payments sends each provider a settlement notice (`fi.seteli.notice.settlement.v1`) through its "
-                "outbox on `{namespace}.notices` with routing key `notice.<provider_id>.settlement`; a provider's "
+                "outbox on `{namespace}.notices` with routing key `notice.<provider_id>.settlement` (and a recovery "
+                "claim, `fi.seteli.notice.recovery-claim.v1`, on `notice.<provider_id>.recovery-claim`); a provider's "
                 "system reads only its own queue `{namespace}.notices.<provider_id>` (bound to `notice.<provider_id>.#`) "
                 "as its broker user `provider-<provider_id>`. Providers without AMQP get the same body POSTed to their "
                 "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>`."),
@@ -172,8 +173,9 @@ def decision_channels(channels: dict, messages: dict) -> None:
 
 
 def notice_channels(channels: dict, messages: dict) -> None:
-    """The settlement notices payments sends to providers' systems (``payments.notices``)."""
-    from payments.notices import EXAMPLE_NOTICE, NOTICE_TYPE, SettlementNotice
+    """The notices payments sends to providers' systems (``payments.notices``): settlements, recovery claims."""
+    from payments.notices import (CLAIM_NOTICE_TYPE, EXAMPLE_CLAIM_NOTICE, EXAMPLE_NOTICE, NOTICE_TYPE,
+                                  RecoveryClaimNotice, SettlementNotice)
 
     env = Envelope.model_json_schema()
     env["properties"]["type"] = {"const": NOTICE_TYPE, "type": "string"}
@@ -199,6 +201,28 @@ def notice_channels(channels: dict, messages: dict) -> None:
                                                                "durable": True, "autoDelete": False},
                               "bindingVersion": "0.2.0"}},
         "subscribe": {"operationId": "onSettlementNotice", "message": {"$ref": "#/components/messages/SettlementNotice"}},
+    }
+    claim = Envelope.model_json_schema()
+    claim["properties"]["type"] = {"const": CLAIM_NOTICE_TYPE, "type": "string"}
+    claim["properties"]["data"] = RecoveryClaimNotice.model_json_schema()
+    messages["RecoveryClaimNotice"] = {
+        "name": "RecoveryClaimNotice", "title": "RecoveryClaimNotice",
+        "summary": (RecoveryClaimNotice.__doc__ or "").strip(),
+        "contentType": "application/cloudevents+json", "payload": claim,
+        "bindings": {"amqp": {"deliveryMode": 2, "messageType": CLAIM_NOTICE_TYPE, "bindingVersion": "0.2.0"}},
+        "examples": [{"name": "recovery-claim", "payload": {
+            "specversion": "1.0", "id": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", "source": "/seteli/payments",
+            "type": CLAIM_NOTICE_TYPE, "time": EXAMPLE_CLAIM_NOTICE["created_at"],
+            "subject": EXAMPLE_CLAIM_NOTICE["claim_id"], "datacontenttype": "application/json",
+            "data": EXAMPLE_CLAIM_NOTICE, "correlationid": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"}}],
+    }
+    channels["notice.{provider_id}.recovery-claim"] = {
+        **{k: v for k, v in channels["notice.{provider_id}.settlement"].items() if k not in ("description", "subscribe")},
+        "description": "A recovery claim: corrections of the provider's settled charges that no payout offset, to "
+                       "be paid back with the RF reference; published by payments through its outbox to the same "
+                       "queue (and webhook) as the settlement notices.",
+        "subscribe": {"operationId": "onRecoveryClaimNotice",
+                      "message": {"$ref": "#/components/messages/RecoveryClaimNotice"}},
     }
 
 

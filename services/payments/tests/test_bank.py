@@ -4,11 +4,16 @@ back from the provider by the daily run (or at once by the funder's finance staf
 invariants after each step, and each refusal with its reason."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+
+import aio_pika
+from stdnum import iso11649
 
 from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
 from seteli_shared.events import ProviderRegistered
+from seteli_shared.testing import eventually
 
 # the app, its bus and the steps: ``live`` (conftest.py)
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
@@ -102,9 +107,24 @@ async def test_funder_payments_in_and_executed_payouts_out_keep_the_bank_account
     await w.check()
 
 
-async def test_a_correction_no_payout_offsets_is_claimed_back_by_the_daily_run_and_repaid(live):
+async def test_a_correction_no_payout_offsets_is_claimed_back_by_the_daily_run_and_repaid(live, namespace, amqp_url):
     w, p = live, "prov-gone"
     await _provider(w, p)
+    # the provider's own notice queue, as `seteli-broker add-provider-system` makes it (removed at the end)
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    notices_exchange = await channel.declare_exchange(f"{namespace}.notices", aio_pika.ExchangeType.TOPIC,
+                                                      durable=True)
+    queue = await channel.declare_queue(f"{namespace}.notices.{p}", durable=True, arguments={"x-queue-type": "quorum"})
+    await queue.bind(notices_exchange, f"notice.{p}.#")
+    try:
+        await _claimed_back_and_repaid(w, p, queue)
+    finally:
+        await channel.queue_delete(queue.name)
+        await connection.close()
+
+
+async def _claimed_back_and_repaid(w, p: str, queue) -> None:  # noqa: ANN001
     v = await w.voucher(p, 1, units="20")
     first = await w.charge(p, v, "g-1", "4")  # 100.00, fee 5.00, net 95.00
     [paid] = await w.settle()
@@ -126,6 +146,20 @@ async def test_a_correction_no_payout_offsets_is_claimed_back_by_the_daily_run_a
     assert [c["id"] for c in claim["corrections"]] == [rev["id"]]
     assert claim["reference"].startswith("RF") and claim["due_on"] == (w.clock.today() + timedelta(days=14)).isoformat()
     assert (await w.client.get(f"/recovery-claims/{brief['id']}", headers=charger("prov-other"))).status_code == 404
+    # the provider's system is told, on its own queue, after the settlement notice of the first run
+
+    async def notices_of_claims():  # noqa: ANN202
+        while (m := await queue.get(no_ack=True, fail=False)) is not None:
+            if m.routing_key == f"notice.{p}.recovery-claim":
+                return m
+        return None
+
+    message = await eventually(notices_of_claims)
+    assert message.type == "fi.seteli.notice.recovery-claim.v1"
+    data = json.loads(message.body)["data"]
+    assert (data["claim_id"], data["net_cents"], data["reference"], data["due_on"], data["claim_path"]) == (
+        brief["id"], 9500, claim["reference"], claim["due_on"], f"/recovery-claims/{brief['id']}")
+    assert iso11649.is_valid(data["reference"]) and data["pay_to_iban"]
     assert (await w.client.get("/recovery-claims", headers=charger("prov-other"))).json()["items"] == []
     assert [c["id"] for c in (await w.client.get("/recovery-claims?open=true", headers=as_(
         "funder_finance", funder_id="091"))).json()["items"]] == [brief["id"]]

@@ -8,8 +8,9 @@
   from the funder. When none comes (the provider stopped charging the funder), the daily settlement run
   claims the corrections back after ``recovery_after_days`` (``claim_overdue``), or the funder's finance
   staff or the operator do it at once (``claim``): the provider's receivable leaves its payable for
-  ``provider:<p>:recovery_due``, the fee is given back, and the provider pays the net to the operator's
-  account with the claim's RF reference (``record_repayment``).
+  ``provider:<p>:recovery_due``, the fee is given back, the provider is sent a notice (its queue and
+  webhook, as settlement notices go) and pays the net to the operator's account with the claim's RF
+  reference (``record_repayment``).
 
 Each is one transaction with its ledger transaction and audit entry. A bank statement line recorded
 twice (the same ``bank_reference``) is recorded once: the same figures answer the first record again,
@@ -31,7 +32,7 @@ from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.logging import get_logger, new_id
 from seteli_shared.schemas import PageParams, paginate
 
-from . import domain, settlement
+from . import domain, notices, settlement
 from .models import BankTransaction, ChargeCorrection, Payout, RecoveryClaim, Settlement, SettlementRun
 from .usecases import post
 
@@ -173,7 +174,7 @@ def _pending_of(funder_id: str | None, provider_id: str | None, older_than=None)
 
 
 async def _claim(session: AsyncSession, clock: Clock, principal: Principal, funder_id: str, provider_id: str,
-                 taken: list[ChargeCorrection], reason: str, payment_days: int) -> RecoveryClaim:
+                 taken: list[ChargeCorrection], reason: str, payment_days: int, pay_to_iban: str) -> RecoveryClaim:
     now = clock.now()
     claim_id = new_id()
     amount, fee = sum(c.amount_cents for c in taken), sum(c.fee_cents for c in taken)
@@ -188,6 +189,10 @@ async def _claim(session: AsyncSession, clock: Clock, principal: Principal, fund
     await session.flush()
     await post(session, "recovery_claim", claim_id,
                domain.recovery_claim_postings(provider_id, amount, fee, amount - fee), now)
+    await notices.send_notice(session, notices.RecoveryClaimNotice(
+        claim_id=claim_id, provider_id=provider_id, funder_id=funder_id, reason=reason, correction_count=len(taken),
+        amount_cents=amount, fee_cents=fee, net_cents=amount - fee, reference=claim.reference,
+        pay_to_iban=pay_to_iban, due_on=claim.due_on, created_at=now, claim_path=f"/recovery-claims/{claim_id}"), now)
     await audit.record(session, principal, "recovery_claim.create", "recovery_claim", claim_id, funder_id)
     log.info("recovery_claim.created", claim_id=claim_id, funder_id=funder_id, provider_id=provider_id,
              reason=reason, corrections=len(taken), net_cents=amount - fee)
@@ -195,7 +200,7 @@ async def _claim(session: AsyncSession, clock: Clock, principal: Principal, fund
 
 
 async def claim(sessions: Sessions, clock: Clock, principal: Principal, funder_id: str, provider_id: str,
-                payment_days: int) -> RecoveryClaim:
+                payment_days: int, pay_to_iban: str) -> RecoveryClaim:
     """Claim back now every correction of the provider's charges to the funder that no settlement has
     offset (``nothing_to_recover`` when there is none)."""
     async with unit_of_work(sessions) as session:
@@ -203,11 +208,12 @@ async def claim(sessions: Sessions, clock: Clock, principal: Principal, funder_i
         if not taken:
             raise Conflict("nothing_to_recover", "the provider has no correction with this funder waiting to be "
                            "offset")
-        return await _claim(session, clock, principal, funder_id, provider_id, taken, REQUESTED, payment_days)
+        return await _claim(session, clock, principal, funder_id, provider_id, taken, REQUESTED, payment_days,
+                            pay_to_iban)
 
 
 async def claim_overdue(session: AsyncSession, clock: Clock, principal: Principal, after_days: int,
-                        payment_days: int) -> list[RecoveryClaim]:
+                        payment_days: int, pay_to_iban: str) -> list[RecoveryClaim]:
     """In the daily run's transaction (after its settlements took what they could): the corrections still
     waiting ``after_days`` after they were made are claimed back, one claim per funder and provider. Rows a
     concurrent transaction holds are left for the next run."""
@@ -216,7 +222,7 @@ async def claim_overdue(session: AsyncSession, clock: Clock, principal: Principa
     groups: dict[tuple[str, str], list[ChargeCorrection]] = {}
     for c in rows:
         groups.setdefault((c.funder_id, c.provider_id), []).append(c)
-    return [await _claim(session, clock, principal, f, p, taken, OVERDUE, payment_days)
+    return [await _claim(session, clock, principal, f, p, taken, OVERDUE, payment_days, pay_to_iban)
             for (f, p), taken in sorted(groups.items())]
 
 

@@ -165,8 +165,9 @@ async def create_claim(
     """Claim back from the provider now every correction of its charges to the funder that no settlement has
     offset (the daily run does it by itself after `RECOVERY_AFTER_DAYS`). 409 `nothing_to_recover`."""
     funder_id = acting_for_funder(principal, body.funder_id)
+    settings = request.app.state.settings
     made = await banking.claim(sessions, clock, principal, funder_id, body.provider_id,
-                               request.app.state.settings.recovery_payment_days)
+                               settings.recovery_payment_days, settings.payer_iban)
     return ClaimPublic.of(made)
 
 

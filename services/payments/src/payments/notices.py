@@ -1,4 +1,4 @@
-"""Settlement notices to providers' systems.
+"""Notices to providers' systems: settlement notices, and recovery claims (``banking``).
 
 - **AMQP**: each settlement's notice is recorded in the outbox (``outbox.add_message``) for the topic
   exchange ``<ns>.notices`` with routing key ``notice.<provider_id>.settlement``. A provider's system reads
@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import httpx
@@ -40,8 +40,11 @@ SIGNATURE_HEADER = "X-Seteli-Signature"
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 
-def routing_key(provider_id: str) -> str:
-    return f"notice.{provider_id}.settlement"
+CLAIM_NOTICE_TYPE = "fi.seteli.notice.recovery-claim.v1"
+
+
+def routing_key(provider_id: str, kind: str = "settlement") -> str:
+    return f"notice.{provider_id}.{kind}"
 
 
 class SettlementNotice(BaseModel):
@@ -78,17 +81,52 @@ EXAMPLE_NOTICE = {
     "statement_path": "/settlements/0b7e7c1e-52a4-4d8e-9d55-2c7d3c1f9a10/statement"}
 
 
-async def send_notice(session: AsyncSession, notice: SettlementNotice, now: datetime) -> Envelope:
+class RecoveryClaimNotice(BaseModel):
+    """A provider's recovery claim: corrections of its settled charges with one funder that no payout
+    could offset, to be paid back to the operator's account with the RF reference by ``due_on``. Amounts
+    in cents (EUR)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claim_id: str
+    provider_id: str
+    funder_id: str
+    reason: str = Field(description="overdue (no payout offset the corrections in time) | requested (staff)")
+    correction_count: int
+    amount_cents: int = Field(description="the funder's amount the corrections removed")
+    fee_cents: int = Field(description="the operator's fee given back")
+    net_cents: int = Field(description="what the provider pays back")
+    currency: str = "EUR"
+    reference: str = Field(description="the RF creditor reference (ISO 11649) the repayment must carry")
+    pay_to_iban: str = Field(description="the operator's account the repayment goes to")
+    due_on: date
+    created_at: datetime
+    claim_path: str = Field(description="GET this path on the payments API for the claim and its corrections")
+
+
+EXAMPLE_CLAIM_NOTICE = {
+    "claim_id": "3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a", "provider_id": "2d9f6a7b-8c1d-4e2f-9a3b-4c5d6e7f8a9b",
+    "funder_id": "091", "reason": "overdue", "correction_count": 1, "amount_cents": 10000, "fee_cents": 500,
+    "net_cents": 9500, "currency": "EUR", "reference": "RF763C2B1A098F7E4D6C9B5A4", "pay_to_iban": "FI4950009420028730",
+    "due_on": "2026-09-03", "created_at": "2026-08-20T03:00:00Z",
+    "claim_path": "/recovery-claims/3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"}
+
+
+async def send_notice(session: AsyncSession, notice: SettlementNotice | RecoveryClaimNotice, now: datetime) -> Envelope:
     """Record the notice in the caller's transaction: for the provider's AMQP queue (outbox) and, when
     the provider has a webhook, as a delivery for the webhook worker."""
+    if isinstance(notice, RecoveryClaimNotice):
+        notice_type, subject, kind = CLAIM_NOTICE_TYPE, notice.claim_id, "recovery-claim"
+    else:
+        notice_type, subject, kind = NOTICE_TYPE, notice.settlement_id, "settlement"
     eid = new_id()
-    env = Envelope(id=eid, source="/seteli/payments", type=NOTICE_TYPE, subject=notice.settlement_id, time=now,
+    env = Envelope(id=eid, source="/seteli/payments", type=notice_type, subject=subject, time=now,
                    data=notice.model_dump(mode="json"), correlationid=correlation_id_var.get() or eid)
-    await add_message(session, env, EXCHANGE, routing_key(notice.provider_id))
+    await add_message(session, env, EXCHANGE, routing_key(notice.provider_id, kind))
     hook = await session.get(Webhook, notice.provider_id)
     if hook is not None:
         session.add(WebhookDelivery(
-            id=new_id(), provider_id=notice.provider_id, message_id=env.id, notice_type=NOTICE_TYPE, url=hook.url,
+            id=new_id(), provider_id=notice.provider_id, message_id=env.id, notice_type=notice_type, url=hook.url,
             body=env.model_dump_json(), status=PENDING, attempts=0, next_attempt_at=now, created_at=now))
         _wake()
     return env

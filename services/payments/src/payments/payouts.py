@@ -57,7 +57,7 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
         result = await settle(session, clock, settings.operator_fee_rate, rules_of(settings), hold_back=hold_back)
         if hold_back and settings.recovery_after_days:
             result.claims = await banking.claim_overdue(session, clock, principal, settings.recovery_after_days,
-                                                        settings.recovery_payment_days)
+                                                        settings.recovery_payment_days, settings.payer_iban)
         await audit.record(session, principal, "settlement_run.create", "settlement_run", result.run.id, None)
         for s in result.settlements:
             await audit.record(session, principal, "settlement.create", "settlement", s.id, s.funder_id)
