@@ -1,12 +1,19 @@
 """The bus on aio-pika: one durable topic exchange for domain events, publisher confirms,
 ``mandatory`` publishing with unroutable messages raised as failures, a timeout on every publish,
-and a robust connection that restores consumers after a broker restart."""
+and a robust connection that restores consumers after a broker restart.
+
+``Bus.publish_many`` (the outbox relay's) publishes a batch with the same properties and guarantees
+as ``publish`` one at a time, but writes the whole batch's frames to the socket at once (encoded here,
+not by pamqp per message) and waits for the confirms together: per message, ``publish`` costs the
+client about 0.15 ms of Python and one socket write, which capped the relay at 2,000-3,000 messages/s."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 import aio_pika
@@ -110,6 +117,81 @@ def quorum_queue_arguments(dead_letter_exchange: str, dead_letter_key: str, deli
     }
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for ``Bus.publish_many``: as ``Bus.publish``'s arguments."""
+
+    body: bytes
+    routing_key: str
+    message_id: str
+    type_: str | None = None
+    #: another topic exchange of the namespace (``<ns>.<exchange>``) than the domain events'
+    exchange: str | None = None
+
+
+_FRAME = struct.Struct(">BHI")
+_PUBLISH_METHOD = struct.Struct(">HHH").pack(60, 40, 0)  # Basic.Publish, reserved ticket 0
+_HEADER = struct.Struct(">HHQH")  # class 60, weight 0, body size, property flags
+_FRAME_END = b"\xce"
+#: basic property flags (AMQP 0-9-1, in the order of the property list)
+_CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _PRIORITY, _CORRELATION_ID, _MESSAGE_ID, _TYPE, _USER_ID, _APP_ID = (
+    0x8000, 0x2000, 0x1000, 0x0800, 0x0400, 0x0080, 0x0020, 0x0010, 0x0008)
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError("an AMQP short string holds at most 255 bytes")
+    return bytes((len(raw),)) + raw
+
+
+class PublishFrames:
+    """The wire frames of ``Bus.publish``'s persistent messages (``Basic.Publish``, content header,
+    body), byte for byte what aiormq and pamqp write for the same ``aio_pika.Message`` (tested against
+    them): content type, empty headers, persistent delivery mode, priority 0 (aio-pika's default),
+    correlation id, message id, type, user id and app id."""
+
+    def __init__(self, channel_number: int, max_content_size: int, user_id: str, app_id: str):
+        self.channel = channel_number
+        self.max_content = max_content_size
+        # an empty property is left out (as pamqp leaves out None and "")
+        self.head_flags = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _PRIORITY
+        self.head = _short(CONTENT_TYPE) + b"\x00\x00\x00\x00" + bytes((DeliveryMode.PERSISTENT, 0))
+        self.tail_flags = (_USER_ID if user_id else 0) | (_APP_ID if app_id else 0)
+        self.tail = (_short(user_id) if user_id else b"") + (_short(app_id) if app_id else b"")
+
+    def frame(self, kind: int, payload: bytes) -> bytes:
+        return _FRAME.pack(kind, self.channel, len(payload)) + payload + _FRAME_END
+
+    def message(self, exchange: str, routing_key: str, body: bytes, message_id: str, type_: str | None,
+                correlation_id: str | None = None) -> bytes:
+        """The frames of one mandatory publish."""
+        flags, props = self.head_flags, [self.head]
+        if correlation_id:
+            flags |= _CORRELATION_ID
+            props.append(_short(correlation_id))
+        if message_id:
+            flags |= _MESSAGE_ID
+            props.append(_short(message_id))
+        if type_:
+            flags |= _TYPE
+            props.append(_short(type_))
+        flags |= self.tail_flags
+        props.append(self.tail)
+        out = [self.frame(1, _PUBLISH_METHOD + _short(exchange) + _short(routing_key) + b"\x01"),
+               self.frame(2, _HEADER.pack(60, 0, len(body), flags) + b"".join(props))]
+        for i in range(0, len(body), self.max_content):
+            out.append(self.frame(3, body[i:i + self.max_content]))
+        return b"".join(out)
+
+
+def _batch_capable(channel: Any) -> bool:
+    """aiormq's channel internals ``publish_many`` relies on are there (else it publishes one by one)."""
+    return all(hasattr(channel, a) for a in ("lock", "delivery_tag", "confirmations", "message_id_delivery_tag",
+                                              "write_queue", "number", "max_content_size", "create_future",
+                                              "publisher_confirms")) and channel.publisher_confirms
+
+
 class Bus:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
@@ -193,6 +275,103 @@ class Bus:
             message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_seconds
         )
 
+    async def publish_many(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+        """Publish persistent messages as ``publish`` does (``mandatory``, publisher confirms, the same
+        properties), all frames in one write, and wait for every confirm (``publish_timeout_seconds`` for the
+        batch). Returns, per message, None (confirmed) or the exception that failed it: a nack, an unroutable
+        message (``PublishError``), a timeout, the channel closing."""
+        if not messages:
+            return []
+        await self._ensure_channel()
+        channel = await self.channel.get_underlay_channel()
+        if not _batch_capable(channel):
+            return list(await asyncio.gather(*(self.publish(
+                m.body, m.routing_key, message_id=m.message_id, type_=m.type_, exchange=m.exchange)
+                for m in messages), return_exceptions=True))
+        results: list[BaseException | None] = [None] * len(messages)
+        encoder = PublishFrames(channel.number, channel.max_content_size, self.user, self.settings.service_name)
+        names: dict[str | None, str] = {None: self.exchange.name}
+        parts: list[bytes] = []
+        wanted: list[int] = []
+        for i, m in enumerate(messages):
+            try:
+                if m.exchange not in names:
+                    names[m.exchange] = (await self._exchange(m.exchange)).name
+                parts.append(encoder.message(names[m.exchange], m.routing_key, m.body, m.message_id, m.type_))
+                wanted.append(i)
+            except Exception as exc:  # noqa: BLE001  (a message that cannot be encoded fails alone)
+                results[i] = exc
+        if not wanted:
+            return results
+        confirms: dict[int, asyncio.Future] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.publish_timeout_seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._write_batch(channel, [messages[i] for i in wanted], parts, wanted, confirms)
+            pending = list(confirms.values())
+            if pending:
+                await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+        except BaseException as exc:
+            for fut in confirms.values():
+                fut.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            for i in wanted:
+                if i not in confirms:
+                    results[i] = exc
+        for i in wanted:
+            fut = confirms.get(i)
+            if fut is None:
+                continue
+            if not fut.done():
+                fut.cancel()
+                results[i] = asyncio.TimeoutError("no confirm from the broker in time")
+            elif fut.cancelled():
+                results[i] = results[i] or asyncio.TimeoutError("no confirm from the broker in time")
+            elif fut.exception() is not None:
+                results[i] = fut.exception()
+        return results
+
+    @staticmethod
+    async def _write_batch(channel: Any, messages: list[Outgoing], parts: list[bytes], index: list[int],
+                           confirms: dict[int, asyncio.Future]) -> None:
+        """Under the channel's publish lock (as aiormq's ``basic_publish``): a delivery tag and a confirm
+        future each, in the order of the frames, then the frames in one write."""
+        from aiormq.abc import ChannelFrame
+        from aiormq.exceptions import ChannelInvalidStateError
+
+        async with channel.lock:
+            if channel.is_closed:
+                raise ChannelInvalidStateError(f"{channel!r} closed")
+            first = channel.delivery_tag + 1
+            registered: list[tuple[int, str]] = []
+            try:
+                for n, (i, m) in enumerate(zip(index, messages)):
+                    tag = first + n
+                    fut = channel.create_future()
+                    channel.confirmations[tag] = fut
+                    channel.message_id_delivery_tag[m.message_id] = tag
+                    fut.add_done_callback(_forgetter(channel, m.message_id, tag))
+                    confirms[i] = fut
+                    registered.append((tag, m.message_id))
+                channel.delivery_tag += len(messages)
+                drained = channel.create_future()
+                await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False,
+                                                           drain_future=drained))
+            except BaseException:
+                # nothing reached the broker: give the delivery tags back, as basic_publish does
+                channel.delivery_tag = first - 1
+                for tag, message_id in registered:
+                    channel.confirmations.pop(tag, None)
+                    if channel.message_id_delivery_tag.get(message_id) == tag:
+                        channel.message_id_delivery_tag.pop(message_id)
+                for fut in confirms.values():
+                    fut.cancel()
+                confirms.clear()
+                raise
+            await drained
+
     async def _exchange(self, suffix: str) -> AbstractExchange:
         found = self._others.get(suffix)
         if found is None:
@@ -205,3 +384,11 @@ class Bus:
         if self.connection and not self.connection.is_closed:
             await self.connection.close()
 
+
+
+def _forgetter(channel: Any, message_id: str, tag: int):  # noqa: ANN202
+    """Forget the message id's delivery tag once its confirm came (as aiormq's ``basic_publish`` does)."""
+    def forget(_fut: asyncio.Future) -> None:
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            channel.message_id_delivery_tag.pop(message_id)
+    return forget

@@ -1,9 +1,10 @@
-"""``seteli-<service> serve|migrate``: the same entry point for every service.
+"""``seteli-<service> serve|migrate|relay``: the same entry point for every service.
 
 ``serve`` binds its port before anything else and starts the app's lifespan (migrations, broker,
 consumers, relay) under uvicorn. When it cannot start because the port is taken, the broker is not
 reachable or refuses the login, it logs one line (JSON, event ``service.cannot_start``, with
-``reason`` and ``error``) and exits 1, without a traceback.
+``reason`` and ``error``) and exits 1, without a traceback. ``relay`` runs only the service's outbox
+relay, for a service served with ``RELAY=off`` (``seteli_shared.relay``).
 """
 from __future__ import annotations
 
@@ -142,10 +143,13 @@ def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettin
         default_port = BY_NAME[spec.name].port
     parser = argparse.ArgumentParser(prog=f"seteli-{spec.name}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = sub.add_parser("serve", help="run the HTTP API, its consumers and its outbox relay")
+    serve_cmd = sub.add_parser("serve", help="run the HTTP API, its consumers and its outbox relay (RELAY=in_process, "
+                               "the default; RELAY=process: the relay as a child process; RELAY=off: none)")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=default_port)
     sub.add_parser("migrate", help="apply the database migrations and exit")
+    sub.add_parser("relay", help="run only the outbox relay (beside a service served with RELAY=off), until "
+                   "SIGTERM or SIGINT")
     for name, (help_text, _) in (extra_commands or {}).items():
         sub.add_parser(name, help=help_text)
     args = parser.parse_args()
@@ -153,6 +157,11 @@ def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettin
     if args.command in (extra_commands or {}):
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
         sys.exit(extra_commands[args.command][1](settings))
+    if args.command == "relay":
+        from .relay import run_relay
+
+        configure_logging(settings.service_name, settings.log_level, settings.log_json)
+        sys.exit(asyncio.run(run_relay(settings)))
     if args.command == "migrate":
         upgrade(spec.migrations_dir, settings.database_url)
         print(f"{spec.name}: database at head")

@@ -35,6 +35,12 @@ class ServiceSettings(BaseSettings):
     publish_timeout_seconds: float = 10.0
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = 0.2
+    #: where the outbox relay runs (``RELAY``): ``in_process`` in the service's own event loop (woken by each
+    #: commit that writes the outbox); ``process``: the service starts it as a child process of its own
+    #: (``python -m seteli_shared.relay``, woken through a pipe, ended with the service), so that publishing
+    #: does not take the HTTP worker's time (bulk intake); ``off``: none here, run ``seteli-<service> relay``
+    #: beside the service (it polls every ``RELAY_IDLE_SECONDS``)
+    relay: Literal["in_process", "process", "off"] = "in_process"
     #: test each pooled PostgreSQL connection with a round trip before use (``DB_POOL_PRE_PING``); a
     #: service whose use cases retry on a dropped connection may turn it off (connections are recycled
     #: after ``DB_POOL_RECYCLE_SECONDS`` either way)
