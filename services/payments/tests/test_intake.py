@@ -344,3 +344,37 @@ async def test_twin_single_charges_at_once_make_one_charge(world):  # noqa: ANN0
         events = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
             OutboxMessage.routing_key == "charge.accepted.v1", OutboxMessage.body.contains(voucher_id)))).scalar_one()
     assert rows == 1 and events == 1
+
+
+async def test_chunks_answer_as_one_after_another_and_an_unreadable_line_comes_after_the_chunk_before(world):  # noqa: ANN001
+    """``charge_bulk`` reads the next chunk's lines while a chunk is in the database: each chunk still sees
+    what the ones before it charged (units used, references), and a line that cannot be read is refused
+    after the chunk before it has committed, as when the chunks were read one at a time."""
+    from seteli_shared.auth import Principal, Role
+    from seteli_shared.errors import DomainError
+
+    w, p = world, "prov-chunks"
+    (v1, _), (v2, _) = await w.provider_with_vouchers(p, 2, units="5")
+    principal = Principal(subject="t:provider_charger", roles=frozenset({Role.PROVIDER_CHARGER}), provider_id=p)
+    sessions = w.app.state.runtime.sessions
+
+    def lines(voucher_id: str, unreadable_from: int | None = None):  # noqa: ANN202
+        for n in range(1, 9):  # one unit each, on a five-unit voucher; line 8 repeats line 1
+            if unreadable_from is not None and n >= unreadable_from:
+                raise DomainError("encoding_not_utf8", "not UTF-8", status_code=400)
+            yield intake.line_of(n, {"voucher_id": voucher_id, "provider_reference": f"{voucher_id}-{n if n < 8 else 1}",
+                                     "service_date": "2026-06-01", "units": "1"})
+
+    answer = await intake.charge_bulk(sessions, w.clock, principal, p, lines(v1), chunk_lines=3)
+    assert [(r["line"], r["status"], r["reason"]) for r in answer["results"]] == [
+        (1, "accepted", None), (2, "accepted", None), (3, "accepted", None), (4, "accepted", None),
+        (5, "accepted", None), (6, "refused", "units_exceeded"), (7, "refused", "units_exceeded"),
+        (8, "repeated", None)]
+    assert answer["results"][7]["charge_id"] == answer["results"][0]["charge_id"]
+
+    with pytest.raises(DomainError):
+        await intake.charge_bulk(sessions, w.clock, principal, p, lines(v2, unreadable_from=5), chunk_lines=3)
+    async with sessions() as session:
+        refs = (await session.execute(select(Charge.provider_reference).where(Charge.voucher_id == v2))).scalars()
+        assert sorted(refs) == [f"{v2}-1", f"{v2}-2", f"{v2}-3"], "the first chunk committed, nothing after it"
+    assert (await w.client.get("/ledger/check")).json()["ok"]

@@ -16,8 +16,9 @@ Per chunk:
    accepts counts for the later lines of its voucher, a provider reference accepted earlier in the
    chunk answers ``repeated`` (or ``duplicate_reference``) to a later line;
 5. the accepted charges, their ledger transactions and entries, the ``ChargeAccepted`` outbox rows
-   and the audit rows go in with one statement per table: ``COPY`` on PostgreSQL (on the session's
-   own connection, inside its transaction), multi-row inserts elsewhere.
+   (bodies written straight from the values, ``outbox.DirectEventRows``) and the audit rows go in with
+   one statement per table: ``COPY`` on PostgreSQL (on the session's own connection, inside its
+   transaction), multi-row inserts elsewhere.
 
 A twin of a line's provider reference committed by a concurrent request after step 3 makes the
 charge's insert fail on the reference's unique key: the caller runs the chunk again (nothing of it
@@ -41,7 +42,7 @@ from seteli_shared.events import ChargeAccepted
 from seteli_shared.logging import new_id
 from seteli_shared.money import from_hundredths, to_hundredths
 from seteli_shared.outbox import T as OUTBOX
-from seteli_shared.outbox import event_row, wake_relay_on_commit
+from seteli_shared.outbox import DirectEventRows, wake_relay_on_commit
 
 from . import domain, lifecycle, usecases
 from .models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView,
@@ -357,6 +358,9 @@ class _Rows:
         self.entries: list[tuple] = []
         self.outbox: list[tuple] = []
         self.audit: list[tuple] = []
+        #: the ``ChargeAccepted`` rows, their bodies written straight from the values (``DirectEventRows``)
+        self.events = DirectEventRows(ChargeAccepted, usecases.SOURCE)
+        self._audit: tuple | None = None
 
     def add(self, principal: Principal, charge_id: str, voucher_id: str, funder_id: str, category: str,
             reference: str, req: domain.ChargeRequest, a: domain.ChargeAmounts, at: datetime) -> None:
@@ -368,16 +372,22 @@ class _Rows:
         self.txns.append((txn_id, "charge", charge_id, at))
         self.entries += [(txn_id, account, amount) for account, amount in
                          domain.charge_postings(funder_id, req.provider_id, a.amount_cents)]
-        _env, row = event_row(ChargeAccepted(
-            charge_id=charge_id, voucher_id=voucher_id, funder_id=funder_id, provider_id=req.provider_id,
-            category=category, service_date=req.service_date, units=from_hundredths(req.units_x100),
-            unit_price_cents=a.unit_price_cents, amount_cents=a.amount_cents, own_share_cents=a.own_share_cents,
-            accepted_at=at, tariff=req.tariff, price_registered=a.price_registered,
-            registered_price_cents=a.registered_price_cents, price_list_id=a.price_list_id,
-            client_fee_cents=a.client_fee_cents), usecases.SOURCE)
-        self.outbox.append(tuple(row[k] for k in OUTBOX_COLUMNS))
-        record = audit.row(principal, "charge.create", "charge", charge_id, funder_id)
-        self.audit.append(tuple(record[k] for k in AUDIT_COLUMNS))
+        row = self.events.row({
+            "charge_id": charge_id, "voucher_id": voucher_id, "funder_id": funder_id, "provider_id": req.provider_id,
+            "category": category, "service_date": req.service_date, "units": from_hundredths(req.units_x100),
+            "unit_price_cents": a.unit_price_cents, "amount_cents": a.amount_cents,
+            "own_share_cents": a.own_share_cents, "accepted_at": at, "tariff": req.tariff,
+            "price_registered": a.price_registered, "registered_price_cents": a.registered_price_cents,
+            "price_list_id": a.price_list_id, "client_fee_cents": a.client_fee_cents})
+        self.outbox.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0))
+        if self._audit is None:  # the same actor, action and correlation for every charge of the chunk
+            record = audit.row(principal, "charge.create", "charge", charge_id, funder_id)
+            self._audit = tuple(record[k] for k in AUDIT_COLUMNS)
+            self.audit.append(self._audit)
+            return
+        _at, channel, actor, roles, tenant, action, rtype, _rid, _fid, correlation = self._audit
+        self.audit.append((datetime.now(timezone.utc), channel, actor, roles, tenant, action, rtype, charge_id,
+                           funder_id, correlation))
 
     def tables(self) -> list[tuple]:
         # the ledger transactions before their entries (the entries' foreign key)

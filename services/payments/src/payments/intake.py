@@ -3,6 +3,7 @@ transactions, each chunk set-based through ``bulk.charge_chunk`` with the rules 
 ``usecases.accept_charge``), Idempotency-Key records, and a provider cancelling an unsettled charge."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -258,21 +259,51 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
     together), set-based (``bulk``): the chunk's vouchers locked and everything the rules need read in a
     few statements, the rules applied line by line in memory, the accepted lines' rows written with one
     statement per table. A refused line leaves the others; a chunk that meets a deadlock (or a concurrent
-    twin of a reference) is run again whole (nothing of it was committed)."""
+    twin of a reference) is run again whole (nothing of it was committed).
+
+    The chunks run one after another; while one waits for the database, the next chunk's lines are read
+    and checked (pure work: nothing of a chunk is read from the database before the one before it has
+    committed). A line that cannot be read (the file's encoding or quoting) is refused after the chunk
+    in flight has ended, as when the lines were read one chunk at a time."""
     results: list[dict] = []
-    chunk: list[Line] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= chunk_lines:
-            results += await _chunk(sessions, clock, principal, provider_id, chunk)
-            chunk = []
-    if chunk:
-        results += await _chunk(sessions, clock, principal, provider_id, chunk)
+    it = iter(lines)
+    in_flight: asyncio.Task | None = None
+    try:
+        while True:
+            chunk = await _read_chunk(it, chunk_lines, yielding=in_flight is not None)
+            if in_flight is not None:
+                results += await in_flight
+                in_flight = None
+            if not chunk:
+                break
+            in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk))
+    except asyncio.CancelledError:
+        if in_flight is not None:
+            in_flight.cancel()
+            await asyncio.gather(in_flight, return_exceptions=True)
+        raise
+    except BaseException:
+        if in_flight is not None:  # the chunk before the unreadable line ends first (its error comes first)
+            await in_flight
+        raise
     counts = {"accepted": 0, "repeated": 0, "refused": 0}
     for r in results:
         counts[r["status"]] += 1
     log.info("charges.bulk", provider_id=provider_id, lines=len(results), **counts)
     return {"lines": len(results), **counts, "results": results}
+
+
+async def _read_chunk(it: Iterator[Line], size: int, yielding: bool) -> list[Line]:
+    """The next ``size`` lines (fewer at the end); ``yielding``: let the loop run every 100 lines, so that
+    the chunk in flight goes on as soon as the database answers it."""
+    chunk: list[Line] = []
+    for line in it:
+        chunk.append(line)
+        if len(chunk) >= size:
+            break
+        if yielding and len(chunk) % 100 == 0:
+            await asyncio.sleep(0)
+    return chunk
 
 
 # ------------------------------------------------------------------ a provider cancels its charge

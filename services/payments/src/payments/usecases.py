@@ -235,6 +235,8 @@ def _life_cycle_terms(view: VoucherView, terms: domain.VoucherTerms, req: domain
     carried = 0
     if view.carry_over and previous is not None and terms.units_per_period_x100 is not None:
         carried = periods.carried_in_x100(terms.units_per_period_x100, True, previous_used_x100)
+    if provider == terms.provider_id and not carried:
+        return terms  # nothing to change (the terms are frozen: the same object serves)
     return replace(terms, provider_id=provider, units_per_period_x100=(
         None if terms.units_per_period_x100 is None else terms.units_per_period_x100 + carried))
 
