@@ -101,6 +101,30 @@ async def test_a_batch_after_the_channel_was_closed_opens_a_new_one(bus: Bus, na
     assert results == [None]
 
 
+async def test_a_channel_closed_by_the_broker_fails_the_batch_at_once(namespace, amqp_url):  # noqa: ANN001
+    """The broker closes the channel (a message whose user_id is not the connection's user): every message
+    of the batch fails with the channel's reason, without waiting for the publish timeout."""
+
+    class Impostor(Bus):
+        @property
+        def user(self) -> str:
+            return "someone-else"
+
+    bus = Impostor(make_settings(service_name="payments", bus_namespace=namespace, amqp_url=amqp_url,
+                                 publish_timeout_seconds=20))
+    await bus.connect()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await bus.publish_many([Outgoing(b"{}", "test.tick.v1", f"m-{n}", "fi.seteli.test.tick.v1")
+                                          for n in range(50)])
+        assert loop.time() - started < 10
+        assert all(isinstance(r, Exception) for r in results), results
+        assert "PRECONDITION_FAILED" in repr(results[0]) or "user_id" in repr(results[0]), results[0]
+    finally:
+        await bus.close()
+
+
 def test_direct_bodies_are_the_envelopes_bodies():
     rows = DirectEventRows(ChargeAccepted, "payments")
     at = datetime(2026, 6, 1, 12, 30, 15, 123456, tzinfo=timezone.utc)

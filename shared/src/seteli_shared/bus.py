@@ -304,38 +304,52 @@ class Bus:
         if not wanted:
             return results
         confirms: dict[int, asyncio.Future] = {}
+        registered: list[tuple[int, str]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_seconds
+        # one future of the channel's own per batch: aiormq rejects it when the channel or its connection
+        # closes, and that rejects the batch's confirms (plain futures: cheaper than one of its own each)
+        closed = channel.create_future()
+        closed.add_done_callback(_rejecter(confirms))
         try:
             async with asyncio.timeout_at(deadline):
-                await self._write_batch(channel, [messages[i] for i in wanted], parts, wanted, confirms)
-            pending = list(confirms.values())
-            if pending:
-                await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+                await self._write_batch(channel, loop, [messages[i] for i in wanted], parts, wanted, confirms,
+                                        registered)
+                for fut in list(confirms.values()):  # the broker confirms in order: few of these wait
+                    if not fut.done():
+                        try:
+                            await fut
+                        except Exception:  # noqa: BLE001  (read below)
+                            pass
         except BaseException as exc:
             for fut in confirms.values():
-                fut.cancel()
+                if not fut.done():
+                    fut.cancel()
             if not isinstance(exc, Exception):
+                _retrieve(confirms.values())
                 raise
             for i in wanted:
                 if i not in confirms:
                     results[i] = exc
+        finally:
+            closed.cancel()
+            for tag, message_id in registered:  # as basic_publish forgets each message id once confirmed
+                if channel.message_id_delivery_tag.get(message_id) == tag:
+                    channel.message_id_delivery_tag.pop(message_id)
         for i in wanted:
             fut = confirms.get(i)
             if fut is None:
                 continue
-            if not fut.done():
-                fut.cancel()
-                results[i] = asyncio.TimeoutError("no confirm from the broker in time")
-            elif fut.cancelled():
+            if fut.cancelled():
                 results[i] = results[i] or asyncio.TimeoutError("no confirm from the broker in time")
             elif fut.exception() is not None:
                 results[i] = fut.exception()
         return results
 
     @staticmethod
-    async def _write_batch(channel: Any, messages: list[Outgoing], parts: list[bytes], index: list[int],
-                           confirms: dict[int, asyncio.Future]) -> None:
+    async def _write_batch(channel: Any, loop: asyncio.AbstractEventLoop, messages: list[Outgoing],
+                           parts: list[bytes], index: list[int], confirms: dict[int, asyncio.Future],
+                           registered: list[tuple[int, str]]) -> None:
         """Under the channel's publish lock (as aiormq's ``basic_publish``): a delivery tag and a confirm
         future each, in the order of the frames, then the frames in one write."""
         from aiormq.abc import ChannelFrame
@@ -345,14 +359,12 @@ class Bus:
             if channel.is_closed:
                 raise ChannelInvalidStateError(f"{channel!r} closed")
             first = channel.delivery_tag + 1
-            registered: list[tuple[int, str]] = []
             try:
                 for n, (i, m) in enumerate(zip(index, messages)):
                     tag = first + n
-                    fut = channel.create_future()
+                    fut = loop.create_future()
                     channel.confirmations[tag] = fut
                     channel.message_id_delivery_tag[m.message_id] = tag
-                    fut.add_done_callback(_forgetter(channel, m.message_id, tag))
                     confirms[i] = fut
                     registered.append((tag, m.message_id))
                 channel.delivery_tag += len(messages)
@@ -362,10 +374,8 @@ class Bus:
             except BaseException:
                 # nothing reached the broker: give the delivery tags back, as basic_publish does
                 channel.delivery_tag = first - 1
-                for tag, message_id in registered:
+                for tag, _message_id in registered:
                     channel.confirmations.pop(tag, None)
-                    if channel.message_id_delivery_tag.get(message_id) == tag:
-                        channel.message_id_delivery_tag.pop(message_id)
                 for fut in confirms.values():
                     fut.cancel()
                 confirms.clear()
@@ -386,9 +396,20 @@ class Bus:
 
 
 
-def _forgetter(channel: Any, message_id: str, tag: int):  # noqa: ANN202
-    """Forget the message id's delivery tag once its confirm came (as aiormq's ``basic_publish`` does)."""
-    def forget(_fut: asyncio.Future) -> None:
-        if channel.message_id_delivery_tag.get(message_id) == tag:
-            channel.message_id_delivery_tag.pop(message_id)
-    return forget
+def _rejecter(confirms: dict[int, asyncio.Future]):  # noqa: ANN202
+    """Fail the batch's pending confirms with the reason the channel closed."""
+    def reject(closed: asyncio.Future) -> None:
+        if closed.cancelled():
+            return
+        reason = closed.exception() or ConnectionError("the channel closed")
+        for fut in confirms.values():
+            if not fut.done():
+                fut.set_exception(reason)
+    return reject
+
+
+def _retrieve(futures: Any) -> None:
+    """Read the exceptions of finished futures (else asyncio logs them as never retrieved)."""
+    for fut in futures:
+        if fut.done() and not fut.cancelled():
+            fut.exception()
