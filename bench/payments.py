@@ -8,7 +8,9 @@
    before the baseline's turn. Prints requests/s, p50, p99, each round's ratio and the overall ratio.
 2. **bulk intake** (``POST /charges/bulk``) if the app has it: ``--bulk-requests`` of ``--bulk-lines`` lines,
    then a raw bulk baseline on the same database (chunks of 2,500 lines: vouchers locked, charges, ledger
-   transactions and entries and outbox rows by COPY). Prints lines/s and the ratio.
+   transactions and entries and outbox rows by COPY). Prints lines/s (until the last answer, and until the relay
+   has published every ``ChargeAccepted``) and the ratio. ``--relay process`` serves payments with ``RELAY=process``
+   (its outbox relay a child process instead of a task in the worker's event loop).
 3. **a settlement run** over ``--charges`` accepted charges (200,000; ``--charges 1000000`` for the full
    figure) inserted by raw SQL: ``usecases.run_settlement`` in one transaction, beside a raw-SQL baseline
    doing the same work (group, insert settlement rows, update the charges, insert ledger transactions and
@@ -374,7 +376,7 @@ async def run(args: argparse.Namespace) -> int:
     await admin.execute(f'CREATE DATABASE "{db_name}"')
     procs: list[subprocess.Popen] = []
     figures: dict = {"providers": args.providers, "vouchers": args.vouchers, "seconds": args.seconds,
-                     "connections": args.connections}
+                     "connections": args.connections, "relay": args.relay}
     ok = True
     try:
         from payments.app import SPEC
@@ -390,7 +392,7 @@ async def run(args: argparse.Namespace) -> int:
             port = free_port()
             if label == "payments":
                 env = dict(os.environ, DATABASE_URL=url, AMQP_URL=AMQP_URL, BUS_NAMESPACE=namespace,
-                           ENVIRONMENT="test", LOG_LEVEL=args.log_level)
+                           ENVIRONMENT="test", LOG_LEVEL=args.log_level, RELAY=args.relay)
                 cmd = [sys.executable, "-m", "uvicorn", "--factory", "payments.app:create_app", "--host", "127.0.0.1",
                        "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
             else:
@@ -443,7 +445,7 @@ async def run(args: argparse.Namespace) -> int:
         stop(servers["baseline"][1])
 
         # ---- bulk intake over HTTP, then the same lines by raw SQL (COPY) on the same database
-        bulk_path = await bulk(servers["payments"][0], args, figures)
+        bulk_path = await bulk(servers["payments"][0], args, figures, dsn)
         ok &= figures.get("bulk_accepted", 0) == figures.get("bulk_lines", 0)
         stop(servers["payments"][1])
         for _base, _proc, log in servers.values():
@@ -487,8 +489,9 @@ async def run(args: argparse.Namespace) -> int:
             print(f"could not delete bus namespace {namespace}: {exc}", file=sys.stderr)
 
 
-async def bulk(base: str, args: argparse.Namespace, figures: dict) -> str | None:
-    """Bulk intake: ``--bulk-requests`` requests of ``--bulk-lines`` lines each, one after another."""
+async def bulk(base: str, args: argparse.Namespace, figures: dict, dsn: str) -> str | None:
+    """Bulk intake: ``--bulk-requests`` requests of ``--bulk-lines`` lines each, one after another; lines/s
+    until the last answer, and until the relay has published the last ``ChargeAccepted``."""
     from seteli_shared.auth import mint
 
     async with httpx.AsyncClient(base_url=base, timeout=600) as c:
@@ -512,9 +515,13 @@ async def bulk(base: str, args: argparse.Namespace, figures: dict) -> str | None
             accepted += answer.json().get("accepted", 0)
             lines += args.bulk_lines
         elapsed = time.perf_counter() - t0
-    figures.update(bulk_lines=lines, bulk_accepted=accepted, bulk_rate=round(lines / elapsed))
+    await outbox_drained(dsn)
+    published = time.perf_counter() - t0
+    figures.update(bulk_lines=lines, bulk_accepted=accepted, bulk_rate=round(lines / elapsed),
+                   bulk_published_rate=round(lines / published))
     print(f"bulk intake: {lines} lines ({accepted} accepted) in {elapsed:.2f} s = {lines / elapsed:,.0f} lines/s "
-          f"({args.bulk_lines} lines per request)")
+          f"({args.bulk_lines} lines per request); every event published after {published:.2f} s = "
+          f"{lines / published:,.0f} lines/s")
     return "/charges/bulk"
 
 
@@ -531,6 +538,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bulk-lines", type=int, default=10000)
     p.add_argument("--bulk-requests", type=int, default=5)
     p.add_argument("--log-level", default="info", help="the payments app's LOG_LEVEL (info logs every request)")
+    p.add_argument("--relay", default="in_process", choices=("in_process", "process"),
+                   help="the payments app's RELAY: its outbox relay in the worker's event loop or as its child process")
     p.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--dsn", help=argparse.SUPPRESS)
     return p.parse_args(argv)
