@@ -217,6 +217,24 @@ async def test_relay_as_a_child_process_is_woken_by_commits_and_ends_with_its_se
     assert child.proc.returncode == 0, "its input closed: it finished and exited"
 
 
+async def test_a_relay_child_that_ends_while_its_service_runs_is_started_again(pg, namespace, amqp_url):  # noqa: ANN001
+    _url, engine, bus, settings = await _outbox_world(pg, namespace, amqp_url)
+    await _spy(bus, namespace)
+    child = RelayProcess(settings, restart_seconds=0.2)
+    try:
+        await child.start()
+        first = child.proc.pid
+        os.kill(first, signal.SIGKILL)
+        await eventually(lambda: child.proc.pid != first and child.proc.returncode is None, timeout=15)
+        await _emit(engine, 7)
+        await eventually(lambda: _drained(engine), timeout=30)
+    finally:
+        await child.stop()
+        await bus.close()
+        await engine.dispose()
+    assert child.proc.returncode == 0
+
+
 async def test_relay_child_ends_when_its_service_dies(pg, namespace, amqp_url):  # noqa: ANN001
     """A service killed with SIGKILL cannot stop its child: the child sees its input close and exits."""
     _url, engine, bus, settings = await _outbox_world(pg, namespace, amqp_url)

@@ -6,7 +6,8 @@
 - ``RELAY=process``: the service starts ``python -m seteli_shared.relay`` itself as its child
   (``RelayProcess``), with the service's settings, and writes a byte to its standard input after each
   commit that wrote the outbox (the wake-up the in-process relay gets from an event); the child ends
-  when its standard input closes: the service stopping, or dying (even ``kill -9``), ends it.
+  when its standard input closes: the service stopping, or dying (even ``kill -9``), ends it. A child
+  that ends while the service runs (no broker at its start, a crash) is started again.
 
 Either way the relay publishes exactly as the in-process one does (``outbox.OutboxRelay``: rows claimed
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, marked sent in the same transaction), so any number of them
@@ -99,24 +100,48 @@ class _PipeWakeup:
 
 
 class RelayProcess:
-    """The relay as a child of the service (``RELAY=process``)."""
+    """The relay as a child of the service (``RELAY=process``). A child that ends while the service runs
+    (it could not reach the broker at its start, or it crashed) is started again after ``restart_seconds``."""
 
-    def __init__(self, settings: ServiceSettings):
+    def __init__(self, settings: ServiceSettings, restart_seconds: float = 2.0):
         self.settings = settings
+        self.restart_seconds = restart_seconds
         self.proc: asyncio.subprocess.Process | None = None
         self._wakeup: _PipeWakeup | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
 
     async def start(self) -> None:
+        await self._spawn()
+        self._watch = asyncio.create_task(self._keep_running(), name="outbox-relay-process")
+
+    async def _spawn(self) -> None:
         handed = {k: getattr(self.settings, k) for k in _RELAY_FIELDS}
         env = dict(os.environ, **{SETTINGS_ENV: json.dumps(handed, default=str)})
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "seteli_shared.relay", stdin=asyncio.subprocess.PIPE, env=env)
+        if self._wakeup is not None:
+            remove_wakeup(self._wakeup)
         self._wakeup = _PipeWakeup(self.proc.stdin)
         add_wakeup(self._wakeup)
         self._wakeup.set()  # rows left unsent before the start
         log.info("relay.process_started", pid=self.proc.pid)
 
+    async def _keep_running(self) -> None:
+        while not self._stopping:
+            returncode = await self.proc.wait()
+            if self._stopping:
+                return
+            log.warning("relay.process_exited", pid=self.proc.pid, returncode=returncode, restart=True)
+            await asyncio.sleep(self.restart_seconds)
+            if not self._stopping:
+                await self._spawn()
+
     async def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         if self.proc is None:
             return
         if self._wakeup is not None:
