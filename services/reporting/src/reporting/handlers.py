@@ -32,7 +32,7 @@ from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
 from .models import (ApprovalChange, CategoryMonth, ChargeFact, ClientMonth, ClientTotalMonth, FunderFigures,
-                     FunderMember, FunderMonth, PriceListFact, ProviderChoice, ProviderMonth, ReceivedEvent,
+                     FunderMember, FunderMonth, PriceListFact, ProviderChoice, ProviderMonth, ReceivedEvent, SwitchMonth,
                      VoucherFact, VoucherMonth)
 
 log = get_logger(__name__)
@@ -545,11 +545,21 @@ class Batch:
             known = v is not None and v["client_ref"] is not None
             c["client"], c["age_band"] = (v["client_ref"], v["age_band"]) if known else (None, None)
         await insert_new(session, ProviderChoice, self.choices, ["event_id"])
+        affected = {(c["funder_id"], c["period"]) for c in self.choices if c["previous_provider_id"] is not None}
         issued = [(vid, v["client_ref"], v["age_band"]) for vid in sorted(self.changed_vouchers)
                   if (v := self.vouchers[vid])["client_ref"] is not None
                   and not self.vouchers_before[vid].get("_had_client")]
-        if not issued:
-            return
+        t = ProviderChoice.__table__
+        if issued:
+            affected |= {tuple(r) for r in (await session.execute(
+                sa.select(t.c.funder_id, t.c.period).where(
+                    t.c.voucher_id.in_(sa.bindparam("ids", expanding=True)), t.c.client.is_(None),
+                    t.c.previous_provider_id.is_not(None)).distinct(), {"ids": [i[0] for i in issued]})).all()}
+            await self._complete_switches(session, issued)
+        if affected:
+            await recount_switches(session, sorted(affected))
+
+    async def _complete_switches(self, session: AsyncSession, issued: list[tuple]) -> None:
         t = ProviderChoice.__table__
         if _pg(session):
             await session.execute(sa.text(
@@ -662,6 +672,25 @@ def _rows(sums: dict[tuple | str, dict[str, int]], keys: tuple[str, ...] | list[
         key_t = key if isinstance(key, tuple) else (key,)
         out.append({**dict(zip(keys, key_t)), **{n: int(values.get(n, 0)) for n in names}})
     return out
+
+
+async def recount_switches(session: AsyncSession, pairs: list[tuple[str, str]]) -> None:
+    """Count the switches of these (funder, month) pairs again from their rows in ``reporting_choice``:
+    per age band and for all bands (``*``), switches and distinct clients."""
+    c, sm = ProviderChoice.__table__, SwitchMonth.__table__
+    client = sa.func.coalesce(c.c.client, sa.literal_column("'voucher:'") + c.c.voucher_id)
+    band = sa.func.coalesce(c.c.age_band, sa.literal_column("'unknown'"))
+    for start in range(0, len(pairs), 500):
+        chunk = pairs[start:start + 500]
+        where = [c.c.previous_provider_id.is_not(None), sa.tuple_(c.c.funder_id, c.c.period).in_(chunk)]
+        await session.execute(sa.delete(sm).where(sa.tuple_(sm.c.funder_id, sm.c.period).in_(chunk)))
+        counts = (sa.func.count(), sa.func.count(sa.distinct(client)))
+        by_band = sa.select(c.c.funder_id, c.c.period, band, *counts).where(*where).group_by(
+            c.c.funder_id, c.c.period, band)
+        all_bands = sa.select(c.c.funder_id, c.c.period, sa.literal_column("'*'"), *counts).where(*where).group_by(
+            c.c.funder_id, c.c.period)
+        await session.execute(sm.insert().from_select(
+            ["funder_id", "period", "age_band", "switches", "clients"], sa.union_all(by_band, all_bands)))
 
 
 async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:

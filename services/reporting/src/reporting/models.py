@@ -271,6 +271,20 @@ class ProviderChoice(SQLModel, table=True):
     age_band: str | None = _col(sa.String(16), nullable=True)
 
 
+class SwitchMonth(SQLModel, table=True):
+    """Provider switches per funder, month and the switching clients' age band (``*``: all bands), and the
+    distinct clients behind them (migration 0008). The fold recounts a (funder, month) from its switch rows
+    in ``reporting_choice`` whenever a batch adds or completes one, so the counts never depend on order."""
+
+    __tablename__ = "reporting_switch_month"
+    __table_args__ = (sa.Index("ix_reporting_switch_month_period", "period"),)
+    funder_id: str = _col(sa.String(40), pk=True)
+    period: str = _col(sa.String(7), pk=True)
+    age_band: str = _col(sa.String(16), pk=True)
+    switches: int = _sum()
+    clients: int = _sum()
+
+
 class Feedback(SQLModel, table=True):
     """A client's feedback on its voucher's service in a month (not a read model: reporting's own)."""
 
@@ -287,4 +301,5 @@ class Feedback(SQLModel, table=True):
 
 #: the read models ``seteli-reporting rebuild`` empties and folds again from the archive
 READ_MODELS = (FunderFigures, FunderMember, VoucherFact, ChargeFact, CategoryMonth, ClientMonth, VoucherMonth,
-               PriceListFact, ApprovalChange, ProviderChoice, ClientTotalMonth, FunderMonth, ProviderMonth)
+               PriceListFact, ApprovalChange, ProviderChoice, ClientTotalMonth, FunderMonth, ProviderMonth,
+               SwitchMonth)

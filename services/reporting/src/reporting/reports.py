@@ -13,10 +13,11 @@ from seteli_shared.money import from_hundredths
 from . import domain
 from .domain import Period, Row, share
 from .models import (ApprovalChange, CategoryMonth, Feedback, FunderMonth, PriceListFact, ProviderChoice, ProviderMonth,
-                     VoucherFact)
+                     SwitchMonth, VoucherFact)
 
 V, CM, F, C, FM, PM = (VoucherFact.__table__, CategoryMonth.__table__, Feedback.__table__, ProviderChoice.__table__,
                        FunderMonth.__table__, ProviderMonth.__table__)
+SW = SwitchMonth.__table__
 TOTAL = "total"
 
 #: the category row's figures and which base (distinct clients) each describes; None: no client
@@ -189,18 +190,17 @@ async def market_shares(s: AsyncSession, funder_id: str, p: Period) -> list[Row]
 
 async def switches(s: AsyncSession, funder_id: str | None, p: Period) -> tuple[Row, list[Row]]:
     """Provider switches in the month (choices naming a previous provider): how many clients switched,
-    by age band (the voucher's ``age_band``, kept on the choice by the fold; ``unknown`` where the decision
-    gave none or reporting has not seen the voucher's issue). One index of one table is read."""
-    client = sa.func.coalesce(C.c.client, sa.literal("voucher:") + C.c.voucher_id)
-    band = sa.func.coalesce(C.c.age_band, "unknown")
-    where = [C.c.period == str(p), C.c.previous_provider_id.is_not(None)]
+    by age band (the voucher's ``age_band``; ``unknown`` where the decision gave none or reporting has not
+    seen the voucher's issue). The fold keeps the counts (``reporting_switch_month``); operator-wide they
+    are summed over funders (a client reference is a funder's own)."""
+    q = sa.select(SW.c.age_band, sa.func.sum(SW.c.switches), sa.func.sum(SW.c.clients)).where(
+        SW.c.period == str(p)).group_by(SW.c.age_band)
     if funder_id is not None:
-        where.append(C.c.funder_id == funder_id)
-    found = (await s.execute(sa.select(band, sa.func.count(), sa.func.count(sa.distinct(client)))
-                             .where(*where).group_by(band))).all()
-    bands = [Row({"age_band": b}, {"switches": n, "clients": c}, {"switches": c, "clients": c})
-             for b, n, c in sorted(found)]
-    n, c = (await s.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(client))).where(*where))).one()
+        q = q.where(SW.c.funder_id == funder_id)
+    found = {b: (int(n), int(c)) for b, n, c in (await s.execute(q)).all()}
+    n, c = found.pop("*", (0, 0))
+    bands = [Row({"age_band": b}, {"switches": bn, "clients": bc}, {"switches": bc, "clients": bc})
+             for b, (bn, bc) in sorted(found.items())]
     total = Row({"age_band": TOTAL}, {"switches": n, "clients": c}, {"switches": c, "clients": c})
     domain.suppress(bands, ("switches", "clients"), total)
     return total, bands
