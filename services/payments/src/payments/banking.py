@@ -33,7 +33,8 @@ from seteli_shared.logging import get_logger, new_id
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, notices, settlement
-from .models import BankTransaction, ChargeCorrection, Payout, RecoveryClaim, Settlement, SettlementRun
+from .models import (BankTransaction, ChargeCorrection, LedgerEntry, LedgerTransaction, Payout, RecoveryClaim, Settlement,
+                     SettlementRun)
 from .usecases import post
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -142,8 +143,6 @@ class FunderAccount:
 
 async def funder_account(sessions: Sessions, funder_id: str) -> FunderAccount:
     """What the funder owes from the ledger: its accepted charges, less corrections, less its payments."""
-    from .models import LedgerEntry, LedgerTransaction
-
     account = domain.funder_account(funder_id)
     async with sessions() as session:
         rows = dict((await session.execute(

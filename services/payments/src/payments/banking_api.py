@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, acting_for_funder, ensure_visible, require,
                                tenant_scope)
 from seteli_shared.clock import ClockDep
+from seteli_shared.events import FunderId
 from seteli_shared.schemas import Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
@@ -125,7 +126,7 @@ async def funder_account(
 
 # ------------------------------------------------------------------ recovery claims
 class ClaimCreate(RequestModel):
-    funder_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    funder_id: FunderId
     provider_id: str = Field(min_length=1, max_length=64)
 
 

@@ -28,8 +28,9 @@ from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, lifecycle
-from .models import (ApprovalView, Charge, ChargeCorrection, FunderView, LedgerEntry, LedgerTransaction,
-                     PriceListView, ProviderChoiceView, Settlement, VoucherView)
+from .models import (ApprovalView, BankTransaction, Charge, ChargeCorrection, FunderView, LedgerEntry,
+                     LedgerTransaction, Payout, PriceListView, ProviderChoiceView, RecoveryClaim, Settlement,
+                     SettlementRun, VoucherView)
 
 SOURCE = "payments"
 #: a charge its provider cancelled before settlement (``intake.cancel_charge``): its units and money no longer count
@@ -783,8 +784,6 @@ async def _bank_not_matching(session: AsyncSession) -> dict[str, list[dict]]:
     provider's payout_due is the net of its payouts the bank has not executed; its recovery_due the net of
     its claims not repaid; each claim's figures are its corrections' sums, and no correction is both
     offset and claimed."""
-    from .models import BankTransaction, Payout, RecoveryClaim, SettlementRun
-
     def balances(pattern: str):  # noqa: ANN202
         return select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents)).where(
             LedgerEntry.account.like(pattern)).group_by(LedgerEntry.account)

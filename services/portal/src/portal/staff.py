@@ -14,7 +14,7 @@ from datetime import date
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .backend import BackendError, dead_letter_counts
+from .backend import BackendError, dead_letter_counts, error_of
 from .public import categories, category_name
 from .web import FUNDER, OPERATOR, Page
 
@@ -239,16 +239,9 @@ async def payment_file(request: Request, run_id: str) -> Response:
     r = await page.raw("payments", "GET", f"/settlement-runs/{run_id}/payment-file")
     if r.status_code != 200:
         return page.render("error.html", status=404 if r.status_code == 404 else 409,
-                           message=page.t.reason(_reason_of(r)))
+                           message=page.error_text(error_of(r)))
     return Response(r.content, media_type="application/xml", headers={
         "Content-Disposition": f'attachment; filename="pain001-{run_id}.xml"'})
-
-
-def _reason_of(r) -> str:  # noqa: ANN001
-    try:
-        return r.json()["error"]["reason"]
-    except (ValueError, KeyError, TypeError):
-        return "error"
 
 
 @router.get("/operator/audit")
