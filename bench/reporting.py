@@ -14,7 +14,8 @@
 3. **rebuild**: ``usecases.rebuild`` (empty the read models, fold the whole archive again) and a check that
    the rebuilt read models equal the live ones (row counts and sums of every table).
 
-A final JSON line carries every figure.
+A final JSON line carries every figure. ``--keep --no-rebuild`` keeps the folded database;
+``--database NAME`` measures the queries and the rebuild on it again (same ``--charges``/``--funders``/``--seed``).
 """
 from __future__ import annotations
 
@@ -228,11 +229,14 @@ async def fingerprint(sessions) -> dict:  # noqa: ANN001
 
 
 async def main(args: argparse.Namespace) -> int:
-    name = f"seteli_bench_reporting_{uuid.uuid4().hex[:8]}"
+    reuse = args.database is not None
+    name = args.database or f"seteli_bench_reporting_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    if not reuse:
+        await admin.execute(f'CREATE DATABASE "{name}"')
     url = _db_url(name, "postgresql+asyncpg")
     engine = None
+    keep = args.keep or reuse
     try:
         await upgrade_async(SPEC.migrations_dir, url)
         engine = make_engine(url)
@@ -240,15 +244,22 @@ async def main(args: argparse.Namespace) -> int:
         rng = random.Random(args.seed)
         world = World(args.charges, args.funders, rng)
         print(f"reporting bench: {args.charges:,} charges, {world.vouchers:,} vouchers, {args.funders} funders, "
-              f"batches of {args.batch}", flush=True)
-        folded = await fold_all(sessions, world, args.batch)
-        print(f"fold: {folded['events']:,} events in {folded['fold_seconds']} s = {folded['events_per_second']:,} "
-              f"events/s (with generation {folded['wall_seconds_with_generation']} s)", flush=True)
+              f"batches of {args.batch}, database {name}", flush=True)
+        if reuse:  # folded by an earlier run with --keep (same --charges, --funders, --seed)
+            folded = None
+        else:
+            folded = await fold_all(sessions, world, args.batch)
+            print(f"fold: {folded['events']:,} events in {folded['fold_seconds']} s = "
+                  f"{folded['events_per_second']:,} events/s (with generation "
+                  f"{folded['wall_seconds_with_generation']} s)", flush=True)
         async with engine.connect() as conn:
             await conn.execute(sa.text("ANALYZE"))
             size = (await conn.execute(sa.text("SELECT pg_database_size(current_database())"))).scalar_one()
         print(f"database size {size / 2**30:.2f} GiB", flush=True)
         queries = await measure_queries(sessions, world, args.queries, random.Random(args.seed + 1))
+        if args.no_rebuild:
+            print(json.dumps({"charges": args.charges, "fold": folded, "queries": queries, "database_bytes": size}))
+            return 0
         live = await fingerprint(sessions)
         t0 = time.perf_counter()
         rebuilt = await usecases.rebuild(sessions, chunk=args.batch)
@@ -263,7 +274,10 @@ async def main(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             await engine.dispose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if keep:
+            print(f"database {name} kept (drop it with: DROP DATABASE \"{name}\")", flush=True)
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 
@@ -274,4 +288,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=2000, help="events per transaction (the consumer's batch)")
     parser.add_argument("--queries", type=int, default=200, help="calls of each report query")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--database", help="measure an existing database kept by --keep (no fold; kept again)")
+    parser.add_argument("--no-rebuild", action="store_true", help="stop after the queries")
     sys.exit(asyncio.run(main(parser.parse_args())))
