@@ -13,6 +13,7 @@ class ReceivedEvent(SQLModel, table=True):
     """Every event reporting has received, kept so its read models can be rebuilt from scratch."""
 
     __tablename__ = "reporting_event"
+    __table_args__ = (sa.Index("ix_reporting_event_time_id", "time", "id"),)  # the rebuild's order
     id: str = Field(primary_key=True, max_length=64)
     type: str = Field(max_length=200, index=True)
     time: datetime = Field(sa_type=UTCDateTime())
