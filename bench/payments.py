@@ -10,7 +10,9 @@
    then a raw bulk baseline on the same database (chunks of 2,500 lines: vouchers locked, charges, ledger
    transactions and entries and outbox rows by COPY). Prints lines/s (until the last answer, and until the relay
    has published every ``ChargeAccepted``) and the ratio. ``--relay process`` serves payments with ``RELAY=process``
-   (its outbox relay a child process instead of a task in the worker's event loop).
+   (its outbox relay a child process instead of a task in the worker's event loop). Then one **streamed CSV
+   file** of ``--csv-lines`` lines (100,000: a month-end file) sent as it is generated: lines/s, and the
+   worker's resident memory before and at its highest beside the file's size.
 3. **a settlement run** over ``--charges`` accepted charges (200,000; ``--charges 1000000`` for the full
    figure) inserted by raw SQL: ``usecases.run_settlement`` in one transaction, beside a raw-SQL baseline
    doing the same work (group, insert settlement rows, update the charges, insert ledger transactions and
@@ -447,6 +449,9 @@ async def run(args: argparse.Namespace) -> int:
         # ---- bulk intake over HTTP, then the same lines by raw SQL (COPY) on the same database
         bulk_path = await bulk(servers["payments"][0], args, figures, dsn)
         ok &= figures.get("bulk_accepted", 0) == figures.get("bulk_lines", 0)
+        if bulk_path is not None and args.csv_lines:
+            await csv_stream(servers["payments"][0], servers["payments"][1].pid, args, figures, dsn)
+            ok &= figures.get("csv_accepted") == args.csv_lines
         stop(servers["payments"][1])
         for _base, _proc, log in servers.values():
             log.unlink(missing_ok=True)
@@ -525,6 +530,70 @@ async def bulk(base: str, args: argparse.Namespace, figures: dict, dsn: str) -> 
     return "/charges/bulk"
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def csv_stream(base: str, pid: int, args: argparse.Namespace, figures: dict, dsn: str) -> None:
+    """One month-end CSV file of ``--csv-lines`` lines (semicolons, decimal commas, Finnish dates), sent in
+    64 KiB pieces as it is generated, as one request: lines/s until the answer, and the payments worker's
+    resident memory (sampled every 20 ms) before and at its highest, beside the file's size."""
+    from seteli_shared.auth import mint
+
+    headers = {"Authorization": f"Bearer {mint('bench:p1', ['provider_billing_system'], provider_id='p1')}",
+               "content-type": "text/csv"}
+    vouchers = [f"v{i}" for i in range(1, args.vouchers, args.providers)]  # p1's
+    day = date.fromisoformat(SERVICE_DAY)
+    size = [0]
+
+    async def body():  # noqa: ANN202
+        part = ["voucher_id;provider_reference;service_date;units;unit_price\n"]
+        for i in range(args.csv_lines):
+            part.append(f"{vouchers[i % len(vouchers)]};csv-{i};{day.day}.{day.month}.{day.year};0,01;25,00\n")
+            if len(part) >= 1500:  # about 64 KiB
+                data = "".join(part).encode()
+                size[0] += len(data)
+                yield data
+                part = []
+        data = "".join(part).encode()
+        size[0] += len(data)
+        yield data
+
+    peak, sampling = [_rss_mib(pid)], True
+    before = peak[0]
+
+    async def sample() -> None:
+        while sampling:
+            peak[0] = max(peak[0], _rss_mib(pid))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    async with httpx.AsyncClient(base_url=base, timeout=1800) as c:
+        t0 = time.perf_counter()
+        answer = await c.post("/charges/bulk", content=body(), headers=headers)
+        elapsed = time.perf_counter() - t0
+    sampling = False
+    await sampler
+    if answer.status_code != 200:
+        print(f"csv: {answer.status_code} {answer.text[:300]}", file=sys.stderr)
+        figures["csv_error"] = answer.status_code
+        return
+    got = answer.json()
+    await outbox_drained(dsn)
+    published = time.perf_counter() - t0
+    figures.update(csv_lines=args.csv_lines, csv_accepted=got["accepted"], csv_rate=round(args.csv_lines / elapsed),
+                   csv_published_rate=round(args.csv_lines / published), csv_file_mib=round(size[0] / 2**20, 1),
+                   csv_rss_before_mib=round(before, 1), csv_rss_peak_mib=round(peak[0], 1),
+                   csv_answer_mib=round(len(answer.content) / 2**20, 1))
+    print(f"bulk CSV, streamed: {args.csv_lines} lines ({got['accepted']} accepted) in one request of "
+          f"{size[0] / 2**20:.1f} MiB, {elapsed:.2f} s = {args.csv_lines / elapsed:,.0f} lines/s; every event "
+          f"published after {published:.2f} s; worker memory {before:.0f} MiB before, {peak[0]:.0f} MiB at most "
+          f"(the answer: {len(answer.content) / 2**20:.1f} MiB of JSON)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per server and round")
@@ -537,6 +606,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-providers", type=int, default=50, help="providers the settled charges belong to")
     p.add_argument("--bulk-lines", type=int, default=10000)
     p.add_argument("--bulk-requests", type=int, default=5)
+    p.add_argument("--csv-lines", type=int, default=100_000, help="lines of the streamed CSV file (0: skip)")
     p.add_argument("--log-level", default="info", help="the payments app's LOG_LEVEL (info logs every request)")
     p.add_argument("--relay", default="in_process", choices=("in_process", "process"),
                    help="the payments app's RELAY: its outbox relay in the worker's event loop or as its child process")

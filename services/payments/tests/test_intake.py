@@ -378,3 +378,74 @@ async def test_chunks_answer_as_one_after_another_and_an_unreadable_line_comes_a
         refs = (await session.execute(select(Charge.provider_reference).where(Charge.voucher_id == v2))).scalars()
         assert sorted(refs) == [f"{v2}-1", f"{v2}-2", f"{v2}-3"], "the first chunk committed, nothing after it"
     assert (await w.client.get("/ledger/check")).json()["ok"]
+
+
+async def test_a_csv_file_streams_its_lines_are_charged_as_they_arrive(world):  # noqa: ANN001
+    """A month-end CSV is charged while it is still being sent (the first 2,500 lines are committed
+    before the rest of the body has come), never held whole; a line with a personal identity code and a
+    line further on that is not UTF-8 are refused by themselves; the Idempotency-Key holds for a streamed
+    body: 409 while it is in flight, the first answer replayed for the same bytes, 422 for others."""
+    w, p = world, "prov-stream"
+    (v1, code1), (v2, _) = await w.provider_with_vouchers(p, 2, units="5000")
+    sessions = w.app.state.runtime.sessions
+    headers = {**charger(p, "provider_billing_system"), "content-type": "text/csv", "Idempotency-Key": "month-11"}
+    head = "voucher_id;provider_reference;service_date;units;unit_price\n"
+    first = "".join(f"{v1};s-{n};1.6.2026;1;25,00\n" for n in range(2, 2602)).encode()   # file lines 2..2601
+    rest = [f"{v2};s-2602;2.6.2026;1,5;25,00\n".encode(),
+            f"{v2};asiakas 131052-308T;2.6.2026;1;25,00\n".encode(),            # 2603: personal data
+            f"{v2};s-hämeenlinna;2.6.2026;1;25,00\n".encode("latin-1"),         # 2604: not UTF-8, past 64 KiB
+            f"{code1};s-2605;3.6.2026;2;25,00\n".replace(code1, v2).encode()]   # 2605
+    seen = {}
+
+    async def charged() -> int:
+        async with sessions() as session:
+            return (await session.execute(select(func.count()).select_from(Charge).where(
+                Charge.provider_id == p))).scalar_one()
+
+    async def body(pause: bool):  # noqa: ANN202
+        yield head.encode()
+        for i in range(0, len(first), 16384):
+            yield first[i:i + 16384]
+        if pause:  # the first transaction's 2,500 lines are in before the rest of the file is sent
+            seen["while_sending"] = await eventually(lambda: _at_least(charged, 2500), timeout=60)
+            again = await w.client.post("/charges/bulk", content=b"x", headers=headers)
+            seen["in_flight"] = (again.status_code, again.json()["error"]["reason"])
+        for chunk in rest:
+            yield chunk
+
+    r = await w.client.post("/charges/bulk", content=body(pause=True), headers=headers)
+    assert r.status_code == 200, r.text
+    assert seen == {"while_sending": True, "in_flight": (409, "request_in_flight")}
+    answer = r.json()
+    assert (answer["lines"], answer["accepted"], answer["repeated"], answer["refused"]) == (2604, 2602, 0, 2)
+    assert _by_line(answer)[2603] == (None, "refused", "personal_identity_code_refused")
+    assert answer["results"][2601]["details"] == {"fields": ["provider_reference"]}
+    assert _by_line(answer)[2604] == (None, "refused", "encoding_not_utf8")
+    assert _by_line(answer)[2605] == ("s-2605", "accepted", None)
+    assert "131052" not in r.text and "308T" not in r.text
+    assert await charged() == 2602
+
+    # the same bytes with the same key: the first answer, nothing charged again; other bytes: 422
+    r = await w.client.post("/charges/bulk", content=body(pause=False), headers=headers)
+    assert (r.status_code, r.json()) == (200, answer)
+    r = await w.client.post("/charges/bulk", content=head.encode() + first[:100], headers=headers)
+    assert (r.status_code, r.json()["error"]["reason"]) == (422, "idempotency_key_reused")
+    # without the key, the file again: every line comes back repeated (its provider reference)
+    r = await w.client.post("/charges/bulk", content=body(pause=False), headers={
+        k: v for k, v in headers.items() if k != "Idempotency-Key"})
+    assert (r.json()["accepted"], r.json()["repeated"], r.json()["refused"]) == (0, 2602, 2)
+    assert await charged() == 2602
+    # personal data in the header refuses the file before anything is read, without echoing it
+    r = await w.client.post("/charges/bulk", content=b"voucher_id;131052-308T;units\n", headers={
+        **charger(p), "content-type": "text/csv"})
+    assert (r.status_code, r.json()["error"]["reason"]) == (422, "personal_identity_code_refused")
+    assert "131052" not in r.text
+    async with sessions() as session:
+        refs = set((await session.execute(select(Charge.provider_reference).where(
+            Charge.provider_id == p))).scalars())
+    assert not any("131052" in ref or "meenlinna" in ref for ref in refs)
+    assert (await w.client.get("/ledger/check", headers=OPERATOR)).json()["ok"]
+
+
+async def _at_least(count, n: int) -> bool:  # noqa: ANN001
+    return await count() >= n

@@ -71,6 +71,9 @@ class ServiceSpec:
     fallback: Handler | None = None
     #: path prefixes of bulk endpoints: their bodies may be as large as ``max_bulk_body_bytes``
     bulk_paths: tuple[str, ...] = ()
+    #: (path, media type) of bulk bodies the route reads as they arrive: the guard passes them on
+    #: unread (their size still limited) and the route scans each line itself
+    streamed_bodies: tuple[tuple[str, str], ...] = ()
     #: consumers on other exchanges than the domain events' (each its own queue and dead-letter queue)
     extra_consumers: list[ConsumerSpec] = field(default_factory=list)
     title: str = ""
@@ -182,7 +185,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     app.state.settings = settings
     app.state.clock = SYSTEM_CLOCK
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
-                       max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths)
+                       max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths,
+                       streamed_bodies=spec.streamed_bodies)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health_router)

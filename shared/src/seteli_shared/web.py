@@ -11,6 +11,10 @@
   request before it reaches a route, a database or a log;
 - logs each request once: method, path, status, milliseconds, correlation id.
 
+A streamed body (a ``(path, media type)`` the service names in ``streamed_bodies``, e.g. a bulk CSV
+file) is the exception: the guard passes it on as it arrives, only counting its bytes against the bulk
+limit (413), and the route checks each line the way the guard checks a body (``payments.csv_charges``).
+
 Every error answers ``{"error": {"reason", "message", "details"?}}``: unknown routes (404), wrong
 methods (405), unparsable bodies (400), bad tokens (401), refusals (403/404/409/422/429), field errors
 (422, all of one request together in ``details.errors``), and anything unexpected (500, no internal
@@ -120,11 +124,12 @@ class RequestGuard:
     """Pure ASGI middleware; see the module docstring."""
 
     def __init__(self, app, *, max_body_bytes: int, max_bulk_body_bytes: int,  # noqa: ANN001
-                 bulk_paths: Iterable[str] = ()):
+                 bulk_paths: Iterable[str] = (), streamed_bodies: Iterable[tuple[str, str]] = ()):
         self.app = app
         self.max_body = max_body_bytes
         self.max_bulk_body = max_bulk_body_bytes
         self.bulk_paths = tuple(bulk_paths)
+        self.streamed = {(path, media.lower()) for path, media in streamed_bodies}
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -148,6 +153,11 @@ class RequestGuard:
                 refusal = self._check_target(scope)
                 path_checked = refusal is None
             body = b""
+            if refusal is None and self._streamed(scope, headers):
+                refusal = self._too_large_declared(headers, self.max_bulk_body)
+                if refusal is None:
+                    await self.app(scope, _counted(receive, self.max_bulk_body), send_with_id)
+                    return
             if refusal is None:
                 body, refusal = await self._read_body(scope, headers, receive)
             if refusal is None:
@@ -211,6 +221,24 @@ class RequestGuard:
                 return self._refusal(["query"], found[1])
         return None
 
+    def _streamed(self, scope, headers: dict) -> bool:  # noqa: ANN001
+        if not self.streamed or scope["method"] != "POST":
+            return False
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        return (scope.get("path", ""), media) in self.streamed
+
+    @staticmethod
+    def _too_large_declared(headers: dict, limit: int) -> JSONResponse | None:
+        declared = headers.get(b"content-length")
+        if declared is None:
+            return None
+        try:
+            too_large = int(declared) > limit
+        except ValueError:
+            return error_response(400, "bad_request", "Content-Length is not a number")
+        return error_response(413, "request_too_large", f"the body may be at most {limit} bytes",
+                              limit_bytes=limit) if too_large else None
+
     async def _read_body(self, scope, headers: dict, receive) -> tuple[bytes, JSONResponse | None]:  # noqa: ANN001
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") and b"content-length" not in headers \
                 and b"transfer-encoding" not in headers:
@@ -260,6 +288,23 @@ class RequestGuard:
             loc, reason = found
             return self._refusal(["body", *[str(x) for x in loc]], reason)
         return None
+
+
+def _counted(client_receive, limit: int):  # noqa: ANN001, ANN202
+    """The client's messages, refusing a body (413) once more than ``limit`` bytes of it have come."""
+    size = 0
+
+    async def receive():  # noqa: ANN202
+        nonlocal size
+        message = await client_receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise DomainError("request_too_large", f"the body may be at most {limit} bytes", status_code=413,
+                                  limit_bytes=limit)
+        return message
+
+    return receive
 
 
 def _replay(body: bytes, client_receive):  # noqa: ANN001, ANN202

@@ -14,7 +14,10 @@ from .settlement_api import router as settlement_router
 SPEC = ServiceSpec(
     name="payments",
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[settlement_router, router, intake_api.router, corrections_api.router, banking_api.router], bulk_paths=(intake_api.BULK_PATH,),  # settlement_router first: /settlements/at-risk before /settlements/{id}
+    # settlement_router first: /settlements/at-risk before /settlements/{id}
+    routers=[settlement_router, router, intake_api.router, corrections_api.router, banking_api.router],
+    bulk_paths=(intake_api.BULK_PATH,),
+    streamed_bodies=((intake_api.BULK_PATH, "text/csv"),),
     handlers={**HANDLERS, **PROVIDER_HANDLERS},
     title="seteli payments",
     description="Charges, the double-entry ledger, settlements, payouts and the bank side.",

@@ -1,6 +1,12 @@
 """Charges in a CSV file, read the way Finnish spreadsheets write them, pure (no I/O):
 
-- UTF-8 with or without a byte-order mark; anything else is refused whole (``encoding_not_utf8``);
+- UTF-8 with or without a byte-order mark. A file whose first 64 KiB are not UTF-8 (Latin-1, Windows-1252:
+  what spreadsheets write as "CSV") is refused whole (``encoding_not_utf8``), before anything is charged;
+  a line further on that is not UTF-8 is refused by itself with the same reason (the file streams: the
+  lines before it may be charged already);
+- a line holding a personal identity code (or a NUL) is refused by itself
+  (``personal_identity_code_refused``, ``nul_character``), naming the column only; in the header it
+  refuses the file. Streamed bodies skip the request guard's whole-body scan: this is that scan, per line;
 - a comma or a semicolon between fields, found from the header line;
 - decimal comma or point (``1,5`` or ``1.5`` units; ``27,50`` EUR in ``unit_price``), spaces as
   thousands separators; dates as ``2026-06-01`` or ``1.6.2026``;
@@ -24,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Iterable, Iterator
 
 from seteli_shared.errors import DomainError
+from seteli_shared.privacy import find_in
 
 REQUIRED = ("provider_reference", "service_date", "units")
 VOUCHER = ("voucher_id", "voucher_code")
@@ -31,6 +38,11 @@ OPTIONAL = ("unit_price", "unit_price_cents", "tariff", "category")
 COLUMNS = (*VOUCHER, *REQUIRED, *OPTIONAL)
 _DMY = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
 _SPACES = re.compile(r"[\s\u00a0\u202f]")
+#: the first bytes of a file are decoded strictly: a file that is not UTF-8 is refused whole
+STRICT_BYTES = 64 * 1024
+_NOT_UTF8 = "\ufffd"
+#: six digits with nothing but spaces or control characters between them (as ``web._SIX_DIGITS_SPREAD``)
+_SIX_DIGITS_SPREAD = re.compile(r"[0-9](?:[\x00-\x20\x7f]*[0-9]){5}")
 
 
 @dataclass(frozen=True)
@@ -49,21 +61,30 @@ class Row:
         return ref if isinstance(ref, str) else None
 
 
+def _not_utf8() -> DomainError:
+    return DomainError("encoding_not_utf8", "the file is not UTF-8 text: save it as UTF-8 (\"CSV UTF-8\") "
+                       "and send it again", status_code=400)
+
+
 def decode(chunks: Iterable[bytes]) -> Iterator[str]:
-    """UTF-8 text of the chunks, a leading byte-order mark dropped (``encoding_not_utf8`` otherwise)."""
+    """UTF-8 text of the chunks, a leading byte-order mark dropped. The chunks that begin in the first
+    ``STRICT_BYTES`` are decoded strictly (``encoding_not_utf8`` for the file); later ones with U+FFFD for
+    what is not UTF-8, so that the line holding it is refused by itself."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    first = True
+    first, offset = True, 0
     try:
         for chunk in chunks:
+            decoder.errors = "strict" if offset < STRICT_BYTES else "replace"
+            offset += len(chunk)
             text = decoder.decode(chunk)
             if first and text:
                 text, first = text.removeprefix("\ufeff"), False
             if text:
                 yield text
+        decoder.errors = "strict" if offset <= STRICT_BYTES else "replace"
         tail = decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise DomainError("encoding_not_utf8", "the file is not UTF-8 text: save it as UTF-8 (\"CSV UTF-8\") "
-                          "and send it again") from None
+        raise _not_utf8() from None
     if tail:
         yield tail
 
@@ -177,6 +198,12 @@ def rows(chunks: Iterable[bytes]) -> Iterator[Row]:
     if not header_line:
         raise DomainError("csv_header_missing", "the file is empty: its first line must name the columns",
                           columns=list(COLUMNS))
+    if _NOT_UTF8 in header_line:
+        raise _not_utf8()
+    found = find_in(header_line)
+    if found:  # before the header's names could be echoed as unknown columns
+        raise DomainError(found[1], "the header holds personal data; nothing was read", errors=[
+            {"loc": ["body", "header"], "reason": found[1]}])
     sep = separator(header_line)
     header_offset = 1  # blank lines before the header are rare; the header counts as line 1 of what is read
     reader = csv.reader(_chain(header_line, lines), delimiter=sep, quotechar='"', strict=False)
@@ -186,6 +213,10 @@ def rows(chunks: Iterable[bytes]) -> Iterator[Row]:
             line = reader.line_num
             if not any(c.strip() for c in cells):
                 continue
+            refused = _refused(columns, cells)
+            if refused is not None:  # nothing of the line is kept or echoed
+                yield Row(line=line + header_offset - 1, values={}, reason=refused[0], fields=refused[1])
+                continue
             values, reason, fields = _values(columns, cells)
             if reason is None and len(cells) > len(columns):
                 reason, fields = "csv_too_many_fields", []
@@ -193,6 +224,23 @@ def rows(chunks: Iterable[bytes]) -> Iterator[Row]:
     except csv.Error:
         raise DomainError("csv_malformed", "the file is not CSV that can be read (an unclosed quote?)",
                           line=reader.line_num) from None
+
+
+def _refused(columns: list[str], cells: list[str]) -> tuple[str, list[str]] | None:
+    """A line that is not read at all: one holding personal data or a NUL (the scan the request guard
+    makes of other bodies), or bytes that were not UTF-8; the reason and the columns concerned."""
+    joined = ";".join(cells)
+    if joined.isascii() and "\x00" not in joined and not _SIX_DIGITS_SPREAD.search(joined):
+        return None  # the guard's fast path: no code can be spelt without six digits this close
+    bad = [i for i, c in enumerate(cells) if _NOT_UTF8 in c]
+    if bad:
+        return "encoding_not_utf8", [columns[i] for i in bad if i < len(columns)]
+    found = find_in(cells)
+    if found:
+        i = found[0][0]
+        return found[1], [columns[i]] if i < len(columns) else []
+    found = find_in(joined)  # a code split over cells, as the guard sees a whole body
+    return (found[1], []) if found else None
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:

@@ -9,12 +9,14 @@ import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Iterable, Iterator
+from itertools import islice
+from typing import AsyncIterator, Iterable, Iterator
 
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from seteli_shared import audit, codes
 from seteli_shared.auth import Principal
@@ -27,14 +29,17 @@ from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import RequestModel
 
-from . import bulk, domain, usecases
+from . import bulk, csv_charges, domain, usecases
 from .models import Charge, IdempotencyRecord, ProviderChoiceView, VoucherView
 
 log = get_logger(__name__)
 CANCELLED = usecases.CANCELLED
-#: lines of one bulk request at most, and lines per transaction
+#: lines of one JSON bulk request at most (read whole), of a CSV file (streamed), and lines per transaction
 MAX_LINES = 10_000
+MAX_CSV_LINES = 100_000
 CHUNK_LINES = 2500
+#: the request hash of an Idempotency-Key claimed by a streamed body, until the body has been read
+HASH_PENDING = "pending"
 #: how long an Idempotency-Key is kept, and after how long a request still "in flight" is taken to have died
 KEY_TTL = timedelta(hours=24)
 IN_FLIGHT_LEASE = timedelta(minutes=10)
@@ -74,6 +79,7 @@ async def charge_by_id_or_code(sessions, clock: Clock, principal: Principal, vou
 class Replay:
     status_code: int
     body: object
+    request_hash: str = ""
 
 
 def request_hash(operation: str, payload: bytes | object) -> str:
@@ -83,6 +89,11 @@ def request_hash(operation: str, payload: bytes | object) -> str:
     return hashlib.sha256(operation.encode() + b"\0" + raw).hexdigest()
 
 
+def stream_hash(operation: str):  # noqa: ANN201
+    """``request_hash`` of raw bytes fed as they arrive (``update``; ``hexdigest`` at the end)."""
+    return hashlib.sha256(operation.encode() + b"\0")
+
+
 def check_key(key: str) -> str:
     if not 1 <= len(key) <= 200 or not key.isprintable() or not key.isascii():
         raise DomainError("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 printable ASCII characters")
@@ -90,11 +101,14 @@ def check_key(key: str) -> str:
 
 
 async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: str, operation: str,  # noqa: ANN001
-                           fingerprint: str) -> Replay | None:
+                           fingerprint: str | None) -> Replay | None:
     """Claim the key for this request (None: go ahead), or the first answer to replay. The same key
     with another request: 422 ``idempotency_key_reused``; while the first is still being answered: 409
     ``request_in_flight``. A key is kept ``KEY_TTL``; an answer never stored within ``IN_FLIGHT_LEASE``
-    (its process died) frees the key again."""
+    (its process died) frees the key again. ``fingerprint`` None: a streamed body, whose hash is known
+    only once it has been read; the replay then carries the first request's hash for the caller to
+    compare (``finish_idempotent`` stores it)."""
+    claim = HASH_PENDING if fingerprint is None else fingerprint
     now = clock.now()
     for _ in range(2):
         try:
@@ -102,39 +116,49 @@ async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: str, o
                 row = await session.get(IdempotencyRecord, (provider_id, key), with_for_update=True)
                 if row is None:
                     session.add(IdempotencyRecord(provider_id=provider_id, key=key, operation=operation,
-                                                  request_hash=fingerprint, created_at=now, expires_at=now + KEY_TTL))
+                                                  request_hash=claim, created_at=now, expires_at=now + KEY_TTL))
                     await session.flush()
                     return None
                 abandoned = row.status_code is None and row.created_at + IN_FLIGHT_LEASE <= now
                 if row.expires_at <= now or abandoned:
                     row.operation, row.request_hash, row.status_code, row.response_body = (
-                        operation, fingerprint, None, None)
+                        operation, claim, None, None)
                     row.created_at, row.expires_at = now, now + KEY_TTL
                     await session.flush()
                     return None
-                if row.request_hash != fingerprint or row.operation != operation:
-                    raise DomainError("idempotency_key_reused", "this Idempotency-Key was already used for "
-                                      "another request; use a new key for a new request")
+                if row.operation != operation or (fingerprint is not None and row.request_hash != fingerprint
+                                                  and row.request_hash != HASH_PENDING):
+                    raise key_reused()
                 if row.status_code is None:
                     raise Conflict("request_in_flight", "the first request with this Idempotency-Key is still "
                                    "being answered; retry shortly")
-                return Replay(row.status_code, json.loads(row.response_body or "null"))
+                if fingerprint is not None and row.request_hash != fingerprint:
+                    raise key_reused()
+                return Replay(row.status_code, json.loads(row.response_body or "null"), row.request_hash)
         except IntegrityError:
             continue  # a twin claimed it between our read and insert: read it again
     raise Conflict("request_in_flight", "the first request with this Idempotency-Key is still being answered")
 
 
+def key_reused() -> DomainError:
+    return DomainError("idempotency_key_reused", "this Idempotency-Key was already used for another request; "
+                       "use a new key for a new request")
+
+
 async def finish_idempotent(sessions, provider_id: str, key: str, status_code: int | None,  # noqa: ANN001
-                            body: object = None) -> None:
-    """Keep the answer to replay (``status_code`` None: forget the key, the request may be tried again)."""
+                            body: object = None, request_hash: str | None = None) -> None:
+    """Keep the answer to replay (``status_code`` None: forget the key, the request may be tried again);
+    ``request_hash``: a streamed body's, now that it has been read."""
     async with unit_of_work(sessions) as session:
         if status_code is None:
             await session.execute(delete(IdempotencyRecord).where(
                 IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key))
         else:
+            values = {"status_code": status_code, "response_body": json.dumps(body, default=str)}
+            if request_hash is not None:
+                values["request_hash"] = request_hash
             await session.execute(update(IdempotencyRecord).where(
-                IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key).values(
-                status_code=status_code, response_body=json.dumps(body, default=str)))
+                IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key).values(**values))
 
 
 def replayable(error: DomainError) -> bool:
@@ -200,13 +224,33 @@ def csv_lines(rows: Iterable) -> Iterator[Line]:  # noqa: ANN001  (csv_charges.R
     count = 0
     for row in rows:
         count += 1
-        if count > MAX_LINES:
+        if count > MAX_CSV_LINES:
             yield Line(row.line, row.provider_reference, reason="too_many_lines",
-                       details={"max_lines": MAX_LINES})
+                       details={"max_lines": MAX_CSV_LINES})
         elif row.reason is not None:
             yield Line(row.line, row.provider_reference, reason=row.reason, details={"fields": row.fields})
         else:
             yield line_of(row.line, row.values)
+
+
+async def stream_csv_lines(chunks: AsyncIterator[bytes], batch: int = 250) -> AsyncIterator[Line]:
+    """``csv_lines`` of a body as it arrives: the CSV reader (``csv_charges.rows``, pull-based) runs in a
+    greenlet whose chunk source awaits the body's next chunk, ``batch`` lines at a time. Only the chunk
+    being read and the lines of the chunks in the pipeline are held, never the file."""
+
+    def next_chunk() -> bytes | None:
+        while True:
+            chunk = await_only(anext(chunks, None))
+            if chunk is None or chunk:
+                return chunk
+
+    lines = csv_lines(csv_charges.rows(iter(next_chunk, None)))
+    while True:
+        some = await greenlet_spawn(lambda: list(islice(lines, batch)))
+        if not some:
+            return
+        for line in some:
+            yield line
 
 
 def _result(line: Line, status: str, charge_id: str | None = None, reason: str | None = None,
@@ -254,7 +298,7 @@ async def _chunk(sessions, clock: Clock, principal: Principal, provider_id: str,
 
 
 async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
-                      lines: Iterable[Line], chunk_lines: int = CHUNK_LINES) -> dict:
+                      lines: Iterable[Line] | AsyncIterator[Line], chunk_lines: int = CHUNK_LINES) -> dict:
     """Charge every line: ``chunk_lines`` lines per transaction (charges, ledger, outbox and audit
     together), set-based (``bulk``): the chunk's vouchers locked and everything the rules need read in a
     few statements, the rules applied line by line in memory, the accepted lines' rows written with one
@@ -266,11 +310,11 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
     committed). A line that cannot be read (the file's encoding or quoting) is refused after the chunk
     in flight has ended, as when the lines were read one chunk at a time."""
     results: list[dict] = []
-    it = iter(lines)
+    it = aiter(lines) if hasattr(lines, "__aiter__") else _yielding(iter(lines))
     in_flight: asyncio.Task | None = None
     try:
         while True:
-            chunk = await _read_chunk(it, chunk_lines, yielding=in_flight is not None)
+            chunk = await _read_chunk(it, chunk_lines)
             if in_flight is not None:
                 results += await in_flight
                 in_flight = None
@@ -293,16 +337,22 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
     return {"lines": len(results), **counts, "results": results}
 
 
-async def _read_chunk(it: Iterator[Line], size: int, yielding: bool) -> list[Line]:
-    """The next ``size`` lines (fewer at the end); ``yielding``: let the loop run every 100 lines, so that
-    the chunk in flight goes on as soon as the database answers it."""
+async def _yielding(it: Iterator[Line]) -> AsyncIterator[Line]:
+    """Lines read from memory, letting the loop run every 100 (so that the chunk in flight goes on as soon
+    as the database answers it)."""
+    for n, line in enumerate(it, start=1):
+        yield line
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+
+
+async def _read_chunk(it: AsyncIterator[Line], size: int) -> list[Line]:
+    """The next ``size`` lines (fewer at the end)."""
     chunk: list[Line] = []
-    for line in it:
+    async for line in it:
         chunk.append(line)
         if len(chunk) >= size:
             break
-        if yielding and len(chunk) % 100 == 0:
-            await asyncio.sleep(0)
     return chunk
 
 

@@ -3,7 +3,7 @@ charge. Parse, authorise, call a use case (``intake``)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Awaitable, Callable
+from typing import Annotated, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from seteli_shared.errors import DomainError
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
 
-from . import csv_charges, intake
+from . import intake
 from .api import ChargePublic
 
 router = APIRouter()
@@ -92,19 +92,24 @@ async def charge_in_bulk(
     """Many charges at once, for the caller's provider: a JSON list of lines (at most 10,000) or a CSV file
     (`text/csv`; comma or semicolon, decimal comma or point, UTF-8 with or without BOM; columns
     `voucher_id` or `voucher_code`, `provider_reference`, `service_date`, `units`, optional `unit_price`
-    (EUR) or `unit_price_cents`, `tariff`, `category`; lines after the 10,000th are refused `too_many_lines`).
-    Every line is answered: accepted, repeated or refused with its reason; good lines are accepted even when
-    others are refused. The file as a whole is refused for its encoding (400 `encoding_not_utf8`) or its
-    header (422 `csv_missing_column`, `csv_unknown_column`, `csv_header_missing`)."""
+    (EUR) or `unit_price_cents`, `tariff`, `category`; lines after the 100,000th are refused
+    `too_many_lines`). A CSV file is streamed: its lines are charged, 2,500 per transaction, as they
+    arrive, and never held whole. Every line is answered: accepted, repeated or refused with its reason;
+    good lines are accepted even when others are refused. A line holding a personal identity code is
+    refused (`personal_identity_code_refused`, its values not echoed), as is a line further on that is
+    not UTF-8 (`encoding_not_utf8`). The file as a whole is refused for its encoding (400
+    `encoding_not_utf8` when its start is not UTF-8) or its header (422 `csv_missing_column`,
+    `csv_unknown_column`, `csv_header_missing`), before anything is charged; a file that cannot be read
+    further on (`csv_malformed`, or larger than the limit: 413) is refused after the lines before it
+    were charged: send it again, they come back `repeated`."""
     provider_id = principal.provider_id
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()  # the guard has read it already (to look for personal identity codes)
-    if media == "text/csv":
-        lines = intake.csv_lines(csv_charges.rows(raw[i:i + 65536] for i in range(0, len(raw), 65536)))
-        # the header (and the encoding) is checked before anything is charged
-        first = _peek(lines)
-        fingerprint = lambda: raw  # noqa: E731
-    elif media == "application/json" or media.endswith("+json"):
+    if media == "text/csv":  # streamed: the guard has not read it (see csv_charges for its checks)
+        return answer_of(*await idempotent_stream(
+            sessions, clock, provider_id, idempotency_key, "charges.bulk", request.stream(),
+            lambda body: _charge_csv(sessions, clock, principal, provider_id, body)))
+    if media == "application/json" or media.endswith("+json"):
+        raw = await request.body()  # the guard has read it already (to look for personal identity codes)
         try:
             items = json.loads(raw)
         except ValueError:
@@ -114,31 +119,63 @@ async def charge_in_bulk(
         if len(items) > intake.MAX_LINES:
             raise DomainError("too_many_lines", f"a bulk may have at most {intake.MAX_LINES} lines",
                               max_lines=intake.MAX_LINES, lines=len(items))
-        first = intake.json_lines(items)
-        fingerprint = lambda: items  # noqa: E731
-    else:
-        raise DomainError("unsupported_media_type", "send application/json or text/csv", status_code=415)
 
-    async def answer() -> tuple[int, object]:
-        return 200, await intake.charge_bulk(sessions, clock, principal, provider_id, first)
+        async def answer() -> tuple[int, object]:
+            return 200, await intake.charge_bulk(sessions, clock, principal, provider_id, intake.json_lines(items))
 
-    return answer_of(*await idempotent(sessions, clock, provider_id, idempotency_key, "charges.bulk", fingerprint,
-                                       answer))
+        return answer_of(*await idempotent(sessions, clock, provider_id, idempotency_key, "charges.bulk",
+                                           lambda: items, answer))
+    raise DomainError("unsupported_media_type", "send application/json or text/csv", status_code=415)
 
 
-def _peek(lines):  # noqa: ANN001, ANN202
-    """Read the first line now (so that the file's encoding and header are refused before any charge),
-    then go on with the rest."""
-    it = iter(lines)
+async def _charge_csv(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
+                      body: AsyncIterator[bytes]) -> tuple[int, object]:
+    lines = intake.stream_csv_lines(body)
+    # the header (and the encoding of the file's start) is checked before anything is charged
+    first = await anext(lines, None)
+    return 200, await intake.charge_bulk(sessions, clock, principal, provider_id, _chain(first, lines))
+
+
+async def _chain(first, rest: AsyncIterator) -> AsyncIterator:  # noqa: ANN001
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item
+
+
+async def idempotent_stream(sessions, clock: Clock, provider_id: str, key: str | None,  # noqa: ANN001
+                            operation: str, body: AsyncIterator[bytes],
+                            answer: Callable[[AsyncIterator[bytes]], Awaitable[tuple[int, object]]]
+                            ) -> tuple[int, object]:
+    """``idempotent`` for a body read as it arrives: the key is claimed first; its request hash is
+    computed as the body passes and stored with the answer. A key answered before: the body is read
+    (hashed, nothing charged) and the first answer replayed when it is the same, 422
+    ``idempotency_key_reused`` when not. A refusal is not kept (the key is freed): the lines a streamed
+    file charged before it come back ``repeated`` when it is sent again."""
+    if key is None:
+        return await answer(body)
+    intake.check_key(key)
+    replay = await intake.begin_idempotent(sessions, clock, provider_id, key, operation, None)
+    hasher = intake.stream_hash(operation)
+    if replay is not None:
+        async for chunk in body:
+            hasher.update(chunk)
+        if replay.request_hash != hasher.hexdigest():
+            raise intake.key_reused()
+        return replay.status_code, replay.body
+
+    async def hashed() -> AsyncIterator[bytes]:
+        async for chunk in body:
+            hasher.update(chunk)
+            yield chunk
+
     try:
-        head = next(it)
-    except StopIteration:
-        return iter(())
-
-    def chained():  # noqa: ANN202
-        yield head
-        yield from it
-    return chained()
+        status, out = await answer(hashed())
+    except BaseException:
+        await intake.finish_idempotent(sessions, provider_id, key, None)
+        raise
+    await intake.finish_idempotent(sessions, provider_id, key, status, out, request_hash=hasher.hexdigest())
+    return status, out
 
 
 @router.post("/charges/{charge_id}/cancel", response_model=ChargePublic, tags=["charges"],
