@@ -54,6 +54,10 @@ async def test_funder_payments_in_and_executed_payouts_out_keep_the_bank_account
         r = await w.client.post("/funders/091/payments", json=bad, headers=OPERATOR)
         assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_request"), bad
     assert (await w.client.post("/funders/091/payments", json=line, headers=finance)).status_code == 403
+    # a mistyped funder is refused, not booked on an account nobody reads
+    r = await w.client.post("/funders/019/payments", json={**line, "bank_reference": "ARCH-2026-0002"},
+                            headers=OPERATOR)
+    assert (r.status_code, r.json()["error"]["reason"]) == (404, "funder_not_found")
     account = (await w.client.get("/funders/091/account", headers=finance)).json()
     assert account == {"funder_id": "091", "charged_cents": 20000, "corrected_cents": 0, "paid_cents": 15000,
                        "outstanding_cents": 5000}

@@ -33,8 +33,8 @@ from seteli_shared.logging import get_logger, new_id
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, notices, settlement
-from .models import (BankTransaction, ChargeCorrection, LedgerEntry, LedgerTransaction, Payout, RecoveryClaim, Settlement,
-                     SettlementRun)
+from .models import (BankTransaction, ChargeCorrection, FunderView, LedgerEntry, LedgerTransaction, Payout,
+                     RecoveryClaim, Settlement, SettlementRun, VoucherView)
 from .usecases import post
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -112,7 +112,14 @@ async def record_funder_payment(sessions: Sessions, clock: Clock, principal: Pri
                                 amount_cents: int, booked_on: date, bank_reference: str
                                 ) -> tuple[BankTransaction, bool]:
     """A funder's payment booked on the operator's account. Answers the line and whether it was recorded
-    before."""
+    before. A funder payments has never heard of (no ``FunderRegistered``, no voucher) is
+    ``funder_not_found``: a mistyped id would otherwise book money on an account nobody reads."""
+    async with sessions() as session:
+        known = (await session.get(FunderView, funder_id)) is not None or (await session.execute(
+            select(VoucherView.voucher_id).where(VoucherView.funder_id == funder_id).limit(1))).first() is not None
+    if not known:
+        raise NotFound("funder", funder_id=funder_id)
+
     async def record() -> BankTransaction:
         async with unit_of_work(sessions) as session:
             now = clock.now()

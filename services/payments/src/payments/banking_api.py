@@ -79,14 +79,15 @@ class BankTransactionPublic(BaseModel):
 
 
 @router.post("/funders/{funder_id}/payments", status_code=201, response_model=BankTransactionPublic,
-             tags=["bank"], responses=created_or_repeated(BankTransactionPublic, 409, 422))
+             tags=["bank"], responses=created_or_repeated(BankTransactionPublic, 404, 409, 422))
 async def record_funder_payment(
     funder_id: FunderIdPath, body: BankLine, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
 ) -> JSONResponse:
     """A funder's payment as booked on the operator's account (from the bank statement): what the funder
     owes goes down by it. The same bank reference again answers the first record (200); with other figures
-    409 `bank_reference_used`."""
+    409 `bank_reference_used`. A funder payments does not know (never registered, no voucher) is 404
+    `funder_not_found`."""
     line, repeated = await banking.record_funder_payment(sessions, clock, principal, funder_id, body.amount_cents,
                                                          body.booked_on, body.bank_reference)
     return JSONResponse(BankTransactionPublic.of(line).model_dump(mode="json"), status_code=200 if repeated else 201)
