@@ -11,7 +11,8 @@
    parse) is measured by ``bench/bus_pipeline.py``.
 2. **queries**: p50/p95 of each report's use case (monthly report, operator statistics, price development,
    monthly volume, funder figures) over random funders and months, ``--queries`` each (target: p95 < 50 ms).
-3. **rebuild**: ``usecases.rebuild`` (empty the read models, fold the whole archive again) and a check that
+3. **rebuild**: ``usecases.rebuild`` as the command runs it (empty the read models, fold the whole archive
+   again in time order, ``usecases.REBUILD_CHUNK`` events a batch) and a check that
    the rebuilt read models equal the live ones (row counts and sums of every table).
 
 A final JSON line carries every figure. ``--keep --no-rebuild`` keeps the folded database;
@@ -262,7 +263,7 @@ async def main(args: argparse.Namespace) -> int:
             return 0
         live = await fingerprint(sessions)
         t0 = time.perf_counter()
-        rebuilt = await usecases.rebuild(sessions, chunk=args.batch)
+        rebuilt = await usecases.rebuild(sessions)  # as `seteli-reporting rebuild` does
         rebuild_s = time.perf_counter() - t0
         same = await fingerprint(sessions) == live
         print(f"rebuild: {rebuilt['events_folded']:,} events in {rebuild_s:.1f} s = "
