@@ -2,6 +2,8 @@
 event into the read models in the consumer's transaction); what its API does is read them."""
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -100,6 +102,7 @@ async def feedback_page(sessions: Sessions, funder_id: str, period: str, page: P
 
 
 REBUILD_CHUNK = 20_000
+REBUILD_PROGRESS_SECONDS = 60
 
 
 async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK) -> dict[str, int]:
@@ -112,6 +115,8 @@ async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK) -> dict[str, i
     batches write each row fewer times: 20,000 events a batch fold 1.5x as fast as 2,000."""
     table = ReceivedEvent.__table__
     folded = 0
+    started = time.monotonic()
+    next_report = started + REBUILD_PROGRESS_SECONDS
     async with sessions() as s, s.begin():
         names = [m.__tablename__ for m in READ_MODELS]
         if s.bind.dialect.name == "postgresql":
@@ -137,5 +142,10 @@ async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK) -> dict[str, i
             await handlers.fold(s, items)
             folded += len(items)
             after = (rows[-1][0], rows[-1][1])
-    log.info("report.rebuilt", events=folded)
+            if time.monotonic() >= next_report:  # a rebuild of millions of events takes a while: say so
+                elapsed = time.monotonic() - started
+                log.info("report.rebuilding", events=folded, seconds=round(elapsed),
+                         events_per_second=round(folded / elapsed))
+                next_report += REBUILD_PROGRESS_SECONDS
+    log.info("report.rebuilt", events=folded, seconds=round(time.monotonic() - started))
     return {"events_folded": folded}
