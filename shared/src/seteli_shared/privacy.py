@@ -26,6 +26,16 @@ CENTURY = {"+": 1800, "-": 1900, "Y": 1900, "X": 1900, "W": 1900, "V": 1900, "U"
 _CANDIDATE = re.compile(r"(?=(\d{6})([-+A-FU-Y])(\d{3})([0-9A-Y]))")
 _SIX_DIGITS = re.compile(r"\d{6}")
 _FAST_PATH = re.compile(r"\d")
+#: six ASCII digits with nothing but ASCII spaces or control characters between them (``_normalise`` drops
+#: those): ASCII text without one (and without a backslash, i.e. JSON escapes) cannot hold a personal
+#: identity code. As bytes for bodies (``web``), as text for lines (``cannot_hold_code``).
+SIX_DIGITS_SPREAD = rb"[0-9](?:[\x00-\x20\x7f]*[0-9]){5}"
+_SIX_DIGITS_SPREAD_TEXT = re.compile(SIX_DIGITS_SPREAD.decode("ascii"))
+
+
+def cannot_hold_code(text: str) -> bool:
+    """A cheap proof that ``text`` holds no personal identity code and no NUL (``find_in`` is then moot)."""
+    return text.isascii() and "\x00" not in text and "\\" not in text and not _SIX_DIGITS_SPREAD_TEXT.search(text)
 
 
 def _fold(ch: str) -> str:

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import DomainError
 from .logging import bind_correlation, get_logger
-from .privacy import find_in
+from .privacy import SIX_DIGITS_SPREAD, find_in
 
 log = get_logger("seteli.http")
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -51,10 +51,8 @@ MESSAGES = {
     "control_character": "a path or query may not contain control characters",
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: six digits with nothing but ASCII spaces or control characters between them (``privacy._normalise``
-#: drops those): an ASCII body without one (and without a backslash, i.e. JSON escapes) cannot hold a
-#: personal identity code, so the JSON walk is skipped for it
-_SIX_DIGITS_SPREAD = re.compile(rb"\d(?:[\x00-\x20\x7f]*\d){5}")
+#: an ASCII body without six digits this close (and without a backslash) skips the JSON walk
+_SIX_DIGITS_SPREAD = re.compile(SIX_DIGITS_SPREAD)
 REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
            405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
            422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
@@ -236,8 +234,11 @@ class RequestGuard:
             too_large = int(declared) > limit
         except ValueError:
             return error_response(400, "bad_request", "Content-Length is not a number")
-        return error_response(413, "request_too_large", f"the body may be at most {limit} bytes",
-                              limit_bytes=limit) if too_large else None
+        return RequestGuard._too_large(limit) if too_large else None
+
+    @staticmethod
+    def _too_large(limit: int) -> JSONResponse:
+        return error_response(413, "request_too_large", f"the body may be at most {limit} bytes", limit_bytes=limit)
 
     async def _read_body(self, scope, headers: dict, receive) -> tuple[bytes, JSONResponse | None]:  # noqa: ANN001
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") and b"content-length" not in headers \
@@ -245,15 +246,9 @@ class RequestGuard:
             return b"", None
         path = scope.get("path", "")
         limit = self.max_bulk_body if any(path.startswith(p) for p in self.bulk_paths) else self.max_body
-        too_large = error_response(413, "request_too_large", f"the body may be at most {limit} bytes",
-                                   limit_bytes=limit)
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            try:
-                if int(declared) > limit:
-                    return b"", too_large
-            except ValueError:
-                return b"", error_response(400, "bad_request", "Content-Length is not a number")
+        refusal = self._too_large_declared(headers, limit)
+        if refusal is not None:
+            return b"", refusal
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -262,7 +257,7 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return b"", too_large
+                return b"", self._too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Iterable, Iterator
 
 from seteli_shared.errors import DomainError
-from seteli_shared.privacy import find_in
+from seteli_shared.privacy import cannot_hold_code, find_in
 
 REQUIRED = ("provider_reference", "service_date", "units")
 VOUCHER = ("voucher_id", "voucher_code")
@@ -41,8 +41,6 @@ _SPACES = re.compile(r"[\s\u00a0\u202f]")
 #: the first bytes of a file are decoded strictly: a file that is not UTF-8 is refused whole
 STRICT_BYTES = 64 * 1024
 _NOT_UTF8 = "\ufffd"
-#: six digits with nothing but spaces or control characters between them (as ``web._SIX_DIGITS_SPREAD``)
-_SIX_DIGITS_SPREAD = re.compile(r"[0-9](?:[\x00-\x20\x7f]*[0-9]){5}")
 
 
 @dataclass(frozen=True)
@@ -230,7 +228,7 @@ def _refused(columns: list[str], cells: list[str]) -> tuple[str, list[str]] | No
     """A line that is not read at all: one holding personal data or a NUL (the scan the request guard
     makes of other bodies), or bytes that were not UTF-8; the reason and the columns concerned."""
     joined = ";".join(cells)
-    if joined.isascii() and "\x00" not in joined and not _SIX_DIGITS_SPREAD.search(joined):
+    if cannot_hold_code(joined):
         return None  # the guard's fast path: no code can be spelt without six digits this close
     bad = [i for i, c in enumerate(cells) if _NOT_UTF8 in c]
     if bad:
