@@ -11,8 +11,9 @@
    parse) is measured by ``bench/bus_pipeline.py``.
 2. **queries**: p50/p95 of each report's use case (monthly report, operator statistics, price development,
    monthly volume, funder figures) over random funders and months, ``--queries`` each (target: p95 < 50 ms).
-3. **rebuild**: ``usecases.rebuild`` as the command runs it (empty the read models, fold the whole archive
-   again in time order, ``usecases.REBUILD_CHUNK`` events a batch) and a check that
+3. **rebuild**: ``usecases.rebuild`` as the command runs it (fold the whole archive again in time order into
+   empty copies of the read models, ``usecases.REBUILD_CHUNK`` events a committed batch, then swap them in)
+   and a check that
    the rebuilt read models equal the live ones (row counts and sums of every table).
 
 A final JSON line carries every figure. ``--keep --no-rebuild`` keeps the folded database;

@@ -24,6 +24,7 @@ from reporting.settings import ReportingSettings
 from seteli_shared.auth import mint
 from seteli_shared.bus import Bus
 from seteli_shared.clock import FixedClock
+from seteli_shared.errors import Conflict
 from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargeSettled, Envelope, Event,
                                   PriceListPublished, ProviderApproved, ProviderSuspended, VoucherIssued,
                                   VoucherProviderChosen, VoucherRevoked)
@@ -329,6 +330,71 @@ async def test_corrected_charges_count_with_their_figures_after_correction(pg, a
         live = await snapshot(rep.sessions)
         await usecases.rebuild(rep.sessions)
         assert await snapshot(rep.sessions) == live
+
+
+async def _schema_of_read_models(sessions) -> list:  # noqa: ANN001
+    """The read models' constraints and indexes by name and definition, and the schemas there are."""
+    names = [m.__tablename__ for m in READ_MODELS]
+    async with sessions() as s:
+        indexes = (await s.execute(sa.text("SELECT tablename, indexname, indexdef FROM pg_indexes "
+                                           "WHERE tablename = ANY(:n) ORDER BY 1, 2"), {"n": names})).all()
+        keys = (await s.execute(sa.text("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+                                        "FROM pg_constraint WHERE conrelid::regclass::text = ANY(:n) ORDER BY 1, 2"),
+                                {"n": names})).all()
+        schemas = (await s.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'reporting%'"))).all()
+    return [list(indexes), list(keys), list(schemas)]
+
+
+async def test_a_rebuild_folds_the_events_that_arrive_while_it_runs(pg, amqp_url, namespace):  # noqa: ANN001
+    """The rebuild commits as it goes, beside the live read models: the consumer keeps folding and the
+    reports keep answering. Events that arrive meanwhile (one of them dated before everything folded so
+    far) are in the rebuilt read models, which replace the live ones with the migrations' own index and
+    constraint names. A second rebuild is refused while one runs; a rebuild that fails changes nothing."""
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        events = a_month()
+        await rep.flow(events[: len(events) // 2])
+        shape = await _schema_of_read_models(rep.sessions)
+        report_before = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+
+        async def fail(folded: int) -> None:
+            # while it runs, the reports still answer, from the live read models
+            assert (await rep.get("/funders/091/reports/monthly?period=2026-11")).json() == report_before
+            raise RuntimeError("the rebuild stops here")
+
+        live = await snapshot(rep.sessions)
+        try:
+            await usecases.rebuild(rep.sessions, chunk=3, on_batch=fail)
+            raise AssertionError("the rebuild should have stopped")
+        except RuntimeError as stopped:
+            assert str(stopped) == "the rebuild stops here"
+        assert await snapshot(rep.sessions) == live and await _schema_of_read_models(rep.sessions) == shape
+
+        calls, expected = [], {}
+
+        async def meanwhile(folded: int) -> None:
+            calls.append(folded)
+            if len(calls) == 1:
+                try:
+                    await usecases.rebuild(rep.sessions)
+                    raise AssertionError("a second rebuild should be refused")
+                except Conflict as busy:
+                    assert busy.reason == "rebuild_running"
+                late = Envelope.wrap(approved("049", "p8", "home_care"), "test")
+                late = late.model_copy(update={"time": NOV - timedelta(days=400)})  # before every folded event
+                await rep.flow([*events[len(events) // 2:], late])  # the consumer folds them into the live tables
+                expected.update(await snapshot(rep.sessions))
+
+        done = await usecases.rebuild(rep.sessions, chunk=3, on_batch=meanwhile)
+        assert len(calls) > 1 and done["events_folded"] == len(events) + 1
+        rebuilt = await snapshot(rep.sessions)
+        # the live read models had folded everything too: the rebuilt ones are the same rows
+        assert rebuilt["reporting_funder_figures"] and rebuilt == expected
+        assert await _schema_of_read_models(rep.sessions) == shape
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        assert row(report, "home_care")["charges"] == 6
+        await rep.flow([approved("049", "p7", "home_care")])  # the consumer folds into the swapped-in tables
+        figures = (await rep.get("/funders/049/figures", headers=OPERATOR)).json()
+        assert figures["providers_approved"] >= 2
 
 
 # ------------------------------------------------------------------ price development (the seed's table)

@@ -9,7 +9,8 @@ from .settings import ReportingSettings
 
 
 def rebuild(settings: ServiceSettings) -> int:
-    """``seteli-reporting rebuild``: empty the read models and fold them again from the event archive."""
+    """``seteli-reporting rebuild``: fold the event archive again into new read models, which then replace
+the live ones (``usecases.rebuild``)."""
     from . import usecases
 
     async def run() -> dict:
@@ -27,7 +28,7 @@ def rebuild(settings: ServiceSettings) -> int:
 
 def main() -> None:
     service_main(SPEC, ReportingSettings, "reporting.app:create_app", extra_commands={
-        "rebuild": ("empty the read models and fold them again from the archive of received events", rebuild)})
+        "rebuild": ("fold the archive of received events again into new read models and swap them in", rebuild)})
 
 
 if __name__ == "__main__":

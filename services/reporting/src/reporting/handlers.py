@@ -710,8 +710,12 @@ async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]
 
 async def archive_many(session: AsyncSession, envelopes: list[Envelope]) -> None:
     rows = [{"id": env.id, "type": env.type, "time": env.time, "envelope": env.model_dump_json()} for env in envelopes]
-    if _pg(session):
-        await _pg_rows(session, ReceivedEvent.__table__, rows, [], "")
+    if _pg(session):  # numbered in arrival order as they go in (what a running rebuild folds at its end)
+        await session.execute(sa.text(
+            "INSERT INTO reporting_event (seq, id, type, time, envelope) SELECT nextval('reporting_event_seq'), * "
+            "FROM unnest(CAST(:i AS text[]), CAST(:t AS text[]), CAST(:w AS timestamptz[]), CAST(:e AS text[]))"),
+            {"i": [r["id"] for r in rows], "t": [r["type"] for r in rows], "w": [r["time"] for r in rows],
+             "e": [r["envelope"] for r in rows]})
     else:
         await session.execute(sa.insert(ReceivedEvent.__table__), rows)
 

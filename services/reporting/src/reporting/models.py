@@ -18,6 +18,9 @@ class ReceivedEvent(SQLModel, table=True):
     type: str = Field(max_length=200, index=True)
     time: datetime = Field(sa_type=UTCDateTime())
     envelope: str = Field(sa_type=sa.Text)
+    #: arrival order on PostgreSQL (``reporting_event_seq``, taken by ``handlers.archive_many``): what a
+    #: rebuild folds after its snapshot; none for events archived before migration 0010, and on SQLite
+    seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
 
 
 def _counter(big: bool = False):  # noqa: ANN202

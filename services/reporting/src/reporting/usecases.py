@@ -2,7 +2,9 @@
 event into the read models in the consumer's transaction); what its API does is read them."""
 from __future__ import annotations
 
+import re
 import time
+from typing import Awaitable, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -103,49 +105,209 @@ async def feedback_page(sessions: Sessions, funder_id: str, period: str, page: P
 
 REBUILD_CHUNK = 20_000
 REBUILD_PROGRESS_SECONDS = 60
+REBUILD_SCHEMA = "reporting_rebuild"  # the read models being folded again, beside the live ones
+RETIRED_SCHEMA = "reporting_retired"  # the live read models swapped out, dropped at once
+REBUILD_LOCK = 0x5E7E11_0010  # pg advisory lock: one rebuild at a time
+
+OnBatch = Callable[[int], Awaitable[None]]
 
 
-async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK) -> dict[str, int]:
-    """Empty the read models and fold every archived event again, in one transaction (the live
-    consumer waits on the emptied tables and folds what it has after it: the fold commutes).
+class _Progress:
+    """Events folded so far, logged once a minute (a rebuild of millions of events takes a while)."""
+
+    def __init__(self) -> None:
+        self.folded = 0
+        self.started = time.monotonic()
+        self.next_report = self.started + REBUILD_PROGRESS_SECONDS
+
+    def add(self, n: int) -> None:
+        self.folded += n
+        if time.monotonic() >= self.next_report:
+            elapsed = time.monotonic() - self.started
+            log.info("report.rebuilding", events=self.folded, seconds=round(elapsed),
+                     events_per_second=round(self.folded / elapsed))
+            self.next_report += REBUILD_PROGRESS_SECONDS
+
+
+async def _fold_rows(s: AsyncSession, bodies: list[str]) -> int:
+    items = []
+    for body in bodies:
+        env = Envelope.model_validate_json(body)
+        try:
+            items.append((env, env.event()))
+        except KeyError:  # a type no read model knows (yet)
+            continue
+    await handlers.fold(s, items)
+    return len(items)
+
+
+def _in_time_order(after: tuple | None, chunk: int, up_to_seq: int | None = None) -> sa.Select:
+    """The next ``chunk`` archived events in time order (keyset paging on the (time, id) index); with
+    ``up_to_seq``, only those archived by then (and those from before arrival was numbered)."""
+    t = ReceivedEvent.__table__
+    query = sa.select(t.c.time, t.c.id, t.c.envelope)
+    if after is not None:
+        query = query.where(sa.tuple_(t.c.time, t.c.id) > sa.tuple_(*after))
+    if up_to_seq is not None:
+        query = query.where(sa.or_(t.c.seq.is_(None), t.c.seq <= up_to_seq))
+    return query.order_by(t.c.time, t.c.id).limit(chunk)
+
+
+async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK, on_batch: OnBatch | None = None) -> dict[str, int]:
+    """Fold every archived event again into empty read models, which then replace the live ones.
 
     The archive is read in the events' time order (the order they were delivered in, near enough):
     the fold gives the same rows in any order, but in this one a charge's acceptance and its settlement
     mostly fall in the same batch, so each fact is written once (1.6x the speed of the id order). Larger
-    batches write each row fewer times: 20,000 events a batch fold 1.5x as fast as 2,000."""
-    table = ReceivedEvent.__table__
-    folded = 0
-    started = time.monotonic()
-    next_report = started + REBUILD_PROGRESS_SECONDS
+    batches write each row fewer times: 20,000 events a batch fold 1.5x as fast as 2,000.
+
+    On PostgreSQL the new read models are folded beside the live ones (``_rebuild_beside``), a
+    transaction per batch, while the consumer goes on folding into the live ones and the reports answer
+    from them; on SQLite (the handlers' own tests) the tables are emptied and folded in one transaction.
+    ``on_batch(events folded)`` is called after each committed batch (tests use it to send events
+    while a rebuild runs)."""
+    async with sessions() as s:
+        postgres = s.bind.dialect.name == "postgresql"
+    progress = _Progress()
+    if postgres:
+        await _rebuild_beside(sessions, chunk, progress, on_batch)
+    else:
+        await _rebuild_in_place(sessions, chunk, progress)
+    log.info("report.rebuilt", events=progress.folded, seconds=round(time.monotonic() - progress.started))
+    return {"events_folded": progress.folded}
+
+
+async def _rebuild_in_place(sessions: Sessions, chunk: int, progress: _Progress) -> None:
     async with sessions() as s, s.begin():
-        names = [m.__tablename__ for m in READ_MODELS]
-        if s.bind.dialect.name == "postgresql":
-            await s.execute(sa.text(f"TRUNCATE {', '.join(names)}"))
-        else:
-            for name in names:
-                await s.execute(sa.text(f"DELETE FROM {name}"))
+        for model in READ_MODELS:
+            await s.execute(sa.delete(model.__table__))
         after = None
-        while True:
-            query = sa.select(table.c.time, table.c.id, table.c.envelope)
-            if after is not None:  # keyset paging on the (time, id) index
-                query = query.where(sa.tuple_(table.c.time, table.c.id) > sa.tuple_(*after))
-            rows = (await s.execute(query.order_by(table.c.time, table.c.id).limit(chunk))).all()
-            if not rows:
-                break
-            items = []
-            for _, _, body in rows:
-                env = Envelope.model_validate_json(body)
-                try:
-                    items.append((env, env.event()))
-                except KeyError:  # a type no read model knows (yet)
-                    continue
-            await handlers.fold(s, items)
-            folded += len(items)
+        while rows := (await s.execute(_in_time_order(after, chunk))).all():
+            progress.add(await _fold_rows(s, [r[2] for r in rows]))
             after = (rows[-1][0], rows[-1][1])
-            if time.monotonic() >= next_report:  # a rebuild of millions of events takes a while: say so
-                elapsed = time.monotonic() - started
-                log.info("report.rebuilding", events=folded, seconds=round(elapsed),
-                         events_per_second=round(folded / elapsed))
-                next_report += REBUILD_PROGRESS_SECONDS
-    log.info("report.rebuilt", events=folded, seconds=round(time.monotonic() - started))
-    return {"events_folded": folded}
+
+
+async def _rebuild_beside(sessions: Sessions, chunk: int, progress: _Progress, on_batch: OnBatch | None) -> None:
+    """The read models folded again in a schema of their own, committed a batch at a time, then swapped
+    in for the live ones in one short transaction.
+
+    1. Empty copies of the read models (same columns, constraints and index names) in ``REBUILD_SCHEMA``.
+    2. A snapshot: the highest arrival number archived, read while no event is being archived.
+    3. Every event up to it, in time order, folded into the copies: the fold's SQL names its tables
+       unqualified, so each batch's ``search_path`` puts the copies first. Each batch commits, so the
+       old row versions it leaves are pruned as it goes (a single transaction of 20 million events
+       slowed to half its speed).
+    4. The events archived meanwhile, in arrival order, again a batch at a time, until few are left.
+    5. One transaction: the archive locked against new events (the consumer waits), the last arrivals
+       folded, the live tables moved out and the copies moved in. Reports wait for that moment only.
+    A rebuild that fails leaves the live read models as they were; the next one starts over.
+    """
+    engine = sessions.kw["bind"]
+    names = [m.__tablename__ for m in READ_MODELS]
+    async with engine.connect() as holder:  # one rebuild at a time, for as long as this connection lives
+        await holder.execution_options(isolation_level="AUTOCOMMIT")
+        if not (await holder.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": REBUILD_LOCK})).scalar_one():
+            raise Conflict("rebuild_running", "a rebuild of the read models is already running")
+        try:
+            live, path = await _prepare_copies(sessions)
+            step = f"SET LOCAL search_path TO {REBUILD_SCHEMA}, {path}"
+            seen = await _arrived(sessions)
+            after = None
+            while True:
+                async with sessions() as s, s.begin():
+                    await s.execute(sa.text(step))
+                    rows = (await s.execute(_in_time_order(after, chunk, seen))).all()
+                    if not rows:
+                        break
+                    progress.add(await _fold_rows(s, [r[2] for r in rows]))
+                after = (rows[-1][0], rows[-1][1])
+                if on_batch is not None:
+                    await on_batch(progress.folded)
+            while (now := await _arrived(sessions)) - seen > chunk:  # caught up without stopping the consumer
+                await _fold_arrivals(sessions, step, seen, now, chunk, progress)
+                seen = now
+            async with sessions() as s, s.begin():
+                await s.execute(sa.text(step))
+                await s.execute(sa.text("LOCK TABLE reporting_event IN SHARE MODE"))
+                await _fold_arrivals(sessions, step, seen, None, chunk, progress, session=s)
+                await s.execute(sa.text(f"LOCK TABLE {', '.join(f'{live}.{n}' for n in names)} IN ACCESS EXCLUSIVE MODE"))
+                await s.execute(sa.text(f"CREATE SCHEMA {RETIRED_SCHEMA}"))
+                for n in names:
+                    await s.execute(sa.text(f"ALTER TABLE {live}.{n} SET SCHEMA {RETIRED_SCHEMA}"))
+                    await s.execute(sa.text(f"ALTER TABLE {REBUILD_SCHEMA}.{n} SET SCHEMA {live}"))
+            async with sessions() as s, s.begin():
+                await s.execute(sa.text(f"DROP SCHEMA {RETIRED_SCHEMA} CASCADE"))
+                await s.execute(sa.text(f"DROP SCHEMA {REBUILD_SCHEMA} CASCADE"))
+                await s.execute(sa.text(f"ANALYZE {', '.join(f'{live}.{n}' for n in names)}"))
+        except BaseException:
+            async with sessions() as s, s.begin():  # the live read models were not touched
+                await s.execute(sa.text(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE"))
+            raise
+        finally:
+            await holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": REBUILD_LOCK})
+
+
+async def _prepare_copies(sessions: Sessions) -> tuple[str, str]:
+    """Empty copies of the read models in ``REBUILD_SCHEMA``, with the live tables' constraint and index
+    names (they are the migrations' names once swapped in). The live schema and search_path."""
+    async with sessions() as s, s.begin():
+        live = (await s.execute(sa.text("SELECT quote_ident(current_schema())"))).scalar_one()
+        path = (await s.execute(sa.text("SHOW search_path"))).scalar_one()
+        await s.execute(sa.text(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE"))  # a failed swap's leftovers
+        await s.execute(sa.text(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE"))  # a failed rebuild's
+        await s.execute(sa.text(f"CREATE SCHEMA {REBUILD_SCHEMA}"))
+        for model in READ_MODELS:
+            name = model.__tablename__
+            copy = f"{REBUILD_SCHEMA}.{name}"
+            await s.execute(sa.text(f"CREATE TABLE {copy} (LIKE {live}.{name} INCLUDING DEFAULTS INCLUDING "
+                                    "CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE)"))
+            keys = (await s.execute(sa.text(
+                "SELECT quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u', 'x') ORDER BY conname"),
+                {"t": f"{live}.{name}"})).all()
+            for constraint, definition in keys:
+                await s.execute(sa.text(f"ALTER TABLE {copy} ADD CONSTRAINT {constraint} {definition}"))
+            indexes = (await s.execute(sa.text(
+                "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x WHERE x.indrelid = CAST(:t AS regclass) "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid "
+                "AND c.conrelid = x.indrelid) ORDER BY x.indexrelid"), {"t": f"{live}.{name}"})).scalars().all()
+            for definition in indexes:
+                moved, n = re.subn(r" ON (ONLY )?\S+ USING ", f" ON {copy} USING ", definition, count=1)
+                if n != 1:
+                    raise RuntimeError(f"unexpected index definition: {definition}")
+                await s.execute(sa.text(moved))
+    return live, path
+
+
+async def _arrived(sessions: Sessions) -> int:
+    """The highest arrival number archived, read while no event is being archived (so none below it
+    can still commit)."""
+    async with sessions() as s, s.begin():
+        await s.execute(sa.text("LOCK TABLE reporting_event IN SHARE MODE"))
+        t = ReceivedEvent.__table__
+        return (await s.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.seq), 0)))).scalar_one()
+
+
+async def _fold_arrivals(sessions: Sessions, step: str, after: int, up_to: int | None, chunk: int,
+                         progress: _Progress, session: AsyncSession | None = None) -> None:
+    """The events archived after arrival number ``after`` (up to ``up_to``), in arrival order, into the
+    copies: a transaction per batch, or all in ``session``'s."""
+    t = ReceivedEvent.__table__
+    while True:
+        query = sa.select(t.c.seq, t.c.envelope).where(t.c.seq > after)
+        if up_to is not None:
+            query = query.where(t.c.seq <= up_to)
+        query = query.order_by(t.c.seq).limit(chunk)
+        if session is not None:
+            rows = (await session.execute(query)).all()
+            if rows:
+                progress.add(await _fold_rows(session, [r[1] for r in rows]))
+        else:
+            async with sessions() as s, s.begin():
+                await s.execute(sa.text(step))
+                rows = (await s.execute(query)).all()
+                if rows:
+                    progress.add(await _fold_rows(s, [r[1] for r in rows]))
+        if not rows:
+            return
+        after = rows[-1][0]
