@@ -4,6 +4,7 @@ report (JSON and CSV), price development (the seed's 34 providers, 27.47 -> 27.1
 clients' feedback, redeliveries, and a rebuild from the archive that gives the same read models."""
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
@@ -345,11 +346,26 @@ async def _schema_of_read_models(sessions) -> list:  # noqa: ANN001
     return [list(indexes), list(keys), list(schemas)]
 
 
-async def test_a_rebuild_folds_the_events_that_arrive_while_it_runs(pg, amqp_url, namespace):  # noqa: ANN001
+async def _hold_until_the_swap_gives_up(sessions, table: str) -> None:  # noqa: ANN001
+    """A report's read that holds ``table`` until the rebuild's swap has waited for it and given up once."""
+    async with sessions() as reader, reader.begin():
+        await reader.execute(sa.text(f"SELECT count(*) FROM {table}"))  # its lock lasts until commit
+
+        async def swap_waits() -> bool:
+            async with sessions() as s:
+                return (await s.execute(sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+                                                "relation = CAST(:t AS regclass)"), {"t": table})).scalar_one() > 0
+        await eventually(swap_waits, timeout=20)
+        await asyncio.sleep(usecases.REBUILD_SWAP_LOCK_SECONDS * 3)
+
+
+async def test_a_rebuild_folds_the_events_that_arrive_while_it_runs(pg, amqp_url, namespace, monkeypatch):  # noqa: ANN001
     """The rebuild commits as it goes, beside the live read models: the consumer keeps folding and the
     reports keep answering. Events that arrive meanwhile (one of them dated before everything folded so
     far) are in the rebuilt read models, which replace the live ones with the migrations' own index and
-    constraint names. A second rebuild is refused while one runs; a rebuild that fails changes nothing."""
+    constraint names. The swap waits a bounded time for a report reading a table, and tries again. A
+    second rebuild is refused while one runs; a rebuild that fails changes nothing."""
+    monkeypatch.setattr(usecases, "REBUILD_SWAP_LOCK_SECONDS", 0.2)
     async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
         events = a_month()
         await rep.flow(events[: len(events) // 2])
@@ -369,7 +385,7 @@ async def test_a_rebuild_folds_the_events_that_arrive_while_it_runs(pg, amqp_url
             assert str(stopped) == "the rebuild stops here"
         assert await snapshot(rep.sessions) == live and await _schema_of_read_models(rep.sessions) == shape
 
-        calls, expected = [], {}
+        calls, expected, reading = [], {}, []
 
         async def meanwhile(folded: int) -> None:
             calls.append(folded)
@@ -383,9 +399,13 @@ async def test_a_rebuild_folds_the_events_that_arrive_while_it_runs(pg, amqp_url
                 late = late.model_copy(update={"time": NOV - timedelta(days=400)})  # before every folded event
                 await rep.flow([*events[len(events) // 2:], late])  # the consumer folds them into the live tables
                 expected.update(await snapshot(rep.sessions))
+                reading.append(asyncio.create_task(_hold_until_the_swap_gives_up(rep.sessions,
+                                                                                 READ_MODELS[0].__tablename__)))
 
         done = await usecases.rebuild(rep.sessions, chunk=3, on_batch=meanwhile)
         assert len(calls) > 1 and done["events_folded"] == len(events) + 1
+        await reading[0]
+        assert done["swap_attempts"] > 1  # the first swap gave up waiting for the report's read
         rebuilt = await snapshot(rep.sessions)
         # the live read models had folded everything too: the rebuilt ones are the same rows
         assert rebuilt["reporting_funder_figures"] and rebuilt == expected

@@ -2,12 +2,13 @@
 event into the read models in the consumer's transaction); what its API does is read them."""
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Awaitable, Callable
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import select
 
@@ -108,6 +109,9 @@ REBUILD_PROGRESS_SECONDS = 60
 REBUILD_SCHEMA = "reporting_rebuild"  # the read models being folded again, beside the live ones
 RETIRED_SCHEMA = "reporting_retired"  # the live read models swapped out, dropped at once
 REBUILD_LOCK = 0x5E7E11_0010  # pg advisory lock: one rebuild at a time
+REBUILD_SWAP_LOCK_SECONDS = 5.0  # the swap waits this long for a table (reports reading it), then again
+REBUILD_SWAP_ATTEMPTS = 20
+LOCK_FAILURES = {"55P03", "40P01"}  # lock_not_available (lock_timeout), deadlock_detected
 
 OnBatch = Callable[[int], Awaitable[None]]
 
@@ -117,6 +121,7 @@ class _Progress:
 
     def __init__(self) -> None:
         self.folded = 0
+        self.swaps = 0
         self.started = time.monotonic()
         self.next_report = self.started + REBUILD_PROGRESS_SECONDS
 
@@ -174,7 +179,7 @@ async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK, on_batch: OnBa
     else:
         await _rebuild_in_place(sessions, chunk, progress)
     log.info("report.rebuilt", events=progress.folded, seconds=round(time.monotonic() - progress.started))
-    return {"events_folded": progress.folded}
+    return {"events_folded": progress.folded, "swap_attempts": progress.swaps}
 
 
 async def _rebuild_in_place(sessions: Sessions, chunk: int, progress: _Progress) -> None:
@@ -226,15 +231,18 @@ async def _rebuild_beside(sessions: Sessions, chunk: int, progress: _Progress, o
             while (now := await _arrived(sessions)) - seen > chunk:  # caught up without stopping the consumer
                 await _fold_arrivals(sessions, step, seen, now, chunk, progress)
                 seen = now
-            async with sessions() as s, s.begin():
-                await s.execute(sa.text(step))
-                await s.execute(sa.text("LOCK TABLE reporting_event IN SHARE MODE"))
-                await _fold_arrivals(sessions, step, seen, None, chunk, progress, session=s)
-                await s.execute(sa.text(f"LOCK TABLE {', '.join(f'{live}.{n}' for n in names)} IN ACCESS EXCLUSIVE MODE"))
-                await s.execute(sa.text(f"CREATE SCHEMA {RETIRED_SCHEMA}"))
-                for n in names:
-                    await s.execute(sa.text(f"ALTER TABLE {live}.{n} SET SCHEMA {RETIRED_SCHEMA}"))
-                    await s.execute(sa.text(f"ALTER TABLE {REBUILD_SCHEMA}.{n} SET SCHEMA {live}"))
+            folded_before_swap = progress.folded
+            for attempt in range(1, REBUILD_SWAP_ATTEMPTS + 1):
+                try:
+                    await _swap(sessions, step, live, names, seen, chunk, progress)
+                    break
+                except DBAPIError as e:  # a report read holding a table, or a deadlock with one: again
+                    if getattr(e.orig, "sqlstate", None) not in LOCK_FAILURES or attempt == REBUILD_SWAP_ATTEMPTS:
+                        raise
+                    log.warning("report.rebuild_swap_waiting", attempt=attempt, sqlstate=e.orig.sqlstate)
+                    progress.folded = folded_before_swap
+                    await asyncio.sleep(min(attempt, 5) * REBUILD_SWAP_LOCK_SECONDS)
+            progress.swaps = attempt
             async with sessions() as s, s.begin():
                 await s.execute(sa.text(f"DROP SCHEMA {RETIRED_SCHEMA} CASCADE"))
                 await s.execute(sa.text(f"DROP SCHEMA {REBUILD_SCHEMA} CASCADE"))
@@ -245,6 +253,22 @@ async def _rebuild_beside(sessions: Sessions, chunk: int, progress: _Progress, o
             raise
         finally:
             await holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": REBUILD_LOCK})
+
+
+async def _swap(sessions: Sessions, step: str, live: str, names: list[str], seen: int, chunk: int,
+                progress: _Progress) -> None:
+    """The last arrivals folded and the copies swapped in, in one transaction that waits at most
+    ``REBUILD_SWAP_LOCK_SECONDS`` for each lock: the consumer is held while it runs."""
+    async with sessions() as s, s.begin():
+        await s.execute(sa.text(step))
+        await s.execute(sa.text(f"SET LOCAL lock_timeout = '{int(REBUILD_SWAP_LOCK_SECONDS * 1000)}ms'"))
+        await s.execute(sa.text("LOCK TABLE reporting_event IN SHARE MODE"))
+        await _fold_arrivals(sessions, step, seen, None, chunk, progress, session=s)
+        await s.execute(sa.text(f"LOCK TABLE {', '.join(f'{live}.{n}' for n in names)} IN ACCESS EXCLUSIVE MODE"))
+        await s.execute(sa.text(f"CREATE SCHEMA {RETIRED_SCHEMA}"))
+        for n in names:
+            await s.execute(sa.text(f"ALTER TABLE {live}.{n} SET SCHEMA {RETIRED_SCHEMA}"))
+            await s.execute(sa.text(f"ALTER TABLE {REBUILD_SCHEMA}.{n} SET SCHEMA {live}"))
 
 
 async def _prepare_copies(sessions: Sessions) -> tuple[str, str]:
