@@ -176,6 +176,31 @@ async def test_a_streamed_body_reaches_its_route_as_it_arrives_within_the_bulk_l
     assert "131052" not in json.dumps(err)
 
 
+async def test_a_client_that_goes_away_mid_upload_is_no_service_failure(client, capsys):  # noqa: ANN001
+    """The connection drops in the middle of a streamed body: logged as the client's leaving (status 499 in
+    the request log), not as an unexpected error, and no answer is attempted."""
+    app = client._transport.app
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/bulk/lines", "raw_path": b"/bulk/lines", "query_string": b"", "root_path": "",
+             "server": ("edge", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"edge"), (b"content-type", b"text/csv"),
+                         (b"authorization", OP["Authorization"].encode()), (b"transfer-encoding", b"chunked")]}
+    incoming = [{"type": "http.request", "body": b"a;b\n" * 1000, "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    capsys.readouterr()
+    await app(scope, receive, send)
+    out = capsys.readouterr().out
+    assert sent == [] and "http.client_disconnected" in out and "unexpected_error" not in out
+    assert "status=499" in out or '"status": 499' in out
+
+
 async def test_every_error_has_the_one_envelope_and_leaks_nothing(client):  # noqa: ANN001
     _is_error(await client.get("/no/such/route"), 404, "not_found")
     _is_error(await client.delete("/things", headers=OP), 405, "method_not_allowed")

@@ -35,6 +35,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .errors import DomainError
 from .logging import bind_correlation, get_logger
@@ -164,6 +165,9 @@ class RequestGuard:
                 await refusal(scope, receive, send_with_id)
                 return
             await self.app(scope, _replay(body, receive), send_with_id)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer, nothing failed here
+            log.info("http.client_disconnected")
+            status_box[0] = status_box[0] or 499
         except Exception as exc:  # noqa: BLE001  (one body for every failure; no internals leak)
             log.error("http.unexpected_error", error_type=type(exc).__name__, exc_info=exc)
             if status_box[0] == 0:
