@@ -134,6 +134,14 @@ class _Progress:
             self.next_report += REBUILD_PROGRESS_SECONDS
 
 
+async def _fold_query(s: AsyncSession, query: sa.Select, progress: "_Progress") -> list:
+    """Fold the archived events ``query`` selects (the envelope its last column); the rows read."""
+    rows = (await s.execute(query)).all()
+    if rows:
+        progress.add(await _fold_rows(s, [r[-1] for r in rows]))
+    return rows
+
+
 async def _fold_rows(s: AsyncSession, bodies: list[str]) -> int:
     items = []
     for body in bodies:
@@ -187,8 +195,7 @@ async def _rebuild_in_place(sessions: Sessions, chunk: int, progress: _Progress)
         for model in READ_MODELS:
             await s.execute(sa.delete(model.__table__))
         after = None
-        while rows := (await s.execute(_in_time_order(after, chunk))).all():
-            progress.add(await _fold_rows(s, [r[2] for r in rows]))
+        while rows := await _fold_query(s, _in_time_order(after, chunk), progress):
             after = (rows[-1][0], rows[-1][1])
 
 
@@ -221,10 +228,9 @@ async def _rebuild_beside(sessions: Sessions, chunk: int, progress: _Progress, o
             while True:
                 async with sessions() as s, s.begin():
                     await s.execute(sa.text(step))
-                    rows = (await s.execute(_in_time_order(after, chunk, seen))).all()
-                    if not rows:
-                        break
-                    progress.add(await _fold_rows(s, [r[2] for r in rows]))
+                    rows = await _fold_query(s, _in_time_order(after, chunk, seen), progress)
+                if not rows:
+                    break
                 after = (rows[-1][0], rows[-1][1])
                 if on_batch is not None:
                     await on_batch(progress.folded)
@@ -323,15 +329,11 @@ async def _fold_arrivals(sessions: Sessions, step: str, after: int, up_to: int |
             query = query.where(t.c.seq <= up_to)
         query = query.order_by(t.c.seq).limit(chunk)
         if session is not None:
-            rows = (await session.execute(query)).all()
-            if rows:
-                progress.add(await _fold_rows(session, [r[1] for r in rows]))
+            rows = await _fold_query(session, query, progress)
         else:
             async with sessions() as s, s.begin():
                 await s.execute(sa.text(step))
-                rows = (await s.execute(query)).all()
-                if rows:
-                    progress.add(await _fold_rows(s, [r[1] for r in rows]))
+                rows = await _fold_query(s, query, progress)
         if not rows:
             return
         after = rows[-1][0]
