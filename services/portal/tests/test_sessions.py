@@ -231,3 +231,23 @@ def test_a_form_without_the_sessions_csrf_token_is_refused_even_when_both_are_em
     with portal() as c:
         assert c.post("/signin/dev", data={"csrf": "", "role": "operator"}).status_code == 403
         assert c.post("/signout", data={"csrf": ""}).status_code == 403
+
+
+def test_a_form_rendered_after_the_session_ended_in_the_same_request_gets_a_new_anonymous_session():
+    """As when a page finds the signed-in user's token expired, ends the session, and shows the sign-in
+    form: its CSRF token must belong to a session the browser keeps, or the form could never be sent."""
+    with portal() as c:
+        sign_in(c)
+        store = c.app.state.sessions
+
+        async def ended_then_form() -> tuple:
+            s = await store.load(c.cookies[COOKIE])
+            s.end()
+            token = s.csrf_token()
+            kept = await store.settle(s)
+            return token, kept, await store.load(kept)
+
+        token, kept, again = c.portal.call(ended_then_form)
+        assert kept and kept != c.cookies[COOKIE]
+        assert again.get("csrf") == token and "user" not in again
+        assert len(rows(c)) == 1, "the signed-in session is gone, the anonymous one kept"

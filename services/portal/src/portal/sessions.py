@@ -126,7 +126,8 @@ class Session:
         self.data, self.beginning, self.ended, self.dirty = dict(data), True, False, True
 
     def end(self) -> None:
-        """Sign-out: this session and every id it has had are deleted."""
+        """Sign-out: this session and every id it has had are deleted (a form rendered after it in the same
+        request starts a new, anonymous one for its CSRF token)."""
         self.data, self.ended, self.beginning, self.dirty = {}, True, False, False
 
     @property
@@ -189,15 +190,15 @@ class SessionStore:
         """Writes what the request did to its session; returns the id the browser is to keep from now
         on, "" for none (the cookie is cleared), or None when the cookie stays as it is."""
         now = self.clock.now()
-        if s.ended:
+        if s.ended or s.beginning:
+            # signed out, or signing in: the id the browser had (and its family) is never used again
             if s.row is not None:
                 await self._delete(T.c.family == s.row.family)
-                log.info("portal.session_ended", reason="signed_out")
+                if s.ended:
+                    log.info("portal.session_ended", reason="signed_out")
+            if s.data:  # a new session (the sign-in's, or a form's CSRF token rendered after the end)
+                return await self._insert(s.data, secrets.token_hex(16), now, now)
             return "" if s.brought_cookie else None
-        if s.beginning:
-            if s.row is not None:  # the id the browser had: never carried into the signed-in session
-                await self._delete(T.c.family == s.row.family)
-            return await self._insert(s.data, secrets.token_hex(16), now, now)
         if s.row is None:
             if s.dirty and s.data:
                 return await self._insert(s.data, secrets.token_hex(16), now, now)
