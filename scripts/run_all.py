@@ -9,9 +9,11 @@ exits 1. Ctrl-C (or SIGTERM) stops them all and exits 0.
 
 Environment: AMQP_URL, DATA_DIR, HOST (default 127.0.0.1), DATABASE_URL_<SERVICE>, PORT_<SERVICE>
 (e.g. PORT_REGISTRY=9001), SETELI_PORT_BASE (ports base+1, base+2, ... in the manifest's order;
-default: the manifest's ports 8001-8005), SETELI_READY_TIMEOUT (seconds, default 120).
-The web portal (a front end of the manifest, port 8005) starts last, pointed at the services' ports;
-the ready line gives its address (the services' with /docs).
+default: the manifest's ports 8001-8005), SETELI_READY_TIMEOUT (seconds, default 120),
+TRUSTED_PROXIES_<SERVICE> (default: the vouchers service believes the portal's X-Forwarded-For, no
+one else anybody's). The web portal (a front end of the manifest, port 8005; its sessions in
+DATA_DIR/portal.db or DATABASE_URL_PORTAL) starts last, pointed at the services' ports; the ready line
+gives its address (the services' with /docs).
 """
 from __future__ import annotations
 
@@ -148,10 +150,12 @@ def address(host: str, name: str, port: int) -> str:
     return f"http://{host}:{port}" + ("/" if BY_NAME[name].kind == "frontend" else "/docs")
 
 
-def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None) -> Child:
+def environment(name: str, host: str, port: int, wanted: dict[str, int] | None = None) -> dict[str, str]:
+    """What one child is started with: this environment, DATA_DIR, its own DATABASE_URL_<NAME> and
+    TRUSTED_PROXIES_<NAME> as DATABASE_URL and TRUSTED_PROXIES; the portal the services' addresses."""
     env = dict(os.environ, DATA_DIR=os.environ.get("DATA_DIR", str(ROOT / "var")), PYTHONUNBUFFERED="1")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if BY_NAME[name].kind == "frontend":  # it calls the services on the ports they were given here
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         for svc in SERVICES:
             env.setdefault(f"{svc.name.upper()}_URL", f"http://{shown}:{(wanted or {})[svc.name]}")
         env.setdefault("PORTAL_URL", f"http://{shown}:{port}")
@@ -159,6 +163,14 @@ def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None)
     own_db = os.environ.get(f"DATABASE_URL_{name.upper()}")
     if own_db:
         env["DATABASE_URL"] = own_db
+    # whose X-Forwarded-For a child believes is its own affair: the vouchers service the portal's (which
+    # calls it from the address it calls it at), nobody else anyone's unless told
+    env["TRUSTED_PROXIES"] = os.environ.get(f"TRUSTED_PROXIES_{name.upper()}", shown if name == "vouchers" else "")
+    return env
+
+
+def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None) -> Child:
+    env = environment(name, host, port, wanted)
     command = Path(sys.executable).parent / f"seteli-{name}"
     process = subprocess.Popen([str(command), "serve", "--host", host, "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -14,6 +14,8 @@ import pytest
 from seteli_shared.manifest import NAMES as SERVICES
 
 BIN = Path(sys.executable).parent
+#: where the portal's calls to the services come from (tests/browser): the vouchers service's trusted proxy
+PORTAL_ADDRESS = "127.0.0.1"
 
 
 def free_port() -> int:
@@ -51,7 +53,10 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
             databases[name] = await dbs.create(name)
             env = dict(os.environ, DATABASE_URL=databases[name], AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
                        FUNDER_USER_PREFIX=f"{ns}-",
-                       ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05")
+                       ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05",
+                       # the portal (tests/browser) calls from 127.0.0.1 and names the browser, as in `make run`;
+                       # a test calling from another loopback address (127.0.0.2) is an untrusted stranger
+                       TRUSTED_PROXIES=PORTAL_ADDRESS if name == "vouchers" else "")
             logs[name] = workdir / f"{name}.log"
             procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
                                            stdout=logs[name].open("wb"), stderr=subprocess.STDOUT)

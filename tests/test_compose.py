@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seteli_shared.manifest import BY_NAME, FRONTENDS, NAMES
+from seteli_shared.manifest import BY_NAME, FRONTENDS, NAMES, WITH_DATABASE
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -194,8 +194,9 @@ def test_compose_runs_exactly_the_manifests_services_and_the_infrastructure():
 
 @pytest.mark.parametrize("name", [f.name for f in FRONTENDS])
 def test_a_frontend_is_built_from_the_one_dockerfile_and_calls_the_services_by_their_compose_names(name):
-    """The portal: the same Dockerfile and port rules, no database, every variable a settings field, each
-    service's URL its compose host and manifest port, started once the services are healthy."""
+    """The portal: the same Dockerfile and port rules, its own database (its sessions), every variable a
+    settings field, each service's URL its compose host and manifest port, started once the services
+    and the database are healthy."""
     svc, port = _service(name), BY_NAME[name].port
     assert _dockerfile_path(name) == DOCKERFILE.resolve()
     assert _build_args(name) == {"SERVICE": name, "PORT": str(port)}
@@ -206,12 +207,31 @@ def test_a_frontend_is_built_from_the_one_dockerfile_and_calls_the_services_by_t
     env = _environment(svc)
     unknown = sorted(var for var in env if var.lower() not in settings_cls.model_fields)
     assert not unknown, f"{name}: compose sets {unknown}, which {settings_cls.__name__} does not read"
-    assert "DATABASE_URL" not in env
+    assert _database_of(name) == ("postgresql+asyncpg", POSTGRES_USER, "postgres", name)
+    assert name in _created_databases()
     assert env.get("AMQP_URL") == "amqp://guest:guest@rabbitmq:5672/"  # only to count dead letters
     for service in NAMES:
         assert env.get(f"{service.upper()}_URL") == f"http://{service}:{BY_NAME[service].port}", service
     depends = svc.get("depends_on") or {}
-    assert {s: (depends.get(s) or {}).get("condition") for s in NAMES} == {s: "service_healthy" for s in NAMES}
+    needed = (*NAMES, "postgres")
+    assert {s: (depends.get(s) or {}).get("condition") for s in needed} == {s: "service_healthy" for s in needed}
+
+
+def test_the_vouchers_service_believes_x_forwarded_for_from_the_portal_and_nobody_else():
+    """The light login slows wrong codes per browser address, which the portal passes on: the portal has a
+    fixed address on the system's network, and that address (only) is the vouchers service's trusted proxy."""
+    from ipaddress import ip_address, ip_network
+
+    from seteli_shared.addresses import TrustedProxies
+
+    subnets = [ip_network(c["subnet"]) for c in COMPOSE["networks"]["default"]["ipam"]["config"]]
+    portal = ip_address(_service("portal")["networks"]["default"]["ipv4_address"])
+    assert any(portal in net for net in subnets), "the portal's address is not on the system's network"
+    proxies = TrustedProxies.parse(_environment(_service("vouchers"))["TRUSTED_PROXIES"])
+    assert proxies.trusts(portal)
+    assert all(net.num_addresses == 1 for net in proxies.networks), "a trusted network wider than the portal"
+    others = [n for n in COMPOSE["services"] if n != "vouchers" and "TRUSTED_PROXIES" in _environment(_service(n))]
+    assert not others, others
 
 
 def test_every_service_is_built_from_the_one_dockerfile_with_its_name_and_port():
@@ -267,8 +287,8 @@ def test_postgres_user_and_init_script_is_mounted():
             assert target.endswith(".sql") or target.rstrip("/") == "/docker-entrypoint-initdb.d"
 
 
-def test_init_sql_creates_exactly_one_database_per_service():
-    assert _created_databases() == set(SERVICES)
+def test_init_sql_creates_exactly_one_database_per_service_and_the_portal():
+    assert _created_databases() == set(WITH_DATABASE) == set(SERVICES) | {"portal"}
 
 
 # ------------------------------------------------------------------ per service

@@ -134,6 +134,7 @@ async def test_run_says_once_when_the_system_is_ready_and_stops_on_sigterm(tmp_p
     finally:
         code = run.stop()
     assert code == 0, "".join(run.err)
+    assert (tmp_path / "portal.db").is_file(), "the portal keeps its sessions under DATA_DIR"
     assert sum(line.startswith("seteli is ready") for line in run.out) == 1
     assert "Traceback" not in "".join(run.err)
     for port in ports.values():  # every service was stopped: its port is free again
@@ -157,3 +158,23 @@ async def test_run_names_a_service_that_dies_and_exits_non_zero(tmp_path, amqp_u
     assert said[0].startswith("reporting stopped (exit code 1): ")
     assert str(nowhere) in said[0]  # why: its database did not answer
     assert not any(line.startswith("seteli is ready") for line in run.out)
+
+
+def test_the_vouchers_service_believes_the_portals_x_forwarded_for_and_no_child_a_strays(monkeypatch):  # noqa: ANN001
+    """The portal calls the vouchers service from the address it calls it at, and passes the browser's
+    address on: that address is the vouchers service's one trusted proxy. A TRUSTED_PROXIES left in the
+    shell is no child's; TRUSTED_PROXIES_<NAME> gives one its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all_under_test", SCRIPT)
+    run_all = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, run_all)  # its dataclasses look their module up there
+    spec.loader.exec_module(run_all)
+    wanted = {s.name: s.port for s in EVERYTHING}
+    monkeypatch.setenv("TRUSTED_PROXIES", "0.0.0.0/0")
+    monkeypatch.delenv("TRUSTED_PROXIES_PORTAL", raising=False)
+    monkeypatch.delenv("TRUSTED_PROXIES_VOUCHERS", raising=False)
+    trusted = {s.name: run_all.environment(s.name, "0.0.0.0", s.port, wanted)["TRUSTED_PROXIES"] for s in EVERYTHING}
+    assert trusted == {**{name: "" for name in wanted}, "vouchers": "127.0.0.1"}
+    monkeypatch.setenv("TRUSTED_PROXIES_PORTAL", "192.0.2.0/24")
+    assert run_all.environment("portal", "127.0.0.1", 8005, wanted)["TRUSTED_PROXIES"] == "192.0.2.0/24"

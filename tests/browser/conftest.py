@@ -105,12 +105,18 @@ async def screenshot(page, name: str) -> Path:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-async def portal(system, amqp_url, tmp_path_factory):  # noqa: ANN001
-    """The portal as its own process, pointed at the system's services."""
+async def portal(system, amqp_url, postgres_admin_dsn, tmp_path_factory):  # noqa: ANN001
+    """The portal as its own process, pointed at the system's services, its sessions in a PostgreSQL
+    database of its own (as several instances behind one address would share them)."""
+    from conftest import PostgresDatabases  # the root conftest
+
     port = free_port()
     log = tmp_path_factory.mktemp("portal") / "portal.log"
+    dbs = PostgresDatabases(postgres_admin_dsn)
+    database = await dbs.create("portal")
+    system.databases["portal"] = database
     env = dict(os.environ, ENVIRONMENT="test", PORTAL_URL=f"http://127.0.0.1:{port}", AMQP_URL=amqp_url,
-               BUS_NAMESPACE=system.namespace,
+               BUS_NAMESPACE=system.namespace, DATABASE_URL=database, TRUSTED_PROXIES="",
                **{f"{name.upper()}_URL": url for name, url in system.urls.items()})
     proc = subprocess.Popen([str(BIN / "seteli-portal"), "serve", "--port", str(port)], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -135,6 +141,7 @@ async def portal(system, amqp_url, tmp_path_factory):  # noqa: ANN001
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        await dbs.drop_all()
 
 
 @dataclass

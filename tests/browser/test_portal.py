@@ -150,6 +150,77 @@ async def test_session_cookie_is_httponly_and_samesite_lax(portal):  # noqa: ANN
         assert "default-src 'self'" in r.headers["content-security-policy"]
 
 
+async def test_signing_out_ends_the_session_on_the_server_and_a_copied_cookie_is_refused(portal):  # noqa: ANN001
+    from .conftest import CSRF
+
+    async with signed_in(portal, "operator") as c:
+        (name, copied), = c.cookies.items()
+        assert (await c.get("/operator")).status_code == 200
+        csrf = CSRF.search((await c.get("/operator")).text).group(1)
+        assert (await c.post("/signout", data={"csrf": csrf})).status_code == 303
+    async with httpx.AsyncClient(base_url=portal, cookies={name: copied}) as replay:
+        r = await replay.get("/operator", follow_redirects=False)
+        assert (r.status_code, r.headers["location"]) == (303, "/signin?next=/operator")
+
+
+# ------------------------------------------------------------------ logins a stranger cannot break
+def browser_at(portal: str, address: str) -> httpx.AsyncClient:
+    """A browser calling the portal from its own address (another loopback address of this machine)."""
+    return httpx.AsyncClient(base_url=portal, timeout=20, follow_redirects=False,
+                             transport=httpx.AsyncHTTPTransport(local_address=address))
+
+
+async def test_wrong_logins_through_the_portal_from_one_browser_never_keep_another_out(portal, world: World):  # noqa: ANN001
+    """The portal calls the vouchers service from one address; it passes each browser's own on, and the
+    vouchers service believes it from the portal only: 20 and more failures from one browser slow that
+    browser, not the country."""
+    from seteli_shared.codes import new_code
+
+    from .conftest import CSRF
+
+    voucher = world.vouchers["v1"]
+
+    async def login(browser: httpx.AsyncClient, code: str, login_code: str) -> httpx.Response:
+        csrf = CSRF.search((await browser.get("/signin")).text).group(1)
+        return await browser.post("/signin/client", data={"csrf": csrf, "voucher_code": code,
+                                                          "client_login_code": login_code})
+
+    async with browser_at(portal, "127.0.0.2") as stranger, browser_at(portal, "127.0.0.3") as client:
+        answers = [(await login(stranger, voucher["voucher_code"], "0000000000000")).status_code for _ in range(6)]
+        answers += [(await login(stranger, new_code(10), "0000000000000")).status_code for _ in range(20)]
+        assert answers[:5] == [401] * 5 and 429 in answers[5:], answers
+        r = await login(stranger, voucher["voucher_code"], voucher["client_login_code"])
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, "the stranger's own address waits"
+        r = await login(client, voucher["voucher_code"], voucher["client_login_code"])
+        assert (r.status_code, r.headers.get("location")) == (303, "/client"), r.text[:500]
+
+
+async def test_the_vouchers_service_believes_x_forwarded_for_only_from_the_portals_address(system, world: World):  # noqa: ANN001
+    """Against the running vouchers service: a stranger (another address than the portal's) naming a new
+    address in each request is still counted as itself; the portal's address naming a browser counts
+    that browser."""
+    voucher = world.vouchers["v3"]
+    url = system.urls["vouchers"]
+
+    def attempt(login_code: str, forwarded: str) -> dict:
+        return {"json": {"voucher_code": voucher["voucher_code"], "client_login_code": login_code},
+                "headers": {"X-Forwarded-For": forwarded}}
+
+    async with httpx.AsyncClient(base_url=url, timeout=15,
+                                 transport=httpx.AsyncHTTPTransport(local_address="127.0.0.4")) as stranger:
+        seen = [(await stranger.post("/client-sessions", **attempt("0000000000000", f"198.51.100.{i}"))).status_code
+                for i in range(6)]
+        assert seen == [401] * 5 + [429], seen
+    async with httpx.AsyncClient(base_url=url, timeout=15) as the_portals_address:
+        seen = [(await the_portals_address.post("/client-sessions", **attempt("0000000000000", "192.0.2.201")))
+                .status_code for _ in range(6)]
+        assert seen == [401] * 5 + [429], seen
+        r = await the_portals_address.post("/client-sessions", **attempt(voucher["client_login_code"], "192.0.2.202"))
+        assert r.status_code == 200, r.text
+        r = await the_portals_address.post("/client-sessions", **attempt(voucher["client_login_code"], "127.0.0.4"))
+        assert r.status_code == 429, "the stranger, named by the portal, is still the stranger"
+
+
 # ------------------------------------------------------------------ in a real browser
 async def test_client_compares_chooses_and_gives_feedback(portal, world: World, browser, system):  # noqa: ANN001
     page = await browser.new_page()
@@ -403,7 +474,7 @@ async def test_a_personal_identity_code_in_feedback_is_refused_and_never_logged(
 
 
 # ------------------------------------------------------------------ a token the services no longer accept
-async def test_a_token_the_services_no_longer_accept_ends_the_session(system, world: World):  # noqa: ANN001
+async def test_a_token_the_services_no_longer_accept_ends_the_session(system, world: World, tmp_path):  # noqa: ANN001
     """A portal whose signing key the services do not trust (as after a key is withdrawn): it signs a
     user in, the services refuse the token (401) and the portal ends the session and sends the user to
     sign in again, whichever way it called (one answer, a paged list, a file), instead of showing an
@@ -416,6 +487,7 @@ async def test_a_token_the_services_no_longer_accept_ends_the_session(system, wo
     from .conftest import CSRF
 
     settings = PortalSettings(environment="test", dev_signing_secret="a-key-the-services-do-not-trust-0123456789",
+                              database_url=f"sqlite+aiosqlite:///{tmp_path / 'portal.db'}",
                               **{f"{name}_url": url for name, url in system.urls.items()})
     app = create_app(settings)
     async with AsyncExitStack() as stack:

@@ -278,3 +278,34 @@ def test_numbers_typed_in_forms_are_ascii_digits_only():
     # ``isdigit`` admits these, ``int`` refuses them: they must be a refusal, never a 500
     assert small_int("²") is None and small_int("1" * 5000) is None and small_int("") is None
     assert small_int("٣") is None and small_int("-1") is None
+
+
+def test_the_client_sign_in_passes_the_browsers_address_and_only_its_own_proxies_name_another():
+    """The vouchers service slows wrong login codes per browser address, which only the portal knows: it
+    sends the browser's address (its TCP peer, or what a proxy of its own TRUSTED_PROXIES says) in
+    X-Forwarded-For; a browser cannot pass on a header it wrote itself. A 429 keeps its Retry-After."""
+    import httpx
+
+    seen, answer = [], {}
+
+    def vouchers(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("x-forwarded-for"))
+        return httpx.Response(answer["status"], json={"error": {"reason": answer["reason"], "message": "",
+                                                                 "details": answer.get("details", {})}})
+
+    cases = (("", "203.0.113.9", "198.51.100.1", "203.0.113.9"),              # no proxies: the peer
+             ("203.0.113.0/24", "203.0.113.9", "198.51.100.1", "198.51.100.1"),  # the portal's own proxy
+             ("203.0.113.0/24", "192.0.2.1", "198.51.100.1", "192.0.2.1"))       # a stranger claiming one
+    for proxies, peer, forwarded, expected in cases:
+        answer.update(status=401, reason="invalid_voucher_credentials")
+        app = create_app(PortalSettings(environment="test", trusted_proxies=proxies),
+                         transport=httpx.MockTransport(vouchers))
+        with TestClient(app, client=(peer, 50000)) as c:
+            csrf = CSRF.search(c.get("/signin").text).group(1)
+            form = {"csrf": csrf, "voucher_code": "7KQ2M9XH4D=", "client_login_code": "0000000000000"}
+            r = c.post("/signin/client", data=form, headers={"X-Forwarded-For": forwarded})
+            assert r.status_code == 401 and "Koodit eivät täsmää." in r.text
+            assert seen[-1] == expected, (proxies, peer)
+            answer.update(status=429, reason="too_many_attempts", details={"retry_after_seconds": 8})
+            r = c.post("/signin/client", data=form)
+            assert (r.status_code, r.headers["retry-after"]) == (429, "8")

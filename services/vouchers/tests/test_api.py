@@ -27,6 +27,7 @@ from vouchers.settings import VouchersSettings
 
 F1, F2 = "091", "092"
 P, Q = "prov-p", "prov-q"
+PROXY = "10.0.0.5"  # the service fixture's one trusted proxy (TRUSTED_PROXIES), as the portal would be
 
 
 def bearer(role: str, **claims) -> dict:  # noqa: ANN003
@@ -83,7 +84,7 @@ class Service:
 @pytest.fixture
 async def service(pg, namespace, amqp_url):  # noqa: ANN001
     settings = VouchersSettings(environment="test", database_url=await pg.create("vouchers"), amqp_url=amqp_url,
-                                bus_namespace=namespace, relay_idle_seconds=0.05)
+                                bus_namespace=namespace, relay_idle_seconds=0.05, trusted_proxies=f"{PROXY}/32")
     app = create_app(settings)
     app.state.clock = FixedClock(datetime.now(timezone.utc).replace(microsecond=0))
     async with AsyncExitStack() as stack:
@@ -224,40 +225,118 @@ async def test_the_login_code_works_once_issued_and_stops_working_when_a_new_one
 
 
 # ------------------------------------------------------------------ throttling
-async def test_five_failures_block_a_voucher_even_for_the_right_code_until_the_window_passes(service):  # noqa: ANN001
-    v, w = await service.issue(), await service.issue()
-    for _ in range(5):
-        assert reason(await service.login(v["voucher_code"], "0000000000000")) == (401, "invalid_voucher_credentials")
-    r = await service.login(v["voucher_code"], v["client_login_code"])
-    assert reason(r) == (429, "too_many_attempts")
-    assert r.headers["Retry-After"] == "900" == str(r.json()["error"]["details"]["retry_after_seconds"])
-    # the voucher is blocked from everywhere; other vouchers are not
-    async with service.client("10.9.9.9") as elsewhere:
-        assert reason(await service.login(v["voucher_code"], v["client_login_code"], elsewhere))[0] == 429
-        assert (await service.login(w["voucher_code"], w["client_login_code"], elsewhere)).status_code == 200
-
-    service.clock.advance(minutes=10)
-    r = await service.login(v["voucher_code"], v["client_login_code"])
-    assert (r.status_code, r.headers["Retry-After"]) == (429, "300"), "refused attempts do not lengthen the block"
-    service.clock.advance(minutes=5)
-    assert (await service.login(v["voucher_code"], v["client_login_code"])).status_code == 200
+WRONG = "0000000000000"
 
 
-async def test_twenty_failures_from_one_address_block_it_for_every_voucher(service):  # noqa: ANN001
+async def test_failures_from_one_address_never_keep_the_right_code_out_from_another(service):  # noqa: ANN001
+    v = await service.issue()
+    async with service.client("192.0.2.7") as attacker:
+        answers = [reason(await service.login(v["voucher_code"], WRONG, attacker)) for _ in range(30)]
+    assert answers[:5] == [(401, "invalid_voucher_credentials")] * 5
+    assert set(answers[5:]) == {(429, "too_many_attempts")}, "the attacker's own address waits"
+    # the client, from its own address, at once and again and again
+    for _ in range(3):
+        assert (await service.login(v["voucher_code"], v["client_login_code"])).status_code == 200
+    # and its own typos are its own: five answered at once
+    async with service.client("198.51.100.20") as client:
+        for _ in range(5):
+            assert reason(await service.login(v["voucher_code"], WRONG, client))[0] == 401
+        assert (await service.login(v["voucher_code"], v["client_login_code"], client)).status_code == 429
+
+
+async def test_a_guess_spread_over_many_addresses_is_slowed_at_each_but_the_right_code_still_comes_in(service):  # noqa: ANN001
+    v = await service.issue()
+    for i in range(50):  # the alarm: 50 failures of one voucher code from all addresses together
+        async with service.client(f"203.0.113.{i}") as bot:
+            assert reason(await service.login(v["voucher_code"], WRONG, bot))[0] == 401
+    async with service.client("203.0.113.200") as bot:
+        assert reason(await service.login(v["voucher_code"], WRONG, bot))[0] == 401
+        r = await service.login(v["voucher_code"], v["client_login_code"], bot)
+        assert (r.status_code, r.headers["Retry-After"]) == (429, "2"), "a new address waits after its first miss"
+    async with service.client("198.51.100.21") as client:
+        assert (await service.login(v["voucher_code"], v["client_login_code"], client)).status_code == 200
+
+
+async def test_one_voucher_code_from_one_address_is_slowed_progressively_alike_for_real_and_made_up_codes(service):  # noqa: ANN001
+    v = await service.issue()
+    made_up = next(c for c in ("7KQ2M9XH4D" + s for s in "0123456789ABCDEFGHJKMNPQRSTVWXYZ*~$=U")
+                   if normalise(c) and normalise(c) != v["voucher_code"])
+
+    async def attempts(code: str, login_code: str, client: httpx.AsyncClient) -> list:  # noqa: ANN001
+        seen = []
+        for _ in range(5):  # answered at once
+            seen.append(reason(await service.login(code, WRONG, client)))
+        for wait in (2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900):
+            r = await service.login(code, login_code, client)  # even the right code: this address waits
+            later = await service.login(code, login_code, client)
+            assert int(later.headers["Retry-After"]) == wait, "a refused attempt does not lengthen the wait"
+            seen.append((*reason(r), r.headers["Retry-After"]))
+            service.clock.advance(seconds=wait)
+            seen.append(reason(await service.login(code, WRONG, client)))
+        return seen
+
+    async with service.client("192.0.2.50") as one, service.client("192.0.2.51") as other:
+        start = service.clock.now()
+        real = await attempts(v["voucher_code"], v["client_login_code"], one)
+        service.clock.at = start
+        fake = await attempts(made_up, WRONG, other)
+    assert real == fake, "a made-up voucher code is throttled exactly like a real one"
+    assert [r[2] for r in real if len(r) == 3] == ["2", "4", "8", "16", "32", "64", "128", "256", "512", "900", "900"]
+
+    # once its wait is over the right code comes in, and its failures with this code are forgotten
+    service.clock.advance(seconds=900)
+    async with service.client("192.0.2.50") as one:
+        assert (await service.login(v["voucher_code"], v["client_login_code"], one)).status_code == 200
+        assert reason(await service.login(v["voucher_code"], WRONG, one))[0] == 401
+        assert (await service.login(v["voucher_code"], v["client_login_code"], one)).status_code == 200
+    # a day without failures forgets the rest
+    async with service.client("192.0.2.51") as other:
+        service.clock.advance(days=1)
+        assert [reason(await service.login(made_up, WRONG, other))[0] for _ in range(5)] == [401] * 5
+
+
+async def test_an_address_trying_many_voucher_codes_is_slowed_after_twenty_failures(service):  # noqa: ANN001
     vouchers = [await service.issue() for _ in range(6)]
     async with service.client("192.0.2.7") as attacker:
-        for v in vouchers[:5]:  # four per voucher: no voucher reaches its own limit
+        for v in vouchers[:5]:  # four per voucher: no voucher code reaches its own five
             for _ in range(4):
-                assert (await service.login(v["voucher_code"], "0000000000000", attacker)).status_code == 401
+                assert (await service.login(v["voucher_code"], WRONG, attacker)).status_code == 401
         last = vouchers[5]
         r = await service.login(last["voucher_code"], last["client_login_code"], attacker)
-        assert reason(r) == (429, "too_many_attempts") and int(r.headers["Retry-After"]) == 900
-        # made-up voucher codes count too, and are refused alike
-        assert (await service.login("ZZZZZZZZZZZ", "0000000000000", attacker)).status_code == 429
-        # another address is not blocked
+        assert reason(r) == (429, "too_many_attempts") and r.headers["Retry-After"] == "2"
+        assert r.json()["error"]["details"]["retry_after_seconds"] == 2
+        assert (await service.login("ZZZZZZZZZZZ", WRONG, attacker)).status_code == 429
+        # another address is not slowed
         assert (await service.login(last["voucher_code"], last["client_login_code"])).status_code == 200
-        service.clock.advance(minutes=15, seconds=1)
+        service.clock.advance(seconds=2)
         assert (await service.login(last["voucher_code"], last["client_login_code"], attacker)).status_code == 200
+
+
+async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(service):  # noqa: ANN001
+    v = await service.issue()
+    # an untrusted caller cannot escape its throttle by naming another address each time
+    async with service.client("192.0.2.66") as forger:
+        for i in range(5):
+            r = await forger.post("/client-sessions", json={"voucher_code": v["voucher_code"], "client_login_code": WRONG},
+                                  headers={"X-Forwarded-For": f"198.51.100.{i}"})
+            assert r.status_code == 401
+        r = await forger.post("/client-sessions", headers={"X-Forwarded-For": "198.51.100.99"},
+                              json={"voucher_code": v["voucher_code"], "client_login_code": v["client_login_code"]})
+        assert r.status_code == 429, "the forged header was believed"
+    # the portal (a trusted proxy) names the browser's address: one browser's failures stay its own
+    async with service.client(PROXY) as portal:
+        async def via_portal(browser: str, login_code: str) -> httpx.Response:
+            return await portal.post("/client-sessions", headers={"X-Forwarded-For": browser},
+                                     json={"voucher_code": v["voucher_code"], "client_login_code": login_code})
+
+        assert [(await via_portal("198.51.100.7", WRONG)).status_code for _ in range(7)] == [401] * 5 + [429] * 2
+        assert (await via_portal("198.51.100.8", v["client_login_code"])).status_code == 200
+        # a browser behind the portal is counted by its own address, not the portal's
+        assert (await via_portal("192.0.2.66", v["client_login_code"])).status_code == 429
+        # the portal's own requests without the header are the portal's
+        r = await portal.post("/client-sessions", json={"voucher_code": v["voucher_code"],
+                                                        "client_login_code": v["client_login_code"]})
+        assert r.status_code == 200
 
 
 # ------------------------------------------------------------------ the list

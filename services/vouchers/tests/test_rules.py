@@ -7,8 +7,8 @@ from pydantic import ValidationError
 from seteli_shared.auth import Principal, Role
 from seteli_shared.codes import new_code
 from seteli_shared.errors import DomainError
-from vouchers.domain import (Audience, ThrottleLimits, audience_of, check_choosable, check_validity,
-                             hash_login_code, login_code_matches, retry_after)
+from vouchers.domain import (Audience, Failures, LoginThrottle, ThrottleKeys, audience_of, check_choosable,
+                             check_validity, delay_after, hash_login_code, login_code_matches, login_wait)
 from vouchers.schemas import VoucherCreate
 
 TODAY = date(2026, 11, 25)
@@ -91,27 +91,49 @@ def test_login_code_is_kept_only_as_a_salted_hash():
     assert not login_code_matches(None, salt, stored) and not login_code_matches(code, None, None)
 
 
-LIMITS = ThrottleLimits(per_voucher=5, per_source=20, window=timedelta(minutes=15))
+THROTTLE = LoginThrottle(free_per_voucher_address=5, free_per_address=20, voucher_alarm=50,
+                         first_delay=timedelta(seconds=2), longest_delay=timedelta(minutes=15),
+                         memory=timedelta(hours=24))
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NONE = Failures()
 
 
 def ago(**kw) -> datetime:  # noqa: ANN003
     return NOW - timedelta(**kw)
 
 
-def test_throttle_lets_four_failures_pass_and_blocks_at_five_until_the_oldest_leaves_the_window():
-    four = [ago(minutes=m) for m in (10, 8, 6, 4)]
-    assert retry_after(four, four, NOW, LIMITS) is None
-    five = four + [ago(minutes=1)]
-    assert retry_after(five, five, NOW, LIMITS) == 5 * 60  # the one 10 minutes ago leaves in 5
-    assert retry_after(five, [], NOW + timedelta(minutes=5), LIMITS) is None
+def test_the_wait_doubles_after_the_free_failures_up_to_the_longest():
+    assert [delay_after(n, 5, THROTTLE).total_seconds() for n in range(4, 17)] == [
+        0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900, 900]
+    assert delay_after(10 ** 6, 5, THROTTLE) == timedelta(minutes=15), "no overflow however many"
 
 
-def test_throttle_ignores_failures_older_than_the_window():
-    assert retry_after([ago(minutes=15)] * 10, [ago(minutes=16)] * 30, NOW, LIMITS) is None
+def test_an_address_waits_only_for_its_own_failures():
+    assert login_wait(Failures(4, NOW), NONE, NONE, NOW, THROTTLE) is None
+    assert login_wait(Failures(5, NOW), NONE, NONE, NOW, THROTTLE) == 2
+    assert login_wait(Failures(5, ago(seconds=1)), NONE, NONE, NOW, THROTTLE) == 1
+    assert login_wait(Failures(5, ago(seconds=2)), NONE, NONE, NOW, THROTTLE) is None
+    assert login_wait(NONE, Failures(20, NOW), NONE, NOW, THROTTLE) == 2
+    # the longer wait wins
+    assert login_wait(Failures(8, NOW), Failures(21, NOW), NONE, NOW, THROTTLE) == 16
+    # the voucher's failures from everywhere never make a fresh address wait ...
+    assert login_wait(NONE, NONE, Failures(10 ** 6, NOW), NOW, THROTTLE) is None
+    # ... past the alarm, an address waits from its own first failure for that voucher
+    assert login_wait(Failures(1, NOW), NONE, Failures(49, NOW), NOW, THROTTLE) is None
+    assert login_wait(Failures(1, NOW), NONE, Failures(50, NOW), NOW, THROTTLE) == 2
 
 
-def test_throttle_per_source_and_the_longer_wait_wins():
-    source = [ago(minutes=14)] * 10 + [ago(minutes=2)] * 10
-    assert retry_after([], source, NOW, LIMITS) == 60
-    assert retry_after([ago(minutes=3)] * 5, source, NOW, LIMITS) == 12 * 60
+def test_failures_are_forgotten_a_day_after_the_last_one():
+    assert login_wait(Failures(30, ago(hours=24)), Failures(30, ago(hours=24)), NONE, NOW, THROTTLE) is None
+    assert login_wait(Failures(30, ago(hours=23)), NONE, NONE, NOW, THROTTLE) is None  # 15 minutes long over
+    assert login_wait(Failures(1, NOW), NONE, Failures(50, ago(hours=24)), NOW, THROTTLE) is None
+
+
+def test_throttle_keys_are_keyed_hashes_that_tell_codes_and_addresses_apart():
+    a = ThrottleKeys.of("7KQ2M9XH4D=", "192.0.2.1", b"secret")
+    assert a == ThrottleKeys.of("7KQ2M9XH4D=", "192.0.2.1", b"secret")
+    assert len({a.voucher_address, a.address, a.voucher}) == 3
+    assert "192.0.2.1" not in str(a) and "7KQ2M9XH4D" not in str(a)
+    assert a.voucher_address != ThrottleKeys.of("7KQ2M9XH4D=", "192.0.2.2", b"secret").voucher_address
+    assert a.address == ThrottleKeys.of("ANOTHERCODE", "192.0.2.1", b"secret").address
+    assert a.voucher != ThrottleKeys.of("7KQ2M9XH4D=", "192.0.2.1", b"another secret").voucher

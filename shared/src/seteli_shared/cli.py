@@ -112,7 +112,10 @@ def serve(spec: ServiceSpec, settings: ServiceSettings, app_path: str, host: str
     logging.getLogger("uvicorn.error").addFilter(guard)
     app = _load_app(app_path)
     _guard_startup(app, spec.name, guard)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # proxy headers: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; seteli_shared.addresses
+    # decides whom to believe (TRUSTED_PROXIES), so the peer reaches the app as the TCP peer it is
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve(sockets=[sock]))

@@ -72,15 +72,16 @@ async def upgrade_async(migrations_dir: Path, url: str) -> None:
     await asyncio.to_thread(upgrade, migrations_dir, url)
 
 
-def service_metadata(*models_modules: ModuleType) -> MetaData:
+def service_metadata(*models_modules: ModuleType, messaging_tables: bool = True) -> MetaData:
     """The tables of one service's database: those declared in its models module(s) plus the outbox,
-    the inbox and the audit log every service has. A copy, so that the tables of other services
+    the inbox and the audit log every service has (``messaging_tables=False``: only its own, for the
+    portal, which neither publishes nor consumes). A copy, so that the tables of other services
     imported into the same process (``SQLModel.metadata`` is global) never leak into it."""
     from sqlmodel import SQLModel
 
     from . import audit, messaging
 
-    modules = (messaging, audit, *models_modules)
+    modules = ((messaging, audit) if messaging_tables else ()) + models_modules
     md = MetaData()
     for module in modules:
         # its own classes, and those it imports from modules of its own package (a service's models

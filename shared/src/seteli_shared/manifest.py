@@ -15,9 +15,12 @@ class ServiceInfo:
     name: str  # also the Python package, the ``seteli-<name>`` command and the database name
     port: int  # the port ``make run`` and the compose file serve it on
     summary: str
-    #: "service": its own database, migrations, events (a ``ServiceSpec``); "frontend": none of these,
-    #: it only calls the services' public HTTP APIs (the web portal)
+    #: "service": its own database, migrations, events (a ``ServiceSpec``); "frontend": no events and no
+    #: ``ServiceSpec``, it calls the services' public HTTP APIs (the web portal)
     kind: str = "service"
+    #: it keeps a database of its own, named after it, with its own migrations (every service; the portal
+    #: for its sign-in sessions)
+    database: bool = True
 
     @property
     def command(self) -> str:
@@ -34,7 +37,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo("payments", 8003, "charges, the ledger, settlements"),
     ServiceInfo("reporting", 8004, "monitoring and statistics built only from events"),
 )
-#: front ends: started and deployed beside the services, but no database, no events, no ``ServiceSpec``
+#: front ends: started and deployed beside the services, no events, no ``ServiceSpec``
 FRONTENDS: tuple[ServiceInfo, ...] = (
     ServiceInfo("portal", 8005, "the web portal: public comparison, clients, providers, funders, the operator",
                 kind="frontend"),
@@ -43,6 +46,8 @@ FRONTENDS: tuple[ServiceInfo, ...] = (
 EVERYTHING: tuple[ServiceInfo, ...] = SERVICES + FRONTENDS
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in EVERYTHING}
+#: everything with a database of its own (one PostgreSQL database each in the compose file)
+WITH_DATABASE: tuple[str, ...] = tuple(s.name for s in EVERYTHING if s.database)
 
 
 def subscriptions() -> dict[str, list[str]]:

@@ -1,10 +1,13 @@
-"""The portal's app: pages, static assets (all served here: no CDN), the signed session, security
-headers, one JSON log line per request, and HTML error pages."""
+"""The portal's app: pages, static assets (all served here: no CDN), sessions kept on the server
+(``sessions.py``: the cookie holds only an opaque id), security headers, one JSON log line per request,
+and HTML error pages."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
@@ -13,18 +16,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.sessions import SessionMiddleware
 
 from seteli_shared.auth import TokenVerifier
+from seteli_shared.clock import SYSTEM_CLOCK
+from seteli_shared.db import ping, upgrade_async
 from seteli_shared.logging import get_logger
 
 from . import client, provider, public, signin, staff
 from .backend import Backend
+from .sessions import ServerSessions, SessionStore
 from .settings import PortalSettings
 from .web import HERE, Page, PageRefusal, refusal_page
 
 log = get_logger("portal")
-SESSION_COOKIE = "seteli_portal"
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 SECURITY_HEADERS = {
     # every asset is the portal's own: no CDN, no inline script
@@ -41,13 +46,24 @@ def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await app.state.backend.close()
+        if settings.migrate_on_start:
+            await upgrade_async(MIGRATIONS, settings.database_url)
+        purge = asyncio.create_task(store.purge_every(settings.session_purge_seconds), name="session-purge")
+        try:
+            yield
+        finally:
+            purge.cancel()
+            await asyncio.gather(purge, return_exceptions=True)
+            await app.state.backend.close()
+            await store.close()
 
     app = FastAPI(title="seteli portal", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.backend = Backend(settings, transport=transport)
     app.state.verifier = TokenVerifier(settings.token_settings())
+    #: the sessions (a test moves their clock: ``app.state.sessions.clock``)
+    app.state.sessions = store = SessionStore(settings, SYSTEM_CLOCK)
+    app.add_middleware(ServerSessions, store=store)  # inside the log and headers below
 
     @app.middleware("http")
     async def headers_and_log(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -67,9 +83,6 @@ def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBas
         log.info("http.request", method=request.method, path=request.url.path, status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 1), correlation_id=correlation)
         return response
-
-    app.add_middleware(SessionMiddleware, secret_key=settings.portal_session_secret, session_cookie=SESSION_COOKIE,
-                       max_age=settings.session_max_age, same_site="lax", https_only=bool(settings.secure_cookies))
 
     @app.exception_handler(PageRefusal)
     async def refused(request: Request, exc: PageRefusal) -> Response:
@@ -92,6 +105,12 @@ def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBas
 
     @app.get("/health/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
+        """Ready when its session store answers (the services have their own readiness)."""
+        try:
+            await ping(store.engine)
+        except Exception as exc:  # noqa: BLE001
+            return JSONResponse({"status": "unavailable", "reason": f"session store: {type(exc).__name__}"},
+                                status_code=503)
         return JSONResponse({"status": "ok"})
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -1,16 +1,20 @@
 """The portal's settings, from the environment (upper-case field names).
 
-The portal has no database and consumes no events: it knows the four services only by their base
-URLs (defaults: the manifest's ports on this machine) and calls their public HTTP APIs with the
-signed-in user's own token. Production refuses unsafe defaults: a session secret must be set, the
-development sign-in is off, and tokens are verified against the JWKS the services trust."""
+The portal consumes no events: it knows the four services only by their base URLs (defaults: the
+manifest's ports on this machine) and calls their public HTTP APIs with the signed-in user's own
+token. Its one database holds the sign-in sessions (``sessions.py``): a SQLite file under DATA_DIR by
+default, PostgreSQL through DATABASE_URL wherever several portal instances share one address.
+Production refuses unsafe defaults: a session secret must be set, the development sign-in is off, and
+tokens are verified against the JWKS the services trust."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from seteli_shared.addresses import TrustedProxies
 from seteli_shared.manifest import BY_NAME
 from seteli_shared.settings import DEV_SIGNING_SECRET, ServiceSettings
 
@@ -31,12 +35,27 @@ class PortalSettings(BaseSettings):
     reporting_url: str = _local("reporting")
     #: the portal's own public address (the OpenID Connect redirect URI is built from it)
     portal_url: str = f"http://127.0.0.1:{BY_NAME['portal'].port}"
-    #: signs the session cookie (``PORTAL_SESSION_SECRET``); required outside development
+    #: the session store: ``postgresql+asyncpg://...`` or ``sqlite+aiosqlite:///path``; empty: a SQLite
+    #: file ``portal.db`` under ``DATA_DIR``. Several portal instances must share one (PostgreSQL).
+    database_url: str = ""
+    data_dir: Path = Path("var")
+    migrate_on_start: bool = True
+    #: the key the sessions' data (the user's token among it) is encrypted under at rest, together with
+    #: each session's own id (``PORTAL_SESSION_SECRET``); required outside development
     portal_session_secret: str = DEV_SESSION_SECRET
-    #: session lifetime in seconds (the cookie's max-age; the token inside may expire earlier)
-    session_max_age: int = 8 * 3600
+    #: a session's absolute lifetime from sign-in, in seconds (the token inside may expire earlier)
+    session_max_age: int = Field(default=8 * 3600, ge=60)
+    #: a session ends after this many seconds without a request (``SESSION_IDLE_SECONDS``)
+    session_idle_seconds: int = Field(default=30 * 60, ge=60)
+    #: a signed-in session's id is replaced by a new one this often (``SESSION_ROTATE_SECONDS``)
+    session_rotate_seconds: int = Field(default=15 * 60, ge=10)
+    #: expired sessions are deleted this often by each portal instance (and whenever one is met)
+    session_purge_seconds: int = Field(default=5 * 60, ge=1)
     #: cookies only over HTTPS (on by default in production)
     secure_cookies: bool | None = None
+    #: addresses or CIDR networks of the reverse proxies in front of the portal, whose
+    #: ``X-Forwarded-For`` names the browser (``seteli_shared.addresses``); empty: none
+    trusted_proxies: str = ""
     #: the funder the public comparison opens with
     default_funder: str = "091"
     request_timeout_seconds: float = 15.0
@@ -75,7 +94,15 @@ class PortalSettings(BaseSettings):
             self.secure_cookies = self.environment == "production"
         for name in ("registry_url", "vouchers_url", "payments_url", "reporting_url", "portal_url", "oidc_issuer"):
             setattr(self, name, getattr(self, name).rstrip("/"))
+        TrustedProxies.parse(self.trusted_proxies)  # a typo stops the start, naming the entry
+        if not self.database_url:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'portal.db'}"
         return self
+
+    @property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)
 
     @property
     def dev_sign_in(self) -> bool:

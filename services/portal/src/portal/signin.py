@@ -1,7 +1,8 @@
 """Signing in and out.
 
 - Clients: the voucher code and the client login code of the decision letter, checked by the vouchers
-  service's light login (``POST /client-sessions``), whose token the portal keeps.
+  service's light login (``POST /client-sessions``, the browser's address in ``X-Forwarded-For``), whose
+  token the portal keeps in the session on the server.
 - Staff and providers in development: a page where a developer picks a role and its funder or
   provider, and the portal mints a development token (``seteli_shared.auth.mint``, the same as
   ``seteli-token``). Only when ENVIRONMENT is development or test; production settings turn it off.
@@ -26,6 +27,7 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from seteli_shared.addresses import FORWARDED_FOR
 from seteli_shared.auth import FUNDER_ROLES, PROVIDER_ROLES, InvalidToken, Role, mint
 from seteli_shared.auth.tokens import ASYMMETRIC
 
@@ -66,13 +68,20 @@ async def client_signin(request: Request) -> Response:
     form = await page.check_csrf()
     code, login = str(form.get("voucher_code", "")).strip(), str(form.get("client_login_code", "")).strip()
     try:
+        # the vouchers service slows wrong codes per browser address: it believes this header from the
+        # portal (its TRUSTED_PROXIES), so one browser's failures never slow another's login
         answer = await page.backend.json("vouchers", "POST", "/client-sessions",
+                                         headers={FORWARDED_FOR: page.client_address},
                                          json={"voucher_code": code, "client_login_code": login})
     except BackendError as err:
         key = {429: "too_many_attempts"}.get(err.status, "login_failed" if err.status in (401, 404, 422)
                                                                      else "service_unavailable")
-        return page.render("signin.html", status=err.status if err.status < 500 else 503, roles=STAFF_ROLES,
-                           client_error=page.t(key))
+        response = page.render("signin.html", status=err.status if err.status < 500 else 503, roles=STAFF_ROLES,
+                               client_error=page.t(key))
+        wait = err.details.get("retry_after_seconds")
+        if err.status == 429 and isinstance(wait, int):
+            response.headers["Retry-After"] = str(wait)
+        return response
     return _start(page, answer["access_token"], "/client")
 
 

@@ -1,10 +1,10 @@
-"""What every page shares: the language, the signed session (the user's token), CSRF protection,
-who may see a page, rendering, and the error pages.
+"""What every page shares: the language, the session (the user's token), CSRF protection, who may see
+a page, rendering, and the error pages.
 
-The session lives in a signed cookie (Starlette's ``SessionMiddleware``, itsdangerous), HttpOnly and
-SameSite=Lax, Secure in production. It holds the user's bearer token and what the portal needs to
-choose pages (roles, and the funder, provider or voucher the token is bound to); the services verify
-the token themselves on every call. Every form carries the session's CSRF token."""
+The session is kept on the server (``sessions.py``); the cookie holds only its opaque id. It holds the
+user's bearer token and what the portal needs to choose pages (roles, and the funder, provider or
+voucher the token is bound to); the services verify the token themselves on every call. Every form
+carries the session's CSRF token (``csrf_token()`` in the templates, made when a form first needs one)."""
 from __future__ import annotations
 
 import hmac
@@ -18,10 +18,12 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from seteli_shared.addresses import client_address
 from seteli_shared.auth import FUNDER_STAFF, PROVIDER_ROLES, InvalidToken, Principal, Role, TokenVerifier
 
 from . import i18n
 from .backend import Backend, BackendError, Unavailable
+from .sessions import Session
 from .settings import PortalSettings
 
 HERE = Path(__file__).parent
@@ -94,16 +96,15 @@ class Page:
         self.lang = i18n.pick(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),
                               request.headers.get("accept-language"))
         self.t = i18n.translator(self.lang)
-        self.session = request.session
-        if "csrf" not in self.session:
-            self.session["csrf"] = secrets.token_urlsafe(24)
+        # (a path the sessions skip, such as a missing static file, gets an empty one that is never kept)
+        self.session: Session = getattr(request.state, "session", None) or Session()
         raw = self.session.get("user")
         self.user: User | None = None
-        self.expired = False
+        self.expired = self.session.expired
         if isinstance(raw, dict):
             user = User(**raw)
             if user.exp and user.exp < time.time():
-                self.session.pop("user", None)
+                self.sign_out()
                 self.expired = True
             else:
                 self.user = user
@@ -117,20 +118,24 @@ class Page:
         return self.user
 
     def sign_in(self, user: User) -> None:
-        self.session.clear()
-        self.session["user"] = user.__dict__
-        self.session["csrf"] = secrets.token_urlsafe(24)
+        """A new session under a new id, with a new CSRF token (the id and token from before are gone)."""
+        self.session.begin({"user": user.__dict__, "csrf": secrets.token_urlsafe(24)})
         self.user = user
 
     def sign_out(self) -> None:
-        self.session.clear()
+        self.session.end()
         self.user = None
+
+    @property
+    def client_address(self) -> str:
+        """The browser's address: the peer's, or from the portal's own trusted proxies' ``X-Forwarded-For``."""
+        return client_address(self.request, self.settings.proxies)
 
     async def check_csrf(self) -> dict[str, Any]:
         """The submitted form, when its CSRF token is this session's; else a 403 page."""
         form = await self.request.form()
-        sent = form.get("csrf")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, self.session.get("csrf", "")):
+        sent, mine = form.get("csrf"), self.session.get("csrf")
+        if not (isinstance(sent, str) and isinstance(mine, str) and mine and hmac.compare_digest(sent, mine)):
             raise PageRefusal(403, "csrf_failed")
         return form
 
@@ -170,7 +175,7 @@ class Page:
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         response = TEMPLATES.TemplateResponse(self.request, template, {
             "t": self.t, "lang": self.lang, "languages": i18n.LANGUAGES, "language_names": i18n.LANGUAGE_NAMES,
-            "user": self.user, "csrf": self.session.get("csrf", ""), "settings": self.settings,
+            "user": self.user, "csrf_token": self.session.csrf_token, "settings": self.settings,
             "path": self.request.url.path, "eur": eur, **context}, status_code=status)
         self._remember_language(response)
         return response

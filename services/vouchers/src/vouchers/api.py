@@ -1,12 +1,11 @@
 """Vouchers HTTP API: each route parses, authorises and calls a use case (``usecases.py``)."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from seteli_shared.addresses import client_address
 from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_ROLES, Principal, Role, TenantScope, acting_for_funder, mint,
                                 require, tenant_scope)
 from seteli_shared.catalogue import CATEGORIES
@@ -102,14 +101,10 @@ async def issue_client_login_code(
                            issued_at=voucher.client_login_issued_at)
 
 
-def _source(request: Request) -> str:
-    """The caller's address as this process sees it (behind a proxy: run uvicorn with
-    ``--proxy-headers --forwarded-allow-ips`` so that it is the client's, not the proxy's), kept only
-    as a keyed hash: the throttle needs to tell addresses apart, not to know them."""
-    settings = request.app.state.settings
-    key = (settings.token_signing_key or settings.dev_signing_secret or settings.jwt_audience).encode()
-    address = request.client.host if request.client else "unknown"
-    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:40]
+def _throttle_secret(settings) -> bytes:  # noqa: ANN001
+    """Keys the throttle's hashes of addresses and voucher codes: it needs to tell them apart, not to
+    know them."""
+    return (settings.token_signing_key or settings.dev_signing_secret or settings.jwt_audience).encode()
 
 
 @router.post("/client-sessions", response_model=ClientToken, tags=["clients"],
@@ -117,11 +112,15 @@ def _source(request: Request) -> str:
 async def client_login(body: ClientLogin, request: Request, sessions: SessionsDep, clock: ClockDep) -> ClientToken:
     """The clients' light login: the voucher code and the client login code (from the decision
     letter) give a token bound to that one voucher. Public; a wrong pair says only that it is wrong.
-    After repeated failures for one voucher or from one address, every attempt is refused (429 with
-    `Retry-After`) until the window has passed."""
+    Wrong codes are slowed per address: after a few for one voucher code (or many for any) from one
+    address, its next attempt waits, the wait doubling with each further failure (429 with
+    `Retry-After`, whether the pair is right or not). Failures from other addresses never keep the
+    right code out. The address is the caller's, or from `X-Forwarded-For` when the caller is one of
+    the `TRUSTED_PROXIES` (the portal)."""
     settings = request.app.state.settings
     voucher = await usecases.client_login(sessions, body.voucher_code, body.client_login_code,
-                                          _source(request), clock, usecases.throttle_limits(settings))
+                                          client_address(request, settings.proxies), clock,
+                                          usecases.login_throttle(settings), _throttle_secret(settings))
     if settings.is_development:
         key, alg, kid = settings.dev_signing_secret, "HS256", None
     elif settings.token_signing_key:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -150,27 +151,89 @@ def login_code_matches(code: str | None, salt: str | None, stored: str | None) -
     return hmac.compare_digest(hash_login_code(code, salt), stored)
 
 
+# How failed light logins are slowed. The reasoning, in short (the README's "Who may call what" has it
+# with the figures): a login code is 12 random symbols of 32 (60 bits), so what has to be stopped is
+# guessing at volume, and what must never happen is a stranger keeping a client out. Failures are
+# counted per key (``ThrottleKeys``) and only an address's OWN failures (with this voucher code, and with
+# any) ever make it wait: the right code from an address that has not failed is let in, however many
+# failures the voucher code has from elsewhere. The wait is checked before the code is looked at, so a
+# waiting address learns nothing of its code (429 whether right or wrong), and keys are made from the
+# voucher code as typed, so a code that belongs to no voucher is throttled exactly like one that does.
 @dataclass(frozen=True)
-class ThrottleLimits:
-    per_voucher: int
-    per_source: int
-    window: timedelta
+class LoginThrottle:
+    #: wrong codes for one voucher code from one address answered at once (then the waits begin)
+    free_per_voucher_address: int
+    #: wrong codes from one address, whatever voucher codes, answered at once
+    free_per_address: int
+    #: wrong codes for one voucher code from all addresses after which every address waits from its
+    #: first wrong code for it: a guess spread over many addresses is slowed at each of them
+    voucher_alarm: int
+    first_delay: timedelta
+    longest_delay: timedelta
+    #: a key's failures are forgotten this long after its last one
+    memory: timedelta
 
 
-def retry_after(failures_of_voucher: list[datetime], failures_of_source: list[datetime], now: datetime,
-                limits: ThrottleLimits) -> int | None:
-    """Seconds until a light login may be tried again, or None when it may be tried now.
+@dataclass(frozen=True)
+class Failures:
+    """The wrong codes counted under one key: how many, and when the last came."""
 
-    Each list holds the times of failed attempts (of this voucher, of this source address). When
-    one holds ``limit`` failures within the window, every attempt (even with the right code) is
-    refused until enough of them have aged out of the window that fewer than ``limit`` remain.
-    Refused attempts are not failures: the block ends when the window has passed.
+    count: int = 0
+    last_at: datetime | None = None
+
+    def current(self, now: datetime, memory: timedelta) -> "Failures":
+        """As they stand now: forgotten once the memory has passed since the last one."""
+        return self if self.last_at is not None and now - self.last_at < memory else Failures()
+
+
+def delay_after(failures: int, free: int, throttle: LoginThrottle) -> timedelta:
+    """The wait before the next attempt after ``failures`` wrong codes, ``free`` of which cost nothing:
+    none below ``free``, then the first delay, doubling with each further failure up to the longest."""
+    if failures < free:
+        return timedelta(0)
+    doublings = min(failures - free, 40)  # 2**40 first delays is beyond any longest delay
+    return min(throttle.longest_delay, throttle.first_delay * 2 ** doublings)
+
+
+def _wait(failures: Failures, free: int, now: datetime, throttle: LoginThrottle) -> int | None:
+    if failures.last_at is None:
+        return None
+    until = failures.last_at + delay_after(failures.count, free, throttle)
+    if until <= now:
+        return None
+    return max(1, math.ceil((until - now).total_seconds()))
+
+
+def login_wait(of_voucher_address: Failures, of_address: Failures, of_voucher: Failures, now: datetime,
+               throttle: LoginThrottle) -> int | None:
+    """Seconds before this address may try this voucher code again, or None when it may now.
+
+    Only the address's own failures make it wait. The voucher code's failures from every address
+    count only by shrinking each address's free allowance for it to one once they pass the alarm.
+    Attempts refused with a wait are not failures: hammering does not lengthen the wait.
     """
-    waits = []
-    for failures, limit in ((failures_of_voucher, limits.per_voucher), (failures_of_source, limits.per_source)):
-        recent = sorted(t for t in failures if now - limits.window < t <= now)
-        if len(recent) >= limit:
-            # the block lifts when the (len - limit + 1)-th oldest failure leaves the window
-            frees_at = recent[len(recent) - limit] + limits.window
-            waits.append(max(1, int((frees_at - now).total_seconds() + 0.999)))
+    of_voucher_address, of_address, of_voucher = (
+        f.current(now, throttle.memory) for f in (of_voucher_address, of_address, of_voucher))
+    free = 1 if of_voucher.count >= throttle.voucher_alarm else throttle.free_per_voucher_address
+    waits = [w for w in (_wait(of_voucher_address, free, now, throttle),
+                         _wait(of_address, throttle.free_per_address, now, throttle)) if w is not None]
     return max(waits) if waits else None
+
+
+@dataclass(frozen=True)
+class ThrottleKeys:
+    """The keys one attempt is counted under: keyed hashes (HMAC-SHA256 with the service's secret) of
+    the voucher code as typed and of the address's group (``seteli_shared.addresses.address_group``),
+    so that the table holds neither."""
+
+    voucher_address: str
+    address: str
+    voucher: str
+
+    @classmethod
+    def of(cls, voucher_code: str, address_group: str, secret: bytes) -> "ThrottleKeys":
+        def key(*parts: str) -> str:
+            return hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+
+        return cls(voucher_address=key("voucher+address", voucher_code, address_group),
+                   address=key("address", address_group), voucher=key("voucher", voucher_code))

@@ -1,4 +1,4 @@
-"""Vouchers tables: vouchers, failed light logins, and the projections of registry facts (funders,
+"""Vouchers tables: vouchers, failed light logins (counted per key), and the projections of registry facts (funders,
 approvals) this service relies on."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from seteli_shared.messaging import BigIntPK, UTCDateTime
+from seteli_shared.messaging import UTCDateTime
 
 from . import domain
 from .lifecycle_models import PriceListEntry, ProviderName, Usage  # noqa: F401  (this service's tables)
@@ -76,20 +76,18 @@ class Funder(SQLModel, table=True):
     registered_at: datetime = Field(sa_type=UTCDateTime())
 
 
-class LoginFailure(SQLModel, table=True):
-    """A failed light login, kept in the database so that every process of the service throttles alike.
-    Rows older than the throttle window are deleted as new failures come in."""
+class LoginThrottle(SQLModel, table=True):
+    """Failed light logins counted per key (``domain.ThrottleKeys``: one address, one voucher code from
+    one address, one voucher code from every address), kept in the database so that every process of
+    the service throttles alike. A key is only a keyed hash: neither the address nor the voucher code
+    can be read back. A key whose last failure is older than the memory (``LOGIN_FAILURE_MEMORY_SECONDS``)
+    counts from zero again, and such rows are deleted as new failures come in."""
 
-    __tablename__ = "vouchers_login_failure"
-    __table_args__ = (sa.Index("ix_vouchers_login_failure_voucher", "voucher_id", "at"),
-                      sa.Index("ix_vouchers_login_failure_source", "source", "at"),
-                      sa.Index("ix_vouchers_login_failure_at", "at"))
-    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
-    #: the voucher whose code was given (None when no voucher has it)
-    voucher_id: str | None = Field(default=None, max_length=64)
-    #: the caller's address as the service sees it
-    source: str = Field(max_length=64)
-    at: datetime = Field(sa_type=UTCDateTime())
+    __tablename__ = "vouchers_login_throttle"
+    __table_args__ = (sa.Index("ix_vouchers_login_throttle_last_failure_at", "last_failure_at"),)
+    key: str = Field(primary_key=True, max_length=64)
+    failures: int
+    last_failure_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class ApprovedProvider(SQLModel, table=True):

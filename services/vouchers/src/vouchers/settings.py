@@ -1,5 +1,6 @@
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from seteli_shared.addresses import TrustedProxies
 from seteli_shared.settings import ServiceSettings
 
 
@@ -9,15 +10,35 @@ class VouchersSettings(ServiceSettings):
     expiry_scheduler: bool = True
     expiry_daily_at: str = Field(default="00:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
-    # --- the clients' light login: failed attempts within the window, then 429 until it passes ---
-    #: failed light logins of one voucher before it is refused (``LOGIN_FAILURES_PER_VOUCHER``)
-    login_failures_per_voucher: int = Field(default=5, ge=1)
-    #: failed light logins from one source address, whatever vouchers they tried
-    login_failures_per_source: int = Field(default=20, ge=1)
-    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    # --- the clients' light login: wrong codes slowed progressively per key (domain.login_wait) ---
+    #: wrong codes for one voucher code from one address answered at once; then each further attempt from
+    #: there waits ``LOGIN_FIRST_DELAY_SECONDS``, doubling with each further failure (429 + Retry-After)
+    login_free_failures_per_voucher_address: int = Field(default=5, ge=1)
+    #: the same for one address, whatever voucher codes it tries
+    login_free_failures_per_address: int = Field(default=20, ge=1)
+    #: wrong codes for one voucher code from all addresses together after which every address is slowed
+    #: from its first wrong code for it (a distributed guess); never a refusal of the right code
+    login_voucher_alarm_failures: int = Field(default=50, ge=1)
+    login_first_delay_seconds: int = Field(default=2, ge=1)
+    login_longest_delay_seconds: int = Field(default=15 * 60, ge=1)
+    #: a key's failures are forgotten this long after its last one
+    login_failure_memory_seconds: int = Field(default=24 * 3600, ge=60)
+    #: addresses or CIDR networks whose ``X-Forwarded-For`` is believed (the portal, a reverse proxy);
+    #: empty: none, every request is counted against its TCP peer (``seteli_shared.addresses``)
+    trusted_proxies: str = ""
     #: lifetime of the token a light login gives
     client_token_ttl_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
 
     # --- decisions from funders' case systems on the bus ---
     #: prefix of the funders' case-system broker users (``<prefix>funder-<funder_id>``); empty in production
     funder_user_prefix: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        TrustedProxies.parse(value)  # a typo stops the start, naming the entry
+        return value
+
+    @property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import select
 
 from seteli_shared import audit
+from seteli_shared.addresses import address_group
 from seteli_shared.auth import Principal, Role, TenantScope, ensure_visible
 from seteli_shared.catalogue import CATEGORIES
 from seteli_shared.clock import Clock
@@ -25,7 +28,7 @@ from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, formulas, kinds
-from .models import ApprovedProvider, Funder, LoginFailure, Voucher, approval_state
+from .models import ApprovedProvider, Funder, LoginThrottle, Voucher, approval_state
 from .schemas import VoucherCreate
 
 SOURCE = "vouchers"
@@ -208,51 +211,78 @@ class TooManyAttempts(DomainError):
 _DUMMY_SALT = "00" * 16
 
 
-async def client_login(sessions: Sessions, voucher_code: str, client_login_code: str, source: str,
-                       clock: Clock, limits: domain.ThrottleLimits) -> Voucher:
-    """The voucher whose code and client login code these are. Raises ``TooManyAttempts`` while its
-    voucher or this source has too many recent failures (even for the right pair: refused attempts
-    are not counted), else ``InvalidCredentials`` for a wrong pair, whose failure is kept first."""
+async def client_login(sessions: Sessions, voucher_code: str, client_login_code: str, address: str,
+                       clock: Clock, throttle: domain.LoginThrottle, secret: bytes) -> Voucher:
+    """The voucher whose code and client login code these are. Raises ``TooManyAttempts`` while this
+    address has to wait (its own failures with this voucher code or with any: ``domain.login_wait``),
+    whether the pair is right or not; else ``InvalidCredentials`` for a wrong pair, whose failure is
+    counted first. A right pair clears this address's failures with this voucher code."""
     now = clock.now()
-    since = now - limits.window
     code, login_code = normalise(voucher_code), normalise(client_login_code)
+    keys = domain.ThrottleKeys.of(code or voucher_code.strip().upper(), address_group(address), secret)
     outcome: DomainError | None = None
     async with unit_of_work(sessions) as session:
         if session.get_bind().dialect.name == "postgresql":
             # attempts from one address (in any process) count one after another
-            await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                                  {"key": f"vouchers.login:{source}"})
+            await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": keys.address})
         voucher = None
         if code is not None:
-            # the row lock makes concurrent attempts on one voucher (in any process) count one after another
-            voucher = (await session.exec(select(Voucher).where(Voucher.voucher_code == code)
-                                          .with_for_update())).first()
-        of_voucher = [] if voucher is None else list((await session.exec(select(LoginFailure.at).where(
-            LoginFailure.voucher_id == voucher.id, LoginFailure.at > since))).all())
-        of_source = list((await session.exec(select(LoginFailure.at).where(
-            LoginFailure.source == source, LoginFailure.at > since))).all())
-        wait = domain.retry_after(of_voucher, of_source, now, limits)
+            voucher = (await session.exec(select(Voucher).where(Voucher.voucher_code == code))).first()
+        counted = await _failures(session, keys)
+        wait = domain.login_wait(counted[keys.voucher_address], counted[keys.address], counted[keys.voucher],
+                                 now, throttle)
         if wait is not None:
             outcome = TooManyAttempts(wait)
         elif voucher is not None and domain.login_code_matches(login_code, voucher.client_login_salt,
                                                                  voucher.client_login_hash):
+            await session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == keys.voucher_address))
             await audit.record(session, Principal(f"client:{voucher.id}", frozenset({Role.CLIENT}),
                                                   voucher_id=voucher.id),
                                "client.login", "voucher", voucher.id, voucher.funder_id)
         else:
             if voucher is None:  # the same work as for a known voucher: timing does not tell codes apart
                 domain.login_code_matches(login_code or "-", _DUMMY_SALT, "0" * 64)
-            session.add(LoginFailure(voucher_id=voucher.id if voucher else None, source=source, at=now))
-            await session.execute(sa.delete(LoginFailure).where(LoginFailure.at <= since))
+            await _count_failure(session, keys, now, throttle)
+            if counted[keys.voucher].current(now, throttle.memory).count + 1 == throttle.voucher_alarm:
+                log.warning("client.login_alarm", voucher_id=voucher.id if voucher else None,
+                            failures=throttle.voucher_alarm)
             outcome = InvalidCredentials()
     if outcome is not None:
-        log.info("client.login_refused", reason=outcome.reason, voucher_id=voucher.id if voucher else None)
+        log.info("client.login_refused", reason=outcome.reason, voucher_id=voucher.id if voucher else None,
+                 retry_after=getattr(outcome, "retry_after", None))
         raise outcome
     log.info("client.logged_in", voucher_id=voucher.id)
     return voucher
 
 
-def throttle_limits(settings) -> domain.ThrottleLimits:  # noqa: ANN001
-    return domain.ThrottleLimits(per_voucher=settings.login_failures_per_voucher,
-                                 per_source=settings.login_failures_per_source,
-                                 window=timedelta(seconds=settings.login_failure_window_seconds))
+async def _failures(session: AsyncSession, keys: domain.ThrottleKeys) -> dict[str, domain.Failures]:
+    rows = (await session.exec(select(LoginThrottle).where(
+        LoginThrottle.key.in_([keys.voucher_address, keys.address, keys.voucher])))).all()
+    found = {r.key: domain.Failures(r.failures, r.last_failure_at) for r in rows}
+    return {k: found.get(k, domain.Failures()) for k in (keys.voucher_address, keys.address, keys.voucher)}
+
+
+async def _count_failure(session: AsyncSession, keys: domain.ThrottleKeys, now: datetime,
+                         throttle: domain.LoginThrottle) -> None:
+    """One more failure under each key, in one statement that is safe against concurrent attempts from
+    other addresses (the voucher code's key is shared by all of them); a key whose failures are past the
+    memory starts again from one. Keys nobody has failed under for that long are deleted."""
+    forgotten = now - throttle.memory
+    table = LoginThrottle.__table__
+    insert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+    rows = [{"key": k, "failures": 1, "last_failure_at": now}
+            for k in (keys.voucher_address, keys.address, keys.voucher)]
+    await session.execute(insert.values(rows).on_conflict_do_update(index_elements=[table.c.key], set_={
+        "failures": sa.case((table.c.last_failure_at <= forgotten, 1), else_=table.c.failures + 1),
+        "last_failure_at": now}))
+    await session.execute(sa.delete(LoginThrottle).where(LoginThrottle.last_failure_at <= forgotten))
+
+
+def login_throttle(settings) -> domain.LoginThrottle:  # noqa: ANN001
+    return domain.LoginThrottle(
+        free_per_voucher_address=settings.login_free_failures_per_voucher_address,
+        free_per_address=settings.login_free_failures_per_address,
+        voucher_alarm=settings.login_voucher_alarm_failures,
+        first_delay=timedelta(seconds=settings.login_first_delay_seconds),
+        longest_delay=timedelta(seconds=settings.login_longest_delay_seconds),
+        memory=timedelta(seconds=settings.login_failure_memory_seconds))
