@@ -118,7 +118,7 @@ class Runtime:
 
     async def start(self) -> None:
         if self.settings.migrate_on_start:
-            await upgrade_async(self.spec.migrations_dir, self.settings.database_url)
+            await upgrade_async(self.spec.migrations_dir, self.settings.database_url, self.settings)
         await self.bus.connect()
         if self.spec.consumes_events:
             self.consumer = Consumer(

@@ -1,8 +1,11 @@
 from decimal import Decimal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seteli_shared.settings import ServiceSettings
+
+#: the development key of the Idempotency-Key hashes (``IDEMPOTENCY_KEY_SECRET``); refused in production
+DEV_IDEMPOTENCY_KEY_SECRET = "seteli-development-idempotency-key-secret-do-not-use"
 
 
 class PaymentsSettings(ServiceSettings):
@@ -38,3 +41,18 @@ class PaymentsSettings(ServiceSettings):
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # ---- Idempotency-Key records (intake.py)
+    #: the key of the HMAC-SHA256 under which a caller's Idempotency-Key is kept (never the key itself); at
+    #: least 32 characters, and the development default is refused, when ENVIRONMENT=production
+    idempotency_key_secret: str = DEV_IDEMPOTENCY_KEY_SECRET
+    #: how long a key answers its first answer again; the purge then removes its record
+    idempotency_retention_hours: int = Field(default=24, ge=1)
+    #: the purge of expired Idempotency-Key records runs this often (seconds; 0: never)
+    idempotency_purge_interval_seconds: float = Field(default=3600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _production_keys(self) -> "PaymentsSettings":
+        if self.environment == "production" and (self.idempotency_key_secret == DEV_IDEMPOTENCY_KEY_SECRET
+                                                 or len(self.idempotency_key_secret) < 32):
+            raise ValueError("IDEMPOTENCY_KEY_SECRET must be set (at least 32 characters) when ENVIRONMENT=production")
+        return self

@@ -1,7 +1,8 @@
 """Settlement runs over HTTP: the daily run on demand, runs and their payment files (pain.001), charges at
 risk of missing the 14-day guarantee, settlement statements, providers' webhooks for settlement notices
 and their delivery log, funders' monthly invoices. Parse, authorise, call a use case (``payouts``,
-``notices``, ``invoices``). The router's lifespan runs the webhook worker and the daily scheduler."""
+``notices``, ``invoices``). The router's lifespan runs the webhook worker, the daily scheduler and the purge of
+expired Idempotency-Key records (``intake``)."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,7 @@ from seteli_shared.schemas import Page, PageDep, RequestModel, paginate
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
-from . import invoices, notices, pain001, payouts, settlement
+from . import intake, invoices, notices, pain001, payouts, settlement
 from .models import WebhookAttempt, WebhookDelivery
 
 READERS = (Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING, *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)
@@ -34,11 +35,12 @@ WEBHOOK_ROLES = (Role.OPERATOR, Role.PROVIDER_MANAGER)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime, settings = app.state.runtime, app.state.settings
+    clock = getattr(app.state, "clock", None) or SYSTEM_CLOCK
     worker = notices.WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql")
-    tasks = [asyncio.create_task(worker.run(), name="webhook-worker")]
+    tasks = [asyncio.create_task(worker.run(), name="webhook-worker"),
+             asyncio.create_task(intake.purge_scheduler(runtime.sessions, clock, settings), name="idempotency-purge")]
     if settings.settlement_scheduler and settings.environment != "test":
-        tasks.append(asyncio.create_task(payouts.scheduler(runtime.sessions, getattr(app.state, "clock", None)
-                                                           or SYSTEM_CLOCK, settings),
+        tasks.append(asyncio.create_task(payouts.scheduler(runtime.sessions, clock, settings),
                                          name="settlement-scheduler"))
     try:
         yield
