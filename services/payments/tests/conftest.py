@@ -141,7 +141,14 @@ def live_settings() -> dict:
 
 
 @pytest.fixture
-async def live(pg, namespace, amqp_url, live_settings):  # noqa: ANN001
+def live_state() -> dict:
+    """What the live app finds on its ``app.state`` at its start besides its clock (e.g. a test's own
+    ``webhook_resolver``): a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def live(pg, namespace, amqp_url, live_settings, live_state):  # noqa: ANN001
     common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05,
                   **live_settings)
     clock = FixedClock(datetime(2026, 6, 20, 9, 0, tzinfo=timezone.utc))
@@ -154,6 +161,8 @@ async def live(pg, namespace, amqp_url, live_settings):  # noqa: ANN001
         await spy.bind(exchange, "#")
         app = payments.app.create_app(PaymentsSettings(database_url=await pg.create("payments"), **common))
         app.state.clock = clock
+        for name, value in live_state.items():
+            setattr(app.state, name, value)
         await stack.enter_async_context(app.router.lifespan_context(app))
         client = await stack.enter_async_context(httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test", headers=OPERATOR, timeout=300))

@@ -4,9 +4,10 @@
   exchange ``<ns>.notices`` with routing key ``notice.<provider_id>.settlement``. A provider's system reads
   only its own queue ``<ns>.notices.<provider_id>`` (``seteli-broker add-provider-system``).
 - **Webhooks**, for providers without an AMQP consumer: a provider's URL (``PUT /providers/{id}/webhook``,
-  the HMAC key shown once). The same notice is recorded, in the same transaction, as a delivery; a worker
-  in the service POSTs it signed with HMAC-SHA256 (header ``X-Seteli-Signature: t=<unix time>,v1=<hex>``
-  over ``"<t>." + body``), retries with exponential back-off and logs every attempt
+  the HMAC key shown once), https at a public address only (``egress``). The same notice is recorded, in
+  the same transaction, as a delivery; a worker in the service POSTs it signed with HMAC-SHA256 (header
+  ``X-Seteli-Signature: t=<unix time>,v1=<hex>`` over ``"<t>." + body``) to the address it has just checked
+  the URL's host to resolve to, retries with exponential back-off and logs every attempt
   (``GET /providers/{id}/webhook/deliveries``).
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from seteli_shared.events import Envelope
 from seteli_shared.logging import correlation_id_var, get_logger, new_id
 from seteli_shared.outbox import add_message
 
+from . import egress
 from .models import Webhook, WebhookAttempt, WebhookDelivery
 
 log = get_logger(__name__)
@@ -180,10 +182,13 @@ def _wake() -> None:
 
 
 class WebhookWorker:
-    """POSTs due deliveries; on PostgreSQL several workers never take the same one (SKIP LOCKED)."""
+    """POSTs due deliveries; on PostgreSQL several workers never take the same one (SKIP LOCKED).
+    ``resolver`` and ``verify`` (the TLS trust) are the system's unless a test gives its own."""
 
-    def __init__(self, sessions: Sessions, settings, postgres: bool):  # noqa: ANN001
+    def __init__(self, sessions: Sessions, settings, postgres: bool,  # noqa: ANN001
+                 resolver: egress.Resolver | None = None, verify: object = True):
         self.sessions, self.settings, self.postgres = sessions, settings, postgres
+        self.policy, self.resolver, self.verify = egress.Policy.of(settings), resolver, verify
         self._wakeup = asyncio.Event()
         self._stopping = False
 
@@ -227,18 +232,27 @@ class WebhookWorker:
                    "X-Seteli-Delivery": d.id, "X-Seteli-Attempt": str(d.attempts + 1),
                    "X-Seteli-Message-Id": d.message_id}
         started = time.monotonic()
+
+        def took() -> int:
+            return int((time.monotonic() - started) * 1000)
+
         try:
-            r = await client.post(hook.url, content=body, headers=headers,
-                                  timeout=self.settings.webhook_timeout_seconds)
-            error = None if r.is_success else f"http_{r.status_code}"
-            return r.status_code, error, int((time.monotonic() - started) * 1000), hook.url
-        except httpx.HTTPError as exc:
-            return None, type(exc).__name__[:300], int((time.monotonic() - started) * 1000), hook.url
+            # checked again now (the name may resolve elsewhere than when it was set) and connected to as checked
+            target = await egress.check(hook.url, self.policy, self.resolver)
+            answer = await egress.post(client, target, body, headers, self.policy)
+        except egress.WebhookRefused as exc:
+            return None, exc.reason, took(), hook.url
+        except (TimeoutError, httpx.TimeoutException):
+            return None, "timeout", took(), hook.url
+        except Exception as exc:  # noqa: BLE001  (one receiver's fault must not stop the others' deliveries)
+            return None, type(exc).__name__[:300], took(), hook.url
+        error = None if 200 <= answer.status_code < 300 else f"http_{answer.status_code}"
+        return answer.status_code, error, took(), hook.url
 
     async def run(self) -> None:
         _wakeups.add(self._wakeup)
         try:
-            async with httpx.AsyncClient(follow_redirects=False) as client:
+            async with egress.client(self.verify) as client:
                 while not self._stopping:
                     try:
                         handled = await self.deliver_due(client)

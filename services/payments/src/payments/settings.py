@@ -36,11 +36,20 @@ class PaymentsSettings(ServiceSettings):
     recovery_after_days: int = Field(default=60, ge=0)
     #: a recovery claim is due this many days after it is made
     recovery_payment_days: int = Field(default=14, ge=1)
-    # ---- settlement notices to providers' webhooks (notices.py)
+    # ---- settlement notices to providers' webhooks (notices.py, egress.py)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
+    #: a delivery's whole exchange (resolving, connecting, sending, the answer) at most this long
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    #: of a receiver's answer at most this much is read (the rest is not)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    #: plain http webhooks (development and test only: refused when ENVIRONMENT=production)
+    webhook_allow_http: bool = False
+    #: webhooks at this machine's loopback addresses, 127.0.0.0/8 and ::1 (development and test only: the tests'
+    #: receivers); private, link-local and other non-public addresses are refused whatever this says
+    webhook_allow_loopback: bool = False
     # ---- Idempotency-Key records (intake.py)
     #: the key of the HMAC-SHA256 under which a caller's Idempotency-Key is kept (never the key itself); at
     #: least 32 characters, and the development default is refused, when ENVIRONMENT=production
@@ -55,4 +64,6 @@ class PaymentsSettings(ServiceSettings):
         if self.environment == "production" and (self.idempotency_key_secret == DEV_IDEMPOTENCY_KEY_SECRET
                                                  or len(self.idempotency_key_secret) < 32):
             raise ValueError("IDEMPOTENCY_KEY_SECRET must be set (at least 32 characters) when ENVIRONMENT=production")
+        if self.environment == "production" and (self.webhook_allow_http or self.webhook_allow_loopback):
+            raise ValueError("WEBHOOK_ALLOW_HTTP and WEBHOOK_ALLOW_LOOPBACK are for development and test only")
         return self

@@ -25,7 +25,7 @@ from seteli_shared.schemas import Page, PageDep, RequestModel, paginate
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
-from . import intake, invoices, notices, pain001, payouts, settlement
+from . import egress, intake, invoices, notices, pain001, payouts, settlement
 from .models import WebhookAttempt, WebhookDelivery
 
 READERS = (Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING, *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)
@@ -36,7 +36,9 @@ WEBHOOK_ROLES = (Role.OPERATOR, Role.PROVIDER_MANAGER)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime, settings = app.state.runtime, app.state.settings
     clock = getattr(app.state, "clock", None) or SYSTEM_CLOCK
-    worker = notices.WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql")
+    worker = notices.WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql",
+                                   # a test's own resolver and TLS trust (app.state, as its clock); else the system's
+                                   getattr(app.state, "webhook_resolver", None), getattr(app.state, "webhook_tls", True))
     tasks = [asyncio.create_task(worker.run(), name="webhook-worker"),
              asyncio.create_task(intake.purge_scheduler(runtime.sessions, clock, settings), name="idempotency-purge")]
     if settings.settlement_scheduler and settings.environment != "test":
@@ -251,7 +253,8 @@ async def get_statement(
 
 # ------------------------------------------------------------------ webhooks
 class WebhookSet(RequestModel):
-    url: HttpUrl = Field(description="where settlement notices are POSTed (https in production)")
+    url: HttpUrl = Field(description="where settlement notices are POSTed: https, at a host that resolves to public "
+                         "internet addresses only")
 
 
 class WebhookSecret(BaseModel):
@@ -262,24 +265,6 @@ class WebhookSecret(BaseModel):
     updated_at: datetime
 
 
-def _public_https(url) -> None:  # noqa: ANN001
-    """Outside development a webhook must be https to a public address: the service must not be
-    made to post into the operator's own network."""
-    import ipaddress
-
-    if url.scheme != "https":
-        raise DomainError("webhook_not_https", "a webhook URL must use https")
-    host = (url.host or "").strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-            raise DomainError("webhook_not_public", "a webhook must be at a public address") from None
-        return
-    if not address.is_global:
-        raise DomainError("webhook_not_public", "a webhook must be at a public address")
-
-
 @router.put("/providers/{provider_id}/webhook", response_model=WebhookSecret, tags=["notices"],
             responses=error_responses(404, 422))
 async def set_webhook(
@@ -288,12 +273,16 @@ async def set_webhook(
 ) -> WebhookSecret:
     """Set the provider's webhook for settlement notices (for providers without an AMQP consumer). Each
     call makes a new secret, shown once. Notices are POSTed with `X-Seteli-Signature: t=<unix time>,v1=<hex>`,
-    the HMAC-SHA256 of `"<t>." + body`; a non-2xx answer is retried with back-off."""
+    the HMAC-SHA256 of `"<t>." + body`; a non-2xx answer (a redirect too: none is followed) is retried with
+    back-off. The URL must be https (422 `webhook_not_https`) at a host whose every address is on the public
+    internet (422 `webhook_address_not_public`: loopback, private, shared, link-local, multicast, reserved, or
+    an IPv6 address carrying such an IPv4 one; `webhook_address_unresolvable`); it is checked again at each
+    delivery, which connects to the address it checked."""
     ensure_visible(principal, "provider", provider_id=provider_id)
     if len(str(body.url)) > 2000:
         raise DomainError("url_too_long", "the URL is longer than 2000 characters")
-    if not request.app.state.settings.is_development:
-        _public_https(body.url)
+    await egress.check(str(body.url), egress.Policy.of(request.app.state.settings),
+                       getattr(request.app.state, "webhook_resolver", None))
     async with unit_of_work(sessions) as session:
         hook = await notices.set_webhook(session, provider_id, str(body.url), clock.now())
         await audit.record(session, principal, "webhook.set", "provider", provider_id, None)
