@@ -36,9 +36,15 @@ class PaymentsSettings(ServiceSettings):
     recovery_after_days: int = Field(default=60, ge=0)
     #: a recovery claim is due this many days after it is made
     recovery_payment_days: int = Field(default=14, ge=1)
+    # ---- notices nobody can receive yet (notices.py): parked, listed, tried again
+    #: notices to providers' queues are parked after OUTBOX_PARK_AFTER_ATTEMPTS unroutable attempts
+    outbox_park_exchanges: tuple[str, ...] = ("notices",)
+    #: parked notices (queue and webhook) are tried again this often, quietly (seconds; 0: only when asked)
+    notice_parked_retry_seconds: float = Field(default=3600.0, ge=0)
     # ---- settlement notices to providers' webhooks (notices.py, egress.py)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    #: a delivery that has failed this many times is parked (``notices``)
     webhook_max_attempts: int = Field(default=8, ge=1)
     #: a delivery's whole exchange (resolving, connecting, sending, the answer) at most this long
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -1,8 +1,8 @@
 """Settlement runs over HTTP: the daily run on demand, runs and their payment files (pain.001), charges at
 risk of missing the 14-day guarantee, settlement statements, providers' webhooks for settlement notices
 and their delivery log, funders' monthly invoices. Parse, authorise, call a use case (``payouts``,
-``notices``, ``invoices``). The router's lifespan runs the webhook worker, the daily scheduler and the purge of
-expired Idempotency-Key records (``intake``)."""
+``notices``, ``invoices``). The router's lifespan runs the webhook worker, the daily scheduler, the purge of
+expired Idempotency-Key records (``intake``) and the slow retry of parked notices (``notices``)."""
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +40,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                    # a test's own resolver and TLS trust (app.state, as its clock); else the system's
                                    getattr(app.state, "webhook_resolver", None), getattr(app.state, "webhook_tls", True))
     tasks = [asyncio.create_task(worker.run(), name="webhook-worker"),
-             asyncio.create_task(intake.purge_scheduler(runtime.sessions, clock, settings), name="idempotency-purge")]
+             asyncio.create_task(intake.purge_scheduler(runtime.sessions, clock, settings), name="idempotency-purge"),
+             asyncio.create_task(notices.parked_retry_scheduler(runtime.sessions, settings), name="parked-retry")]
     if settings.settlement_scheduler and settings.environment != "test":
         tasks.append(asyncio.create_task(payouts.scheduler(runtime.sessions, clock, settings),
                                          name="settlement-scheduler"))
@@ -302,7 +303,8 @@ class DeliveryPublic(BaseModel):
     message_id: str
     notice_type: str
     url: str
-    status: str = Field(description="pending, delivered or failed")
+    status: str = Field(description="pending, delivered, parked (failed `WEBHOOK_MAX_ATTEMPTS` times: tried again "
+                        "hourly, when the webhook is set anew and by the operator) or failed (the webhook is gone)")
     attempts: int
     next_attempt_at: datetime | None
     last_status_code: int | None
