@@ -29,6 +29,9 @@ from typing import Awaitable, Callable
 import httpx
 
 from seteli_shared.errors import DomainError
+from seteli_shared.logging import get_logger
+
+log = get_logger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: (host, port) -> the addresses the host resolves to; ``system_resolver`` unless a test gives its own
@@ -42,10 +45,6 @@ NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 class WebhookRefused(DomainError):
     """A webhook URL payments will not send to (422 when it is set; a failed attempt at a delivery)."""
-
-
-def _refused(reason: str, message: str) -> WebhookRefused:
-    return WebhookRefused(reason, message)
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -130,7 +129,7 @@ async def check(url: str, policy: Policy, resolve: Resolver | None = None) -> Ta
     resolves to must be allowed (a name that also leads into a private network is refused as a whole)."""
     parsed = _parse(url)
     if parsed.scheme != "https" and not (policy.allow_http and parsed.scheme == "http"):
-        raise _refused("webhook_not_https", "a webhook URL must use https")
+        raise WebhookRefused("webhook_not_https", "a webhook URL must use https")
     host = parsed.raw_host.decode("ascii")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -139,9 +138,9 @@ async def check(url: str, policy: Policy, resolve: Resolver | None = None) -> Ta
     except (OSError, UnicodeError, ValueError, asyncio.TimeoutError):
         addresses = []
     if not addresses:
-        raise _refused("webhook_address_unresolvable", "the webhook's host does not resolve to an address")
+        raise WebhookRefused("webhook_address_unresolvable", "the webhook's host does not resolve to an address")
     if not all(policy.allows(a) for a in addresses):
-        raise _refused("webhook_address_not_public", "a webhook must be at a public internet address: this "
+        raise WebhookRefused("webhook_address_not_public", "a webhook must be at a public internet address: this "
                        "host is, or resolves to, a loopback, private, link-local, multicast or reserved one")
     return Target(parsed, str(addresses[0]))
 
@@ -150,16 +149,15 @@ def _parse(url: str) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, UnicodeError):
-        raise _refused("webhook_url_invalid", "the webhook URL cannot be read") from None
+        raise WebhookRefused("webhook_url_invalid", "the webhook URL cannot be read") from None
     if not parsed.raw_host or parsed.scheme not in ("http", "https"):
-        raise _refused("webhook_not_https", "a webhook URL must use https")
+        raise WebhookRefused("webhook_not_https", "a webhook URL must use https")
     return parsed
 
 
 @dataclass(frozen=True)
 class Answer:
     status_code: int
-    bytes_read: int
     cut: bool  # the answer was longer than ``max_response_bytes``: the rest was not read
 
 
@@ -182,7 +180,10 @@ async def post(client: httpx.AsyncClient, target: Target, body: bytes, headers: 
                 if read > policy.max_response_bytes:
                     cut = True
                     break
-    return Answer(response.status_code, min(read, policy.max_response_bytes), cut)
+    if cut:
+        log.info("webhook.answer_cut", host=target.host, status_code=response.status_code,
+                 read_bytes=policy.max_response_bytes)
+    return Answer(response.status_code, cut)
 
 
 def client(verify: object = True) -> httpx.AsyncClient:

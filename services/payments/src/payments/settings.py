@@ -46,7 +46,8 @@ class PaymentsSettings(ServiceSettings):
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
     #: a delivery that has failed this many times is parked (``notices``)
     webhook_max_attempts: int = Field(default=8, ge=1)
-    #: a delivery's whole exchange (resolving, connecting, sending, the answer) at most this long
+    #: a delivery's whole exchange (connecting, sending, the answer) at most this long; resolving the host takes at
+    #: most the connect timeout besides
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     #: of a receiver's answer at most this much is read (the rest is not)
