@@ -194,8 +194,11 @@ def notice_channels(channels: dict, messages: dict) -> None:
         "description": "A settlement notice per settlement, published by payments through its outbox; read by the "
                        "provider's system, and only by it, from its queue `{namespace}.notices.<provider_id>` (broker "
                        "user `provider-<provider_id>`; sample consumer: `scripts/consume_notices.py`). Providers "
-                       "without AMQP set a webhook (`PUT /providers/{provider_id}/webhook`): the same body is POSTed "
-                       "with `X-Seteli-Signature`, retried with back-off, logged.",
+                       "without AMQP set a webhook (`PUT /providers/{provider_id}/webhook`, https at a public address): "
+                       "the same body is POSTed with `X-Seteli-Signature`, retried with back-off, logged. A notice "
+                       "published before the provider's queue is bound is parked by payments and delivered once it "
+                       "is (the operator's `POST /notices/parked/retry`, or within the hour): a provider's system "
+                       "may see notices of earlier days arrive together.",
         "parameters": {"provider_id": {"description": "the provider's id in the register", "schema": {"type": "string"}}},
         "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": "{namespace}.notices", "type": "topic",
                                                                "durable": True, "autoDelete": False},

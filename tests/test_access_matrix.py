@@ -70,13 +70,20 @@ def policy_of(route: Endpoint) -> Policy | None:
     return None
 
 
+#: what a service needs here beyond the common settings: payments takes a webhook on this machine (plain http to
+#: loopback: the development settings) whose port nobody listens on
+EXTRA_SETTINGS = {"payments": {"webhook_allow_http": True, "webhook_allow_loopback": True}}
+WEBHOOK_URL = "http://127.0.0.1:9/seteli/notices"
+
+
 async def start_system(stack: AsyncExitStack, tmp_path, namespace: str, amqp_url: str) -> dict:  # noqa: ANN001
     clients = {}
     for name in NAMES:
         app_module = importlib.import_module(f"{name}.app")
         settings_cls = getattr(importlib.import_module(f"{name}.settings"), f"{name.capitalize()}Settings")
         settings = settings_cls(environment="test", database_url=f"sqlite+aiosqlite:///{tmp_path / name}.db",
-                                bus_namespace=namespace, amqp_url=amqp_url, relay_idle_seconds=0.05)
+                                bus_namespace=namespace, amqp_url=amqp_url, relay_idle_seconds=0.05,
+                                **EXTRA_SETTINGS.get(name, {}))
         app = app_module.create_app(settings)
         await stack.enter_async_context(app.router.lifespan_context(app))
         clients[name] = (app, await stack.enter_async_context(
@@ -284,7 +291,7 @@ BODIES = {
     ("PATCH", "/providers/{provider_id}"): lambda ids: {"languages": ["fi", "sv"]},
     # the terms the world's funders have: nothing changes, 200
     ("PATCH", "/funders/{funder_id}"): lambda ids: {"charge_deadline_days": 90},
-    ("PUT", "/providers/{provider_id}/webhook"): lambda ids: {"url": "https://example.invalid/seteli/notices"},
+    ("PUT", "/providers/{provider_id}/webhook"): lambda ids: {"url": WEBHOOK_URL},
     ("POST", "/providers/{provider_id}/applications"): lambda ids: {"funder_id": F1, "categories": ["home_care"]},
     ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete", "message": "Puuttuu"},
     ("POST", "/applications/{application_id}/request-info"): lambda ids: {"message": "Lisätietoja"},

@@ -237,6 +237,66 @@ async def test_unroutable_event_stays_in_the_outbox_with_the_error(world: World)
     assert await relay.relay_once() == 0, "it waits for its back-off before the next attempt"
 
 
+async def test_a_message_nobody_can_receive_yet_is_parked_logged_once_and_delivered_once_retried(world: World):
+    """A notice to an outside system's queue that is not bound yet: parked after 3 attempts (not tried every
+    half minute for ever), one warning; a retry while still unbound parks it again quietly; once a queue is
+    bound, a retry delivers it exactly once. A domain event that is unroutable is never parked."""
+    from structlog.testing import capture_logs
+
+    from seteli_shared.events import utcnow
+    from seteli_shared.outbox import PARKED_UNTIL, add_message, retry_parked
+
+    relay = OutboxRelay(world.engine, world.bus, park_exchanges=("notices",), park_after=3)
+    env = Envelope.wrap(TestTick(n=7), "test")
+    async with world.sessions() as s, s.begin():
+        await add_message(s, env, "notices", "notice.p-1.settlement")
+    await world.emit(8)  # test.tick.v1: nobody bound either, but events are not parked
+    t = OutboxMessage.__table__
+
+    async def rows() -> dict:
+        async with world.engine.connect() as c:
+            return {r.message_id == env.id and "notice" or "event": r for r in (await c.execute(select(t))).all()}
+
+    async def attempt() -> int:
+        async with world.engine.begin() as c:  # as if the back-off had passed
+            await c.execute(t.update().where(t.c.next_attempt_at < PARKED_UNTIL).values(next_attempt_at=utcnow()))
+        return await relay.relay_once()
+
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert await attempt() == 2
+        notice, event = (await rows())["notice"], (await rows())["event"]
+        assert (notice.attempts, notice.next_attempt_at, notice.sent_at) == (3, PARKED_UNTIL, None)
+        assert event.attempts == 3 and event.next_attempt_at < PARKED_UNTIL, "a domain event is not parked"
+        assert await attempt() == 1, "the parked notice is no longer claimed"
+        async with world.sessions() as s, s.begin():
+            assert await retry_parked(s, "notices", "notice.p-2.") == 0, "another system's prefix"
+            assert await retry_parked(s, "notices", "notice.p-1.") == 1
+        assert await attempt() == 2
+        assert (await rows())["notice"].next_attempt_at == PARKED_UNTIL, "still unbound: parked again"
+
+        channel = await world.bus.connection.channel()
+        exchange = await channel.declare_exchange(f"{world.namespace}.notices", aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue(f"{world.namespace}.notices.p-1", durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+        try:
+            await queue.bind(exchange, "notice.p-1.#")
+            async with world.sessions() as s, s.begin():
+                assert await retry_parked(s, "notices") == 1
+            assert await attempt() == 2
+            assert (await rows())["notice"].sent_at is not None
+            await asyncio.sleep(0.3)
+            assert [json.loads(m.body)["id"] for m in await count_messages(queue)] == [env.id], "exactly once"
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
+    notice_lines = [e for e in logs if e.get("message_id") == env.id]
+    assert [(e["event"], e["log_level"]) for e in notice_lines if e["log_level"] != "debug"] == [
+        ("outbox.parked", "warning"), ("outbox.parked_delivered", "info")]
+    assert [e["log_level"] for e in logs if e.get("message_id") != env.id and e["event"] == "outbox.publish_failed"
+            ] == ["warning"] * 6, "other failures are warned of as before"
+
+
 async def test_batch_handler_gets_runs_of_events_applies_each_once_and_isolates_a_failure(world: World):
     runs: list[list[int]] = []
 

@@ -38,3 +38,29 @@ async def test_a_failing_run_is_logged_and_the_next_day_runs(monkeypatch):  # no
     except asyncio.CancelledError:
         pass
     assert runs == [0, 1, 2]
+
+
+async def test_every_runs_the_job_each_interval_and_goes_on_after_a_failure(monkeypatch):  # noqa: ANN001
+    waits: list[float] = []
+    runs: list[int] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+        await original_sleep(0)
+
+    async def job() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("the database was away")
+        if len(runs) == 3:
+            raise asyncio.CancelledError
+
+    original_sleep = asyncio.sleep
+    monkeypatch.setattr(schedule.asyncio, "sleep", no_wait)
+    try:
+        await schedule.every("test", 3600, job)
+    except asyncio.CancelledError:
+        pass
+    assert runs == [0, 1, 2] and waits == [3600, 3600, 3600], "the first run one interval after the start"
+    await schedule.every("off", 0, job)  # an interval of 0: never
+    assert runs == [0, 1, 2]

@@ -8,9 +8,12 @@ from contextlib import AsyncExitStack
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
+import sys
+
 import aio_pika
 import httpx
 import pytest
+import structlog
 from sqlalchemy import select
 
 import payments.app
@@ -132,8 +135,22 @@ class LiveWorld:
 
 
 @pytest.fixture
-async def live(pg, namespace, amqp_url):  # noqa: ANN001
-    common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05)
+def live_settings() -> dict:
+    """Settings of the live app beyond the common ones: a test overrides them by parametrizing this name."""
+    return {}
+
+
+@pytest.fixture
+def live_state() -> dict:
+    """What the live app finds on its ``app.state`` at its start besides its clock (e.g. a test's own
+    ``webhook_resolver``): a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def live(pg, namespace, amqp_url, live_settings, live_state):  # noqa: ANN001
+    common = dict(environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05,
+                  **live_settings)
     clock = FixedClock(datetime(2026, 6, 20, 9, 0, tzinfo=timezone.utc))
     async with AsyncExitStack() as stack:
         connection = await aio_pika.connect(amqp_url)  # a spy takes every event, so none is unroutable
@@ -144,6 +161,8 @@ async def live(pg, namespace, amqp_url):  # noqa: ANN001
         await spy.bind(exchange, "#")
         app = payments.app.create_app(PaymentsSettings(database_url=await pg.create("payments"), **common))
         app.state.clock = clock
+        for name, value in live_state.items():
+            setattr(app.state, name, value)
         await stack.enter_async_context(app.router.lifespan_context(app))
         client = await stack.enter_async_context(httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test", headers=OPERATOR, timeout=300))
@@ -152,3 +171,27 @@ async def live(pg, namespace, amqp_url):  # noqa: ANN001
         await bus.connect()
         stack.push_async_callback(bus.close)
         yield LiveWorld(client, app, bus, spy, clock)
+
+
+class LogLines(list):
+    """The JSON lines the service logs, as they would be printed (a structlog logger factory and logger)."""
+
+    def __call__(self, *args) -> "LogLines":  # noqa: ANN002
+        return self
+
+    def msg(self, message: str) -> None:
+        self.append(message)
+
+    debug = info = warning = warn = error = critical = exception = fatal = msg
+
+    def events(self, name: str) -> list[dict]:
+        return [e for e in map(json.loads, list(self)) if e.get("event") == name]
+
+
+@pytest.fixture
+def log_lines(live):  # noqa: ANN001, ANN201
+    """What the live app logs from now on (its level and processors as configured; only the output is caught)."""
+    lines = LogLines()
+    structlog.configure(logger_factory=lines)
+    yield lines
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))

@@ -188,7 +188,8 @@ async def test_idempotency_key_replays_refuses_reuse_and_in_flight(world):  # no
 
         async def claimed():  # noqa: ANN202
             async with w.app.state.runtime.sessions() as session:
-                return await session.get(IdempotencyRecord, (p, "bulk-2")) is not None
+                digest = intake.key_digest(w.app.state.settings.idempotency_key_secret, "bulk-2")
+                return await session.get(IdempotencyRecord, (p, digest)) is not None
 
         await eventually(claimed)
         r = await w.client.post("/charges/bulk", content=body2, headers=inflight)

@@ -214,6 +214,9 @@ def main() -> None:
                 "add-service": "service"}[args.command]
         name = add_system_user(kind, args.id, args.password, args.namespace, args.vhost, args.user_prefix)
         print(f"user {name} ready")
+        if kind == "provider_system":  # notices sent before its queue was bound are parked in payments
+            print(f"notices parked for provider {args.id} go out at payments' next hourly retry, or now: "
+                  f"POST /notices/parked/retry?provider_id={args.id} on payments (operator)")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,18 @@ async def check_broker(url: str, timeout: float = 5.0) -> None:
     await connection.close()
 
 
+#: AMQP's reply code for a mandatory message no queue is bound for (``Basic.Return``)
+NO_ROUTE = 312
+
+
+def is_unroutable(error: BaseException | None) -> bool:
+    """The broker returned the message: no queue is bound for its routing key (``NO_ROUTE``)."""
+    if not isinstance(error, aiormq.exceptions.PublishError):
+        return False
+    delivery = getattr(getattr(error, "message", None), "delivery", None)
+    return getattr(delivery, "reply_code", None) == NO_ROUTE
+
+
 def quorum_queue_arguments(dead_letter_exchange: str, dead_letter_key: str, delivery_limit: int) -> dict:
     """Arguments of every consumer queue. RabbitMQ 3.10 has no default delivery limit: set it."""
     return {

@@ -166,7 +166,7 @@ def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettin
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
         sys.exit(asyncio.run(run_relay(settings)))
     if args.command == "migrate":
-        upgrade(spec.migrations_dir, settings.database_url)
+        upgrade(spec.migrations_dir, settings.database_url, settings=settings)
         print(f"{spec.name}: database at head")
         return
     sys.exit(serve(spec, settings, app_path, args.host, args.port))

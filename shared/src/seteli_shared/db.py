@@ -61,15 +61,29 @@ def _alembic_config(migrations_dir: Path, url: str):
     return cfg
 
 
-def upgrade(migrations_dir: Path, url: str, revision: str = "head") -> None:
-    """Apply migrations (blocking; runs its own event loop, so call it from a thread when async)."""
+def upgrade(migrations_dir: Path, url: str, revision: str = "head", settings: object = None) -> None:
+    """Apply migrations (blocking; runs its own event loop, so call it from a thread when async).
+    ``settings``: the service's own, for a migration that needs one of them (``migration_settings``)."""
     from alembic import command
 
-    command.upgrade(_alembic_config(migrations_dir, url), revision)
+    cfg = _alembic_config(migrations_dir, url)
+    cfg.attributes["settings"] = settings
+    command.upgrade(cfg, revision)
 
 
-async def upgrade_async(migrations_dir: Path, url: str) -> None:
-    await asyncio.to_thread(upgrade, migrations_dir, url)
+async def upgrade_async(migrations_dir: Path, url: str, settings: object = None) -> None:
+    await asyncio.to_thread(upgrade, migrations_dir, url, "head", settings)
+
+
+def migration_settings(settings_class):  # noqa: ANN001, ANN201
+    """Inside a migration: the settings of the service being migrated (as ``upgrade`` was given them, else
+    read from the environment as the service reads them), for a data migration that needs a key."""
+    from alembic import context
+
+    given = context.config.attributes.get("settings")
+    if isinstance(given, settings_class):
+        return given
+    return settings_class(database_url=context.config.get_main_option("sqlalchemy.url"))
 
 
 def service_metadata(*models_modules: ModuleType, messaging_tables: bool = True) -> MetaData:

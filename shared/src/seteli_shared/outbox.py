@@ -6,6 +6,15 @@ they are marked sent, so several relays never publish the same row twice. A rela
 publishing but before committing leaves the rows unsent; they are published again and the
 consumers' inbox drops the duplicates (same message id). SQLite (the embedded default) runs one
 relay per service.
+
+A failed row is tried again with back-off. A message to an outside system's own queue (an exchange in
+``park_exchanges``, e.g. payments' ``notices``) that the broker keeps returning unroutable is *parked*
+after ``park_after`` attempts: nobody's queue is bound for it yet, and trying every half minute forever
+would only fill the log. A parked row stays unsent with ``next_attempt_at = PARKED_UNTIL`` (and its
+``last_error`` marked ``PARKED_MARK``), so the relay no longer claims it; it is logged once when parked
+(``outbox.parked``) and once when at last delivered (``outbox.parked_delivered``). ``retry_parked`` makes
+such rows due again (the service's operator action, its slow periodic retry); one still unroutable is
+parked again without a further line.
 """
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ from sqlalchemy import BigInteger, any_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from .bus import Bus, Outgoing
+from .bus import Bus, Outgoing, is_unroutable
 from .events import TYPE_PREFIX, Envelope, Event, utcnow
 from .logging import causation_id_var, correlation_id_var, get_logger, new_id
 from .messaging import OutboxMessage
@@ -164,12 +173,38 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(30.0, 0.5 * 2 ** min(attempts, 6)))
 
 
+#: ``next_attempt_at`` of a parked row: never due until ``retry_parked``
+PARKED_UNTIL = datetime(9999, 12, 31, tzinfo=timezone.utc)
+#: the start of a parked row's ``last_error`` (kept when it is tried again, so its delivery is noticed)
+PARKED_MARK = "parked: "
+
+
+def parked(exchange: str):  # noqa: ANN201
+    """The SQL condition of the parked rows for ``exchange`` (a further exchange of the namespace)."""
+    return (T.c.sent_at.is_(None) & (T.c.next_attempt_at >= PARKED_UNTIL)
+            & T.c.routing_key.startswith(f"{exchange}{EXCHANGE_SEPARATOR}", autoescape=True))
+
+
+async def retry_parked(session: AsyncSession, exchange: str, routing_key_prefix: str = "") -> int:
+    """Make the parked rows for ``exchange`` (whose routing key starts with ``routing_key_prefix``) due now,
+    in the caller's transaction; the relays look at them once it commits. Returns how many."""
+    condition = parked(exchange)
+    if routing_key_prefix:
+        condition &= T.c.routing_key.startswith(f"{exchange}{EXCHANGE_SEPARATOR}{routing_key_prefix}",
+                                                autoescape=True)
+    result = await session.execute(update(T).where(condition).values(next_attempt_at=utcnow()))
+    _hook(session)
+    return result.rowcount or 0
+
+
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, bus: Bus, batch_size: int = 500, idle_seconds: float = 0.2):
+    def __init__(self, engine: AsyncEngine, bus: Bus, batch_size: int = 500, idle_seconds: float = 0.2,
+                 park_exchanges: tuple[str, ...] = (), park_after: int = 8):
         self.engine = engine
         self.bus = bus
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        self.park_exchanges, self.park_after = frozenset(park_exchanges), park_after
         self.postgres = engine.dialect.name == "postgresql"
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -178,9 +213,15 @@ class OutboxRelay:
                 else T.c.seq.in_(bindparam("seqs", expanding=True)))
         self._mark_sent = update(T).where(seqs).values(sent_at=bindparam("now"))
 
+    @classmethod
+    def of(cls, engine: AsyncEngine, bus: Bus, settings) -> "OutboxRelay":  # noqa: ANN001
+        """The relay a service's settings describe."""
+        return cls(engine, bus, settings.relay_batch_size, settings.relay_idle_seconds,
+                   tuple(settings.outbox_park_exchanges), settings.outbox_park_after_attempts)
+
     def _claim_query(self, now: datetime):
         q = (
-            select(T.c.seq, T.c.message_id, T.c.routing_key, T.c.body, T.c.attempts)
+            select(T.c.seq, T.c.message_id, T.c.routing_key, T.c.body, T.c.attempts, T.c.last_error)
             .where(T.c.sent_at.is_(None))
             .where(or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at <= now))
             .order_by(T.c.seq)
@@ -208,15 +249,41 @@ class OutboxRelay:
         if sent:
             await conn.execute(self._mark_sent, {"seqs": sent, "now": now})
         for row, res in zip(rows, results):
-            if res is not None:
-                log.warning("outbox.publish_failed", message_id=row.message_id, routing_key=row.routing_key,
-                            attempts=row.attempts + 1, error=repr(res))
-                await conn.execute(
-                    update(T).where(T.c.seq == row.seq).values(
-                        attempts=row.attempts + 1, next_attempt_at=now + _backoff(row.attempts),
-                        last_error=repr(res)[:1000],
-                    )
+            was_parked = (row.last_error or "").startswith(PARKED_MARK)
+            if res is None:
+                if was_parked:
+                    log.info("outbox.parked_delivered", message_id=row.message_id, routing_key=row.routing_key,
+                             attempts=row.attempts + 1)
+                continue
+            parks, waits = self._parks(row, res), self._may_park(row, res)
+            self._log_failure(row, res, parks and not was_parked, quiet=waits or was_parked)
+            await conn.execute(
+                update(T).where(T.c.seq == row.seq).values(
+                    attempts=row.attempts + 1,
+                    next_attempt_at=PARKED_UNTIL if parks else now + _backoff(row.attempts),
+                    last_error=(PARKED_MARK if parks or was_parked else "") + repr(res)[:1000],
                 )
+            )
+
+    def _may_park(self, row, error: BaseException) -> bool:  # noqa: ANN001
+        """An unroutable message to an outside system's queue: parked once it has been tried enough."""
+        return is_unroutable(error) and target_of(row.routing_key)[0] in self.park_exchanges
+
+    def _parks(self, row, error: BaseException) -> bool:  # noqa: ANN001
+        return self._may_park(row, error) and row.attempts + 1 >= self.park_after
+
+    @staticmethod
+    def _log_failure(row, error: BaseException, parks_now: bool, quiet: bool) -> None:  # noqa: ANN001
+        """One warning when a row is parked; the attempts before (and after a retry) only at debug level;
+        any other failure a warning each time, as before."""
+        facts = dict(message_id=row.message_id, routing_key=row.routing_key, attempts=row.attempts + 1,
+                     error=repr(error))
+        if parks_now:
+            log.warning("outbox.parked", reason="unroutable: no queue is bound for it yet", **facts)
+        elif quiet:
+            log.debug("outbox.publish_failed", **facts)
+        else:
+            log.warning("outbox.publish_failed", **facts)
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many rows it handled."""

@@ -35,7 +35,8 @@ SETTINGS_ENV = "SETELI_RELAY_SETTINGS"
 #: environment: tests and the benchmarks build them in code)
 _RELAY_FIELDS = ("service_name", "environment", "database_url", "amqp_url", "bus_namespace", "publish_timeout_seconds",
                  "relay_batch_size", "relay_idle_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds", "log_level",
-                 "log_json", "jwks_url", "jwt_issuer", "jwt_audience")
+                 "log_json", "jwks_url", "jwt_issuer", "jwt_audience", "outbox_park_exchanges",
+                 "outbox_park_after_attempts")
 
 
 async def run_relay(settings: ServiceSettings, *, wake_from_stdin: bool = False) -> int:
@@ -52,7 +53,7 @@ async def run_relay(settings: ServiceSettings, *, wake_from_stdin: bool = False)
         except BrokerUnavailable as exc:
             log.error("relay.cannot_start", reason=exc.reason, error=str(exc))
             return 1
-        relay = OutboxRelay(engine, bus, settings.relay_batch_size, settings.relay_idle_seconds)
+        relay = OutboxRelay.of(engine, bus, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, relay.stop)

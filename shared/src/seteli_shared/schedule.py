@@ -1,4 +1,5 @@
-"""Daily jobs inside a service: run ``job`` every day at a time of day (UTC), by the service's clock.
+"""Jobs inside a service: ``daily`` at a time of day (UTC), by the service's clock; ``every`` so many
+seconds (housekeeping: purges, slow retries).
 
 Every instance of a service may run its scheduler: the jobs are written to be safe when two run at
 once (rows locked, each effect once)."""
@@ -29,6 +30,24 @@ async def daily(name: str, daily_at: str, clock: Clock, job: Callable[[], Awaita
         try:
             result = await job()
             log.info("job.ran", job=name, result=str(result)[:200])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("job.failed", job=name, error=repr(exc)[:300])
+
+
+async def every(name: str, interval_seconds: float, job: Callable[[], Awaitable[object]], *,
+                quiet: bool = False) -> None:
+    """Run ``job`` every ``interval_seconds`` (the first run one interval after the start; 0: never). A
+    failing run is logged and the next goes on. ``quiet``: the run itself is logged at debug level only
+    (the job logs what it did, so that an hourly job that found nothing to do adds no line)."""
+    if interval_seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            result = await job()
+            (log.debug if quiet else log.info)("job.ran", job=name, result=str(result)[:200])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -84,12 +84,14 @@ def _decode(cursor: str, columns: Sequence[Any]) -> list[Any]:
         raise DomainError("invalid_cursor", "the cursor is not one this list gave", status_code=400) from exc
 
 
-async def paginate(session, query: sa.Select, order: Sequence[Any], page: PageParams) -> tuple[list[Any], str | None]:
-    """Run ``query`` (selecting one entity) in the stable ``order`` (unique together) from the page's cursor.
-    Returns the rows and the cursor of the next page."""
+async def paginate(session, query: sa.Select, order: Sequence[Any], page: PageParams, *,
+                   as_rows: bool = False) -> tuple[list[Any], str | None]:
+    """Run ``query`` (selecting one entity; ``as_rows``: selecting columns, answered as rows) in the stable
+    ``order`` (unique together) from the page's cursor. Returns the rows and the cursor of the next page."""
     if page.cursor:
         query = query.where(sa.tuple_(*order) > sa.tuple_(*_decode(page.cursor, order)))
-    rows = list((await session.execute(query.order_by(*order).limit(page.limit + 1))).scalars().all())
+    result = await session.execute(query.order_by(*order).limit(page.limit + 1))
+    rows = list(result.all() if as_rows else result.scalars().all())
     if len(rows) <= page.limit:
         return rows, None
     rows = rows[: page.limit]

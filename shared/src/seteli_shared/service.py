@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, AsyncIterator
+from typing import Annotated, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -76,6 +76,9 @@ class ServiceSpec:
     streamed_bodies: tuple[tuple[str, str], ...] = ()
     #: consumers on other exchanges than the domain events' (each its own queue and dead-letter queue)
     extra_consumers: list[ConsumerSpec] = field(default_factory=list)
+    #: figures of the service's own for ``/health/ready``'s ``details`` (e.g. payments' parked notices); they
+    #: inform, they never make the service unready
+    readiness_details: Callable[["Runtime"], Awaitable[dict[str, int]]] | None = None
     title: str = ""
     description: str = ""
     version: str = "0.1.0"
@@ -109,7 +112,7 @@ class Runtime:
             "pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}))
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
         self.bus = Bus(settings)
-        self.relay = OutboxRelay(self.engine, self.bus, settings.relay_batch_size, settings.relay_idle_seconds)
+        self.relay = OutboxRelay.of(self.engine, self.bus, settings)
         #: the relay as a child process (``RELAY=process``); ``relay`` runs in this loop with ``in_process``
         self.relay_process: RelayProcess | None = None
         self.consumer: Consumer | None = None
@@ -118,7 +121,7 @@ class Runtime:
 
     async def start(self) -> None:
         if self.settings.migrate_on_start:
-            await upgrade_async(self.spec.migrations_dir, self.settings.database_url)
+            await upgrade_async(self.spec.migrations_dir, self.settings.database_url, self.settings)
         await self.bus.connect()
         if self.spec.consumes_events:
             self.consumer = Consumer(
@@ -224,6 +227,7 @@ async def live() -> dict:
 class Readiness(BaseModel):
     status: str  # "ok" | "unavailable"
     checks: dict[str, str]  # "database", "broker": "ok" or "failing: ..."
+    details: dict[str, int] = {}  # the service's own figures (``ServiceSpec.readiness_details``)
 
 
 @health_router.get("/health/ready", response_model=Readiness,
@@ -238,7 +242,13 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = f"failing: {type(exc).__name__}"
     checks["broker"] = "ok" if runtime.bus.is_connected else "failing: not connected"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if runtime.spec.readiness_details is not None and checks["database"] == "ok":
+        try:
+            body["details"] = await asyncio.wait_for(runtime.spec.readiness_details(runtime), 2.0)
+        except Exception as exc:  # noqa: BLE001  (figures are extra: their failure is not the service's)
+            log.warning("health.details_failed", error=repr(exc)[:300])
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 # ------------------------------------------------------------------ audit trail

@@ -35,6 +35,12 @@ class ServiceSettings(BaseSettings):
     publish_timeout_seconds: float = 10.0
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = 0.2
+    #: messages to outside systems' own queues on these exchanges of the namespace (``OUTBOX_PARK_EXCHANGES``,
+    #: a JSON list; payments: ``["notices"]``) that the broker returns unroutable (nobody has bound a queue for
+    #: them yet) ``OUTBOX_PARK_AFTER_ATTEMPTS`` times are parked: kept in the outbox, logged once, not tried
+    #: again until ``outbox.retry_parked`` (the service's operator action or its slow periodic retry)
+    outbox_park_exchanges: tuple[str, ...] = ()
+    outbox_park_after_attempts: int = Field(default=8, ge=1)
     #: where the outbox relay runs (``RELAY``): ``in_process`` in the service's own event loop (woken by each
     #: commit that writes the outbox); ``process``: the service starts it as a child process of its own
     #: (``python -m seteli_shared.relay``, woken through a pipe, ended with the service), so that publishing

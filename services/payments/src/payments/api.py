@@ -1,12 +1,12 @@
 """Payments HTTP API: charges, settlements, the ledger. Parse, authorise, call a use case (``usecases``)."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
@@ -19,7 +19,7 @@ from seteli_shared.schemas import Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
-from . import domain, payouts, usecases
+from . import domain, intake, payouts, usecases
 from .models import Charge
 
 router = APIRouter()
@@ -121,6 +121,23 @@ class ChargeStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+async def idempotency_key(request: Request, key: Annotated[str | None, Header(
+        alias="Idempotency-Key", max_length=200, description=(
+            "the same key with the same body answers the first answer again (another body: 422 "
+            "`idempotency_key_reused`; while the first is answered: 409 `request_in_flight`); kept per caller "
+            "for `IDEMPOTENCY_RETENTION_HOURS` (24) hours, as a keyed hash (never the key itself), then purged"))
+        ] = None) -> intake.IdempotencyKey | None:
+    """The caller's Idempotency-Key, at once in the only form payments keeps (``intake.IdempotencyKey``)."""
+    if key is None:
+        return None
+    settings = request.app.state.settings
+    return intake.IdempotencyKey.of(key, settings.idempotency_key_secret,
+                                    timedelta(hours=settings.idempotency_retention_hours))
+
+
+IdempotencyKeyHeader = Annotated[intake.IdempotencyKey | None, Depends(idempotency_key)]
+
+
 @router.post("/charges", status_code=201, response_model=ChargePublic, tags=["charges"], responses={
     200: {"model": ChargePublic, "description": "a retry with the same provider reference (or Idempotency-Key): "
           "the first charge"},
@@ -128,9 +145,7 @@ class ChargeStatus(StrEnum):
 async def charge_voucher(
     body: ChargeCreate, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM, scope="body")],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, description=(
-        "the same key with the same body answers the first answer again (another body: 422 "
-        "`idempotency_key_reused`; while the first is answered: 409 `request_in_flight`); kept 24 hours"))] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ChargePublic:
     """A provider charges a voucher for a delivered service. Refusals are 4xx with a reason, among them
     422 `provider_suspended` / `provider_revoked` for a service delivered on or after the date its
@@ -142,7 +157,7 @@ async def charge_voucher(
     req = domain.ChargeRequest(provider_id, body.service_date, to_hundredths(body.units), body.unit_price_cents,
                                body.tariff.value if body.tariff else None, body.category)
     if idempotency_key is not None or body.voucher_code is not None:  # charge intake (intake_api)
-        from . import intake, intake_api
+        from . import intake_api
         return await intake_api.charge_once(
             sessions, clock, principal, provider_id, idempotency_key, body,
             lambda: intake.charge_by_id_or_code(sessions, clock, principal, body.voucher_id, body.voucher_code,

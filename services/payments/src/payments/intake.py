@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -27,6 +28,7 @@ from seteli_shared.events import Category, ChargeCancelled
 from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
+from seteli_shared.schedule import every
 from seteli_shared.schemas import RequestModel
 
 from . import bulk, csv_charges, domain, usecases
@@ -40,8 +42,7 @@ MAX_CSV_LINES = 100_000
 CHUNK_LINES = 2500
 #: the request hash of an Idempotency-Key claimed by a streamed body, until the body has been read
 HASH_PENDING = "pending"
-#: how long an Idempotency-Key is kept, and after how long a request still "in flight" is taken to have died
-KEY_TTL = timedelta(hours=24)
+#: after how long a request still "in flight" is taken to have died (how long a key is kept: ``IdempotencyKey``)
 IN_FLIGHT_LEASE = timedelta(minutes=10)
 TARIFFS = ("weekday", "weekday_evening", "saturday", "sunday")
 
@@ -100,11 +101,32 @@ def check_key(key: str) -> str:
     return key
 
 
-async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: str, operation: str,  # noqa: ANN001
-                           fingerprint: str | None) -> Replay | None:
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A caller's Idempotency-Key as payments keeps it: only ``digest``, its HMAC-SHA256 under the service's
+    ``IDEMPOTENCY_KEY_SECRET``, and for how long (``retention``). The key itself is never stored: a caller
+    may put anything in it (an order number, a name), and a plain hash of a guessable key could be
+    reversed by trying candidates, which a keyed hash cannot without the secret. The records are kept
+    per caller (``provider_id``), so the same key of two callers stays two records."""
+
+    digest: str
+    retention: timedelta
+
+    @classmethod
+    def of(cls, key: str, secret: str, retention: timedelta) -> "IdempotencyKey":
+        return cls(key_digest(secret, check_key(key)), retention)
+
+
+def key_digest(secret: str, key: str) -> str:
+    """The stored form of an Idempotency-Key (migration 0013 hashed the keys kept before it the same way)."""
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: IdempotencyKey,  # noqa: ANN001
+                           operation: str, fingerprint: str | None) -> Replay | None:
     """Claim the key for this request (None: go ahead), or the first answer to replay. The same key
     with another request: 422 ``idempotency_key_reused``; while the first is still being answered: 409
-    ``request_in_flight``. A key is kept ``KEY_TTL``; an answer never stored within ``IN_FLIGHT_LEASE``
+    ``request_in_flight``. A key is kept ``key.retention``; an answer never stored within ``IN_FLIGHT_LEASE``
     (its process died) frees the key again. ``fingerprint`` None: a streamed body, whose hash is known
     only once it has been read; the replay then carries the first request's hash for the caller to
     compare (``finish_idempotent`` stores it)."""
@@ -113,17 +135,17 @@ async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: str, o
     for _ in range(2):
         try:
             async with unit_of_work(sessions) as session:
-                row = await session.get(IdempotencyRecord, (provider_id, key), with_for_update=True)
+                row = await session.get(IdempotencyRecord, (provider_id, key.digest), with_for_update=True)
                 if row is None:
-                    session.add(IdempotencyRecord(provider_id=provider_id, key=key, operation=operation,
-                                                  request_hash=claim, created_at=now, expires_at=now + KEY_TTL))
+                    session.add(IdempotencyRecord(provider_id=provider_id, key_hash=key.digest, operation=operation,
+                                                  request_hash=claim, created_at=now, expires_at=now + key.retention))
                     await session.flush()
                     return None
                 abandoned = row.status_code is None and row.created_at + IN_FLIGHT_LEASE <= now
                 if row.expires_at <= now or abandoned:
                     row.operation, row.request_hash, row.status_code, row.response_body = (
                         operation, claim, None, None)
-                    row.created_at, row.expires_at = now, now + KEY_TTL
+                    row.created_at, row.expires_at = now, now + key.retention
                     await session.flush()
                     return None
                 if row.operation != operation or (fingerprint is not None and row.request_hash != fingerprint
@@ -145,20 +167,19 @@ def key_reused() -> DomainError:
                        "use a new key for a new request")
 
 
-async def finish_idempotent(sessions, provider_id: str, key: str, status_code: int | None,  # noqa: ANN001
-                            body: object = None, request_hash: str | None = None) -> None:
+async def finish_idempotent(sessions, provider_id: str, key: IdempotencyKey,  # noqa: ANN001
+                            status_code: int | None, body: object = None, request_hash: str | None = None) -> None:
     """Keep the answer to replay (``status_code`` None: forget the key, the request may be tried again);
     ``request_hash``: a streamed body's, now that it has been read."""
+    this_key = (IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key_hash == key.digest)
     async with unit_of_work(sessions) as session:
         if status_code is None:
-            await session.execute(delete(IdempotencyRecord).where(
-                IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key))
+            await session.execute(delete(IdempotencyRecord).where(*this_key))
         else:
             values = {"status_code": status_code, "response_body": json.dumps(body, default=str)}
             if request_hash is not None:
                 values["request_hash"] = request_hash
-            await session.execute(update(IdempotencyRecord).where(
-                IdempotencyRecord.provider_id == provider_id, IdempotencyRecord.key == key).values(**values))
+            await session.execute(update(IdempotencyRecord).where(*this_key).values(**values))
 
 
 def replayable(error: DomainError) -> bool:
@@ -167,9 +188,20 @@ def replayable(error: DomainError) -> bool:
 
 
 async def forget_expired_keys(sessions, clock: Clock) -> int:  # noqa: ANN001
+    """The purge (run by the service's scheduler every ``IDEMPOTENCY_PURGE_INTERVAL_SECONDS``): records
+    whose retention has passed are deleted; a key is then free again. Safe when several instances run it."""
+    now = clock.now()
     async with unit_of_work(sessions) as session:
-        result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= clock.now()))
-    return result.rowcount or 0
+        result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))
+    removed = result.rowcount or 0
+    log.info("idempotency.purged", removed=removed, expired_by=now.isoformat())
+    return removed
+
+
+async def purge_scheduler(sessions, clock: Clock, settings) -> None:  # noqa: ANN001
+    """Purge expired Idempotency-Key records every ``idempotency_purge_interval_seconds``."""
+    await every("payments.idempotency_purge", settings.idempotency_purge_interval_seconds,
+                lambda: forget_expired_keys(sessions, clock), quiet=True)
 
 
 # ------------------------------------------------------------------ bulk lines

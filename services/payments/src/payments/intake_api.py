@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, AsyncIterator, Awaitable, Callable
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -16,13 +16,13 @@ from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
 
 from . import intake
-from .api import ChargePublic
+from .api import ChargePublic, IdempotencyKeyHeader
 
 router = APIRouter()
 CHARGERS = (Role.PROVIDER_CHARGER, Role.PROVIDER_BILLING_SYSTEM)
 BULK_PATH = "/charges/bulk"
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, description=(
-    "the same key with the same request answers the first answer again; kept 24 hours per provider"))]
+#: the caller's Idempotency-Key, hashed as it arrives (``api.idempotency_key``)
+IdempotencyKey = IdempotencyKeyHeader
 
 
 class LineResult(BaseModel):
@@ -44,14 +44,14 @@ class BulkResult(BaseModel):
     results: list[LineResult]
 
 
-async def idempotent(sessions, clock: Clock, provider_id: str, key: str | None, operation: str,  # noqa: ANN001
+async def idempotent(sessions, clock: Clock, provider_id: str, key: intake.IdempotencyKey | None,  # noqa: ANN001
+                     operation: str,
                      fingerprint: Callable[[], object], answer: Callable[[], Awaitable[tuple[int, object]]]
                      ) -> tuple[int, object]:
     """Run ``answer`` under the caller's Idempotency-Key (if it sent one): the first answer is kept and
     replayed for the same request; a final refusal is kept too (a retryable one frees the key)."""
     if key is None:
         return await answer()
-    intake.check_key(key)
     replay = await intake.begin_idempotent(sessions, clock, provider_id, key, operation,
                                            intake.request_hash(operation, fingerprint()))
     if replay is not None:
@@ -143,7 +143,8 @@ async def _chain(first, rest: AsyncIterator) -> AsyncIterator:  # noqa: ANN001
         yield item
 
 
-async def idempotent_stream(sessions, clock: Clock, provider_id: str, key: str | None,  # noqa: ANN001
+async def idempotent_stream(sessions, clock: Clock, provider_id: str,  # noqa: ANN001
+                            key: intake.IdempotencyKey | None,
                             operation: str, body: AsyncIterator[bytes],
                             answer: Callable[[AsyncIterator[bytes]], Awaitable[tuple[int, object]]]
                             ) -> tuple[int, object]:
@@ -154,7 +155,6 @@ async def idempotent_stream(sessions, clock: Clock, provider_id: str, key: str |
     file charged before it come back ``repeated`` when it is sent again."""
     if key is None:
         return await answer(body)
-    intake.check_key(key)
     replay = await intake.begin_idempotent(sessions, clock, provider_id, key, operation, None)
     hasher = intake.stream_hash(operation)
     if replay is not None:
@@ -195,7 +195,8 @@ async def cancel_charge(
 SINGLE_RESPONSES = {**created_or_repeated(ChargePublic, 404, 409, 422)}
 
 
-async def charge_once(sessions, clock: Clock, principal: Principal, provider_id: str, key: str | None,  # noqa: ANN001
+async def charge_once(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
+                      key: intake.IdempotencyKey | None,
                       body: BaseModel, charge: Callable[[], Awaitable[tuple[object, bool]]]) -> JSONResponse:
     """POST /charges under an Idempotency-Key: 201 new, 200 the same provider reference again."""
     async def answer() -> tuple[int, object]:

@@ -225,12 +225,14 @@ class ProviderChoiceView(SQLModel, table=True):
 
 
 class IdempotencyRecord(SQLModel, table=True):
-    """An ``Idempotency-Key`` a provider sent (migration 0008): the hash of the request it came with and,
-    once answered, the answer to replay; ``status_code`` None while the first request is in flight."""
+    """An ``Idempotency-Key`` a caller sent (migration 0008), kept as its keyed hash only (migration 0013;
+    ``intake.IdempotencyKey``) until ``expires_at``, when the purge removes it: the hash of the request it
+    came with and, once answered, the answer to replay; ``status_code`` None while the first request is in
+    flight. ``provider_id`` is the caller (a provider, or ``funder:<id>`` for a funder's corrections)."""
 
     __tablename__ = "payments_idempotency"
     provider_id: str = Field(primary_key=True, max_length=64)
-    key: str = Field(primary_key=True, max_length=200)
+    key_hash: str = Field(primary_key=True, max_length=64)
     operation: str = Field(max_length=40)
     request_hash: str = Field(max_length=64)
     status_code: int | None = None

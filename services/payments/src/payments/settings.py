@@ -1,8 +1,11 @@
 from decimal import Decimal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seteli_shared.settings import ServiceSettings
+
+#: the development key of the Idempotency-Key hashes (``IDEMPOTENCY_KEY_SECRET``); refused in production
+DEV_IDEMPOTENCY_KEY_SECRET = "seteli-development-idempotency-key-secret-do-not-use"
 
 
 class PaymentsSettings(ServiceSettings):
@@ -33,8 +36,41 @@ class PaymentsSettings(ServiceSettings):
     recovery_after_days: int = Field(default=60, ge=0)
     #: a recovery claim is due this many days after it is made
     recovery_payment_days: int = Field(default=14, ge=1)
-    # ---- settlement notices to providers' webhooks (notices.py)
+    # ---- notices nobody can receive yet (notices.py): parked, listed, tried again
+    #: notices to providers' queues are parked after OUTBOX_PARK_AFTER_ATTEMPTS unroutable attempts
+    outbox_park_exchanges: tuple[str, ...] = ("notices",)
+    #: parked notices (queue and webhook) are tried again this often, quietly (seconds; 0: only when asked)
+    notice_parked_retry_seconds: float = Field(default=3600.0, ge=0)
+    # ---- settlement notices to providers' webhooks (notices.py, egress.py)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    #: a delivery that has failed this many times is parked (``notices``)
     webhook_max_attempts: int = Field(default=8, ge=1)
+    #: a delivery's whole exchange (connecting, sending, the answer) at most this long; resolving the host takes at
+    #: most the connect timeout besides
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    #: of a receiver's answer at most this much is read (the rest is not)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    #: plain http webhooks (development and test only: refused when ENVIRONMENT=production)
+    webhook_allow_http: bool = False
+    #: webhooks at this machine's loopback addresses, 127.0.0.0/8 and ::1 (development and test only: the tests'
+    #: receivers); private, link-local and other non-public addresses are refused whatever this says
+    webhook_allow_loopback: bool = False
+    # ---- Idempotency-Key records (intake.py)
+    #: the key of the HMAC-SHA256 under which a caller's Idempotency-Key is kept (never the key itself); at
+    #: least 32 characters, and the development default is refused, when ENVIRONMENT=production
+    idempotency_key_secret: str = DEV_IDEMPOTENCY_KEY_SECRET
+    #: how long a key answers its first answer again; the purge then removes its record
+    idempotency_retention_hours: int = Field(default=24, ge=1)
+    #: the purge of expired Idempotency-Key records runs this often (seconds; 0: never)
+    idempotency_purge_interval_seconds: float = Field(default=3600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _production_keys(self) -> "PaymentsSettings":
+        if self.environment == "production" and (self.idempotency_key_secret == DEV_IDEMPOTENCY_KEY_SECRET
+                                                 or len(self.idempotency_key_secret) < 32):
+            raise ValueError("IDEMPOTENCY_KEY_SECRET must be set (at least 32 characters) when ENVIRONMENT=production")
+        if self.environment == "production" and (self.webhook_allow_http or self.webhook_allow_loopback):
+            raise ValueError("WEBHOOK_ALLOW_HTTP and WEBHOOK_ALLOW_LOOPBACK are for development and test only")
+        return self

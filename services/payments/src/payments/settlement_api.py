@@ -1,7 +1,8 @@
 """Settlement runs over HTTP: the daily run on demand, runs and their payment files (pain.001), charges at
 risk of missing the 14-day guarantee, settlement statements, providers' webhooks for settlement notices
 and their delivery log, funders' monthly invoices. Parse, authorise, call a use case (``payouts``,
-``notices``, ``invoices``). The router's lifespan runs the webhook worker and the daily scheduler."""
+``notices``, ``invoices``). The router's lifespan runs the webhook worker, the daily scheduler, the purge of
+expired Idempotency-Key records (``intake``) and the slow retry of parked notices (``notices``)."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,7 @@ from seteli_shared.schemas import Page, PageDep, RequestModel, paginate
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
-from . import invoices, notices, pain001, payouts, settlement
+from . import egress, intake, invoices, notices, pain001, payouts, settlement
 from .models import WebhookAttempt, WebhookDelivery
 
 READERS = (Role.OPERATOR, Role.FUNDER_FINANCE, Role.FUNDER_REPORTING, *PROVIDER_STAFF, Role.PROVIDER_BILLING_SYSTEM)
@@ -34,11 +35,15 @@ WEBHOOK_ROLES = (Role.OPERATOR, Role.PROVIDER_MANAGER)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime, settings = app.state.runtime, app.state.settings
-    worker = notices.WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql")
-    tasks = [asyncio.create_task(worker.run(), name="webhook-worker")]
+    clock = getattr(app.state, "clock", None) or SYSTEM_CLOCK
+    worker = notices.WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql",
+                                   # a test's own resolver and TLS trust (app.state, as its clock); else the system's
+                                   getattr(app.state, "webhook_resolver", None), getattr(app.state, "webhook_tls", True))
+    tasks = [asyncio.create_task(worker.run(), name="webhook-worker"),
+             asyncio.create_task(intake.purge_scheduler(runtime.sessions, clock, settings), name="idempotency-purge"),
+             asyncio.create_task(notices.parked_retry_scheduler(runtime.sessions, settings), name="parked-retry")]
     if settings.settlement_scheduler and settings.environment != "test":
-        tasks.append(asyncio.create_task(payouts.scheduler(runtime.sessions, getattr(app.state, "clock", None)
-                                                           or SYSTEM_CLOCK, settings),
+        tasks.append(asyncio.create_task(payouts.scheduler(runtime.sessions, clock, settings),
                                          name="settlement-scheduler"))
     try:
         yield
@@ -249,7 +254,8 @@ async def get_statement(
 
 # ------------------------------------------------------------------ webhooks
 class WebhookSet(RequestModel):
-    url: HttpUrl = Field(description="where settlement notices are POSTed (https in production)")
+    url: HttpUrl = Field(description="where settlement notices are POSTed: https, at a host that resolves to public "
+                         "internet addresses only")
 
 
 class WebhookSecret(BaseModel):
@@ -260,24 +266,6 @@ class WebhookSecret(BaseModel):
     updated_at: datetime
 
 
-def _public_https(url) -> None:  # noqa: ANN001
-    """Outside development a webhook must be https to a public address: the service must not be
-    made to post into the operator's own network."""
-    import ipaddress
-
-    if url.scheme != "https":
-        raise DomainError("webhook_not_https", "a webhook URL must use https")
-    host = (url.host or "").strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-            raise DomainError("webhook_not_public", "a webhook must be at a public address") from None
-        return
-    if not address.is_global:
-        raise DomainError("webhook_not_public", "a webhook must be at a public address")
-
-
 @router.put("/providers/{provider_id}/webhook", response_model=WebhookSecret, tags=["notices"],
             responses=error_responses(404, 422))
 async def set_webhook(
@@ -286,12 +274,16 @@ async def set_webhook(
 ) -> WebhookSecret:
     """Set the provider's webhook for settlement notices (for providers without an AMQP consumer). Each
     call makes a new secret, shown once. Notices are POSTed with `X-Seteli-Signature: t=<unix time>,v1=<hex>`,
-    the HMAC-SHA256 of `"<t>." + body`; a non-2xx answer is retried with back-off."""
+    the HMAC-SHA256 of `"<t>." + body`; a non-2xx answer (a redirect too: none is followed) is retried with
+    back-off. The URL must be https (422 `webhook_not_https`) at a host whose every address is on the public
+    internet (422 `webhook_address_not_public`: loopback, private, shared, link-local, multicast, reserved, or
+    an IPv6 address carrying such an IPv4 one; `webhook_address_unresolvable`); it is checked again at each
+    delivery, which connects to the address it checked."""
     ensure_visible(principal, "provider", provider_id=provider_id)
     if len(str(body.url)) > 2000:
         raise DomainError("url_too_long", "the URL is longer than 2000 characters")
-    if not request.app.state.settings.is_development:
-        _public_https(body.url)
+    await egress.check(str(body.url), egress.Policy.of(request.app.state.settings),
+                       getattr(request.app.state, "webhook_resolver", None))
     async with unit_of_work(sessions) as session:
         hook = await notices.set_webhook(session, provider_id, str(body.url), clock.now())
         await audit.record(session, principal, "webhook.set", "provider", provider_id, None)
@@ -311,7 +303,8 @@ class DeliveryPublic(BaseModel):
     message_id: str
     notice_type: str
     url: str
-    status: str = Field(description="pending, delivered or failed")
+    status: str = Field(description="pending, delivered, parked (failed `WEBHOOK_MAX_ATTEMPTS` times: tried again "
+                        "hourly, when the webhook is set anew and by the operator) or failed (the webhook is gone)")
     attempts: int
     next_attempt_at: datetime | None
     last_status_code: int | None
