@@ -4,7 +4,7 @@ Generated from the services' own OpenAPI documents, like the access matrix: for 
 every service, every string it takes (path and query parameters, and every string field of its body
 at any depth) is sent in turn holding a HETU (cycling through century signs, lower case, Unicode
 dashes, spaces and full-width digits), the rest of the request being valid and aimed at real
-resources. Each is refused with 422 ``personal_identity_code_refused``. Then every table of every
+resources. Each is refused with 422 ``personal_identity_code``. Then every table of every
 service's database and every line of every service's log is searched: zero hits.
 
 The four services run as processes on PostgreSQL and RabbitMQ (the ``system`` fixture)."""
@@ -222,7 +222,7 @@ async def test_a_personal_identity_code_in_any_string_of_any_request_is_stored_a
             sent += 1
             reason = r.json().get("error", {}).get("reason") if r.headers.get("content-type", "").startswith(
                 "application/json") else None
-            if (r.status_code, reason) != (422, "personal_identity_code_refused"):
+            if (r.status_code, reason) != (422, "personal_identity_code"):
                 refused_otherwise.append(f"{service} {method.upper()} {url} [{where}] -> {r.status_code} {r.text[:200]}")
     assert not refused_otherwise, "\n".join(refused_otherwise)
     assert sent >= 60, f"only {sent} requests: the documents list fewer strings than expected"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import secrets
 import time
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -26,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared.db import unit_of_work
 from seteli_shared.events import Envelope
-from seteli_shared.logging import correlation_id_var, get_logger, new_id
+from seteli_shared.ids import new_id, new_secret
+from seteli_shared.logging import correlation_id_var, get_logger
 from seteli_shared.outbox import add_message
 
 from .models import Webhook, WebhookAttempt, WebhookDelivery
@@ -134,7 +134,7 @@ async def send_notice(session: AsyncSession, notice: SettlementNotice | Recovery
 
 # ------------------------------------------------------------------ webhooks
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    return new_secret(32, prefix="whsec_")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -18,7 +18,8 @@ from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import Envelope, ProviderRegistered, ProviderUpdated, SettlementCreated
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.outbox import add_event
 from seteli_shared.schedule import daily
 from seteli_shared.schemas import PageParams, paginate
@@ -89,7 +90,7 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
             if not decision.pay:
                 result.held_back.append((funder_id, provider_id, figures.net_cents))
                 continue
-            s = Settlement(id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+            s = Settlement(id=new_id(settlement.settlement_reference), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
                            gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
                            fee_rate=str(fee_rate), created_at=now, correction_count=len(offset.offset))
             session.add(s)

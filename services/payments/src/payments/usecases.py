@@ -21,7 +21,8 @@ from seteli_shared.db import (RawStatement, driver_connection, driver_transactio
                               unit_of_work)
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import T as OUTBOX
 from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on_commit, wake_relays

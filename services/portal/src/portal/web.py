@@ -4,7 +4,11 @@ who may see a page, rendering, and the error pages.
 The session lives in a signed cookie (Starlette's ``SessionMiddleware``, itsdangerous), HttpOnly and
 SameSite=Lax, Secure in production. It holds the user's bearer token and what the portal needs to
 choose pages (roles, and the funder, provider or voucher the token is bound to); the services verify
-the token themselves on every call. Every form carries the session's CSRF token."""
+the token themselves on every call. Every form carries the session's CSRF token.
+
+A personal identity code that a person types into a form or an address (in any spelling the services'
+guard knows: ``seteli_shared.privacy``) is refused here, before it could be sent on, shown again in a
+re-filled form or a ``next`` address, or logged: a 422 page that says not to write one, never repeating it."""
 from __future__ import annotations
 
 import hmac
@@ -13,12 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from seteli_shared.auth import FUNDER_STAFF, PROVIDER_ROLES, InvalidToken, Principal, Role, TokenVerifier
+from seteli_shared.privacy import REASON, find_in
 
 from . import i18n
 from .backend import Backend, BackendError, Unavailable
@@ -33,6 +39,11 @@ CLIENT = frozenset({Role.CLIENT})
 PROVIDER = frozenset(PROVIDER_ROLES)
 FUNDER = frozenset(FUNDER_STAFF)
 OPERATOR = frozenset({Role.OPERATOR})
+#: the page that says not to write a personal identity code (``i18n``: ``reason_personal_identity_code``)
+PERSONAL_DATA = f"reason_{REASON}"
+#: what the identity provider sends back to the sign-in callback: never shown, stored, logged or passed to a
+#: service, and random text of its making that must not be refused by chance
+_IDENTITY_PROVIDER_PARAMETERS = frozenset({"code", "state", "session_state", "iss"})
 
 
 class PageRefusal(Exception):
@@ -132,6 +143,9 @@ class Page:
         sent = form.get("csrf")
         if not isinstance(sent, str) or not hmac.compare_digest(sent, self.session.get("csrf", "")):
             raise PageRefusal(403, "csrf_failed")
+        typed = [[name, value] for name, value in form.multi_items() if name != "csrf" and isinstance(value, str)]
+        if find_in(typed):  # an uploaded file goes on to payments, which refuses such lines one by one
+            raise PageRefusal(422, PERSONAL_DATA)
         return form
 
     # ---- calls to the services with the user's token
@@ -206,6 +220,16 @@ def eur(cents: Any) -> str:
     sign = "-" if value < 0 else ""
     whole, part = divmod(abs(value), 100)
     return f"{sign}{whole:,}".replace(",", "\u00a0") + f",{part:02d}\u00a0€"
+
+
+def address_carries_personal_data(request: Request) -> bool:
+    """Whether the request's path or a query parameter (name or value) holds a personal identity code."""
+    path = request.url.path
+    if find_in([path, unquote(path)]):
+        return True
+    oidc = path.startswith("/signin/oidc")
+    return find_in([[name, value] for name, value in request.query_params.multi_items()
+                    if not (oidc and name in _IDENTITY_PROVIDER_PARAMETERS)]) is not None
 
 
 def refusal_page(request: Request, exc: PageRefusal) -> Response:

@@ -33,7 +33,7 @@ def valid_reference(value: str) -> str:
     """A funder's pseudonymous reference (client or decision): 3-64 letters, digits or ._:/-, never a
     personal identity code. The messages never contain the value: it could be personal data."""
     if contains_personal_identity_code(value):
-        raise PydanticCustomError("personal_identity_code_refused",
+        raise PydanticCustomError("personal_identity_code",
                                   "must be a pseudonymous reference, not a personal identity code")
     if not _REF.match(value):
         raise PydanticCustomError("invalid_reference", "must be 3-64 letters, digits or ._:/- "
