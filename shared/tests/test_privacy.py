@@ -230,3 +230,23 @@ def test_cursors_never_hold_six_digits_in_a_row_so_are_never_flagged(key: list):
     cursor = ids.cursor_text(json.dumps(key))
     assert not re.search("[0-9]{6}", cursor) and not contains_personal_identity_code(cursor)
     assert json.loads(base64.urlsafe_b64decode(cursor)) == key
+
+
+def test_the_logger_drops_every_value_the_guard_s_matcher_flags(capsys):  # noqa: ANN001
+    """Nested values, keys, numbers and tracebacks too: the same matcher as the request guard's."""
+    from seteli_shared.logging import REMOVED, configure_logging, get_logger
+
+    configure_logging("privacy-test")
+    log = get_logger("privacy-test")
+    capsys.readouterr()
+    number = next(int(f"131052{n:03d}{CHECK_CHARACTERS[int(f'131052{n:03d}') % 31]}") for n in range(1000)
+                  if CHECK_CHARACTERS[int(f"131052{n:03d}") % 31].isdigit())
+    try:
+        raise ValueError("Key (ref)=(asiakas 131052 308T) already exists")
+    except ValueError:
+        log.exception("test.logged", nested={"refs": ["ok", "x131052-308Ty"]}, number=number, plain="visit-1",
+                      **{"HETU131052308T": 1})
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["nested"] == {"refs": ["ok", REMOVED]} and line["number"] == REMOVED and line["plain"] == "visit-1"
+    assert line["exception"] == REMOVED and REMOVED in line and "HETU131052308T" not in line
+    assert "131052" not in json.dumps(line)
