@@ -56,7 +56,10 @@ _WITH_SIGN = re.compile(r"(?=([0-9]{6})([-+A-FU-Y])([0-9]{3})([0-9A-Y]))")
 # rule 2, in the text with its spaces: a token DDMMYY, spaces and at most one of ``_./``, NNN, C (not after a
 # digit, not before a letter or digit; ``[^\W_]`` is a letter or digit of any script)
 _WITHOUT_SIGN = re.compile(r"(?<![0-9])(?=([0-9]{6}) *[_./]? *([0-9]{3})([0-9A-Y])(?![^\W_]))")
-_SIX_DIGITS = re.compile(r"[0-9]{6}")
+#: what each rule needs at least, searched before its candidates are walked one by one (most text has none)
+_WITH_SIGN_SHAPE = re.compile(r"[0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Y]")
+_WITHOUT_SIGN_SHAPE = re.compile(r"[0-9]{6} *[_./]? *[0-9]{4}|[0-9]{6} *[_./]? *[0-9]{3}[A-Y]")
+_ASCII_INVISIBLE = re.compile(r"[\x00-\x1f\x7f]")
 #: six ASCII digits with nothing but ASCII spaces or control characters between them (``normalise`` drops
 #: those): ASCII text without one (and without a backslash, i.e. JSON escapes) cannot hold a personal
 #: identity code. As bytes for bodies (``web``), as text for lines (``cannot_hold_code``).
@@ -109,7 +112,7 @@ def normalise(text: str) -> str:
     """The text as the matcher reads it: NFKC, dashes ``-``, spaces one ASCII space, invisible characters
     gone, every decimal digit ASCII, upper case. (Rule 1 also drops the spaces.)"""
     if text.isascii():
-        return text.translate(_ASCII_FOLD).upper()
+        return (text.translate(_ASCII_FOLD) if _ASCII_INVISIBLE.search(text) else text).upper()
     return unicodedata.normalize("NFKC", text).translate(_FOLD).upper()
 
 
@@ -129,6 +132,8 @@ def _check_is_right(ddmmyy: str, number: str, check: str) -> bool:
 
 
 def _with_sign(compact: str) -> bool:
+    if not _WITH_SIGN_SHAPE.search(compact):
+        return False
     for m in _WITH_SIGN.finditer(compact):
         ddmmyy, sign, number, check = m.groups()
         if _check_is_right(ddmmyy, number, check) and _date_exists(ddmmyy, (CENTURY[sign],)):
@@ -137,6 +142,8 @@ def _with_sign(compact: str) -> bool:
 
 
 def _without_sign(spaced: str) -> bool:
+    if not _WITHOUT_SIGN_SHAPE.search(spaced):
+        return False
     for m in _WITHOUT_SIGN.finditer(spaced):
         ddmmyy, number, check = m.groups()
         if _check_is_right(ddmmyy, number, check) and _date_exists(ddmmyy, _CENTURIES):
@@ -152,10 +159,7 @@ def contains_personal_identity_code(text: str | None) -> bool:
     if text.isascii() and (len(text) < 10 or not _SIX_DIGITS_SPREAD_TEXT.search(text)):
         return False
     spaced = normalise(text)
-    compact = spaced.replace(" ", "")
-    if not _SIX_DIGITS.search(compact):
-        return False
-    return _with_sign(compact) or _without_sign(spaced)
+    return _with_sign(spaced.replace(" ", "")) or _without_sign(spaced)
 
 
 def _strings(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
