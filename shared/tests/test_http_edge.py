@@ -150,7 +150,8 @@ def _uuid_holding_a_code() -> str:
 
 @pytest.mark.parametrize("header", ["Idempotency-Key", "X-Correlation-ID", "X-Request-ID", "User-Agent", "Referer",
                                     "Forwarded", "X-Forwarded-For", "X-Real-IP"])
-async def test_a_personal_identity_code_in_a_header_a_service_keeps_or_logs_is_refused(client, header, capsys):  # noqa: ANN001
+async def test_a_personal_identity_code_in_a_header_a_service_keeps_or_logs_is_refused(
+        client, header, capsys):  # noqa: ANN001
     """422 ``personal_identity_code`` naming the header, never its value; nothing stored, the value logged nowhere."""
     STORED.clear()
     capsys.readouterr()

@@ -127,7 +127,8 @@ def test_a_wrong_check_character_is_no_code(code, wrong: str, with_sign: bool): 
 
 
 @PROPERTY
-@given(st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), st.integers(0, 999), st.sampled_from(sorted(CENTURY)))
+@given(st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), st.integers(0, 999),
+       st.sampled_from(sorted(CENTURY)))
 def test_a_date_that_does_not_exist_is_no_code(day: int, month: int, yy: int, n: int, sign: str):
     def exists(century: int) -> bool:
         try:

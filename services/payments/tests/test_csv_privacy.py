@@ -9,8 +9,8 @@ from seteli_shared.errors import DomainError
 
 HEADER = "voucher_code;provider_reference;service_date;units;tariff\n"
 SPELLINGS = ["131052-308T", "131052 308T", "131052\u00a0308T", "x131052-308Ty", "131052308T", "HETU131052308T",
-             "010101a123n", "010101Y123N", "\uff11\uff13\uff11\uff10\uff15\uff12\uff13\uff10\uff18T", "131052\u200b-308T",
-             "asiakas 131052 \u2013 308t"]
+             "010101a123n", "010101Y123N", "\uff11\uff13\uff11\uff10\uff15\uff12\uff13\uff10\uff18T",
+             "131052\u200b-308T", "asiakas 131052 \u2013 308t"]
 
 
 def _rows(text: str) -> list:

@@ -284,7 +284,8 @@ def test_numbers_typed_in_forms_are_ascii_digits_only():
 CODE_SPELLINGS = ["131052-308T", "131052 308T", "131052\u00a0308T", "x131052-308Ty", "131052308T", "010101a123n"]
 
 
-def test_a_personal_identity_code_typed_into_a_form_or_an_address_is_refused_never_shown_sent_or_logged(capsys):  # noqa: ANN001
+def test_a_personal_identity_code_typed_into_a_form_or_an_address_is_refused_never_shown_sent_or_logged(
+        capsys):  # noqa: ANN001
     """A 422 page that says not to write one, before any service is called, the code neither in the page
     (no re-filled form, no ``next`` address) nor in the portal's log."""
     import httpx
@@ -307,8 +308,9 @@ def test_a_personal_identity_code_typed_into_a_form_or_an_address_is_refused_nev
         capsys.readouterr()
         for code in CODE_SPELLINGS:
             pages = [
-                c.post("/provider/charge", data={"csrf": csrf, "voucher_code": "7KQ2M9XH4D=", "provider_reference": code,
-                                                 "service_date": "2026-06-01", "units": "1"}),
+                c.post("/provider/charge", data={"csrf": csrf, "voucher_code": "7KQ2M9XH4D=",
+                                                 "provider_reference": code, "service_date": "2026-06-01",
+                                                 "units": "1"}),
                 c.get(f"/compare/providers/{code}"),
                 c.get("/compare", params={"funder": "091", "municipality": code}),
                 c.get("/signin", params={"next": f"/provider/{code}"}),
