@@ -34,7 +34,7 @@ import aio_pika
 from aio_pika import DeliveryMode, Message
 
 # ids the privacy guard can never take for a personal identity code: a random UUID carries the shape of one
-# (six digits, A-F, three digits, a check character) about once in 40,000, and such a decision is refused
+# (six digits, A-F, three digits, a check character) about once in 27,000, and such a decision is refused
 from seteli_shared.ids import clean, new_id
 
 DECISION_TYPE = "fi.seteli.decision.v1"

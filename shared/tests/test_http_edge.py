@@ -123,7 +123,7 @@ async def test_a_personal_identity_code_in_the_path_or_query_is_refused_and_not_
 
 
 async def test_correlation_ids_are_uuids_and_other_header_text_is_never_echoed(client, capsys):  # noqa: ANN001
-    cid = new_id()  # (a raw uuid4 carries a code about once in 40,000)
+    cid = new_id()  # (a raw uuid4 carries a code about once in 27,000)
     r = await client.get("/things/x", headers={**OP, "X-Correlation-ID": cid})
     assert r.status_code == 200 and r.headers["X-Correlation-ID"] == cid
     assert f'"correlation_id": "{cid}"' in capsys.readouterr().out

@@ -2,7 +2,7 @@
 guard can never take it for a personal identity code.
 
 The guard (``privacy``) finds a code glued inside any text, so random text trips it now and then: a
-random version 4 UUID about once in 40,000, a SHA-256 hex digest about once in 2,600 (the hex letters
+random version 4 UUID about once in 27,000, a SHA-256 hex digest about once in 2,800 (the hex letters
 ``A``-``F`` are century signs). What the system generates comes back to it in requests (a resource's id in
 a path, a voucher code typed by a client, a cursor, a settlement's RF reference on a bank statement) and
 is stored and logged; refusing it would break the system at random. So each value here is drawn again
@@ -10,8 +10,8 @@ is stored and logged; refusing it would break the system at random. So each valu
 nor in what is derived from it (``derived``: e.g. a settlement's RF reference is made from its id).
 
 Use these, never ``uuid.uuid4()``, ``secrets.token_*`` or a bare ``hexdigest()``, for anything the
-services create. A redraw is rare (the first draw is clean about 99.997 % of the time for an id), so it
-costs nothing measurable; the guard's check itself is what a draw costs (about 2-3 µs).
+services create. A redraw is rare (the first draw of an id is clean 99.996 % of the time), so it costs
+nothing measurable; the guard's check itself is what a draw costs (about 2-4 µs).
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def digest_text(hasher: Any, length: int | None = None) -> str:
         text = h.hexdigest()[:length]
         if not contains_personal_identity_code(text):
             return text
-    raise RuntimeError("no clean digest")  # pragma: no cover  (1 in 2,600 ** 1000)
+    raise RuntimeError("no clean digest")  # pragma: no cover  (1 in 2,800 ** 1000)
 
 
 def cursor_text(raw: str) -> str:
