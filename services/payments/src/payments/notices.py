@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from seteli_shared import ids
 from seteli_shared.db import unit_of_work
 from seteli_shared.events import Envelope
-from seteli_shared.ids import new_id, new_secret
+from seteli_shared.ids import new_id
 from seteli_shared.logging import correlation_id_var, get_logger
 from seteli_shared.outbox import add_message
 
@@ -134,7 +135,8 @@ async def send_notice(session: AsyncSession, notice: SettlementNotice | Recovery
 
 # ------------------------------------------------------------------ webhooks
 def new_secret() -> str:
-    return new_secret(32, prefix="whsec_")
+    """A webhook's signing secret (``ids``: never read as a personal identity code where it is stored)."""
+    return ids.new_secret(32, prefix="whsec_")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
