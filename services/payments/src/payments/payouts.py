@@ -70,7 +70,8 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
 async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal, rules: settlement.PayoutRules,
                  *, hold_back: bool) -> RunResult:
     now, today = clock.now(), clock.today()
-    run = SettlementRun(id=new_id(settlement.bank_id), kind=settlement.DAILY if hold_back else settlement.MANUAL, run_date=today,
+    run = SettlementRun(id=new_id(settlement.bank_id), kind=settlement.DAILY if hold_back else settlement.MANUAL,
+                        run_date=today,
                         created_at=now, settlement_count=0, gross_cents=0, fee_cents=0, net_cents=0, held_back_count=0)
     result = RunResult(run)
     async with SettlementBatch(session, now) as batch:

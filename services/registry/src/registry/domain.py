@@ -166,7 +166,7 @@ def valid_language(value: str) -> str:
 def valid_phone(value: str) -> str:
     """A telephone number, kept in its international form (``040 123 4567`` -> ``+358401234567``): a Finnish
     number written as ten digits has the shape of a personal identity code without its century sign, and
-    about one in 86 of them would read as one to the privacy guard (``bench/privacy_guard.py``)."""
+    about one in 88 of them would read as one to the privacy guard (``bench/privacy_guard.py``)."""
     compact = re.sub(r"[\s()-]", "", value)
     if not re.fullmatch(r"\+?[0-9]{5,15}", compact):
         raise PydanticCustomError("invalid_phone", "not a telephone number")
