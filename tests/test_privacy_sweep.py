@@ -485,6 +485,7 @@ async def test_a_personal_identity_code_in_any_input_is_refused_and_found_nowher
         system, amqp_url):  # noqa: ANN001
     reply_queue = f"{system.namespace}.decision-replies.{FUNDER}"
     funder_user = None
+    assert holds_code(json.dumps({"x": "131052\u00a0308T"})), "the search sees through JSON escapes"
     try:
         ids = await make_world(system)
         samples = Samples(ids)
