@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting
+.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -27,3 +27,6 @@ bench-payments: bootstrap
 
 bench-reporting: bootstrap
 	@.venv/bin/python bench/reporting.py $(ARGS)
+
+bench-privacy: bootstrap
+	@.venv/bin/python bench/privacy_guard.py $(ARGS)

@@ -88,7 +88,7 @@ def asyncapi() -> dict:
                 "login code, which no one else may read. Decisions are idempotent by (funder, decision_ref, "
                 "decision_version): the same version again changes nothing, a higher one amends or revokes, a "
                 "lower one is answered `stale_version`. Unknown fields are refused; a decision carrying a "
-                "personal identity code anywhere is answered `personal_identity_code_refused` and kept nowhere.\n\n"
+                "personal identity code anywhere is answered `personal_identity_code` and kept nowhere.\n\n"
                 "Payments sends each provider a settlement notice (`fi.seteli.notice.settlement.v1`) through its "
                 "outbox on `{namespace}.notices` with routing key `notice.<provider_id>.settlement` (and a recovery "
                 "claim, `fi.seteli.notice.recovery-claim.v1`, on `notice.<provider_id>.recovery-claim`); a provider's "

@@ -67,7 +67,7 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
     again = await vouchers.post("/vouchers", json=decision)
     assert (again.status_code, again.json()["id"]) == (200, voucher_id), "the same decision makes one voucher"
     hetu = await vouchers.post("/vouchers", json={**decision, "decision_ref": "HKI-2", "client_ref": "131052-308T"})
-    assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code_refused")
+    assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code")
 
     # the client logs in with the voucher code and the login code from the decision letter, and chooses
     login = await system.client("vouchers").post("/client-sessions", json={

@@ -351,11 +351,42 @@ async def test_a_dead_letter_reason_names_fields_and_rules_never_values(world: W
     consumer = world.consumer()
     await consumer.start()
     bad = {"specversion": "1.0", "id": "m-bad", "source": "/x", "type": "fi.seteli.test.tick.v1",
-           "time": "asiakas 131052-308T", "data": {"n": 1}}
+           "time": "asiakas Matti Meikäläinen", "data": {"n": 1}}
     await world.bus.publish(json.dumps(bad).encode(), "test.tick.v1", message_id="m-bad")
     channel = await world.bus.connection.channel()
     dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
     dead = await eventually(lambda: dlq.get(fail=False, no_ack=True), timeout=20)
     reason = dead.headers[REASON_HEADER]
-    assert reason.startswith("bad_envelope: time:") and "131052" not in reason
+    assert reason.startswith("bad_envelope: time:") and "Meik" not in reason
+    await consumer.stop()
+
+
+@pytest.mark.parametrize("where", ["body", "header", "correlation_id", "message_id", "type"])
+async def test_a_code_in_any_spelling_anywhere_in_an_event_is_dead_lettered_without_it(world: World, where: str):
+    """Body (any string, escapes undone), AMQP headers and properties of a domain event: the issue's spellings
+    (a space or no-break space for the sign, glued to letters, no sign at all) are found there too."""
+    from seteli_shared.consumer import PRIVACY_REASON
+
+    consumer = world.consumer()
+    await consumer.start()
+    spellings = {"body": "HETU131052308T", "header": "131052\u00a0308T", "correlation_id": "x131052-308Ty",
+                 "message_id": "131052 308T", "type": "010101a123n"}
+    code = spellings[where]
+    env = Envelope.wrap(TestTick(n=3), "test")
+    body = env.model_dump_json().encode()
+    if where == "body":  # written with a JSON escape, as a producer may
+        body = json.dumps({**json.loads(body), "data": {"n": 3, "note": code}}, ensure_ascii=True).replace(
+            "HETU", "\\u0048ETU").encode()
+    await world.bus.publish(body, "test.tick.v1", message_id=code if where == "message_id" else env.id,
+                            type_=code if where == "type" else None,
+                            correlation_id=code if where == "correlation_id" else None,
+                            headers={"x-note": code} if where == "header" else None)
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    dead = await eventually(lambda: dlq.get(fail=False, no_ack=True), timeout=20)
+    assert dead.headers[REASON_HEADER] == PRIVACY_REASON == "personal_identity_code"
+    kept = json.dumps([dead.body.decode(), dead.message_id, dead.type, dead.correlation_id,
+                       {k: str(v) for k, v in (dead.headers or {}).items()}], ensure_ascii=False)
+    assert "131052" not in kept and "010101" not in kept
+    assert 3 not in await world.effects()
     await consumer.stop()

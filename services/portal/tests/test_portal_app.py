@@ -309,3 +309,47 @@ def test_the_client_sign_in_passes_the_browsers_address_and_only_its_own_proxies
             answer.update(status=429, reason="too_many_attempts", details={"retry_after_seconds": 8})
             r = c.post("/signin/client", data=form)
             assert (r.status_code, r.headers["retry-after"]) == (429, "8")
+
+
+# ---------------------------------------------------------------- personal identity codes
+CODE_SPELLINGS = ["131052-308T", "131052 308T", "131052\u00a0308T", "x131052-308Ty", "131052308T", "010101a123n"]
+
+
+def test_a_personal_identity_code_typed_into_a_form_or_an_address_is_refused_never_shown_sent_or_logged(
+        capsys):  # noqa: ANN001
+    """A 422 page that says not to write one, before any service is called, the code neither in the page
+    (no re-filled form, no ``next`` address) nor in the portal's log."""
+    import httpx
+
+    from seteli_shared.logging import configure_logging
+
+    calls: list[httpx.Request] = []
+
+    def services(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(422, json={"error": {"reason": "personal_identity_code", "message": "refused"}})
+
+    configure_logging("portal")
+    app = create_app(PortalSettings(environment="test"), transport=httpx.MockTransport(services))
+    with TestClient(app, follow_redirects=False) as c:
+        csrf = CSRF.search(c.get("/signin").text).group(1)
+        assert c.post("/signin/dev", data={"role": "provider_charger", "provider_id": "p-1", "csrf": csrf}
+                      ).status_code == 303
+        csrf = CSRF.search(c.get("/provider/charge").text).group(1)
+        capsys.readouterr()
+        for code in CODE_SPELLINGS:
+            pages = [
+                c.post("/provider/charge", data={"csrf": csrf, "voucher_code": "7KQ2M9XH4D=",
+                                                 "provider_reference": code, "service_date": "2026-06-01",
+                                                 "units": "1"}),
+                c.get(f"/compare/providers/{code}"),
+                c.get("/compare", params={"funder": "091", "municipality": code}),
+                c.get("/signin", params={"next": f"/provider/{code}"}),
+            ]
+            for r in pages:
+                assert r.status_code == 422, r.text
+                assert "Älä kirjoita henkilötunnusta." in r.text
+                assert code not in r.text and "131052" not in r.text and "010101" not in r.text
+    assert calls == [], "nothing was sent on to a service"
+    out = capsys.readouterr().out
+    assert '"path": "[not logged]"' in out and "131052" not in out and "010101" not in out

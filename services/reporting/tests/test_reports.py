@@ -499,7 +499,7 @@ async def test_feedback_one_per_voucher_and_month_texts_for_the_funder_only(pg, 
             r = await rep.http.post("/feedback", json=bad, headers=client)
             assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
         hetu = await rep.http.post("/feedback", json={"rating": 3, "text": "olen 131052-308T"}, headers=client)
-        assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code_refused")
+        assert (hetu.status_code, hetu.json()["error"]["reason"]) == (422, "personal_identity_code")
         assert "131052" not in hetu.text
         assert (await rep.http.post("/feedback", json={"rating": 3}, headers=CONTROLLER)).status_code == 403
         assert (await rep.http.post("/feedback", json={"rating": 3})).status_code == 401

@@ -330,9 +330,9 @@ async def test_a_personal_identity_code_anywhere_is_dead_lettered_without_body_a
     await bus.publish(body if where == "escaped" else d, headers=headers)
     reply = (await bus.reply())["data"]
     assert (reply["reason"], reply["decision_ref"], reply["decision_version"]) == (
-        "personal_identity_code_refused", ref, 1)
+        "personal_identity_code", ref, 1)
     dead = await bus.dead_letter()
-    assert dead.headers["x-seteli-reason"] == "personal_identity_code_refused"
+    assert dead.headers["x-seteli-reason"] == "personal_identity_code"
     assert HETU not in dead.body.decode() and "308T" not in json.dumps(_plain(dead.headers))
     assert await bus.vouchers() == []
     stored = await bus.everything_stored()

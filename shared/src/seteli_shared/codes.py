@@ -1,7 +1,10 @@
-"""Short, unguessable codes with a check character (Crockford base32, ISO 7064 mod 37 check)."""
+"""Short, unguessable codes with a check character (Crockford base32, ISO 7064 mod 37 check), drawn clean
+(``ids.clean``): a client types them back, and the privacy guard must never take one for an identity code."""
 from __future__ import annotations
 
 import secrets
+
+from .ids import clean
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 CHECK = ALPHABET + "*~$=U"  # 37 check symbols
@@ -13,8 +16,11 @@ def _check_symbol(body: str) -> str:
 
 def new_code(length: int = 10) -> str:
     """``length`` random symbols (5 bits each) and a check symbol, e.g. ``7KQ2M9XH4D=``."""
-    body = "".join(secrets.choice(ALPHABET) for _ in range(length))
-    return body + _check_symbol(body)
+    def draw() -> str:
+        body = "".join(secrets.choice(ALPHABET) for _ in range(length))
+        return body + _check_symbol(body)
+
+    return clean(draw)
 
 
 def normalise(code: str) -> str | None:

@@ -12,8 +12,10 @@ own delivery limit is the backstop.
 
 A consumer reads the domain events exchange unless it names another topic exchange of the namespace
 (``exchange``, e.g. ``decisions``); ``contracts`` then says which model each message type's ``data``
-must satisfy. Messages from outside systems are checked whole (``whole_message_privacy``): body,
-properties and headers. Handlers find the message being handled in ``current_delivery``.
+must satisfy. Every message is checked for personal identity codes before anything else: every string of
+its body, its properties and its AMQP headers (and, for messages from outside systems, ``whole_message_privacy``,
+the body's raw text too); one carrying a code is dead-lettered at once without its body. Handlers find the
+message being handled in ``current_delivery``.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ from .audit import record_bus
 from .bus import Bus, quorum_queue_arguments
 from .errors import PermanentMessageError
 from .events import Envelope, Event, routing_keys_of
+from .ids import digest_text
 from .logging import bind_correlation, get_logger
-from .privacy import find_in
+from .privacy import REASON, find_in
 
 log = get_logger(__name__)
 
@@ -46,7 +49,7 @@ BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[
 REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
 #: a message carrying a personal identity code: dead-lettered at once, without its body
-PRIVACY_REASON = "personal_identity_code_refused"  # the DLQ (a quorum queue) resets x-delivery-count
+PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) resets x-delivery-count
 #: the AMQP message a handler is handling (its ``user_id``, validated by the broker, and routing key)
 current_delivery: ContextVar[AbstractIncomingMessage | None] = ContextVar("current_delivery", default=None)
 #: the consumer handling it (its ``bus.settings`` are the service's settings)
@@ -83,12 +86,6 @@ def describe(exc: ValidationError) -> str:
     parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or '(message)'}: {e.get('msg', '')}"
              for e in exc.errors(include_input=False, include_url=False)]
     return "; ".join(parts)[:500]
-
-
-def message_strings(message: AbstractIncomingMessage) -> list:
-    """Every text a message carries: its body, properties and headers."""
-    return [_text(message.body), message.message_id, message.type, message.correlation_id, message.app_id,
-            message.reply_to, message.routing_key, _text(dict(message.headers or {}))]
 
 
 @dataclass
@@ -198,28 +195,19 @@ class Consumer:
     # ------------------------------------------------------------------ processing
     def _parse(self, message: AbstractIncomingMessage) -> Parsed | Refused | None:
         """A Parsed message, a Refused (poison) one, or None to ignore it."""
-        raw = None
-        if self.whole_message_privacy:
-            found = find_in(message_strings(message))
-            try:
-                raw = json.loads(message.body)
-            except ValueError:
-                return Refused(PRIVACY_REASON if found and found[1] == "personal_identity_code_refused"
-                               else "bad_envelope: not JSON")
-            found = found or find_in(raw)  # escapes (\u002d) undone
-            if found:
-                return Refused(PRIVACY_REASON if found[1] == "personal_identity_code_refused"
-                               else f"contract_violation: {found[1]}", raw)
         try:
-            envelope = Envelope.model_validate(raw) if raw is not None else Envelope.model_validate_json(message.body)
+            raw = json.loads(message.body)
+        except ValueError:
+            raw = None
+        refused = self._carries_personal_data(message, raw)
+        if refused is not None:
+            return refused
+        if raw is None:
+            return Refused("bad_envelope: not JSON")
+        try:
+            envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
             return Refused(f"bad_envelope: {describe(exc)}", raw, exc)
-        found = find_in([envelope.data, envelope.subject, envelope.source, envelope.correlationid,
-                         envelope.causationid])
-        if found:
-            if found[1] == "personal_identity_code_refused":
-                return Refused(PRIVACY_REASON, raw)
-            return Refused(f"contract_violation: {found[1]}", raw)
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
         if handler is None:
             handler = self.fallback
@@ -238,6 +226,22 @@ class Consumer:
             return Refused(f"contract_violation: {describe(exc)}",
                            raw if raw is not None else envelope.model_dump(mode="json"), exc)
         return Parsed(message, envelope, event, handler)
+
+    def _carries_personal_data(self, message: AbstractIncomingMessage, raw: Any) -> Refused | None:
+        """A message with a personal identity code (or a NUL) anywhere: in any string of its JSON body (escapes
+        such as ``\\u002d`` undone), in its properties or in its AMQP headers; for messages from outside
+        systems (``whole_message_privacy``) also in the body's raw text (a code written as a JSON number, or
+        split over tokens). Domain events' numbers are amounts, not text, so they are not read as text."""
+        texts = [raw, message.message_id, message.type, message.correlation_id, message.app_id, message.reply_to,
+                 message.routing_key, message.user_id, _text(dict(message.headers or {}))]
+        if raw is None or self.whole_message_privacy:
+            texts.append(_text(message.body))
+        found = find_in(texts)
+        if found is None:
+            return None
+        if found[1] == PRIVACY_REASON:
+            return Refused(PRIVACY_REASON, raw)
+        return Refused(f"contract_violation: {found[1]}" if raw is not None else "bad_envelope: not JSON", raw)
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         good: list[Parsed] = []
@@ -301,7 +305,7 @@ class Consumer:
         if self.on_refused is not None:
             key = message.message_id
             if not key or len(key) > 50 or find_in(key):
-                key = hashlib.sha256(message.body).hexdigest()[:50]
+                key = digest_text(hashlib.sha256(message.body), 50)
             try:
                 async with self.sessions() as session:
                     async with session.begin():

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from .catalogue import Period
 from .events import TYPE_PREFIX, Category, Envelope, FunderId, utcnow
-from .logging import correlation_id_var, new_id
+from .ids import new_id
+from .logging import correlation_id_var
 
 DECISION_TYPE = TYPE_PREFIX + "decision.v1"
 #: the exchanges, after the namespace (``<ns>.decisions``, ``<ns>.decision-replies``)
@@ -174,7 +175,7 @@ class DecisionAccepted(DecisionReply):
 
 class DecisionRejected(DecisionReply):
     """The decision was refused; nothing of it was kept. ``reason`` is a code (``funder_mismatch``,
-    ``unknown_funder``, ``stale_version``, ``contract_violation``, ``personal_identity_code_refused``,
+    ``unknown_funder``, ``stale_version``, ``contract_violation``, ``personal_identity_code``,
     ``decision_conflict``, ``unknown_decision``, ``voucher_revoked``, ``invalid_validity``, ...);
     ``message`` and ``fields`` never repeat a value of the decision."""
 

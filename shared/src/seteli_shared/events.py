@@ -13,7 +13,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from .logging import causation_id_var, correlation_id_var, new_id
+from .ids import new_id
+from .logging import causation_id_var, correlation_id_var
 
 TYPE_PREFIX = "fi.seteli."
 

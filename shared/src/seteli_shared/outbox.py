@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .bus import Bus, Outgoing, is_unroutable
 from .events import TYPE_PREFIX, Envelope, Event, utcnow
-from .logging import causation_id_var, correlation_id_var, get_logger, new_id
+from .ids import new_id
+from .logging import causation_id_var, correlation_id_var, get_logger
 from .messaging import OutboxMessage
 
 log = get_logger(__name__)

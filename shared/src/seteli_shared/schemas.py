@@ -16,6 +16,7 @@ from fastapi import Depends, Query
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from .errors import DomainError
+from .ids import cursor_text
 
 T = TypeVar("T")
 
@@ -58,8 +59,7 @@ class Page(BaseModel, Generic[T]):
 
 
 def _encode(values: Sequence[Any]) -> str:
-    raw = json.dumps([v.isoformat() if isinstance(v, (date, datetime)) else v for v in values])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return cursor_text(json.dumps([v.isoformat() if isinstance(v, (date, datetime)) else v for v in values]))
 
 
 def _decode(cursor: str, columns: Sequence[Any]) -> list[Any]:

@@ -5,10 +5,12 @@
 - binds the correlation id: ``X-Correlation-ID`` must be a UUID (the contract; arbitrary header
   text is never stored, logged or echoed); without one, a new UUID is made;
 - refuses a body over the size limit (413; a larger limit for the bulk routes a service names);
-- checks every string the request carries, in one place: the path, every query parameter, the
-  correlation header, and every string (keys too) of the JSON body at any depth: a personal identity
-  code (422 ``personal_identity_code_refused``) or a NUL character (422 ``nul_character``) stops the
-  request before it reaches a route, a database or a log;
+- checks every string the request carries, in one place: the path, every query parameter, every header
+  a service keeps or logs (``CHECKED_HEADERS``: ``Idempotency-Key``, the correlation and request ids,
+  ``User-Agent``, ``Referer``, the forwarded-for headers), and every string (keys too) of the JSON body at
+  any depth: a personal identity code in any spelling ``privacy`` knows (422 ``personal_identity_code``,
+  ``details.errors[].loc`` naming the place, e.g. ``["header", "Idempotency-Key"]``, never the value) or a
+  NUL character (422 ``nul_character``) stops the request before it reaches a route, a database or a log;
 - logs each request once: method, path, status, milliseconds, correlation id.
 
 A streamed body (a ``(path, media type)`` the service names in ``streamed_bodies``, e.g. a bulk CSV
@@ -38,16 +40,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .errors import DomainError
+from .ids import new_id
 from .logging import bind_correlation, get_logger
+from .privacy import REASON as PERSONAL_IDENTITY_CODE
 from .privacy import SIX_DIGITS_SPREAD, find_in
 
 log = get_logger("seteli.http")
 CORRELATION_HEADER = "X-Correlation-ID"
 _CORRELATION_KEY = CORRELATION_HEADER.lower().encode()
 
+#: request headers some service keeps, logs or passes on, or may (by their usual spelling, for ``loc``): a
+#: personal identity code in any of them is refused like one in the body. Authorization and cookies are never
+#: kept, and random trace ids (``traceparent``: 32 hex digits, flagged about once in 5,000) are not read.
+CHECKED_HEADERS = ("Idempotency-Key", CORRELATION_HEADER, "X-Request-ID", "User-Agent", "Referer", "Forwarded",
+                   "X-Forwarded-For", "X-Real-IP")
+_CHECKED_HEADER_NAMES = {name.lower().encode(): name for name in CHECKED_HEADERS}
 MESSAGES = {
-    "personal_identity_code_refused": "a personal identity code may not be sent to this service; "
-                                      "use the pseudonymous reference the funder issued",
+    PERSONAL_IDENTITY_CODE: "a personal identity code may not be sent to this service; "
+                            "use the pseudonymous reference the funder issued",
     "nul_character": "text may not contain the NUL character",
     "control_character": "a path or query may not contain control characters",
 }
@@ -138,7 +148,9 @@ class RequestGuard:
         status_box = [0]
         path_checked = False
         headers = dict(scope.get("headers") or [])
-        cid, refusal = self._correlation(headers.get(_CORRELATION_KEY))
+        header_refusal = self._check_headers(scope.get("headers") or [])
+        cid, refusal = self._correlation(None if header_refusal else headers.get(_CORRELATION_KEY))
+        refusal = header_refusal or refusal
         bind_correlation(cid)
 
         async def send_with_id(message) -> None:  # noqa: ANN001
@@ -180,15 +192,34 @@ class RequestGuard:
             log.info("http.request", method=scope["method"], path=path, status=status_box[0],
                      ms=round((time.perf_counter() - started) * 1000, 2))
 
-    @staticmethod
-    def _correlation(raw: bytes | None) -> tuple[str, JSONResponse | None]:
+    @classmethod
+    def _correlation(cls, raw: bytes | None) -> tuple[str, JSONResponse | None]:
         if raw is None:
-            return str(uuid.uuid4()), None
+            return new_id(), None
         cid = _valid_correlation_id(raw.decode("latin-1"))
         if cid is None:
-            return str(uuid.uuid4()), error_response(
+            return new_id(), error_response(
                 400, "invalid_correlation_id", f"{CORRELATION_HEADER} must be a UUID (or left out)")
+        found = find_in(cid)  # as it is kept: 32 hex digits get their dashes, and a code can appear
+        if found:
+            return new_id(), cls._refusal(["header", CORRELATION_HEADER], found[1])
         return cid, None
+
+    @classmethod
+    def _check_headers(cls, raw_headers: Iterable[tuple[bytes, bytes]]) -> JSONResponse | None:
+        """A personal identity code in a header some service keeps or logs (``CHECKED_HEADERS``): 422
+        naming the header, never its value."""
+        for key, value in raw_headers:
+            name = _CHECKED_HEADER_NAMES.get(key.lower())
+            if name is None:
+                continue
+            texts = [value.decode("latin-1")]
+            if not value.isascii():  # UTF-8 (full-width digits...) as well as Latin-1 (superscripts)
+                texts.append(value.decode("utf-8", "replace"))
+            found = find_in(texts)
+            if found:
+                return cls._refusal(["header", name], found[1])
+        return None
 
     @staticmethod
     def _refusal(where: list, reason: str) -> JSONResponse:
@@ -197,7 +228,7 @@ class RequestGuard:
 
     def _check_target(self, scope) -> JSONResponse | None:  # noqa: ANN001
         path = scope.get("path", "")
-        found = find_in(path)
+        found = find_in([path, unquote(path)])  # and what a second decoding (``%2531``) would make of it
         if found:
             return self._refusal(["path"], found[1])
         if _CONTROL.search(path):  # never a legitimate id; it could end up in a header
@@ -356,7 +387,8 @@ def install_openapi(app: FastAPI) -> None:
                     statuses.add("404")
                 if has_body:
                     statuses |= {"400", "413"}
-                # 400: a bad correlation id, query or cursor; 422: personal data or NUL anywhere
+                # 400: a bad correlation id, query or cursor; 422: personal data (body, path, query, headers)
+                # or NUL anywhere
                 statuses |= {"400", "422"}
                 statuses |= {s for s in responses if s[0] in "45" and "content" not in responses[s]}
                 for status in sorted(statuses):

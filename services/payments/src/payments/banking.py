@@ -29,7 +29,8 @@ from seteli_shared.auth import Principal, TenantScope, ensure_visible
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, DomainError, NotFound
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, notices, settlement
@@ -182,7 +183,7 @@ def _pending_of(funder_id: str | None, provider_id: str | None, older_than=None)
 async def _claim(session: AsyncSession, clock: Clock, principal: Principal, funder_id: str, provider_id: str,
                  taken: list[ChargeCorrection], reason: str, payment_days: int, pay_to_iban: str) -> RecoveryClaim:
     now = clock.now()
-    claim_id = new_id()
+    claim_id = new_id(settlement.rf_reference)  # its RF reference, made from it, comes back on bank statements
     amount, fee = sum(c.amount_cents for c in taken), sum(c.fee_cents for c in taken)
     claim = RecoveryClaim(id=claim_id, funder_id=funder_id, provider_id=provider_id, reason=reason,
                           correction_count=len(taken), amount_cents=amount, fee_cents=fee, net_cents=amount - fee,

@@ -39,7 +39,7 @@ from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.events import ChargeAccepted
-from seteli_shared.logging import new_id
+from seteli_shared.ids import new_id
 from seteli_shared.money import from_hundredths, to_hundredths
 from seteli_shared.outbox import T as OUTBOX
 from seteli_shared.outbox import DirectEventRows, wake_relay_on_commit

@@ -15,7 +15,8 @@ from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeCorrected
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
 

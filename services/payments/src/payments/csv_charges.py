@@ -5,7 +5,7 @@
   a line further on that is not UTF-8 is refused by itself with the same reason (the file streams: the
   lines before it may be charged already);
 - a line holding a personal identity code (or a NUL) is refused by itself
-  (``personal_identity_code_refused``, ``nul_character``), naming the column only; in the header it
+  (``personal_identity_code``, ``nul_character``), naming the column only; in the header it
   refuses the file. Streamed bodies skip the request guard's whole-body scan: this is that scan, per line;
 - a comma or a semicolon between fields, found from the header line;
 - decimal comma or point (``1,5`` or ``1.5`` units; ``27,50`` EUR in ``unit_price``), spaces as

@@ -25,6 +25,7 @@ from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.events import Category, ChargeCancelled
+from seteli_shared.ids import digest_text
 from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
@@ -87,11 +88,11 @@ def request_hash(operation: str, payload: bytes | object) -> str:
     """The fingerprint of a request: raw bytes as sent, or a parsed body in canonical JSON."""
     raw = payload if isinstance(payload, bytes) else json.dumps(payload, sort_keys=True, default=str,
                                                                 separators=(",", ":")).encode()
-    return hashlib.sha256(operation.encode() + b"\0" + raw).hexdigest()
+    return digest_text(hashlib.sha256(operation.encode() + b"\0" + raw))  # stored: never a look-alike code
 
 
 def stream_hash(operation: str):  # noqa: ANN201
-    """``request_hash`` of raw bytes fed as they arrive (``update``; ``hexdigest`` at the end)."""
+    """``request_hash`` of raw bytes fed as they arrive (``update``; ``ids.digest_text`` of it at the end)."""
     return hashlib.sha256(operation.encode() + b"\0")
 
 
@@ -119,7 +120,7 @@ class IdempotencyKey:
 
 def key_digest(secret: str, key: str) -> str:
     """The stored form of an Idempotency-Key (migration 0013 hashed the keys kept before it the same way)."""
-    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+    return digest_text(hmac.new(secret.encode(), key.encode(), hashlib.sha256))
 
 
 async def begin_idempotent(sessions, clock: Clock, provider_id: str, key: IdempotencyKey,  # noqa: ANN001

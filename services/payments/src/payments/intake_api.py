@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from seteli_shared.auth import Principal, Role, require
 from seteli_shared.clock import Clock, ClockDep
 from seteli_shared.errors import DomainError
+from seteli_shared.ids import digest_text
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
 
@@ -96,7 +97,7 @@ async def charge_in_bulk(
     `too_many_lines`). A CSV file is streamed: its lines are charged, 2,500 per transaction, as they
     arrive, and never held whole. Every line is answered: accepted, repeated or refused with its reason;
     good lines are accepted even when others are refused. A line holding a personal identity code is
-    refused (`personal_identity_code_refused`, its values not echoed), as is a line further on that is
+    refused (`personal_identity_code`, its values not echoed), as is a line further on that is
     not UTF-8 (`encoding_not_utf8`). The file as a whole is refused for its encoding (400
     `encoding_not_utf8` when its start is not UTF-8) or its header (422 `csv_missing_column`,
     `csv_unknown_column`, `csv_header_missing`), before anything is charged; a file that cannot be read
@@ -160,7 +161,7 @@ async def idempotent_stream(sessions, clock: Clock, provider_id: str,  # noqa: A
     if replay is not None:
         async for chunk in body:
             hasher.update(chunk)
-        if replay.request_hash != hasher.hexdigest():
+        if replay.request_hash != digest_text(hasher):
             raise intake.key_reused()
         return replay.status_code, replay.body
 
@@ -174,7 +175,7 @@ async def idempotent_stream(sessions, clock: Clock, provider_id: str,  # noqa: A
     except BaseException:
         await intake.finish_idempotent(sessions, provider_id, key, None)
         raise
-    await intake.finish_idempotent(sessions, provider_id, key, status, out, request_hash=hasher.hexdigest())
+    await intake.finish_idempotent(sessions, provider_id, key, status, out, request_hash=digest_text(hasher))
     return status, out
 
 

@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -36,10 +35,11 @@ from sqlalchemy import String, func, literal, or_, select, union_all, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from seteli_shared import outbox
+from seteli_shared import ids, outbox
 from seteli_shared.db import unit_of_work
 from seteli_shared.events import Envelope
-from seteli_shared.logging import correlation_id_var, get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import correlation_id_var, get_logger
 from seteli_shared.messaging import OutboxMessage
 from seteli_shared.outbox import add_message
 from seteli_shared.schedule import every
@@ -153,7 +153,8 @@ async def send_notice(session: AsyncSession, notice: SettlementNotice | Recovery
 
 # ------------------------------------------------------------------ webhooks
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    """A webhook's signing secret (``ids``: never read as a personal identity code where it is stored)."""
+    return ids.new_secret(32, prefix="whsec_")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -18,7 +18,8 @@ from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import Envelope, ProviderRegistered, ProviderUpdated, SettlementCreated
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.outbox import add_event
 from seteli_shared.schedule import daily
 from seteli_shared.schemas import PageParams, paginate
@@ -69,7 +70,8 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
 async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal, rules: settlement.PayoutRules,
                  *, hold_back: bool) -> RunResult:
     now, today = clock.now(), clock.today()
-    run = SettlementRun(id=new_id(), kind=settlement.DAILY if hold_back else settlement.MANUAL, run_date=today,
+    run = SettlementRun(id=new_id(settlement.bank_id), kind=settlement.DAILY if hold_back else settlement.MANUAL,
+                        run_date=today,
                         created_at=now, settlement_count=0, gross_cents=0, fee_cents=0, net_cents=0, held_back_count=0)
     result = RunResult(run)
     async with SettlementBatch(session, now) as batch:
@@ -89,7 +91,8 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
             if not decision.pay:
                 result.held_back.append((funder_id, provider_id, figures.net_cents))
                 continue
-            s = Settlement(id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+            s = Settlement(id=new_id(settlement.bank_texts), funder_id=funder_id, provider_id=provider_id,
+                           charge_count=len(charges),
                            gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
                            fee_rate=str(fee_rate), created_at=now, correction_count=len(offset.offset))
             session.add(s)
@@ -177,7 +180,7 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
         rows = (await session.execute(select(Payout, Settlement).join(
             Settlement, Settlement.id == Payout.settlement_id).where(Payout.run_id == run_id)
             .order_by(Settlement.provider_id, Settlement.funder_id, Settlement.id))).all()
-    payments = [pain001.CreditTransfer(end_to_end_id=s.id.replace("-", "")[:35], amount_cents=s.net_cents,
+    payments = [pain001.CreditTransfer(end_to_end_id=settlement.bank_id(s.id), amount_cents=s.net_cents,
                                        creditor_name=p.payee_name, creditor_iban=p.iban, creditor_bic=p.bic,
                                        reference=p.reference) for p, s in rows
                 if s.net_cents > 0]  # corrections may bring a payout to nothing: no transfer of 0.00
@@ -186,7 +189,7 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
         raise Conflict("nothing_to_pay", "the run transfers no money: there is no payment file for the bank",
                        settlements=len(rows))
     debtor = pain001.Debtor(settings.payer_name, settings.payer_iban, settings.payer_bic)
-    return pain001.build(run.id.replace("-", "")[:35], run.created_at, run.run_date, debtor, payments)
+    return pain001.build(settlement.bank_id(run.id), run.created_at, run.run_date, debtor, payments)
 
 
 # ------------------------------------------------------------------ the provider projection

@@ -90,6 +90,17 @@ def settlement_reference(settlement_id: str) -> str:
     return rf_reference(settlement_id)
 
 
+def bank_id(run_or_settlement_id: str) -> str:
+    """The id as the payment file carries it (``MsgId``, ``EndToEndId``): it comes back on bank statements."""
+    return run_or_settlement_id.replace("-", "")[:35]
+
+
+def bank_texts(settlement_id: str) -> tuple[str, str]:
+    """What the bank gets of a settlement's id and sends back: its payment's end-to-end id and RF reference
+    (``ids.new_id(bank_texts)`` draws again until neither reads as a personal identity code)."""
+    return bank_id(settlement_id), settlement_reference(settlement_id)
+
+
 # ------------------------------------------------------------------ the statement's VAT marking
 VAT_EXEMPT = {
     "vat_exempt": True,

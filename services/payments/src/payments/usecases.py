@@ -21,7 +21,8 @@ from seteli_shared.db import (RawStatement, driver_connection, driver_transactio
                               unit_of_work)
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import T as OUTBOX
 from seteli_shared.outbox import add_event, add_events, event_row, wake_relay_on_commit, wake_relays
@@ -31,6 +32,7 @@ from . import domain, lifecycle
 from .models import (ApprovalView, BankTransaction, Charge, ChargeCorrection, FunderView, LedgerEntry,
                      LedgerTransaction, Payout, PriceListView, ProviderChoiceView, RecoveryClaim, Settlement,
                      SettlementRun, VoucherView)
+from .settlement import bank_texts
 
 SOURCE = "payments"
 #: a charge its provider cancelled before settlement (``intake.cancel_charge``): its units and money no longer count
@@ -549,7 +551,7 @@ async def run_settlement(session: AsyncSession, clock: Clock, default_fee_rate: 
                                                     pending.get((funder_id, provider_id), []))
             figures = offset.figures
             settlement = Settlement(
-                id=new_id(), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
+                id=new_id(bank_texts), funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
                 gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
                 fee_rate=str(fee_rate), created_at=now, correction_count=len(offset.offset))
             session.add(settlement)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -20,13 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from seteli_shared.auth import TokenVerifier
 from seteli_shared.clock import SYSTEM_CLOCK
 from seteli_shared.db import ping, upgrade_async
+from seteli_shared.ids import new_id
 from seteli_shared.logging import get_logger
 
 from . import client, provider, public, signin, staff
 from .backend import Backend
 from .sessions import ServerSessions, SessionStore
 from .settings import PortalSettings
-from .web import HERE, Page, PageRefusal, refusal_page
+from .web import HERE, PERSONAL_DATA, Page, PageRefusal, address_carries_personal_data, refusal_page
 
 log = get_logger("portal")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -68,9 +68,13 @@ def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBas
     @app.middleware("http")
     async def headers_and_log(request: Request, call_next):  # noqa: ANN001, ANN202
         started = time.perf_counter()
-        correlation = str(uuid.uuid4())
+        correlation = new_id()
+        refused = address_carries_personal_data(request)
         try:
-            response = await call_next(request)
+            if refused:  # before any page could show it again (a re-filled form, a next address)
+                response = refusal_page(request, PageRefusal(422, PERSONAL_DATA))
+            else:
+                response = await call_next(request)
         except Exception:  # noqa: BLE001  (an unexpected failure is a page, never a traceback)
             log.exception("portal.failed", path=request.url.path, correlation_id=correlation)
             response = Response("<!doctype html><title>Error</title><p>Error / Virhe / Fel: " + correlation,
@@ -79,8 +83,9 @@ def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBas
             response.headers.setdefault(k, v)
         if request.url.path.startswith(("/client", "/provider", "/funder", "/operator", "/signin")):
             response.headers.setdefault("Cache-Control", "no-store")
-        # the path only: a query string may carry what a person typed
-        log.info("http.request", method=request.method, path=request.url.path, status=response.status_code,
+        # the path only (a query string may carry what a person typed), and not even that when it holds a code
+        log.info("http.request", method=request.method, path="[not logged]" if refused else request.url.path,
+                 status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 1), correlation_id=correlation)
         return response
 

@@ -4,11 +4,12 @@ The portal never reads a service's database: everything it shows comes from thes
 decision about who may see what is the service's (the portal only hides pages a role has no use for)."""
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from seteli_shared.ids import new_id
 
 from .settings import PortalSettings
 
@@ -43,7 +44,7 @@ class Backend:
         headers = dict(kw.pop("headers", None) or {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        headers["X-Correlation-ID"] = correlation_id or str(uuid.uuid4())
+        headers["X-Correlation-ID"] = correlation_id or new_id()
         url = self.settings.service_url(service) + path
         try:
             return await self.http.request(method, url, headers=headers, **kw)

@@ -282,7 +282,7 @@ TEXTS: dict[str, tuple[str, str, str]] = {
                            "The funder has no rulebook for this service."),
     "reason_invalid_request": ("Tarkista lomakkeen tiedot.", "Kontrollera uppgifterna i formuläret.",
                                "Please check the form's fields."),
-    "reason_personal_identity_code_refused": ("Älä kirjoita henkilötunnusta.", "Skriv inte personbeteckningen.",
+    "reason_personal_identity_code": ("Älä kirjoita henkilötunnusta.", "Skriv inte personbeteckningen.",
                                               "Do not write a personal identity code."),
     "fig_providers_approved": ('Hyväksytyt palveluntuottajat', 'Godkända producenter', 'Providers approved'),
     "fig_approvals": ('Hyväksynnät', 'Godkännanden', 'Approvals'),

@@ -48,6 +48,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from seteli_shared import ids
 from seteli_shared.clock import Clock
 from seteli_shared.db import make_engine
 from seteli_shared.logging import get_logger
@@ -73,7 +74,7 @@ def cookie_name(settings: PortalSettings) -> str:
 
 
 def id_hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
+    return ids.digest_text(hashlib.sha256(session_id.encode()))
 
 
 def new_id() -> str:

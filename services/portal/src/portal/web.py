@@ -4,7 +4,11 @@ a page, rendering, and the error pages.
 The session is kept on the server (``sessions.py``); the cookie holds only its opaque id. It holds the
 user's bearer token and what the portal needs to choose pages (roles, and the funder, provider or
 voucher the token is bound to); the services verify the token themselves on every call. Every form
-carries the session's CSRF token (``csrf_token()`` in the templates, made when a form first needs one)."""
+carries the session's CSRF token (``csrf_token()`` in the templates, made when a form first needs one).
+
+A personal identity code that a person types into a form or an address (in any spelling the services'
+guard knows: ``seteli_shared.privacy``) is refused here, before it could be sent on, shown again in a
+re-filled form or a ``next`` address, or logged: a 422 page that says not to write one, never repeating it."""
 from __future__ import annotations
 
 import hmac
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 
 from seteli_shared.addresses import client_address
 from seteli_shared.auth import FUNDER_STAFF, PROVIDER_ROLES, InvalidToken, Principal, Role, TokenVerifier
+from seteli_shared.privacy import REASON, find_in
 
 from . import i18n
 from .backend import Backend, BackendError, Unavailable
@@ -35,6 +41,11 @@ CLIENT = frozenset({Role.CLIENT})
 PROVIDER = frozenset(PROVIDER_ROLES)
 FUNDER = frozenset(FUNDER_STAFF)
 OPERATOR = frozenset({Role.OPERATOR})
+#: the page that says not to write a personal identity code (``i18n``: ``reason_personal_identity_code``)
+PERSONAL_DATA = f"reason_{REASON}"
+#: what the identity provider sends back to the sign-in callback: never shown, stored, logged or passed to a
+#: service, and random text of its making that must not be refused by chance
+_IDENTITY_PROVIDER_PARAMETERS = frozenset({"code", "state", "session_state", "iss"})
 
 
 class PageRefusal(Exception):
@@ -137,6 +148,9 @@ class Page:
         sent, mine = form.get("csrf"), self.session.get("csrf")
         if not (isinstance(sent, str) and isinstance(mine, str) and mine and hmac.compare_digest(sent, mine)):
             raise PageRefusal(403, "csrf_failed")
+        typed = [[name, value] for name, value in form.multi_items() if name != "csrf" and isinstance(value, str)]
+        if find_in(typed):  # an uploaded file goes on to payments, which refuses such lines one by one
+            raise PageRefusal(422, PERSONAL_DATA)
         return form
 
     # ---- calls to the services with the user's token
@@ -211,6 +225,16 @@ def eur(cents: Any) -> str:
     sign = "-" if value < 0 else ""
     whole, part = divmod(abs(value), 100)
     return f"{sign}{whole:,}".replace(",", "\u00a0") + f",{part:02d}\u00a0€"
+
+
+def address_carries_personal_data(request: Request) -> bool:
+    """Whether the request's path or a query parameter (name or value) holds a personal identity code."""
+    path = request.url.path
+    if find_in([path, unquote(path)]):
+        return True
+    oidc = path.startswith("/signin/oidc")
+    return find_in([[name, value] for name, value in request.query_params.multi_items()
+                    if not (oidc and name in _IDENTITY_PROVIDER_PARAMETERS)]) is not None
 
 
 def refusal_page(request: Request, exc: PageRefusal) -> Response:

@@ -22,7 +22,8 @@ from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import DomainError, NotFound
 from seteli_shared.events import PriceListPublished
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import cursor_text, new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 
@@ -271,8 +272,7 @@ def comparison_query(c: Comparison, after: tuple[Any, str] | None, limit: int) -
 
 
 def _cursor_of(c: Comparison, value: Any, provider_id: str) -> str:
-    raw = json.dumps([c.sort, c.voucher_value_cents, c.on.isoformat(), value, provider_id])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return cursor_text(json.dumps([c.sort, c.voucher_value_cents, c.on.isoformat(), value, provider_id]))
 
 
 def _after(c: Comparison, cursor: str | None) -> tuple[Any, str] | None:

@@ -19,7 +19,8 @@ from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.events import (FunderRegistered, FunderTermsChanged, ProviderApplied, ProviderApproved,
                                   ProviderRegistered, ProviderRejected, ProviderReinstated, ProviderRevoked,
                                   ProviderSuspended, ProviderUpdated, RulebookPublished)
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 

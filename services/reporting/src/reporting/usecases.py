@@ -16,7 +16,8 @@ from seteli_shared.auth import TenantScope
 from seteli_shared.clock import Clock
 from seteli_shared.errors import Conflict
 from seteli_shared.events import Envelope
-from seteli_shared.logging import get_logger, new_id
+from seteli_shared.ids import new_id
+from seteli_shared.logging import get_logger
 from seteli_shared.schemas import PageParams, paginate
 
 from . import domain, handlers, reports

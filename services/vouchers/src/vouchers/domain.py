@@ -17,6 +17,7 @@ from enum import StrEnum
 from pydantic_core import PydanticCustomError
 
 from seteli_shared.auth import FUNDER_ROLES, PROVIDER_ROLES, Principal, Role
+from seteli_shared import ids
 from seteli_shared.catalogue import CATEGORIES
 from seteli_shared.errors import DomainError
 from seteli_shared.privacy import contains_personal_identity_code
@@ -34,7 +35,7 @@ def valid_reference(value: str) -> str:
     """A funder's pseudonymous reference (client or decision): 3-64 letters, digits or ._:/-, never a
     personal identity code. The messages never contain the value: it could be personal data."""
     if contains_personal_identity_code(value):
-        raise PydanticCustomError("personal_identity_code_refused",
+        raise PydanticCustomError("personal_identity_code",
                                   "must be a pseudonymous reference, not a personal identity code")
     if not _REF.match(value):
         raise PydanticCustomError("invalid_reference", "must be 3-64 letters, digits or ._:/- "
@@ -233,7 +234,7 @@ class ThrottleKeys:
     @classmethod
     def of(cls, voucher_code: str, address_group: str, secret: bytes) -> "ThrottleKeys":
         def key(*parts: str) -> str:
-            return hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+            return ids.digest_text(hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256))
 
         return cls(voucher_address=key("voucher+address", voucher_code, address_group),
                    address=key("address", address_group), voucher=key("voucher", voucher_code))

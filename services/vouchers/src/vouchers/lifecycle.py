@@ -29,6 +29,7 @@ from seteli_shared.db import unit_of_work
 from seteli_shared.errors import DomainError
 from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated,
                                   VoucherExhausted, VoucherExpired)
+from seteli_shared.ids import cursor_text
 from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths, to_hundredths, units_amount_cents
 from seteli_shared.outbox import add_events
@@ -252,7 +253,7 @@ def sort_key(o: Offer) -> tuple:
 
 
 def _cursor(key: tuple) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+    return cursor_text(json.dumps(list(key)))
 
 
 def _after(cursor: str) -> tuple:

@@ -7,13 +7,13 @@ development HS256 secret is accepted only when ENVIRONMENT is development or tes
 from __future__ import annotations
 
 import time
-import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import jwt
 
+from ..ids import new_id
 from ..settings import DEV_SIGNING_SECRET, ServiceSettings
 from .principal import InvalidToken, Principal
 
@@ -109,6 +109,6 @@ def mint(subject: str, roles: list[str], *, secret: str = DEV_SIGNING_SECRET, is
     """A signed token; HS256 with the development secret unless a private ``key`` is given."""
     iat = int(now if now is not None else time.time())
     payload = {"sub": subject, "roles": roles, "iss": issuer, "aud": audience, "iat": iat, "exp": iat + ttl,
-               "jti": uuid.uuid4().hex, **{k: v for k, v in claims.items() if v is not None}}
+               "jti": new_id(), **{k: v for k, v in claims.items() if v is not None}}
     headers = {"kid": kid} if kid else None
     return jwt.encode(payload, key if key is not None else secret, algorithm=algorithm, headers=headers)

@@ -9,6 +9,7 @@ import hmac
 import sqlalchemy as sa
 from alembic import op
 
+from seteli_shared import ids
 from seteli_shared.db import migration_settings
 
 revision = "0013"
@@ -21,7 +22,7 @@ TABLE = "payments_idempotency"
 
 def key_digest(secret: str, key: str) -> str:
     """As ``payments.intake.key_digest`` makes it (written out here: a migration keeps its meaning)."""
-    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+    return ids.digest_text(hmac.new(secret.encode(), key.encode(), hashlib.sha256))
 
 
 def upgrade() -> None:
