@@ -55,6 +55,23 @@ def amqp_url() -> str:
         yield f"amqp://guest:guest@{p.host}:{p.port}/"
 
 
+@pytest.fixture(scope="session")
+def own_broker():
+    """A RabbitMQ node of this test run's own (``seteli_shared.rabbitnodes``), for tests that stop and start
+    a broker: the machine's shared ``rabbit@localhost`` is never stopped. Started on first use, removed at
+    the end of the run; skipped where no node can be started (no rabbitmq-server, not root)."""
+    from seteli_shared import rabbitnodes
+
+    why = rabbitnodes.available()
+    if why:
+        pytest.skip(why)
+    cluster = rabbitnodes.Cluster.start(1)
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
 class PostgresDatabases:
     def __init__(self, admin_dsn: str):
         self.admin_dsn = admin_dsn

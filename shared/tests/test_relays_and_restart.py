@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -41,21 +40,36 @@ async def test_several_relays_never_publish_a_row_twice(world: World):
     assert sorted(ns) == list(range(1500)), "each row published exactly once"
 
 
-def _local_broker() -> bool:
-    return shutil.which("rabbitmqctl") is not None and "TEST_AMQP_URL" not in os.environ
+@pytest.fixture
+async def world_on_own_broker(pg, own_broker):  # noqa: ANN001
+    """A ``World`` whose bus is a RabbitMQ node of this test run's own (``own_broker``), which it may stop."""
+    from seteli_shared.bus import Bus
+    from seteli_shared.db import make_engine
+    from seteli_shared.messaging import InboxMessage, OutboxMessage
+    from seteli_shared.testing import make_settings
+
+    from .test_outbox_inbox import metadata
+
+    url = await pg.create("msg")
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: OutboxMessage.__table__.create(c))
+        await conn.run_sync(lambda c: InboxMessage.__table__.create(c))
+        await conn.run_sync(metadata.create_all)
+    bus = Bus(make_settings(service_name="test", bus_namespace="restart", amqp_url=own_broker.nodes[0].url,
+                            database_url=url))
+    await bus.connect()
+    yield World(engine, bus, "restart")
+    await bus.close()
+    await engine.dispose()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
-@pytest.mark.skipif(not _local_broker(), reason="needs the local broker's rabbitmqctl")
-@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
-async def test_restarting_the_shared_broker_loses_no_event_and_consumer_and_relay_come_back(world: World):
-    """Stops and starts the WHOLE local RabbitMQ application (``rabbitmqctl stop_app`` / ``start_app``),
-    not just this test's namespace: anything else using the broker at that moment (another test run,
-    ``make run``) loses its connections for a few seconds. The broker is always started again, whatever
-    happens in between."""
+async def test_restarting_the_broker_loses_no_event_and_consumer_and_relay_come_back(
+        world_on_own_broker: World, own_broker):  # noqa: ANN001
+    """Stops and starts a broker node of this run's own (``rabbitnodes``; never the machine's shared
+    ``rabbit@localhost``): an event committed while it is down is published when it is back, and the
+    consumer and the relay reconnect by themselves. The node is always started again."""
+    world, node = world_on_own_broker, own_broker.nodes[0]
     consumer = world.consumer()
     await consumer.start()
     relay = OutboxRelay(world.engine, world.bus, idle_seconds=0.1)
@@ -65,12 +79,11 @@ async def test_restarting_the_shared_broker_loses_no_event_and_consumer_and_rela
         await eventually(lambda: _has(world, {1}))
 
         try:
-            await asyncio.to_thread(_rabbitmqctl, "stop_app")
+            await asyncio.to_thread(node.stop_app)
             await world.emit(2)  # committed while the broker is down: must not be lost
             await asyncio.sleep(1.0)
         finally:
-            await asyncio.to_thread(_rabbitmqctl, "start_app")
-            await asyncio.to_thread(_rabbitmqctl, "await_startup")
+            await asyncio.to_thread(node.start_app)
         await world.emit(3)
         await eventually(lambda: _has(world, {1, 2, 3}), timeout=60)
         assert await world.unsent() == 0
