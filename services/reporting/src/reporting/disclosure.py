@@ -14,8 +14,8 @@ allow it (see ``bounds``), so what it proves holds against that reader too.
 **Primary and secondary suppression.** A cell of 1-4 clients is hidden (*primary*). Secondary cells are
 then chosen over the whole set, in two steps: (1) a fast pass over the relations: no relation may hold
 exactly one hidden cell, and the hidden cells beside a primary one must have room to move it by its
-protection width (``need``); partners are the cheapest cells (value lost) with that room, preferring
-rows already partly hidden and parts over totals; (2) the audit's linear programs on the primary cells,
+protection width (``need``, up and down); partners are the cheapest cells (value lost) with that room, parts before
+totals, rows already partly hidden first among equals; (2) the audit's linear programs on the primary cells,
 and for each one still under-protected, the cheapest shown cell of the relations around it, again until
 every primary cell passes. Deterministic (sorted keys, no randomness), and each step hides a cell more,
 so it ends: with every cell hidden nothing can be worked out at all.
@@ -117,10 +117,10 @@ def required(cell: Cell) -> tuple[float, float]:
     return cell.value * (1 - share), cell.value * (1 + share)
 
 
-def need(cell: Cell) -> float:
-    """How far the cells hidden beside a primary cell must be able to move it (the fast pass's rule)."""
+def need(cell: Cell) -> tuple[float, float]:
+    """How far a primary cell must be able to move (up, down) for its protection width."""
     low, high = required(cell)
-    return max(high - cell.value, cell.value - low, 0.0)
+    return max(high - cell.value, 0.0), max(cell.value - low, 0.0)
 
 
 def verdict(cell: Cell, lower: float, upper: float | None) -> str:
@@ -221,26 +221,32 @@ def _program(tables: Tables, comp: _Component, model: str) -> _Program:
                     cap=4.0 * (published + MIN_CLIENTS + 1))
 
 
-def _solve(blocks: list[tuple[_Program, int, float]]) -> np.ndarray | None:
-    """One linear program of independent blocks (program, objective column or -1, sign): the sum of
-    separate objectives is optimal only where each block's own is, so one solve gives every block's
-    optimum. The solution vector (blocks' columns one after another), or None when infeasible."""
+def _solve(groups: list[tuple[_Program, list[tuple[int, float]]]]) -> np.ndarray | None:
+    """One linear program of independent blocks: a copy of a component's program for each (objective
+    column, sign) of its group (column -1: no objective). The sum of separate objectives is optimal only
+    where each block's own is, so one solve gives every block's optimum. The solution vector (the blocks'
+    columns one after another), or None when infeasible."""
     parts: dict[str, list] = {"eq": [], "ub": []}
     rhs: dict[str, list] = {"eq": [], "ub": []}
     rows = {"eq": 0, "ub": 0}
     objective, caps = [], []
     offset = 0
-    for prog, target, sign in blocks:
+    for prog, targets in groups:
+        n, width = len(targets), prog.columns
         for kind, (r, c, v), b in (("eq", prog.eq, prog.b_eq), ("ub", prog.ub, prog.b_ub)):
-            parts[kind].append((r + rows[kind], c + offset, v))
-            rhs[kind].append(b)
-            rows[kind] += len(b)
-        obj = np.zeros(prog.columns)
-        if target >= 0:
-            obj[target] = sign
-        objective.append(obj)
-        caps.append(np.full(prog.columns, prog.cap))
-        offset += prog.columns
+            if len(b):
+                copies = np.arange(n)
+                parts[kind].append(((r[None, :] + (rows[kind] + copies * len(b))[:, None]).ravel(),
+                                    (c[None, :] + (offset + copies * width)[:, None]).ravel(), np.tile(v, n)))
+                rhs[kind].append(np.tile(b, n))
+                rows[kind] += n * len(b)
+        obj = np.zeros((n, width))
+        for i, (col, sign) in enumerate(targets):
+            if col >= 0:
+                obj[i, col] = sign
+        objective.append(obj.ravel())
+        caps.append(np.full(n * width, prog.cap))
+        offset += n * width
     if offset == 0:
         return np.zeros(0)
 
@@ -265,54 +271,85 @@ def _has_distinct(comp: _Component) -> bool:
     return any(r.distinct for r in comp.relations)
 
 
+def _one_sum(tables: Tables, comp: _Component) -> dict[Key, tuple[float, float | None]] | None:
+    """The bounds of a component that is one sum read as an equality, in closed form (what its linear
+    program gives: with the total shown, the hidden parts share what the shown ones leave, each from 0
+    to all of it; with the total hidden, nothing bounds them above); None when it is not one."""
+    if len(comp.relations) != 1 or comp.model != EQUAL:
+        return None
+    rel, cells, hidden = comp.relations[0], tables.cells, set(comp.cells)
+    shown_parts = sum(cells[p].value for p in rel.parts if p not in hidden)
+    hidden_parts = [p for p in rel.parts if p in hidden]
+    if rel.total not in hidden:
+        rest = float(cells[rel.total].value - shown_parts)
+        if rest < 0:
+            return None  # contradicts the figures: the linear program says so
+        return {p: (rest if len(hidden_parts) == 1 else 0.0, rest) for p in hidden_parts}
+    if not hidden_parts:
+        return {rel.total: (float(shown_parts), float(shown_parts))}
+    return {rel.total: (float(shown_parts), None), **{p: (0.0, None) for p in hidden_parts}}
+
+
 def _choose_models(tables: Tables, comps: list[_Component]) -> None:
     """Each component's model of its distinct-client relations: the strongest the published figures
     allow (a zero-objective program per model; all components at once first)."""
     mixed = [c for c in comps if _has_distinct(c)]
     for comp in mixed:
         comp.model = EQUAL
-    if not mixed or _solve([(_program(tables, c, EQUAL), -1, 0.0) for c in mixed]) is not None:
+    mixed = [c for c in mixed if _one_sum(tables, c) is None]  # one sum that fits the figures: equal it is
+    if not mixed or _solve([(_program(tables, c, EQUAL), [(-1, 0.0)]) for c in mixed]) is not None:
         return
     for comp in mixed:
         for model in (EQUAL, BOUNDS, FREE):
             comp.model = model
-            if model == FREE or _solve([(_program(tables, comp, model), -1, 0.0)]) is not None:
+            if model == FREE or _solve([(_program(tables, comp, model), [(-1, 0.0)])]) is not None:
                 break
         log.info("report.audit_model", model=comp.model, cells=len(comp.cells))
 
 
-def bounds(tables: Tables, hidden: Iterable[Key], wanted: Iterable[Key] | None = None
+def bounds(tables: Tables, hidden: Iterable[Key], wanted: Iterable[Key] | None = None, closed_form: bool = True
            ) -> tuple[dict[Key, tuple[float, float | None]], dict[Key, str]]:
     """The smallest and largest value of each ``wanted`` hidden cell (default: every hidden cell) given
-    every shown cell: {cell: (lower, upper or None when unbounded)}, and each cell's model."""
+    every shown cell: {cell: (lower, upper or None when unbounded)}, and each cell's model. Components
+    that are a single sum take the closed form (``_one_sum``) unless ``closed_form`` is False; every other
+    one is solved by ``linprog``."""
     hidden = set(hidden)
     wanted = hidden if wanted is None else set(wanted) & hidden
     comps = [c for c in components(tables, hidden) if any(k in wanted for k in c.cells)]
     _choose_models(tables, comps)
-    blocks, where = [], []
+    out: dict[Key, tuple[float, float | None]] = {}
+    models: dict[Key, str] = {}
+    groups, where = [], []
     offset = 0
     for comp in comps:
+        mine = [(i, k) for i, k in enumerate(comp.cells) if k in wanted]
+        models.update({k: comp.model for _, k in mine})
+        direct = _one_sum(tables, comp) if closed_form else None
+        if direct is not None:
+            out.update({k: direct[k] for _, k in mine})
+            continue
         prog = _program(tables, comp, comp.model)
-        for i, k in enumerate(comp.cells):
-            if k in wanted:
-                for sign in (1.0, -1.0):
-                    where.append((k, sign, offset + i, prog.cap, comp.model))
-                    blocks.append((prog, i, sign))
-                    offset += prog.columns
-    x = _solve(blocks)
-    if x is None:
-        raise RuntimeError("the published figures contradict the relations between them")
-    out: dict[Key, list] = {}
-    models: dict[Key, str] = {}
-    for k, sign, at, cap, model in where:
-        value = float(x[at])
-        slot = out.setdefault(k, [0.0, None])
-        if sign > 0:
-            slot[0] = max(0.0, _snap(value))
-        else:
-            slot[1] = None if value >= cap / 2 else _snap(value)
-        models[k] = model
-    return {k: (v[0], v[1]) for k, v in out.items()}, models
+        targets = []
+        for i, k in mine:
+            for sign in (1.0, -1.0):
+                where.append((k, sign, offset + len(targets) * prog.columns + i, prog.cap))
+                targets.append((i, sign))
+        groups.append((prog, targets))
+        offset += len(targets) * prog.columns
+    if groups:
+        x = _solve(groups)
+        if x is None:
+            raise RuntimeError("the published figures contradict the relations between them")
+        found: dict[Key, list] = {}
+        for k, sign, at, cap in where:
+            value = float(x[at])
+            slot = found.setdefault(k, [0.0, None])
+            if sign > 0:
+                slot[0] = max(0.0, _snap(value))
+            else:
+                slot[1] = None if value >= cap / 2 else _snap(value)
+        out.update({k: (v[0], v[1]) for k, v in found.items()})
+    return out, models
 
 
 def _snap(v: float) -> float:
@@ -322,16 +359,24 @@ def _snap(v: float) -> float:
 
 # ------------------------------------------------------------------ choosing the secondary cells
 class _Chooser:
+    """The fast pass keeps, for each hidden cell, how far it must be able to move up and down (a primary
+    cell for its own protection, a partner for the cell it protects). In a relation ``total = sum(parts)``
+    only one direction is bounded by the hidden cells' values: a part goes up while the other hidden parts
+    go down (unless the total is hidden: then it goes up with it), and the total goes down while its
+    hidden parts do. The other direction is bounded only in other relations, where the partner carries it."""
+
     def __init__(self, tables: Tables, hidden: dict[Key, str]):
         self.t = tables
         self.hidden = hidden
-        self.need: dict[Key, float] = {k: need(tables.cells[k]) for k, s in hidden.items() if s == PRIMARY}
+        self.need: dict[Key, tuple[float, float]] = {k: need(tables.cells[k]) for k, s in hidden.items()
+                                                     if s == PRIMARY}
         self.rows_hidden = {k[:-1] for k in hidden}
         self.queue: list[int] = []
 
-    def hide(self, key: Key, for_need: float) -> None:
+    def hide(self, key: Key, moves: tuple[float, float]) -> None:
         self.hidden.setdefault(key, SECONDARY)
-        self.need[key] = max(self.need.get(key, 0.0), for_need)
+        old = self.need.get(key, (0.0, 0.0))
+        self.need[key] = (max(old[0], moves[0]), max(old[1], moves[1]))
         self.rows_hidden.add(key[:-1])
         self.queue.extend(self.t.touching().get(key, []))
 
@@ -340,86 +385,100 @@ class _Chooser:
         return [m for m in members if m not in self.hidden and m not in self.t.fixed and m in self.t.cells]
 
     def order(self, keys: Iterable[Key], deficit: float, totals: frozenset | set = frozenset()) -> list[Key]:
-        """Cheapest first: enough room, a part rather than a total, a row already partly hidden, the
-        smallest value lost."""
+        """Cheapest first: enough room, a part rather than a total, the smallest value lost, then a row
+        already partly hidden (so related figures tend to hide the same rows)."""
         cells = self.t.cells
-        return sorted(keys, key=lambda k: (cells[k].value < deficit, k in totals, k[:-1] not in self.rows_hidden,
-                                           cells[k].value, k))
+        return sorted(keys, key=lambda k: (cells[k].value < deficit, k in totals, cells[k].value,
+                                           k[:-1] not in self.rows_hidden, k))
 
     # ---- (1) the fast pass
     def fast_pass(self) -> None:
-        """No relation with exactly one hidden cell; the hidden cells beside one need room to move it.
+        """No relation with exactly one hidden cell; the hidden cells beside one have room to move it.
         A relation is looked at again whenever one of its cells is hidden."""
         self.queue = list(range(len(self.t.relations)))
         while self.queue:
-            self._widen(self.t.relations[self.queue.pop()])
+            self._widen(self.queue.pop())
 
-    def _widen(self, rel: Relation) -> None:
+    def _short(self, rel: Relation, inside: list[Key]) -> tuple[Key, float] | None:
+        """The first hidden cell of the relation that is alone or lacks room, and the room it lacks."""
         cells = self.t.cells
+        parts_sum = float(sum(cells[m].value for m in inside if m != rel.total))
+        for key in inside:
+            up, down = self.need.get(key, (0.0, 0.0))
+            if len(inside) < 2:
+                return key, max(up, down)
+            if key == rel.total:
+                room, wanted = parts_sum, down
+            else:
+                room, wanted = (float("inf") if rel.total in inside else parts_sum - cells[key].value), up
+            if room < wanted:
+                return key, wanted - room
+        return None
+
+    def _widen(self, index: int) -> None:
+        rel = self.t.relations[index]
         while True:
             inside = [m for m in rel.members if m in self.hidden]
-            if not inside:
-                return
-            hidden_sum = float(sum(cells[m].value for m in inside))
-            short = None
-            for key in inside:
-                wanted = self.need.get(key, 0.0)
-                if len(inside) < 2:
-                    short = (key, wanted, wanted)
-                    break
-                room = float("inf") if key != rel.total and rel.total in inside else hidden_sum - cells[key].value
-                if room < wanted:
-                    short = (key, wanted, wanted - room)
-                    break
-            if short is None:
-                return
-            key, wanted, deficit = short
-            if not self._add(rel, deficit, wanted):
-                return  # nothing left to hide here: the verified pass decides
+            short = self._short(rel, inside) if inside else None
+            if short is None or not self._add(rel, *short):
+                return  # protected here, or nothing left to hide: the verified pass decides
 
-    def _add(self, rel: Relation, deficit: float, wanted: float) -> bool:
+    def _add(self, rel: Relation, key: Key, deficit: float) -> bool:
         """Hide the cheapest part with room enough for the deficit; else the cheapest parts until their
-        room covers it; else (parts too small, or none) the total, whose room is any. False: none left."""
+        room covers it; else (parts too small, or none) the total, whose room is any. A partner moves
+        against a part it protects and with a total (or with the total it is a part of). False: none left."""
         cells = self.t.cells
+        up, down = self.need.get(key, (0.0, 0.0))
+        against, along = (down, up), (up, down)
+        moves = along if key == rel.total else against
         parts = self.order(self.shown(rel.parts), deficit)
         total = self.shown([rel.total])
         if parts and (not total or sum(cells[k].value for k in parts) >= deficit):
             room = 0.0
             for k in parts:
-                self.hide(k, wanted)
+                self.hide(k, moves)
                 room += cells[k].value
                 if room >= deficit:
                     break
             return True
         if total:
-            self.hide(total[0], wanted)
+            self.hide(total[0], along)
             return True
         return False
 
     # ---- (2) the verified pass
     def verified_pass(self, limit: int = 1_000) -> None:
         """The audit on every primary cell; each one under-protected gets the cheapest shown cell of the
-        relations around it, until none is."""
+        relations around it (and the fast pass again from there), until none is. Cells decided elsewhere
+        are looked at only where this publication's cells reach them."""
         primaries = sorted(k for k in self.t.primary() if k in self.hidden)
         for _ in range(limit):
-            found, _models = bounds(self.t, self.hidden, primaries)
+            comps = {k: c for c in components(self.t, self.hidden) for k in c.cells}
+            wanted = [k for k in primaries if self._ours(comps[k])]
+            found, _models = bounds(self.t, self.hidden, wanted)
             failing = [k for k in sorted(found) if verdict(self.t.cells[k], *found[k]) != PROTECTED]
             if not failing:
                 return
-            comps = {k: c for c in components(self.t, self.hidden) for k in c.cells}
             for key in failing:
                 low, high = required(self.t.cells[key])
                 lower, upper = found[key]
                 deficit = max(0.0 if upper is None else high - upper, lower - low, 1.0)
                 if not self._repair(key, comps[key], deficit):
                     raise RuntimeError(f"no cell left to protect {key}")
+            while self.queue:
+                self._widen(self.queue.pop())
         raise RuntimeError(f"suppression not settled after {limit} rounds")
+
+    def _ours(self, comp: _Component) -> bool:
+        fixed = self.t.fixed
+        return not fixed or any(k not in fixed for k in comp.cells) or any(
+            m not in fixed for r in comp.relations for m in r.members)
 
     def _repair(self, key: Key, comp: _Component, deficit: float) -> bool:
         """Hide the cheapest shown cell of the relations of ``key``, else of its component, else of the
         relations that reach the component's cells."""
         touching = self.t.touching()
-        wanted = self.need.get(key, deficit)
+        wanted = self.need.get(key, (deficit, deficit))
         reach = {m for r in comp.relations for m in r.members}
         for group in ([self.t.relations[i] for i in touching.get(key, [])], comp.relations,
                       [self.t.relations[i] for m in sorted(reach) for i in touching.get(m, [])]):
@@ -477,10 +536,11 @@ class Audit:
         return min(self.intervals, key=width, default=None)
 
 
-def audit(tables: Tables, hidden: dict[Key, str]) -> Audit:
-    """Every hidden cell's interval given everything published, and its verdict (see the module's note)."""
+def audit(tables: Tables, hidden: dict[Key, str], closed_form: bool = True) -> Audit:
+    """Every hidden cell's interval given everything published, and its verdict (see the module's note);
+    ``closed_form=False``: every component by ``linprog``, single sums too."""
     started = time.perf_counter()
-    found, models = bounds(tables, hidden)
+    found, models = bounds(tables, hidden, closed_form=closed_form)
     out = []
     for key in sorted(found):
         lower, upper = found[key]
