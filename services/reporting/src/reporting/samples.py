@@ -1,22 +1,32 @@
-"""Generated months for the suppression's tests: a funder's month as the reports read it (``Month``),
+"""Generated months for the suppression's tests and the bench: a funder's month as the reports read it (``Month``),
 built from providers' clients, euros and units per category, without a database; and random months of
 many categories and providers from a seed (deterministic)."""
 from __future__ import annotations
 
 import random
 
-from reporting.reports import Month, _month, _Raw
+from .reports import Month, _month, _operator_raw, _Raw
 
 #: category -> provider -> (clients, charged cents, units in hundredths)
 Spec = dict[str, dict[str, tuple[int, int, int]]]
 
 
-def month_of(spec: Spec, funder: str = "091", period: str = "2026-11", settled_share: float = 0.9,
-             own_share_per_client: int = 0, switches: dict[str, tuple[int, int]] | None = None,
-             clients_total: int | None = None) -> Month:
-    """The month as the fold would keep it: a client holds one voucher (of one category, with one
-    provider), so the categories' clients add up to the total unless ``clients_total`` says otherwise;
-    every client has two charges; ``settled_share`` of the euros are settled (5 % fee)."""
+def month_of(spec: Spec, funder: str = "091", period: str = "2026-11", **options) -> Month:  # noqa: ANN003
+    """The month as the fold would keep it (``raw_of``)."""
+    return _month(funder, period, raw_of(spec, **options))
+
+
+def operator_of(specs: dict[str, Spec], period: str = "2026-11", **options) -> tuple[Month, dict[str, Month]]:  # noqa: ANN003
+    """Every funder's month added up (the operator's statistics), and each funder's."""
+    raws = {f: raw_of(spec, **options) for f, spec in specs.items()}
+    return _month(None, period, _operator_raw(raws.values())), {f: _month(f, period, r) for f, r in raws.items()}
+
+
+def raw_of(spec: Spec, settled_share: float = 0.9, own_share_per_client: int = 0,
+           switches: dict[str, tuple[int, int]] | None = None, clients_total: int | None = None) -> _Raw:
+    """A client holds one voucher (of one category, with one provider), so the categories' clients add
+    up to the total unless ``clients_total`` says otherwise; every client has two charges;
+    ``settled_share`` of the euros are settled (5 % fee)."""
     raw = _Raw()
     for category, providers in spec.items():
         clients = sum(c for c, _, _ in providers.values())
@@ -37,7 +47,7 @@ def month_of(spec: Spec, funder: str = "091", period: str = "2026-11", settled_s
     raw.served = (total if clients_total is None else clients_total,
                   sum(s["clients_settled"] for s in raw.sums.values()))
     raw.switches = dict(switches or {})
-    return _month(funder, period, raw)
+    return raw
 
 
 def issue_month() -> Month:
