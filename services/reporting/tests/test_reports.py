@@ -8,7 +8,10 @@ import asyncio
 import csv
 import io
 import itertools
+import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -164,7 +167,9 @@ async def reporting_on_the_bus(pg, amqp_url: str, namespace: str):  # noqa: ANN0
         await publisher.connect()
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as http:
-                yield Reporting(app, http, publisher)
+                rep = Reporting(app, http, publisher)
+                rep.database_url = settings.database_url
+                yield rep
         finally:
             await publisher.close()
 
@@ -695,6 +700,20 @@ async def test_the_issues_month_cannot_be_differenced_in_any_report_or_form(pg, 
         op_audit = (await rep.get("/statistics/monthly/audit?period=2026-11", headers=OPERATOR)).json()
         assert op_audit["passed"] and {c["funder_id"] for c in op_audit["cells"]} >= {None, "091"}
         await rep.get("/statistics/monthly/audit?period=2026-11", status=403)
+
+        # the same audit from the command line
+        done = await asyncio.to_thread(audit_command, rep.database_url, "--funder", "091", "--period", "2026-11")
+        assert done.returncode == 0, done.stderr
+        assert "siivous-oy" in done.stdout and done.stdout.strip().splitlines()[-1].startswith(
+            f"passed: {len(audit['cells'])} suppressed cells; narrowest")
+        done = await asyncio.to_thread(audit_command, rep.database_url, "--operator", "--period", "2026-11", "--json")
+        assert done.returncode == 0 and json.loads(done.stdout)["passed"], done.stderr
+
+
+def audit_command(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DATABASE_URL=url, ENVIRONMENT="test", LOG_LEVEL="WARNING")
+    return subprocess.run([str(Path(sys.executable).parent / "seteli-reporting"), "audit", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 async def test_a_generated_month_hides_the_same_cells_in_json_and_csv(pg, amqp_url, namespace):  # noqa: ANN001
