@@ -9,8 +9,9 @@
    (``reporting.handlers.archive_many`` + ``fold``, the code the batch handlers run). Event generation and
    envelope serialisation are outside the timed part; the consumer's own work per message (AMQP, JSON
    parse) is measured by ``bench/bus_pipeline.py``.
-2. **queries**: p50/p95 of each report's use case (monthly report, operator statistics, price development,
-   monthly volume, funder figures) over random funders and months, ``--queries`` each (target: p95 < 50 ms).
+2. **queries**: p50/p95 of each report's use case (monthly report and its audit, operator statistics and
+   theirs, price development, monthly volume, funder figures) over random funders and months, ``--queries``
+   each (target: p95 < 50 ms); then the suppression's choice and audit of generated 10 x 200 months.
 3. **rebuild**: ``usecases.rebuild`` as the command runs it (fold the whole archive again in time order into
    empty copies of the read models, ``usecases.REBUILD_CHUNK`` events a committed batch, then swap them in)
    and a check that
@@ -191,9 +192,17 @@ async def fold_all(sessions, world: World, batch: int) -> dict:  # noqa: ANN001
 async def measure_queries(sessions, world: World, n: int, rng: random.Random) -> dict:  # noqa: ANN001
     from reporting.usecases import funder_figures
 
+    try:
+        from reporting.linked import forget
+    except ImportError:  # code from before the linked tables (a comparison run)
+        def forget() -> None:
+            pass
+
     cases = {
         "monthly_report": lambda f, m: usecases.monthly_report(sessions, f, m),
+        "monthly_audit": lambda f, m: usecases.monthly_audit(sessions, f, m),
         "operator_statistics": lambda f, m: usecases.monthly_report(sessions, None, m),
+        "operator_audit": lambda f, m: usecases.monthly_audit(sessions, None, m),
         "price_development": lambda f, m: usecases.price_development(sessions, f, "home_care"),
         "monthly_volume": lambda f, m: usecases.monthly_volume(sessions, f),
         "feedback_page": lambda f, m: usecases.feedback_page(sessions, f, m, PageParams(50, None)),
@@ -201,10 +210,13 @@ async def measure_queries(sessions, world: World, n: int, rng: random.Random) ->
     }
     out = {}
     for name, call in cases.items():
+        if not hasattr(usecases, "monthly_audit") and "audit" in name:
+            continue
         await call(world.funders[0], MONTHS[5])  # warm
         times = []
         for _ in range(n):
             f, m = rng.choice(world.funders), rng.choice(MONTHS)
+            forget()  # every call chooses its suppression afresh (no cached choice)
             t0 = time.perf_counter()
             await call(f, m)
             times.append((time.perf_counter() - t0) * 1000)
@@ -214,6 +226,34 @@ async def measure_queries(sessions, world: World, n: int, rng: random.Random) ->
                      "under_target": p95 < TARGET_MS}
         print(f"  {name:22s} p50 {out[name]['p50_ms']:7.1f} ms  p95 {p95:7.1f} ms"
               f"  {'ok' if p95 < TARGET_MS else 'OVER the 50 ms target'}", flush=True)
+    return out
+
+
+def measure_suppression(seeds: int = 5) -> dict:
+    """The suppression's choice and its audit on generated months of 10 categories x 200 providers (about
+    one provider in five with 1-4 clients; ``reporting.samples``), without the database; the cache of
+    choices is emptied before each."""
+    from reporting import disclosure, linked
+    from reporting.samples import random_month
+
+    disclosure.protect(linked.tables(random_month(99, 3, 20)))  # warm (imports, the solver)
+    choose, check, hidden, primary = [], [], [], []
+    for seed in range(seeds):
+        t = linked.tables(random_month(seed, categories=10, providers=200))
+        t0 = time.perf_counter()
+        found = disclosure.protect(t)
+        t1 = time.perf_counter()
+        result = disclosure.audit(t, found)
+        t2 = time.perf_counter()
+        assert result.passed
+        choose.append((t1 - t0) * 1000)
+        check.append((t2 - t1) * 1000)
+        hidden.append(len(found))
+        primary.append(len(t.primary()))
+    out = {"months": seeds, "cells": len(t.cells), "primary_cells": primary, "hidden_cells": hidden,
+           "choose_ms_max": round(max(choose), 1), "audit_ms_max": round(max(check), 1)}
+    print(f"  suppression of a 10 x 200 month ({len(t.cells):,} cells, {min(primary)}-{max(primary)} of 1-4 "
+          f"clients): choice max {out['choose_ms_max']} ms, audit max {out['audit_ms_max']} ms", flush=True)
     return out
 
 
@@ -259,8 +299,10 @@ async def main(args: argparse.Namespace) -> int:
             size = (await conn.execute(sa.text("SELECT pg_database_size(current_database())"))).scalar_one()
         print(f"database size {size / 2**30:.2f} GiB", flush=True)
         queries = await measure_queries(sessions, world, args.queries, random.Random(args.seed + 1))
+        suppression = measure_suppression() if hasattr(usecases, "monthly_audit") else None
         if args.no_rebuild:
-            print(json.dumps({"charges": args.charges, "fold": folded, "queries": queries, "database_bytes": size}))
+            print(json.dumps({"charges": args.charges, "fold": folded, "queries": queries, "suppression": suppression,
+                              "database_bytes": size}))
             return 0
         live = await fingerprint(sessions)
         t0 = time.perf_counter()
@@ -269,7 +311,7 @@ async def main(args: argparse.Namespace) -> int:
         same = await fingerprint(sessions) == live
         print(f"rebuild: {rebuilt['events_folded']:,} events in {rebuild_s:.1f} s = "
               f"{rebuilt['events_folded'] / rebuild_s:,.0f} events/s; read models identical: {same}", flush=True)
-        result = {"charges": args.charges, "fold": folded, "queries": queries,
+        result = {"charges": args.charges, "fold": folded, "queries": queries, "suppression": suppression,
                   "rebuild_seconds": round(rebuild_s, 1), "rebuild_identical": same, "database_bytes": size}
         print(json.dumps(result))
         return 0 if same else 1

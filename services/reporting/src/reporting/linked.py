@@ -118,6 +118,11 @@ _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 512
 
 
+def forget() -> None:
+    """Empty the cache of choices (the bench measures every call choosing afresh)."""
+    _CACHE.clear()
+
+
 def pattern(m: Month) -> dict[Key, str]:
     """The month's hidden cells -> ``primary`` | ``secondary``. A cache keyed by every cell's value and
     base (the choice depends on nothing else) saves choosing again for the same figures."""

@@ -103,6 +103,8 @@ async def _read_raw(s: AsyncSession, funder_id: str | None, periods: list[str] |
     names = [c for c in CM.c.keys() if c not in ("funder_id", "period", "category")]
     for r in (await s.execute(_where(sa.select(CM), CM, funder_id, periods))).mappings():
         raw[(r["funder_id"], r["period"])].sums[r["category"]] = {n: int(r[n] or 0) for n in names}
+    if periods is None:  # every month the funder has figures for (the feedback is read by month)
+        periods = sorted({p for _, p in raw})
     for f, p, served, settled in (await s.execute(_where(
             sa.select(FM.c.funder_id, FM.c.period, FM.c.clients_served, FM.c.clients_settled), FM, funder_id,
             periods))).all():
