@@ -28,10 +28,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from seteli_shared.logging import get_logger
+
 from . import disclosure
 from .disclosure import AMOUNT, CLIENTS, Cell, Key, Relation, Tables
 from .domain import Row, needs_suppression
 from .reports import ADDITIVE, Month
+
+log = get_logger(__name__)
 
 CLIENT_COUNTS = {"vouchers_issued", "vouchers_active", "vouchers_expired", "vouchers_revoked", "clients_served",
                  "feedback_responses"}
@@ -106,11 +110,12 @@ def _relations(m: Month, prefix: tuple, cells: dict[Key, Cell]) -> list[Relation
 
 
 def _holds(rel: Relation, cells: dict[Key, Cell]) -> bool:
-    """An exact relation is one only if the month's figures keep it (they do by construction; a row the
-    fold has not caught up with must not make the audit's program infeasible)."""
-    if rel.distinct:
+    """An exact relation is one only if the month's figures keep it (they do by construction; should one
+    ever not, it is left out, said in the log, rather than make the audit's program infeasible)."""
+    if rel.distinct or cells[rel.total].value == sum(cells[p].value for p in rel.parts):
         return True
-    return cells[rel.total].value == sum(cells[p].value for p in rel.parts)
+    log.warning("report.relation_broken", total="/".join(map(str, rel.total)), parts=len(rel.parts))
+    return False
 
 
 # ------------------------------------------------------------------ one funder's month

@@ -231,12 +231,10 @@ def _category_row(category: str, vf: dict, us: dict, sm: dict, fb: dict, provide
                {name: int(bases.get(base, 0)) for name, base in FIGURES.items() if base is not None})
 
 
-async def month(s: AsyncSession, funder_id: str, p: Period) -> Month:
-    """A funder's month with the figures about providers in its rows too (``add_provider_figures``)."""
+async def client_month(s: AsyncSession, funder_id: str, p: Period) -> Month:
+    """A funder's month (empty rows for a month it has no figures of)."""
     found = (await client_months(s, funder_id, [str(p)])).get((funder_id, str(p)))
-    m = found or _month(funder_id, str(p), _Raw())
-    await add_provider_figures(s, m, p)
-    return m
+    return found or _month(funder_id, str(p), _Raw())
 
 
 async def add_provider_figures(s: AsyncSession, m: Month, p: Period) -> None:

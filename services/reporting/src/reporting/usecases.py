@@ -56,13 +56,11 @@ async def monthly_report(sessions: Sessions, funder_id: str | None, period: str)
     async with sessions() as s:
         if funder_id is None:
             m, funders = await reports.operator_month(s, str(p))
-            await reports.add_provider_figures(s, m, p)
+            linked.operator_apply(m, linked.operator_pattern(m, funders)[1])
         else:
-            m = await reports.month(s, funder_id, p)
-    if funder_id is None:
-        linked.operator_apply(m, linked.operator_pattern(m, funders)[1])
-    else:
-        linked.apply(m, linked.pattern(m))
+            m = await reports.client_month(s, funder_id, p)
+            linked.apply(m, linked.pattern(m))
+        await reports.add_provider_figures(s, m, p)  # rows of providers' figures only: nothing to hide
     return _report(m)
 
 
@@ -75,11 +73,9 @@ async def monthly_audit(sessions: Sessions, funder_id: str | None, period: str) 
         if funder_id is None:
             m, funders = await reports.operator_month(s, str(p))
         else:
-            m = (await reports.client_months(s, funder_id, [str(p)])).get((funder_id, str(p)))
+            m = await reports.client_month(s, funder_id, p)
     if funder_id is None:
         tables, hidden = linked.operator_pattern(m, funders)
-    elif m is None:
-        tables, hidden = disclosure.Tables({}, []), {}
     else:
         tables, hidden = linked.tables(m), linked.pattern(m)
     result = disclosure.audit(tables, hidden)
@@ -114,7 +110,7 @@ def _interval(i: disclosure.Interval) -> dict:
 async def price_development(sessions: Sessions, funder_id: str, category: str | None) -> list[dict]:
     async with sessions() as s:
         rows = await reports.price_development(s, funder_id, category)
-        periods = sorted({r.key["period"] for r in rows if r.values["clients_charged"]})
+        periods = sorted({r.key["period"] for r in rows})
         months = await reports.client_months(s, funder_id, periods) if periods else {}
     for m in months.values():
         linked.apply(m, linked.pattern(m))
