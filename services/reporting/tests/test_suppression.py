@@ -220,6 +220,16 @@ def test_the_operators_statistics_do_not_give_back_a_funders_small_cell():
     assert shown == {("funder", "091") + k: v for k, v in linked.pattern(funders["091"]).items()}
 
 
+def test_a_choice_that_cannot_be_verified_hides_every_figure_about_clients(monkeypatch):  # noqa: ANN001
+    def broken(self, limit: int = 0) -> None:  # noqa: ANN001
+        raise RuntimeError("the published figures contradict the relations between them")
+    monkeypatch.setattr(disclosure._Chooser, "verified_pass", broken)
+    t = linked.tables(issue_month())
+    hidden = protect(t)
+    assert {k for k, c in t.cells.items() if c.base or c.value} <= set(hidden)
+    assert audit(t, hidden).passed
+
+
 @pytest.mark.parametrize("text", ["2026-13", "2026-1", "26-11", "", "2026-11-01", "abcd-ef"])
 def test_a_period_is_a_month(text):  # noqa: ANN001
     with pytest.raises(DomainError):

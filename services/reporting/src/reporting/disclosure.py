@@ -500,7 +500,13 @@ def protect(tables: Tables, fixed_hidden: Iterable[Key] = ()) -> dict[Key, str]:
         return hidden
     chooser = _Chooser(tables, hidden)
     chooser.fast_pass()
-    chooser.verified_pass()
+    try:
+        chooser.verified_pass()
+    except RuntimeError as failed:  # never expected: then nothing about clients is published (privacy first)
+        log.error("report.suppression_failed", error=str(failed), cells=len(tables.cells))
+        for k, c in tables.cells.items():
+            if k not in tables.fixed and (c.base or c.value):
+                hidden.setdefault(k, SECONDARY)
     log.debug("report.suppression_chosen", cells=len(tables.cells), hidden=len(hidden),
               seconds=round(time.perf_counter() - started, 4))
     return hidden
