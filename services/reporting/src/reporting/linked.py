@@ -27,6 +27,7 @@ charged euros are hidden (with the providers' euros shown, shares would give the
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Iterable
 
 from seteli_shared.logging import get_logger
 
@@ -55,14 +56,6 @@ PRICE_CELLS = {"charged_units": "units_used", "clients_charged": "clients_served
                "unit_weighted_price_cents": "average_charged_price_cents"}
 
 
-def _value(figure: str, value: object) -> int:
-    return int(value * 100) if figure in HUNDREDTHS else int(value)  # type: ignore[operator]
-
-
-def _cell(figure: str, row: Row, kind_clients: bool) -> Cell:
-    return Cell(_value(figure, row.values[figure]), int(row.bases.get(figure, 0)), CLIENTS if kind_clients else AMOUNT)
-
-
 def _keys(m: Month) -> dict[str, list[tuple[Key, Row, str]]]:
     """The month's cells by table: (key, row, figure)."""
     out: dict[str, list] = {"category": [], "provider": [], "switches": []}
@@ -78,14 +71,25 @@ def _keys(m: Month) -> dict[str, list[tuple[Key, Row, str]]]:
     return out
 
 
+_KIND = {f: CLIENTS for f in (*CLIENT_COUNTS, "clients")}
+
+
 def tables(m: Month, prefix: tuple = ()) -> Tables:
     """The month's cells and relations (keys prefixed with ``prefix``, to put funders side by side)."""
     cells: dict[Key, Cell] = {}
     for table in _keys(m).values():
         for key, row, figure in table:
-            clients = figure in CLIENT_COUNTS or (figure == "clients")
-            cells[prefix + key] = _cell(figure, row, clients)
+            value = row.values[figure]
+            cells[prefix + key] = Cell(int(value * 100) if figure in HUNDREDTHS else int(value),
+                                       int(row.bases.get(figure, 0)), _KIND.get(figure, AMOUNT))
     return Tables(cells, _relations(m, prefix, cells))
+
+
+def has_small(m: Month) -> bool:
+    """Whether any of the month's cells describes 1-4 clients (else nothing is hidden: no choice to make)."""
+    figures = (([m.total, *m.rows], ADDITIVE), (m.providers, PROVIDER_SUMS),
+               ([m.switch_total, *m.bands] if m.switch_total is not None else [], ("switches", "clients")))
+    return any(needs_suppression(r.bases.get(f, 0)) for rows, names in figures for r in rows for f in names)
 
 
 def _relations(m: Month, prefix: tuple, cells: dict[Key, Cell]) -> list[Relation]:
@@ -129,14 +133,18 @@ def forget() -> None:
 
 
 def pattern(m: Month) -> dict[Key, str]:
-    """The month's hidden cells -> ``primary`` | ``secondary``. A cache keyed by every cell's value and
-    base (the choice depends on nothing else) saves choosing again for the same figures."""
-    t = tables(m)
-    key = ("funder", tuple(sorted((k, c.value, c.base) for k, c in t.cells.items())))
+    """The month's hidden cells -> ``primary`` | ``secondary``."""
+    return _chosen(("funder",), tables(m)) if has_small(m) else {}
+
+
+def _chosen(kind: tuple, t: Tables, fixed_hidden: Iterable[Key] = ()) -> dict[Key, str]:
+    """``disclosure.protect`` through a cache keyed by every cell's value and base (in the tables' own
+    order, which the month's rows fix): the choice depends on nothing else."""
+    key = (kind, tuple((k, c.value, c.base) for k, c in t.cells.items()))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    hidden = disclosure.protect(t)
+    hidden = disclosure.protect(t, fixed_hidden)
     _CACHE[key] = hidden
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -199,20 +207,15 @@ def operator_tables(op: Month, funders: dict[str, Month], funder_hidden: dict[st
     return Tables(cells, rels, frozenset(fixed)), hidden
 
 
-def operator_pattern(op: Month, funders: dict[str, Month]) -> tuple[Tables, dict[Key, str]]:
+def operator_pattern(op: Month, funders: dict[str, Month]) -> tuple[Tables | None, dict[Key, str]]:
     """The statistics' hidden cells, chosen so that with every funder's report beside them no funder's
-    small cell can be worked out (the funders' choices stay as they are)."""
+    small cell can be worked out (the funders' choices stay as they are), and the tables they were
+    chosen over (None when nothing is hidden anywhere: no choice to make)."""
     funder_hidden = {f: pattern(m) for f, m in funders.items()}
+    if not any(funder_hidden.values()) and not has_small(op):
+        return None, {}
     t, fixed_hidden = operator_tables(op, funders, funder_hidden)
-    key = ("operator", tuple(sorted((k, c.value, c.base) for k, c in t.cells.items())))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return t, _CACHE[key]
-    hidden = disclosure.protect(t, fixed_hidden)
-    _CACHE[key] = hidden
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return t, hidden
+    return t, _chosen(("operator",), t, fixed_hidden)
 
 
 def operator_apply(op: Month, hidden: dict[Key, str]) -> None:

@@ -76,6 +76,7 @@ async def monthly_audit(sessions: Sessions, funder_id: str | None, period: str) 
             m = await reports.client_month(s, funder_id, p)
     if funder_id is None:
         tables, hidden = linked.operator_pattern(m, funders)
+        tables = tables or disclosure.Tables({}, [])
     else:
         tables, hidden = linked.tables(m), linked.pattern(m)
     result = disclosure.audit(tables, hidden)
