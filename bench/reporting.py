@@ -3,7 +3,9 @@
 1. **fold**: generates ``--charges`` charges' worth of events (default 10,000,000; ``--charges 1000000`` for a
    shorter run) for ``--funders`` funders, 4 service categories, 34 providers per funder and category with
    price lists that change every quarter, one voucher per 20 charges (issued, provider chosen, 1 in 10
-   switching), each charge accepted, 90 % of them settled (a few late), 1 % cancelled, over 12 months.
+   switching), each charge accepted, 90 % of them settled (a few late), 1 % cancelled, over 12 months;
+   with ``--small-providers N`` one voucher in N goes to one of 3 small providers per funder and category
+   instead (their months have 1-4 clients: the suppression has cells to protect).
    They are folded in the consumer's way: per batch of ``--batch`` events (mixed types, delivery order)
    one transaction that claims the inbox ids, archives the events and folds them
    (``reporting.handlers.archive_many`` + ``fold``, the code the batch handlers run). Event generation and
@@ -58,6 +60,7 @@ from seteli_shared.schemas import PageParams  # noqa: E402
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CATEGORIES = ("home_care", "home_nursing", "cleaning", "meal_service")
 PROVIDERS = 34
+SMALL = 3
 MONTHS = [f"2026-{m:02d}" for m in range(1, 13)]
 TARGET_MS = 50.0
 UTC = timezone.utc
@@ -70,11 +73,19 @@ def _db_url(name: str, driver: str = "postgresql") -> str:
 
 # ------------------------------------------------------------------ the events
 class World:
-    def __init__(self, charges: int, funders: int, rng: random.Random):
+    def __init__(self, charges: int, funders: int, rng: random.Random, small: int = 0):
         self.rng = rng
         self.charges = charges
         self.funders = [f"{100 + i:03d}" for i in range(funders)]
         self.vouchers = max(charges // 20, 1)
+        self.small = small  # one voucher in ``small`` goes to one of SMALL providers of few clients
+
+    def provider(self, i: int, f: str, c: str, shift: int = 0) -> str:
+        """Voucher ``i``'s provider: one of the 34, or (``--small-providers``) now and then one of three
+        small ones, whose few clients the reports' suppression has to protect."""
+        if self.small and i % self.small == 0:
+            return f"p-{f}-{c}-small-{(i // self.small + shift) % SMALL}"
+        return f"p-{f}-{c}-{(i + shift) % PROVIDERS}"
 
     def setup(self):  # noqa: ANN201
         """Approvals and the year's price lists (a change every quarter)."""
@@ -106,12 +117,12 @@ class World:
                                 unit="hour", units_per_period=Decimal("20"), period="month",
                                 value_per_unit_cents=2500, valid_from=date(2026, 1, 1),
                                 valid_until=date(2026, 12, 31), issued_at=at, **extra)
-            yield VoucherProviderChosen(voucher_id=vid, funder_id=f, provider_id=f"p-{f}-{c}-{i % PROVIDERS}",
+            yield VoucherProviderChosen(voucher_id=vid, funder_id=f, provider_id=self.provider(i, f, c),
                                         category=c, chosen_at=at)
             if i % 10 == 0:
                 yield VoucherProviderChosen(voucher_id=vid, funder_id=f, category=c, chosen_at=at + timedelta(days=40),
-                                            provider_id=f"p-{f}-{c}-{(i + 1) % PROVIDERS}",
-                                            previous_provider_id=f"p-{f}-{c}-{i % PROVIDERS}")
+                                            provider_id=self.provider(i, f, c, 1),
+                                            previous_provider_id=self.provider(i, f, c))
 
     def charge_events(self):  # noqa: ANN201
         """Charges month by month; each batch's settlements follow a little later in the stream."""
@@ -125,7 +136,7 @@ class World:
             units = Decimal(rng.choice(("1", "1.5", "2", "3", "4")))
             price = 2300 + rng.randrange(900)
             amount = int(units * price)
-            e = ChargeAccepted(charge_id=f"c{n}", voucher_id=vid, funder_id=f, provider_id=f"p-{f}-{c}-{vi % PROVIDERS}",
+            e = ChargeAccepted(charge_id=f"c{n}", voucher_id=vid, funder_id=f, provider_id=self.provider(vi, f, c),
                                category=c, service_date=day, units=units, unit_price_cents=price, amount_cents=amount,
                                own_share_cents=rng.choice((0, 0, 500)),
                                accepted_at=datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=18))
@@ -284,7 +295,7 @@ async def main(args: argparse.Namespace) -> int:
         engine = make_engine(url)
         sessions = session_factory(engine)
         rng = random.Random(args.seed)
-        world = World(args.charges, args.funders, rng)
+        world = World(args.charges, args.funders, rng, args.small_providers)
         print(f"reporting bench: {args.charges:,} charges, {world.vouchers:,} vouchers, {args.funders} funders, "
               f"batches of {args.batch}, database {name}", flush=True)
         if reuse:  # folded by an earlier run with --keep (same --charges, --funders, --seed)
@@ -332,6 +343,9 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=2000, help="events per transaction (the consumer's batch)")
     parser.add_argument("--queries", type=int, default=200, help="calls of each report query")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--small-providers", type=int, default=0, metavar="N",
+                        help="one voucher in N goes to one of 3 small providers per funder and category (their "
+                             "few clients exercise the suppression; 0: none, as the earlier runs)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--database", help="measure an existing database kept by --keep (no fold; kept again)")
     parser.add_argument("--no-rebuild", action="store_true", help="stop after the queries")
