@@ -83,8 +83,9 @@ class World:
     def provider(self, i: int, f: str, c: str, shift: int = 0) -> str:
         """Voucher ``i``'s provider: one of the 34, or (``--small-providers``) now and then one of three
         small ones, whose few clients the reports' suppression has to protect."""
-        if self.small and i % self.small == 0:
-            return f"p-{f}-{c}-small-{(i // self.small + shift) % SMALL}"
+        turn = i // len(self.funders)  # the funder is i modulo their number: count within it
+        if self.small and turn % self.small == 0:
+            return f"p-{f}-{c}-small-{(turn // self.small + shift) % SMALL}"
         return f"p-{f}-{c}-{(i + shift) % PROVIDERS}"
 
     def setup(self):  # noqa: ANN201

@@ -14,15 +14,17 @@ allow it (see ``bounds``), so what it proves holds against that reader too.
 **Primary and secondary suppression.** A cell of 1-4 clients is hidden (*primary*). Secondary cells are
 then chosen over the whole set, in two steps: (1) a fast pass over the relations: no relation may hold
 exactly one hidden cell, and the hidden cells beside a primary one must have room to move it by its
-protection width (``need``, up and down); partners are the cheapest cells (value lost) with that room, parts before
-totals, rows already partly hidden first among equals; (2) the audit's linear programs on the primary cells,
-and for each one still under-protected, the cheapest shown cell of the relations around it, again until
-every primary cell passes. Deterministic (sorted keys, no randomness), and each step hides a cell more,
-so it ends: with every cell hidden nothing can be worked out at all.
+protection width (``need``, up and down); partners are the cheapest cells (value lost) with that room,
+parts before totals, rows already partly hidden first among equals; (2) the audit's linear programs on
+the primary cells, and for each one still under-protected, the cheapest shown cell of the relations
+around it, again until every primary cell passes. Deterministic (sorted keys, no randomness), and each
+step hides a cell more, so it ends: with every cell hidden nothing can be worked out at all.
 
 **The audit.** For each hidden cell, the smallest and largest value it can take given every shown
 cell, the relations and non-negativity (counts treated as continuous), computed with
-``scipy.optimize.linprog`` (HiGHS). A *primary* cell is protected when its interval
+``scipy.optimize.linprog`` (HiGHS): the hidden cells fall into independent components (cells tied by
+relations), all solved in one program; a component that is a single sum is taken in closed form (what its
+program gives; the tests compare). A *primary* cell is protected when its interval
 
 - for a count of clients (x of 1-4): reaches 0 below and ``MIN_CLIENTS`` above: neither that anybody is
   in the group nor that they are few can be shown (so it never lies within 1..4);
