@@ -128,23 +128,23 @@ def interval(result: disclosure.Audit, key: tuple) -> tuple:
 def test_the_issues_month_fails_the_audit_under_todays_rule_and_passes_after():
     m = issue_month()
     t = linked.tables(m)
-    assert (t.cells[("total", "clients_served")].value, t.cells[("category", "home_care", "charged_cents")].value,
-            t.cells[("category", "home_care", "units_used")].value) == (243, 47536666, 1730450)
+    assert (t.cells[("091", "total", "clients_served")].value, t.cells[("091", "category", "home_care", "charged_cents")].value,
+            t.cells[("091", "category", "home_care", "units_used")].value) == (243, 47536666, 1730450)
     today = audit(t, todays_rule(m))
     assert not today.passed
     # total minus home care's providers gives back cleaning: 3 clients, 18,000 cents, 6 units
-    assert interval(today, ("category", "cleaning", "clients_served")) == (3.0, 3.0, SMALL_RANGE)
-    assert interval(today, ("category", "cleaning", "charged_cents")) == (18000.0, 18000.0, TOO_NARROW)
-    assert interval(today, ("category", "cleaning", "units_used")) == (600.0, 600.0, TOO_NARROW)
+    assert interval(today, ("091", "category", "cleaning", "clients_served")) == (3.0, 3.0, SMALL_RANGE)
+    assert interval(today, ("091", "category", "cleaning", "charged_cents")) == (18000.0, 18000.0, TOO_NARROW)
+    assert interval(today, ("091", "category", "cleaning", "units_used")) == (600.0, 600.0, TOO_NARROW)
 
     hidden = protect(t)
     after = audit(t, hidden)
     assert after.passed, [i for i in after.intervals if i.verdict != PROTECTED]
-    lower, upper, _ = interval(after, ("category", "cleaning", "clients_served"))
+    lower, upper, _ = interval(after, ("091", "category", "cleaning", "clients_served"))
     assert lower == 0 and upper >= MIN_CLIENTS
     assert after.intervals == audit(t, hidden, closed_form=False).intervals  # linprog alone agrees
     # a provider of home care is hidden too: its table no longer adds up to the category's figures
-    assert any(k[0] == "provider" and k[1] == "home_care" for k in hidden)
+    assert any(k[1] == "provider" and k[2] == "home_care" for k in hidden)
     assert after.narrowest is not None and after.narrowest.key in hidden
 
 
@@ -211,13 +211,12 @@ def test_the_operators_statistics_do_not_give_back_a_funders_small_cell():
         "049": {"cleaning": {"s2": (30, 180000, 6000)}, "home_care": {"h3": (70, 1_400_000, 56000)}}})
     assert [r.values["clients_served"] for r in op.rows] == [33, 250]
     t, hidden = linked.operator_pattern(op, funders)
-    assert ("operator", "category", "cleaning", "clients_served") in hidden
-    assert ("funder", "091", "category", "cleaning", "clients_served") in hidden
-    assert not any(k[0] == "funder" and k[1] == "049" for k in hidden)  # 049's own report is as it was
+    assert ("*", "category", "cleaning", "clients_served") in hidden
+    assert ("091", "category", "cleaning", "clients_served") in hidden
+    assert not any(k[0] == "049" for k in hidden)  # 049's own report is as it was
     result = audit(t, hidden)
     assert result.passed, [i for i in result.intervals if i.verdict != PROTECTED]
-    shown = {k: v for k, v in hidden.items() if k[0] == "funder"}
-    assert shown == {("funder", "091") + k: v for k, v in linked.pattern(funders["091"]).items()}
+    assert {k: v for k, v in hidden.items() if k[0] == "091"} == linked.pattern(funders["091"])
 
 
 def test_a_choice_that_cannot_be_verified_hides_every_figure_about_clients(monkeypatch):  # noqa: ANN001

@@ -177,8 +177,8 @@ class PriceReport(BaseModel):
 class AuditCell(BaseModel):
     """One suppressed cell and the interval a reader can narrow it to from everything published."""
 
-    funder_id: str | None = Field(description="in the operator's audit: the funder whose report holds the cell "
-                                              "(null: a cell of the statistics across funders)")
+    funder_id: str | None = Field(description="the funder whose report holds the cell (null: a cell of the "
+                                              "operator's statistics across funders)")
     table: str = Field(description="category | total | provider (market shares) | switches | age_band")
     row: dict[str, str] = Field(description="the row's key, e.g. {\"category\": \"cleaning\"}")
     figure: str

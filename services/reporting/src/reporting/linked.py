@@ -56,33 +56,37 @@ PRICE_CELLS = {"charged_units": "units_used", "clients_charged": "clients_served
                "unit_weighted_price_cents": "average_charged_price_cents"}
 
 
+ALL_FUNDERS = "*"  # the first part of a statistics cell's key (a funder's cells begin with its id)
+
+
 def _keys(m: Month) -> dict[str, list[tuple[Key, Row, str]]]:
-    """The month's cells by table: (key, row, figure)."""
+    """The month's cells by table: (key, row, figure); a key begins with the month's funder."""
+    f = m.funder_id or ALL_FUNDERS
     out: dict[str, list] = {"category": [], "provider": [], "switches": []}
     for r in m.rows:
-        out["category"] += [(("category", r.key["category"], f), r, f) for f in ADDITIVE]
-    out["category"] += [(("total", f), m.total, f) for f in ADDITIVE]
+        out["category"] += [((f, "category", r.key["category"], n), r, n) for n in ADDITIVE]
+    out["category"] += [((f, "total", n), m.total, n) for n in ADDITIVE]
     for r in m.providers:
-        out["provider"] += [(("provider", r.key["category"], r.key["provider_id"], f), r, f) for f in PROVIDER_SUMS]
+        out["provider"] += [((f, "provider", r.key["category"], r.key["provider_id"], n), r, n) for n in PROVIDER_SUMS]
     if m.switch_total is not None:
-        out["switches"] += [(("switches", f), m.switch_total, f) for f in ("switches", "clients")]
+        out["switches"] += [((f, "switches", n), m.switch_total, n) for n in ("switches", "clients")]
         for b in m.bands:
-            out["switches"] += [(("age_band", b.key["age_band"], f), b, f) for f in ("switches", "clients")]
+            out["switches"] += [((f, "age_band", b.key["age_band"], n), b, n) for n in ("switches", "clients")]
     return out
 
 
 _KIND = {f: CLIENTS for f in (*CLIENT_COUNTS, "clients")}
 
 
-def tables(m: Month, prefix: tuple = ()) -> Tables:
-    """The month's cells and relations (keys prefixed with ``prefix``, to put funders side by side)."""
+def tables(m: Month) -> Tables:
+    """The month's cells and relations."""
     cells: dict[Key, Cell] = {}
     for table in _keys(m).values():
         for key, row, figure in table:
             value = row.values[figure]
-            cells[prefix + key] = Cell(int(value * 100) if figure in HUNDREDTHS else int(value),
-                                       int(row.bases.get(figure, 0)), _KIND.get(figure, AMOUNT))
-    return Tables(cells, _relations(m, prefix, cells))
+            cells[key] = Cell(int(value * 100) if figure in HUNDREDTHS else int(value),
+                              int(row.bases.get(figure, 0)), _KIND.get(figure, AMOUNT))
+    return Tables(cells, _relations(m, cells))
 
 
 def has_small(m: Month) -> bool:
@@ -92,8 +96,8 @@ def has_small(m: Month) -> bool:
     return any(needs_suppression(r.bases.get(f, 0)) for rows, names in figures for r in rows for f in names)
 
 
-def _relations(m: Month, prefix: tuple, cells: dict[Key, Cell]) -> list[Relation]:
-    P = lambda *k: prefix + k  # noqa: E731
+def _relations(m: Month, cells: dict[Key, Cell]) -> list[Relation]:
+    P = lambda *k: (m.funder_id or ALL_FUNDERS, *k)  # noqa: E731
     categories = [r.key["category"] for r in m.rows]
     rels = [Relation(P("total", f), tuple(P("category", c, f) for c in categories), distinct=f in DISTINCT,
                      nested=f in DISTINCT) for f in ADDITIVE]
@@ -132,9 +136,9 @@ def forget() -> None:
     _CACHE.clear()
 
 
-def pattern(m: Month) -> dict[Key, str]:
-    """The month's hidden cells -> ``primary`` | ``secondary``."""
-    return _chosen(("funder",), tables(m)) if has_small(m) else {}
+def pattern(m: Month, t: Tables | None = None) -> dict[Key, str]:
+    """The month's hidden cells -> ``primary`` | ``secondary`` (``t``: its tables, when already built)."""
+    return _chosen(("funder",), t or tables(m)) if has_small(m) else {}
 
 
 def _chosen(kind: tuple, t: Tables, fixed_hidden: Iterable[Key] = ()) -> dict[Key, str]:
@@ -151,14 +155,14 @@ def _chosen(kind: tuple, t: Tables, fixed_hidden: Iterable[Key] = ()) -> dict[Ke
     return hidden
 
 
-def apply(m: Month, hidden: dict[Key, str], prefix: tuple = ()) -> None:
+def apply(m: Month, hidden: dict[Key, str]) -> None:
     """Mark the month's rows: a hidden cell's figure, the primary rule's other figures (ratios by their
     own base), and the ratios tied to a hidden figure."""
     for r in [*m.rows, m.total, *m.providers, *([m.switch_total] if m.switch_total else []), *m.bands]:
         r.primary()
     for table in _keys(m).values():
         for key, row, figure in table:
-            status = hidden.get(prefix + key)
+            status = hidden.get(key)
             if status is not None:
                 row.suppressed[figure] = status
     hidden_charged = {r.key["category"] for r in m.rows if "charged_cents" in r.suppressed}
@@ -185,38 +189,28 @@ def price_rows(rows: list[Row], months: dict[str, Month]) -> None:
 
 
 # ------------------------------------------------------------------ the operator: every funder at once
-def operator_tables(op: Month, funders: dict[str, Month], funder_hidden: dict[str, dict[Key, str]]
-                    ) -> tuple[Tables, set[Key]]:
-    """Every funder's month (its cells fixed: their suppression is the funder's own) and the statistics
-    across funders, whose cells add up the funders' (``("operator", ...)`` keys). The hidden funder cells."""
-    own = tables(op, ("operator",))
-    cells, rels, fixed, hidden = dict(own.cells), list(own.relations), set(), set()
+def operator_pattern(op: Month, funders: dict[str, Month]) -> tuple[Tables | None, dict[Key, str]]:
+    """The statistics' hidden cells, chosen so that with every funder's report beside them no funder's
+    small cell can be worked out (the funders' choices stay as they are: their cells are ``fixed``), and
+    the tables they were chosen over: every funder's and the statistics', whose cells add up the funders'
+    same cells (None when nothing is hidden anywhere: no choice to make)."""
+    own = {f: tables(m) for f, m in sorted(funders.items())}
+    funder_hidden: dict[Key, str] = {}
     for f, m in sorted(funders.items()):
-        t = tables(m, ("funder", f))
+        funder_hidden.update(pattern(m, own[f]))
+    if not funder_hidden and not has_small(op):
+        return None, {}
+    stats = tables(op)
+    cells, rels, fixed = dict(stats.cells), list(stats.relations), set()
+    for t in own.values():
         cells.update(t.cells)
         rels += t.relations
         fixed |= set(t.cells)
-        hidden |= {("funder", f) + k for k in funder_hidden[f]}
-    for key in sorted(own.cells):
-        inner = key[1:]
-        parts = tuple(("funder", f) + inner for f in sorted(funders) if ("funder", f) + inner in cells)
+    for key in stats.cells:
+        parts = tuple((f, *key[1:]) for f in own if (f, *key[1:]) in cells)
         if parts:
             rel = Relation(key, parts)
             if _holds(rel, cells):
                 rels.append(rel)
-    return Tables(cells, rels, frozenset(fixed)), hidden
-
-
-def operator_pattern(op: Month, funders: dict[str, Month]) -> tuple[Tables | None, dict[Key, str]]:
-    """The statistics' hidden cells, chosen so that with every funder's report beside them no funder's
-    small cell can be worked out (the funders' choices stay as they are), and the tables they were
-    chosen over (None when nothing is hidden anywhere: no choice to make)."""
-    funder_hidden = {f: pattern(m) for f, m in funders.items()}
-    if not any(funder_hidden.values()) and not has_small(op):
-        return None, {}
-    t, fixed_hidden = operator_tables(op, funders, funder_hidden)
-    return t, _chosen(("operator",), t, fixed_hidden)
-
-
-def operator_apply(op: Month, hidden: dict[Key, str]) -> None:
-    apply(op, {k[1:]: v for k, v in hidden.items() if k[0] == "operator"})
+    t = Tables(cells, rels, frozenset(fixed))
+    return t, _chosen(("operator",), t, funder_hidden)

@@ -153,8 +153,9 @@ def _operator_raw(parts: Iterable[_Raw]) -> _Raw:
     return out
 
 
-def _month(funder_id: str | None, period: str, raw: _Raw) -> Month:
-    """The month's rows, unsuppressed, from its raw figures (its categories: those with client figures)."""
+def _month(funder_id: str | None, period: str, raw: _Raw, shares: bool = True) -> Month:
+    """The month's rows, unsuppressed, from its raw figures (its categories: those with client figures);
+    ``shares=False``: the providers' market shares left out (None) where only the cells are wanted."""
     total_sums: dict = {}
     for sums in raw.sums.values():
         _add_sums(total_sums, sums)
@@ -166,20 +167,21 @@ def _month(funder_id: str | None, period: str, raw: _Raw) -> Month:
     total = _category_row(TOTAL, _voucher_figures(total_sums),
                           {"served_clients": raw.served[0], "settled_clients": raw.served[1]}, total_sums,
                           raw.feedback_total, {}, None)
-    return Month(funder_id, period, rows, total, _market_shares(raw.providers), *_switches(raw.switches))
+    return Month(funder_id, period, rows, total, _market_shares(raw.providers, shares), *_switches(raw.switches))
 
 
-async def client_months(s: AsyncSession, funder_id: str | None, periods: list[str] | None = None
-                        ) -> dict[tuple[str, str], Month]:
+async def client_months(s: AsyncSession, funder_id: str | None, periods: list[str] | None = None,
+                        shares: bool = False) -> dict[tuple[str, str], Month]:
     """(funder, month) -> its client figures as the reports publish them (before suppression): one
-    funder's (or every funder's) months, those asked or all."""
-    return {key: _month(key[0], key[1], raw) for key, raw in sorted((await _read_raw(s, funder_id, periods)).items())}
+    funder's (or every funder's) months, those asked or all; ``shares``: with the market shares."""
+    return {key: _month(key[0], key[1], raw, shares)
+            for key, raw in sorted((await _read_raw(s, funder_id, periods)).items())}
 
 
 async def operator_month(s: AsyncSession, period: str) -> tuple[Month, dict[str, Month]]:
     """Every funder's month in one (the operator's statistics), and each funder's own."""
     raw = await _read_raw(s, None, [period])
-    funders = {f: _month(f, p, r) for (f, p), r in sorted(raw.items())}
+    funders = {f: _month(f, p, r, shares=False) for (f, p), r in sorted(raw.items())}
     return _month(None, period, _operator_raw(raw.values())), funders
 
 
@@ -231,9 +233,9 @@ def _category_row(category: str, vf: dict, us: dict, sm: dict, fb: dict, provide
                {name: int(bases.get(base, 0)) for name, base in FIGURES.items() if base is not None})
 
 
-async def client_month(s: AsyncSession, funder_id: str, p: Period) -> Month:
+async def client_month(s: AsyncSession, funder_id: str, p: Period, shares: bool = True) -> Month:
     """A funder's month (empty rows for a month it has no figures of)."""
-    found = (await client_months(s, funder_id, [str(p)])).get((funder_id, str(p)))
+    found = (await client_months(s, funder_id, [str(p)], shares)).get((funder_id, str(p)))
     return found or _month(funder_id, str(p), _Raw())
 
 
@@ -259,7 +261,7 @@ def _provider_figures(row: Row, providers: dict, prices: tuple | None) -> None:
                       average_list_price_cents=prices[1] if prices else None)
 
 
-def _market_shares(by_cat: dict[str, list]) -> list[Row]:
+def _market_shares(by_cat: dict[str, list], shares: bool = True) -> list[Row]:
     """Per category and provider: clients, charged euros and the share of the category's. A provider's
     clients are its vouchers with charges in the month (a client holds one voucher of a category)."""
     out = []
@@ -267,7 +269,7 @@ def _market_shares(by_cat: dict[str, list]) -> list[Row]:
         whole = sum(x[2] for x in providers)
         out += [Row({"category": category, "provider_id": prov},
                     {"clients": clients, "charged_cents": charged, "units": from_hundredths(units),
-                     "market_share": share(charged, whole)},
+                     "market_share": share(charged, whole) if shares else None},
                     {"clients": clients, "charged_cents": clients, "units": clients, "market_share": clients})
                 for prov, clients, charged, units in sorted(providers, key=lambda x: (-x[2], x[0]))]
     return out

@@ -56,7 +56,7 @@ async def monthly_report(sessions: Sessions, funder_id: str | None, period: str)
     async with sessions() as s:
         if funder_id is None:
             m, funders = await reports.operator_month(s, str(p))
-            linked.operator_apply(m, linked.operator_pattern(m, funders)[1])
+            linked.apply(m, linked.operator_pattern(m, funders)[1])
         else:
             m = await reports.client_month(s, funder_id, p)
             linked.apply(m, linked.pattern(m))
@@ -73,7 +73,7 @@ async def monthly_audit(sessions: Sessions, funder_id: str | None, period: str) 
         if funder_id is None:
             m, funders = await reports.operator_month(s, str(p))
         else:
-            m = await reports.client_month(s, funder_id, p)
+            m = await reports.client_month(s, funder_id, p, shares=False)
     if funder_id is None:
         tables, hidden = linked.operator_pattern(m, funders)
         tables = tables or disclosure.Tables({}, [])
@@ -91,21 +91,16 @@ async def monthly_audit(sessions: Sessions, funder_id: str | None, period: str) 
 
 def _interval(i: disclosure.Interval) -> dict:
     """A cell's interval in the figure's published unit (units from hundredths)."""
-    key = list(i.key)
-    funder = None
-    if key[0] == "funder":
-        funder, key = key[1], key[2:]
-    elif key[0] == "operator":
-        key = key[1:]
-    table, *row, figure = key
+    funder, table, *row, figure = i.key
     scale = Decimal(100) if figure in linked.HUNDREDTHS else Decimal(1)
 
     def shown(v: float | None) -> Decimal | None:
         return None if v is None else (Decimal(repr(v)) / scale).quantize(Decimal("0.01"))
 
     names = {"category": ["category"], "provider": ["category", "provider_id"], "age_band": ["age_band"]}
-    return {"funder_id": funder, "table": table, "row": dict(zip(names.get(table, []), row)), "figure": figure,
-            "lower": shown(i.lower), "upper": shown(i.upper), "verdict": i.verdict, "model": i.model}
+    return {"funder_id": None if funder == linked.ALL_FUNDERS else funder, "table": table,
+            "row": dict(zip(names.get(table, []), row)), "figure": figure, "lower": shown(i.lower),
+            "upper": shown(i.upper), "verdict": i.verdict, "model": i.model}
 
 
 async def price_development(sessions: Sessions, funder_id: str, category: str | None) -> list[dict]:
