@@ -397,7 +397,9 @@ class _Chooser:
     def fast_pass(self) -> None:
         """No relation with exactly one hidden cell; the hidden cells beside one have room to move it.
         A relation is looked at again whenever one of its cells is hidden."""
-        self.queue = list(range(len(self.t.relations)))
+        fixed = self.t.fixed
+        self.queue = [i for i, r in enumerate(self.t.relations)  # those decided elsewhere alone: nothing to do
+                      if not fixed or any(m not in fixed for m in r.members)]
         while self.queue:
             self._widen(self.queue.pop())
 

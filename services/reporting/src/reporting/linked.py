@@ -27,7 +27,7 @@ charged euros are hidden (with the providers' euros shown, shares would give the
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable
+from typing import Callable
 
 from seteli_shared.logging import get_logger
 
@@ -128,7 +128,7 @@ def _holds(rel: Relation, cells: dict[Key, Cell]) -> bool:
 
 # ------------------------------------------------------------------ one funder's month
 _CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 512
+_CACHE_SIZE = 256
 
 
 def forget() -> None:
@@ -138,18 +138,20 @@ def forget() -> None:
 
 def pattern(m: Month, t: Tables | None = None) -> dict[Key, str]:
     """The month's hidden cells -> ``primary`` | ``secondary`` (``t``: its tables, when already built)."""
-    return _chosen(("funder",), t or tables(m)) if has_small(m) else {}
+    if not has_small(m):
+        return {}
+    return _cached(("funder", m.funder_id, m.digest), lambda: disclosure.protect(t or tables(m)))
 
 
-def _chosen(kind: tuple, t: Tables, fixed_hidden: Iterable[Key] = ()) -> dict[Key, str]:
-    """``disclosure.protect`` through a cache keyed by every cell's value and base (in the tables' own
-    order, which the month's rows fix): the choice depends on nothing else."""
-    key = (kind, tuple((k, c.value, c.base) for k, c in t.cells.items()))
+def _cached(key: tuple, choose: Callable[[], dict[Key, str]]) -> dict[Key, str]:
+    """A choice through the cache, keyed by the digest of the figures it is made from (the choice depends
+    on nothing else; months without a digest are not cached)."""
+    if not key[-1]:
+        return choose()
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    hidden = disclosure.protect(t, fixed_hidden)
-    _CACHE[key] = hidden
+    hidden = _CACHE[key] = choose()
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return hidden
@@ -189,28 +191,36 @@ def price_rows(rows: list[Row], months: dict[str, Month]) -> None:
 
 
 # ------------------------------------------------------------------ the operator: every funder at once
-def operator_pattern(op: Month, funders: dict[str, Month]) -> tuple[Tables | None, dict[Key, str]]:
+def operator_pattern(op: Month, funders: dict[str, Month], with_tables: bool = False
+                     ) -> tuple[Tables | None, dict[Key, str]]:
     """The statistics' hidden cells, chosen so that with every funder's report beside them no funder's
     small cell can be worked out (the funders' choices stay as they are: their cells are ``fixed``), and
-    the tables they were chosen over: every funder's and the statistics', whose cells add up the funders'
-    same cells (None when nothing is hidden anywhere: no choice to make)."""
-    own = {f: tables(m) for f, m in sorted(funders.items())}
+    (when chosen now, or ``with_tables``) the tables they were chosen over: every funder's and the
+    statistics', whose cells add up the funders' same cells. (None, {}) when nothing is hidden anywhere."""
     funder_hidden: dict[Key, str] = {}
     for f, m in sorted(funders.items()):
-        funder_hidden.update(pattern(m, own[f]))
+        funder_hidden.update(pattern(m))
     if not funder_hidden and not has_small(op):
         return None, {}
+    key = ("operator", op.digest and b"".join([op.digest] + [funders[f].digest for f in sorted(funders)]))
+    if key in _CACHE and not with_tables:
+        return None, _cached(key, dict)
+    t = operator_tables(op, funders)
+    return t, _cached(key, lambda: disclosure.protect(t, funder_hidden))
+
+
+def operator_tables(op: Month, funders: dict[str, Month]) -> Tables:
     stats = tables(op)
     cells, rels, fixed = dict(stats.cells), list(stats.relations), set()
-    for t in own.values():
+    for f, m in sorted(funders.items()):
+        t = tables(m)
         cells.update(t.cells)
         rels += t.relations
         fixed |= set(t.cells)
     for key in stats.cells:
-        parts = tuple((f, *key[1:]) for f in own if (f, *key[1:]) in cells)
+        parts = tuple((f, *key[1:]) for f in sorted(funders) if (f, *key[1:]) in cells)
         if parts:
             rel = Relation(key, parts)
             if _holds(rel, cells):
                 rels.append(rel)
-    t = Tables(cells, rels, frozenset(fixed))
-    return t, _chosen(("operator",), t, funder_hidden)
+    return Tables(cells, rels, frozenset(fixed))

@@ -3,6 +3,7 @@ statistics) and gives ``domain.Row``s, unsuppressed: ``linked`` chooses what is 
 report of the month together. One transaction each."""
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,6 +57,7 @@ class Month:
     providers: list[Row] = field(default_factory=list)
     switch_total: Row | None = None
     bands: list[Row] = field(default_factory=list)
+    digest: bytes = b""  # of the figures the rows were made from (``_Raw.digest``)
 
 
 def _voucher_figures(sums: dict) -> dict:
@@ -93,6 +95,14 @@ class _Raw:
     feedback_total: dict = field(default_factory=dict)
     providers: dict[str, list] = field(default_factory=dict)
     switches: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def digest(self) -> bytes:
+        """What the month's cells are made of, in a stable order, as a digest: the key of its choice of
+        suppression in the cache (``linked``), known before any cell is built."""
+        text = repr((sorted((c, sorted(v.items())) for c, v in self.sums.items()), self.served,
+                     sorted((c, sorted(v.items())) for c, v in self.feedback.items()), sorted(self.feedback_total.items()),
+                     sorted((c, sorted(v)) for c, v in self.providers.items()), sorted(self.switches.items())))
+        return hashlib.blake2b(text.encode(), digest_size=32).digest()
 
 
 async def _read_raw(s: AsyncSession, funder_id: str | None, periods: list[str] | None
@@ -167,7 +177,8 @@ def _month(funder_id: str | None, period: str, raw: _Raw, shares: bool = True) -
     total = _category_row(TOTAL, _voucher_figures(total_sums),
                           {"served_clients": raw.served[0], "settled_clients": raw.served[1]}, total_sums,
                           raw.feedback_total, {}, None)
-    return Month(funder_id, period, rows, total, _market_shares(raw.providers, shares), *_switches(raw.switches))
+    return Month(funder_id, period, rows, total, _market_shares(raw.providers, shares), *_switches(raw.switches),
+                 digest=raw.digest())
 
 
 async def client_months(s: AsyncSession, funder_id: str | None, periods: list[str] | None = None,

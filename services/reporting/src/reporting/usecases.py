@@ -75,7 +75,7 @@ async def monthly_audit(sessions: Sessions, funder_id: str | None, period: str) 
         else:
             m = await reports.client_month(s, funder_id, p, shares=False)
     if funder_id is None:
-        tables, hidden = linked.operator_pattern(m, funders)
+        tables, hidden = linked.operator_pattern(m, funders, with_tables=True)
         tables = tables or disclosure.Tables({}, [])
     else:
         tables, hidden = linked.tables(m), linked.pattern(m)
