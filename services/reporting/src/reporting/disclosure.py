@@ -309,15 +309,15 @@ def _choose_models(tables: Tables, comps: list[_Component]) -> None:
         log.info("report.audit_model", model=comp.model, cells=len(comp.cells))
 
 
-def bounds(tables: Tables, hidden: Iterable[Key], wanted: Iterable[Key] | None = None, closed_form: bool = True
-           ) -> tuple[dict[Key, tuple[float, float | None]], dict[Key, str]]:
+def bounds(tables: Tables, hidden: Iterable[Key], wanted: Iterable[Key] | None = None, closed_form: bool = True,
+           found: list[_Component] | None = None) -> tuple[dict[Key, tuple[float, float | None]], dict[Key, str]]:
     """The smallest and largest value of each ``wanted`` hidden cell (default: every hidden cell) given
     every shown cell: {cell: (lower, upper or None when unbounded)}, and each cell's model. Components
     that are a single sum take the closed form (``_one_sum``) unless ``closed_form`` is False; every other
-    one is solved by ``linprog``."""
+    one is solved by ``linprog``. ``found``: the hidden cells' components, when already known."""
     hidden = set(hidden)
     wanted = hidden if wanted is None else set(wanted) & hidden
-    comps = [c for c in components(tables, hidden) if any(k in wanted for k in c.cells)]
+    comps = [c for c in (found or components(tables, hidden)) if any(k in wanted for k in c.cells)]
     _choose_models(tables, comps)
     out: dict[Key, tuple[float, float | None]] = {}
     models: dict[Key, str] = {}
@@ -457,9 +457,10 @@ class _Chooser:
         are looked at only where this publication's cells reach them."""
         primaries = sorted(k for k in self.t.primary() if k in self.hidden)
         for _ in range(limit):
-            comps = {k: c for c in components(self.t, self.hidden) for k in c.cells}
+            every = components(self.t, self.hidden)
+            comps = {k: c for c in every for k in c.cells}
             wanted = [k for k in primaries if self._ours(comps[k])]
-            found, _models = bounds(self.t, self.hidden, wanted)
+            found, _models = bounds(self.t, self.hidden, wanted, found=every)
             failing = [k for k in sorted(found) if verdict(self.t.cells[k], *found[k]) != PROTECTED]
             if not failing:
                 return

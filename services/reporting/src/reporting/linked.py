@@ -197,28 +197,30 @@ def operator_pattern(op: Month, funders: dict[str, Month], with_tables: bool = F
     small cell can be worked out (the funders' choices stay as they are: their cells are ``fixed``), and
     (when chosen now, or ``with_tables``) the tables they were chosen over: every funder's and the
     statistics', whose cells add up the funders' same cells. (None, {}) when nothing is hidden anywhere."""
-    funder_hidden: dict[Key, str] = {}
-    for f, m in sorted(funders.items()):
-        funder_hidden.update(pattern(m))
-    if not funder_hidden and not has_small(op):
-        return None, {}
     key = ("operator", op.digest and b"".join([op.digest] + [funders[f].digest for f in sorted(funders)]))
     if key in _CACHE and not with_tables:
         return None, _cached(key, dict)
-    t = operator_tables(op, funders)
+    own = {f: tables(m) for f, m in sorted(funders.items())}
+    funder_hidden: dict[Key, str] = {}
+    for f, m in sorted(funders.items()):
+        funder_hidden.update(pattern(m, own[f]))
+    if not funder_hidden and not has_small(op):
+        return None, {}
+    t = operator_tables(op, own)
     return t, _cached(key, lambda: disclosure.protect(t, funder_hidden))
 
 
-def operator_tables(op: Month, funders: dict[str, Month]) -> Tables:
+def operator_tables(op: Month, own: dict[str, Tables]) -> Tables:
+    """The statistics' tables beside every funder's (``own``), each statistics cell the sum of the
+    funders' same cells; the funders' cells ``fixed``."""
     stats = tables(op)
     cells, rels, fixed = dict(stats.cells), list(stats.relations), set()
-    for f, m in sorted(funders.items()):
-        t = tables(m)
+    for t in own.values():
         cells.update(t.cells)
         rels += t.relations
         fixed |= set(t.cells)
     for key in stats.cells:
-        parts = tuple((f, *key[1:]) for f in sorted(funders) if (f, *key[1:]) in cells)
+        parts = tuple((f, *key[1:]) for f in own if (f, *key[1:]) in cells)
         if parts:
             rel = Relation(key, parts)
             if _holds(rel, cells):
