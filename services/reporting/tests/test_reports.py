@@ -684,7 +684,9 @@ async def test_the_issues_month_cannot_be_differenced_in_any_report_or_form(pg, 
         clients = next(c for c in audit["cells"] if c["row"] == {"category": "cleaning"} and c["figure"] == "clients_served")
         assert Decimal(clients["lower"]) == 0 and (clients["upper"] is None or Decimal(clients["upper"]) >= 5)
         assert audit["narrowest"] is not None
-        print("narrowest interval of the issue's month:", audit["narrowest"])
+        print("the issue's month: narrowest", audit["narrowest"], "cleaning", [
+            (c["figure"], c["lower"], c["upper"]) for c in audit["cells"] if c["row"] == {"category": "cleaning"}
+            and c["figure"] in ("clients_served", "charged_cents", "units_used")])
         await rep.get("/funders/091/reports/monthly/audit?period=2026-11", headers=FINANCE_049, status=404)
         await rep.get("/funders/091/reports/monthly/audit?period=2026-11", headers=bearer("client", voucher_id="s091-0"),
                       status=403)
