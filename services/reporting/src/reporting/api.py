@@ -72,7 +72,8 @@ CategoryQ = Annotated[str | None, Query(pattern=r"^[a-z_]{2,40}$", description="
                                         "(default: every category)")]
 READERS = (Role.OPERATOR, *FUNDER_STAFF)
 SUPPRESSED = ("names the figures suppressed by the small-cell rule: their values are null (fewer than 5 clients, "
-              "or a complementary cell that would let a suppressed one be worked out from a total)")
+              "or a secondary cell without which one could be worked out from the month's other figures, in any "
+              "table of any report; see the audit)")
 
 
 class CategoryRow(BaseModel):
