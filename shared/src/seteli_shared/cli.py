@@ -131,7 +131,8 @@ def serve(spec: ServiceSpec, settings: ServiceSettings, app_path: str, host: str
 #: a further command of one service: its help text and what it does with the settings (the exit code);
 #: a third element, when there, adds the command's own options to its parser, and the command is then
 #: called with the parsed arguments too
-ExtraCommand = tuple[str, Callable[..., int]] | tuple[str, Callable[..., int], Callable[[argparse.ArgumentParser], None]]
+ExtraCommand = (tuple[str, Callable[..., int]]
+                | tuple[str, Callable[..., int], Callable[[argparse.ArgumentParser], None]])
 
 
 def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettings], app_path: str,

@@ -100,7 +100,8 @@ class _Raw:
         """What the month's cells are made of, in a stable order, as a digest: the key of its choice of
         suppression in the cache (``linked``), known before any cell is built."""
         text = repr((sorted((c, sorted(v.items())) for c, v in self.sums.items()), self.served,
-                     sorted((c, sorted(v.items())) for c, v in self.feedback.items()), sorted(self.feedback_total.items()),
+                     sorted((c, sorted(v.items())) for c, v in self.feedback.items()),
+                     sorted(self.feedback_total.items()),
                      sorted((c, sorted(v)) for c, v in self.providers.items()), sorted(self.switches.items())))
         return hashlib.blake2b(text.encode(), digest_size=32).digest()
 
@@ -262,13 +263,14 @@ async def add_provider_figures(s: AsyncSession, m: Month, p: Period) -> None:
                               if c not in known], key=lambda r: r.key["category"])
     for r in m.rows:
         _provider_figures(r, providers.get(r.key["category"], {}), prices.get(r.key["category"]))
-    _provider_figures(m.total, {"approved": len({pr for _, pr, st in states.values() if st in ("approved", "reinstated")}),
-                                "suspended": len({pr for _, pr, st in states.values() if st == "suspended"})}, None)
+    approved = {pr for _, pr, st in states.values() if st in ("approved", "reinstated")}
+    suspended = {pr for _, pr, st in states.values() if st == "suspended"}
+    _provider_figures(m.total, {"approved": len(approved), "suspended": len(suspended)}, None)
 
 
 def _provider_figures(row: Row, providers: dict, prices: tuple | None) -> None:
-    row.values.update(providers_approved=providers.get("approved", 0), providers_suspended=providers.get("suspended", 0),
-                      providers_with_prices=prices[0] if prices else 0,
+    row.values.update(providers_approved=providers.get("approved", 0),
+                      providers_suspended=providers.get("suspended", 0), providers_with_prices=prices[0] if prices else 0,
                       average_list_price_cents=prices[1] if prices else None)
 
 
@@ -322,7 +324,8 @@ async def price_development(s: AsyncSession, funder_id: str, category: str | Non
             units, priced = charged.get((str(p), cat), (0, 0))
             clients = served.get((str(p), cat), 0)
             rows.append(Row({"period": str(p), "category": cat},
-                            {"providers": n, "average_price_cents": avg, "average_price_eur": domain.cents_to_euros(avg),
+                            {"providers": n, "average_price_cents": avg,
+                             "average_price_eur": domain.cents_to_euros(avg),
                              "lowest_price_cents": low, "highest_price_cents": high,
                              "charged_units": from_hundredths(units),
                              "unit_weighted_price_cents": domain.average_cents(priced, units),

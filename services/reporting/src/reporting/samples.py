@@ -16,7 +16,8 @@ def month_of(spec: Spec, funder: str = "091", period: str = "2026-11", **options
     return _month(funder, period, raw_of(spec, **options))
 
 
-def operator_of(specs: dict[str, Spec], period: str = "2026-11", **options) -> tuple[Month, dict[str, Month]]:  # noqa: ANN003
+def operator_of(specs: dict[str, Spec], period: str = "2026-11",
+                **options) -> tuple[Month, dict[str, Month]]:  # noqa: ANN003
     """Every funder's month added up (the operator's statistics), and each funder's."""
     raws = {f: raw_of(spec, **options) for f, spec in specs.items()}
     return _month(None, period, _operator_raw(raws.values())), {f: _month(f, period, r) for f, r in raws.items()}
