@@ -3,14 +3,17 @@
 1. **fold**: generates ``--charges`` charges' worth of events (default 10,000,000; ``--charges 1000000`` for a
    shorter run) for ``--funders`` funders, 4 service categories, 34 providers per funder and category with
    price lists that change every quarter, one voucher per 20 charges (issued, provider chosen, 1 in 10
-   switching), each charge accepted, 90 % of them settled (a few late), 1 % cancelled, over 12 months.
+   switching), each charge accepted, 90 % of them settled (a few late), 1 % cancelled, over 12 months;
+   with ``--small-providers N`` one voucher in N goes to one of 3 small providers per funder and category
+   instead (their months have 1-4 clients: the suppression has cells to protect).
    They are folded in the consumer's way: per batch of ``--batch`` events (mixed types, delivery order)
    one transaction that claims the inbox ids, archives the events and folds them
    (``reporting.handlers.archive_many`` + ``fold``, the code the batch handlers run). Event generation and
    envelope serialisation are outside the timed part; the consumer's own work per message (AMQP, JSON
    parse) is measured by ``bench/bus_pipeline.py``.
-2. **queries**: p50/p95 of each report's use case (monthly report, operator statistics, price development,
-   monthly volume, funder figures) over random funders and months, ``--queries`` each (target: p95 < 50 ms).
+2. **queries**: p50/p95 of each report's use case (monthly report and its audit, operator statistics and
+   theirs, price development, monthly volume, funder figures) over random funders and months, ``--queries``
+   each (target: p95 < 50 ms); then the suppression's choice and audit of generated 10 x 200 months.
 3. **rebuild**: ``usecases.rebuild`` as the command runs it (fold the whole archive again in time order into
    empty copies of the read models, ``usecases.REBUILD_CHUNK`` events a committed batch, then swap them in)
    and a check that
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import statistics
@@ -57,6 +61,7 @@ from seteli_shared.schemas import PageParams  # noqa: E402
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CATEGORIES = ("home_care", "home_nursing", "cleaning", "meal_service")
 PROVIDERS = 34
+SMALL = 3
 MONTHS = [f"2026-{m:02d}" for m in range(1, 13)]
 TARGET_MS = 50.0
 UTC = timezone.utc
@@ -69,11 +74,20 @@ def _db_url(name: str, driver: str = "postgresql") -> str:
 
 # ------------------------------------------------------------------ the events
 class World:
-    def __init__(self, charges: int, funders: int, rng: random.Random):
+    def __init__(self, charges: int, funders: int, rng: random.Random, small: int = 0):
         self.rng = rng
         self.charges = charges
         self.funders = [f"{100 + i:03d}" for i in range(funders)]
         self.vouchers = max(charges // 20, 1)
+        self.small = small  # one voucher in ``small`` goes to one of SMALL providers of few clients
+
+    def provider(self, i: int, f: str, c: str, shift: int = 0) -> str:
+        """Voucher ``i``'s provider: one of the 34, or (``--small-providers``) now and then one of three
+        small ones, whose few clients the reports' suppression has to protect."""
+        turn = i // len(self.funders)  # the funder is i modulo their number: count within it
+        if self.small and turn % self.small == 0:
+            return f"p-{f}-{c}-small-{(turn // self.small + shift) % SMALL}"
+        return f"p-{f}-{c}-{(i + shift) % PROVIDERS}"
 
     def setup(self):  # noqa: ANN201
         """Approvals and the year's price lists (a change every quarter)."""
@@ -105,12 +119,12 @@ class World:
                                 unit="hour", units_per_period=Decimal("20"), period="month",
                                 value_per_unit_cents=2500, valid_from=date(2026, 1, 1),
                                 valid_until=date(2026, 12, 31), issued_at=at, **extra)
-            yield VoucherProviderChosen(voucher_id=vid, funder_id=f, provider_id=f"p-{f}-{c}-{i % PROVIDERS}",
+            yield VoucherProviderChosen(voucher_id=vid, funder_id=f, provider_id=self.provider(i, f, c),
                                         category=c, chosen_at=at)
             if i % 10 == 0:
                 yield VoucherProviderChosen(voucher_id=vid, funder_id=f, category=c, chosen_at=at + timedelta(days=40),
-                                            provider_id=f"p-{f}-{c}-{(i + 1) % PROVIDERS}",
-                                            previous_provider_id=f"p-{f}-{c}-{i % PROVIDERS}")
+                                            provider_id=self.provider(i, f, c, 1),
+                                            previous_provider_id=self.provider(i, f, c))
 
     def charge_events(self):  # noqa: ANN201
         """Charges month by month; each batch's settlements follow a little later in the stream."""
@@ -124,7 +138,7 @@ class World:
             units = Decimal(rng.choice(("1", "1.5", "2", "3", "4")))
             price = 2300 + rng.randrange(900)
             amount = int(units * price)
-            e = ChargeAccepted(charge_id=f"c{n}", voucher_id=vid, funder_id=f, provider_id=f"p-{f}-{c}-{vi % PROVIDERS}",
+            e = ChargeAccepted(charge_id=f"c{n}", voucher_id=vid, funder_id=f, provider_id=self.provider(vi, f, c),
                                category=c, service_date=day, units=units, unit_price_cents=price, amount_cents=amount,
                                own_share_cents=rng.choice((0, 0, 500)),
                                accepted_at=datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=18))
@@ -191,20 +205,32 @@ async def fold_all(sessions, world: World, batch: int) -> dict:  # noqa: ANN001
 async def measure_queries(sessions, world: World, n: int, rng: random.Random) -> dict:  # noqa: ANN001
     from reporting.usecases import funder_figures
 
+    try:
+        from reporting.linked import forget
+    except ImportError:  # code from before the linked tables (a comparison run)
+        def forget() -> None:
+            pass
+
     cases = {
         "monthly_report": lambda f, m: usecases.monthly_report(sessions, f, m),
+        "monthly_audit": lambda f, m: usecases.monthly_audit(sessions, f, m),
         "operator_statistics": lambda f, m: usecases.monthly_report(sessions, None, m),
+        "operator_audit": lambda f, m: usecases.monthly_audit(sessions, None, m),
         "price_development": lambda f, m: usecases.price_development(sessions, f, "home_care"),
         "monthly_volume": lambda f, m: usecases.monthly_volume(sessions, f),
         "feedback_page": lambda f, m: usecases.feedback_page(sessions, f, m, PageParams(50, None)),
         "funder_figures": lambda f, m: funder_figures(sessions, f),
     }
+    gc.freeze()  # as the service does once started (reporting.app)
     out = {}
     for name, call in cases.items():
+        if not hasattr(usecases, "monthly_audit") and "audit" in name:
+            continue
         await call(world.funders[0], MONTHS[5])  # warm
         times = []
         for _ in range(n):
             f, m = rng.choice(world.funders), rng.choice(MONTHS)
+            forget()  # every call chooses its suppression afresh (no cached choice)
             t0 = time.perf_counter()
             await call(f, m)
             times.append((time.perf_counter() - t0) * 1000)
@@ -214,6 +240,48 @@ async def measure_queries(sessions, world: World, n: int, rng: random.Random) ->
                      "under_target": p95 < TARGET_MS}
         print(f"  {name:22s} p50 {out[name]['p50_ms']:7.1f} ms  p95 {p95:7.1f} ms"
               f"  {'ok' if p95 < TARGET_MS else 'OVER the 50 ms target'}", flush=True)
+    if hasattr(usecases, "monthly_audit"):  # the same with the choices cached, as a running service has them
+        for name in ("monthly_report", "operator_statistics", "price_development", "monthly_volume"):
+            times = []
+            for _ in range(n):
+                f, m = rng.choice(world.funders), rng.choice(MONTHS)
+                t0 = time.perf_counter()
+                await cases[name](f, m)
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            p95 = times[int(0.95 * (len(times) - 1))]
+            out[f"{name}_cached"] = {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(p95, 1),
+                                     "under_target": p95 < TARGET_MS}
+            print(f"  {name + ' (cached)':32s} p50 {statistics.median(times):7.1f} ms  p95 {p95:7.1f} ms", flush=True)
+    return out
+
+
+def measure_suppression(seeds: int = 5) -> dict:
+    """The suppression's choice and its audit on generated months of 10 categories x 200 providers (about
+    one provider in five with 1-4 clients; ``reporting.samples``), without the database; the cache of
+    choices is emptied before each."""
+    from reporting import disclosure, linked
+    from reporting.samples import random_month
+
+    warm = linked.tables(random_month(99, 3, 20))
+    disclosure.audit(warm, disclosure.protect(warm), closed_form=False)  # warm (imports, the solver)
+    choose, check, hidden, primary = [], [], [], []
+    for seed in range(seeds):
+        t = linked.tables(random_month(seed, categories=10, providers=200))
+        t0 = time.perf_counter()
+        found = disclosure.protect(t)
+        t1 = time.perf_counter()
+        result = disclosure.audit(t, found)
+        t2 = time.perf_counter()
+        assert result.passed
+        choose.append((t1 - t0) * 1000)
+        check.append((t2 - t1) * 1000)
+        hidden.append(len(found))
+        primary.append(len(t.primary()))
+    out = {"months": seeds, "cells": len(t.cells), "primary_cells": primary, "hidden_cells": hidden,
+           "choose_ms_max": round(max(choose), 1), "audit_ms_max": round(max(check), 1)}
+    print(f"  suppression of a 10 x 200 month ({len(t.cells):,} cells, {min(primary)}-{max(primary)} of 1-4 "
+          f"clients): choice max {out['choose_ms_max']} ms, audit max {out['audit_ms_max']} ms", flush=True)
     return out
 
 
@@ -244,7 +312,7 @@ async def main(args: argparse.Namespace) -> int:
         engine = make_engine(url)
         sessions = session_factory(engine)
         rng = random.Random(args.seed)
-        world = World(args.charges, args.funders, rng)
+        world = World(args.charges, args.funders, rng, args.small_providers)
         print(f"reporting bench: {args.charges:,} charges, {world.vouchers:,} vouchers, {args.funders} funders, "
               f"batches of {args.batch}, database {name}", flush=True)
         if reuse:  # folded by an earlier run with --keep (same --charges, --funders, --seed)
@@ -259,8 +327,10 @@ async def main(args: argparse.Namespace) -> int:
             size = (await conn.execute(sa.text("SELECT pg_database_size(current_database())"))).scalar_one()
         print(f"database size {size / 2**30:.2f} GiB", flush=True)
         queries = await measure_queries(sessions, world, args.queries, random.Random(args.seed + 1))
+        suppression = measure_suppression() if hasattr(usecases, "monthly_audit") else None
         if args.no_rebuild:
-            print(json.dumps({"charges": args.charges, "fold": folded, "queries": queries, "database_bytes": size}))
+            print(json.dumps({"charges": args.charges, "fold": folded, "queries": queries, "suppression": suppression,
+                              "database_bytes": size}))
             return 0
         live = await fingerprint(sessions)
         t0 = time.perf_counter()
@@ -269,7 +339,7 @@ async def main(args: argparse.Namespace) -> int:
         same = await fingerprint(sessions) == live
         print(f"rebuild: {rebuilt['events_folded']:,} events in {rebuild_s:.1f} s = "
               f"{rebuilt['events_folded'] / rebuild_s:,.0f} events/s; read models identical: {same}", flush=True)
-        result = {"charges": args.charges, "fold": folded, "queries": queries,
+        result = {"charges": args.charges, "fold": folded, "queries": queries, "suppression": suppression,
                   "rebuild_seconds": round(rebuild_s, 1), "rebuild_identical": same, "database_bytes": size}
         print(json.dumps(result))
         return 0 if same else 1
@@ -290,6 +360,9 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=2000, help="events per transaction (the consumer's batch)")
     parser.add_argument("--queries", type=int, default=200, help="calls of each report query")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--small-providers", type=int, default=0, metavar="N",
+                        help="one voucher in N goes to one of 3 small providers per funder and category (their "
+                             "few clients exercise the suppression; 0: none, as the earlier runs)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--database", help="measure an existing database kept by --keep (no fold; kept again)")
     parser.add_argument("--no-rebuild", action="store_true", help="stop after the queries")

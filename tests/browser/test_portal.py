@@ -20,7 +20,7 @@ CLIENT_PAGES = ["/client"]
 PROVIDER_PAGES = ["/provider", "/provider/apply", "/provider/charge", "/provider/charges", "/provider/charges.csv",
                   "/provider/settlements"]
 FUNDER_PAGES = ["/funder", "/funder/applications", "/funder/vouchers", "/funder/report", "/funder/audit",
-                "/funder/report.csv", "/funder/charts/monthly-volume.svg", "/funder/charts/monthly-volume.png",
+                "/funder/report.csv", "/funder/report/audit.json", "/funder/charts/monthly-volume.svg", "/funder/charts/monthly-volume.png",
                 "/funder/charts/price-development.svg?category=home_care",
                 "/funder/charts/price-development.png?category=home_care"]
 #: every form of the portal, by the area whose users may send it

@@ -8,7 +8,10 @@ import asyncio
 import csv
 import io
 import itertools
+import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -164,7 +167,9 @@ async def reporting_on_the_bus(pg, amqp_url: str, namespace: str):  # noqa: ANN0
         await publisher.connect()
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as http:
-                yield Reporting(app, http, publisher)
+                rep = Reporting(app, http, publisher)
+                rep.database_url = settings.database_url
+                yield rep
         finally:
             await publisher.close()
 
@@ -552,3 +557,191 @@ async def test_market_shares_and_total_clients_follow_later_cancellations(pg, am
         live = await snapshot(rep.sessions)
         await usecases.rebuild(rep.sessions, chunk=5)
         assert await snapshot(rep.sessions) == live
+
+
+# ------------------------------------------------------------------ suppression over linked tables (issue 18)
+def attack(report: dict) -> dict[tuple, tuple[float, float | None]]:
+    """What a reader works out from the published report alone, as the issue's statistician did: every
+    null cell of the category rows, the total and the market shares as a variable, the total row the sum
+    of the categories and each category's clients, euros and units the sums of its providers' (nobody
+    counted twice), every figure at least 0; each variable's smallest and largest value by ``linprog``.
+    Written apart from the service's own audit on purpose."""
+    from scipy.optimize import linprog
+
+    pairs = {"clients_served": "clients", "charged_cents": "charged_cents", "units_used": "units"}
+    figures = ("clients_served", "charged_cents", "units_used", "vouchers_issued", "charges", "settled_gross_cents")
+    values: dict[tuple, float | None] = {}
+    for r in report["categories"]:
+        for f in figures:
+            values[("category", r["category"], f)] = None if r[f] is None else float(r[f])
+    for f in figures:
+        values[("total", f)] = None if report["total"][f] is None else float(report["total"][f])
+    for p in report["providers"]:
+        for f in ("clients", "charged_cents", "units"):
+            values[("provider", p["category"], p["provider_id"], f)] = None if p[f] is None else float(p[f])
+    sums = [(("total", f), [("category", r["category"], f) for r in report["categories"]]) for f in figures]
+    for r in report["categories"]:
+        for f, pf in pairs.items():
+            mine = [k for k in values if k[0] == "provider" and k[1] == r["category"] and k[3] == pf]
+            if mine:
+                sums.append((("category", r["category"], f), mine))
+    unknown = sorted(k for k, v in values.items() if v is None)
+    col = {k: i for i, k in enumerate(unknown)}
+    a_eq, b_eq = [], []
+    for total, parts in sums:
+        row, rhs = [0.0] * len(unknown), 0.0
+        for key, coef in [(total, 1.0)] + [(p, -1.0) for p in parts]:
+            if key in col:
+                row[col[key]] += coef
+            else:
+                rhs -= coef * values[key]
+        if any(row):
+            a_eq.append(row)
+            b_eq.append(rhs)
+    out = {}
+    for k in unknown:
+        found = []
+        for sign in (1, -1):
+            c = [0.0] * len(unknown)
+            c[col[k]] = sign
+            res = linprog(c, A_eq=a_eq or None, b_eq=b_eq or None, bounds=(0, None), method="highs")
+            found.append(None if res.status == 3 else sign * res.fun)
+        out[k] = (found[0], found[1])
+    return out
+
+
+def issue_events(funder: str = "091") -> list[Event]:
+    """The issue's month: 3 clients in cleaning (18,000 cents, 6 units) and 240 in home care (47,536,666
+    cents, 17,304.50 units) with four providers of 100, 80, 40 and 20 clients."""
+    ev: list[Event] = []
+    providers = ["hoiva-a"] * 100 + ["hoiva-b"] * 80 + ["hoiva-c"] * 40 + ["hoiva-d"] * 20
+    for i, provider in enumerate(providers):
+        last = i == len(providers) - 1
+        units, amount = (Decimal("96.50"), 198175) if last else (Decimal("72"), 198069)
+        ev.append(issued(funder, f"h{funder}-{i}", f"k-{funder}-h{i}", "home_care"))
+        ev.append(ChargeAccepted(charge_id=nid("c"), voucher_id=f"h{funder}-{i}", funder_id=funder, provider_id=provider,
+                                 category="home_care", service_date=date(2026, 11, 5), units=units,
+                                 unit_price_cents=2748, amount_cents=amount, own_share_cents=0, accepted_at=NOV))
+    for i in range(3):
+        ev.append(issued(funder, f"s{funder}-{i}", f"k-{funder}-s{i}", "cleaning"))
+        ev.append(charge(funder, f"s{funder}-{i}", "siivous-oy", "cleaning", "2", 3000))
+    return ev
+
+
+def hidden_cells(report: dict) -> set[tuple]:
+    return {(r["category"], f) for r in [*report["categories"], report["total"]] for f in r["suppressed"]}
+
+
+async def test_the_issues_month_cannot_be_differenced_in_any_report_or_form(pg, amqp_url, namespace):  # noqa: ANN001
+    """The issue's attack on the published report fails: total minus what the report shows (category
+    rows and market shares) leaves cleaning's clients anywhere from 0 to 5 or more, its euros and units
+    half their value either way. The CSV and the price development hide the same cells, the audit passes
+    and shows its intervals to the funder's staff and the operator only, and the operator's statistics do
+    not give back 091's cleaning beside 049's report."""
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        others = [issued("049", f"o{i}", f"k-049-{i}", "cleaning") for i in range(30)]
+        others += [charge("049", f"o{i}", "siivous-ab", "cleaning", "2", 3000) for i in range(30)]
+        await rep.flow(issue_events() + others)
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        home, cleaning = row(report, "home_care"), row(report, "cleaning")
+        assert report["total"]["clients_served"] == 243 and report["total"]["charged_cents"] == 47536666 + 18000
+        assert cleaning["clients_served"] is None and cleaning["charged_cents"] is None
+        found = attack(report)
+        low, high = found[("category", "cleaning", "clients_served")]
+        assert low == 0 and (high is None or high >= 5), (low, high)  # today's main: exactly 3
+        low, high = found[("category", "cleaning", "charged_cents")]
+        assert low <= 9000 and (high is None or high >= 27000), (low, high)  # today's main: exactly 18,000
+        low, high = found[("category", "cleaning", "units_used")]
+        assert low <= 3 and (high is None or high >= 9), (low, high)  # today's main: exactly 6
+        shares = {p["provider_id"]: p for p in report["providers"] if p["category"] == "home_care"}
+        assert any(p["clients"] is None for p in shares.values())  # the market shares no longer add up to 240
+        assert sum(p["clients"] or 0 for p in shares.values()) < 240 or home["clients_served"] is not None
+
+        # the CSV hides the same cells
+        lines = list(csv.DictReader(io.StringIO((await rep.get("/funders/091/reports/monthly.csv?period=2026-11")).text)))
+        in_csv = {(x["category"], f) for x in lines for f in x if x[f] == ".."}
+        assert in_csv == hidden_cells(report) - {(r, f) for r, f in hidden_cells(report) if f not in lines[0]}
+        assert {(x["category"], f) for x in lines for f in x["suppressed"].split()} == hidden_cells(report)
+        # the price development's November is the same cells
+        prices = {r["category"]: r for r in (await rep.get("/funders/091/reports/prices")).json()["items"]
+                  if r["period"] == "2026-11"}
+        for category in ("cleaning", "home_care"):
+            r = row(report, category)
+            assert (prices[category]["clients_charged"] is None) == (r["clients_served"] is None)
+            assert (prices[category]["charged_units"] is None) == (r["units_used"] is None)
+            assert (prices[category]["unit_weighted_price_cents"] is None) == (r["average_charged_price_cents"] is None)
+
+        # the audit, for the funder's statistician
+        audit = (await rep.get("/funders/091/reports/monthly/audit?period=2026-11")).json()
+        assert audit["passed"] and audit["cells"] and all(c["verdict"] == "protected" for c in audit["cells"])
+        assert {(c["row"].get("category", "total"), c["figure"]) for c in audit["cells"]
+                if c["table"] in ("category", "total")} == hidden_cells(report) & {
+            (c, f) for c, f in hidden_cells(report) if f in ("vouchers_issued", "vouchers_active", "vouchers_expired",
+                                                            "vouchers_revoked", "clients_served", "units_granted",
+                                                            "units_used", "charges", "charged_cents", "own_share_cents",
+                                                            "volume_cents", "settled_charges", "settled_gross_cents",
+                                                            "fee_cents", "net_cents", "feedback_responses")}
+        clients = next(c for c in audit["cells"] if c["row"] == {"category": "cleaning"} and c["figure"] == "clients_served")
+        assert Decimal(clients["lower"]) == 0 and (clients["upper"] is None or Decimal(clients["upper"]) >= 5)
+        assert audit["narrowest"] is not None
+        print("the issue's month: narrowest", audit["narrowest"], "cleaning", [
+            (c["figure"], c["lower"], c["upper"]) for c in audit["cells"] if c["row"] == {"category": "cleaning"}
+            and c["figure"] in ("clients_served", "charged_cents", "units_used")])
+        await rep.get("/funders/091/reports/monthly/audit?period=2026-11", headers=FINANCE_049, status=404)
+        await rep.get("/funders/091/reports/monthly/audit?period=2026-11", headers=bearer("client", voucher_id="s091-0"),
+                      status=403)
+        await rep.get("/funders/091/reports/monthly/audit?period=2026-11", headers=OPERATOR)
+        bad = await rep.get("/funders/091/reports/monthly/audit?period=2026-13", status=422)
+        assert bad.json()["error"]["reason"] == "invalid_period"
+
+        # the operator's statistics: cleaning's 33 would give back 091's 3 beside 049's report (30)
+        theirs = (await rep.get("/funders/049/reports/monthly?period=2026-11", headers=OPERATOR)).json()
+        assert row(theirs, "cleaning")["clients_served"] == 30
+        stats = (await rep.get("/statistics/monthly?period=2026-11", headers=OPERATOR)).json()
+        assert row(stats, "cleaning")["clients_served"] is None and row(stats, "cleaning")["charged_cents"] is None
+        op_audit = (await rep.get("/statistics/monthly/audit?period=2026-11", headers=OPERATOR)).json()
+        assert op_audit["passed"] and {c["funder_id"] for c in op_audit["cells"]} >= {None, "091"}
+        await rep.get("/statistics/monthly/audit?period=2026-11", status=403)
+
+        # the same audit from the command line
+        done = await asyncio.to_thread(audit_command, rep.database_url, "--funder", "091", "--period", "2026-11")
+        assert done.returncode == 0, done.stderr
+        assert "siivous-oy" in done.stdout and done.stdout.strip().splitlines()[-1].startswith(
+            f"passed: {len(audit['cells'])} suppressed cells; narrowest")
+        done = await asyncio.to_thread(audit_command, rep.database_url, "--operator", "--period", "2026-11", "--json")
+        assert done.returncode == 0 and json.loads(done.stdout)["passed"], done.stderr
+
+
+def audit_command(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DATABASE_URL=url, ENVIRONMENT="test", LOG_LEVEL="WARNING")
+    return subprocess.run([str(Path(sys.executable).parent / "seteli-reporting"), "audit", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_a_generated_month_hides_the_same_cells_in_json_and_csv(pg, amqp_url, namespace):  # noqa: ANN001
+    """A month of 4 categories and 10 providers each (a fixed seed; about one provider in four with 1-4
+    clients): no null cell of the JSON can be worked out to lie within 1-4 from the rest, the CSV marks the
+    same cells, and the audit passes."""
+    import random
+
+    rng = random.Random(1818)
+    ev: list[Event] = []
+    for c, category in enumerate(("home_care", "cleaning", "meal_service", "home_nursing")):
+        for p in range(10):
+            clients = rng.randint(1, 4) if rng.random() < 0.25 else rng.randint(5, 14)
+            for k in range(clients):
+                voucher = f"g{c}-{p}-{k}"
+                ev.append(issued("091", voucher, f"gk-{voucher}", category))
+                ev.append(charge("091", voucher, f"gp-{c}-{p}", category, str(rng.randint(1, 9)), 2500 + 10 * p))
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        await rep.flow(ev)
+        report = (await rep.get("/funders/091/reports/monthly?period=2026-11")).json()
+        for key, (low, high) in attack(report).items():
+            if key[-1] in ("clients_served", "clients", "vouchers_issued"):
+                assert not (low >= 1 and high is not None and high <= 4), (key, low, high)
+        lines = list(csv.DictReader(io.StringIO((await rep.get("/funders/091/reports/monthly.csv?period=2026-11")).text)))
+        assert {(x["category"], f) for x in lines for f in x if x[f] == ".."} == {
+            (c, f) for c, f in hidden_cells(report) if f in lines[0]}
+        assert any(p["suppressed"] for p in report["providers"])
+        audit = (await rep.get("/funders/091/reports/monthly/audit?period=2026-11")).json()
+        assert audit["passed"], [c for c in audit["cells"] if c["verdict"] != "protected"]

@@ -131,8 +131,11 @@ def serve(spec: ServiceSpec, settings: ServiceSettings, app_path: str, host: str
     return 0
 
 
-#: a further command of one service: its help text and what it does with the settings (the exit code)
-ExtraCommand = tuple[str, Callable[[ServiceSettings], int]]
+#: a further command of one service: its help text and what it does with the settings (the exit code);
+#: a third element, when there, adds the command's own options to its parser, and the command is then
+#: called with the parsed arguments too
+ExtraCommand = (tuple[str, Callable[..., int]]
+                | tuple[str, Callable[..., int], Callable[[argparse.ArgumentParser], None]])
 
 
 def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettings], app_path: str,
@@ -153,13 +156,16 @@ def service_main(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettin
     sub.add_parser("migrate", help="apply the database migrations and exit")
     sub.add_parser("relay", help="run only the outbox relay (beside a service served with RELAY=off), until "
                    "SIGTERM or SIGINT")
-    for name, (help_text, _) in (extra_commands or {}).items():
-        sub.add_parser(name, help=help_text)
+    for name, (help_text, *rest) in (extra_commands or {}).items():
+        command = sub.add_parser(name, help=help_text)
+        if len(rest) > 1:
+            rest[1](command)
     args = parser.parse_args()
     settings = settings_factory()
     if args.command in (extra_commands or {}):
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
-        sys.exit(extra_commands[args.command][1](settings))
+        _, run, *options = extra_commands[args.command]
+        sys.exit(run(settings, args) if options else run(settings))
     if args.command == "relay":
         from .relay import run_relay
 

@@ -145,6 +145,7 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "charges": ("Veloitukset", "Debiteringar", "Charges"),
     "no_charges": ("Ei veloituksia.", "Inga debiteringar.", "No charges."),
     "download_csv": ("Lataa CSV", "Ladda ner CSV", "Download CSV"),
+    "download_audit": ("Suojauksen tarkastus (JSON)", "Granskning av skyddet (JSON)", "Suppression audit (JSON)"),
     "settlements": ("Tilitykset", "Redovisningar", "Settlements"),
     "no_settlements": ("Ei tilityksiä.", "Inga redovisningar.", "No settlements."),
     "statement": ("Tilitysraportti", "Redovisningsrapport", "Statement"),

@@ -128,6 +128,20 @@ async def report_csv(request: Request) -> Response:
         "Content-Disposition": f'attachment; filename="report-{user.funder_id}-{_period(request)}.csv"'})
 
 
+@router.get("/funder/report/audit.json")
+async def report_audit(request: Request) -> Response:
+    """The reporting service's audit of the month's suppression, for the funder's statistician."""
+    page = Page(request)
+    user = page.need(FUNDER)
+    r = await page.raw("reporting", "GET", f"/funders/{user.funder_id}/reports/monthly/audit",
+                       params={"period": _period(request)})
+    if r.status_code != 200:
+        return page.render("error.html", status=404 if r.status_code in (404, 405) else r.status_code,
+                           message=page.t("report_not_available"))
+    return Response(r.content, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="audit-{user.funder_id}-{_period(request)}.json"'})
+
+
 @router.get("/funder/charts/{name}")
 async def chart(request: Request, name: str) -> Response:
     page = Page(request)

@@ -72,7 +72,8 @@ CategoryQ = Annotated[str | None, Query(pattern=r"^[a-z_]{2,40}$", description="
                                         "(default: every category)")]
 READERS = (Role.OPERATOR, *FUNDER_STAFF)
 SUPPRESSED = ("names the figures suppressed by the small-cell rule: their values are null (fewer than 5 clients, "
-              "or a complementary cell that would let a suppressed one be worked out from a total)")
+              "or a secondary cell without which one could be worked out from the month's other figures, in any "
+              "table of any report; see the audit)")
 
 
 class CategoryRow(BaseModel):
@@ -174,6 +175,38 @@ class PriceReport(BaseModel):
     items: list[PriceRow]
 
 
+class AuditCell(BaseModel):
+    """One suppressed cell and the interval a reader can narrow it to from everything published."""
+
+    funder_id: str | None = Field(description="the funder whose report holds the cell (null: a cell of the "
+                                              "operator's statistics across funders)")
+    table: str = Field(description="category | total | provider (market shares) | switches | age_band")
+    row: dict[str, str] = Field(description="the row's key, e.g. {\"category\": \"cleaning\"}")
+    figure: str
+    lower: Decimal = Field(description="the smallest value the cell can take (cents, units or clients)")
+    upper: Decimal | None = Field(description="the largest; null: no upper bound")
+    verdict: str = Field(description="protected | within_small_range (a small cell shown to be 1-4) | too_narrow "
+                                     "(narrower than the protection width)")
+    model: str = Field(description="how sums of distinct clients were read: equal (nobody counted twice, as a "
+                                   "reader may guess), bounds (at most the sum) or free")
+
+
+class MonthlyAudit(BaseModel):
+    """The audit of a month's published figures: for every suppressed cell, computed by linear
+    programming from every figure the same readers can see (all reports of the month, every form), the
+    smallest and largest value it can take; a cell of 1-4 clients must stay within its protection width
+    (counts of clients: 0 to ``min_clients``; amounts: ``protection_share`` of the value either side)."""
+
+    funder_id: str | None
+    period: str
+    min_clients: int
+    protection_share: Decimal
+    passed: bool
+    cells: list[AuditCell]
+    narrowest: AuditCell | None = Field(description="the interval narrowest against its upper end")
+    seconds: float
+
+
 class FeedbackCreate(RequestModel):
     rating: int = Field(ge=1, le=5, description="1 very dissatisfied ... 4 satisfied, 5 very satisfied")
     text: str | None = Field(default=None, max_length=2000)
@@ -264,6 +297,28 @@ async def operator_statistics(
     """Operator-wide statistics of a month across every funder, by category, under the same
     suppression rule (no market shares: those are each funder's)."""
     return await usecases.monthly_report(sessions, None, _period(period, clock))
+
+
+@router.get("/funders/{funder_id}/reports/monthly/audit", response_model=MonthlyAudit, tags=["reports"],
+            responses=error_responses(401, 403, 404, 422))
+async def monthly_report_audit(
+    funder_id: str, sessions: SessionsDep, clock: ClockDep,
+    principal: Annotated[Principal, require(*READERS)], period: Period = None,
+) -> dict:
+    """The audit of the monthly report as published (and of the price development's and the volume
+    chart's month, the same cells): each suppressed cell's interval and verdict, and the narrowest."""
+    ensure_visible(principal, "funder", funder_id=funder_id)
+    return await usecases.monthly_audit(sessions, funder_id, _period(period, clock))
+
+
+@router.get("/statistics/monthly/audit", response_model=MonthlyAudit, tags=["reports"],
+            responses=error_responses(401, 403, 422))
+async def operator_statistics_audit(
+    sessions: SessionsDep, clock: ClockDep,
+    principal: Annotated[Principal, require(Role.OPERATOR, scope="none")], period: Period = None,
+) -> dict:
+    """The audit of the operator's statistics beside every funder's monthly report of the month."""
+    return await usecases.monthly_audit(sessions, None, _period(period, clock))
 
 
 @router.get("/funders/{funder_id}/reports/prices", response_model=PriceReport, tags=["reports"],

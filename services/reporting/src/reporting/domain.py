@@ -7,11 +7,10 @@ references) it describes. A figure whose base is 1-4 is *suppressed*: its value 
 CSV) and its name is listed in the row's ``suppressed``. A base of 0 describes nobody and is shown (0).
 Figures about providers (approved, suspended, list prices) describe no client and are never suppressed.
 
-**Complementary suppression.** A row's additive figures (counts, units, euros) also add up to a total
-row; were one row's figure alone suppressed, total minus the others would give it back. So in each
-group of rows that add up to a shown total, when exactly one row's figure is suppressed, the same
-figure of the row with the next smallest base (that is not yet suppressed) is suppressed too
-(``secondary``). Totals are computed from all rows, suppressed or not (they match the invoices).
+**Secondary suppression** is chosen over every figure published about the same clients at once (the
+linked tables of ``linked``, chosen and audited by ``disclosure``): a total minus the figures shown,
+in any table of any report of the month, never gives back a suppressed figure closer than its
+protection width.
 """
 from __future__ import annotations
 
@@ -109,24 +108,6 @@ class Row:
         out = {**self.key, **{k: (None if k in self.suppressed else v) for k, v in self.values.items()}}
         out["suppressed"] = sorted(self.suppressed)
         return out
-
-
-def suppress(rows: list[Row], additive: Iterable[str], total: Row | None = None) -> None:
-    """Primary suppression on every row (and the total), then complementary suppression of the
-    ``additive`` figures within the group (see the module's note)."""
-    for r in rows:
-        r.primary()
-    if total is not None:
-        total.primary()
-    for name in additive:
-        if total is not None and name in total.suppressed:
-            continue  # the total is not shown: nothing to subtract from
-        hidden = [r for r in rows if name in r.suppressed]
-        if len(hidden) != 1:
-            continue
-        candidates = [r for r in rows if name not in r.suppressed and r.bases.get(name, 0) > 0]
-        if candidates:
-            min(candidates, key=lambda r: (r.bases.get(name, 0), str(r.key))).suppressed[name] = "secondary"
 
 
 # ------------------------------------------------------------------ prices in force

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from decimal import Decimal
 from typing import Awaitable, Callable
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from seteli_shared.ids import new_id
 from seteli_shared.logging import get_logger
 from seteli_shared.schemas import PageParams, paginate
 
-from . import domain, handlers, reports
+from . import disclosure, domain, handlers, linked, reports
 from .domain import Period
 from .models import READ_MODELS, Feedback, FunderFigures, ReceivedEvent, VoucherFact
 
@@ -42,28 +43,89 @@ async def figures_page(sessions: Sessions, scope: TenantScope, page: PageParams)
 
 
 # ------------------------------------------------------------------ monitoring reports (issue 10)
+def _report(m: reports.Month) -> dict:
+    return {"schema": domain.SCHEMA, "funder_id": m.funder_id, "period": m.period, "min_clients": domain.MIN_CLIENTS,
+            "categories": [r.public() for r in m.rows], "total": m.total.public(),
+            "providers": [r.public() for r in m.providers],
+            "switches": {**m.switch_total.public(), "age_bands": [b.public() for b in m.bands]}}
+
+
 async def monthly_report(sessions: Sessions, funder_id: str | None, period: str) -> dict:
     """The standard monthly monitoring report of a funder (``None``: operator-wide, every funder's),
-    suppressed by the small-cell rule (``domain``)."""
+    suppressed over the linked tables of the month (``linked``)."""
     p = Period.parse(period)
     async with sessions() as s:
-        rows, total = await reports.monthly_rows(s, funder_id, p)
-        shares = await reports.market_shares(s, funder_id, p) if funder_id is not None else []
-        switch_total, bands = await reports.switches(s, funder_id, p)
-    return {"schema": domain.SCHEMA, "funder_id": funder_id, "period": str(p), "min_clients": domain.MIN_CLIENTS,
-            "categories": [r.public() for r in rows], "total": total.public(),
-            "providers": [r.public() for r in shares],
-            "switches": {**switch_total.public(), "age_bands": [b.public() for b in bands]}}
+        if funder_id is None:
+            m, funders = await reports.operator_month(s, str(p))
+            linked.apply(m, linked.operator_pattern(m, funders)[1])
+        else:
+            m = await reports.client_month(s, funder_id, p)
+            linked.apply(m, linked.pattern(m))
+        await reports.add_provider_figures(s, m, p)  # rows of providers' figures only: nothing to hide
+    return _report(m)
+
+
+async def monthly_audit(sessions: Sessions, funder_id: str | None, period: str) -> dict:
+    """The audit of a funder's month as published (``None``: the operator's statistics beside every
+    funder's report): each suppressed cell's interval given everything shown, and its verdict."""
+    p = Period.parse(period)
+    started = time.perf_counter()
+    async with sessions() as s:
+        if funder_id is None:
+            m, funders = await reports.operator_month(s, str(p))
+        else:
+            m = await reports.client_month(s, funder_id, p, shares=False)
+    if funder_id is None:
+        tables, hidden = linked.operator_pattern(m, funders, with_tables=True)
+        tables = tables or disclosure.Tables({}, [])
+    else:
+        tables, hidden = linked.tables(m), linked.pattern(m)
+    result = disclosure.audit(tables, hidden)
+    log.info("report.audited", funder_id=funder_id, period=str(p), cells=len(result.intervals),
+             passed=result.passed, seconds=round(time.perf_counter() - started, 3))
+    return {"funder_id": funder_id, "period": str(p), "min_clients": domain.MIN_CLIENTS,
+            "protection_share": disclosure.PROTECTION_SHARE, "passed": result.passed,
+            "cells": [_interval(i) for i in result.intervals],
+            "narrowest": _interval(result.narrowest) if result.narrowest else None,
+            "seconds": round(time.perf_counter() - started, 4)}
+
+
+def _interval(i: disclosure.Interval) -> dict:
+    """A cell's interval in the figure's published unit (units from hundredths)."""
+    funder, table, *row, figure = i.key
+    scale = Decimal(100) if figure in linked.HUNDREDTHS else Decimal(1)
+
+    def shown(v: float | None) -> Decimal | None:
+        return None if v is None else (Decimal(repr(v)) / scale).quantize(Decimal("0.01"))
+
+    names = {"category": ["category"], "provider": ["category", "provider_id"], "age_band": ["age_band"]}
+    return {"funder_id": None if funder == linked.ALL_FUNDERS else funder, "table": table,
+            "row": dict(zip(names.get(table, []), row)), "figure": figure, "lower": shown(i.lower),
+            "upper": shown(i.upper), "verdict": i.verdict, "model": i.model}
 
 
 async def price_development(sessions: Sessions, funder_id: str, category: str | None) -> list[dict]:
     async with sessions() as s:
-        return [r.public() for r in await reports.price_development(s, funder_id, category)]
+        rows = await reports.price_development(s, funder_id, category)
+        periods = sorted({r.key["period"] for r in rows})
+        months = await reports.client_months(s, funder_id, periods) if periods else {}
+    for m in months.values():
+        linked.apply(m, linked.pattern(m))
+    linked.price_rows(rows, {p: m for (_, p), m in months.items()})
+    return [r.public() for r in rows]
 
 
 async def monthly_volume(sessions: Sessions, funder_id: str) -> list[dict]:
     async with sessions() as s:
-        return [r.public() for r in await reports.monthly_volume(s, funder_id)]
+        months = await reports.client_months(s, funder_id)
+    for m in months.values():
+        linked.apply(m, linked.pattern(m))
+    rows = reports.monthly_volume(months)
+    by_period = {p: m for (_, p), m in months.items()}
+    for r in rows:
+        total = by_period[r.key["period"]].total
+        r.suppressed = {n: total.suppressed[n] for n in reports.VOLUME if n in total.suppressed}
+    return [r.public() for r in rows]
 
 
 async def give_feedback(sessions: Sessions, clock: Clock, voucher_id: str, rating: int, text: str | None
