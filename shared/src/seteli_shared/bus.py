@@ -41,6 +41,12 @@ class BrokerUnreachable(BrokerUnavailable):
     reason = "broker_unreachable"
 
 
+class BrokerStalled(BrokerUnavailable):
+    """The broker holds the connection but does not confirm what is published to it in time."""
+
+    reason = "broker_stalled"
+
+
 class BrokerLoginRefused(BrokerUnavailable):
     """The broker answered but refused the user or password of AMQP_URL."""
 
@@ -202,6 +208,12 @@ class Bus:
         #: other topic exchanges of the namespace this service publishes to (e.g. ``decision-replies``)
         self._others: dict[str, AbstractExchange] = {}
         self._lock = asyncio.Lock()
+        #: when publisher confirms stopped coming in time (loop time of the first publish since the last confirmed
+        #: one that got no confirm within ``publish_timeout_seconds``); None while they come. A broker that keeps
+        #: the connection but confirms nothing is down for readiness, not "connected"
+        self.unconfirmed_since: float | None = None
+        #: a channel of its own for ``probe`` (a probe left waiting on a stalled broker never holds up a publish)
+        self._probe_channel: AbstractRobustChannel | None = None
 
     @property
     def user(self) -> str:
@@ -219,6 +231,7 @@ class Bus:
             client_properties={"connection_name": f"seteli-{self.settings.service_name}"},
         )
         await self._open_channel()
+        self._probe_channel = await self.connection.channel(publisher_confirms=True)
 
     async def _open_channel(self) -> None:
         self._others = {}
@@ -233,6 +246,37 @@ class Bus:
     @property
     def is_connected(self) -> bool:
         return bool(self.connection and not self.connection.is_closed and self.channel and not self.channel.is_closed)
+
+    def _note_confirms(self, results: Sequence[BaseException | None]) -> None:
+        """Remember whether confirms come in time (``unconfirmed_since``), from a publish's outcome."""
+        if any(isinstance(r, (asyncio.TimeoutError, TimeoutError)) for r in results):
+            if self.unconfirmed_since is None:
+                self.unconfirmed_since = asyncio.get_running_loop().time()
+                log.warning("bus.confirms_timed_out", timeout_seconds=self.settings.publish_timeout_seconds)
+        elif any(r is None for r in results):
+            if self.unconfirmed_since is not None:
+                log.info("bus.confirms_flowing_again")
+            self.unconfirmed_since = None
+
+    async def probe(self, timeout: float) -> None:
+        """A bounded round trip through the broker, for readiness: an empty transient message to the
+        dead-letter exchange under a routing key nothing is bound to (the broker drops it and confirms it),
+        on the probe's own channel, with a confirm awaited for at most ``timeout`` seconds. Raises
+        ``BrokerUnreachable`` without a connection (a robust one reconnects meanwhile) and ``BrokerStalled``
+        when no confirm comes in time; a confirm in time also clears ``unconfirmed_since``."""
+        if not self.is_connected or self._probe_channel is None or self._probe_channel.is_closed:
+            raise BrokerUnreachable(f"no connection to RabbitMQ at {broker_address(self.settings.amqp_url)} "
+                                    "(reconnecting)")
+        exchange = await self._probe_channel.get_exchange(self.dlx_name, ensure=False)
+        message = Message(b"", delivery_mode=DeliveryMode.NOT_PERSISTENT, app_id=self.settings.service_name)
+        try:
+            async with asyncio.timeout(timeout):
+                await exchange.publish(message, f"readiness-probe.{self.settings.service_name}", mandatory=False)
+        except TimeoutError:
+            self._note_confirms([TimeoutError()])
+            raise BrokerStalled(f"RabbitMQ at {broker_address(self.settings.amqp_url)} confirmed no publish within "
+                                f"{timeout:g} s") from None
+        self._note_confirms([None])
 
     async def _ensure_channel(self) -> None:
         if self.channel is None or self.channel.is_closed:
@@ -271,9 +315,14 @@ class Bus:
             target = await self._exchange(exchange)
         else:
             target = self.dead_letter_exchange if dead_letter else self.exchange
-        await target.publish(
-            message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_seconds
-        )
+        try:
+            await target.publish(
+                message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_seconds
+            )
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            self._note_confirms([exc])
+            raise
+        self._note_confirms([None])
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         """Publish persistent messages as ``publish`` does (``mandatory``, publisher confirms, the same
@@ -344,6 +393,7 @@ class Bus:
                 results[i] = results[i] or asyncio.TimeoutError("no confirm from the broker in time")
             elif fut.exception() is not None:
                 results[i] = fut.exception()
+        self._note_confirms(results)
         return results
 
     @staticmethod

@@ -34,6 +34,21 @@ def make_engine(url: str, **kw) -> AsyncEngine:
     return create_async_engine(url, **kw)
 
 
+def outage_limits(connect_timeout: float, statement_timeout: float, pool_timeout: float) -> dict:
+    """``make_engine`` options for PostgreSQL that bound how long a database that is down or stalled can hold
+    a caller: the connect (asyncpg's ``timeout``), every statement (asyncpg's ``command_timeout``: the
+    driver stops waiting and has the server cancel the statement; it also bounds the pool's pre-ping on a
+    connection whose server went silent) and the wait for a pooled connection. The error each raises is
+    one ``faults.database_fault`` knows."""
+    return {"connect_args": {"timeout": connect_timeout, "command_timeout": statement_timeout},
+            "pool_timeout": pool_timeout}
+
+
+#: the driver's timeout for a set-based statement over a whole run (a settlement run's charges at once), which
+#: may take longer than ``DB_STATEMENT_TIMEOUT_SECONDS`` lets a request's statements take
+WHOLE_RUN_STATEMENT_SECONDS = 900.0
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
