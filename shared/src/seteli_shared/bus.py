@@ -47,6 +47,17 @@ class BrokerStalled(BrokerUnavailable):
     reason = "broker_stalled"
 
 
+class PublishInDoubt(asyncio.TimeoutError):
+    """No confirm came in time for a message whose frames went out: the broker may still have it (a broker or
+    network that stalled and comes back delivers what it was sent). ``confirm`` resolves later: None when the
+    broker confirms it after all, an exception when it will not (a nack, a return, the channel closing). The
+    outbox relay waits for it rather than publishing the message a second time."""
+
+    def __init__(self, confirm: asyncio.Future):
+        super().__init__("no confirm from the broker in time")
+        self.confirm = confirm
+
+
 class BrokerLoginRefused(BrokerUnavailable):
     """The broker answered but refused the user or password of AMQP_URL."""
 
@@ -360,20 +371,24 @@ class Bus:
         # closes, and that rejects the batch's confirms (plain futures: cheaper than one of its own each)
         closed = channel.create_future()
         closed.add_done_callback(_rejecter(confirms))
+        in_doubt = False
         try:
             async with asyncio.timeout_at(deadline):
                 await self._write_batch(channel, loop, [messages[i] for i in wanted], parts, wanted, confirms,
                                         registered)
                 for fut in list(confirms.values()):  # the broker confirms in order: few of these wait
                     if not fut.done():
-                        try:
-                            await fut
+                        try:  # shielded: a timeout must leave the confirm open (in doubt), not cancel it
+                            await asyncio.shield(fut)
                         except Exception:  # noqa: BLE001  (read below)
                             pass
         except BaseException as exc:
-            for fut in confirms.values():
-                if not fut.done():
-                    fut.cancel()
+            # on a timeout the frames written may still reach the broker: their confirms stay open (in doubt)
+            in_doubt = isinstance(exc, TimeoutError) and any(not fut.done() for fut in confirms.values())
+            if not in_doubt:
+                for fut in confirms.values():
+                    if not fut.done():
+                        fut.cancel()
             if not isinstance(exc, Exception):
                 _retrieve(confirms.values())
                 raise
@@ -381,16 +396,21 @@ class Bus:
                 if i not in confirms:
                     results[i] = exc
         finally:
-            closed.cancel()
-            for tag, message_id in registered:  # as basic_publish forgets each message id once confirmed
-                if channel.message_id_delivery_tag.get(message_id) == tag:
-                    channel.message_id_delivery_tag.pop(message_id)
+            if in_doubt:
+                _await_late_confirms(channel, closed, confirms, dict(zip(wanted, registered)))
+            else:
+                closed.cancel()
+                for tag, message_id in registered:  # as basic_publish forgets each message id once confirmed
+                    if channel.message_id_delivery_tag.get(message_id) == tag:
+                        channel.message_id_delivery_tag.pop(message_id)
         for i in wanted:
             fut = confirms.get(i)
             if fut is None:
                 continue
             if fut.cancelled():
                 results[i] = results[i] or asyncio.TimeoutError("no confirm from the broker in time")
+            elif not fut.done():
+                results[i] = PublishInDoubt(fut)
             elif fut.exception() is not None:
                 results[i] = fut.exception()
         self._note_confirms(results)
@@ -456,6 +476,30 @@ def _rejecter(confirms: dict[int, asyncio.Future]):  # noqa: ANN202
             if not fut.done():
                 fut.set_exception(reason)
     return reject
+
+
+def _await_late_confirms(channel: Any, closed: asyncio.Future, confirms: dict[int, asyncio.Future],
+                         tags: dict[int, tuple[int, str]]) -> None:
+    """Keep a timed-out batch's open confirms answerable: a late ack or nack (or a return, found by message id)
+    settles each, the channel closing fails the rest (``closed`` stays until every one is done); each message
+    id is forgotten once its confirm is in, as ``basic_publish`` does."""
+    pending = {i: fut for i, fut in confirms.items() if not fut.done()}
+    for i, (tag, message_id) in tags.items():
+        if i not in pending and channel.message_id_delivery_tag.get(message_id) == tag:
+            channel.message_id_delivery_tag.pop(message_id)
+
+    def done(i: int, fut: asyncio.Future) -> None:
+        if not fut.cancelled():
+            fut.exception()  # read: nobody may ever ask (another relay may have published the row meanwhile)
+        tag, message_id = tags[i]
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            channel.message_id_delivery_tag.pop(message_id)
+        pending.pop(i, None)
+        if not pending:
+            closed.cancel()
+
+    for i, fut in list(pending.items()):
+        fut.add_done_callback(lambda f, i=i: done(i, f))
 
 
 def _retrieve(futures: Any) -> None:
