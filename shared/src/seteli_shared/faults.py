@@ -114,23 +114,17 @@ def install_fault_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         app.add_exception_handler(kind, fault)
 
 
-def document_outages(app: FastAPI) -> None:
-    """List the 503 (with ``Retry-After``) in the OpenAPI document of every operation but the health checks
-    (the readiness check documents its own)."""
-    build = app.openapi
-
-    def with_outages() -> dict:
-        schema = build()
-        for path, item in schema.get("paths", {}).items():
-            if path.startswith("/health/"):
-                continue
-            for op in item.values():
-                op.setdefault("responses", {}).setdefault("503", {
-                    "description": "the database cannot be used just now (``database_unavailable``): retry after "
-                                   "``Retry-After`` seconds",
-                    "headers": {"Retry-After": {"description": "seconds to wait before trying again",
-                                                "schema": {"type": "integer"}}},
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
-        return schema
-
-    app.openapi = with_outages  # type: ignore[method-assign]
+def document_outages(schema: dict) -> None:
+    """List the 503 (with ``Retry-After``) in an OpenAPI document, for every operation but the health checks
+    (the readiness check documents its own): one response in the components, referred to by each."""
+    schema.setdefault("components", {}).setdefault("responses", {})["DatabaseUnavailable"] = {
+        "description": "the database cannot be used just now (`database_unavailable`, with its `cause`): try again "
+                       "after `Retry-After` seconds",
+        "headers": {"Retry-After": {"description": "seconds to wait before trying again",
+                                    "schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for path, item in schema.get("paths", {}).items():
+        if path.startswith("/health/"):
+            continue
+        for op in item.values():
+            op.setdefault("responses", {}).setdefault("503", {"$ref": "#/components/responses/DatabaseUnavailable"})

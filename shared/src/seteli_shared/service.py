@@ -29,7 +29,7 @@ from .clock import SYSTEM_CLOCK
 from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay
 from .relay import RelayProcess
-from .schemas import Page, PageDep, paginate
+from .schemas import Page, PageDep, paginate, place_bounds
 from .settings import ServiceSettings
 from .web import RequestGuard, install_error_handlers, install_openapi
 
@@ -193,12 +193,29 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     install_error_handlers(app)
     install_fault_handlers(app, settings.retry_after_seconds)
     install_openapi(app)
-    document_outages(app)
+    _finish_openapi(app)
     app.include_router(health_router)
     app.include_router(audit_router)
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def _finish_openapi(app: FastAPI) -> None:
+    """What the generated document needs besides the error bodies (``web.install_openapi``): the 503 every
+    operation can give, and the bounds of optional strict numbers where JSON Schema has them."""
+    build = app.openapi
+    finished_once: list[dict] = []
+
+    def finished() -> dict:
+        schema = build()  # built once, then cached by the app
+        if not any(done is schema for done in finished_once):
+            document_outages(schema)
+            place_bounds(schema)
+            finished_once.append(schema)
+        return schema
+
+    app.openapi = finished  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ dependencies
