@@ -91,12 +91,12 @@ async def services(postgres_admin_dsn, amqp_url):  # noqa: ANN001
 
 
 async def _voucher_heard_by_payments(app, bus: Bus) -> None:  # noqa: ANN001
-    """Voucher ``v-strict`` (50,000 h at 25.00 EUR/h for 2026), its client having chosen ``p-strict``."""
+    """Voucher ``v-strict`` (50,000 h a month at 25.00 EUR/h for 2026), its client having chosen ``p-strict``."""
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     events = [(ProviderApproved(approval_id="ap-strict", provider_id=PROVIDER, funder_id="091", category="home_care",
                                 approved_at=at), "registry"),
               (VoucherIssued(voucher_id="v-strict", funder_id="091", client_ref="c-strict", decision_ref="D-strict",
-                             category="home_care", unit="hour", units_per_period=Decimal("50000"), period="validity",
+                             category="home_care", unit="hour", units_per_period=Decimal("50000"), period="month",
                              value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
                              issued_at=at), "vouchers"),
               (VoucherProviderChosen(voucher_id="v-strict", funder_id="091", provider_id=PROVIDER, category="home_care",

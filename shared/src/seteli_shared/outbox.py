@@ -221,18 +221,25 @@ class OutboxRelay:
                 messages.append(exc)
         ready = [m for m in messages if isinstance(m, Outgoing)]
         published = iter(await self.bus.publish_many(ready))
-        return [next(published) if isinstance(m, Outgoing) else m for m in messages]
+        results = [next(published) if isinstance(m, Outgoing) else m for m in messages]
+        self._note_doubts(rows, results)
+        return results
+
+    def _note_doubts(self, rows, results: list) -> None:  # noqa: ANN001
+        """Remember the open confirms of rows whose publish timed out after they went out (``_doubt``); the
+        relay wakes when one is answered (``_settle_doubts``)."""
+        now = asyncio.get_running_loop().time()
+        for row, res in zip(rows, results):
+            if isinstance(res, PublishInDoubt) and row.message_id not in self._in_doubt:
+                self._in_doubt[row.message_id] = (res.confirm, now)
+                res.confirm.add_done_callback(lambda _confirm: self._wakeup.set())
 
     async def _mark(self, conn, rows, results) -> None:  # noqa: ANN001
         now = datetime.now(timezone.utc)
         sent = [r.seq for r, res in zip(rows, results) if res is None]
         if sent:
             await conn.execute(self._mark_sent, {"seqs": sent, "now": now})
-        loop = asyncio.get_running_loop()
         for row, res in zip(rows, results):
-            if isinstance(res, PublishInDoubt) and row.message_id not in self._in_doubt:
-                self._in_doubt[row.message_id] = (res.confirm, loop.time())
-                res.confirm.add_done_callback(lambda _confirm: self._wakeup.set())
             if res is not None:
                 log.warning("outbox.publish_failed", message_id=row.message_id, routing_key=row.routing_key,
                             attempts=row.attempts + 1, error=repr(res))
