@@ -52,7 +52,7 @@ def test_every_request_body_refuses_unknown_fields_and_strips_text(service):  # 
 # ------------------------------------------------------------------ numbers and dates, strictly
 def _loose(annotation, metadata: list, where: str, seen: set) -> list[str]:  # noqa: ANN001
     """Where a number or date of this annotation is read without the shared strict types."""
-    from datetime import date
+    from datetime import date, datetime
     from decimal import Decimal
 
     from seteli_shared.schemas import _Strictly
@@ -65,7 +65,7 @@ def _loose(annotation, metadata: list, where: str, seen: set) -> list[str]:  # n
         return _loose(inner, [*more, *metadata], where, seen)
     if origin is not None:  # Optional, unions, lists, dicts: every part
         return [x for arg in typing.get_args(annotation) for x in _loose(arg, metadata, where, seen)]
-    if annotation in (int, float, Decimal, date):
+    if annotation in (int, float, Decimal, date, datetime):
         return [where]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
         seen.add(annotation)

@@ -142,6 +142,14 @@ async def test_a_service_date_outside_the_dates_of_business_is_422_date_out_of_r
     assert not {f"day-{day}", f"bulk-{day}"} & set(await services.charged())
 
 
+@pytest.mark.parametrize("month, reason", [("9999-12", "date_out_of_range"), ("0000-01", "invalid_month"),
+                                           ("2200-01", "date_out_of_range")])
+async def test_an_invoice_month_beyond_the_dates_of_business_is_422_not_a_500(services, month, reason):  # noqa: ANN001
+    """Found probing the path's pattern (a 500 before): 9999-12 had no next month to end the invoice at."""
+    _refused(await services["payments"].get(f"/funders/091/invoices/{month}", headers=OPERATOR), reason)
+    assert (await services["payments"].get("/funders/091/invoices/2199-12", headers=OPERATOR)).status_code == 200
+
+
 # ------------------------------------------------------------------ JSON bodies beyond the limits
 async def test_json_bodies_beyond_the_limits_are_refused_before_they_are_parsed(services):  # noqa: ANN001
     funders = services["registry"]
