@@ -192,13 +192,14 @@ REFUSED_UNITS = [
     ("true", "invalid_number"), ('"+4"', "invalid_number"), ('"-4"', "invalid_number"), ('"4 0"', "invalid_number"),
     ('"4,5"', "invalid_number"), ('"4\u00a0"', "invalid_number"), ('"0x10"', "invalid_number"), ('""', "invalid_number"),
     ('"99999999999999999999999"', "number_out_of_range"), ("99999999999999999999999", "number_out_of_range"),
-    ("9223372036854775808", "number_out_of_range"),
+    ("9223372036854775808", "number_out_of_range"), ("9" * 5000, "number_out_of_range"),
+    ('"%s"' % ("9" * 5000), "number_out_of_range"), ("0." + "1" * 5000, "invalid_number"),
 ]
 
 
-@pytest.mark.parametrize("written, reason", REFUSED_UNITS)
+@pytest.mark.parametrize("written, reason", REFUSED_UNITS, ids=[w[:24] for w, _r in REFUSED_UNITS])
 async def test_units_written_any_other_way_are_refused_and_charge_nothing(services, written, reason):  # noqa: ANN001
-    ref = f"no-{written}"
+    ref = f"no-{len(written)}-{written[:40]}"
     raw = ('{"voucher_id": "v-strict", "provider_reference": %s, "service_date": "2026-06-19", "units": %s}'
            % (json.dumps(ref), written)).encode()
     _refused(await services.charge(ref, raw=raw), reason)

@@ -4,7 +4,10 @@
 
 - binds the correlation id: ``X-Correlation-ID`` must be a UUID (the contract; arbitrary header
   text is never stored, logged or echoed); without one, a new UUID is made;
-- refuses a body over the size limit (413; a larger limit for the bulk routes a service names);
+- refuses a body over the size limit (413; a larger limit for the bulk routes a service names), and a JSON body
+  deeper than 32 levels, with more than 100,000 values or a string over 32 KiB, or holding a number the API
+  does not take (an exponent, NaN, Infinity, an integer beyond 64 bits, more digits with decimals than a
+  double keeps): 422 with the reason, found on the bytes before anything parses (and recurses into) them;
 - checks every string the request carries, in one place: the path, every query parameter, the
   correlation header, and every string (keys too) of the JSON body at any depth: a personal identity
   code (422 ``personal_identity_code_refused``) or a NUL character (422 ``nul_character``) stops the
@@ -40,7 +43,7 @@ from starlette.requests import ClientDisconnect
 from .errors import DomainError
 from .logging import bind_correlation, get_logger
 from .privacy import SIX_DIGITS_SPREAD, find_in
-from .schemas import NUMBER_REASONS
+from .schemas import INT64_MAX, NUMBER_REASONS
 
 log = get_logger("seteli.http")
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -54,8 +57,6 @@ JSON_MAX_ITEMS = 100_000
 #: the longest string (or key) of a body, in bytes as sent (escapes included); the longest text field is 2,000
 #: characters
 JSON_MAX_STRING_BYTES = 32 * 1024
-#: an integer beyond this (64 bits, signed) is refused: no column holds it, and it is never a real amount
-INT64_MAX = 2**63 - 1
 #: digits a JSON number with a fraction may have in all: more than a binary double keeps exactly, so that the
 #: value a route sees is the one written (a longer number can be sent as a string)
 JSON_MAX_FRACTION_DIGITS = 15
@@ -359,7 +360,7 @@ def _number_refusal(outside: bytes) -> JSONResponse | None:
         if b"." in token:
             if len(token) - token.count(b".") > JSON_MAX_FRACTION_DIGITS:
                 return RequestGuard._refusal(["body"], "invalid_number")
-        elif int(token) > INT64_MAX:
+        elif len(token) > len(str(INT64_MAX)) or int(token) > INT64_MAX:  # (never int() of thousands of digits)
             return RequestGuard._refusal(["body"], "number_out_of_range")
     return None
 
