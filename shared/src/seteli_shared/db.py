@@ -39,6 +39,8 @@ def make_engine(url: str, **kw) -> AsyncEngine:
         away (invalidated), not rolled back first (a rollback on a silent server waits out a timeout of its own)."""
         if isinstance(context.original_exception, OSError):  # TimeoutError and ConnectionError included
             context.is_disconnect = True
+            if isinstance(context.original_exception, TimeoutError):  # this connection's statement, not the
+                context.invalidate_pool_on_disconnect = False           # others': they time out by themselves
 
     @event.listens_for(engine.sync_engine, "invalidate")
     def _cut_at_once(_dbapi_connection, record, exception) -> None:  # noqa: ANN001
