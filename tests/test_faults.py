@@ -311,3 +311,20 @@ async def _drain_after(queue, quiet_seconds: float) -> list[dict]:  # noqa: ANN0
         out.append(json.loads(message.body))
         quiet_since = time.monotonic()
     return out
+
+
+async def test_the_one_page_that_asks_the_broker_itself_gives_up_on_a_stalled_one(namespace, amqp_url,  # noqa: ANN001
+                                                                                 broker_proxy, monkeypatch):
+    """The services' calls need no broker (the outbox); the portal's operator page counts the dead letters on
+    the broker itself. Stalled, it answers within its timeout (the page then says the broker did not answer)."""
+    from portal import backend
+    from portal.settings import PortalSettings
+
+    monkeypatch.setattr(backend, "BROKER_TIMEOUT_SECONDS", 1.0)
+    settings = PortalSettings(environment="test", amqp_url=_via(amqp_url, broker_proxy), bus_namespace=namespace)
+    assert isinstance(await backend.dead_letter_counts(settings), list)  # answered
+    broker_proxy.stall()
+    started = time.monotonic()
+    with pytest.raises((asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        await backend.dead_letter_counts(settings)
+    assert time.monotonic() - started < 1.0 * 3 + 1.0
