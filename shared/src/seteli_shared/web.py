@@ -307,7 +307,8 @@ class RequestGuard:
         long a string, or holds a number the API does not take (an exponent, NaN, Infinity, an integer beyond 64
         bits, more digits with decimals than a double keeps), before anything parses it. All of it on the bytes
         with bytes methods (C loops): no recursion, no regular expression over the whole body."""
-        if body.lstrip(b" \t\r\n")[:1] not in (b"{", b"["):
+        head = body.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")  # (the parser skips a BOM)
+        if head[:1] not in (b"{", b"["):
             return None
         if body.count(b'"') > 4 * JSON_MAX_ITEMS:  # each item is at most a key and a value
             return self._refusal(["body"], "json_too_many_items")
