@@ -328,3 +328,32 @@ async def test_the_one_page_that_asks_the_broker_itself_gives_up_on_a_stalled_on
     with pytest.raises((asyncio.TimeoutError, TimeoutError, ConnectionError)):
         await backend.dead_letter_counts(settings)
     assert time.monotonic() - started < 1.0 * 3 + 1.0
+
+
+def test_only_the_databases_own_failures_count_as_an_outage():
+    """What ``faults.database_fault`` takes for an outage (503) and what stays a failure of the service (500)."""
+    import asyncpg
+    from sqlalchemy import exc as sa_exc
+
+    from seteli_shared.faults import database_fault
+
+    def raised_in(module: str, exc: BaseException) -> BaseException:
+        code = compile("raise exc", f"<{module}>", "exec")
+        try:
+            exec(code, {"__name__": module, "exc": exc})  # noqa: S102  (a frame of that module in the traceback)
+        except BaseException as caught:  # noqa: BLE001
+            return caught
+        raise AssertionError("not raised")
+
+    assert database_fault(raised_in("asyncpg.connect_utils", ConnectionRefusedError(111, "refused"))) == "unreachable"
+    assert database_fault(raised_in("asyncpg.protocol", TimeoutError())) == "timed_out"
+    assert database_fault(asyncpg.exceptions.ConnectionDoesNotExistError("gone")) == "connection_lost"
+    assert database_fault(asyncpg.exceptions.CannotConnectNowError("starting")) == "unavailable"
+    assert database_fault(asyncpg.exceptions.QueryCanceledError("statement timeout")) == "timed_out"
+    assert database_fault(sa_exc.TimeoutError("pool")) == "timed_out"
+    # not the database's: a timeout or a refused connection elsewhere, a constraint, a file, a bug
+    assert database_fault(raised_in("payments.egress", TimeoutError())) is None
+    assert database_fault(raised_in("payments.egress", ConnectionRefusedError(111, "refused"))) is None
+    assert database_fault(asyncpg.exceptions.UniqueViolationError("duplicate")) is None
+    assert database_fault(FileNotFoundError(2, "no such file")) is None
+    assert database_fault(asyncpg.InterfaceError("cannot perform operation: another operation is in progress")) is None
