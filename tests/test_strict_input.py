@@ -32,7 +32,8 @@ from seteli_shared.testing import delete_namespace, eventually, make_settings
 
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
 PROVIDER = "p-strict"
-CHARGER = {"Authorization": f"Bearer {mint('t:charger', ['provider_charger', 'provider_manager'], provider_id=PROVIDER)}"}
+CHARGER = {"Authorization":
+           f"Bearer {mint('t:charger', ['provider_charger', 'provider_manager'], provider_id=PROVIDER)}"}
 DECIDER = {"Authorization": f"Bearer {mint('t:dm', ['funder_decision_maker'], funder_id='091')}"}
 FINANCE = {"Authorization": f"Bearer {mint('t:fin', ['funder_finance'], funder_id='091')}"}
 CLIENT = {"Authorization": f"Bearer {mint('t:client', ['client'], voucher_id='v-strict')}"}
@@ -131,7 +132,7 @@ async def test_a_deeply_nested_json_body_on_bulk_charges_is_422_json_too_deep_no
 
 
 @pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31", "1899-12-31", "2200-01-01"])
-async def test_a_service_date_outside_the_dates_of_business_is_422_date_out_of_range_not_a_500(services, day):  # noqa: ANN001
+async def test_a_service_date_outside_the_dates_of_business_is_422_not_a_500(services, day):  # noqa: ANN001
     err = _refused(await services.charge(f"day-{day}", service_date=day), "date_out_of_range")
     assert err["details"]["errors"][0]["loc"] == ["body", "service_date"]
     r = await services["payments"].post("/charges/bulk", headers=CHARGER, json=[
@@ -164,7 +165,8 @@ async def test_json_bodies_beyond_the_limits_are_refused_before_they_are_parsed(
     _refused(r, "json_too_deep")
     r = await funders.post("/funders", content=funder(b'"' + b"a" * 40_000 + b'"'), headers={**OPERATOR, **JSON})
     _refused(r, "json_string_too_long")
-    long_ref = {"voucher_id": "v-strict", "provider_reference": "x" * 40_000, "service_date": "2026-06-19", "units": "1"}
+    long_ref = {"voucher_id": "v-strict", "provider_reference": "x" * 40_000, "service_date": "2026-06-19",
+                "units": "1"}
     r = await services["payments"].post("/charges/bulk", json=[long_ref], headers=CHARGER)
     _refused(r, "json_string_too_long")
     r = await services["payments"].post("/charges/bulk", content=b"[" + b"0," * 100_001 + b"0]",
@@ -190,7 +192,8 @@ REFUSED_UNITS = [
     ("-Infinity", "invalid_number"), ('"NaN"', "invalid_number"), ('"Infinity"', "invalid_number"),
     ("1.0000000001", "invalid_number"), ('"1.005"', "invalid_number"), ("1.0000000000000001", "invalid_number"),
     ("true", "invalid_number"), ('"+4"', "invalid_number"), ('"-4"', "invalid_number"), ('"4 0"', "invalid_number"),
-    ('"4,5"', "invalid_number"), ('"4\u00a0"', "invalid_number"), ('"0x10"', "invalid_number"), ('""', "invalid_number"),
+    ('"4,5"', "invalid_number"), ('"4\u00a0"', "invalid_number"), ('"0x10"', "invalid_number"),
+    ('""', "invalid_number"),
     ('"99999999999999999999999"', "number_out_of_range"), ("99999999999999999999999", "number_out_of_range"),
     ("9223372036854775808", "number_out_of_range"), ("9" * 5000, "number_out_of_range"),
     ('"%s"' % ("9" * 5000), "number_out_of_range"), ("0." + "1" * 5000, "invalid_number"),
@@ -267,8 +270,8 @@ STRICT_EVERYWHERE = [
 
 @pytest.mark.parametrize("service, method, path, headers, body, reason", STRICT_EVERYWHERE,
                          ids=[f"{s}-{m}-{p.split('?')[0]}-{i}" for i, (s, m, p, *_r) in enumerate(STRICT_EVERYWHERE)])
-async def test_cents_counts_rates_and_dates_are_strict_in_every_service(services, service, method, path, headers,  # noqa: ANN001
-                                                                        body, reason):
+async def test_cents_counts_rates_and_dates_are_strict_in_every_service(  # noqa: ANN001
+        services, service, method, path, headers, body, reason):  # noqa: ANN001
     r = await services[service].request(method, path, json={k: v for k, v in body.items() if v is not None}
                                         if body is not None else None, headers=headers or {})
     _refused(r, reason)

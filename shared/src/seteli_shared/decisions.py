@@ -19,8 +19,7 @@ the voucher (``action`` ``grant``) or ends it (``revoke``); a lower one is refus
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Callable, Generic, Sequence, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Depends, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, GetJsonSchemaHandler, StringConstraints
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, StringConstraints
 from pydantic_core import PydanticCustomError, core_schema
 
 from .errors import DomainError

@@ -296,8 +296,9 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     reasons = [r for r in (db_reason, broker_reason) if r]
     if reasons:
         log.warning("health.not_ready", reasons=reasons)
-    return JSONResponse({"status": "unavailable" if reasons else "ok", "checks": {"database": database, "broker": broker},
-                         "reasons": reasons}, status_code=503 if reasons else 200)
+    body = {"status": "unavailable" if reasons else "ok", "checks": {"database": database, "broker": broker},
+            "reasons": reasons}
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 # ------------------------------------------------------------------ audit trail

@@ -7,8 +7,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from itertools import islice
 from typing import AsyncIterator, Iterable, Iterator
 

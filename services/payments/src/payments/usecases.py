@@ -608,7 +608,8 @@ class SettlementBatch:
             await self.pg.execute(
                 "CREATE TEMP TABLE settle_charges ON COMMIT DROP AS SELECT id, funder_id, provider_id, voucher_id, "
                 "category, amount_cents, accepted_at FROM payments_charge WHERE status = $1 AND settlement_id IS "
-                "NULL FOR UPDATE SKIP LOCKED".replace("$1", f"'{domain.ACCEPTED}'"), timeout=WHOLE_RUN_STATEMENT_SECONDS)
+                "NULL FOR UPDATE SKIP LOCKED".replace("$1", f"'{domain.ACCEPTED}'"),
+                timeout=WHOLE_RUN_STATEMENT_SECONDS)
             await self.pg.execute(
                 "CREATE INDEX ON settle_charges (funder_id, provider_id, accepted_at, id); ANALYZE settle_charges; "
                 "CREATE TEMP TABLE settle_fees (id varchar PRIMARY KEY, settlement_id varchar NOT NULL, "
