@@ -13,6 +13,7 @@ import yaml
 
 from seteli_shared.events import ALL_EVENTS, Envelope
 from seteli_shared.manifest import SERVICES, WITH_DATABASE
+from seteli_shared.schemas import place_bounds
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -247,7 +248,9 @@ def init_databases_sql() -> str:
 
 
 def render() -> dict[Path, str]:
-    out = {DOCS / "asyncapi.yaml": yaml.safe_dump(asyncapi(), sort_keys=False, allow_unicode=True, width=110)}
+    bus = asyncapi()
+    place_bounds(bus)  # the bounds of optional strict numbers, where JSON Schema has them
+    out = {DOCS / "asyncapi.yaml": yaml.safe_dump(bus, sort_keys=False, allow_unicode=True, width=110)}
     from seteli_shared.broker import USER_TEMPLATES, definitions
 
     out[ROOT / "deploy" / "rabbitmq" / "definitions.json"] = json.dumps(definitions(), indent=2) + "\n"

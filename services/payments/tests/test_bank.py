@@ -49,10 +49,13 @@ async def test_funder_payments_in_and_executed_payouts_out_keep_the_bank_account
     assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
     other = await w.client.post("/funders/091/payments", json={**line, "amount_cents": 15001}, headers=OPERATOR)
     assert (other.status_code, other.json()["error"]["reason"]) == (409, "bank_reference_used")
-    for bad in ({**line, "amount_cents": 0}, {**line, "amount_cents": "x"}, {**line, "bank_reference": ""},
-                {**line, "booked_on": "31.12.2026"}, {k: v for k, v in line.items() if k != "booked_on"}):
+    for bad, reason in (({**line, "amount_cents": 0}, "invalid_request"),
+                        ({**line, "amount_cents": "x"}, "invalid_number"),  # (a bad number or date says so)
+                        ({**line, "bank_reference": ""}, "invalid_request"),
+                        ({**line, "booked_on": "31.12.2026"}, "invalid_date"),
+                        ({k: v for k, v in line.items() if k != "booked_on"}, "invalid_request")):
         r = await w.client.post("/funders/091/payments", json=bad, headers=OPERATOR)
-        assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_request"), bad
+        assert (r.status_code, r.json()["error"]["reason"]) == (422, reason), bad
     assert (await w.client.post("/funders/091/payments", json=line, headers=finance)).status_code == 403
     # a mistyped funder is refused, not booked on an account nobody reads
     r = await w.client.post("/funders/019/payments", json={**line, "bank_reference": "ARCH-2026-0002"},

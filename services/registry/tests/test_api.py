@@ -121,8 +121,10 @@ async def test_a_funders_terms_are_checked_field_by_field_all_at_once(registry):
     assert field_reasons(r).keys() == {"funder_id", "name", "kind", "operator_fee_rate", "settlement_days",
                                        "contact_email", "colour"}
     assert "nobody" not in r.text and "Not Valid" not in json.dumps(r.json()["error"].get("message"))
-    negative = await registry.post("/funders", json=funder(operator_fee_rate="-0.01"))
+    negative = await registry.post("/funders", json=funder(operator_fee_rate=-0.01))
     assert field_reasons(negative) == {"operator_fee_rate": "invalid_fee_rate"}
+    signed = await registry.post("/funders", json=funder(operator_fee_rate="-0.01"))  # text: plain digits only
+    assert signed.json()["error"]["reason"] == "invalid_number", signed.text
     zero = await registry.post("/funders", json=funder("001", operator_fee_rate="0"))
     assert (zero.status_code, zero.json()["operator_fee_rate"]) == (201, "0")
 

@@ -41,6 +41,23 @@ class BrokerUnreachable(BrokerUnavailable):
     reason = "broker_unreachable"
 
 
+class BrokerStalled(BrokerUnavailable):
+    """The broker holds the connection but does not confirm what is published to it in time."""
+
+    reason = "broker_stalled"
+
+
+class PublishInDoubt(asyncio.TimeoutError):
+    """No confirm came in time for a message whose frames went out: the broker may still have it (a broker or
+    network that stalled and comes back delivers what it was sent). ``confirm`` resolves later: None when the
+    broker confirms it after all, an exception when it will not (a nack, a return, the channel closing). The
+    outbox relay waits for it rather than publishing the message a second time."""
+
+    def __init__(self, confirm: asyncio.Future):
+        super().__init__("no confirm from the broker in time")
+        self.confirm = confirm
+
+
 class BrokerLoginRefused(BrokerUnavailable):
     """The broker answered but refused the user or password of AMQP_URL."""
 
@@ -214,6 +231,12 @@ class Bus:
         #: other topic exchanges of the namespace this service publishes to (e.g. ``decision-replies``)
         self._others: dict[str, AbstractExchange] = {}
         self._lock = asyncio.Lock()
+        #: when publisher confirms stopped coming in time (loop time of the first publish since the last confirmed
+        #: one that got no confirm within ``publish_timeout_seconds``); None while they come. A broker that keeps
+        #: the connection but confirms nothing is down for readiness, not "connected"
+        self.unconfirmed_since: float | None = None
+        #: a channel of its own for ``probe`` (a probe left waiting on a stalled broker never holds up a publish)
+        self._probe_channel: AbstractRobustChannel | None = None
 
     @property
     def user(self) -> str:
@@ -231,6 +254,7 @@ class Bus:
             client_properties={"connection_name": f"seteli-{self.settings.service_name}"},
         )
         await self._open_channel()
+        self._probe_channel = await self.connection.channel(publisher_confirms=True)
 
     async def _open_channel(self) -> None:
         self._others = {}
@@ -245,6 +269,37 @@ class Bus:
     @property
     def is_connected(self) -> bool:
         return bool(self.connection and not self.connection.is_closed and self.channel and not self.channel.is_closed)
+
+    def _note_confirms(self, results: Sequence[BaseException | None]) -> None:
+        """Remember whether confirms come in time (``unconfirmed_since``), from a publish's outcome."""
+        if any(isinstance(r, (asyncio.TimeoutError, TimeoutError)) for r in results):
+            if self.unconfirmed_since is None:
+                self.unconfirmed_since = asyncio.get_running_loop().time()
+                log.warning("bus.confirms_timed_out", timeout_seconds=self.settings.publish_timeout_seconds)
+        elif any(r is None for r in results):
+            if self.unconfirmed_since is not None:
+                log.info("bus.confirms_flowing_again")
+            self.unconfirmed_since = None
+
+    async def probe(self, timeout: float) -> None:
+        """A bounded round trip through the broker, for readiness: an empty transient message to the
+        dead-letter exchange under a routing key nothing is bound to (the broker drops it and confirms it),
+        on the probe's own channel, with a confirm awaited for at most ``timeout`` seconds. Raises
+        ``BrokerUnreachable`` without a connection (a robust one reconnects meanwhile) and ``BrokerStalled``
+        when no confirm comes in time; a confirm in time also clears ``unconfirmed_since``."""
+        if not self.is_connected or self._probe_channel is None or self._probe_channel.is_closed:
+            raise BrokerUnreachable(f"no connection to RabbitMQ at {broker_address(self.settings.amqp_url)} "
+                                    "(reconnecting)")
+        exchange = await self._probe_channel.get_exchange(self.dlx_name, ensure=False)
+        message = Message(b"", delivery_mode=DeliveryMode.NOT_PERSISTENT, app_id=self.settings.service_name)
+        try:
+            async with asyncio.timeout(timeout):
+                await exchange.publish(message, f"readiness-probe.{self.settings.service_name}", mandatory=False)
+        except TimeoutError:
+            self._note_confirms([TimeoutError()])
+            raise BrokerStalled(f"RabbitMQ at {broker_address(self.settings.amqp_url)} confirmed no publish within "
+                                f"{timeout:g} s") from None
+        self._note_confirms([None])
 
     async def _ensure_channel(self) -> None:
         if self.channel is None or self.channel.is_closed:
@@ -283,9 +338,14 @@ class Bus:
             target = await self._exchange(exchange)
         else:
             target = self.dead_letter_exchange if dead_letter else self.exchange
-        await target.publish(
-            message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_seconds
-        )
+        try:
+            await target.publish(
+                message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_seconds
+            )
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            self._note_confirms([exc])
+            raise
+        self._note_confirms([None])
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         """Publish persistent messages as ``publish`` does (``mandatory``, publisher confirms, the same
@@ -323,20 +383,24 @@ class Bus:
         # closes, and that rejects the batch's confirms (plain futures: cheaper than one of its own each)
         closed = channel.create_future()
         closed.add_done_callback(_rejecter(confirms))
+        in_doubt = False
         try:
             async with asyncio.timeout_at(deadline):
                 await self._write_batch(channel, loop, [messages[i] for i in wanted], parts, wanted, confirms,
                                         registered)
                 for fut in list(confirms.values()):  # the broker confirms in order: few of these wait
                     if not fut.done():
-                        try:
-                            await fut
+                        try:  # shielded: a timeout must leave the confirm open (in doubt), not cancel it
+                            await asyncio.shield(fut)
                         except Exception:  # noqa: BLE001  (read below)
                             pass
         except BaseException as exc:
-            for fut in confirms.values():
-                if not fut.done():
-                    fut.cancel()
+            # on a timeout the frames written may still reach the broker: their confirms stay open (in doubt)
+            in_doubt = isinstance(exc, TimeoutError) and any(not fut.done() for fut in confirms.values())
+            if not in_doubt:
+                for fut in confirms.values():
+                    if not fut.done():
+                        fut.cancel()
             if not isinstance(exc, Exception):
                 _retrieve(confirms.values())
                 raise
@@ -344,18 +408,24 @@ class Bus:
                 if i not in confirms:
                     results[i] = exc
         finally:
-            closed.cancel()
-            for tag, message_id in registered:  # as basic_publish forgets each message id once confirmed
-                if channel.message_id_delivery_tag.get(message_id) == tag:
-                    channel.message_id_delivery_tag.pop(message_id)
+            if in_doubt:
+                _await_late_confirms(channel, closed, confirms, dict(zip(wanted, registered)))
+            else:
+                closed.cancel()
+                for tag, message_id in registered:  # as basic_publish forgets each message id once confirmed
+                    if channel.message_id_delivery_tag.get(message_id) == tag:
+                        channel.message_id_delivery_tag.pop(message_id)
         for i in wanted:
             fut = confirms.get(i)
             if fut is None:
                 continue
             if fut.cancelled():
                 results[i] = results[i] or asyncio.TimeoutError("no confirm from the broker in time")
+            elif not fut.done():
+                results[i] = PublishInDoubt(fut)
             elif fut.exception() is not None:
                 results[i] = fut.exception()
+        self._note_confirms(results)
         return results
 
     @staticmethod
@@ -418,6 +488,30 @@ def _rejecter(confirms: dict[int, asyncio.Future]):  # noqa: ANN202
             if not fut.done():
                 fut.set_exception(reason)
     return reject
+
+
+def _await_late_confirms(channel: Any, closed: asyncio.Future, confirms: dict[int, asyncio.Future],
+                         tags: dict[int, tuple[int, str]]) -> None:
+    """Keep a timed-out batch's open confirms answerable: a late ack or nack (or a return, found by message id)
+    settles each, the channel closing fails the rest (``closed`` stays until every one is done); each message
+    id is forgotten once its confirm is in, as ``basic_publish`` does."""
+    pending = {i: fut for i, fut in confirms.items() if not fut.done()}
+    for i, (tag, message_id) in tags.items():
+        if i not in pending and channel.message_id_delivery_tag.get(message_id) == tag:
+            channel.message_id_delivery_tag.pop(message_id)
+
+    def done(i: int, fut: asyncio.Future) -> None:
+        if not fut.cancelled():
+            fut.exception()  # read: nobody may ever ask (another relay may have published the row meanwhile)
+        tag, message_id = tags[i]
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            channel.message_id_delivery_tag.pop(message_id)
+        pending.pop(i, None)
+        if not pending:
+            closed.cancel()
+
+    for i, fut in list(pending.items()):
+        fut.add_done_callback(lambda f, i=i: done(i, f))
 
 
 def _retrieve(futures: Any) -> None:

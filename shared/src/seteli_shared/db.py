@@ -31,7 +31,42 @@ def make_engine(url: str, **kw) -> AsyncEngine:
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 10)
     kw.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kw)
+    engine = create_async_engine(url, **kw)
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _silent_is_gone(context) -> None:  # noqa: ANN001
+        """A statement the driver gave up on (``command_timeout``) or a socket error: the connection is thrown
+        away (invalidated), not rolled back first (a rollback on a silent server waits out a timeout of its own)."""
+        if isinstance(context.original_exception, OSError):  # TimeoutError and ConnectionError included
+            context.is_disconnect = True
+            if isinstance(context.original_exception, TimeoutError):  # this connection's statement, not the
+                context.invalidate_pool_on_disconnect = False           # others': they time out by themselves
+
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _cut_at_once(_dbapi_connection, record, exception) -> None:  # noqa: ANN001
+        """A connection invalidated for a socket error or a timeout (a statement's, the pre-ping's) is cut at
+        once: SQLAlchemy would first try a graceful close, waiting up to 2 s on a server that went silent."""
+        if isinstance(exception, OSError):
+            driver = getattr(record, "driver_connection", None)
+            if driver is not None and not driver.is_closed():
+                driver.terminate()
+
+    return engine
+
+
+def outage_limits(connect_timeout: float, statement_timeout: float, pool_timeout: float) -> dict:
+    """``make_engine`` options for PostgreSQL that bound how long a database that is down or stalled can hold
+    a caller: the connect (asyncpg's ``timeout``), every statement (asyncpg's ``command_timeout``: the
+    driver stops waiting and has the server cancel the statement; it also bounds the pool's pre-ping on a
+    connection whose server went silent) and the wait for a pooled connection. The error each raises is
+    one ``faults.database_fault`` knows."""
+    return {"connect_args": {"timeout": connect_timeout, "command_timeout": statement_timeout},
+            "pool_timeout": pool_timeout}
+
+
+#: the driver's timeout for a set-based statement over a whole run (a settlement run's charges at once), which
+#: may take longer than ``DB_STATEMENT_TIMEOUT_SECONDS`` lets a request's statements take
+WHOLE_RUN_STATEMENT_SECONDS = 900.0
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -215,7 +250,10 @@ async def driver_transaction(engine: AsyncEngine):  # noqa: ANN201
         await transaction.start()
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
+            if driver_connection_lost(exc):  # broken or silent (a timeout): nothing to roll back on it; the
+                dead = True                  # server rolls back when the connection closes
+                raise
             try:
                 await transaction.rollback()
             except Exception:  # noqa: BLE001
@@ -228,7 +266,15 @@ async def driver_transaction(engine: AsyncEngine):  # noqa: ANN201
             raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
         raise
     finally:
+        _let_go(conn, dead)
         await greenlet_spawn(fairy.invalidate if dead else fairy.close)
+
+
+def _let_go(conn, dead: bool) -> None:  # noqa: ANN001
+    """A dead connection is cut at once: invalidating it would first try a graceful close (up to 2 s on a
+    server that went silent)."""
+    if dead and not conn.is_closed():
+        conn.terminate()
 
 
 @asynccontextmanager
@@ -251,4 +297,5 @@ async def driver_connection(engine: AsyncEngine):  # noqa: ANN201
     finally:
         if not dead and conn.is_in_transaction():  # never pooled inside a transaction
             dead = True
+        _let_go(conn, dead)
         await greenlet_spawn(fairy.invalidate if dead else fairy.close)

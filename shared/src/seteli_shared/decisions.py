@@ -19,8 +19,7 @@ the voucher (``action`` ``grant``) or ends it (``revoke``); a lower one is refus
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -29,6 +28,7 @@ from .catalogue import Period
 from .events import TYPE_PREFIX, Category, Envelope, FunderId, utcnow
 from .ids import new_id
 from .logging import correlation_id_var
+from .schemas import BigCents, BusinessDate, Cents, Count, Units
 
 DECISION_TYPE = TYPE_PREFIX + "decision.v1"
 #: the exchanges, after the namespace (``<ns>.decisions``, ``<ns>.decision-replies``)
@@ -38,8 +38,9 @@ REPLIES_EXCHANGE = "decision-replies"
 DECISION_BINDING = "decision.*"
 
 Reference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{2,63}$")]
-AgeBand = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}-\d{1,3}|\d{1,3}\+)$")]
-MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
+# ASCII digits: a pattern's \d would take any script's digits
+AgeBand = Annotated[str, StringConstraints(pattern=r"^([0-9]{1,3}-[0-9]{1,3}|[0-9]{1,3}\+)$")]
+MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{3}$")]
 
 
 def decision_routing_key(funder_id: str) -> str:
@@ -78,7 +79,7 @@ class DecisionData(BaseModel):
     funder_id: FunderId
     decision_ref: Reference = Field(description="the funder's reference of the decision; with the version, "
                                                 "what makes a decision idempotent")
-    decision_version: int = Field(ge=1, le=1_000_000, description="1 for the first decision; a higher one amends "
+    decision_version: Count = Field(ge=1, le=1_000_000, description="1 for the first decision; a higher one amends "
                                                                    "or revokes, a lower one is stale")
     action: Literal["grant", "revoke"]
     client_ref: Reference = Field(description="pseudonymous client reference issued by the funder; never a HETU")
@@ -87,16 +88,16 @@ class DecisionData(BaseModel):
     municipality_of_residence: MunicipalityCode | None = Field(default=None, description="3-digit municipality code")
     # the voucher's terms: required for a grant
     category: Category | None = None
-    units_per_period: Decimal | None = Field(default=None, gt=0, le=100000, decimal_places=2)
+    units_per_period: Units | None = Field(default=None, gt=0, le=100000)
     period: Period = Period.MONTH
-    value_per_unit_cents: int | None = Field(default=None, gt=0, le=10_000_000)
-    valid_from: date | None = None
-    valid_until: date | None = None
+    value_per_unit_cents: Cents | None = Field(default=None, gt=0, le=10_000_000)
+    valid_from: BusinessDate | None = None
+    valid_until: BusinessDate | None = None
     rulebook_version: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
     carry_over: bool = Field(default=False, description="monthly units only: the unused units of a month add to "
                                                         "the next month's")
     #: for a revocation: the first day the voucher is no longer in force (default: the day it is processed)
-    effective_from: date | None = None
+    effective_from: BusinessDate | None = None
     # ---- the voucher's kind (additive, optional: without it a service_voucher with value_per_unit_cents)
     kind: Literal["service_voucher", "income_related", "client_voucher", "personal_budget"] | None = Field(
         default=None, description="service_voucher (default): value_per_unit_cents; income_related: "
@@ -104,11 +105,11 @@ class DecisionData(BaseModel):
         "client_voucher: max_value_per_unit_cents, client_fee_cents (per unit, paid to the funder); "
         "personal_budget: budget_cents, categories (no units_per_period)")
     value_table_version: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    household_size: int | None = Field(default=None, ge=1, le=30)
-    gross_monthly_income_cents: int | None = Field(default=None, ge=0, le=100_000_000)
-    max_value_per_unit_cents: int | None = Field(default=None, gt=0, le=10_000_000)
-    client_fee_cents: int | None = Field(default=None, ge=0, le=10_000_000)
-    budget_cents: int | None = Field(default=None, gt=0, le=1_000_000_000)
+    household_size: Count | None = Field(default=None, ge=1, le=30)
+    gross_monthly_income_cents: BigCents | None = Field(default=None, ge=0, le=100_000_000)
+    max_value_per_unit_cents: Cents | None = Field(default=None, gt=0, le=10_000_000)
+    client_fee_cents: Cents | None = Field(default=None, ge=0, le=10_000_000)
+    budget_cents: BigCents | None = Field(default=None, gt=0, le=1_000_000_000)
     categories: list[Category] | None = Field(default=None, min_length=1, max_length=17)
 
     @model_validator(mode="after")

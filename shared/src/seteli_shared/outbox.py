@@ -28,7 +28,7 @@ from sqlalchemy import BigInteger, any_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from .bus import Bus, Outgoing, is_unroutable
+from .bus import Bus, Outgoing, PublishInDoubt, is_unroutable
 from .events import TYPE_PREFIX, Envelope, Event, utcnow
 from .ids import new_id
 from .logging import causation_id_var, correlation_id_var, get_logger
@@ -213,6 +213,9 @@ class OutboxRelay:
         seqs = (T.c.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))) if self.postgres
                 else T.c.seq.in_(bindparam("seqs", expanding=True)))
         self._mark_sent = update(T).where(seqs).values(sent_at=bindparam("now"))
+        #: message id -> (the open confirm of a publish that timed out after its frames went out, loop time):
+        #: the broker may have it; a late confirm marks the row sent without publishing it again
+        self._in_doubt: dict[str, tuple[asyncio.Future, float]] = {}
 
     @classmethod
     def of(cls, engine: AsyncEngine, bus: Bus, settings) -> "OutboxRelay":  # noqa: ANN001
@@ -230,10 +233,28 @@ class OutboxRelay:
         )
         return q.with_for_update(skip_locked=True) if self.postgres else q
 
+    def _doubt(self, message_id: str) -> BaseException | None | bool:
+        """What became of an earlier publish of this message that got no confirm in time: None (confirmed
+        late: it is published), the ``PublishInDoubt`` again (no answer yet), or False (none, or it failed:
+        publish it)."""
+        entry = self._in_doubt.get(message_id)
+        if entry is None:
+            return False
+        confirm = entry[0]
+        if not confirm.done():
+            return PublishInDoubt(confirm)
+        del self._in_doubt[message_id]
+        return None if not confirm.cancelled() and confirm.exception() is None else False
+
     async def _publish(self, rows) -> list[BaseException | None]:  # noqa: ANN001
-        """The rows' messages, all at once (``Bus.publish_many``); per row None or why it failed."""
-        messages: list[Outgoing | BaseException] = []
+        """The rows' messages, all at once (``Bus.publish_many``); per row None or why it failed. A row whose
+        earlier publish is still in doubt is not published again (``_doubt``)."""
+        messages: list[Outgoing | BaseException | None] = []
         for row in rows:
+            doubt = self._doubt(row.message_id)
+            if doubt is not False:
+                messages.append(doubt)
+                continue
             try:
                 exchange, key = target_of(row.routing_key)
                 type_ = TYPE_PREFIX + key if exchange is None else json.loads(row.body).get("type")
@@ -242,7 +263,18 @@ class OutboxRelay:
                 messages.append(exc)
         ready = [m for m in messages if isinstance(m, Outgoing)]
         published = iter(await self.bus.publish_many(ready))
-        return [m if isinstance(m, BaseException) else next(published) for m in messages]
+        results = [next(published) if isinstance(m, Outgoing) else m for m in messages]
+        self._note_doubts(rows, results)
+        return results
+
+    def _note_doubts(self, rows, results: list) -> None:  # noqa: ANN001
+        """Remember the open confirms of rows whose publish timed out after they went out (``_doubt``); the
+        relay wakes when one is answered (``_settle_doubts``)."""
+        now = asyncio.get_running_loop().time()
+        for row, res in zip(rows, results):
+            if isinstance(res, PublishInDoubt) and row.message_id not in self._in_doubt:
+                self._in_doubt[row.message_id] = (res.confirm, now)
+                res.confirm.add_done_callback(lambda _confirm: self._wakeup.set())
 
     async def _mark(self, conn, rows, results) -> None:  # noqa: ANN001
         now = datetime.now(timezone.utc)
@@ -286,9 +318,46 @@ class OutboxRelay:
         else:
             log.warning("outbox.publish_failed", **facts)
 
+    async def _settle_doubts(self, conn) -> int:  # noqa: ANN001
+        """Rows whose doubtful publish the broker has answered since: confirmed late, they are sent; refused or
+        lost with the channel, they are due again at once. Returns how many rows it settled."""
+        answered = [(mid, confirm) for mid, (confirm, _since) in self._in_doubt.items() if confirm.done()]
+        if not answered:
+            return 0
+        for message_id, _confirm in answered:
+            del self._in_doubt[message_id]
+        confirmed = [mid for mid, c in answered if not c.cancelled() and c.exception() is None]
+        failed = [mid for mid, c in answered if c.cancelled() or c.exception() is not None]
+        unsent = T.c.sent_at.is_(None)
+        if confirmed:
+            await conn.execute(update(T).where(T.c.message_id.in_(confirmed), unsent)
+                               .values(sent_at=datetime.now(timezone.utc)))
+        if failed:
+            await conn.execute(update(T).where(T.c.message_id.in_(failed), unsent).values(next_attempt_at=None))
+        log.info("outbox.confirms_settled_late", confirmed=len(confirmed), to_publish_again=len(failed))
+        return len(answered)
+
+    def _forget_old_doubts(self, older_than: float = 600.0) -> None:
+        """Drop the doubts of rows this relay never saw again (another relay published them)."""
+        if len(self._in_doubt) > 1000:
+            horizon = asyncio.get_running_loop().time() - older_than
+            for message_id, (_confirm, since) in list(self._in_doubt.items()):
+                if since < horizon:
+                    del self._in_doubt[message_id]
+
     async def relay_once(self) -> int:
-        """Publish one batch; returns how many rows it handled."""
+        """Publish one batch; returns how many rows it handled. While the broker confirms nothing in time
+        (``Bus.unconfirmed_since``), a probe must come through first (``BrokerStalled`` otherwise): publishing
+        into a stalled connection would only pile up copies that all arrive when it comes back."""
+        if self.bus.unconfirmed_since is not None:
+            await self.bus.probe(min(self.bus.settings.publish_timeout_seconds, 5.0))
+        self._forget_old_doubts()
         async with self.engine.connect() as conn:
+            if self._in_doubt:
+                async with conn.begin():
+                    settled = await self._settle_doubts(conn)
+                if settled:
+                    return settled
             async with conn.begin():
                 rows = (await conn.execute(self._claim_query(datetime.now(timezone.utc)))).all()
                 if not rows:

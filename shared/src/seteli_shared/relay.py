@@ -23,7 +23,7 @@ import signal
 import sys
 
 from .bus import BrokerUnavailable, Bus
-from .db import make_engine
+from .db import make_engine, outage_limits
 from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay, add_wakeup, remove_wakeup
 from .settings import ServiceSettings
@@ -34,7 +34,8 @@ SETTINGS_ENV = "SETELI_RELAY_SETTINGS"
 #: the settings a relay uses, handed to the child as they are in the service (they may not come from the
 #: environment: tests and the benchmarks build them in code)
 _RELAY_FIELDS = ("service_name", "environment", "database_url", "amqp_url", "bus_namespace", "publish_timeout_seconds",
-                 "relay_batch_size", "relay_idle_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds", "log_level",
+                 "relay_batch_size", "relay_idle_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds",
+                 "db_connect_timeout_seconds", "db_statement_timeout_seconds", "db_pool_timeout_seconds", "log_level",
                  "log_json", "jwks_url", "jwt_issuer", "jwt_audience", "outbox_park_exchanges",
                  "outbox_park_after_attempts")
 
@@ -45,7 +46,9 @@ async def run_relay(settings: ServiceSettings, *, wake_from_stdin: bool = False)
     url = settings.database_url
     engine = make_engine(url, **({} if url.startswith("sqlite") else {
         "pool_size": 2, "max_overflow": 1, "pool_pre_ping": settings.db_pool_pre_ping,
-        "pool_recycle": settings.db_pool_recycle_seconds}))
+        "pool_recycle": settings.db_pool_recycle_seconds,
+        **outage_limits(settings.db_connect_timeout_seconds, settings.db_statement_timeout_seconds,
+                        settings.db_pool_timeout_seconds)}))
     bus = Bus(settings)
     try:
         try:

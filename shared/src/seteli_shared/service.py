@@ -19,16 +19,17 @@ from sqlmodel import select
 
 from .audit import AuditEntry
 from .auth import FUNDER_STAFF, Role, TenantScope, tenant_scope
-from .bus import Bus
+from .bus import BrokerUnavailable, BrokerUnreachable, Bus
 from .consumer import BatchHandler, Consumer, Handler, OnRefused
-from .db import make_engine, ping, session_factory, upgrade_async
+from .db import make_engine, outage_limits, ping, session_factory, upgrade_async
 from .events import routing_keys_of
+from .faults import TIMED_OUT, database_fault, document_outages, install_fault_handlers
 from .docs import install_docs
 from .clock import SYSTEM_CLOCK
 from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay
 from .relay import RelayProcess
-from .schemas import Page, PageDep, paginate
+from .schemas import Page, PageDep, paginate, place_bounds
 from .settings import ServiceSettings
 from .web import RequestGuard, install_error_handlers, install_openapi
 
@@ -109,7 +110,9 @@ class Runtime:
         self.settings = settings
         self.engine = make_engine(settings.database_url, **({} if settings.database_url.startswith("sqlite") else {
             "pool_pre_ping": settings.db_pool_pre_ping, "pool_recycle": settings.db_pool_recycle_seconds,
-            "pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}))
+            "pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
+            **outage_limits(settings.db_connect_timeout_seconds, settings.db_statement_timeout_seconds,
+                            settings.db_pool_timeout_seconds)}))
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
         self.bus = Bus(settings)
         self.relay = OutboxRelay.of(self.engine, self.bus, settings)
@@ -191,12 +194,31 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
                        max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths,
                        streamed_bodies=spec.streamed_bodies)
     install_error_handlers(app)
+    install_fault_handlers(app, settings.retry_after_seconds)
     install_openapi(app)
+    _finish_openapi(app)
     app.include_router(health_router)
     app.include_router(audit_router)
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def _finish_openapi(app: FastAPI) -> None:
+    """What the generated document needs besides the error bodies (``web.install_openapi``): the 503 every
+    operation can give, and the bounds of optional strict numbers where JSON Schema has them."""
+    build = app.openapi
+    finished_once: list[dict] = []
+
+    def finished() -> dict:
+        schema = build()  # built once, then cached by the app
+        if not any(done is schema for done in finished_once):
+            document_outages(schema)
+            place_bounds(schema)
+            finished_once.append(schema)
+        return schema
+
+    app.openapi = finished  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ dependencies
@@ -226,29 +248,66 @@ async def live() -> dict:
 
 class Readiness(BaseModel):
     status: str  # "ok" | "unavailable"
-    checks: dict[str, str]  # "database", "broker": "ok" or "failing: ..."
+    #: "database", "broker": "ok" or "failing: <reason>: <what was seen>"
+    checks: dict[str, str]
+    #: the failing checks' machine-readable reasons: database_unavailable, broker_unreachable, broker_stalled
+    reasons: list[str] = []
     details: dict[str, int] = {}  # the service's own figures (``ServiceSpec.readiness_details``)
+
+
+async def _within(coro, timeout: float) -> None:  # noqa: ANN001
+    """Await ``coro`` for at most ``timeout`` seconds (``TimeoutError`` after). Unlike ``wait_for``, never waits
+    for the cancelled work to wind down: a connection to a stalled server may take its own timeout to close."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read, so that asyncio does not log it
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    task.result()
+
+
+async def _database_check(runtime: Runtime, timeout: float) -> tuple[str, str | None]:
+    try:
+        await _within(ping(runtime.engine), timeout)
+        return "ok", None
+    except Exception as exc:  # noqa: BLE001  (whatever it is, the service cannot do its work)
+        cause = database_fault(exc) or (TIMED_OUT if isinstance(exc, TimeoutError) else "error")
+        return f"failing: database_unavailable: {cause} ({type(exc).__name__})", "database_unavailable"
+
+
+async def _broker_check(runtime: Runtime, timeout: float) -> tuple[str, str | None]:
+    try:
+        await _within(runtime.bus.probe(timeout), timeout + 0.5)
+        return "ok", None
+    except BrokerUnavailable as exc:
+        return f"failing: {exc.reason}: {exc}", exc.reason
+    except TimeoutError:
+        return f"failing: broker_stalled: no answer within {timeout:g} s", "broker_stalled"
+    except Exception as exc:  # noqa: BLE001  (a channel closed under the probe, ...)
+        return f"failing: broker_unreachable: {type(exc).__name__}", BrokerUnreachable.reason
 
 
 @health_router.get("/health/ready", response_model=Readiness,
                    responses={503: {"model": Readiness, "description": "not ready: a check is failing"}})
 async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """The service can do its work: its database answers and its broker connection is open."""
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(ping(runtime.engine), 2.0)
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["database"] = f"failing: {type(exc).__name__}"
-    checks["broker"] = "ok" if runtime.bus.is_connected else "failing: not connected"
-    ok = all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if ok else "unavailable", "checks": checks}
-    if runtime.spec.readiness_details is not None and checks["database"] == "ok":
+    """The service can do its work: its database answers a statement and its broker confirms a publish (a
+    bounded round trip), each within ``HEALTH_CHECK_TIMEOUT_SECONDS``. A broker that keeps the connection
+    open but confirms nothing is as down as one that is gone; each failing check names its reason."""
+    timeout = runtime.settings.health_check_timeout_seconds
+    (database, db_reason), (broker, broker_reason) = await asyncio.gather(
+        _database_check(runtime, timeout), _broker_check(runtime, timeout))
+    reasons = [r for r in (db_reason, broker_reason) if r]
+    if reasons:
+        log.warning("health.not_ready", reasons=reasons)
+    body = {"status": "unavailable" if reasons else "ok", "checks": {"database": database, "broker": broker},
+            "reasons": reasons}
+    if runtime.spec.readiness_details is not None and db_reason is None:
         try:
-            body["details"] = await asyncio.wait_for(runtime.spec.readiness_details(runtime), 2.0)
+            body["details"] = await asyncio.wait_for(runtime.spec.readiness_details(runtime), timeout)
         except Exception as exc:  # noqa: BLE001  (figures are extra: their failure is not the service's)
             log.warning("health.details_failed", error=repr(exc)[:300])
-    return JSONResponse(body, status_code=200 if ok else 503)
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 # ------------------------------------------------------------------ audit trail

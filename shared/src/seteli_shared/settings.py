@@ -57,6 +57,16 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_recycle_seconds: int = 1800
+    #: a database that is down or stalled must not hold a request for long: a new connection gets
+    #: ``DB_CONNECT_TIMEOUT_SECONDS``, each statement ``DB_STATEMENT_TIMEOUT_SECONDS`` (the driver gives up
+    #: and has the server cancel it), a free pooled connection is waited for ``DB_POOL_TIMEOUT_SECONDS``;
+    #: then the request is answered 503 ``database_unavailable`` with ``Retry-After: RETRY_AFTER_SECONDS``
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=30.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    retry_after_seconds: int = Field(default=5, ge=1)
+    #: ``/health/ready`` waits this long for the database's answer and the broker's publisher confirm
+    health_check_timeout_seconds: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
     migrate_on_start: bool = True

@@ -60,3 +60,111 @@ async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05): 
         if loop.time() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+class TcpProxy:
+    """A TCP proxy in front of a real server (PostgreSQL, RabbitMQ) that a test controls, to show what a
+    service does when its database or broker fails, without touching the shared servers themselves:
+
+    - ``forward()``: pass bytes both ways (the start; also ends a stall, the held bytes then flow on);
+    - ``refuse()``: stop listening, so that new connections are refused (``accept()`` listens again on
+      the same port);
+    - ``drop()``: cut every open connection (both sides see it reset);
+    - ``stall()``: accept connections but pass nothing on, either way, on new and open connections: a
+      server that hangs (or a network that silently loses its packets).
+
+    Run it in the event loop of the code under test (``await TcpProxy(host, port).start()``); point the
+    service's ``DATABASE_URL`` / ``AMQP_URL`` at ``proxy.address``."""
+
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self.connections = 0  # accepted so far
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> "TcpProxy":
+        await self.accept()
+        return self
+
+    async def accept(self) -> None:
+        """Listen (again, on the same port) for new connections."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def refuse(self) -> None:
+        """New connections are refused (nothing listens on the port); open ones go on."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def forward(self) -> None:
+        self._flowing.set()
+
+    def drop(self) -> None:
+        """Cut every open connection, on both sides."""
+        for client, upstream in list(self._links):
+            for writer in (client, upstream):
+                if writer is not None:
+                    writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        self._links.clear()
+
+    async def down(self) -> None:
+        """The server gone: open connections cut, new ones refused."""
+        await self.refuse()
+        self.drop()
+
+    async def up(self) -> None:
+        self.forward()
+        await self.accept()
+
+    async def close(self) -> None:
+        await self.down()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self.connections += 1
+        link: tuple = (writer, None)
+        self._links.add(link)
+        try:
+            await self._flowing.wait()  # a stalled server accepts, and then says nothing
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            self._links.discard(link)
+            link = (writer, up_writer)
+            self._links.add(link)
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self._links.discard(link)
+            for w in link:
+                if w is not None:
+                    w.transport.abort()
+            self._tasks.discard(task)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await self._flowing.wait()
+            data = await reader.read(65536)
+            if not data:
+                writer.transport.abort()
+                return
+            await self._flowing.wait()  # bytes read just before a stall are held until it ends
+            writer.write(data)
+            await writer.drain()

@@ -4,7 +4,10 @@
 
 - binds the correlation id: ``X-Correlation-ID`` must be a UUID (the contract; arbitrary header
   text is never stored, logged or echoed); without one, a new UUID is made;
-- refuses a body over the size limit (413; a larger limit for the bulk routes a service names);
+- refuses a body over the size limit (413; a larger limit for the bulk routes a service names), and a JSON body
+  deeper than 32 levels, with more than 100,000 values or a string over 32 KiB, or holding a number the API
+  does not take (an exponent, NaN, Infinity, an integer beyond 64 bits, more digits with decimals than a
+  double keeps): 422 with the reason, found on the bytes before anything parses (and recurses into) them;
 - checks every string the request carries, in one place: the path, every query parameter, every header
   a service keeps or logs (``CHECKED_HEADERS``: ``Idempotency-Key``, the correlation and request ids,
   ``User-Agent``, ``Referer``, the forwarded-for headers), and every string (keys too) of the JSON body at
@@ -44,6 +47,7 @@ from .ids import new_id
 from .logging import bind_correlation, get_logger
 from .privacy import REASON as PERSONAL_IDENTITY_CODE
 from .privacy import SIX_DIGITS_SPREAD, find_in
+from .schemas import INT64_MAX, NUMBER_REASONS
 
 log = get_logger("seteli.http")
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -55,15 +59,40 @@ _CORRELATION_KEY = CORRELATION_HEADER.lower().encode()
 CHECKED_HEADERS = ("Idempotency-Key", CORRELATION_HEADER, "X-Request-ID", "User-Agent", "Referer", "Forwarded",
                    "X-Forwarded-For", "X-Real-IP")
 _CHECKED_HEADER_NAMES = {name.lower().encode(): name for name in CHECKED_HEADERS}
+#: the shape a JSON body may have, checked on its bytes before anything parses it: ``json.loads`` (and every
+#: walk of the value) recurses once per level, and a body nested a few thousand deep would overflow the stack
+JSON_MAX_DEPTH = 32
+#: array elements and object members in one body (a bulk body of 10,000 lines of 7 fields has 80,000)
+JSON_MAX_ITEMS = 100_000
+#: the longest string (or key) of a body, in bytes as sent (escapes included); the longest text field is 2,000
+#: characters
+JSON_MAX_STRING_BYTES = 32 * 1024
+#: digits a JSON number with a fraction may have in all: more than a binary double keeps exactly, so that the
+#: value a route sees is the one written (a longer number can be sent as a string)
+JSON_MAX_FRACTION_DIGITS = 15
+
 MESSAGES = {
     PERSONAL_IDENTITY_CODE: "a personal identity code may not be sent to this service; "
                             "use the pseudonymous reference the funder issued",
     "nul_character": "text may not contain the NUL character",
     "control_character": "a path or query may not contain control characters",
+    "json_too_deep": f"the JSON body is nested more than {JSON_MAX_DEPTH} levels deep",
+    "json_too_many_items": f"the JSON body holds more than {JSON_MAX_ITEMS} values",
+    "json_string_too_long": f"a string of the JSON body is longer than {JSON_MAX_STRING_BYTES} bytes",
+    "invalid_number": "a number is written in plain digits with at most one decimal point: no exponent, NaN "
+                      f"or Infinity, and at most {JSON_MAX_FRACTION_DIGITS} digits when it has decimals (send a "
+                      "longer one as a string)",
+    "number_out_of_range": f"a whole number may be at most {INT64_MAX} (64 bits)",
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: an ASCII body without six digits this close (and without a backslash) skips the JSON walk
 _SIX_DIGITS_SPREAD = re.compile(SIX_DIGITS_SPREAD)
+# the JSON body taken apart with bytes methods (C loops, no regular expression over the whole body)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_NUMBER_CHARACTERS = bytes(c if chr(c) in "0123456789." else 32 for c in range(256))  # others to spaces
+_TOO_MANY_OPEN = re.compile(rb"[\[{]{%d}" % (JSON_MAX_DEPTH + 1))
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
 REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
            405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
            422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
@@ -109,6 +138,10 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = _field_errors(exc)
         if any(e["reason"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the body is not valid JSON")
+        reasons = {e["reason"] for e in errors}
+        if len(reasons) == 1 and reasons <= set(NUMBER_REASONS):  # one kind of bad number or date: say which
+            (reason,) = reasons
+            return error_response(422, reason, errors[0]["message"], errors=errors)
         return error_response(422, "invalid_request", "the request does not match the API", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
@@ -171,6 +204,8 @@ class RequestGuard:
                     return
             if refusal is None:
                 body, refusal = await self._read_body(scope, headers, receive)
+            if refusal is None:
+                refusal = self._check_json_shape(body)
             if refusal is None:
                 refusal = self._check_body(body)
             if refusal is not None:
@@ -298,6 +333,28 @@ class RequestGuard:
                 break
         return b"".join(chunks), None
 
+    def _check_json_shape(self, body: bytes) -> JSONResponse | None:
+        """Refuse a JSON body (one that opens with ``[`` or ``{``) that is too deep, has too many items or too
+        long a string, or holds a number the API does not take (an exponent, NaN, Infinity, an integer beyond 64
+        bits, more digits with decimals than a double keeps), before anything parses it. All of it on the bytes
+        with bytes methods (C loops): no recursion, no regular expression over the whole body."""
+        head = body.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")  # (the parser skips a BOM)
+        if head[:1] not in (b"{", b"["):
+            return None
+        if body.count(b'"') > 4 * JSON_MAX_ITEMS:  # each item is at most a key and a value
+            return self._refusal(["body"], "json_too_many_items")
+        # without its escaped backslashes and quotes, a JSON text's quotes alternate: in, out of a string
+        parts = body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
+        if len(parts) > 1 and max(map(len, parts[1::2])) > JSON_MAX_STRING_BYTES:
+            return self._refusal(["body"], "json_string_too_long")
+        outside = b"".join(parts[0::2]) if len(parts) > 1 else body  # structure, numbers, true, false, null
+        brackets = outside.translate(None, _NOT_BRACKETS)
+        if outside.count(b",") + brackets.count(b"[") + brackets.count(b"{") > JSON_MAX_ITEMS:
+            return self._refusal(["body"], "json_too_many_items")
+        if _json_depth_over(brackets, JSON_MAX_DEPTH):  # at most 2 * JSON_MAX_ITEMS brackets by now
+            return self._refusal(["body"], "json_too_deep")
+        return _number_refusal(outside)
+
     def _check_body(self, body: bytes) -> JSONResponse | None:
         if not body:
             return None
@@ -318,6 +375,42 @@ class RequestGuard:
             loc, reason = found
             return self._refusal(["body", *[str(x) for x in loc]], reason)
         return None
+
+
+def _number_refusal(outside: bytes) -> JSONResponse | None:
+    """The refusal of the first number outside the strings that the API does not take, if any."""
+    lower_e = outside.count(b"e")
+    if (b"E" in outside or b"N" in outside or b"I" in outside  # 1E5, NaN, Infinity
+            or lower_e != outside.count(b"true") + outside.count(b"false")):  # 1e5 (the e of true and false aside)
+        return RequestGuard._refusal(["body"], "invalid_number")
+    tokens = outside.translate(_NUMBER_CHARACTERS).split()
+    if not tokens or max(map(len, tokens)) <= JSON_MAX_FRACTION_DIGITS:
+        return None
+    for token in tokens:
+        if len(token) <= JSON_MAX_FRACTION_DIGITS:
+            continue
+        if b"." in token:
+            if len(token) - token.count(b".") > JSON_MAX_FRACTION_DIGITS:
+                return RequestGuard._refusal(["body"], "invalid_number")
+        elif len(token) > len(str(INT64_MAX)) or int(token) > INT64_MAX:  # (never int() of thousands of digits)
+            return RequestGuard._refusal(["body"], "number_out_of_range")
+    return None
+
+
+def _json_depth_over(brackets: bytes, limit: int) -> bool:
+    """Whether the brackets (``[]{}`` of a body, nothing else) nest deeper than ``limit``: each pass removes
+    the innermost empty pairs, so ``limit`` passes empty any nesting of that depth. Brackets that do not pair
+    up (not JSON: the parser refuses it) count by their opening ones."""
+    if _TOO_MANY_OPEN.search(brackets):
+        return True
+    for _ in range(limit):
+        if not brackets:
+            return False
+        shorter = _INNERMOST.sub(b"", brackets)
+        if len(shorter) == len(brackets):  # nothing pairs up any more
+            return brackets.count(b"[") + brackets.count(b"{") > limit
+        brackets = shorter
+    return bool(brackets)
 
 
 def _counted(client_receive, limit: int):  # noqa: ANN001, ANN202

@@ -15,7 +15,7 @@ from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, ac
 from seteli_shared.clock import ClockDep
 from seteli_shared.events import Category
 from seteli_shared.money import from_hundredths, to_hundredths
-from seteli_shared.schemas import Page, PageDep, RequestModel
+from seteli_shared.schemas import BusinessDate, Cents, Page, PageDep, RequestModel, Units
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
@@ -45,9 +45,9 @@ class ChargeCreate(RequestModel):
     provider_id: str | None = Field(default=None, description="defaults to the caller's provider")
     provider_reference: str = Field(min_length=1, max_length=100,
                                     description="the provider's own reference; a retry with it is safe")
-    service_date: date
-    units: Decimal = Field(gt=0, le=10000, decimal_places=2)
-    unit_price_cents: int | None = Field(
+    service_date: BusinessDate
+    units: Units = Field(gt=0, le=10000)
+    unit_price_cents: Cents | None = Field(
         default=None, gt=0, le=10_000_000,
         description="the provider's price per unit, at most its registered price for the service date; defaults "
                     "to the registered price (of the tariff, if given), or to the voucher value when the provider "
@@ -172,7 +172,7 @@ async def charge_voucher(
 async def list_charges(
     sessions: SessionsDep, page: PageDep, scope: Annotated[TenantScope, tenant_scope(*READERS)],
     voucher_id: str | None = None, status: ChargeStatus | None = None,
-    service_date_from: date | None = None, service_date_to: date | None = None,
+    service_date_from: BusinessDate | None = None, service_date_to: BusinessDate | None = None,
     provider_id: str | None = None, funder_id: str | None = None,
 ) -> Page[ChargePublic]:
     """Charges in the order they were accepted: operator staff see all, a funder's staff their funder's,

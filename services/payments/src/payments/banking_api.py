@@ -13,7 +13,7 @@ from seteli_shared.auth import (PROVIDER_STAFF, Principal, Role, TenantScope, ac
                                tenant_scope)
 from seteli_shared.clock import ClockDep
 from seteli_shared.events import FunderId
-from seteli_shared.schemas import Page, PageDep, RequestModel
+from seteli_shared.schemas import BigCents, BusinessDate, Page, PageDep, RequestModel
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
 
@@ -31,7 +31,7 @@ BankReference = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-
 
 
 class Execution(RequestModel):
-    executed_on: date = Field(description="the day the bank executed the payment file")
+    executed_on: BusinessDate = Field(description="the day the bank executed the payment file")
 
 
 class ExecutionPublic(BaseModel):
@@ -58,8 +58,8 @@ async def execute_run(
 
 
 class BankLine(RequestModel):
-    amount_cents: int = Field(gt=0, le=100_000_000_000, description="the amount booked, in cents")
-    booked_on: date
+    amount_cents: BigCents = Field(gt=0, le=100_000_000_000, description="the amount booked, in cents")
+    booked_on: BusinessDate
     bank_reference: BankReference
 
 

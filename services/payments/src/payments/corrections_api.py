@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from seteli_shared.auth import Principal, Role, require
 from seteli_shared.clock import ClockDep
 from seteli_shared.money import from_hundredths, to_hundredths
-from seteli_shared.schemas import RequestModel
+from seteli_shared.schemas import BigCents, RequestModel, Units
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
@@ -31,10 +31,10 @@ class CorrectionCreate(RequestModel):
     reason: CorrectionReason = Field(description="why the charge is corrected (a code: no free text)")
     reversal: bool = Field(default=False, description="the whole charge is reversed (then neither units nor "
                            "amount_cents is given)")
-    units: Decimal | None = Field(default=None, ge=0, le=10000, decimal_places=2, description=(
+    units: Units | None = Field(default=None, ge=0, le=10000, description=(
         "the units the charge should have been (fewer than now); its amount, own share and client fee follow in "
         "proportion to the charge as accepted"))
-    amount_cents: int | None = Field(default=None, ge=0, le=10_000_000_000, description=(
+    amount_cents: BigCents | None = Field(default=None, ge=0, le=10_000_000_000, description=(
         "the amount the funder should have paid (lower than now); with units, at most what the units give"))
 
     @model_validator(mode="after")

@@ -8,8 +8,12 @@
   (``personal_identity_code``, ``nul_character``), naming the column only; in the header it
   refuses the file. Streamed bodies skip the request guard's whole-body scan: this is that scan, per line;
 - a comma or a semicolon between fields, found from the header line;
-- decimal comma or point (``1,5`` or ``1.5`` units; ``27,50`` EUR in ``unit_price``), spaces as
-  thousands separators; dates as ``2026-06-01`` or ``1.6.2026``;
+- numbers as ``seteli_shared.schemas`` reads them everywhere (ASCII digits, at most one decimal separator),
+  with a decimal comma or point (``1,5`` or ``1.5`` units; ``27,50`` EUR in ``unit_price``) and thousands
+  grouped by a space, no-break space or narrow no-break space in groups of three (``1 000,50``); no sign,
+  exponent, underscore, other scripts' digits or stray spaces (``1 0``): the line is refused
+  ``invalid_number_or_date``; dates as ``2026-06-01`` or ``1.6.2026`` (ASCII digits), within the dates the
+  line model takes (``BusinessDate``: 1900-01-01..2199-12-31);
 - a header line naming the columns (any order, any case): ``provider_reference``, ``service_date``,
   ``units`` and one of ``voucher_id`` / ``voucher_code`` are required; ``unit_price`` (EUR) or
   ``unit_price_cents``, ``tariff`` and ``category`` are optional. A missing or unknown column refuses
@@ -26,18 +30,17 @@ import csv
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from typing import Iterable, Iterator
 
 from seteli_shared.errors import DomainError
 from seteli_shared.privacy import cannot_hold_code, find_in
+from seteli_shared.schemas import parse_decimal_strict, parse_whole_strict
 
 REQUIRED = ("provider_reference", "service_date", "units")
 VOUCHER = ("voucher_id", "voucher_code")
 OPTIONAL = ("unit_price", "unit_price_cents", "tariff", "category")
 COLUMNS = (*VOUCHER, *REQUIRED, *OPTIONAL)
-_DMY = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
-_SPACES = re.compile(r"[\s\u00a0\u202f]")
+_DMY = re.compile(r"^([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})$")
 #: the first bytes of a file are decoded strictly: a file that is not UTF-8 is refused whole
 STRICT_BYTES = 64 * 1024
 _NOT_UTF8 = "\ufffd"
@@ -125,19 +128,9 @@ def header_columns(names: list[str]) -> list[str]:
 
 
 def decimal_text(raw: str) -> str:
-    """``1,5`` / ``1.5`` / ``1 000,50`` as a decimal in plain digits (ValueError when it is none)."""
-    text = _SPACES.sub("", raw)
-    if "," in text:
-        if "." in text:
-            raise ValueError("both separators")
-        text = text.replace(",", ".")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError("not a number") from None
-    if not value.is_finite():
-        raise ValueError("not finite")
-    return format(value, "f")
+    """``1,5`` / ``1.5`` / ``1 000,50`` as a decimal in plain digits (a ValueError, ``NumberRefused``, when it is
+    none: the strict reading every service's numbers get, with a decimal comma and grouped thousands)."""
+    return format(parse_decimal_strict(raw, decimal_comma=True, grouping=True), "f")
 
 
 def date_text(raw: str) -> str:
@@ -160,13 +153,10 @@ def _values(columns: list[str], cells: list[str]) -> tuple[dict, str | None, lis
             if name == "units":
                 values[name] = decimal_text(cell)
             elif name == "unit_price":
-                euros = Decimal(decimal_text(cell))
-                cents = euros * 100
-                if cents != cents.to_integral_value():
-                    raise ValueError("more than two decimals")
-                values["unit_price_cents"] = int(cents)
+                euros = parse_decimal_strict(cell, places=2, decimal_comma=True, grouping=True)
+                values["unit_price_cents"] = int(euros * 100)
             elif name == "unit_price_cents":
-                values[name] = int(_SPACES.sub("", cell))
+                values[name] = parse_whole_strict(cell, grouping=True)
             elif name == "service_date":
                 values[name] = date_text(cell)
             else:

@@ -8,8 +8,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from itertools import islice
 from typing import AsyncIterator, Iterable, Iterator
 
@@ -30,7 +29,7 @@ from seteli_shared.logging import get_logger
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import add_event
 from seteli_shared.schedule import every
-from seteli_shared.schemas import RequestModel
+from seteli_shared.schemas import NUMBER_REASONS, BusinessDate, Cents, RequestModel, Units
 
 from . import bulk, csv_charges, domain, usecases
 from .models import Charge, IdempotencyRecord, ProviderChoiceView, VoucherView
@@ -213,9 +212,9 @@ class ChargeLine(RequestModel):
     voucher_code: str | None = Field(default=None, min_length=1, max_length=32,
                                      description="the code the client gave the provider, instead of voucher_id")
     provider_reference: str = Field(min_length=1, max_length=100)
-    service_date: date
-    units: Decimal = Field(gt=0, le=10000, decimal_places=2)
-    unit_price_cents: int | None = Field(default=None, gt=0, le=10_000_000)
+    service_date: BusinessDate
+    units: Units = Field(gt=0, le=10000)
+    unit_price_cents: Cents | None = Field(default=None, gt=0, le=10_000_000)
     tariff: str | None = Field(default=None, pattern="^(weekday|weekday_evening|saturday|sunday)$")
     category: Category | None = None
 
@@ -245,7 +244,10 @@ def line_of(n: int, raw: object) -> Line:
         return Line(n, ref, ChargeLine.model_validate(raw))
     except ValidationError as e:
         errors = [{"loc": [str(x) for x in err["loc"]], "reason": err["type"]} for err in e.errors()][:20]
-        return Line(n, ref, reason="invalid_request", details={"errors": errors})
+        reasons = {err["reason"] for err in errors}
+        # one kind of bad number or date (as a request answers it: web.install_error_handlers): say which
+        reason = reasons.pop() if len(reasons) == 1 and reasons <= set(NUMBER_REASONS) else "invalid_request"
+        return Line(n, ref, reason=reason, details={"errors": errors})
 
 
 def json_lines(items: list) -> Iterator[Line]:

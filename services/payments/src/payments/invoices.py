@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared.errors import DomainError
 from seteli_shared.money import euros
+from seteli_shared.schemas import DATE_MAX, DATE_MIN
 
 from . import domain
 from .models import Charge, ChargeCorrection, Settlement
@@ -42,12 +43,16 @@ class Invoice:
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
-    """[first instant, first instant of the next month) of ``YYYY-MM`` (``invalid_month`` otherwise)."""
+    """[first instant, first instant of the next month) of ``YYYY-MM`` (``invalid_month`` otherwise; a month
+    outside the dates of business, ``schemas.DATE_MIN``..``DATE_MAX``, is ``date_out_of_range``: 9999-12 had
+    no next month to end at)."""
     try:
         year, mon = (int(x) for x in month.split("-"))
         start = date(year, mon, 1)
     except ValueError:
         raise DomainError("invalid_month", "the month is YYYY-MM") from None
+    if not DATE_MIN <= start <= DATE_MAX:
+        raise DomainError("date_out_of_range", f"a month from {DATE_MIN:%Y-%m} to {DATE_MAX:%Y-%m}")
     end = date(year + mon // 12, mon % 12 + 1, 1)
     return (datetime.combine(start, time.min, tzinfo=timezone.utc),
             datetime.combine(end, time.min, tzinfo=timezone.utc))

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from seteli_shared import audit, periods
 from seteli_shared.auth import Principal, TenantScope
 from seteli_shared.clock import Clock
-from seteli_shared.db import (RawStatement, driver_connection, driver_transaction, once_more_on_conflict,
-                              unit_of_work)
+from seteli_shared.db import (WHOLE_RUN_STATEMENT_SECONDS, RawStatement, driver_connection, driver_transaction,
+                              once_more_on_conflict, unit_of_work)
 from seteli_shared.errors import Conflict, NotFound
 from seteli_shared.events import ChargeAccepted, ChargeSettled, SettlementCreated
 from seteli_shared.ids import new_id
@@ -610,7 +610,8 @@ class SettlementBatch:
             await self.pg.execute(
                 "CREATE TEMP TABLE settle_charges ON COMMIT DROP AS SELECT id, funder_id, provider_id, voucher_id, "
                 "category, amount_cents, accepted_at FROM payments_charge WHERE status = $1 AND settlement_id IS "
-                "NULL FOR UPDATE SKIP LOCKED".replace("$1", f"'{domain.ACCEPTED}'"))
+                "NULL FOR UPDATE SKIP LOCKED".replace("$1", f"'{domain.ACCEPTED}'"),
+                timeout=WHOLE_RUN_STATEMENT_SECONDS)
             await self.pg.execute(
                 "CREATE INDEX ON settle_charges (funder_id, provider_id, accepted_at, id); ANALYZE settle_charges; "
                 "CREATE TEMP TABLE settle_fees (id varchar PRIMARY KEY, settlement_id varchar NOT NULL, "
@@ -629,7 +630,7 @@ class SettlementBatch:
             await self.pg.execute(
                 "UPDATE payments_charge c SET status = $1, settlement_id = f.settlement_id, fee_cents = f.fee, "
                 "net_cents = c.amount_cents - f.fee FROM settle_fees f WHERE c.id = f.id"
-                .replace("$1", f"'{domain.SETTLED}'"))
+                .replace("$1", f"'{domain.SETTLED}'"), timeout=WHOLE_RUN_STATEMENT_SECONDS)
 
     async def funders(self) -> set[str]:
         if self.pg is not None:

@@ -4,6 +4,7 @@ The portal never reads a service's database: everything it shows comes from thes
 decision about who may see what is the service's (the portal only hides pages a role has no use for)."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,26 +87,39 @@ def error_of(r: httpx.Response) -> BackendError:
     return BackendError(r.status_code, str(reason), str(message), details if isinstance(details, dict) else {})
 
 
+#: how long the operator's page waits for the broker's answers (a broker that stalls must not hang the page)
+BROKER_TIMEOUT_SECONDS = 5.0
+
+
 async def dead_letter_counts(settings: PortalSettings) -> list[tuple[str, int]] | None:
     """Messages waiting in each dead-letter queue (a passive declare: nothing is consumed or changed);
-    None when the portal has no broker configured. A queue that does not exist is left out."""
+    None when the portal has no broker configured. A queue that does not exist is left out. Every step waits
+    at most ``BROKER_TIMEOUT_SECONDS``: a broker that is down or stalled raises (the page says so)."""
     if not settings.amqp_url:
         return None
     import aio_pika
 
     out: list[tuple[str, int]] = []
-    connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    connection = await aio_pika.connect(settings.amqp_url, timeout=BROKER_TIMEOUT_SECONDS)
     try:
         for name in (q.strip() for q in settings.dead_letter_queues.split(",") if q.strip()):
-            channel = await connection.channel()
+            channel = await asyncio.wait_for(connection.channel(), BROKER_TIMEOUT_SECONDS)
             try:
-                queue = await channel.declare_queue(f"{settings.bus_namespace}.{name}", passive=True)
+                queue = await channel.declare_queue(f"{settings.bus_namespace}.{name}", passive=True,
+                                                    timeout=BROKER_TIMEOUT_SECONDS)
                 out.append((queue.name, int(queue.declaration_result.message_count or 0)))
             except Exception:  # noqa: BLE001  (no such queue here)
                 pass
             finally:
                 if not channel.is_closed:
-                    await channel.close()
+                    await asyncio.wait_for(channel.close(), BROKER_TIMEOUT_SECONDS)
     finally:
-        await connection.close()
+        await _close_within(connection, BROKER_TIMEOUT_SECONDS)
     return out
+
+
+async def _close_within(connection, timeout: float) -> None:  # noqa: ANN001
+    try:
+        await asyncio.wait_for(connection.close(), timeout)
+    except (asyncio.TimeoutError, TimeoutError):  # a stalled broker never answers the close: leave it
+        pass

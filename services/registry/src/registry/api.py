@@ -13,7 +13,7 @@ from seteli_shared.auth import (FUNDER_ROLES, FUNDER_STAFF, PROVIDER_ROLES, PROV
 from seteli_shared.catalogue import CATALOGUE
 from seteli_shared.clock import ClockDep
 from seteli_shared.events import FunderId
-from seteli_shared.schemas import Page, PageDep, RequestModel, Text
+from seteli_shared.schemas import BusinessDate, Page, PageDep, RequestModel, Text
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
 
@@ -168,7 +168,7 @@ class ApprovalPublic(BaseModel):
 class Insurance(RequestModel):
     insurer: Text
     policy_number: domain.ShortText
-    valid_until: date
+    valid_until: BusinessDate
 
 
 class InsurancePublic(BaseModel):
@@ -239,7 +239,7 @@ class ProviderUpdate(RequestModel):
     contact_phone: domain.Phone | None = None
     bic: domain.Bic | None = Field(default=None, description="checked against the IBAN's bank where that is known")
     prepayment_registered: bool = Field(default=False, description="in the prepayment register (ennakkoperintärekisteri)")
-    prepayment_checked_on: date | None = Field(default=None, description="when the register was last checked")
+    prepayment_checked_on: BusinessDate | None = Field(default=None, description="when the register was last checked")
     liability_insurance: Insurance | None = None
     patient_insurance: Insurance | None = None
     supervisory_register_number: domain.ShortText | None = None
@@ -551,7 +551,7 @@ async def request_information(
 # ------------------------------------------------------------------ suspension, reinstatement, revocation
 class ApprovalSuspension(RequestModel):
     reason: domain.ReasonCode = Field(description="a code, e.g. funder_decision")
-    effective_from: date = Field(description="today or later")
+    effective_from: BusinessDate = Field(description="today or later")
     message: domain.Message | None = None
 
 

@@ -23,6 +23,7 @@ from stdnum.fi import ytunnus
 
 from seteli_shared.catalogue import CATEGORIES
 from seteli_shared.errors import Conflict, DomainError
+from seteli_shared.schemas import Count, Rate
 
 
 def valid_business_id(value: str) -> str:
@@ -81,9 +82,9 @@ def valid_email(value: str) -> str:
     return value.lower()
 
 
-FeeRate = Annotated[Decimal, Field(max_digits=6, decimal_places=4), AfterValidator(valid_fee_rate)]
-SettlementDays = Annotated[int, Field(ge=1, le=90)]
-ChargeDeadlineDays = Annotated[int, Field(ge=1, le=3650)]
+FeeRate = Annotated[Rate, AfterValidator(valid_fee_rate)]
+SettlementDays = Annotated[Count, Field(ge=1, le=90)]
+ChargeDeadlineDays = Annotated[Count, Field(ge=1, le=3650)]
 Email = Annotated[str, Field(max_length=254), AfterValidator(valid_email)]
 
 
@@ -113,7 +114,7 @@ def registration_conflicts(existing: FunderTerms, asked: FunderTerms) -> list[st
 # ------------------------------------------------------------------ rulebooks
 DEFAULT_PREPAYMENT_CHECK_MAX_AGE_DAYS = 365
 RulebookVersion = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]{0,19}$")]
-PrepaymentCheckMaxAge = Annotated[int, Field(ge=1, le=3650)]
+PrepaymentCheckMaxAge = Annotated[Count, Field(ge=1, le=3650)]
 
 
 def valid_url(value: str) -> str:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field, Strict
+from pydantic import BaseModel, Field
 
 from seteli_shared.auth import (FUNDER_STAFF, PROVIDER_ROLES, Principal, Role, ensure_visible, require)
 from seteli_shared.clock import ClockDep
 from seteli_shared.errors import DomainError
 from seteli_shared.events import FunderId
-from seteli_shared.schemas import Page, PageDep, RequestModel
+from seteli_shared.schemas import BusinessDate, Cents, Page, PageDep, RequestModel, Units
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
@@ -24,25 +23,25 @@ from . import prices
 from .price_models import PriceList
 
 router = APIRouter()
-Cents = Annotated[int, Strict(), Field(description="whole cents per unit (a JSON integer); above 0, at most "
-                                         f"{prices.MAX_UNIT_PRICE_CENTS}")]
+UnitPrice = Annotated[Cents, Field(description="whole cents per unit; above 0, at most "
+                                           f"{prices.MAX_UNIT_PRICE_CENTS}")]
 
 
 class TariffsIn(RequestModel):
     """Time-of-day prices that override the base price, cents per unit; each optional."""
 
-    weekday: Cents | None = None
-    weekday_evening: Cents | None = None
-    saturday: Cents | None = None
-    sunday: Cents | None = None
+    weekday: UnitPrice | None = None
+    weekday_evening: UnitPrice | None = None
+    saturday: UnitPrice | None = None
+    sunday: UnitPrice | None = None
 
 
 class PriceListCreate(RequestModel):
     funder_id: FunderId
     category: str = Field(max_length=40, description="a service category the funder uses")
-    unit_price_cents: Cents
+    unit_price_cents: UnitPrice
     tariffs: TariffsIn | None = None
-    effective_from: date = Field(description="today at the earliest")
+    effective_from: BusinessDate = Field(description="today at the earliest")
 
 
 class PriceListPublic(BaseModel):
@@ -190,11 +189,11 @@ async def compare_providers(
     municipality: Annotated[str | None, Query(pattern=r"^[0-9]{3}$", description="a municipality code: "
                                               "providers with a service unit there or serving it")] = None,
     language: Annotated[str | None, Query(pattern=r"^[a-z]{2}$", description="ISO 639-1, e.g. sv")] = None,
-    voucher_value_cents: Annotated[int | None, Query(ge=0, le=prices.MAX_UNIT_PRICE_CENTS,
+    voucher_value_cents: Annotated[Cents | None, Query(ge=0, le=prices.MAX_UNIT_PRICE_CENTS,
                                                      description="the voucher's value per unit")] = None,
-    units_per_month: Annotated[Decimal | None, Query(ge=0, le=10000, max_digits=7, decimal_places=2)] = None,
+    units_per_month: Annotated[Units | None, Query(ge=0, le=10000)] = None,
     sort: SortBy = SortBy.PRICE,
-    on: Annotated[date | None, Query(alias="date", description="the day whose prices count; today by "
+    on: Annotated[BusinessDate | None, Query(alias="date", description="the day whose prices count; today by "
                                                                  "default")] = None,
 ) -> Response:
     """Public, no login: the providers a funder has approved for a service category (not suspended on
@@ -248,9 +247,9 @@ class PublicProvider(BaseModel):
 async def public_provider(
     sessions: SessionsDep, clock: ClockDep,
     provider_id: Annotated[str, Path(max_length=64)],
-    on: Annotated[date | None, Query(alias="date", description="the day whose approvals and prices count; "
+    on: Annotated[BusinessDate | None, Query(alias="date", description="the day whose approvals and prices count; "
                                                                  "today by default")] = None,
-    voucher_value_cents: Annotated[int | None, Query(ge=0, le=prices.MAX_UNIT_PRICE_CENTS,
+    voucher_value_cents: Annotated[Cents | None, Query(ge=0, le=prices.MAX_UNIT_PRICE_CENTS,
                                                      description="a voucher's value per unit")] = None,
 ) -> PublicProvider:
     """Public, no login: one provider's page as a client comparing providers sees it: name, business

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seteli_shared.auth import FUNDER_STAFF, Principal, Role, TenantScope, ensure_visible, require, tenant_scope
 from seteli_shared.clock import Clock, ClockDep
-from seteli_shared.schemas import Page, PageDep, RequestModel
+from seteli_shared.schemas import Count, Page, PageDep, RequestModel
 from seteli_shared.web import created_or_repeated, error_responses
 from seteli_shared.money import from_hundredths
 from seteli_shared.service import SessionsDep
@@ -208,7 +208,7 @@ class MonthlyAudit(BaseModel):
 
 
 class FeedbackCreate(RequestModel):
-    rating: int = Field(ge=1, le=5, description="1 very dissatisfied ... 4 satisfied, 5 very satisfied")
+    rating: Count = Field(ge=1, le=5, description="1 very dissatisfied ... 4 satisfied, 5 very satisfied")
     text: str | None = Field(default=None, max_length=2000)
 
 

@@ -25,7 +25,7 @@ from seteli_shared.money import round_cents
 
 MIN_CLIENTS = 5
 SCHEMA = "seteli.monthly-report.v1"
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")  # ASCII digits only
 
 
 # ------------------------------------------------------------------ periods

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from seteli_shared.auth import FUNDER_STAFF, Principal, Role, require
 from seteli_shared.clock import ClockDep
-from seteli_shared.schemas import Page, PageDep, RequestModel
+from seteli_shared.schemas import BigCents, Cents, Count, Page, PageDep, Rate, RequestModel, Units
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
 
@@ -24,21 +24,21 @@ router = APIRouter(tags=["value tables"])
 PUBLISHERS = (Role.OPERATOR, Role.FUNDER_DECISION_MAKER)
 READERS = (Role.OPERATOR, *FUNDER_STAFF, Role.FUNDER_CASE_SYSTEM)
 CALCULATORS = (Role.OPERATOR, Role.FUNDER_DECISION_MAKER, Role.FUNDER_CASE_SYSTEM)
-Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
-Cents = Annotated[int, Field(ge=0, le=100_000_000)]
+Percent = Annotated[Rate, Field(ge=0, le=100)]
+IncomeCents = Annotated[BigCents, Field(ge=0, le=100_000_000)]
 
 
 class ValueTableCreate(RequestModel):
     category: Category
     table_version: TableVersion = Field(description='e.g. "2026.1"; a published version never changes')
-    max_value_per_unit_cents: int = Field(gt=0, le=10_000_000, description="e.g. at least 2700 for home care "
+    max_value_per_unit_cents: Cents = Field(gt=0, le=10_000_000, description="e.g. at least 2700 for home care "
                                                                            "(the national guideline)")
-    min_value_per_unit_cents: int = Field(ge=0, le=10_000_000, description="e.g. 700")
-    income_limits_cents: list[Cents] = Field(min_length=6, max_length=6,
+    min_value_per_unit_cents: Cents = Field(ge=0, le=10_000_000, description="e.g. 700")
+    income_limits_cents: list[IncomeCents] = Field(min_length=6, max_length=6,
                                              description="gross monthly income limit by household of 1..6 persons")
     percentages: list[Percent] = Field(min_length=6, max_length=6,
                                        description="percent of the income above the limit, households of 1..6")
-    extra_person_limit_cents: Cents = Field(description="added to the limit for each further person (e.g. 34200)")
+    extra_person_limit_cents: IncomeCents = Field(description="added to the limit for each further person (e.g. 34200)")
     extra_person_points: Percent = Field(description="percentage points off for each further person (e.g. 1)")
 
     def content(self, funder_id: str) -> formulas.TableContent:
@@ -65,10 +65,10 @@ class ValueTablePublic(BaseModel):
 
 
 class ValueCalculation(RequestModel):
-    household_size: int = Field(ge=1, le=value_engine.MAX_HOUSEHOLD)
-    gross_monthly_income_cents: int = Field(ge=0, le=100_000_000,
-                                            description="used for this answer only: never stored or logged")
-    units_per_month: Decimal = Field(gt=0, le=100000, decimal_places=2)
+    household_size: Count = Field(ge=1, le=value_engine.MAX_HOUSEHOLD)
+    gross_monthly_income_cents: BigCents = Field(ge=0, le=100_000_000,
+                                                 description="used for this answer only: never stored or logged")
+    units_per_month: Units = Field(gt=0, le=100000)
 
 
 class ValuePreview(BaseModel):

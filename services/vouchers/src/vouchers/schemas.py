@@ -11,7 +11,7 @@ from seteli_shared.catalogue import Period
 from seteli_shared.decisions import AgeBand, MunicipalityCode
 from seteli_shared.events import FunderId
 from seteli_shared.money import from_hundredths
-from seteli_shared.schemas import Page, RequestModel
+from seteli_shared.schemas import BigCents, BusinessDate, Cents, Count, Page, RequestModel, Units
 
 from . import domain, kinds
 from .kinds import KIND_DESCRIPTION, TableVersion, VoucherKind
@@ -29,13 +29,13 @@ class VoucherCreate(RequestModel):
     decision_ref: Reference = Field(description="the funder's reference of the service decision")
     client_ref: Reference = Field(description="pseudonymous client reference issued by the funder; never a HETU")
     category: Category
-    units_per_period: Decimal | None = Field(default=None, gt=0, le=100000, decimal_places=2,
+    units_per_period: Units | None = Field(default=None, gt=0, le=100000,
                                              description="required but for a personal_budget")
     period: Period = Period.MONTH
-    value_per_unit_cents: int | None = Field(default=None, gt=0, le=10_000_000,
+    value_per_unit_cents: Cents | None = Field(default=None, gt=0, le=10_000_000,
                                              description="service_voucher only (required there)")
-    valid_from: date = Field(description="at most a year before today and at most a year ahead")
-    valid_until: date = Field(description="not before today; at most five years after valid_from")
+    valid_from: BusinessDate = Field(description="at most a year before today and at most a year ahead")
+    valid_until: BusinessDate = Field(description="not before today; at most five years after valid_from")
     carry_over: bool = Field(default=False, description="monthly units only: the unused units of a month add to "
                                                         "the next month's")
     age_band: AgeBand | None = Field(default=None, description='statistics only: the client\'s age band, e.g. '
@@ -46,16 +46,16 @@ class VoucherCreate(RequestModel):
     kind: VoucherKind = Field(default="service_voucher", description=KIND_DESCRIPTION)
     value_table_version: TableVersion | None = Field(
         default=None, description="income_related: the funder's formula table version for this category")
-    household_size: int | None = Field(default=None, ge=1, le=30, description="income_related")
-    gross_monthly_income_cents: int | None = Field(
+    household_size: Count | None = Field(default=None, ge=1, le=30, description="income_related")
+    gross_monthly_income_cents: BigCents | None = Field(
         default=None, ge=0, le=100_000_000,
         description="income_related: used only to compute the value, never stored or logged")
-    max_value_per_unit_cents: int | None = Field(default=None, gt=0, le=10_000_000,
+    max_value_per_unit_cents: Cents | None = Field(default=None, gt=0, le=10_000_000,
                                                  description="client_voucher: the funder's maximum per unit")
-    client_fee_cents: int | None = Field(default=None, ge=0, le=10_000_000,
+    client_fee_cents: Cents | None = Field(default=None, ge=0, le=10_000_000,
                                          description="client_voucher: the client's fixed fee per unit, paid to "
                                                      "the funder whichever provider is chosen")
-    budget_cents: int | None = Field(default=None, gt=0, le=1_000_000_000,
+    budget_cents: BigCents | None = Field(default=None, gt=0, le=1_000_000_000,
                                      description="personal_budget: money per period (month or validity)")
     categories: list[Category] | None = Field(default=None, min_length=1, max_length=17,
                                               description="personal_budget: the categories it may be spent on "
