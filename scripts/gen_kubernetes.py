@@ -515,9 +515,9 @@ def _from_ingress_controller(site: Site, port: int) -> dict:
 
 
 def app_policy(info: ServiceInfo, site: Site) -> dict:
-    """A service's pods (and its migration Job's) reach DNS, their own database and the broker; payments also
-    the public internet on 443 (webhooks), the portal that and the four services' APIs. They are reached by
-    the ingress controller, and the services also by the portal."""
+    """A service's pods reach DNS, their own database and the broker; payments also the public internet on 443
+    (webhooks), the portal that (its OpenID Connect issuer) and the four services' APIs. They are reached by the
+    ingress controller, and the services also by the portal."""
     egress = [_dns(), _own_database(info.name), _broker()]
     ingress_ = [_from_ingress_controller(site, info.port)]
     if info.name in ("payments", "portal"):
@@ -530,9 +530,18 @@ def app_policy(info: ServiceInfo, site: Site) -> dict:
                          "ports": [{"protocol": "TCP", "port": info.port}]})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": meta(info.name, site, labels(info.name, "network-policy")),
-            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": info.name,
-                                                     "app.kubernetes.io/part-of": PART_OF}},
+            "spec": {"podSelector": {"matchLabels": {**selector(info.name), "app.kubernetes.io/part-of": PART_OF}},
                      "policyTypes": ["Ingress", "Egress"], "ingress": ingress_, "egress": egress}}
+
+
+def migration_policy(info: ServiceInfo, site: Site) -> dict:
+    """A migration Job's pod reaches DNS and its own database, nothing else, and is reached by nobody."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(f"{info.name}-migration", site, labels(info.name, "network-policy")),
+            "spec": {"podSelector": {"matchLabels": {**selector(info.name, "migration"),
+                                                     "app.kubernetes.io/part-of": PART_OF}},
+                     "policyTypes": ["Ingress", "Egress"], "ingress": [],
+                     "egress": [_dns(), _own_database(info.name)]}}
 
 
 def database_policy(info: ServiceInfo, site: Site) -> dict:
@@ -711,6 +720,7 @@ def render_profile(profile: Profile, site: Site) -> dict[str, list[dict]]:
                          "automountServiceAccountToken": False})
     platform += [deny_all_ingress(site), broker_policy(site)]
     platform += [app_policy(info, site) for info in EVERYTHING]
+    platform += [migration_policy(info, site) for info in EVERYTHING if info.database]
     platform += [database_policy(info, site) for info in EVERYTHING if info.database]
     platform += [rabbitmq_cluster(profile, site), *topology(site), object_store(profile, site)]
     for info in EVERYTHING:
@@ -789,8 +799,8 @@ def first_secrets(site: Site = Site()) -> tuple[list[dict], dict]:
             env["IDEMPOTENCY_KEY_SECRET"] = secrets.token_urlsafe(48)
         if info.name == "vouchers":
             env.update({"TOKEN_SIGNING_KEY": pem, "TOKEN_SIGNING_KID": jwk["kid"]})
-        if info.name == "portal":
-            env["PORTAL_SESSION_SECRET"] = secrets.token_urlsafe(48)
+        if info.name == "portal":  # the client secret from the OpenID Connect issuer, if the client is confidential
+            env.update({"PORTAL_SESSION_SECRET": secrets.token_urlsafe(48), "OIDC_CLIENT_SECRET": ""})
         values[env_secret(info.name)] = env
         values[db_owner_secret(info.name)] = {"username": info.name, "password": db_password}
         values[broker_user_secret(info.name)] = {"username": broker_user(info.name), "password": broker_password}
@@ -821,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "secrets":
         docs, jwk = first_secrets(site)
         print("# Fresh Secrets for seteli: kubectl apply -f this file, then delete it. Never commit it.\n"
-              f"# Fill in {BACKUP_SECRET} (the object store's keys). Add this public key to the JWKS in the\n"
+              f"# Fill in {BACKUP_SECRET} (the object store's keys) and, for a confidential client, the portal's\n"
+              f"# OIDC_CLIENT_SECRET. Add this public key to the JWKS in the\n"
               f"# ConfigMap {IDENTITY_CONFIGMAP} (and at the identity provider, if it publishes the JWKS):\n"
               f"# {json.dumps(jwk)}")
         print(yaml.safe_dump_all(docs, sort_keys=False, width=120, explicit_start=True), end="")
