@@ -670,7 +670,8 @@ def _run_env(profile: str, doc: dict, name: str, values: dict[str, str], jwks: P
     env.update({"JWKS_URL": str(jwks), "BUS_NAMESPACE": namespace, "LOG_JSON": "true"})
     if name == "portal":
         env.update({f"{s.upper()}_URL": f"http://127.0.0.1:9/{s}" for s in NAMES})
-    return {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **env}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the image's /opt/venv/bin
+    return {**{k: v for k, v in os.environ.items() if k in ("HOME", "LANG")}, "PATH": path, **env}
 
 
 async def test_each_pods_command_with_its_environment_migrates_then_serves_its_probes(pg, amqp_url, namespace,
@@ -681,33 +682,39 @@ async def test_each_pods_command_with_its_environment_migrates_then_serves_its_p
     taken)."""
     profile = "small"
     made, jwk = gen.first_secrets()
-    values = {k: v for d in made if d["metadata"]["name"].endswith("-secrets") for k, v in d["stringData"].items()}
     jwks = _jwks_file(tmp_path, jwk)
-    started: list[subprocess.Popen] = []
+    envs: dict[str, dict[str, str]] = {}
+    for name in ALL:
+        own = {k: v for d in made if d["metadata"]["name"] == f"{name}-secrets" for k, v in d["stringData"].items()}
+        own.update({"DATABASE_URL": await pg.create(f"k8s{name}"), "AMQP_URL": amqp_url,
+                    "JWT_ISSUER": "https://login.example.org", "JWT_AUDIENCE": "seteli", "OIDC_ISSUER": "",
+                    "OIDC_CLIENT_ID": ""})
+        envs[name] = own
+
+    async def migrate(name: str) -> None:
+        job = the_jobs(profile)[name]
+        done = await asyncio.to_thread(subprocess.run, main_container(job)["command"], cwd=tmp_path,
+                                       env=_run_env(profile, job, name, envs[name], jwks, namespace),
+                                       capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{name} migrate: {done.stderr[-2000:]}"
+
+    await asyncio.gather(*(migrate(name) for name in ALL))
+    started: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
         for name in ALL:
-            own = {**values, "DATABASE_URL": await pg.create(f"k8s{name}"), "AMQP_URL": amqp_url,
-                   "JWT_ISSUER": "https://login.example.org", "JWT_AUDIENCE": "seteli",
-                   "OIDC_ISSUER": "", "OIDC_CLIENT_ID": ""}
-            own.update({k: v for d in made if d["metadata"]["name"] == f"{name}-secrets"
-                        for k, v in d["stringData"].items() if k not in ("DATABASE_URL", "AMQP_URL")})
-            job = the_jobs(profile)[name]
-            done = await asyncio.to_thread(subprocess.run, main_container(job)["command"], cwd=tmp_path,
-                                           env=_run_env(profile, job, name, own, jwks, namespace),
-                                           capture_output=True, text=True, timeout=180)
-            assert done.returncode == 0, f"{name} migrate: {done.stderr[-2000:]}"
             dep = one(profile, "Deployment", name)
             command = list(main_container(dep)["command"])
             port = _free_port()
             command[command.index("--port") + 1] = str(port)
-            log = (tmp_path / f"{name}.log").open("w")
-            started.append(subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                            env=_run_env(profile, dep, name, own, jwks, namespace)))
-            await _answer_probes(main_container(dep), port, started[-1], tmp_path / f"{name}.log")
+            with (tmp_path / f"{name}.log").open("w") as log:
+                started[name] = (subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                                  env=_run_env(profile, dep, name, envs[name], jwks, namespace)), port)
+        await asyncio.gather(*(_answer_probes(main_container(one(profile, "Deployment", name)), port, proc,
+                                              tmp_path / f"{name}.log") for name, (proc, port) in started.items()))
     finally:
-        for proc in started:
+        for proc, _ in started.values():
             proc.terminate()
-        for proc in started:
+        for proc, _ in started.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
