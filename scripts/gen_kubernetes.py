@@ -807,9 +807,10 @@ def first_secrets(site: Site = Site()) -> tuple[list[dict], dict]:
     values[BACKUP_SECRET] = {"ACCESS_KEY_ID": "", "ACCESS_SECRET_KEY": ""}
     docs = []
     for name, data in values.items():
-        doc = {"apiVersion": "v1", "kind": "Secret", "metadata": meta(name, site, {"app.kubernetes.io/part-of": PART_OF}),
-               "type": "kubernetes.io/basic-auth" if name.endswith("-db-owner") else "Opaque", "stringData": data}
-        docs.append(doc)
+        docs.append({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": meta(name, site, {"app.kubernetes.io/part-of": PART_OF}),
+                     "type": "kubernetes.io/basic-auth" if name.endswith("-db-owner") else "Opaque",
+                     "stringData": data})
     return docs, jwk
 
 

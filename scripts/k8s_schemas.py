@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -89,8 +90,6 @@ def _name(doc: dict) -> str:
 
 def _check_metadata(doc: dict) -> None:
     """What ObjectMeta requires of a namespaced object we write: a DNS-1123 name, string labels."""
-    import re
-
     meta = doc.get("metadata") or {}
     name = meta.get("name", "")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):

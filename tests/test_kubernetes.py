@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import importlib
 import ipaddress
 import json
@@ -208,7 +207,8 @@ def test_ports_commands_and_selectors_agree_with_the_manifest(profile, name):  #
     assert "replicas" not in dep["spec"], "the autoscaler owns the count: an apply would reset it"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["port"] == "http", probe
-    rules = {r["host"]: r["http"]["paths"][0]["backend"]["service"] for r in one(profile, "Ingress", "seteli")["spec"]["rules"]}
+    rules = {r["host"]: r["http"]["paths"][0]["backend"]["service"]
+             for r in one(profile, "Ingress", "seteli")["spec"]["rules"]}
     assert rules[gen.Site().host(name)] == {"name": name, "port": {"name": "http"}}
 
 
@@ -258,7 +258,8 @@ def pod_environment(profile: str, doc: dict, name: str, values: dict[str, str] |
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("name", ALL)
-def test_every_variable_is_a_setting_and_production_starts_with_them(profile, name, monkeypatch, tmp_path):  # noqa: ANN001
+def test_every_variable_is_a_setting_and_production_starts_with_them(profile, name, monkeypatch,  # noqa: ANN001
+                                                                     tmp_path):
     cls = settings_class(name)
     monkeypatch.chdir(tmp_path)
     for var in list(os.environ):
@@ -389,7 +390,8 @@ def test_the_topology_is_the_broker_definitions(profile):  # noqa: ANN001
     assert len(limits) == 1
     defs = definitions("seteli", "/", int(limits.pop()))
     committed = json.loads((ROOT / "deploy" / "rabbitmq" / "definitions.json").read_text())
-    assert {q["name"]: q["arguments"] for q in committed["queues"]} == {q["name"]: q["arguments"] for q in defs["queues"]}
+    assert {q["name"]: q["arguments"] for q in committed["queues"]} == {
+        q["name"]: q["arguments"] for q in defs["queues"]}
     spec = lambda kind: [d["spec"] for d in docs(profile, kind)]  # noqa: E731
     assert all(s["rabbitmqClusterReference"] == {"name": gen.RABBITMQ_CLUSTER}
                for kind in ("Exchange", "Queue", "Binding", "Policy", "User", "Permission") for s in spec(kind))
@@ -417,7 +419,8 @@ def test_each_service_has_its_broker_user_with_its_templates_permissions(profile
     assert set(users) == set(perms) == {f"svc-{n}" for n in ALL}
     template = USER_TEMPLATES["service"]
     for name in NAMES:
-        expected = {k: template[k].replace("{ns}", "seteli").replace("{id}", name) for k in ("configure", "write", "read")}
+        expected = {k: template[k].replace("{ns}", "seteli").replace("{id}", name)
+                    for k in ("configure", "write", "read")}
         assert perms[f"svc-{name}"]["permissions"] == expected
         assert re.fullmatch(expected["read"], f"seteli.{name}") and not re.fullmatch(expected["read"], "seteli.other")
         assert users[f"svc-{name}"]["importCredentialsSecret"] == {"name": f"{name}-broker-user"}
@@ -443,7 +446,8 @@ async def test_a_user_without_permissions_counts_a_queue_with_a_passive_declare(
     await asyncio.to_thread(ctl, "add_user", user, password)
     admin = await aio_pika.connect(amqp_url)
     try:
-        await asyncio.to_thread(ctl, "set_permissions", "-p", "/", user, perms["configure"], perms["write"], perms["read"])
+        await asyncio.to_thread(ctl, "set_permissions", "-p", "/", user, perms["configure"], perms["write"],
+                                perms["read"])
         channel = await admin.channel()
         q = await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
         await channel.default_exchange.publish(aio_pika.Message(b"dead"), routing_key=queue)
@@ -513,7 +517,8 @@ def test_the_pods_run_as_the_images_user_on_a_read_only_root(profile, name):  # 
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == name
         sc = c["securityContext"]
-        assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["runAsUser"] == uid
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert {"/tmp", gen.IDENTITY_DIR} <= mounts, "scratch space and the JWKS file"
@@ -558,7 +563,8 @@ def _pods(profile: str) -> dict[str, dict]:
     """Every kind of pod in the namespace: the services' and Jobs', the databases', the broker's."""
     pods = {f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["metadata"]["labels"]
             for d in docs(profile) if d["kind"] in ("Deployment", "Job")}
-    pods.update({f"db/{n}-db": {"cnpg.io/cluster": f"{n}-db", "cnpg.io/instanceRole": "primary"} for n in WITH_DATABASE})
+    pods.update({f"db/{n}-db": {"cnpg.io/cluster": f"{n}-db", "cnpg.io/instanceRole": "primary"}
+                 for n in WITH_DATABASE})
     pods["broker"] = {"app.kubernetes.io/name": gen.RABBITMQ_CLUSTER, "app.kubernetes.io/component": "rabbitmq"}
     return pods
 
