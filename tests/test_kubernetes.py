@@ -18,11 +18,13 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -430,8 +432,6 @@ def test_each_service_has_its_broker_user_with_its_templates_permissions(profile
 
 async def test_a_user_without_permissions_counts_a_queue_with_a_passive_declare(amqp_url):  # noqa: ANN001
     """What the portal's broker user relies on (it only counts the dead-letter queues): checked on the real broker."""
-    import shutil
-
     import aio_pika
     from aiormq.exceptions import ChannelAccessRefused
 
@@ -663,21 +663,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _jwks_file(tmp_path: Path, jwk: dict) -> Path:
-    path = tmp_path / gen.JWKS_FILE
-    path.write_text(json.dumps({"keys": [jwk]}))
-    return path
+class PodFileSystem:
+    """The pod's file system, as near as this machine gets: with root and ``unshare``, each command runs in a
+    mount namespace of its own whose root is read-only (``readOnlyRootFilesystem``), with a fresh tmpfs on /tmp
+    and on the working directory's ``var`` (the pod's emptyDirs) and the JWKS file in a read-only directory
+    (the ConfigMap's volume), the working directory and HOME read-only too (the image's /app). Elsewhere the
+    commands run on the ordinary file system, and ``read_only`` says so."""
+
+    MOUNT = "/mnt"
+    WRAPPER = ('mount --bind "$0" /mnt && mount -o remount,bind,ro /mnt && mount -t tmpfs -o size=64m tmpfs /mnt/var'
+               ' && mount -o remount,bind,ro / && mount -t tmpfs -o size=256m tmpfs /tmp && cd /mnt && exec "$@"')
+
+    def __init__(self, tmp_path: Path, jwk: dict):
+        self.app = tmp_path / "app"
+        (self.app / "var").mkdir(parents=True)
+        (self.app / gen.JWKS_FILE).write_text(json.dumps({"keys": [jwk]}))
+        self.read_only = self._possible()
+
+    def _possible(self) -> bool:
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            return False
+        probe = subprocess.run(self.command(["sh", "-c", "! touch /mnt/x 2>/dev/null && touch /tmp/x var/x"]),
+                               capture_output=True, timeout=30)
+        return probe.returncode == 0
+
+    def command(self, argv: list[str]) -> list[str]:
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", self.WRAPPER, str(self.app), *argv]
+
+    def run(self, argv: list[str]) -> list[str]:
+        return self.command(argv) if self.read_only else argv
+
+    @property
+    def root(self) -> Path:
+        return Path(self.MOUNT) if self.read_only else self.app
+
+    @property
+    def jwks(self) -> Path:
+        return self.root / gen.JWKS_FILE
 
 
-def _run_env(profile: str, doc: dict, name: str, values: dict[str, str], jwks: Path, namespace: str) -> dict:
+def _run_env(profile: str, doc: dict, name: str, values: dict[str, str], fs: PodFileSystem, namespace: str) -> dict:
     """The pod's environment with this machine's servers: the URLs point here, the JWKS file is the test's,
     and the bus namespace is the test's own (the shared broker's ``seteli`` namespace is not touched)."""
     env = pod_environment(profile, doc, name, values)
-    env.update({"JWKS_URL": str(jwks), "BUS_NAMESPACE": namespace, "LOG_JSON": "true"})
+    env.update({"JWKS_URL": str(fs.jwks), "BUS_NAMESPACE": namespace, "LOG_JSON": "true", "HOME": str(fs.root)})
     if name == "portal":
         env.update({f"{s.upper()}_URL": f"http://127.0.0.1:9/{s}" for s in NAMES})
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the image's /opt/venv/bin
-    return {**{k: v for k, v in os.environ.items() if k in ("HOME", "LANG")}, "PATH": path, **env}
+    return {**{k: v for k, v in os.environ.items() if k == "LANG"}, "PATH": path, **env}
 
 
 async def test_each_pods_command_with_its_environment_migrates_then_serves_its_probes(pg, amqp_url, namespace,
@@ -685,10 +718,12 @@ async def test_each_pods_command_with_its_environment_migrates_then_serves_its_p
     """The migration Job's command migrates an empty database; the Deployment's command, with
     MIGRATE_ON_START=false, then starts in production on that database and the broker and answers its
     startup, liveness and readiness probes (the port moved to a free one: this machine's 8001-8005 may be
-    taken)."""
+    taken). Both on a read-only root file system where this machine can make one (``PodFileSystem``)."""
     profile = "small"
     made, jwk = gen.first_secrets()
-    jwks = _jwks_file(tmp_path, jwk)
+    fs = PodFileSystem(tmp_path, jwk)
+    if not fs.read_only:
+        warnings.warn("no read-only root here (needs root and unshare): the pods' commands ran on a writable one")
     envs: dict[str, dict[str, str]] = {}
     for name in ALL:
         own = {k: v for d in made if d["metadata"]["name"] == f"{name}-secrets" for k, v in d["stringData"].items()}
@@ -699,8 +734,8 @@ async def test_each_pods_command_with_its_environment_migrates_then_serves_its_p
 
     async def migrate(name: str) -> None:
         job = the_jobs(profile)[name]
-        done = await asyncio.to_thread(subprocess.run, main_container(job)["command"], cwd=tmp_path,
-                                       env=_run_env(profile, job, name, envs[name], jwks, namespace),
+        done = await asyncio.to_thread(subprocess.run, fs.run(main_container(job)["command"]), cwd=fs.app,
+                                       env=_run_env(profile, job, name, envs[name], fs, namespace),
                                        capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{name} migrate: {done.stderr[-2000:]}"
 
@@ -713,8 +748,8 @@ async def test_each_pods_command_with_its_environment_migrates_then_serves_its_p
             port = _free_port()
             command[command.index("--port") + 1] = str(port)
             with (tmp_path / f"{name}.log").open("w") as log:
-                started[name] = (subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                                  env=_run_env(profile, dep, name, envs[name], jwks, namespace)), port)
+                started[name] = (subprocess.Popen(fs.run(command), cwd=fs.app, stdout=log, stderr=subprocess.STDOUT,
+                                                  env=_run_env(profile, dep, name, envs[name], fs, namespace)), port)
         await asyncio.gather(*(_answer_probes(main_container(one(profile, "Deployment", name)), port, proc,
                                               tmp_path / f"{name}.log") for name, (proc, port) in started.items()))
     finally:
