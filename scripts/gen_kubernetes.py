@@ -43,6 +43,7 @@ from k8s_schemas import KUBERNETES_VERSION, validate_all  # noqa: E402
 
 from seteli_shared.broker import USER_TEMPLATES, definitions  # noqa: E402
 from seteli_shared.manifest import EVERYTHING, NAMES, ServiceInfo  # noqa: E402
+from seteli_shared.settings import ServiceSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "deploy" / "kubernetes"
@@ -66,7 +67,9 @@ JWKS_FILE = "jwks.json"
 TLS_SECRET = "seteli-tls"
 #: every consumer queue's delivery limit: the services declare their queues with ``DELIVERY_LIMIT`` and the
 #: topology declares the same queues; RabbitMQ refuses a second declaration with other arguments
-DELIVERY_LIMIT = 5
+DELIVERY_LIMIT = ServiceSettings.model_fields["delivery_limit"].default
+#: the prefix of every exchange and queue (``BUS_NAMESPACE``), as in deploy/rabbitmq/definitions.json
+BUS_NAMESPACE = ServiceSettings.model_fields["bus_namespace"].default
 #: addresses that are not the public internet: the webhooks (payments) and the OpenID Connect issuer (portal)
 #: are reached on 443 anywhere but here (payments' egress.py refuses them again per delivery)
 NOT_PUBLIC_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
@@ -278,7 +281,7 @@ def settings_env(info: ServiceInfo, profile: Profile, site: Site) -> dict[str, s
     """The service's non-secret settings (its ConfigMap): every key a field of its settings class."""
     tier = profile.tiers[info.name]
     env = {"ENVIRONMENT": "production", "LOG_LEVEL": "INFO", "LOG_JSON": "true", "MIGRATE_ON_START": "false",
-           "BUS_NAMESPACE": "seteli", "JWKS_URL": f"{IDENTITY_DIR}/{JWKS_FILE}"}
+           "BUS_NAMESPACE": BUS_NAMESPACE, "JWKS_URL": f"{IDENTITY_DIR}/{JWKS_FILE}"}
     if info.kind == "frontend":
         env.update({f"{s.upper()}_URL": f"http://{s}:{BY_INFO[s].port}" for s in NAMES})
         env["PORTAL_URL"] = f"https://{site.host(info.name)}"
@@ -608,7 +611,7 @@ def rabbitmq_cluster(profile: Profile, site: Site) -> dict:
 def topology(site: Site) -> list[dict]:
     """``seteli_shared.broker.definitions()`` (the same source as deploy/rabbitmq/definitions.json) as
     Messaging Topology Operator resources, and a broker user per service with its template's permissions."""
-    defs = definitions("seteli", "/", DELIVERY_LIMIT)
+    defs = definitions(BUS_NAMESPACE, "/", DELIVERY_LIMIT)
     docs = []
 
     def add(kind: str, name: str, spec: dict) -> None:
@@ -650,7 +653,7 @@ def broker_permissions(name: str) -> dict[str, str]:
     if name == "portal":
         return {"configure": "^$", "write": "^$", "read": "^$"}
     t = USER_TEMPLATES["service"]
-    return {k: t[k].replace("{ns}", "seteli").replace("{id}", name) for k in ("configure", "write", "read")}
+    return {k: t[k].replace("{ns}", BUS_NAMESPACE).replace("{id}", name) for k in ("configure", "write", "read")}
 
 
 # ------------------------------------------------------------------ PostgreSQL (CloudNativePG)
