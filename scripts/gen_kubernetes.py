@@ -759,9 +759,21 @@ def dump(filename: str, profile: Profile, site: Site, docs: list[dict]) -> str:
     return head + yaml.safe_dump_all(docs, sort_keys=False, width=120, explicit_start=True)
 
 
+def check_settings(profile: Profile, site: Site) -> None:
+    """Each service's settings class accepts its ConfigMap with its Secrets in place (stand-ins of the right
+    shape): a typo in an option (a pod network that is no network) stops the generator, not the pods."""
+    for info in EVERYTHING:
+        given = {key.lower(): "x" * 48 for key in SECRET_SETTINGS[info.name]}
+        given.update({"database_url": f"postgresql+asyncpg://{info.name}@{db_cluster(info.name)}-rw/{info.name}",
+                      "amqp_url": f"amqp://{RABBITMQ_CLUSTER}:5672/"})
+        given.update({key.lower(): value for key, value in settings_env(info, profile, site).items()})
+        settings_class(info.name)(**given)
+
+
 def render(site: Site = Site(), out: Path = OUT) -> dict[Path, str]:
     files: dict[Path, str] = {}
     for profile in PROFILES:
+        check_settings(profile, site)
         for filename, docs in render_profile(profile, site).items():
             validate_all(docs)
             files[out / profile.name / filename] = dump(filename, profile, site, docs)
@@ -819,6 +831,22 @@ def first_secrets(site: Site = Site()) -> tuple[list[dict], dict]:
 
 # ------------------------------------------------------------------ command line
 
+SITE_HELP = {
+    "namespace": "the Kubernetes namespace of everything",
+    "domain": "the portal's host name; each API at <service>.<domain>",
+    "image_registry": "where the images seteli-<service>:<release> are pushed",
+    "release": "the images' tag, also in the migration Jobs' names (default: the version in pyproject.toml)",
+    "pod_cidr": "the pod network, whose X-Forwarded-For the vouchers service and the portal believe",
+    "ingress_class": "the IngressClass",
+    "ingress_namespace": "the ingress controller's namespace (the network policies let it in)",
+    "cluster_issuer": "cert-manager's ClusterIssuer of the certificate",
+    "cnpg_namespace": "the CloudNativePG operator's namespace (the network policies let it in)",
+    "rabbitmq_operator_namespace": "the RabbitMQ operators' namespace (the network policies let it in)",
+    "backup_destination": "the object store path of the databases' backups",
+    "storage_class": "the StorageClass of the volumes",
+}
+
+
 def _site_from(args: argparse.Namespace) -> Site:
     return Site(**{f.name: getattr(args, f.name) for f in fields(Site)})
 
@@ -829,7 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail when the committed files differ")
     parser.add_argument("--out", type=Path, default=OUT, help="where the profiles' directories go")
     for f in fields(Site):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
+                            help=f"{SITE_HELP[f.name]} (default: {f.default or 'none'})")
     args = parser.parse_args(argv)
     site = _site_from(args)
     if args.what == "secrets":
