@@ -1,4 +1,6 @@
-"""``seteli-portal serve [--host H] [--port P]``: the web portal (port from the manifest)."""
+"""``seteli-portal serve [--host H] [--port P]``: the web portal (port from the manifest);
+``seteli-portal migrate``: its session store's migrations, then exit (a deployment's migration Job, run
+before the portal's pods, which then start with ``MIGRATE_ON_START=false``)."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +21,21 @@ def main() -> None:
     serve_cmd = sub.add_parser("serve", help="serve the web portal")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=BY_NAME["portal"].port)
+    sub.add_parser("migrate", help="apply the session store's migrations and exit")
     args = parser.parse_args()
+    if args.command == "migrate":
+        sys.exit(migrate())
     sys.exit(serve(args.host, args.port))
+
+
+def migrate() -> int:
+    from seteli_shared.db import upgrade
+
+    from .app import MIGRATIONS
+
+    upgrade(MIGRATIONS, PortalSettings().database_url)
+    print("portal: database at head")
+    return 0
 
 
 def serve(host: str, port: int) -> int:
