@@ -73,6 +73,6 @@ def test_every_refused_field_of_a_request_is_reported_together():
     assert reasons(FunderCreate, funder_id="Helsinki!", name="", kind="city", operator_fee_rate="0.55555",
                    settlement_days=400, contact_email="nobody") == {
         "funder_id": "string_pattern_mismatch", "name": "string_too_short", "kind": "enum",
-        "operator_fee_rate": "decimal_max_places", "settlement_days": "less_than_equal",
+        "operator_fee_rate": "invalid_number", "settlement_days": "less_than_equal",
         "contact_email": "invalid_email"}
     assert reasons(ApprovalCreate, category="astrology") == {"category": "unknown_category"}
