@@ -283,8 +283,8 @@ async def test_each_refusal_has_its_reason_and_stores_nothing(registry):  # noqa
     for call, want in cases:
         r = await call
         assert reason(r) == want, (want, r.text)
-    r = await registry.price(pid, "25.00")  # type: ignore[arg-type]
-    assert r.status_code == 422 and r.json()["error"]["reason"] == "invalid_request"
+    r = await registry.price(pid, "25.00")  # type: ignore[arg-type]  (cents are whole: no decimal point)
+    assert r.status_code == 422 and r.json()["error"]["reason"] == "invalid_number"
     r = await registry.price(pid, 2500, currency="EUR")
     assert r.status_code == 422 and r.json()["error"]["reason"] == "invalid_request"
     assert await registry.count(PriceList.__table__) == 0
@@ -498,8 +498,8 @@ async def test_the_comparison_orders_filters_and_computes_the_own_share(any_regi
     base = "/public/funders/091/categories/home_care/providers"
     for query, want in (("?sort=own_share", (422, "voucher_value_required")),
                         ("?municipality=91", (422, "invalid_request")),
-                        ("?voucher_value_cents=-1", (422, "invalid_request")),
-                        ("?units_per_month=1.234", (422, "invalid_request")),
+                        ("?voucher_value_cents=-1", (422, "invalid_number")),
+                        ("?units_per_month=1.234", (422, "invalid_number")),
                         ("?sort=cheapest", (422, "invalid_request")),
                         ("?cursor=bm9wZQ", (400, "invalid_cursor"))):
         assert reason(await registry.http.get(base + query, headers={})) == want, query

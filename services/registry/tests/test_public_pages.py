@@ -116,7 +116,7 @@ async def test_a_providers_public_page_shows_what_a_client_needs_and_nothing_els
             r = await public.get(f"/public/providers/{ids['P']}?voucher_value_cents={value}")
             assert [a["own_share_cents_per_unit"] for a in r.json()["approvals"]] == shares, value
         r = await public.get(f"/public/providers/{ids['P']}?voucher_value_cents=-1")
-        assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_request")
+        assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_number")
         # another day, another register: before today 092's approval was in force; on the later date
         # the cleaning approval is suspended and the later price is in force
         earlier = (await public.get(f"/public/providers/{ids['P']}?date={(today - timedelta(days=1)).isoformat()}")
@@ -135,7 +135,7 @@ async def test_a_providers_public_page_shows_what_a_client_needs_and_nothing_els
         assert (await public.get(f"/public/providers/{ids['Q']}?date={(today - timedelta(days=1)).isoformat()}")
                 ).status_code == 200, "Q was in 092's register until today"
         r = await public.get(f"/public/providers/{ids['P']}?date=yesterday")
-        assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_request")
+        assert (r.status_code, r.json()["error"]["reason"]) == (422, "invalid_date")
         r = await public.get("/public/providers/" + "x" * 65)
         assert r.status_code == 422 and r.json()["error"]["reason"] == "invalid_request"
 
