@@ -208,7 +208,7 @@ def test_staff_sign_in_with_openid_connect(tmp_path):
         r = c.get(f"{callback.path}?{callback.query}")
         assert (r.status_code, r.headers["location"]) == (303, "/funder/report"), r.text
         page = c.get("/funder")  # the services are not running: the page says so, but it is the funder's page
-        assert page.status_code == 200 and "funder_reporting (091)" in page.text
+        assert page.status_code == 200 and "Kirjautuneena: raportointi (091)" in page.text
         assert c.get("/operator").status_code == 403
 
 
