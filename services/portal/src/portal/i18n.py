@@ -563,6 +563,8 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "res_webhook": ("ilmoitusosoite", "aviseringsadress", "notice address"),
     "res_decision": ("päätös", "beslut", "decision"),
     "word_create": ("luotu", "skapad", "created"),
+    "word_created": ("luotu", "skapad", "created"),
+    "word_settled_run": ("ajettu", "körd", "run"),
     "word_register": ("rekisteröity", "registrerad", "registered"),
     "word_registered": ("rekisteröity", "registrerad", "registered"),
     "word_update": ("päivitetty", "uppdaterad", "updated"),
