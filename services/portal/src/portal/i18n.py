@@ -299,6 +299,9 @@ TEXTS: dict[str, tuple[str, str, str]] = {
                                       "päivä 7.10.2026).", "Ett tal eller datum på raden är felskrivet (t.ex. enheter "
                                       "1,5 och datum 7.10.2026).", "A number or date on the line is written wrongly "
                                       "(e.g. units 1,5 and date 7.10.2026)."),
+    "reason_encoding_not_utf8": ("Tiedosto ei ole UTF-8-muodossa: tallenna se muodossa \"CSV UTF-8\".",
+                                 "Filen är inte i UTF-8: spara den som \"CSV UTF-8\".",
+                                 "The file is not UTF-8: save it as \"CSV UTF-8\"."),
     "reason_invalid_number": ("Luku on väärin kirjoitettu.", "Talet är felskrivet.", "A number is written wrongly."),
     "reason_invalid_date": ("Päivämäärä on väärin kirjoitettu.", "Datumet är felskrivet.", "A date is written wrongly."),
     "reason_number_out_of_range": ("Luku on liian suuri.", "Talet är för stort.", "A number is too large."),
