@@ -66,7 +66,7 @@ async def _focus_outlined(page, where: str, stops: int = 40) -> int:  # noqa: AN
         await page.keyboard.press("Tab")
         style = await page.evaluate("""() => { const e = document.activeElement;
             if (!e || e === document.body) return null;
-            const s = getComputedStyle(e); return [e.tagName, s.outlineStyle, s.outlineWidth]; }""")
+            const s = getComputedStyle(e); return [e.tagName + ":" + (e.type || ""), s.outlineStyle, s.outlineWidth]; }""")
         if style is None:
             break
         tag, outline, width = style
