@@ -293,13 +293,17 @@ BODIES = {
     ("PATCH", "/funders/{funder_id}"): lambda ids: {"charge_deadline_days": 90},
     ("PUT", "/providers/{provider_id}/webhook"): lambda ids: {"url": WEBHOOK_URL},
     ("POST", "/providers/{provider_id}/applications"): lambda ids: {"funder_id": F1, "categories": ["home_care"]},
-    ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete", "message": "Puuttuu"},
+    ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete",
+                                                                     "grounds": "Vakuutustodistus puuttuu."},
+    ("POST", "/price-lists/{price_list_id}/reject"): lambda ids: {"grounds": "Hinta ylittää enimmäishinnan."},
     ("POST", "/applications/{application_id}/request-info"): lambda ids: {"message": "Lisätietoja"},
     # the same suspension (revocation) again changes nothing: 200
     ("POST", "/approvals/{approval_id}/suspend"): lambda ids: {"reason": "funder_decision",
-                                                               "effective_from": date.today().isoformat()},
+                                                               "effective_from": date.today().isoformat(),
+                                                               "grounds": "Valvontakäynnin havainnot."},
     ("POST", "/approvals/{approval_id}/revoke"): lambda ids: {"reason": "funder_decision",
-                                                              "effective_from": date.today().isoformat()},
+                                                              "effective_from": date.today().isoformat(),
+                                                              "grounds": "Valvontakäynnin havainnot."},
 }
 PATH_IDS = {"claim_id": "RC", "run_id": "R", "provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
             "approval_id": "A"}

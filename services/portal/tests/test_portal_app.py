@@ -208,7 +208,7 @@ def test_staff_sign_in_with_openid_connect(tmp_path):
         r = c.get(f"{callback.path}?{callback.query}")
         assert (r.status_code, r.headers["location"]) == (303, "/funder/report"), r.text
         page = c.get("/funder")  # the services are not running: the page says so, but it is the funder's page
-        assert page.status_code == 200 and "funder_reporting (091)" in page.text
+        assert page.status_code == 200 and "Kirjautuneena: raportointi (091)" in page.text
         assert c.get("/operator").status_code == 403
 
 
@@ -353,3 +353,65 @@ def test_a_personal_identity_code_typed_into_a_form_or_an_address_is_refused_nev
     assert calls == [], "nothing was sent on to a service"
     out = capsys.readouterr().out
     assert '"path": "[not logged]"' in out and "131052" not in out and "010101" not in out
+
+
+# ------------------------------------------------------------------ issue 23: Finnish users
+SERVICES = Path(__file__).resolve().parents[2]
+#: the refusals a service makes (``DomainError("...")``, ``Conflict("...")``, a bulk line's ``reason=``)
+REFUSAL = re.compile(r"""(?:DomainError|Conflict|Refused|_refuse|reason=)\(?\s*["']([a-z][a-z0-9_]+)["']""")
+#: refusals no person meets through the portal (machine-to-machine, operator tools, bus contracts)
+MACHINES_ONLY = {"contract_violation", "decision_conflict", "funder_mismatch", "stale_version", "unknown_decision",
+                 "unknown_type", "idempotency_key_reused", "invalid_idempotency_key", "request_in_flight",
+                 "rebuild_running", "filter_not_allowed", "forbidden_tenant", "funder_id_required",
+                 "provider_id_required", "invalid_cursor", "malformed_json", "unsupported_media_type", "url_too_long",
+                 "client_login_unavailable", "webhook_address_not_public", "webhook_address_unresolvable",
+                 "webhook_not_https", "webhook_url_invalid", "payee_account_unknown", "invalid_household_size",
+                 "invalid_income", "invalid_value_table", "unknown_value_table", "value_table_version_exists",
+                 "voucher_value_required", "invalid_month", "invalid_period", "repayment_exceeds_claim",
+                 "rulebook_version_exists", "rulebook_version_for_other_category", "funder_exists",
+                 "provider_exists", "bic_does_not_match_iban", "prepayment_checked_on_in_future",
+                 "feedback_in_flight", "too_many_lines", "invalid_validity",
+                 "signed_out"}  # (a log line's reason, not a refusal)
+
+
+def test_every_refusal_a_person_can_meet_is_a_sentence_in_three_languages():
+    found = set()
+    for source in SERVICES.glob("*/src/**/*.py"):
+        found |= set(REFUSAL.findall(source.read_text(encoding="utf-8")))
+    assert len(found) > 40, "the services' refusals were found"
+    missing = sorted(r for r in found - MACHINES_ONLY if f"reason_{r}" not in i18n.TEXTS)
+    assert not missing, missing
+    t = i18n.translator("sv")
+    assert t.reason("grounds_required").startswith("Beslutet behöver") and t.role("funder_reporting") == "rapportering"
+    assert t.language("fi") == "finska" and i18n.translator("fi").action("application.reject") == "hakemus: hylätty"
+
+
+def test_the_language_links_keep_the_pages_query_and_words_not_codes():
+    with TestClient(create_app(PortalSettings(environment="test"))) as c:
+        page = c.get("/compare?funder=091&category=home_care&municipality=091&sort=own_share").text
+        link = re.search(r'href="([^"]+)" lang="sv"', page).group(1).replace("&amp;", "&")
+        assert link == "/compare?funder=091&category=home_care&municipality=091&sort=own_share&lang=sv"
+        assert ">Helsinki</option>" in page and "Kunta (koodi)" not in page
+        assert ">Helsingfors</option>" in c.get(link).text
+
+
+def test_dates_numbers_and_euros_are_written_the_finnish_way():
+    from portal.formats import Formats, typed_date
+
+    fi, sv = Formats("fi"), Formats("sv")
+    assert (fi.date("2026-10-27"), fi.number("20.00"), fi.number("1.50"), fi.eur(48012512)) == (
+        "27.10.2026", "20", "1,5", "480\u00a0125,12\u00a0€")
+    assert fi.datetime("2026-10-27T10:05:00+00:00") == "27.10.2026 12.05"  # Finland's time, winter
+    assert (fi.month("2026-11"), sv.month("2026-11"), sv.share("0.8823")) == ("marraskuu 2026", "november 2026",
+                                                                              "88\u00a0%")
+    assert typed_date("7.10.2026").isoformat() == "2026-10-07" and typed_date("7.10.26") is None
+
+
+def test_a_csv_with_finnish_or_swedish_headings_reaches_payments_with_its_names():
+    from portal.provider import system_header
+
+    fi = "\ufeffsetelin_koodi;oma_viite;palvelupäivä;yksiköt;lisätieto\r\nABC;v-1;7.10.2026;1,5;x\r\n".encode()
+    assert system_header(fi).decode("utf-8") == \
+        "\ufeffvoucher_code;provider_reference;service_date;units;lisätieto\r\nABC;v-1;7.10.2026;1,5;x\r\n"
+    sv = b"sedelns_kod,egen_referens,servicedag,enheter\nABC,v-1,2026-10-07,1\n"
+    assert system_header(sv).startswith(b"voucher_code,provider_reference,service_date,units\n")

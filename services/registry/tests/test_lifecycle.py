@@ -219,7 +219,7 @@ async def test_an_application_goes_from_draft_to_approval(registry, spy):  # noq
     assert [(a["category"], a["status"], a["application_id"], a["rulebook_version"])
             for a in approved.json()["approvals"]] == [("home_care", "active", app["id"], "2026.1"),
                                                        ("home_nursing", "active", app["id"], "2026.1")]
-    late = await registry.post(f"/applications/{app['id']}/reject", json={"reason": "late", "message": "x"},
+    late = await registry.post(f"/applications/{app['id']}/reject", json={"reason": "late", "grounds": "Hakemus tuli myöhässä."},
                                headers=APPROVER)
     assert (late.status_code, error(late)["details"]["status"]) == (409, "approved")
     seen = await events(spy, "provider.applied", "provider.approved")
@@ -231,6 +231,9 @@ async def test_an_application_goes_from_draft_to_approval(registry, spy):  # noq
         ("home_care", app["id"], "2026.1"), ("home_nursing", app["id"], "2026.1")}
     shown = (await registry.get(f"/providers/{p}")).json()["approvals"]
     assert [a["history"][0]["action"] for a in shown] == ["approved", "approved"]
+
+
+GROUNDS = "Hoitajia on liian vähän palvelun turvalliseen tuottamiseen."
 
 
 async def test_an_application_is_rejected_with_a_reason_and_each_party_sees_its_own(registry, spy):  # noqa: ANN001
@@ -245,14 +248,27 @@ async def test_an_application_is_rejected_with_a_reason_and_each_party_sees_its_
     assert (await registry.post(f"/providers/{p}/applications", json={"funder_id": "091", "categories": ["home_care"]},
                                 headers=bearer("provider_manager", provider_id=q))).status_code == 404
     await registry.post(f"/applications/{a['id']}/submit")
-    bad = await registry.post(f"/applications/{a['id']}/reject", json={"reason": "Not A Code", "message": " "},
+    bad = await registry.post(f"/applications/{a['id']}/reject", json={"reason": "Not A Code", "grounds": "Perusteet"},
                               headers=APPROVER)
-    assert field_reasons(bad) == {"reason": "string_pattern_mismatch", "message": "string_too_short"}
+    assert field_reasons(bad) == {"reason": "string_pattern_mismatch"}
+    # a rejection without written grounds, or with a dash or a code for them, is refused and changes nothing
+    for body in ({"reason": "insufficient_staffing"}, {"reason": "insufficient_staffing", "grounds": "-"},
+                 {"reason": "insufficient_staffing", "message": "   "},
+                 {"reason": "insufficient_staffing", "grounds": "2024-11-01"}):
+        r = await registry.post(f"/applications/{a['id']}/reject", json=body, headers=APPROVER)
+        assert (r.status_code, error(r)["reason"]) == (422, "grounds_required"), body
+    assert (await registry.get(f"/applications/{a['id']}")).json()["status"] == "submitted"
     rejected = await registry.post(f"/applications/{a['id']}/reject",
-                                   json={"reason": "insufficient_staffing", "message": "Liian vähän hoitajia"},
+                                   json={"reason": "insufficient_staffing", "grounds": GROUNDS},
                                    headers=APPROVER)
     assert rejected.status_code == 200, rejected.text
     assert (rejected.json()["status"], rejected.json()["reason"]) == ("rejected", "insufficient_staffing")
+    # the provider reads the grounds with its application; the funder's list names the applicant
+    mine = (await registry.get(f"/applications/{a['id']}", headers=bearer("provider_manager", provider_id=p))).json()
+    assert (mine["status"], mine["grounds"]) == ("rejected", GROUNDS)
+    entry = (await registry.get(f"/providers/{p}")).json()
+    [listed] = (await registry.get("/applications", headers=APPROVER)).json()["items"]
+    assert (listed["provider_name"], listed["business_id"]) == (entry["name"], entry["business_id"])
     assert (await registry.post(f"/applications/{a['id']}/submit")).json()["error"]["details"]["status"] == "rejected"
     seen = await events(spy, "provider.rejected")
     assert of_type(seen, "provider.rejected")[0] | {"rejected_at": None} == {
@@ -280,25 +296,37 @@ async def test_an_approval_is_suspended_reinstated_and_revoked_for_good(registry
     approval = (await registry.post(f"/providers/{p}/approvals", json={"category": "home_care"},
                                     headers=APPROVER)).json()
     url = f"/approvals/{approval['id']}"
-    past = await registry.post(f"{url}/suspend", json={"reason": "funder_decision",
+    past = await registry.post(f"{url}/suspend", json={"reason": "funder_decision", "grounds": GROUNDS,
                                                        "effective_from": (TODAY - timedelta(days=1)).isoformat()})
     assert (past.status_code, error(past)["reason"]) == (422, "effective_from_in_past")
-    assert (await registry.post(f"{url}/suspend", json={"reason": "funder_decision", "effective_from": str(TODAY)},
-                                headers=OTHER_APPROVER)).status_code == 404
-    suspension = {"reason": "funder_decision", "effective_from": str(TODAY + timedelta(days=3)), "message": "Selvitys"}
+    assert (await registry.post(f"{url}/suspend", json={"reason": "funder_decision", "effective_from": str(TODAY),
+                                                        "grounds": GROUNDS}, headers=OTHER_APPROVER)).status_code == 404
+    for body in ({"reason": "funder_decision", "effective_from": str(TODAY)},
+                 {"reason": "funder_decision", "effective_from": str(TODAY), "grounds": "Selvitys"}):
+        r = await registry.post(f"{url}/suspend", json=body, headers=APPROVER)
+        assert (r.status_code, error(r)["reason"]) == (422, "grounds_required"), "grounds of a sentence at least"
+    suspension = {"reason": "funder_decision", "effective_from": str(TODAY + timedelta(days=3)),
+                  "grounds": "Asiakasvalitusten selvitys on kesken."}
     r = await registry.post(f"{url}/suspend", json=suspension, headers=APPROVER)
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["status_reason"], r.json()["status_effective_from"]) == (
         "suspended", "funder_decision", str(TODAY + timedelta(days=3)))
+    assert r.json()["status_grounds"] == suspension["grounds"]
+    seen_by_provider = (await registry.get(f"/providers/{p}", headers=bearer("provider_manager", provider_id=p))).json()
+    assert seen_by_provider["approvals"][0]["status_grounds"] == suspension["grounds"]
     assert (await registry.post(f"{url}/suspend", json=suspension)).json() == r.json(), "the same again: no change"
     other = await registry.post(f"{url}/suspend", json={**suspension, "reason": "other_reason"})
     assert (other.status_code, error(other)["details"]["status"]) == (409, "suspended")
     back = await registry.post(f"{url}/reinstate", headers=APPROVER)
     assert (back.status_code, back.json()["status"], back.json()["status_reason"]) == (200, "active", None)
     assert (await registry.post(f"{url}/reinstate")).json()["status"] == "active", "in force already"
-    revocation = {"reason": "contract_breach", "effective_from": str(TODAY)}
+    assert (await registry.post(f"{url}/revoke", json={"reason": "contract_breach", "effective_from": str(TODAY)})
+            ).status_code == 422, "a revocation without grounds"
+    revocation = {"reason": "contract_breach", "effective_from": str(TODAY),
+                  "grounds": "Sopimusta rikottu toistuvasti: laskutettu tekemätöntä työtä."}
     gone = await registry.post(f"{url}/revoke", json=revocation, headers=APPROVER)
-    assert (gone.status_code, gone.json()["status"]) == (200, "revoked")
+    assert (gone.status_code, gone.json()["status"], gone.json()["status_grounds"]) == (
+        200, "revoked", revocation["grounds"])
     assert (await registry.post(f"{url}/revoke", json=revocation)).status_code == 200, "the same again"
     for action, body in (("reinstate", None), ("suspend", suspension), ("revoke", {**revocation, "reason": "x_y"})):
         r = await registry.post(f"{url}/{action}", json=body)

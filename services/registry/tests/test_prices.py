@@ -232,7 +232,7 @@ async def test_a_price_list_is_published_at_once_and_announced(registry, spy):  
         "id": None, "provider_id": pid, "funder_id": "091", "category": "home_care", "unit": "hour",
         "unit_price_cents": 2500, "tariffs": {"weekday_evening": 3860, "sunday": 5580},
         "effective_from": "2026-03-15", "status": "published", "created_at": None, "decided_at": None,
-        "published_at": None}
+        "published_at": None, "grounds": None}
     assert body["published_at"].startswith("2026-03-10")
 
     async def announced():  # noqa: ANN202
@@ -356,10 +356,14 @@ async def test_price_changes_the_funder_must_approve(registry):  # noqa: ANN001
     assert r.status_code == 200 and r.json()["status"] == "published" and r.json()["published_at"], r.text
     again = await registry.http.post(f"/price-lists/{pending['id']}/approve", headers=approver)
     assert again.status_code == 200 and again.json() == r.json(), "approving again changes nothing"
-    assert reason(await registry.http.post(f"/price-lists/{pending['id']}/reject", headers=approver)) == \
-        (409, "price_list_not_pending")
-    r = await registry.http.post(f"/price-lists/{rejected['id']}/reject")  # operator staff
-    assert r.status_code == 200 and r.json()["status"] == "rejected"
+    grounds = {"grounds": "Hinta ylittää sääntökirjan enimmäishinnan."}
+    assert reason(await registry.http.post(f"/price-lists/{pending['id']}/reject", headers=approver,
+                                           json=grounds)) == (409, "price_list_not_pending")
+    assert reason(await registry.http.post(f"/price-lists/{rejected['id']}/reject")) == (422, "grounds_required")
+    assert reason(await registry.http.post(f"/price-lists/{rejected['id']}/reject", json={"grounds": " x "})) == \
+        (422, "grounds_required")
+    r = await registry.http.post(f"/price-lists/{rejected['id']}/reject", json=grounds)  # operator staff
+    assert r.status_code == 200 and r.json()["status"] == "rejected" and r.json()["grounds"] == grounds["grounds"]
     assert reason(await registry.http.post(f"/price-lists/{rejected['id']}/approve", headers=approver)) == \
         (409, "price_list_not_pending")
     events = await registry.published_events()

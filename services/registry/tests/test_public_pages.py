@@ -78,7 +78,7 @@ async def _world(registry: httpx.AsyncClient) -> dict:
     await _ok(await registry.post(f"/approvals/{approvals[('P', '092', 'home_care')]}/suspend", json={
         "reason": "funder_decision", "effective_from": today.isoformat(), "message": SECRET_NOTE}))
     await _ok(await registry.post(f"/approvals/{approvals[('Q', '092', 'home_care')]}/revoke", json={
-        "reason": "funder_decision", "effective_from": today.isoformat()}))
+        "reason": "funder_decision", "effective_from": today.isoformat(), "grounds": SECRET_NOTE}))
     return ids
 
 

@@ -471,11 +471,19 @@ async def test_charts_show_the_data_as_svg_and_png(pg, amqp_url, namespace):  # 
         root = ET.fromstring(svg.content)
         assert root.tag.endswith("svg")
         text = svg.text
-        assert "2026-10" in text and "2026-11" in text and "27.47" in text and "27.13" in text
+        # in Finnish by default: months as 10/2026, decimal commas, the category's name, not its code
+        assert "10/2026" in text and "11/2026" in text and "27,47" in text and "27,13" in text
+        assert "Hintakehitys: Kotihoito" in text and "home_care" not in text
+        swedish = (await rep.get("/funders/091/charts/price-development.svg?category=home_care&lang=sv")).text
+        assert "Prisutveckling: Hemvård" in swedish and "34 producenter" in swedish
+        assert "Price development: Home care" in (await rep.get(
+            "/funders/091/charts/price-development.svg?category=home_care&lang=en")).text
+        await rep.get("/funders/091/charts/price-development.svg?lang=de", status=422)
         png = await rep.get("/funders/091/charts/price-development.png?category=home_care")
         assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
         volume = await rep.get("/funders/091/charts/monthly-volume.svg")
-        assert volume.headers["content-type"] == "image/svg+xml" and "2026-11" in volume.text
+        assert volume.headers["content-type"] == "image/svg+xml" and "11/2026" in volume.text
+        assert "Veloitukset kuukausittain" in volume.text and "asiakkaiden omavastuut" in volume.text
         ET.fromstring(volume.content)
         png = await rep.get("/funders/091/charts/monthly-volume.png")
         assert png.content[:8] == b"\x89PNG\r\n\x1a\n" and len(png.content) > 5000
@@ -495,8 +503,11 @@ async def test_feedback_one_per_voucher_and_month_texts_for_the_funder_only(pg, 
         client = bearer("client", voucher_id="v1")
         r = await rep.http.post("/feedback", json={"rating": 2, "text": "Hoitaja myöhästyi"}, headers=client)
         assert r.status_code == 201 and r.json()["rating"] == 2 and r.json()["voucher_id"] == "v1", r.text
+        # once a month: a second is refused saying so, and the first stays as the funder may have read it
         r2 = await rep.http.post("/feedback", json={"rating": 5, "text": "  Nyt toimii hyvin  "}, headers=client)
-        assert r2.status_code == 200 and r2.json()["feedback_id"] == r.json()["feedback_id"]
+        assert (r2.status_code, r2.json()["error"]["reason"]) == (409, "feedback_already_given"), r2.text
+        assert r2.json()["error"]["details"] | {"given_on": None} == {"period": "2026-11", "given_on": None,
+                                                                     "next_from": "2026-12-01"}
         other = await rep.http.post("/feedback", json={"rating": 4}, headers=bearer("client", voucher_id="v2"))
         assert other.status_code == 201
         for bad in ({"rating": 0}, {"rating": 6}, {"rating": "good"}, {}, {"rating": 3, "text": "x" * 2001},
@@ -509,7 +520,7 @@ async def test_feedback_one_per_voucher_and_month_texts_for_the_funder_only(pg, 
         assert (await rep.http.post("/feedback", json={"rating": 3}, headers=CONTROLLER)).status_code == 403
         assert (await rep.http.post("/feedback", json={"rating": 3})).status_code == 401
         mine = (await rep.get("/funders/091/feedback?period=2026-11")).json()["items"]
-        assert [(f["rating"], f["text"], f["category"]) for f in mine] == [(5, "Nyt toimii hyvin", "home_care")]
+        assert [(f["rating"], f["text"], f["category"]) for f in mine] == [(2, "Hoitaja myöhästyi", "home_care")]
         assert "voucher_id" not in mine[0]
         theirs = (await rep.get("/funders/049/feedback?period=2026-11",
                                 headers=bearer("funder_reporting", funder_id="049"))).json()["items"]
@@ -745,3 +756,59 @@ async def test_a_generated_month_hides_the_same_cells_in_json_and_csv(pg, amqp_u
         assert any(p["suppressed"] for p in report["providers"])
         audit = (await rep.get("/funders/091/reports/monthly/audit?period=2026-11")).json()
         assert audit["passed"], [c for c in audit["cells"] if c["verdict"] != "protected"]
+
+
+def _svg_texts(svg: bytes, group: str) -> list[str]:
+    """The texts drawn in the SVG's groups whose id starts with ``group`` (e.g. ``ytick``)."""
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    return ["".join(t.itertext()).strip() for g in root.iter(f"{ns}g") if g.get("id", "").startswith(group)
+            for t in g.iter(f"{ns}text")]
+
+
+async def test_charts_render_without_inline_styles_from_zero_and_count_each_provider_once(pg, amqp_url, namespace):  # noqa: ANN001
+    """An SVG opened on its own under a CSP without inline styles (the portal's) renders only if its look
+    is in presentation attributes; the y-axes start from zero; the all-categories price chart counts the
+    providers with a price in any category, once each (it said the last category's count)."""
+    three_more = [price("091", f"wa{i}", "work_activity", 9000 + i, date(2026, 10, 1)) for i in range(3)]
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        await rep.flow(seed_prices() + three_more + [e for e in a_month() if not isinstance(e, PriceListPublished)])
+        for path in ("price-development.svg?category=home_care", "price-development.svg", "monthly-volume.svg"):
+            svg = (await rep.get(f"/funders/091/charts/{path}")).content
+            assert b" style=" not in svg and b"<style" not in svg, path
+            assert b'fill="#' in svg and b"font-size=" in svg, path
+            ticks = _svg_texts(svg, "ytick")
+            assert ticks[0] in ("0", "0 \u20ac", "0\u00a0\u20ac"), (path, ticks)  # from zero, not from 27.10
+        every = (await rep.get("/funders/091/charts/price-development.svg")).text
+        # hp0..hp33 (home care; hp0 also cleaning) and wa0..wa2: 37 providers in October, not work activity's 3
+        assert "10/2026 37" in every and "11/2026 37" in every, every[every.find("kuukausi"):][:300]
+        assert "Kotihoito" in every and "Vammaisten henkilöiden työtoiminta" in every and "kaikki palvelut" in every
+
+
+async def test_report_csvs_in_the_spreadsheet_form_finns_open_and_plain_for_machines(pg, amqp_url, namespace):  # noqa: ANN001
+    async with reporting_on_the_bus(pg, amqp_url, namespace) as rep:
+        await rep.flow(seed_prices() + [e for e in a_month() if not isinstance(e, PriceListPublished)])
+        plain = await rep.get("/funders/091/reports/monthly.csv?period=2026-11")
+        assert not plain.content.startswith(b"\xef\xbb\xbf") and plain.text.split("\r\n")[0].startswith(
+            "funder_id,period,category,")
+        sheet = await rep.get("/funders/091/reports/monthly.csv?period=2026-11&format=spreadsheet")
+        assert sheet.headers["content-type"] == "text/csv; charset=utf-8"
+        assert sheet.content.startswith(b"\xef\xbb\xbf"), "UTF-8 with a byte-order mark: Excel reads the umlauts"
+        lines = sheet.content.decode("utf-8-sig").split("\r\n")
+        heading = lines[0].split(";")
+        assert heading[:4] == ["Järjestäjä", "Kuukausi", "Palvelu", "Myönnetyt setelit"], heading
+        rows = {r[2]: dict(zip(heading, r)) for r in csv.reader(lines[1:-1], delimiter=";")}
+        by_plain = {r["category"]: r for r in csv.DictReader(io.StringIO(plain.text))}
+        home = rows["Kotihoito"]
+        assert home["Kuukausi"] == "11/2026" and "Yhteensä" in rows
+        cents = int(by_plain["home_care"]["charged_cents"])
+        assert home["Veloitettu (€)"] == str(Decimal(cents) / 100).replace(".", ","), (home, cents)
+        assert "," in home["Käytetyt yksiköt"] and "." not in home["Käytetyt yksiköt"]
+        swedish = await rep.get("/funders/091/reports/monthly.csv?period=2026-11&format=spreadsheet&lang=sv")
+        assert swedish.content.decode("utf-8-sig").split(";")[:3] == ["Anordnare", "Månad", "Tjänst"]
+        prices = (await rep.get("/funders/091/reports/prices.csv?category=home_care&format=spreadsheet")).content
+        lines = prices.decode("utf-8-sig").split("\r\n")
+        first = dict(zip(lines[0].split(";"), lines[1].split(";")))
+        assert (first["Kuukausi"], first["Hinnaston keskihinta (€)"], first["Tuottajat, joilla hinta"]) == (
+            "10/2026", "27,47", "34"), first
+        await rep.get("/funders/091/reports/prices.csv?format=excel", status=422)

@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from seteli_shared.auth import mint
 from seteli_shared.clock import FixedClock
-from seteli_shared.codes import normalise
+from seteli_shared.codes import ALPHABET, grouped, normalise
 from seteli_shared.db import unit_of_work
 from seteli_shared.events import (Envelope, Event, FunderRegistered, ProviderApproved, ProviderReinstated,
                                   ProviderRevoked, ProviderSuspended)
@@ -157,7 +157,10 @@ async def test_the_provider_sees_what_it_needs_to_charge_and_cannot_log_in_as_th
     decision = service.decision()
     issued = (await service.http.post("/vouchers", json=decision, headers=DM1)).json()
     login_code = issued["client_login_code"]
-    assert normalise(login_code) == login_code and len(login_code) >= 10
+    # shown in groups of four for the letter (``7RH8-ZB3R-Z5K``), every symbol one a person can read aloud
+    assert grouped(normalise(login_code)) == login_code and len(normalise(login_code)) >= 10
+    assert set(normalise(login_code)) <= set(ALPHABET) and set(normalise(issued["voucher_code"])) <= set(ALPHABET)
+    assert issued["voucher_code"] == grouped(normalise(issued["voucher_code"]))
     await service.choose(issued["id"], P)
 
     provider = bearer("provider_charger", provider_id=P)
@@ -260,7 +263,7 @@ async def test_a_guess_spread_over_many_addresses_is_slowed_at_each_but_the_righ
 async def test_one_voucher_code_from_one_address_is_slowed_progressively_alike_for_real_and_made_up_codes(service):  # noqa: ANN001
     v = await service.issue()
     made_up = next(c for c in ("7KQ2M9XH4D" + s for s in "0123456789ABCDEFGHJKMNPQRSTVWXYZ*~$=U")
-                   if normalise(c) and normalise(c) != v["voucher_code"])
+                   if normalise(c) and normalise(c) != normalise(v["voucher_code"]))
 
     async def attempts(code: str, login_code: str, client: httpx.AsyncClient) -> list:  # noqa: ANN001
         seen = []

@@ -1,13 +1,25 @@
 """Short, unguessable codes with a check character (Crockford base32, ISO 7064 mod 37 check), drawn clean
-(``ids.clean``): a client types them back, and the privacy guard must never take one for an identity code."""
+(``ids.clean``): a client types them back, and the privacy guard must never take one for an identity code.
+
+People read these codes aloud on the phone and type them from a letter, so a new code is made of
+Crockford's 32 symbols only (digits and capitals without I, L, O and U): its check symbol is the mod 37
+check, drawn again until it is one of those 32 rather than ``*``, ``~``, ``$``, ``=`` or ``U`` (codes made
+before, such as ``7RH8ZB3RZ5=``, keep their check and are still accepted). A code is stored and sent
+between services compact (``7RH8ZB3RZ5K``) and shown to people in groups of four (``7RH8-ZB3R-Z5K``,
+``grouped``); reading one back (``normalise``) ignores case, spaces and dashes of any kind and takes
+Crockford's look-alikes (O for 0, I and L for 1)."""
 from __future__ import annotations
 
 import secrets
+import unicodedata
 
 from .ids import clean
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 CHECK = ALPHABET + "*~$=U"  # 37 check symbols
+GROUP = 4
+#: what people write for a symbol that is not in the alphabet (Crockford's decoding)
+_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
 def _check_symbol(body: str) -> str:
@@ -15,17 +27,37 @@ def _check_symbol(body: str) -> str:
 
 
 def new_code(length: int = 10) -> str:
-    """``length`` random symbols (5 bits each) and a check symbol, e.g. ``7KQ2M9XH4D=``."""
+    """``length`` random symbols (5 bits each) and a check symbol, all of the 32 readable ones, e.g.
+    ``7KQ2M9XH4DK``; clean for the privacy guard compact and grouped alike."""
     def draw() -> str:
-        body = "".join(secrets.choice(ALPHABET) for _ in range(length))
-        return body + _check_symbol(body)
+        while True:
+            body = "".join(secrets.choice(ALPHABET) for _ in range(length))
+            check = _check_symbol(body)
+            if check in ALPHABET:  # 32 draws in 37: no symbol that cannot be read aloud
+                return body + check
 
-    return clean(draw)
+    return clean(draw, derived=grouped)
+
+
+def grouped(code: str) -> str:
+    """A compact code as people read it: groups of four joined by dashes, the last group taking a lone
+    symbol left over (``7RH8-ZB3R-Z5K``, a 13-symbol login code ``ABCD-EFGH-JKMNP``)."""
+    parts = [code[i:i + GROUP] for i in range(0, len(code), GROUP)]
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2:] = [parts[-2] + parts[-1]]
+    return "-".join(parts)
+
+
+def _compact(code: str) -> str:
+    text = unicodedata.normalize("NFKC", code).upper()
+    kept = [ch for ch in text if not (ch.isspace() or unicodedata.category(ch) in ("Pd", "Cf", "Zs")
+                                      or ch == "\u2212")]
+    return "".join(kept).translate(_LOOK_ALIKES)
 
 
 def normalise(code: str) -> str | None:
-    """The canonical code, or None when it is mistyped (wrong length, symbol or check)."""
-    c = code.strip().upper().replace("-", "").replace(" ", "").replace("O", "0").replace("I", "1").replace("L", "1")
+    """The canonical (compact) code, or None when it is mistyped (wrong length, symbol or check)."""
+    c = _compact(code)
     if len(c) < 2 or any(ch not in ALPHABET for ch in c[:-1]) or _check_symbol(c[:-1]) != c[-1]:
         return None
     return c

@@ -9,7 +9,12 @@ from fastapi.responses import Response
 
 from .backend import BackendError
 from .public import categories, category_name
+from .formats import Formats
 from .web import CLIENT, Page, small_int
+
+
+def page_date(page: Page, iso: object) -> str:
+    return Formats(page.lang).date(iso)
 
 router = APIRouter(prefix="/client")
 
@@ -64,6 +69,10 @@ async def feedback(request: Request) -> Response:
     try:
         await page.call("reporting", "POST", "/feedback", json=body)
     except BackendError as err:
-        message = page.t("feedback_unavailable") if err.status in (404, 405) else page.error_text(err)
+        if err.reason == "feedback_already_given":  # once a month: say when it was given and when the next can be
+            message = page.t("feedback_already_given_on", given=page_date(page, err.details.get("given_on")),
+                             next=page_date(page, err.details.get("next_from")))
+        else:
+            message = page.t("feedback_unavailable") if err.status in (404, 405) else page.error_text(err)
         return await _view(page, feedback_error=message)
     return await _view(page, feedback_notice=page.t("feedback_thanks"))

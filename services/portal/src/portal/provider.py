@@ -13,7 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .backend import BackendError, error_of
-from .public import categories, category_name, cents_of
+from .formats import Formats, typed_date
+from .public import categories, category_name, cents_of, funder_names, funders
 from .web import PROVIDER, Page
 
 router = APIRouter(prefix="/provider")
@@ -31,9 +32,16 @@ async def provider_home(request: Request) -> Response:
                                   params={"limit": 100}))["items"]
     except BackendError as err:
         entry_error = page.error_text(err)
+    applications: list = []
+    try:  # the provider's manager reads its applications and the grounds of a rejection (a biller may not)
+        applications = (await page.call("registry", "GET", "/applications", params={"limit": 100}))["items"]
+    except BackendError:
+        applications = []
     cats = await categories(page)
-    return page.render("provider.html", entry=entry, entry_error=entry_error, prices=prices,
-                       cat=lambda code: category_name(cats, code, page.lang))
+    names = await funder_names(page)
+    return page.render("provider.html", entry=entry, entry_error=entry_error, prices=prices, applications=applications,
+                       cat=lambda code: category_name(cats, code, page.lang),
+                       funder_name=lambda fid: names.get(fid, fid))
 
 
 # ---------------------------------------------------------------- applying to a funder
@@ -41,7 +49,7 @@ async def provider_home(request: Request) -> Response:
 async def apply_form(request: Request) -> Response:
     page = Page(request)
     page.need(PROVIDER)
-    return page.render("apply.html", categories=await categories(page), form={})
+    return page.render("apply.html", categories=await categories(page), form={}, funders=await funders(page))
 
 
 @router.post("/apply")
@@ -53,7 +61,8 @@ async def apply(request: Request) -> Response:
     cats = await categories(page)
     values = {"funder_id": funder, "category": category}
     if form.get("accept") != "yes":
-        return page.render("apply.html", status=422, categories=cats, form=values, error=page.t("accept_rulebook"))
+        return page.render("apply.html", status=422, categories=cats, form=values, error=page.t("accept_rulebook"),
+                           funders=await funders(page))
     try:
         books = (await page.backend.json("registry", "GET", f"/funders/{funder}/rulebooks",
                                          params={"category": category}))["items"]
@@ -65,16 +74,66 @@ async def apply(request: Request) -> Response:
         app_ = await page.call("registry", "POST", f"/applications/{app_['id']}/submit")
     except BackendError as err:
         return page.render("apply.html", status=err.status if err.status < 500 else 503, categories=cats,
-                           form=values, error=page.error_text(err))
-    return page.render("apply.html", categories=cats, form={}, sent=app_, rulebook=book)
+                           form=values, error=page.error_text(err), funders=await funders(page))
+    return page.render("apply.html", categories=cats, form={}, sent=app_, rulebook=book, funders=await funders(page))
 
 
 # ---------------------------------------------------------------- charging
+#: the bulk CSV's columns as payments names them, and as a Finnish or Swedish spreadsheet user may write
+#: them; the portal puts payments' names in the header line before it sends the file on
+CSV_COLUMNS = ("voucher_code", "provider_reference", "service_date", "units", "unit_price", "tariff")
+CSV_HEADINGS = {
+    "fi": dict(zip(CSV_COLUMNS, ("setelin_koodi", "oma_viite", "palvelupaiva", "yksikot", "yksikkohinta", "aikalisa"))),
+    "sv": dict(zip(CSV_COLUMNS, ("sedelns_kod", "egen_referens", "servicedag", "enheter", "enhetspris", "tidstillagg"))),
+    "en": dict(zip(CSV_COLUMNS, CSV_COLUMNS)),
+}
+_FOLD = str.maketrans("äöå", "aoa")
+
+
+def _heading_key(text: str) -> str:
+    return text.strip().strip('"').lower().replace(" ", "_").replace("-", "_").translate(_FOLD)
+
+
+_TO_SYSTEM = {_heading_key(h): column for names in CSV_HEADINGS.values() for column, h in names.items()}
+
+
+def system_header(data: bytes) -> bytes:
+    """The file with its header line's Finnish or Swedish column names (``setelin_koodi;oma_viite;...``,
+    with or without umlauts) replaced by payments' names; other names and every other line untouched
+    (payments refuses a column it does not know, naming it)."""
+    bom = data.startswith(b"\xef\xbb\xbf")
+    body = data[3:] if bom else data
+    end = body.find(b"\n")
+    line = body if end < 0 else body[:end]
+    try:
+        header = line.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        return data
+    delimiter = ";" if header.count(";") >= header.count(",") else ","
+    names = [_TO_SYSTEM.get(_heading_key(n), n) for n in header.split(delimiter)]
+    ending = "\r" if line.endswith(b"\r") else ""
+    rest = b"" if end < 0 else body[end:]
+    return (b"\xef\xbb\xbf" if bom else b"") + (delimiter.join(names) + ending).encode("utf-8") + rest
+
+
+def _charge_page(page: Page, status: int = 200, **context: object) -> Response:
+    return page.render("charge.html", status=status, csv_headings=CSV_HEADINGS[page.lang], **context)
+
+
 @router.get("/charge")
 async def charge_form(request: Request) -> Response:
     page = Page(request)
     page.need(PROVIDER)
-    return page.render("charge.html", form={"service_date": date.today().isoformat()})
+    return _charge_page(page, form={"service_date": date.today().isoformat()})
+
+
+@router.get("/charges-template.csv")
+async def charges_template(request: Request) -> Response:
+    """An empty month's file with the header line in the page's language, as a spreadsheet opens it."""
+    page = Page(request)
+    page.need(PROVIDER)
+    headings = CSV_HEADINGS[page.lang]
+    return spreadsheet([], list(CSV_COLUMNS), {c: headings[c] for c in CSV_COLUMNS}, "charges-template.csv")
 
 
 @router.post("/charge")
@@ -84,17 +143,19 @@ async def charge(request: Request) -> Response:
     form = await page.check_csrf()
     values = {k: str(form.get(k, "")).strip() for k in ("voucher_code", "provider_reference", "service_date",
                                                         "units", "unit_price")}
+    day = typed_date(values["service_date"])
     body: dict = {"voucher_code": values["voucher_code"], "provider_reference": values["provider_reference"],
-                  "service_date": values["service_date"], "units": values["units"].replace(",", ".")}
+                  "service_date": day.isoformat() if day else values["service_date"],
+                  "units": values["units"].replace(",", ".")}
     price = cents_of(values["unit_price"])
     if price is not None:
         body["unit_price_cents"] = price
     try:
         done = await page.call("payments", "POST", "/charges", json=body)
     except BackendError as err:
-        return page.render("charge.html", status=err.status if err.status < 500 else 503, form=values,
-                           error=page.error_text(err), error_details=err.details)
-    return page.render("charge.html", form={"service_date": values["service_date"]}, done=done)
+        return _charge_page(page, status=err.status if err.status < 500 else 503, form=values,
+                            error=page.error_text(err), error_details=err.details)
+    return _charge_page(page, form={"service_date": values["service_date"]}, done=done)
 
 
 @router.post("/charges/upload")
@@ -105,13 +166,14 @@ async def upload(request: Request) -> Response:
     file = form.get("file")
     data = await file.read(MAX_CSV_BYTES + 1) if hasattr(file, "read") else b""
     if not data or len(data) > MAX_CSV_BYTES:
-        return page.render("charge.html", status=422, form={"service_date": date.today().isoformat()},
-                           error=page.t("csv_file"))
-    r = await page.raw("payments", "POST", "/charges/bulk", content=data, headers={"content-type": "text/csv"})
+        return _charge_page(page, status=422, form={"service_date": date.today().isoformat()},
+                            error=page.t("csv_file"))
+    r = await page.raw("payments", "POST", "/charges/bulk", content=system_header(data),
+                       headers={"content-type": "text/csv"})
     if r.status_code >= 400:
         err = error_of(r)
-        return page.render("charge.html", status=err.status if err.status < 500 else 503,
-                           form={"service_date": date.today().isoformat()}, error=page.error_text(err))
+        return _charge_page(page, status=err.status if err.status < 500 else 503,
+                            form={"service_date": date.today().isoformat()}, error=page.error_text(err))
     return page.render("bulk_result.html", result=r.json(), filename=getattr(file, "filename", ""))
 
 
@@ -131,18 +193,56 @@ async def charges(request: Request) -> Response:
     return page.render("charges.html", items=items)
 
 
-CHARGE_COLUMNS = ("id", "provider_reference", "service_date", "category", "units", "unit_price_cents",
-                  "amount_cents", "own_share_cents", "status", "settlement_id", "fee_cents", "net_cents")
+CHARGE_COLUMNS = ("provider_reference", "service_date", "category", "units", "unit_price_cents", "amount_cents",
+                  "own_share_cents", "status", "fee_cents", "net_cents", "id", "settlement_id")
+#: the headings of the provider's files, by the i18n keys that name the columns
+HEADING_KEYS = {"provider_reference": "provider_reference", "service_date": "service_date", "category": "category",
+                "units": "units", "unit_price_cents": "unit_price_eur_column", "amount_cents": "amount_eur_column",
+                "own_share_cents": "own_share_eur_column", "status": "status", "fee_cents": "fee_eur_column",
+                "net_cents": "net_eur_column", "gross_cents": "gross_eur_column", "id": "charge_id_column",
+                "charge_id": "charge_id_column", "settlement_id": "settlement_id_column"}
 
 
-def csv_response(rows: list[dict], columns: tuple[str, ...], filename: str) -> Response:
+def spreadsheet(rows: list[dict], columns: list[str], headings: dict[str, str], filename: str,
+                cell=None) -> Response:  # noqa: ANN001
+    """Rows as a Finnish spreadsheet opens them: UTF-8 with a byte-order mark, semicolons, CRLF."""
     out = io.StringIO()
-    writer = csv.writer(out, delimiter=";")
-    writer.writerow(columns)
+    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer.writerow([headings.get(c, c) for c in columns])
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+        writer.writerow([(cell or _plain)(c, row.get(c)) for c in columns])
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _plain(_column: str, value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def csv_response(page: Page, rows: list[dict], columns: tuple[str, ...], filename: str,
+                 cats: list[dict] | None = None) -> Response:
+    """A provider's charges or statement lines in the Finnish spreadsheet form: headings in the page's
+    language, euros with a decimal comma (``27,50``, no grouping: the cell stays a number), dates as
+    ``7.10.2026``, units ``1,5``, categories and statuses in words; ids last, as they are."""
+    fmt = Formats(page.lang)
+
+    def cell(column: str, value: object) -> str:
+        if value is None or value == "":
+            return ""
+        if column.endswith("_cents"):
+            return fmt.number(int(value) / 100, places=2).replace("\u00a0", "")
+        if column == "units":
+            return fmt.number(value).replace("\u00a0", "")
+        if column == "service_date":
+            return fmt.date(value)
+        if column == "category":
+            return category_name(cats or [], str(value), page.lang)
+        if column == "status":
+            return page.t.word(value)  # type: ignore[attr-defined]
+        return str(value)
+
+    headings = {c: page.t(HEADING_KEYS[c]) if c in HEADING_KEYS else c for c in columns}
+    return spreadsheet(rows, list(columns), headings, filename, cell)
 
 
 @router.get("/charges.csv")
@@ -153,7 +253,7 @@ async def charges_csv(request: Request) -> Response:
         items = await _charges(page)
     except BackendError as err:
         return page.render("error.html", status=503 if err.status >= 500 else err.status, message=page.error_text(err))
-    return csv_response(items, CHARGE_COLUMNS, f"charges-{user.provider_id}.csv")
+    return csv_response(page, items, CHARGE_COLUMNS, f"charges-{user.provider_id}.csv", await categories(page))
 
 
 @router.get("/settlements")
@@ -192,4 +292,6 @@ async def statement_csv(request: Request, settlement_id: str) -> Response:
         return page.render("error.html", status=err.status if err.status < 500 else 503, message=page.error_text(err))
     lines = s.get("lines") or []
     columns = tuple(lines[0].keys()) if lines else ("charge_id",)
-    return csv_response(lines, columns, f"statement-{settlement_id}.csv")
+    known = [c for c in columns if c in HEADING_KEYS]
+    return csv_response(page, lines, tuple(known + [c for c in columns if c not in HEADING_KEYS]),
+                        f"statement-{settlement_id}.csv")

@@ -10,6 +10,8 @@ from decimal import Decimal, InvalidOperation
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from seteli_shared.municipalities import sorted_for
+
 from .backend import BackendError
 from .web import Page, small_int
 
@@ -101,6 +103,11 @@ async def funders(page: Page) -> list[dict]:
         return []
 
 
+async def funder_names(page: Page) -> dict[str, str]:
+    """funder id -> its name, for pages that would otherwise show a code."""
+    return {f["funder_id"]: f["name"] for f in await funders(page)}
+
+
 @router.get("/compare")
 async def compare(request: Request) -> Response:
     page = Page(request)
@@ -108,7 +115,7 @@ async def compare(request: Request) -> Response:
     cats = await categories(page)
     items, error = await compared(page, f)
     return page.render("compare.html", f=f, categories=cats, items=items, error=error, funders=await funders(page),
-                       category_label=category_name(cats, f["category"], page.lang))
+                       category_label=category_name(cats, f["category"], page.lang), municipalities=sorted_for(page.lang))
 
 
 @router.get("/compare/providers/{provider_id}")

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .backend import BackendError, dead_letter_counts, error_of
+from .formats import Formats, typed_date
 from .public import categories, category_name
 from .web import FUNDER, OPERATOR, Page
 
@@ -60,13 +61,57 @@ async def decide(request: Request, application_id: str, decision: str) -> Respon
     if decision not in ("approve", "reject"):
         return page.render("error.html", status=404, message=page.t("page_not_found"))
     body = None
-    if decision == "reject":
-        body = {"reason": "not_eligible", "message": str(form.get("message", "")).strip() or "-"}
+    if decision == "reject":  # the written grounds the provider reads; registry refuses a rejection without
+        body = {"reason": "not_eligible", "grounds": str(form.get("grounds", "")).strip()}
     try:
         await page.call("registry", "POST", f"/applications/{application_id}/{decision}", json=body)
     except BackendError as err:
         return await applications(request, error=page.error_text(err))
     return await applications(request, notice=page.t("decided"))
+
+
+@router.get("/funder/providers")
+async def funder_providers(request: Request, notice: str | None = None, error: str | None = None) -> Response:
+    """The providers the funder has approved, each approval with its state and the grounds of its
+    suspension or revocation, and the forms to suspend, reinstate or revoke it (with written grounds)."""
+    page = Page(request)
+    user = page.need(FUNDER)
+    approvals: list = []
+    try:
+        for p in await page.pages("registry", "/providers", params={"funder_id": user.funder_id}, most=500):
+            approvals += [(p, a) for a in p.get("approvals", []) if a["funder_id"] == user.funder_id]
+    except BackendError as err:
+        error = error or page.error_text(err)
+    cats = await categories(page)
+    return page.render("funder_providers.html", approvals=approvals, notice=notice, error=error,
+                       today=date.today().isoformat(), cat=lambda code: category_name(cats, code, page.lang))
+
+
+_APPROVAL_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+
+
+@router.post("/funder/approvals/{approval_id}/{change}")
+async def change_approval(request: Request, approval_id: str, change: str) -> Response:
+    """Suspend or revoke (``change``, with the form's ``action``) from a date with written grounds, or
+    reinstate: the registry decides and refuses grounds of less than a sentence."""
+    page = Page(request)
+    page.need(FUNDER)
+    form = await page.check_csrf()
+    action = str(form.get("action", "")) if change == "change" else change
+    if not _APPROVAL_ID.match(approval_id) or action not in ("suspend", "revoke", "reinstate"):
+        return page.render("error.html", status=404, message=page.t("page_not_found"))
+    body: dict | None = None
+    if action != "reinstate":
+        day = typed_date(str(form.get("effective_from", "")))
+        if day is None:
+            return await funder_providers(request, error=page.t("bad_date"))
+        body = {"reason": "funder_decision", "effective_from": day.isoformat(),
+                "grounds": str(form.get("grounds", "")).strip()}
+    try:
+        await page.call("registry", "POST", f"/approvals/{approval_id}/{action}", json=body)
+    except BackendError as err:
+        return await funder_providers(request, error=page.error_text(err))
+    return await funder_providers(request, notice=page.t("decided"))
 
 
 @router.get("/funder/vouchers")
@@ -91,15 +136,16 @@ async def report(request: Request) -> Response:
     page = Page(request)
     user = page.need(FUNDER)
     period = _period(request)
-    category = request.query_params.get("category") or "home_care"
-    category = category if re.match(r"^[a-z_]{1,40}$", category) else "home_care"
+    category = request.query_params.get("category", "home_care")
+    category = category if re.match(r"^[a-z_]{0,40}$", category) else "home_care"  # empty: every category
     monthly = feedback = figures = None
     report_error = None
     try:
         monthly = await page.call("reporting", "GET", f"/funders/{user.funder_id}/reports/monthly",
                                   params={"period": period})
     except BackendError as err:
-        report_error = page.t("report_not_available") + ("" if err.status in (404, 405) else f" ({err.reason})")
+        report_error = page.t("report_not_available") + ("" if err.status in (404, 405) else
+                                                         f" ({page.t('support_code')}: {err.reason})")
     try:
         feedback = await page.call("reporting", "GET", f"/funders/{user.funder_id}/feedback",
                                    params={"period": period})
@@ -119,8 +165,9 @@ async def report(request: Request) -> Response:
 async def report_csv(request: Request) -> Response:
     page = Page(request)
     user = page.need(FUNDER)
+    # the Finnish spreadsheet form (semicolons, decimal commas, a byte-order mark), in the page's language
     r = await page.raw("reporting", "GET", f"/funders/{user.funder_id}/reports/monthly.csv",
-                       params={"period": _period(request)})
+                       params={"period": _period(request), "format": "spreadsheet", "lang": page.lang})
     if r.status_code != 200:
         return page.render("error.html", status=404 if r.status_code in (404, 405) else r.status_code,
                            message=page.t("report_not_available"))
@@ -148,7 +195,7 @@ async def chart(request: Request, name: str) -> Response:
     user = page.need(FUNDER)
     if name not in CHARTS:
         return page.render("error.html", status=404, message=page.t("page_not_found"))
-    params = {}
+    params = {"lang": page.lang}
     category = request.query_params.get("category")
     if name.startswith("price-development") and category and re.match(r"^[a-z_]{1,40}$", category):
         params["category"] = category
@@ -231,16 +278,15 @@ async def record_execution(request: Request, run_id: str) -> Response:
     form = await page.check_csrf()
     if not _RUN_ID.match(run_id):
         return page.render("error.html", status=404, message=page.t("page_not_found"))
-    try:
-        day = date.fromisoformat(str(form.get("executed_on", "")).strip())
-    except ValueError:
+    day = typed_date(str(form.get("executed_on", "")))
+    if day is None:
         return await _operator_view(page, run_error=page.t("bad_date"))
     try:
         await page.call("payments", "POST", f"/settlement-runs/{run_id}/execution",
                         json={"executed_on": day.isoformat()})
     except BackendError as err:
         return await _operator_view(page, run_error=page.error_text(err))
-    return await _operator_view(page, notice=page.t("bank_payment_recorded", day=day.isoformat()))
+    return await _operator_view(page, notice=page.t("bank_payment_recorded", day=Formats(page.lang).date(day)))
 
 
 @router.get("/operator/settlement-runs/{run_id}/payment-file")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,10 +25,13 @@ from fastapi.templating import Jinja2Templates
 
 from seteli_shared.addresses import client_address
 from seteli_shared.auth import FUNDER_STAFF, PROVIDER_ROLES, InvalidToken, Principal, Role, TokenVerifier
+from seteli_shared.codes import grouped, normalise
+from seteli_shared.municipalities import name_of
 from seteli_shared.privacy import REASON, find_in
 
 from . import i18n
 from .backend import Backend, BackendError, Unavailable
+from .formats import Formats
 from .sessions import Session
 from .settings import PortalSettings
 
@@ -70,10 +73,11 @@ class User:
     def has(self, allowed: frozenset) -> bool:
         return any(r in allowed for r in self.roles)
 
-    @property
-    def label(self) -> str:
-        tenant = self.funder_id or self.provider_id or ("" if self.voucher_id is None else "")
-        return ", ".join(self.roles) + (f" ({tenant})" if tenant else "")
+    def label(self, t) -> str:  # noqa: ANN001
+        """Who is signed in, in words: the roles by name (``t.role``), with the funder's code; a client and a
+        provider are not named by an id (it tells a person nothing)."""
+        roles = ", ".join(t.role(r) for r in self.roles)
+        return roles + (f" ({self.funder_id})" if self.funder_id else "")
 
     @property
     def area(self) -> str:
@@ -187,12 +191,24 @@ class Page:
 
     # ---- answers
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        fmt = Formats(self.lang)
         response = TEMPLATES.TemplateResponse(self.request, template, {
             "t": self.t, "lang": self.lang, "languages": i18n.LANGUAGES, "language_names": i18n.LANGUAGE_NAMES,
             "user": self.user, "csrf_token": self.session.csrf_token, "settings": self.settings,
-            "path": self.request.url.path, "eur": eur, **context}, status_code=status)
+            "path": self.request.url.path, "eur": fmt.eur, "fmt": fmt, "lang_url": self.language_url,
+            "code": grouped_code, "municipality": lambda c: name_of(c, self.lang), **context}, status_code=status)
         self._remember_language(response)
         return response
+
+    def language_url(self, code: str) -> str:
+        """This page in another language, its query kept (filters, period, category): a GET page is asked
+        again; after a form (a POST) the area's own page, since the form is not sent again."""
+        if self.request.method != "GET":
+            return f"{self.user.area if self.user else '/'}?lang={code}"
+        if address_carries_personal_data(self.request):  # never repeat an identity code, not even in a link
+            return f"/?lang={code}"
+        kept = [(k, v) for k, v in self.request.query_params.multi_items() if k != "lang"]
+        return f"{self.request.url.path}?{urlencode([*kept, ('lang', code)])}"
 
     def redirect(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
@@ -203,12 +219,15 @@ class Page:
                                 secure=bool(self.settings.secure_cookies))
 
     def error_text(self, err: BackendError) -> str:
-        if isinstance(err, Unavailable):
+        """A service's refusal as a sentence in the page's language, its code kept at the end for
+        support (``(koodi: units_exceeded)``); a code the portal has no words for says so, never the
+        service's English message."""
+        if isinstance(err, Unavailable) or err.status in (502, 503, 504):
             return self.t("service_unavailable")
-        known = self.t.reason(err.reason)  # type: ignore[attr-defined]
-        if known != err.reason:
-            return f"{self.t('refused_because')}: {known}"
-        return f"{self.t('refused_because')}: {err.reason}" + (f" ({err.message})" if err.message else "")
+        sentence = self.t.reason(err.reason)  # type: ignore[attr-defined]
+        if sentence == err.reason:
+            sentence = self.t("refused_unknown")
+        return f"{self.t('refused_because')}: {sentence} ({self.t('support_code')}: {err.reason})"
 
 
 def small_int(text: str, digits: int = 6) -> int | None:
@@ -218,13 +237,16 @@ def small_int(text: str, digits: int = 6) -> int | None:
 
 
 def eur(cents: Any) -> str:
-    """Cents as euros the Finnish way: 1 234,50 €."""
-    if cents is None or cents == "":
-        return "–"
-    value = int(cents)
-    sign = "-" if value < 0 else ""
-    whole, part = divmod(abs(value), 100)
-    return f"{sign}{whole:,}".replace(",", "\u00a0") + f",{part:02d}\u00a0€"
+    """Cents as euros the Finnish way: 1 234,50 € (``formats``)."""
+    return Formats("fi").eur(cents)
+
+
+def grouped_code(code: Any) -> str:
+    """A voucher or login code in groups of four, as people read it (``7RH8-ZB3R-Z5K``)."""
+    if not code:
+        return ""
+    compact = normalise(str(code))
+    return grouped(compact) if compact else str(code)
 
 
 def address_carries_personal_data(request: Request) -> bool:

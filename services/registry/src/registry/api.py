@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from seteli_shared.auth import (FUNDER_ROLES, FUNDER_STAFF, PROVIDER_ROLES, PROVIDER_STAFF, Principal, Role,
                                 TenantScope, acting_for_funder, ensure_visible, require, tenant_scope)
@@ -130,16 +130,22 @@ class ApprovalCreate(RequestModel):
     category: domain.CategoryCode
 
 
+GROUNDS = ("the funder's written grounds for the decision, shown to the provider (required: 422 "
+           "``grounds_required`` without, or with fewer than 10 characters)")
+
+
 class ApprovalChangePublic(BaseModel):
     action: str  # approved | suspended | reinstated | revoked
     reason: str | None = None
     message: str | None = None
+    grounds: str | None = Field(default=None, description="the written grounds of a suspension or revocation")
     effective_from: date | None = None
     at: datetime
 
     @classmethod
     def of(cls, c: ApprovalChange) -> "ApprovalChangePublic":
-        return cls(action=c.action, reason=c.reason, message=c.message, effective_from=c.effective_from, at=c.at)
+        return cls(action=c.action, reason=c.reason, message=c.message, grounds=c.grounds,
+                   effective_from=c.effective_from, at=c.at)
 
 
 class ApprovalPublic(BaseModel):
@@ -154,6 +160,8 @@ class ApprovalPublic(BaseModel):
     #: the reason and date of the current suspension or revocation
     status_reason: str | None = None
     status_effective_from: date | None = None
+    status_grounds: str | None = Field(default=None, description="the written grounds of the current suspension "
+                                       "or revocation (none for the daily check's: ``status_reason`` names its rule)")
     history: list[ApprovalChangePublic] = []
 
     @classmethod
@@ -161,7 +169,7 @@ class ApprovalPublic(BaseModel):
         return cls(id=a.id, provider_id=a.provider_id, funder_id=a.funder_id, category=a.category,
                    approved_at=a.approved_at, status=a.status, application_id=a.application_id,
                    rulebook_version=a.rulebook_version, status_reason=a.status_reason,
-                   status_effective_from=a.status_effective_from,
+                   status_effective_from=a.status_effective_from, status_grounds=a.status_grounds,
                    history=[ApprovalChangePublic.of(c) for c in history])
 
 
@@ -433,7 +441,8 @@ class ApplicationCreate(RequestModel):
 
 class ApplicationRejection(RequestModel):
     reason: domain.ReasonCode = Field(description="a code, e.g. insufficient_staffing")
-    message: domain.Message
+    grounds: domain.GroundsText | None = Field(default=None, description=GROUNDS,
+                                               validation_alias=AliasChoices("grounds", "message"))
 
 
 class InformationRequest(RequestModel):
@@ -452,15 +461,32 @@ class ApplicationPublic(BaseModel):
     decided_at: datetime | None = None
     reason: str | None = None
     message: str | None = None
+    grounds: str | None = Field(default=None, description="a rejection's written grounds")
+    provider_name: str | None = Field(default=None, description="the applicant as its funder's staff know it")
+    business_id: str | None = Field(default=None, description="the applicant's business ID (Y-tunnus)")
     #: the approvals an approved application made (or found in force), in its answer to approve
     approvals: list[ApprovalPublic] = []
 
     @classmethod
-    def of(cls, a: Application, approvals: list[Approval] = ()) -> "ApplicationPublic":  # type: ignore[assignment]
+    def of(cls, a: Application, approvals: list[Approval] = (),  # type: ignore[assignment]
+           applicant: tuple[str, str] | None = None) -> "ApplicationPublic":
+        name, business_id = applicant or (None, None)
         return cls(id=a.id, provider_id=a.provider_id, funder_id=a.funder_id, status=a.status,
                    categories=a.categories, rulebook_versions=a.rulebook_versions, created_at=a.created_at,
                    submitted_at=a.submitted_at, decided_at=a.decided_at, reason=a.reason, message=a.message,
+                   grounds=a.grounds, provider_name=name, business_id=business_id,
                    approvals=[ApprovalPublic.of(x) for x in approvals])
+
+
+async def _public(sessions, applications: list[Application],  # noqa: ANN001
+                  approvals: list[Approval] = ()) -> list[ApplicationPublic]:  # type: ignore[assignment]
+    """Applications as answered, each with its applicant's name and business ID."""
+    known = await usecases.applicants(sessions, [a.provider_id for a in applications])
+    return [ApplicationPublic.of(a, approvals, known.get(a.provider_id)) for a in applications]
+
+
+async def _one(sessions, application: Application, approvals: list[Approval] = ()) -> ApplicationPublic:  # noqa: ANN001
+    return (await _public(sessions, [application], approvals))[0]
 
 
 APPLICANTS = (Role.OPERATOR, Role.PROVIDER_MANAGER)
@@ -479,7 +505,7 @@ async def create_application(
                                                          body.categories, body.rulebook_versions)
     if not new:
         response.status_code = 200
-    return ApplicationPublic.of(application)
+    return await _one(sessions, application)
 
 
 @router.get("/applications", response_model=Page[ApplicationPublic], tags=["applications"])
@@ -493,7 +519,7 @@ async def list_applications(
     """Applications in the order they were made: a provider's own, those to a funder, all for operator staff."""
     applications, cursor = await usecases.applications_page(
         sessions, scope, page, status=status.value if status else None, provider_id=provider_id, funder_id=funder_id)
-    return Page(items=[ApplicationPublic.of(a) for a in applications], next_cursor=cursor)
+    return Page(items=await _public(sessions, applications), next_cursor=cursor)
 
 
 @router.get("/applications/{application_id}", response_model=ApplicationPublic, tags=["applications"])
@@ -501,7 +527,7 @@ async def get_application(
     application_id: str, sessions: SessionsDep,
     principal: Annotated[Principal, require(Role.OPERATOR, *FUNDER_STAFF, Role.PROVIDER_MANAGER, scope="path")],
 ) -> ApplicationPublic:
-    return ApplicationPublic.of(await usecases.get_application(sessions, principal, application_id))
+    return await _one(sessions, await usecases.get_application(sessions, principal, application_id))
 
 
 @router.post("/applications/{application_id}/submit", response_model=ApplicationPublic, tags=["applications"],
@@ -513,7 +539,7 @@ async def submit_application(
     """Submit a draft (or an application the funder asked more of). The provider must be in the prepayment
     register, insured (liability and patient insurance valid) and have a service unit: otherwise 422
     ``application_incomplete`` with one reason per missing item. A wrong state is 409 ``invalid_transition``."""
-    return ApplicationPublic.of(await usecases.submit_application(sessions, clock, principal, application_id))
+    return await _one(sessions, await usecases.submit_application(sessions, clock, principal, application_id))
 
 
 @router.post("/applications/{application_id}/approve", response_model=ApplicationPublic, tags=["applications"],
@@ -524,17 +550,19 @@ async def approve_application(
 ) -> ApplicationPublic:
     """The funder approves a submitted application: one approval per category, each announced."""
     application, approvals = await usecases.approve_application(sessions, clock, principal, application_id)
-    return ApplicationPublic.of(application, approvals)
+    return await _one(sessions, application, approvals)
 
 
 @router.post("/applications/{application_id}/reject", response_model=ApplicationPublic, tags=["applications"],
-             responses=error_responses(409))
+             responses=error_responses(409, 422))
 async def reject_application(
     application_id: str, body: ApplicationRejection, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(*DECIDERS, scope="path")],
 ) -> ApplicationPublic:
-    return ApplicationPublic.of(await usecases.reject_application(sessions, clock, principal, application_id,
-                                                                  body.reason, body.message))
+    """The funder rejects a submitted application with a reason code and written grounds (422
+    ``grounds_required`` without), which the provider reads with its application."""
+    return await _one(sessions, await usecases.reject_application(sessions, clock, principal, application_id,
+                                                                  body.reason, body.grounds))
 
 
 @router.post("/applications/{application_id}/request-info", response_model=ApplicationPublic,
@@ -544,7 +572,7 @@ async def request_information(
     principal: Annotated[Principal, require(*DECIDERS, scope="path")],
 ) -> ApplicationPublic:
     """The funder asks the provider for more; the provider submits again."""
-    return ApplicationPublic.of(await usecases.request_information(sessions, clock, principal, application_id,
+    return await _one(sessions, await usecases.request_information(sessions, clock, principal, application_id,
                                                                    body.message))
 
 
@@ -552,7 +580,8 @@ async def request_information(
 class ApprovalSuspension(RequestModel):
     reason: domain.ReasonCode = Field(description="a code, e.g. funder_decision")
     effective_from: BusinessDate = Field(description="today or later")
-    message: domain.Message | None = None
+    grounds: domain.GroundsText | None = Field(default=None, description=GROUNDS,
+                                               validation_alias=AliasChoices("grounds", "message"))
 
 
 class ApprovalReinstatement(RequestModel):
@@ -565,10 +594,11 @@ async def suspend_approval(
     approval_id: str, body: ApprovalSuspension, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(*DECIDERS, scope="path")],
 ) -> ApprovalPublic:
-    """Suspend an active approval from a date (not in the past: 422 ``effective_from_in_past``). The same
+    """Suspend an active approval from a date (not in the past: 422 ``effective_from_in_past``), with written
+    grounds the provider reads (422 ``grounds_required`` without). The same
     suspension again changes nothing; a revoked approval cannot be suspended (409 ``invalid_transition``)."""
     approval, _ = await usecases.change_approval(sessions, clock, principal, approval_id, "suspend", body.reason,
-                                                 body.effective_from, body.message)
+                                                 body.effective_from, grounds=body.grounds)
     return ApprovalPublic.of(approval)
 
 
@@ -591,10 +621,11 @@ async def revoke_approval(
     approval_id: str, body: ApprovalSuspension, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(*DECIDERS, scope="path")],
 ) -> ApprovalPublic:
-    """End an approval for good from a date. The same revocation again changes nothing; otherwise a
+    """End an approval for good from a date, with written grounds the provider reads (422
+    ``grounds_required`` without). The same revocation again changes nothing; otherwise a
     revoked approval is final (409 ``invalid_transition``)."""
     approval, _ = await usecases.change_approval(sessions, clock, principal, approval_id, "revoke", body.reason,
-                                                 body.effective_from, body.message)
+                                                 body.effective_from, grounds=body.grounds)
     return ApprovalPublic.of(approval)
 
 

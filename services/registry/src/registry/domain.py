@@ -298,6 +298,23 @@ class ApprovalStatus(StrEnum):
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
 Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+#: a decision's written grounds as the request carries them (``require_grounds`` says whether they are grounds)
+GroundsText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+#: the least a written ground can be: a sentence, not a dash or a code
+MIN_GROUNDS_CHARACTERS = 10
+
+
+def require_grounds(grounds: str | None) -> str:
+    """The written grounds of a decision that goes against a provider (rejecting its application or
+    price list, suspending or revoking its approval): administrative law wants the provider told why,
+    in words. At least ``MIN_GROUNDS_CHARACTERS`` characters with letters among them, else 422
+    ``grounds_required``. Free text: stored and shown to the provider, never logged or put on the bus."""
+    text = (grounds or "").strip()
+    if len(text) < MIN_GROUNDS_CHARACTERS or sum(ch.isalpha() for ch in text) < 3:
+        raise DomainError("grounds_required", f"a decision against a provider needs written grounds: a sentence "
+                          f"of at least {MIN_GROUNDS_CHARACTERS} characters that the provider can read",
+                          field="grounds", min_characters=MIN_GROUNDS_CHARACTERS)
+    return text
 
 
 def not_in_past(effective_from: date, today: date) -> None:

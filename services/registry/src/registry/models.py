@@ -101,6 +101,8 @@ class Application(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=64)
     #: the funder's last message (rejection, request for information)
     message: str | None = Field(default=None, max_length=2000)
+    #: a rejection's written grounds, shown to the provider (free text: never logged or sent on the bus)
+    grounds: str | None = Field(default=None, max_length=4000)
 
 
 class Approval(SQLModel, table=True):
@@ -120,6 +122,9 @@ class Approval(SQLModel, table=True):
     status_reason: str | None = Field(default=None, max_length=64)
     status_effective_from: date | None = None
     status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: the written grounds of the current suspension or revocation (none for the daily check's, whose
+    #: rule is its ground: ``status_reason``)
+    status_grounds: str | None = Field(default=None, max_length=4000)
 
 
 class ApprovalChange(SQLModel, table=True):
@@ -133,6 +138,7 @@ class ApprovalChange(SQLModel, table=True):
     action: str = Field(max_length=20)
     reason: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=2000)
+    grounds: str | None = Field(default=None, max_length=4000)
     effective_from: date | None = None
     at: datetime = Field(sa_type=UTCDateTime())
 

@@ -19,7 +19,7 @@ from seteli_shared.service import SessionsDep
 from seteli_shared.web import error_responses
 
 from . import price_usecases as usecases
-from . import prices
+from . import domain, prices
 from .price_models import PriceList
 
 router = APIRouter()
@@ -57,13 +57,20 @@ class PriceListPublic(BaseModel):
     created_at: datetime
     decided_at: datetime | None
     published_at: datetime | None
+    grounds: str | None = Field(default=None, description="a rejection's written grounds, for the provider")
 
     @classmethod
     def of(cls, p: PriceList) -> "PriceListPublic":
         return cls(id=p.id, provider_id=p.provider_id, funder_id=p.funder_id, category=p.category, unit=p.unit,
                    unit_price_cents=p.unit_price_cents, tariffs=usecases.tariffs_of(p),
                    effective_from=p.effective_from, status=p.status, created_at=p.created_at,
-                   decided_at=p.decided_at, published_at=p.published_at)
+                   decided_at=p.decided_at, published_at=p.published_at, grounds=p.grounds)
+
+
+class PriceListRejection(RequestModel):
+    grounds: domain.GroundsText | None = Field(
+        default=None, description="the funder's written grounds, shown to the provider (required: 422 "
+                                  "``grounds_required`` without, or with fewer than 10 characters)")
 
 
 @router.post("/providers/{provider_id}/price-lists", status_code=201, response_model=PriceListPublic,
@@ -102,8 +109,9 @@ async def list_price_lists(
     return Page(items=[PriceListPublic.of(p) for p in lists], next_cursor=cursor)
 
 
-async def _decide(sessions, clock, principal, price_list_id: str, decision: prices.Decision) -> PriceListPublic:  # noqa: ANN001
-    price_list, _ = await usecases.decide_price_list(sessions, clock, principal, price_list_id, decision)
+async def _decide(sessions, clock, principal, price_list_id: str, decision: prices.Decision,  # noqa: ANN001
+                  grounds: str | None = None) -> PriceListPublic:
+    price_list, _ = await usecases.decide_price_list(sessions, clock, principal, price_list_id, decision, grounds)
     return PriceListPublic.of(price_list)
 
 
@@ -120,14 +128,17 @@ async def approve_price_list(
 
 
 @router.post("/price-lists/{price_list_id}/reject", response_model=PriceListPublic, tags=["prices"],
-             responses=error_responses(409))
+             responses=error_responses(409, 422))
 async def reject_price_list(
     price_list_id: str, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_PROVIDER_APPROVER, scope="path")],
+    body: PriceListRejection | None = None,
 ) -> PriceListPublic:
-    """The funder rejects a pending price list: it never takes effect (it stays in the history).
-    Rejecting again changes nothing; a published list is 409 ``price_list_not_pending``."""
-    return await _decide(sessions, clock, principal, price_list_id, prices.Decision.REJECT)
+    """The funder rejects a pending price list with written grounds the provider reads (422
+    ``grounds_required`` without): it never takes effect (it stays in the history). Rejecting again
+    changes nothing; a published list is 409 ``price_list_not_pending``."""
+    return await _decide(sessions, clock, principal, price_list_id, prices.Decision.REJECT,
+                         body.grounds if body else None)
 
 
 # ------------------------------------------------------------------ the public comparison

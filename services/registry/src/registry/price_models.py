@@ -46,6 +46,8 @@ class PriceList(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime())
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     published_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: a rejection's written grounds, shown to the provider
+    grounds: str | None = Field(default=None, max_length=4000)
 
 
 #: the comparison starts from a funder's approvals for one category (the unique constraint on

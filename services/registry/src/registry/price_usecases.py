@@ -27,7 +27,7 @@ from seteli_shared.logging import get_logger
 from seteli_shared.outbox import add_event
 from seteli_shared.schemas import PageParams, paginate
 
-from . import prices
+from . import domain, prices
 from .models import Approval, Funder, Provider, Rulebook, ServiceUnit
 from .price_models import PriceList
 
@@ -115,9 +115,12 @@ def _published(price_list: PriceList) -> PriceListPublished:
 
 
 async def decide_price_list(sessions: Sessions, clock: Clock, principal: Principal, price_list_id: str,
-                            decision: prices.Decision) -> tuple[PriceList, bool]:
-    """The funder approves (published: PriceListPublished) or rejects a pending price list. The same
+                            decision: prices.Decision, grounds: str | None = None) -> tuple[PriceList, bool]:
+    """The funder approves (published: PriceListPublished) or rejects a pending price list; a rejection
+    needs written grounds (422 ``grounds_required``), shown to the provider with the list. The same
     decision again changes nothing; the other one is refused (409 ``price_list_not_pending``)."""
+    if decision is prices.Decision.REJECT:
+        grounds = domain.require_grounds(grounds)
     async with unit_of_work(sessions) as session:
         price_list = await _visible_price_list(session, principal, price_list_id, for_update=True)
         status, changed = prices.decide(price_list.status, decision)
@@ -127,6 +130,8 @@ async def decide_price_list(sessions: Sessions, clock: Clock, principal: Princip
             now = clock.now()
             price_list.status = status.value
             price_list.decided_at = now
+            if decision is prices.Decision.REJECT:
+                price_list.grounds = grounds
             if status is prices.PriceListStatus.PUBLISHED:
                 price_list.published_at = now
                 await add_event(session, _published(price_list), SOURCE)

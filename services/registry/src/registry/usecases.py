@@ -477,11 +477,14 @@ async def approve_application(sessions: Sessions, clock: Clock, principal: Princ
 
 
 async def reject_application(sessions: Sessions, clock: Clock, principal: Principal, application_id: str,
-                             reason: str, message: str) -> Application:
+                             reason: str, grounds: str | None) -> Application:
+    """The funder rejects a submitted application, with a reason code and written grounds (422
+    ``grounds_required`` without), which the provider reads with the application."""
+    grounds = domain.require_grounds(grounds)
     async with unit_of_work(sessions) as session:
         application = await _application_for_update(session, principal, application_id)
         application.status = domain.application_transition(application.status, "reject")
-        application.reason, application.message, application.decided_at = reason, message, clock.now()
+        application.reason, application.grounds, application.decided_at = reason, grounds, clock.now()
         await session.flush()
         await add_event(session, ProviderRejected(
             application_id=application.id, provider_id=application.provider_id, funder_id=application.funder_id,
@@ -528,6 +531,18 @@ async def applications_page(sessions: Sessions, scope: TenantScope, page: PagePa
         return await paginate(session, q, [Application.created_at, Application.id], page)
 
 
+async def applicants(sessions: Sessions, provider_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """provider id -> (name, business ID): how a funder's staff know an applicant (a list of UUIDs tells
+    them nothing)."""
+    ids = sorted(set(provider_ids))
+    if not ids:
+        return {}
+    async with sessions() as session:
+        rows = (await session.execute(select(Provider.id, Provider.name, Provider.business_id)
+                                      .where(Provider.id.in_(ids)))).all()
+    return {pid: (name, business_id) for pid, name, business_id in rows}
+
+
 # ------------------------------------------------------------------ suspension, reinstatement, revocation
 async def _approval_for_update(session: AsyncSession, principal: Principal | None, approval_id: str) -> Approval:
     approval = await session.get(Approval, approval_id, with_for_update=True)
@@ -546,11 +561,12 @@ async def _record_change(session: AsyncSession, approval: Approval, action: str,
 
 
 async def _suspend(session: AsyncSession, clock: Clock, approval: Approval, reason: str,
-                   effective_from: date, message: str | None = None) -> None:
+                   effective_from: date, grounds: str | None = None) -> None:
     approval.status = domain.ApprovalStatus.SUSPENDED
     approval.status_reason, approval.status_effective_from, approval.status_changed_at = \
         reason, effective_from, clock.now()
-    await _record_change(session, approval, "suspended", reason=reason, message=message,
+    approval.status_grounds = grounds
+    await _record_change(session, approval, "suspended", reason=reason, grounds=grounds,
                          effective_from=effective_from, at=approval.status_changed_at)
     await session.flush()
     await add_event(session, ProviderSuspended(
@@ -561,10 +577,13 @@ async def _suspend(session: AsyncSession, clock: Clock, approval: Approval, reas
 
 async def change_approval(sessions: Sessions, clock: Clock, principal: Principal, approval_id: str, action: str,
                           reason: str | None = None, effective_from: date | None = None,
-                          message: str | None = None) -> tuple[Approval, bool]:
-    """Suspend, reinstate or revoke an approval. Asking for what already holds (the same suspension or
-    revocation again, reinstating an approval in force) is a retry: nothing changes. Returns the
-    approval and whether it changed."""
+                          message: str | None = None, grounds: str | None = None) -> tuple[Approval, bool]:
+    """Suspend, reinstate or revoke an approval. Suspending and revoking need written grounds (422
+    ``grounds_required``), kept with the approval and its history for the provider to read. Asking for
+    what already holds (the same suspension or revocation again, reinstating an approval in force) is a
+    retry: nothing changes. Returns the approval and whether it changed."""
+    if action in ("suspend", "revoke"):
+        grounds = domain.require_grounds(grounds)
     if effective_from is not None:
         domain.not_in_past(effective_from, clock.today())
     async with unit_of_work(sessions) as session:
@@ -575,10 +594,10 @@ async def change_approval(sessions: Sessions, clock: Clock, principal: Principal
             return approval, False
         now = clock.now()
         if action == "suspend":
-            await _suspend(session, clock, approval, reason, effective_from, message)
+            await _suspend(session, clock, approval, reason, effective_from, grounds)
         elif action == "reinstate":
             approval.status, approval.status_reason, approval.status_effective_from = to, None, None
-            approval.status_changed_at = now
+            approval.status_changed_at, approval.status_grounds = now, None
             await _record_change(session, approval, "reinstated", message=message, at=now)
             await session.flush()
             await add_event(session, ProviderReinstated(
@@ -586,8 +605,8 @@ async def change_approval(sessions: Sessions, clock: Clock, principal: Principal
                 category=approval.category, reinstated_at=now), SOURCE)
         else:
             approval.status, approval.status_reason, approval.status_effective_from = to, reason, effective_from
-            approval.status_changed_at = now
-            await _record_change(session, approval, "revoked", reason=reason, message=message,
+            approval.status_changed_at, approval.status_grounds = now, grounds
+            await _record_change(session, approval, "revoked", reason=reason, grounds=grounds,
                                  effective_from=effective_from, at=now)
             await session.flush()
             await add_event(session, ProviderRevoked(

@@ -6,7 +6,7 @@ import io
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from seteli_shared.auth import FUNDER_STAFF, Principal, Role, TenantScope, ensure_visible, require, tenant_scope
 from seteli_shared.clock import Clock, ClockDep
 from seteli_shared.schemas import Count, Page, PageDep, RequestModel
-from seteli_shared.web import created_or_repeated, error_responses
+from seteli_shared.web import error_responses
 from seteli_shared.money import from_hundredths
 from seteli_shared.service import SessionsDep
 
-from . import charts, domain, usecases
+from . import charts, domain, texts, usecases
 from .models import FunderFigures
 
 router = APIRouter(tags=["reports"])
@@ -68,6 +68,12 @@ async def all_figures(
 
 # ------------------------------------------------------------------ monitoring reports (issue 10)
 Period = Annotated[str | None, Query(description="the month, YYYY-MM (default: this month)", max_length=7)]
+Lang = Annotated[Literal["fi", "sv", "en"], Query(description="the language of the words a person reads: titles, "
+                                                   "axes, legends, category names, column headings")]
+CsvForm = Annotated[Literal["plain", "spreadsheet"], Query(
+    alias="format", description="``plain`` (default, for machines): comma-separated, codes and plain numbers "
+    "(cents, ``27.47``); ``spreadsheet``: as Finnish Excel and LibreOffice open it: UTF-8 with a byte-order "
+    "mark, semicolons, decimal commas, euros instead of cents, headings and category names in ``lang``")]
 CategoryQ = Annotated[str | None, Query(pattern=r"^[a-z_]{2,40}$", description="a service category, e.g. home_care "
                                         "(default: every category)")]
 READERS = (Role.OPERATOR, *FUNDER_STAFF)
@@ -235,17 +241,16 @@ def _period(period: str | None, clock: Clock) -> str:
 
 
 @router.post("/feedback", status_code=201, response_model=FeedbackGiven, tags=["feedback"],
-             responses=created_or_repeated(FeedbackGiven, 401, 403, 422))
+             responses=error_responses(401, 403, 409, 422))
 async def give_feedback(
-    body: FeedbackCreate, sessions: SessionsDep, clock: ClockDep, response: Response,
+    body: FeedbackCreate, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.CLIENT, scope="none")],
 ) -> FeedbackGiven:
     """A client's rating (1-5) and optional text on its voucher's service this month, with the token of
-    its light login (``POST /client-sessions`` on vouchers). One per voucher and month: a second
-    replaces the first (200)."""
-    row, new = await usecases.give_feedback(sessions, clock, principal.voucher_id, body.rating, body.text)
-    if not new:
-        response.status_code = 200
+    its light login (``POST /client-sessions`` on vouchers). Once per voucher and month: a second is
+    refused with 409 ``feedback_already_given`` (``details``: the ``period``, the day it was given,
+    ``given_on``, and ``next_from``, the day the next may be given); the first stays as it was."""
+    row = await usecases.give_feedback(sessions, clock, principal.voucher_id, body.rating, body.text)
     return FeedbackGiven(feedback_id=row.feedback_id, voucher_id=row.voucher_id, rating=row.rating, period=row.period)
 
 
@@ -278,14 +283,17 @@ async def monthly_report(
                        **error_responses(401, 403, 404, 422)})
 async def monthly_report_csv(
     funder_id: str, sessions: SessionsDep, clock: ClockDep,
-    principal: Annotated[Principal, require(*READERS)], period: Period = None,
+    principal: Annotated[Principal, require(*READERS)], period: Period = None, form: CsvForm = "plain",
+    lang: Lang = "fi",
 ) -> Response:
-    """The monthly report's category rows and total as CSV (``..`` marks a suppressed figure)."""
+    """The monthly report's category rows and total as CSV (``..`` marks a suppressed figure), plain for
+    machines or, with ``format=spreadsheet``, as a Finnish spreadsheet opens it."""
     ensure_visible(principal, "funder", funder_id=funder_id)
     report = await usecases.monthly_report(sessions, funder_id, _period(period, clock))
     rows = [{"funder_id": funder_id, "period": report["period"], **r}
             for r in [*report["categories"], report["total"]]]
-    return _csv(rows, ["funder_id", "period", *CategoryRow.model_fields], f"monthly-{funder_id}-{report['period']}")
+    return _csv(rows, ["funder_id", "period", *CategoryRow.model_fields], f"monthly-{funder_id}-{report['period']}",
+                form, lang)
 
 
 @router.get("/statistics/monthly", response_model=MonthlyReport, tags=["reports"],
@@ -339,12 +347,15 @@ async def price_report(
                        **error_responses(401, 403, 404, 422)})
 async def price_report_csv(
     funder_id: str, sessions: SessionsDep, principal: Annotated[Principal, require(*READERS)],
-    category: CategoryQ = None,
+    category: CategoryQ = None, form: CsvForm = "plain", lang: Lang = "fi",
 ) -> Response:
-    """Price development as CSV (``..`` marks a suppressed figure)."""
+    """Price development as CSV (``..`` marks a suppressed figure), plain or ``format=spreadsheet``."""
     ensure_visible(principal, "funder", funder_id=funder_id)
     rows = [{"funder_id": funder_id, **r} for r in await usecases.price_development(sessions, funder_id, category)]
-    return _csv(rows, ["funder_id", *PriceRow.model_fields], f"prices-{funder_id}")
+    columns = ["funder_id", *PriceRow.model_fields]
+    if form == "spreadsheet":  # the euros once, not as cents and as euros
+        columns.remove("average_price_eur")
+    return _csv(rows, columns, f"prices-{funder_id}", form, lang)
 
 
 def _image(content: bytes, fmt: str) -> Response:
@@ -358,24 +369,27 @@ def _chart_routes(fmt: str) -> None:
 
     async def price_chart(
         funder_id: str, sessions: SessionsDep, principal: Annotated[Principal, require(*READERS)],
-        category: CategoryQ = None,
+        category: CategoryQ = None, lang: Lang = "fi",
     ) -> Response:
         ensure_visible(principal, "funder", funder_id=funder_id)
         rows = await usecases.price_development(sessions, funder_id, category)
-        return _image(charts.price_development(rows, category, fmt), fmt)
+        counts = await usecases.providers_with_prices(sessions, funder_id, category,
+                                                      sorted({r["period"] for r in rows}))
+        return _image(charts.price_development(rows, category, fmt, lang, counts), fmt)
 
     async def volume_chart(
         funder_id: str, sessions: SessionsDep, principal: Annotated[Principal, require(*READERS)],
+        lang: Lang = "fi",
     ) -> Response:
         ensure_visible(principal, "funder", funder_id=funder_id)
         rows = await usecases.monthly_volume(sessions, funder_id)
-        return _image(charts.monthly_volume(rows, fmt), fmt)
+        return _image(charts.monthly_volume(rows, fmt, lang), fmt)
 
     router.add_api_route(f"/funders/{{funder_id}}/charts/price-development.{fmt}", price_chart, methods=["GET"],
                          tags=["charts"], response_class=Response, responses=responses,
                          name=f"price_development_{fmt}",
                          description=f"Price development by month (average list price, and weighted by units "
-                                     f"charged) as {fmt.upper()}.")
+                                     f"charged) as {fmt.upper()}, in ``lang``; the y-axis from zero.")
     router.add_api_route(f"/funders/{{funder_id}}/charts/monthly-volume.{fmt}", volume_chart, methods=["GET"],
                          tags=["charts"], response_class=Response, responses=responses, name=f"monthly_volume_{fmt}",
                          description=f"Euros charged per month (the funder's part and the clients' own shares) "
@@ -386,14 +400,46 @@ for _fmt in charts.FORMATS:
     _chart_routes(_fmt)
 
 
-def _csv(rows: list[dict], columns: list[str], name: str) -> Response:
+def _csv(rows: list[dict], columns: list[str], name: str, form: str = "plain", lang: str = "fi") -> Response:
+    """A report as CSV: ``plain`` for machines (commas, codes, cents, ``27.47``), or ``spreadsheet`` as a
+    Finnish spreadsheet opens it in columns (UTF-8 with a byte-order mark, semicolons, CRLF, decimal
+    commas, euros, headings and category names in ``lang``)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
-    for r in rows:
-        hidden = set(r.get("suppressed", []))
-        writer.writerow([" ".join(r["suppressed"]) if c == "suppressed" else ".." if c in hidden
-                         else "" if r.get(c) is None else str(r[c]) for c in columns])
+    if form == "spreadsheet":
+        writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+        writer.writerow([texts.column_heading(c, lang) for c in columns])
+        for r in rows:
+            writer.writerow([_spreadsheet_cell(r, c, lang) for c in columns])
+        body = "\ufeff" + out.getvalue()
+    else:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(columns)
+        for r in rows:
+            hidden = set(r.get("suppressed", []))
+            writer.writerow([" ".join(r["suppressed"]) if c == "suppressed" else ".." if c in hidden
+                             else "" if r.get(c) is None else str(r[c]) for c in columns])
+        body = out.getvalue()
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100]  # a header holds latin-1 only: no odd funder id in it
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+    return Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{safe}.csv"'})
+
+
+def _spreadsheet_cell(row: dict, column: str, lang: str) -> str:
+    """One cell as a Finnish spreadsheet reads it: a number with a decimal comma and no grouping (so it
+    stays a number), cents as euros, a category by its name, ``..`` for a suppressed figure."""
+    value = row.get(column)
+    if column == "suppressed":
+        return ", ".join(texts.column_heading(c, lang) for c in row.get("suppressed", []))
+    if column in row.get("suppressed", []):
+        return ".."
+    if value is None:
+        return ""
+    if column == "category":
+        return texts.category_name(str(value), lang)
+    if column == "period":
+        return texts.month_label(str(value))
+    if column.endswith("_cents"):
+        value = Decimal(int(value)) / 100
+    if isinstance(value, (Decimal, float)) or (isinstance(value, str) and re.fullmatch(r"-?\d+\.\d+", value)):
+        return str(value).replace(".", ",")
+    return str(value)

@@ -335,6 +335,16 @@ async def price_development(s: AsyncSession, funder_id: str, category: str | Non
     return rows
 
 
+async def providers_with_prices(s: AsyncSession, funder_id: str, category: str | None,
+                                periods: Iterable[str]) -> dict[str, int]:
+    """month -> the providers with a price list in force at its end in the category (or in any category:
+    a provider with prices for two categories is one provider, not two). The price chart says this
+    number; it once said the last category's count for all categories (5 where 45 had a price)."""
+    lists = await _price_lists(s, funder_id, category)
+    return {p: len({provider for (_, provider) in domain.prices_in_force(lists, Period.parse(p).last)})
+            for p in periods}
+
+
 def monthly_volume(months: dict[tuple[str, str], Month]) -> list[Row]:
     """Per month with charges: euros charged, the clients' own shares and the volume with them: the
     month's total row's figures (and its suppression, ``linked``)."""

@@ -115,6 +115,13 @@ async def price_development(sessions: Sessions, funder_id: str, category: str | 
     return [r.public() for r in rows]
 
 
+async def providers_with_prices(sessions: Sessions, funder_id: str, category: str | None,
+                                periods: list[str]) -> dict[str, int]:
+    """month -> providers with a price in force in the category (or in any, counted once)."""
+    async with sessions() as s:
+        return await reports.providers_with_prices(s, funder_id, category, periods)
+
+
 async def monthly_volume(sessions: Sessions, funder_id: str) -> list[dict]:
     async with sessions() as s:
         months = await reports.client_months(s, funder_id)
@@ -128,29 +135,28 @@ async def monthly_volume(sessions: Sessions, funder_id: str) -> list[dict]:
     return [r.public() for r in rows]
 
 
-async def give_feedback(sessions: Sessions, clock: Clock, voucher_id: str, rating: int, text: str | None
-                        ) -> tuple[Feedback, bool]:
-    """A client's feedback for this month; a second in the same month replaces the first. True: new."""
-    period = str(Period.of(clock.today()))
-    for _ in range(2):
-        try:
-            async with sessions() as s, s.begin():
-                found = (await s.exec(select(Feedback).where(Feedback.voucher_id == voucher_id,
-                                                             Feedback.period == period))).first()
-                if found is not None:
-                    found.rating, found.text, found.given_at = rating, text or None, clock.now()
-                    s.add(found)
-                    await s.flush()
-                    return found, False
-                row = Feedback(feedback_id=new_id(), voucher_id=voucher_id, period=period, rating=rating,
+async def give_feedback(sessions: Sessions, clock: Clock, voucher_id: str, rating: int, text: str | None) -> Feedback:
+    """A client's feedback for this month: once per voucher and month. A second in the same month is
+    refused (409 ``feedback_already_given``, naming the month and when the next may be given) and the
+    first stays as it was: an answer that silently replaced an earlier one would rewrite what the funder
+    may already have read."""
+    period = Period.of(clock.today())
+    try:
+        async with sessions() as s, s.begin():
+            found = (await s.exec(select(Feedback).where(Feedback.voucher_id == voucher_id,
+                                                         Feedback.period == str(period)))).first()
+            if found is None:
+                row = Feedback(feedback_id=new_id(), voucher_id=voucher_id, period=str(period), rating=rating,
                                text=text or None, given_at=clock.now())
                 s.add(row)
                 await s.flush()
-                log.info("report.feedback_given", voucher_id=voucher_id, period=period, rating=rating)
-                return row, True
-        except IntegrityError:  # the same voucher's feedback, given at the same moment: replace it
-            continue
-    raise Conflict("feedback_in_flight", "the feedback is being recorded; try again")
+                log.info("report.feedback_given", voucher_id=voucher_id, period=str(period), rating=rating)
+                return row
+    except IntegrityError:  # the same voucher's feedback, given at the same moment: the other one won
+        found = None
+    raise Conflict("feedback_already_given", "feedback for this voucher has been given this month already; the "
+                   "next can be given next month", period=str(period), given_on=found.given_at.date().isoformat()
+                   if found is not None else None, next_from=period.next().first.isoformat())
 
 
 async def feedback_page(sessions: Sessions, funder_id: str, period: str, page: PageParams

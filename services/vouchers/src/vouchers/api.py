@@ -17,7 +17,7 @@ from seteli_shared.web import created_or_repeated, error_responses
 
 from . import domain, usecases
 from .schemas import (ClientLogin, ClientLoginCode, ClientToken, IssuedVoucher, ProviderChoice, VoucherCreate,
-                      VoucherPage, VoucherView, issued, view_of)
+                      VoucherPage, VoucherView, issued, shown_code, view_of)
 
 router = APIRouter(tags=["vouchers"])
 READERS = (Role.OPERATOR, *FUNDER_STAFF, Role.FUNDER_CASE_SYSTEM, *PROVIDER_ROLES, Role.CLIENT)
@@ -97,7 +97,8 @@ async def issue_client_login_code(
     """A new login code for the voucher's client (for a new decision letter), shown this once; the
     previous code stops working. Only the voucher's funder's decision maker or case system."""
     voucher, code = await usecases.issue_client_login_code(sessions, principal, voucher_id, clock)
-    return ClientLoginCode(voucher_id=voucher.id, voucher_code=voucher.voucher_code, client_login_code=code,
+    return ClientLoginCode(voucher_id=voucher.id, voucher_code=shown_code(voucher.voucher_code),
+                           client_login_code=shown_code(code),
                            issued_at=voucher.client_login_issued_at)
 
 

@@ -47,7 +47,7 @@ from seteli_shared.service import ConsumerSpec
 
 from . import domain, formulas, kinds, usecases
 from .models import Funder, Voucher
-from .schemas import VoucherCreate
+from .schemas import VoucherCreate, shown_code
 
 SOURCE = "vouchers"
 REVOKED = "revoked"
@@ -118,7 +118,8 @@ def check_amended_validity(valid_from: date, valid_until: date) -> None:
 
 def _accepted(v: Voucher, outcome: str, login_code: str | None = None) -> DecisionAccepted:
     return DecisionAccepted(funder_id=v.funder_id, decision_ref=v.decision_ref, decision_version=v.decision_version,
-                            voucher_id=v.id, voucher_code=v.voucher_code, client_login_code=login_code,
+                            voucher_id=v.id, voucher_code=shown_code(v.voucher_code),
+                            client_login_code=shown_code(login_code),
                             status=v.status, outcome=outcome)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from seteli_shared.catalogue import Period
+from seteli_shared.codes import grouped
 from seteli_shared.decisions import AgeBand, MunicipalityCode
 from seteli_shared.events import FunderId
 from seteli_shared.money import from_hundredths
@@ -168,9 +169,16 @@ _VIEWS: dict[domain.Audience, type[_Terms]] = {
 }
 
 
+def shown_code(code: str | None) -> str | None:
+    """A voucher or login code as people read it from a letter or a screen: in groups of four
+    (``7RH8-ZB3R-Z5K``); any spelling of it is accepted back (``codes.normalise``)."""
+    return None if code is None else grouped(code)
+
+
 def _fields(v: Voucher) -> dict:
     return {**v.model_dump(exclude={"units_per_period_x100", "client_login_salt", "client_login_hash",
                                     "client_login_issued_at"}),
+            "voucher_code": shown_code(v.voucher_code),
             "units_per_period": from_hundredths(v.units_per_period_x100),
             "client_login_code_issued_at": v.client_login_issued_at, "usage": None}
 
@@ -183,4 +191,4 @@ def view_of(v: Voucher, audience: domain.Audience) -> _Terms:
 
 def issued(v: Voucher, client_login_code: str | None) -> IssuedVoucher:
     return IssuedVoucher(**{k: _fields(v)[k] for k in VoucherForFunder.model_fields if k != "view"},
-                         client_login_code=client_login_code)
+                         client_login_code=shown_code(client_login_code))
