@@ -15,7 +15,7 @@ from seteli_shared.schemas import PageParams, paginate
 
 from ..charging import domain
 from ..models import Charge, ChargeCorrection, Payout, Settlement, SettlementRun
-from . import domain as rules
+from . import domain as payout_rules
 from . import offsets, pain001
 from .runs import rules_of, utc
 
@@ -49,7 +49,7 @@ async def get_settlement(sessions: Sessions, settlement_id: str) -> tuple[Settle
 @dataclass(frozen=True)
 class AtRiskCharge:
     charge: Charge
-    risk: rules.AtRisk
+    risk: payout_rules.AtRisk
 
 
 async def charges_at_risk(sessions: Sessions, clock: Clock, settings) -> list[AtRiskCharge]:  # noqa: ANN001
@@ -62,7 +62,7 @@ async def charges_at_risk(sessions: Sessions, clock: Clock, settings) -> list[At
         rows = (await session.execute(select(Charge).where(
             Charge.status == domain.ACCEPTED, Charge.settlement_id.is_(None), Charge.accepted_at <= oldest)
             .order_by(Charge.accepted_at, Charge.id).limit(1000))).scalars().all()
-    found = [(c, rules.at_risk(c.id, utc(c.accepted_at), today, rules, settings.settlement_at_risk_days))
+    found = [(c, payout_rules.at_risk(c.id, utc(c.accepted_at), today, rules, settings.settlement_at_risk_days))
              for c in rows]
     return [AtRiskCharge(c, r) for c, r in found if r is not None]
 
@@ -95,7 +95,7 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
         rows = (await session.execute(select(Payout, Settlement).join(
             Settlement, Settlement.id == Payout.settlement_id).where(Payout.run_id == run_id)
             .order_by(Settlement.provider_id, Settlement.funder_id, Settlement.id))).all()
-    payments = [pain001.CreditTransfer(end_to_end_id=rules.bank_id(s.id), amount_cents=s.net_cents,
+    payments = [pain001.CreditTransfer(end_to_end_id=payout_rules.bank_id(s.id), amount_cents=s.net_cents,
                                        creditor_name=p.payee_name, creditor_iban=p.iban, creditor_bic=p.bic,
                                        reference=p.reference) for p, s in rows
                 if s.net_cents > 0]  # corrections may bring a payout to nothing: no transfer of 0.00
@@ -104,5 +104,5 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
         raise Conflict("nothing_to_pay", "the run transfers no money: there is no payment file for the bank",
                        settlements=len(rows))
     debtor = pain001.Debtor(settings.payer_name, settings.payer_iban, settings.payer_bic)
-    return pain001.build(rules.bank_id(run.id), run.created_at, run.run_date, debtor, payments)
+    return pain001.build(payout_rules.bank_id(run.id), run.created_at, run.run_date, debtor, payments)
 
