@@ -25,7 +25,7 @@ from .db import make_engine, outage_limits, ping, session_factory, upgrade_async
 from .events import routing_keys_of
 from .faults import TIMED_OUT, database_fault, document_outages, install_fault_handlers
 from .docs import install_docs
-from .clock import SYSTEM_CLOCK
+from .clock import SystemClock
 from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay
 from .relay import RelayProcess
@@ -193,7 +193,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
                   version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_docs(app)  # Swagger UI served from this service (works offline)
     app.state.settings = settings
-    app.state.clock = SYSTEM_CLOCK
+    app.state.clock = SystemClock()  # each app its own; a test sets a FixedClock in its place
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths,
                        streamed_bodies=spec.streamed_bodies)
