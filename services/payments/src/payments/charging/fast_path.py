@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from seteli_shared import codes
 from seteli_shared.auth import Principal
+from seteli_shared.clock import Clock
 from seteli_shared.db import driver_connection
 from seteli_shared.outbox import wake_relays
 from seteli_shared.uow import AbstractUnitOfWork
@@ -215,7 +216,7 @@ class OptimisticUnitOfWork(AbstractUnitOfWork):
 RETRY = (Stale, ConnectionError, UniqueViolationError)
 
 
-async def charge_one(db: AsyncEngine, clock, principal: Principal,  # noqa: ANN001
+async def charge_one(db: AsyncEngine, clock: Clock, principal: Principal,
                      line: engine.Line) -> engine.Outcome | None:
     """The line through ``engine.charge_lines`` on the fast path, up to ``OPTIMISTIC_ATTEMPTS`` times; None
     when every attempt met a change of its voucher (the caller then takes the lock first)."""
