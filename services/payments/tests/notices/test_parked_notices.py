@@ -12,7 +12,7 @@ import json
 import aio_pika
 import pytest
 
-from payments.notices import notices, parked
+from payments.notices import notices
 from seteli_shared.auth import mint
 from seteli_shared.testing import eventually
 
