@@ -14,7 +14,8 @@
    file** of ``--csv-lines`` lines (100,000: a month-end file) sent as it is generated: lines/s, and the
    worker's resident memory before and at its highest beside the file's size.
 3. **a settlement run** over ``--charges`` accepted charges (200,000; ``--charges 1000000`` for the full
-   figure) inserted by raw SQL: ``usecases.run_settlement`` in one transaction, beside a raw-SQL baseline
+   figure) inserted by raw SQL: ``settlement.runs.settle`` (an operator's run: every group paid, its payouts and
+   notices recorded) in one transaction, beside a raw-SQL baseline
    doing the same work (group, insert settlement rows, update the charges, insert ledger transactions and
    entries and the outbox rows) on the same charges seeded again. Prints charges/s and the ratio.
 
@@ -224,8 +225,10 @@ async def raw_settlement(dsn: str) -> float:
 
 
 async def service_settlement(url: str) -> tuple[float, int, dict]:
-    from payments import usecases
-    from seteli_shared.clock import SYSTEM_CLOCK
+    from payments.ledger.check import ledger_check
+    from payments.settlement.domain import PayoutRules
+    from payments.settlement.runs import settle
+    from seteli_shared.clock import SystemClock
     from seteli_shared.db import make_engine, session_factory, unit_of_work
     from seteli_shared.logging import configure_logging
 
@@ -235,10 +238,10 @@ async def service_settlement(url: str) -> tuple[float, int, dict]:
         sessions = session_factory(engine)
         t0 = time.perf_counter()
         async with unit_of_work(sessions) as session:
-            made = await usecases.run_settlement(session, SYSTEM_CLOCK, Decimal("0.05"))
+            made = (await settle(session, SystemClock(), Decimal("0.05"), PayoutRules(), hold_back=False)).settlements
         elapsed = time.perf_counter() - t0
         async with sessions() as session:
-            check = await usecases.ledger_check(session)
+            check = await ledger_check(session)
         return elapsed, len(made), check
     finally:
         await engine.dispose()

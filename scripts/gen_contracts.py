@@ -174,9 +174,10 @@ def decision_channels(channels: dict, messages: dict) -> None:
 
 
 def notice_channels(channels: dict, messages: dict) -> None:
-    """The notices payments sends to providers' systems (``payments.notices``): settlements, recovery claims."""
-    from payments.notices import (CLAIM_NOTICE_TYPE, EXAMPLE_CLAIM_NOTICE, EXAMPLE_NOTICE, NOTICE_TYPE,
-                                  RecoveryClaimNotice, SettlementNotice)
+    """The notices payments sends to providers' systems (``payments.notices.notices``): settlements, recovery
+    claims."""
+    from payments.notices.notices import (CLAIM_NOTICE_TYPE, EXAMPLE_CLAIM_NOTICE, EXAMPLE_NOTICE, NOTICE_TYPE,
+                                          RecoveryClaimNotice, SettlementNotice)
 
     env = Envelope.model_json_schema()
     env["properties"]["type"] = {"const": NOTICE_TYPE, "type": "string"}

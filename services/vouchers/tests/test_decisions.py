@@ -260,7 +260,7 @@ async def test_version_2_amends_the_voucher_and_payments_sees_it_and_version_1_i
     assert (await bus.vouchers())[0].decision_version == 2
 
     # payments' projection applies the amendment, whatever order the events come in
-    from payments.handlers import on_voucher_amended, on_voucher_issued
+    from payments.projections.handlers import on_voucher_amended, on_voucher_issued
     from payments.models import VoucherView
 
     url = await pg.create("payments")
@@ -295,7 +295,7 @@ async def test_revoke_ends_the_voucher(bus, pg):  # noqa: ANN001
     await bus.publish(decision(ref=ref, version=3, units_per_period="40"))
     assert (await bus.reply())["data"]["reason"] == "voucher_revoked", "a revocation is final"
 
-    from payments.handlers import on_voucher_revoked
+    from payments.projections.handlers import on_voucher_revoked
     from payments.models import VoucherView
 
     url = await pg.create("payments")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from payments import domain as pay
+from payments.charging import domain as pay
 from seteli_shared.auth import mint
 from seteli_shared.clock import FixedClock
 from seteli_shared.db import unit_of_work

@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import select
 
 import payments.app
-import payments.handlers as pay_handlers
+import payments.projections.handlers as pay_handlers
 import vouchers.app
 import vouchers.handlers as vou_handlers
 from payments.settings import PaymentsSettings
@@ -132,7 +132,7 @@ async def world(pg, namespace, amqp_url):  # noqa: ANN001
             approved = ProviderApproved(approval_id=new_id(), provider_id=provider, funder_id=F1, category="home_care",
                                         approved_at=START - timedelta(days=100))
             await w.feed(vou_app, vou_handlers.on_provider_approved, approved)
-            await w.feed(pay_app, pay_handlers.on_provider_approved, approved)
+            await w.feed(pay_app, pay_handlers.APPROVALS.on_provider_approved, approved)
         w.database_url = vou_db
         yield w
 

@@ -5,7 +5,8 @@ and a robust connection that restores consumers after a broker restart.
 ``Bus.publish_many`` (the outbox relay's) publishes a batch with the same properties and guarantees
 as ``publish`` one at a time, but writes the whole batch's frames to the socket at once (encoded here,
 not by pamqp per message) and waits for the confirms together: per message, ``publish`` costs the
-client about 0.15 ms of Python and one socket write, which capped the relay at 2,000-3,000 messages/s."""
+client about 0.15 ms of Python and one socket write, which capped the relay at 2,000-3,000 messages/s.
+The channel internals that takes are in one module, ``_internals.aiormq_batch``."""
 from __future__ import annotations
 
 import asyncio
@@ -21,6 +22,7 @@ import aiormq
 from aio_pika import DeliveryMode, ExchangeType, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
+from ._internals import aiormq_batch
 from .logging import get_logger
 from .settings import ServiceSettings
 
@@ -214,13 +216,6 @@ class PublishFrames:
         return b"".join(out)
 
 
-def _batch_capable(channel: Any) -> bool:
-    """aiormq's channel internals ``publish_many`` relies on are there (else it publishes one by one)."""
-    return all(hasattr(channel, a) for a in ("lock", "delivery_tag", "confirmations", "message_id_delivery_tag",
-                                              "write_queue", "number", "max_content_size", "create_future",
-                                              "publisher_confirms")) and channel.publisher_confirms
-
-
 class Bus:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
@@ -356,12 +351,12 @@ class Bus:
             return []
         await self._ensure_channel()
         channel = await self.channel.get_underlay_channel()
-        if not _batch_capable(channel):
+        if not aiormq_batch.capable(channel):
             return list(await asyncio.gather(*(self.publish(
                 m.body, m.routing_key, message_id=m.message_id, type_=m.type_, exchange=m.exchange)
                 for m in messages), return_exceptions=True))
         results: list[BaseException | None] = [None] * len(messages)
-        encoder = PublishFrames(channel.number, channel.max_content_size, self.user, self.settings.service_name)
+        encoder = PublishFrames(*aiormq_batch.frame_limits(channel), self.user, self.settings.service_name)
         names: dict[str | None, str] = {None: self.exchange.name}
         parts: list[bytes] = []
         wanted: list[int] = []
@@ -375,94 +370,12 @@ class Bus:
                 results[i] = exc
         if not wanted:
             return results
-        confirms: dict[int, asyncio.Future] = {}
-        registered: list[tuple[int, str]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.publish_timeout_seconds
-        # one future of the channel's own per batch: aiormq rejects it when the channel or its connection
-        # closes, and that rejects the batch's confirms (plain futures: cheaper than one of its own each)
-        closed = channel.create_future()
-        closed.add_done_callback(_rejecter(confirms))
-        in_doubt = False
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._write_batch(channel, loop, [messages[i] for i in wanted], parts, wanted, confirms,
-                                        registered)
-                for fut in list(confirms.values()):  # the broker confirms in order: few of these wait
-                    if not fut.done():
-                        try:  # shielded: a timeout must leave the confirm open (in doubt), not cancel it
-                            await asyncio.shield(fut)
-                        except Exception:  # noqa: BLE001  (read below)
-                            pass
-        except BaseException as exc:
-            # on a timeout the frames written may still reach the broker: their confirms stay open (in doubt)
-            in_doubt = isinstance(exc, TimeoutError) and any(not fut.done() for fut in confirms.values())
-            if not in_doubt:
-                for fut in confirms.values():
-                    if not fut.done():
-                        fut.cancel()
-            if not isinstance(exc, Exception):
-                _retrieve(confirms.values())
-                raise
-            for i in wanted:
-                if i not in confirms:
-                    results[i] = exc
-        finally:
-            if in_doubt:
-                _await_late_confirms(channel, closed, confirms, dict(zip(wanted, registered)))
-            else:
-                closed.cancel()
-                for tag, message_id in registered:  # as basic_publish forgets each message id once confirmed
-                    if channel.message_id_delivery_tag.get(message_id) == tag:
-                        channel.message_id_delivery_tag.pop(message_id)
-        for i in wanted:
-            fut = confirms.get(i)
-            if fut is None:
-                continue
-            if fut.cancelled():
-                results[i] = results[i] or asyncio.TimeoutError("no confirm from the broker in time")
-            elif not fut.done():
-                results[i] = PublishInDoubt(fut)
-            elif fut.exception() is not None:
-                results[i] = fut.exception()
+        outcomes = await aiormq_batch.publish_frames(channel, parts, [messages[i].message_id for i in wanted],
+                                                     self.settings.publish_timeout_seconds)
+        for i, outcome in zip(wanted, outcomes):
+            results[i] = PublishInDoubt(outcome) if isinstance(outcome, asyncio.Future) else outcome
         self._note_confirms(results)
         return results
-
-    @staticmethod
-    async def _write_batch(channel: Any, loop: asyncio.AbstractEventLoop, messages: list[Outgoing],
-                           parts: list[bytes], index: list[int], confirms: dict[int, asyncio.Future],
-                           registered: list[tuple[int, str]]) -> None:
-        """Under the channel's publish lock (as aiormq's ``basic_publish``): a delivery tag and a confirm
-        future each, in the order of the frames, then the frames in one write."""
-        from aiormq.abc import ChannelFrame
-        from aiormq.exceptions import ChannelInvalidStateError
-
-        async with channel.lock:
-            if channel.is_closed:
-                raise ChannelInvalidStateError(f"{channel!r} closed")
-            first = channel.delivery_tag + 1
-            try:
-                for n, (i, m) in enumerate(zip(index, messages)):
-                    tag = first + n
-                    fut = loop.create_future()
-                    channel.confirmations[tag] = fut
-                    channel.message_id_delivery_tag[m.message_id] = tag
-                    confirms[i] = fut
-                    registered.append((tag, m.message_id))
-                channel.delivery_tag += len(messages)
-                drained = channel.create_future()
-                await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False,
-                                                           drain_future=drained))
-            except BaseException:
-                # nothing reached the broker: give the delivery tags back, as basic_publish does
-                channel.delivery_tag = first - 1
-                for tag, _message_id in registered:
-                    channel.confirmations.pop(tag, None)
-                for fut in confirms.values():
-                    fut.cancel()
-                confirms.clear()
-                raise
-            await drained
 
     async def _exchange(self, suffix: str) -> AbstractExchange:
         found = self._others.get(suffix)
@@ -475,47 +388,3 @@ class Bus:
     async def close(self) -> None:
         if self.connection and not self.connection.is_closed:
             await self.connection.close()
-
-
-
-def _rejecter(confirms: dict[int, asyncio.Future]):  # noqa: ANN202
-    """Fail the batch's pending confirms with the reason the channel closed."""
-    def reject(closed: asyncio.Future) -> None:
-        if closed.cancelled():
-            return
-        reason = closed.exception() or ConnectionError("the channel closed")
-        for fut in confirms.values():
-            if not fut.done():
-                fut.set_exception(reason)
-    return reject
-
-
-def _await_late_confirms(channel: Any, closed: asyncio.Future, confirms: dict[int, asyncio.Future],
-                         tags: dict[int, tuple[int, str]]) -> None:
-    """Keep a timed-out batch's open confirms answerable: a late ack or nack (or a return, found by message id)
-    settles each, the channel closing fails the rest (``closed`` stays until every one is done); each message
-    id is forgotten once its confirm is in, as ``basic_publish`` does."""
-    pending = {i: fut for i, fut in confirms.items() if not fut.done()}
-    for i, (tag, message_id) in tags.items():
-        if i not in pending and channel.message_id_delivery_tag.get(message_id) == tag:
-            channel.message_id_delivery_tag.pop(message_id)
-
-    def done(i: int, fut: asyncio.Future) -> None:
-        if not fut.cancelled():
-            fut.exception()  # read: nobody may ever ask (another relay may have published the row meanwhile)
-        tag, message_id = tags[i]
-        if channel.message_id_delivery_tag.get(message_id) == tag:
-            channel.message_id_delivery_tag.pop(message_id)
-        pending.pop(i, None)
-        if not pending:
-            closed.cancel()
-
-    for i, fut in list(pending.items()):
-        fut.add_done_callback(lambda f, i=i: done(i, f))
-
-
-def _retrieve(futures: Any) -> None:
-    """Read the exceptions of finished futures (else asyncio logs them as never retrieved)."""
-    for fut in futures:
-        if fut.done() and not fut.cancelled():
-            fut.exception()

@@ -39,13 +39,16 @@ class FixedClock:
         self.at = self.at + timedelta(**delta)
 
 
+#: a system clock for the modules that have not been given one yet (vouchers' decisions consumer, the portal's
+#: session store): payments' use cases take theirs from the app (``app.state.clock``) or the command line
 SYSTEM_CLOCK = SystemClock()
 
 
 async def get_clock(request: Request) -> Clock:
-    """The app's clock (``app.state.clock``; the system clock unless a test set another). Async: FastAPI
-    runs a plain ``def`` dependency in its thread pool, a thread hop per request for a lookup."""
-    return getattr(request.app.state, "clock", None) or SYSTEM_CLOCK
+    """The app's clock (``app.state.clock``, which ``create_service_app`` sets: a system clock unless a test
+    set another). Async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request
+    for a lookup."""
+    return request.app.state.clock
 
 
 ClockDep = Annotated[Clock, Depends(get_clock)]

@@ -153,8 +153,7 @@ def compare_type(context, inspected_column, metadata_column, inspected_type, met
     dialect = context.dialect
     if isinstance(metadata_type, TypeDecorator):
         metadata_type = metadata_type.load_dialect_impl(dialect)
-    metadata_type = metadata_type._variant_mapping.get(dialect.name, metadata_type) \
-        if getattr(metadata_type, "_variant_mapping", None) else metadata_type
+    metadata_type = metadata_type.dialect_impl(dialect)  # a variant's type for this dialect (``with_variant``)
     if isinstance(metadata_type, sa_types.DateTime) and isinstance(inspected_type, sa_types.DateTime):
         if dialect.name == "sqlite":  # SQLite keeps no time zone flag: any DATETIME is one
             return False
@@ -202,72 +201,11 @@ async def once_more_on_conflict(operation):  # noqa: ANN001, ANN201
 
 
 # ------------------------------------------------------------------ the PostgreSQL driver, directly
-class RawStatement:
-    """A SQLAlchemy statement compiled once for asyncpg: its SQL (``$n`` placeholders) and its
-    parameters in order, the literals it binds itself (``version + 1``) filled in. For the hottest
-    paths, where SQLAlchemy's per-execution work (session, compile-cache lookup, result rows)
-    costs more than the statement; asyncpg prepares it once per connection and caches it."""
-
-    def __init__(self, stmt, dialect=None):  # noqa: ANN001
-        if dialect is None:
-            from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-
-            dialect = asyncpg_dialect()
-        compiled = stmt.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        self.defaults = compiled.construct_params(_check=False)
-        processors = compiled._bind_processors
-        self._processors = tuple(processors.get(n) for n in self.names)
-
-    def args(self, params: dict) -> list:
-        out = []
-        for name, process in zip(self.names, self._processors):
-            value = params[name] if name in params else self.defaults[name]
-            out.append(process(value) if process is not None and value is not None else value)
-        return out
-
-
 def driver_connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` says the driver's connection is gone (the server closed it, the network dropped)."""
     import asyncpg
 
     return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError))
-
-
-@asynccontextmanager
-async def driver_transaction(engine: AsyncEngine):  # noqa: ANN201
-    """One transaction on a pooled connection's own asyncpg connection (PostgreSQL only): commits on
-    success, rolls back on any error; a connection found dead is thrown away, never pooled again
-    (raise ``ConnectionError`` so that an idempotent caller may try once more on a fresh one)."""
-    from sqlalchemy.util import greenlet_spawn
-
-    fairy = await engine.raw_connection()
-    conn = fairy.driver_connection
-    dead = False
-    try:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            yield conn
-        except BaseException as exc:
-            if driver_connection_lost(exc):  # broken or silent (a timeout): nothing to roll back on it; the
-                dead = True                  # server rolls back when the connection closes
-                raise
-            try:
-                await transaction.rollback()
-            except Exception:  # noqa: BLE001
-                dead = True
-            raise
-        await transaction.commit()
-    except Exception as exc:
-        if dead or driver_connection_lost(exc) or conn.is_closed():
-            dead = True
-            raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
-        raise
-    finally:
-        _let_go(conn, dead)
-        await greenlet_spawn(fairy.invalidate if dead else fairy.close)
 
 
 def _let_go(conn, dead: bool) -> None:  # noqa: ANN001
@@ -279,23 +217,24 @@ def _let_go(conn, dead: bool) -> None:  # noqa: ANN001
 
 @asynccontextmanager
 async def driver_connection(engine: AsyncEngine):  # noqa: ANN201
-    """A pooled connection's own asyncpg connection, outside any transaction (each statement its own
-    transaction: for single statements that do a whole change). A connection found dead is thrown
-    away (``ConnectionError``, as ``driver_transaction``)."""
-    from sqlalchemy.util import greenlet_spawn
-
-    fairy = await engine.raw_connection()
-    conn = fairy.driver_connection
-    dead = False
-    try:
-        yield conn
-    except Exception as exc:
-        if driver_connection_lost(exc) or conn.is_closed():
-            dead = True
-            raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
-        raise
-    finally:
-        if not dead and conn.is_in_transaction():  # never pooled inside a transaction
-            dead = True
-        _let_go(conn, dead)
-        await greenlet_spawn(fairy.invalidate if dead else fairy.close)
+    """A pooled connection's own asyncpg connection (SQLAlchemy's public ``AsyncConnection.get_raw_connection``
+    and ``driver_connection``), outside any transaction (each statement its own transaction: for single
+    statements that do a whole change). A connection found dead, or left inside a transaction, is thrown away
+    (``AsyncConnection.invalidate``), never pooled again; a dead one raises ``ConnectionError``, so that an
+    idempotent caller may try once more on a fresh one."""
+    async with engine.connect() as connection:
+        conn = (await connection.get_raw_connection()).driver_connection
+        dead = False
+        try:
+            yield conn
+        except Exception as exc:
+            if driver_connection_lost(exc) or conn.is_closed():
+                dead = True
+                raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
+            raise
+        finally:
+            if not dead and conn.is_in_transaction():  # never pooled inside a transaction
+                dead = True
+            if dead:
+                _let_go(conn, dead)
+                await connection.invalidate()

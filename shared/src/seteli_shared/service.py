@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from .db import make_engine, outage_limits, ping, session_factory, upgrade_async
 from .events import routing_keys_of
 from .faults import TIMED_OUT, database_fault, document_outages, install_fault_handlers
 from .docs import install_docs
-from .clock import SYSTEM_CLOCK
+from .clock import SystemClock
 from .logging import configure_logging, get_logger
 from .outbox import OutboxRelay
 from .relay import RelayProcess
@@ -80,6 +80,9 @@ class ServiceSpec:
     #: figures of the service's own for ``/health/ready``'s ``details`` (e.g. payments' parked notices); they
     #: inform, they never make the service unready
     readiness_details: Callable[["Runtime"], Awaitable[dict[str, int]]] | None = None
+    #: the service's own background work while it runs (schedulers, workers), started once the runtime is up
+    #: and stopped before it goes down: ``jobs(app)`` is an async context manager
+    jobs: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
     title: str = ""
     description: str = ""
     version: str = "0.1.0"
@@ -180,7 +183,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         # charge's Python went to them); given back at the stop (a test process starts and stops many apps)
         gc.freeze()
         try:
-            yield
+            async with spec.jobs(app) if spec.jobs is not None else nullcontext():
+                yield
         finally:
             gc.unfreeze()
             await runtime.stop()
@@ -189,7 +193,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
                   version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_docs(app)  # Swagger UI served from this service (works offline)
     app.state.settings = settings
-    app.state.clock = SYSTEM_CLOCK
+    app.state.clock = SystemClock()  # each app its own; a test sets a FixedClock in its place
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths,
                        streamed_bodies=spec.streamed_bodies)

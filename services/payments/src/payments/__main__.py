@@ -8,11 +8,11 @@ from .settings import PaymentsSettings
 
 
 def ledger_check(settings: PaymentsSettings) -> int:
-    """``seteli-payments ledger-check``: the ledger's invariants (``usecases.ledger_check``) on the service's
+    """``seteli-payments ledger-check``: the ledger's invariants (``ledger.check.ledger_check``) on the service's
     database; prints the result as JSON and exits 1 when one fails."""
     from seteli_shared.db import make_engine, session_factory
 
-    from .usecases import ledger_check as check
+    from .ledger.check import ledger_check as check
 
     async def run() -> int:
         engine = make_engine(settings.database_url)
@@ -28,17 +28,17 @@ def ledger_check(settings: PaymentsSettings) -> int:
 
 
 def settle(settings: PaymentsSettings) -> int:
-    """``seteli-payments settle``: the daily settlement run now (``payouts.run_settlements``) on the
+    """``seteli-payments settle``: the daily settlement run now (``settlement.runs.run_settlements``) on the
     service's database; its events and notices wait in the outbox for the service's relay."""
-    from seteli_shared.clock import SYSTEM_CLOCK
+    from seteli_shared.clock import SystemClock
     from seteli_shared.db import make_engine, session_factory
 
-    from .payouts import JOB, run_settlements
+    from .settlement.runs import JOB, run_settlements
 
     async def run() -> int:
         engine = make_engine(settings.database_url)
         try:
-            result = await run_settlements(session_factory(engine), SYSTEM_CLOCK, JOB, settings, hold_back=True)
+            result = await run_settlements(session_factory(engine), SystemClock(), JOB, settings, hold_back=True)
         finally:
             await engine.dispose()
         print(f"payments: run {result.run.id}: {len(result.settlements)} settled, {len(result.held_back)} held "

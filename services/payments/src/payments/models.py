@@ -8,7 +8,8 @@ from sqlmodel import Field, SQLModel
 
 from seteli_shared.messaging import BigIntPK, UTCDateTime
 
-from . import domain
+#: the source of the events payments writes into its outbox
+SOURCE = "payments"
 
 
 class VoucherView(SQLModel, table=True):
@@ -50,7 +51,7 @@ class VoucherView(SQLModel, table=True):
 
 class ApprovalView(SQLModel, table=True):
     """Projection of ``ProviderApproved``, ``ProviderSuspended``, ``ProviderReinstated`` and
-    ``ProviderRevoked`` (folded by ``domain.apply_approved`` and ``domain.apply_change``, in any order):
+    ``ProviderRevoked`` (folded by ``seteli_shared.approvals.ApprovalProjection``, in any order):
     whose charges are accepted for which funder and category, and for services until which date."""
 
     __tablename__ = "payments_approval"
@@ -68,15 +69,10 @@ class ApprovalView(SQLModel, table=True):
     status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     status_reason: str | None = Field(default=None, max_length=64)
 
-    def state(self) -> domain.ApprovalState:
-        return domain.ApprovalState(approval_id=self.approval_id, approved_at=self.approved_at, status=self.status,
-                                    not_in_force_from=self.not_in_force_from, changed_at=self.status_changed_at,
-                                    reason=self.status_reason)
-
 
 class PriceListView(SQLModel, table=True):
     """Projection of ``PriceListPublished``: every price list of a provider for a funder and category,
-    the whole history (the one in force on a service date is ``domain.price_in_force``)."""
+    the whole history (the one in force on a service date is ``charging.domain.price_in_force``)."""
 
     __tablename__ = "payments_price_list"
     __table_args__ = (sa.Index("ix_payments_price_list_lookup", "provider_id", "funder_id", "category",
@@ -91,11 +87,6 @@ class PriceListView(SQLModel, table=True):
     tariffs: dict = Field(default_factory=dict, sa_type=sa.JSON)
     effective_from: date
     published_at: datetime = Field(sa_type=UTCDateTime())
-
-    def price_list(self) -> domain.PriceList:
-        return domain.PriceList(price_list_id=self.price_list_id, effective_from=self.effective_from,
-                                published_at=self.published_at, unit_price_cents=self.unit_price_cents,
-                                tariffs={k: int(v) for k, v in (self.tariffs or {}).items()})
 
 
 class FunderView(SQLModel, table=True):

@@ -7,9 +7,9 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from seteli_shared.approvals import state_of as approval_state  # noqa: F401  (a row as the rules see it)
 from seteli_shared.messaging import UTCDateTime
 
-from . import domain
 from .lifecycle_models import PriceListEntry, ProviderName, Usage  # noqa: F401  (this service's tables)
 
 
@@ -93,7 +93,7 @@ class LoginThrottle(SQLModel, table=True):
 class ApprovedProvider(SQLModel, table=True):
     """Projection of ``ProviderApproved``, ``ProviderSuspended``, ``ProviderReinstated`` and
     ``ProviderRevoked``: who may be chosen for which funder and category, and from when not
-    (``domain.apply_approved`` and ``domain.apply_change`` fold the events, in any order)."""
+    (``seteli_shared.approvals.ApprovalProjection`` folds the events, in any order)."""
 
     __tablename__ = "vouchers_approved_provider"
     funder_id: str = Field(primary_key=True, max_length=40)
@@ -109,15 +109,6 @@ class ApprovedProvider(SQLModel, table=True):
     #: the registry's time of the latest status event applied (older ones change nothing)
     status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     status_reason: str | None = Field(default=None, max_length=64)
-
-
-def approval_state(row: ApprovedProvider | None) -> domain.ApprovalState | None:
-    """The row as the pure rules see it."""
-    if row is None:
-        return None
-    return domain.ApprovalState(approval_id=row.approval_id, approved_at=row.approved_at, status=row.status,
-                                not_in_force_from=row.not_in_force_from, changed_at=row.status_changed_at,
-                                reason=row.status_reason)
 
 
 class ValueTable(SQLModel, table=True):

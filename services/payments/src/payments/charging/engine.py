@@ -1,0 +1,270 @@
+"""The charge engine: the one place a charge is decided. A single ``POST /charges`` is a batch of one, a JSON
+bulk and a streamed CSV file are batches of up to ``intake.CHUNK_LINES`` lines; all go through
+``charge_lines``:
+
+1. the unit of work's store loads, in a few set-based statements, the state the rules need for the whole
+   batch (``ChargeState``): the vouchers named (by id, or by the code the client gave the provider), locked,
+   the earlier charges with the lines' provider references, the units and money charged per voucher and
+   service date, the approvals, price lists, provider choices and the funders' charging deadlines;
+2. ``decide`` (pure: no I/O, no clock of its own) takes the lines one after another through the rules
+   (``domain``, ``lifecycle``): what a line accepts counts for the later lines of its voucher, and a provider
+   reference accepted earlier in the batch answers ``repeated`` (or ``duplicate_reference``) to a later line;
+3. the store writes the accepted charges with their ledger transactions, entries, ``ChargeAccepted`` events
+   and audit rows, and the unit of work commits.
+
+The stores differ only in how they reach the database (``store.SessionChargeStore``: set-based statements and
+``COPY`` in a transaction; ``fast_path``: a batch of one on PostgreSQL in two statements): the rules are this
+module's, whichever store loaded the state."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Callable, Protocol
+
+from seteli_shared import periods
+from seteli_shared.auth import Principal
+from seteli_shared.clock import Clock
+from seteli_shared.errors import Conflict, DomainError, NotFound
+from seteli_shared.ids import new_id
+from seteli_shared.uow import AbstractUnitOfWork
+
+from . import domain, lifecycle
+
+ACCEPTED, REPEATED, REFUSED = "accepted", "repeated", "refused"
+
+
+def code_not_found() -> NotFound:
+    """What a voucher code answers that is unknown, or known but not given to this provider: nothing tells
+    a provider whether a code it was not given exists."""
+    return NotFound("voucher", retryable=True, hint="check the voucher code with the client; a voucher issued "
+                    "or chosen moments ago may not have reached payments yet")
+
+
+@dataclass(frozen=True)
+class Line:
+    """A charge line that passed its field checks: its position in the batch and what it asks."""
+
+    index: int
+    voucher_id: str | None
+    voucher_code: str | None
+    provider_reference: str
+    req: domain.ChargeRequest
+
+
+@dataclass(frozen=True)
+class VoucherOnFile:
+    """A voucher as payments' projection holds it: its terms (None until ``VoucherIssued`` is heard), its
+    revocation and the funder's carry-over rule."""
+
+    voucher_id: str
+    terms: domain.VoucherTerms | None
+    revoked_at: datetime | None = None
+    revoked_from: date | None = None
+    carry_over: bool = False
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A charge with a line's provider reference: a repeated line is compared with it."""
+
+    id: str
+    voucher_id: str
+    service_date: date
+    units_x100: int
+    tariff: str | None
+    unit_price_cents: int
+
+
+class Used:
+    """Units and money charged per voucher and service date (not cancelled, less what corrections removed),
+    and the sums per period asked for so far; a charge accepted in the batch adds to both."""
+
+    def __init__(self) -> None:
+        self.days: dict[str, dict[date, list[int]]] = {}
+        self.periods: dict[str, dict[tuple[date, date], list[int]]] = {}
+
+    def add_day(self, voucher_id: str, day: date, units: int, money: int) -> None:
+        sums = self.days.setdefault(voucher_id, {}).setdefault(day, [0, 0])
+        sums[0] += units
+        sums[1] += money
+
+    def period(self, voucher_id: str, start: date, end: date) -> list[int]:
+        cached = self.periods.setdefault(voucher_id, {})
+        sums = cached.get((start, end))
+        if sums is None:
+            days = self.days.get(voucher_id, {})
+            sums = [sum(v[0] for d, v in days.items() if start <= d <= end),
+                    sum(v[1] for d, v in days.items() if start <= d <= end)]
+            cached[(start, end)] = sums
+        return sums
+
+    def accept(self, voucher_id: str, day: date, units: int, money: int) -> None:
+        self.add_day(voucher_id, day, units, money)
+        for (start, end), sums in self.periods.get(voucher_id, {}).items():
+            if start <= day <= end:
+                sums[0] += units
+                sums[1] += money
+
+
+@dataclass
+class ChargeState:
+    """Everything the rules read for one batch, loaded before they run (``ChargeStore.load``)."""
+
+    #: each line's voucher (a line whose code found none is not here)
+    voucher_of: dict[int, str] = field(default_factory=dict)
+    vouchers: dict[str, VoucherOnFile] = field(default_factory=dict)
+    #: the caller's charges by provider reference
+    earlier: dict[str, Earlier] = field(default_factory=dict)
+    used: Used = field(default_factory=Used)
+    #: (funder, category) -> the caller's approval, and its price lists
+    approvals: dict[tuple[str, str], domain.ApprovalState] = field(default_factory=dict)
+    price_lists: dict[tuple[str, str], list[domain.PriceList]] = field(default_factory=dict)
+    #: funder -> its charging deadline in days (None: the default)
+    deadlines: dict[str, int | None] = field(default_factory=dict)
+    choices: dict[str, list[lifecycle.Choice]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewCharge:
+    """An accepted line's charge, as the store writes it (with its ledger, event and audit rows)."""
+
+    id: str
+    voucher_id: str
+    funder_id: str
+    category: str
+    provider_reference: str
+    req: domain.ChargeRequest
+    amounts: domain.ChargeAmounts
+    accepted_at: datetime
+
+
+@dataclass
+class Outcome:
+    """A line's answer: accepted (``charge``), repeated (the earlier charge's id) or refused (``error``)."""
+
+    status: str
+    charge_id: str | None = None
+    error: DomainError | None = None
+    charge: NewCharge | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.error is None else self.error.reason
+
+    @property
+    def details(self) -> dict | None:
+        """The refusal's details as a line's answer carries them (without a hint meant for one request)."""
+        if self.error is None:
+            return None
+        return {k: v for k, v in self.error.details.items() if k != "hint"} or None
+
+
+# ------------------------------------------------------------------ the rules over a batch, pure
+def decide(lines: list[Line], state: ChargeState, today: date,
+           now: Callable[[], datetime]) -> tuple[dict[int, Outcome], list[NewCharge]]:
+    """Each line's outcome by its index, and the charges to write, line after line: what a line accepts
+    counts for the lines after it (units and money used, its provider reference)."""
+    out: dict[int, Outcome] = {}
+    accepted: list[NewCharge] = []
+    for line in lines:
+        voucher_id = state.voucher_of.get(line.index)
+        if voucher_id is None:
+            out[line.index] = Outcome(REFUSED, error=code_not_found())
+            continue
+        try:
+            out[line.index] = _one(line, voucher_id, state, today, now, accepted)
+        except DomainError as e:
+            out[line.index] = Outcome(REFUSED, error=e)
+    return out, accepted
+
+
+def _one(line: Line, voucher_id: str, state: ChargeState, today: date, now: Callable[[], datetime],
+         accepted: list[NewCharge]) -> Outcome:
+    """One line: the category, then a repeated reference, then the voucher's life cycle, then the rules."""
+    req = line.req
+    voucher = state.vouchers.get(voucher_id)
+    terms = None if voucher is None else voucher.terms
+    category = None if terms is None else domain.charge_category(terms, req.category)
+    before = state.earlier.get(line.provider_reference)
+    if before is not None:
+        return _repeated(before, voucher_id, req)
+    units_used = money_used = 0
+    approval, price_lists, deadline_days = None, [], None
+    if terms is not None:
+        start, end = domain.period_bounds(terms, req.service_date)
+        units_used, money_used = state.used.period(voucher_id, start, end)
+        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
+        previous_used = state.used.period(voucher_id, *previous)[0] if previous is not None else 0
+        approval = state.approvals.get((terms.funder_id, category))
+        price_lists = [p for p in state.price_lists.get((terms.funder_id, category), ())
+                       if p.effective_from <= req.service_date]
+        deadline_days = state.deadlines.get(terms.funder_id)
+        terms = life_cycle_terms(voucher, terms, req, today, state.choices.get(voucher_id, []), previous_used)
+    amounts = domain.validate_charge(terms, approval, units_used, req, today, price_lists,
+                                     money_used_cents=money_used, charge_deadline_days=deadline_days)
+    charge = NewCharge(new_id(), voucher_id, terms.funder_id, category, line.provider_reference, req, amounts, now())
+    accepted.append(charge)
+    state.used.accept(voucher_id, req.service_date, req.units_x100, amounts.amount_cents)
+    state.earlier[line.provider_reference] = Earlier(charge.id, voucher_id, req.service_date, req.units_x100,
+                                                     req.tariff, amounts.unit_price_cents)
+    return Outcome(ACCEPTED, charge_id=charge.id, charge=charge)
+
+
+def _repeated(before: Earlier, voucher_id: str, req: domain.ChargeRequest) -> Outcome:
+    """A provider reference charged before: the same charge again answers it, another is refused."""
+    same = (before.voucher_id, before.service_date, before.units_x100, before.tariff) == (
+        voucher_id, req.service_date, req.units_x100, req.tariff) and req.unit_price_cents in (
+        None, before.unit_price_cents)
+    if not same:
+        raise Conflict("duplicate_reference", "this provider reference was already used for another charge",
+                       charge_id=before.id)
+    return Outcome(REPEATED, charge_id=before.id)
+
+
+def life_cycle_terms(voucher: VoucherOnFile, terms: domain.VoucherTerms, req: domain.ChargeRequest, today: date,
+                     choices: list[lifecycle.Choice], previous_used_x100: int) -> domain.VoucherTerms:
+    """The voucher's terms for this charge after its life cycle: refused after a revocation (beyond the
+    grace) or from a provider switched away from by the service date; the provider the service date
+    belongs to as the chosen one; the period's units with what the previous month carried over."""
+    lifecycle.check_revocation(voucher.revoked_at, voucher.revoked_from, req.service_date, today)
+    lifecycle.check_chosen_on(choices, req.provider_id, req.service_date)
+    provider = lifecycle.provider_on(choices, req.service_date) or terms.provider_id
+    previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
+    carried = 0
+    if voucher.carry_over and previous is not None and terms.units_per_period_x100 is not None:
+        carried = periods.carried_in_x100(terms.units_per_period_x100, True, previous_used_x100)
+    if provider == terms.provider_id and not carried:
+        return terms  # nothing to change (the terms are frozen: the same object serves)
+    return replace(terms, provider_id=provider, units_per_period_x100=(
+        None if terms.units_per_period_x100 is None else terms.units_per_period_x100 + carried))
+
+
+# ------------------------------------------------------------------ the use case
+class ChargeStore(Protocol):
+    """What the engine asks of the database, whichever way a store reaches it."""
+
+    async def load(self, provider_id: str, lines: list[Line]) -> ChargeState:
+        """The batch's state, read after the lines' vouchers are locked (or their versions noted)."""
+
+    async def add(self, principal: Principal, charges: list[NewCharge]) -> None:
+        """Write the accepted charges with their ledger, event and audit rows."""
+
+
+class ChargeUnitOfWork(AbstractUnitOfWork):
+    """A unit of work whose store is ``charges``."""
+
+    charges: ChargeStore
+
+
+async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal, provider_id: str,
+                       lines: list[Line]) -> dict[int, Outcome]:
+    """Charge a batch of lines for ``provider_id`` in one unit of work: each line's outcome by its index."""
+    if not lines:
+        return {}
+    async with uow:
+        state = await uow.charges.load(provider_id, lines)
+        outcomes, accepted = decide(lines, state, clock.today(), clock.now)
+        if accepted:
+            await uow.charges.add(principal, accepted)
+        await uow.commit()
+    return outcomes

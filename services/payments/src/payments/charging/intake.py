@@ -1,0 +1,232 @@
+"""Charge intake: the lines of a bulk (a JSON list read whole, or a CSV file streamed as it arrives) and a
+single charge, each put through the charge engine (``engine.charge_lines``): a bulk in chunks of
+``CHUNK_LINES`` lines, one transaction each (``store.run_batch``); a single charge as a batch of one
+(``fast_path`` on PostgreSQL, else ``store.run_batch``)."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from itertools import islice
+from typing import AsyncIterator, Iterable, Iterator
+
+from pydantic import Field, ValidationError, model_validator
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from seteli_shared.auth import Principal
+from seteli_shared.clock import Clock
+from seteli_shared.events import Category
+from seteli_shared.logging import get_logger
+from seteli_shared.money import to_hundredths
+from seteli_shared.schemas import NUMBER_REASONS, BusinessDate, Cents, RequestModel, Units
+
+from ..models import Charge
+from . import csv_format, domain, engine, fast_path, reads, store
+from .rows import as_charge
+
+log = get_logger(__name__)
+Sessions = async_sessionmaker[AsyncSession]
+#: lines of one JSON bulk request at most (read whole), of a CSV file (streamed), and lines per transaction
+MAX_LINES = 10_000
+MAX_CSV_LINES = 100_000
+CHUNK_LINES = 2500
+
+
+# ------------------------------------------------------------------ a single charge: a batch of one
+async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
+                         line: engine.Line) -> tuple[Charge, bool]:
+    """A provider charges a voucher: the charge and whether it is new (a retry with the same provider
+    reference answers the first charge). A refusal raises its reason."""
+    db = sessions.kw.get("bind")
+    outcome = None
+    if db is not None and db.dialect.name == "postgresql":
+        outcome = await fast_path.charge_one(db, clock, principal, line)
+    if outcome is None:
+        outcome = (await store.run_batch(sessions, clock, principal, line.req.provider_id, [line]))[line.index]
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.status == engine.REPEATED:
+        return await reads.get_charge(sessions, outcome.charge_id), False
+    charge = outcome.charge
+    log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id,
+             amount_cents=charge.amounts.amount_cents)
+    return as_charge(charge), True
+
+
+def engine_line(index: int, c, provider_id: str) -> engine.Line:  # noqa: ANN001  (ChargeLine or ChargeCreate)
+    """A request's line as the engine takes it (the tariff and category as their values)."""
+    tariff, category = getattr(c.tariff, "value", c.tariff), getattr(c.category, "value", c.category)
+    return engine.Line(index, c.voucher_id, c.voucher_code, c.provider_reference, domain.ChargeRequest(
+        provider_id, c.service_date, to_hundredths(c.units), c.unit_price_cents, tariff, category))
+
+
+# ------------------------------------------------------------------ bulk lines
+class ChargeLine(RequestModel):
+    """One line of a bulk: the provider is the caller's; the voucher by its id or by its code."""
+
+    voucher_id: str | None = Field(default=None, min_length=1, max_length=64)
+    voucher_code: str | None = Field(default=None, min_length=1, max_length=32,
+                                     description="the code the client gave the provider, instead of voucher_id")
+    provider_reference: str = Field(min_length=1, max_length=100)
+    service_date: BusinessDate
+    units: Units = Field(gt=0, le=10000)
+    unit_price_cents: Cents | None = Field(default=None, gt=0, le=10_000_000)
+    tariff: str | None = Field(default=None, pattern="^(weekday|weekday_evening|saturday|sunday)$")
+    category: Category | None = None
+
+    @model_validator(mode="after")
+    def _one_voucher(self) -> "ChargeLine":
+        if (self.voucher_id is None) == (self.voucher_code is None):
+            raise ValueError("name the voucher by voucher_id or by voucher_code (one of them)")
+        return self
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line to charge, or (``reason`` set) one refused before it reached the rules."""
+
+    line: int
+    provider_reference: str | None
+    charge: ChargeLine | None = None
+    reason: str | None = None
+    details: dict | None = None
+
+
+def line_of(n: int, raw: object) -> Line:
+    """A JSON line (or a CSV row's values) checked against ``ChargeLine``; field errors name fields only."""
+    ref = raw.get("provider_reference") if isinstance(raw, dict) else None
+    ref = ref.strip()[:100] if isinstance(ref, str) else None
+    try:
+        return Line(n, ref, ChargeLine.model_validate(raw))
+    except ValidationError as e:
+        errors = [{"loc": [str(x) for x in err["loc"]], "reason": err["type"]} for err in e.errors()][:20]
+        reasons = {err["reason"] for err in errors}
+        # one kind of bad number or date (as a request answers it: web.install_error_handlers): say which
+        reason = reasons.pop() if len(reasons) == 1 and reasons <= set(NUMBER_REASONS) else "invalid_request"
+        return Line(n, ref, reason=reason, details={"errors": errors})
+
+
+def json_lines(items: list) -> Iterator[Line]:
+    for n, raw in enumerate(items, start=1):
+        yield line_of(n, raw)
+
+
+def csv_lines(rows: Iterable) -> Iterator[Line]:  # noqa: ANN001  (csv_format.Row)
+    count = 0
+    for row in rows:
+        count += 1
+        if count > MAX_CSV_LINES:
+            yield Line(row.line, row.provider_reference, reason="too_many_lines",
+                       details={"max_lines": MAX_CSV_LINES})
+        elif row.reason is not None:
+            yield Line(row.line, row.provider_reference, reason=row.reason, details={"fields": row.fields})
+        else:
+            yield line_of(row.line, row.values)
+
+
+async def stream_csv_lines(chunks: AsyncIterator[bytes], batch: int = 250) -> AsyncIterator[Line]:
+    """``csv_lines`` of a body as it arrives: the CSV reader (``csv_format.rows``, pull-based) runs in a worker
+    thread, ``batch`` lines at a time, and takes each chunk of the body from the event loop as it needs it.
+    Only the chunk being read and the lines of the chunks in the pipeline are held, never the file."""
+    loop = asyncio.get_running_loop()
+
+    async def pull() -> bytes | None:
+        return await anext(chunks, None)
+
+    def next_chunk() -> bytes | None:
+        while True:
+            chunk = asyncio.run_coroutine_threadsafe(pull(), loop).result()
+            if chunk is None or chunk:
+                return chunk
+
+    lines = csv_lines(csv_format.rows(iter(next_chunk, None)))
+    while True:
+        some = await asyncio.to_thread(lambda: list(islice(lines, batch)))
+        if not some:
+            return
+        for line in some:
+            yield line
+
+
+def _result(line: Line, status: str, charge_id: str | None = None, reason: str | None = None,
+            details: dict | None = None) -> dict:
+    out = {"line": line.line, "provider_reference": line.provider_reference, "status": status,
+           "charge_id": charge_id, "reason": reason}
+    if details:
+        out["details"] = details
+    return out
+
+
+async def _chunk(sessions: Sessions, clock: Clock, principal: Principal, provider_id: str,
+                 chunk: list[Line]) -> list[dict]:
+    """One chunk through the engine in one transaction (``store.run_batch``); the lines' answers in order."""
+    wanted = [engine_line(i, line.charge, provider_id) for i, line in enumerate(chunk) if line.reason is None]
+    outcomes = await store.run_batch(sessions, clock, principal, provider_id, wanted) if wanted else {}
+    out = []
+    for i, line in enumerate(chunk):
+        if line.reason is not None:
+            out.append(_result(line, "refused", reason=line.reason, details=line.details))
+        else:
+            o = outcomes[i]
+            out.append(_result(line, o.status, charge_id=o.charge_id, reason=o.reason, details=o.details))
+    return out
+
+
+async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
+                      lines: Iterable[Line] | AsyncIterator[Line], chunk_lines: int = CHUNK_LINES) -> dict:
+    """Charge every line: ``chunk_lines`` lines per transaction (charges, ledger, outbox and audit
+    together) through the charge engine (``engine``, ``store``): the chunk's vouchers locked and everything
+    the rules need read in a few statements, the rules applied line by line in memory, the accepted lines'
+    rows written with one statement per table. A refused line leaves the others; a chunk that meets a deadlock (or a concurrent
+    twin of a reference) is run again whole (nothing of it was committed).
+
+    The chunks run one after another; while one waits for the database, the next chunk's lines are read
+    and checked (pure work: nothing of a chunk is read from the database before the one before it has
+    committed). A line that cannot be read (the file's encoding or quoting) is refused after the chunk
+    in flight has ended, as when the lines were read one chunk at a time."""
+    results: list[dict] = []
+    it = aiter(lines) if hasattr(lines, "__aiter__") else _yielding(iter(lines))
+    in_flight: asyncio.Task | None = None
+    try:
+        while True:
+            chunk = await _read_chunk(it, chunk_lines)
+            if in_flight is not None:
+                results += await in_flight
+                in_flight = None
+            if not chunk:
+                break
+            in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk))
+    except asyncio.CancelledError:
+        if in_flight is not None:
+            in_flight.cancel()
+            await asyncio.gather(in_flight, return_exceptions=True)
+        raise
+    except BaseException:
+        if in_flight is not None:  # the chunk before the unreadable line ends first (its error comes first)
+            await in_flight
+        raise
+    counts = {"accepted": 0, "repeated": 0, "refused": 0}
+    for r in results:
+        counts[r["status"]] += 1
+    log.info("charges.bulk", provider_id=provider_id, lines=len(results), **counts)
+    return {"lines": len(results), **counts, "results": results}
+
+
+async def _yielding(it: Iterator[Line]) -> AsyncIterator[Line]:
+    """Lines read from memory, letting the loop run every 100 (so that the chunk in flight goes on as soon
+    as the database answers it)."""
+    for n, line in enumerate(it, start=1):
+        yield line
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+
+
+async def _read_chunk(it: AsyncIterator[Line], size: int) -> list[Line]:
+    """The next ``size`` lines (fewer at the end)."""
+    chunk: list[Line] = []
+    async for line in it:
+        chunk.append(line)
+        if len(chunk) >= size:
+            break
+    return chunk
+
+

@@ -1,0 +1,267 @@
+"""The charge engine's store on a session, set-based: one batch of lines in one transaction with a handful of
+statements whatever its size (``engine.ChargeStore``). The JSON bulk and CSV paths use it for every chunk;
+a single charge uses it on SQLite, and on PostgreSQL when its fast path (``fast_path``) keeps meeting
+concurrent changes of its voucher.
+
+``load``:
+
+1. the vouchers named by code are found (one statement, and one for the provider choices that let a
+   provider other than the chosen one find a code);
+2. the batch's vouchers are locked in one statement, in the order of their ids (two bulks, or a bulk and
+   single charges, queue up on the same rows without deadlocking);
+3. after the lock (new statements, so a snapshot that sees every charge committed before), what the rules
+   need is read together: earlier charges with the lines' provider references, the units and money already
+   charged per voucher and service date, the approvals, the price lists, the funders' deadlines, the choices.
+
+``add``: the accepted charges' rows (``rows.ChargeRows``) with one statement per table: ``COPY`` on PostgreSQL
+(on the session's own connection, inside its transaction), multi-row inserts elsewhere.
+
+A twin of a line's provider reference committed by a concurrent request after step 3 makes the charge's
+insert fail on the reference's unique key: ``run_batch`` runs the batch again (nothing of it was
+committed), and the second run reads the twin as an earlier charge, as a single charge would."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import String, and_, any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from seteli_shared import codes, periods
+from seteli_shared.auth import Principal
+from seteli_shared.clock import Clock
+from seteli_shared.logging import get_logger
+from seteli_shared.outbox import wake_relay_on_commit
+from seteli_shared.uow import SessionUnitOfWork
+
+from ..models import ApprovalView, Charge, FunderView, PriceListView, ProviderChoiceView, VoucherView
+from . import domain, engine, lifecycle
+from .rows import ChargeRows
+
+log = get_logger(__name__)
+_V, _C, _A = VoucherView.__table__, Charge.__table__, ApprovalView.__table__
+_P, _CH, _F = PriceListView.__table__, ProviderChoiceView.__table__, FunderView.__table__
+
+
+def utc(at: datetime | None) -> datetime | None:
+    """A time the driver gave back without its zone (SQLite) as the UTC it was stored in."""
+    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
+
+
+def voucher_on_file(row) -> engine.VoucherOnFile:  # noqa: ANN001  (a payments_voucher row)
+    """A projection row as the rules take it."""
+    terms = None
+    if row.issued:
+        terms = domain.VoucherTerms(
+            row.funder_id, row.category, row.units_per_period_x100, row.period, row.value_per_unit_cents,
+            row.valid_from, row.valid_until, row.provider_id, kind=row.kind or domain.SERVICE_VOUCHER,
+            budget_cents=row.budget_cents, categories=tuple(row.categories or ()),
+            max_value_per_unit_cents=row.max_value_per_unit_cents, client_fee_cents=row.client_fee_cents)
+    return engine.VoucherOnFile(row.voucher_id, terms, utc(row.revoked_at), row.revoked_from, bool(row.carry_over))
+
+
+def approval_of(r) -> domain.ApprovalState:  # noqa: ANN001
+    return domain.ApprovalState(approval_id=r.approval_id, approved_at=utc(r.approved_at), status=r.status,
+                                not_in_force_from=r.not_in_force_from, changed_at=utc(r.status_changed_at),
+                                reason=r.status_reason)
+
+
+def price_list_of(r) -> domain.PriceList:  # noqa: ANN001
+    return domain.PriceList(price_list_id=r.price_list_id, effective_from=r.effective_from,
+                            published_at=utc(r.published_at), unit_price_cents=r.unit_price_cents,
+                            tariffs={k: int(v) for k, v in (r.tariffs or {}).items()})
+
+
+class _Statements:
+    """The batch's statements for one dialect: ``= ANY(array)`` on PostgreSQL, ``IN (...)`` elsewhere."""
+
+    def __init__(self, postgresql: bool):
+        self.postgresql = postgresql
+
+    def among(self, column, name: str):  # noqa: ANN001, ANN201
+        if self.postgresql:
+            return column == any_(bindparam(name, type_=ARRAY(String)))
+        return column.in_(bindparam(name, expanding=True))
+
+    def codes(self):  # noqa: ANN201
+        return select(_V.c.voucher_id, _V.c.provider_id, _V.c.voucher_code).where(
+            self.among(_V.c.voucher_code, "codes"))
+
+    def choices_of_provider(self):  # noqa: ANN201
+        return select(_CH.c.voucher_id).where(self.among(_CH.c.voucher_id, "vids"),
+                                              _CH.c.provider_id == bindparam("pid")).distinct()
+
+    def lock(self):  # noqa: ANN201
+        """The vouchers' write locks, taken in the order of their ids, and their rows."""
+        if self.postgresql:
+            return (select(*_V.c).where(self.among(_V.c.voucher_id, "vids")).order_by(_V.c.voucher_id)
+                    .with_for_update())
+        # SQLite: a write takes the database's write lock at once (a read would only upgrade to it later)
+        return (update(_V).where(self.among(_V.c.voucher_id, "vids")).values(version=_V.c.version + 1)
+                .returning(*_V.c))
+
+    def earlier(self):  # noqa: ANN201
+        columns = (_C.c.id, _C.c.provider_reference, _C.c.voucher_id, _C.c.service_date, _C.c.units_x100,
+                   _C.c.tariff, _C.c.unit_price_cents)
+        if self.postgresql:
+            # joined to the references (one probe of the reference's unique index each): with ``= ANY`` a
+            # cached generic plan scans all of the provider's charges against the whole array
+            refs = func.unnest(bindparam("refs", type_=ARRAY(String))).table_valued("ref").render_derived()
+            return select(*columns).select_from(_C.join(refs, and_(
+                _C.c.provider_id == bindparam("pid"), _C.c.provider_reference == refs.c.ref)))
+        return select(*columns).where(_C.c.provider_id == bindparam("pid"),
+                                      self.among(_C.c.provider_reference, "refs"))
+
+    def used_per_day(self):  # noqa: ANN201
+        return (select(_C.c.voucher_id, _C.c.service_date, func.sum(_C.c.units_x100 - _C.c.corrected_units_x100),
+                       func.sum(_C.c.amount_cents - _C.c.corrected_amount_cents))
+                .where(self.among(_C.c.voucher_id, "vids"), _C.c.status != domain.CANCELLED,
+                       _C.c.service_date >= bindparam("first", type_=_C.c.service_date.type),
+                       _C.c.service_date <= bindparam("last", type_=_C.c.service_date.type))
+                .group_by(_C.c.voucher_id, _C.c.service_date))
+
+    def approvals(self):  # noqa: ANN201
+        return select(_A).where(_A.c.provider_id == bindparam("pid"), self.among(_A.c.funder_id, "fids"))
+
+    def price_lists(self):  # noqa: ANN201
+        return select(_P.c.price_list_id, _P.c.funder_id, _P.c.category, _P.c.effective_from, _P.c.published_at,
+                      _P.c.unit_price_cents, _P.c.tariffs).where(
+            _P.c.provider_id == bindparam("pid"), self.among(_P.c.funder_id, "fids"))
+
+    def deadlines(self):  # noqa: ANN201
+        return select(_F.c.funder_id, _F.c.charge_deadline_days).where(self.among(_F.c.funder_id, "fids"))
+
+    def choices(self):  # noqa: ANN201
+        return select(_CH.c.voucher_id, _CH.c.provider_id, _CH.c.effective_from, _CH.c.chosen_at).where(
+            self.among(_CH.c.voucher_id, "vids"))
+
+
+_STATEMENTS = {True: _Statements(True), False: _Statements(False)}
+
+
+def days_asked(lines: list[engine.Line], state: engine.ChargeState) -> tuple[date, date] | None:
+    """The first and last service date whose units the lines' periods (and the periods before them) count."""
+    first = last = None
+    for line in lines:
+        voucher = state.vouchers.get(state.voucher_of.get(line.index))
+        terms = None if voucher is None else voucher.terms
+        if terms is None:
+            continue
+        start, end = domain.period_bounds(terms, line.req.service_date)
+        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, line.req.service_date)
+        if previous is not None:
+            start = min(start, previous[0])
+        first = start if first is None else min(first, start)
+        last = end if last is None else max(last, end)
+    return None if first is None else (first, last)
+
+
+class SessionChargeStore:
+    """``engine.ChargeStore`` on a session inside its transaction."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+        self.stm = _STATEMENTS[session.bind.dialect.name == "postgresql"]
+
+    async def _all(self, stmt, params: dict) -> list:  # noqa: ANN001
+        return (await self.session.execute(stmt, params)).all()
+
+    async def load(self, provider_id: str, lines: list[engine.Line]) -> engine.ChargeState:
+        state = engine.ChargeState()
+        by_code = await self._codes(provider_id, lines)
+        for line in lines:
+            vid = line.voucher_id if line.voucher_id is not None else by_code.get(
+                codes.normalise(line.voucher_code) or "")
+            if vid is not None:
+                state.voucher_of[line.index] = vid
+        if not state.voucher_of:
+            return state
+        vids = sorted(set(state.voucher_of.values()))
+        state.vouchers = {r.voucher_id: voucher_on_file(r) for r in await self._all(self.stm.lock(), {"vids": vids})}
+        refs = sorted({line.provider_reference for line in lines if line.index in state.voucher_of})
+        state.earlier = {r.provider_reference: engine.Earlier(r.id, r.voucher_id, r.service_date, r.units_x100,
+                                                              r.tariff, r.unit_price_cents)
+                         for r in await self._all(self.stm.earlier(), {"pid": provider_id, "refs": refs})}
+        days = days_asked(lines, state)
+        if days is not None:
+            for vid, day, units, money in await self._all(self.stm.used_per_day(), {
+                    "vids": vids, "first": days[0], "last": days[1]}):
+                state.used.add_day(vid, day, int(units), int(money))
+        funders = sorted({v.terms.funder_id for v in state.vouchers.values() if v.terms is not None})
+        if funders:
+            await self._funders(state, provider_id, funders)
+        for r in await self._all(self.stm.choices(), {"vids": vids}):
+            state.choices.setdefault(r.voucher_id, []).append(
+                lifecycle.Choice(r.provider_id, r.effective_from, utc(r.chosen_at)))
+        return state
+
+    async def _codes(self, provider_id: str, lines: list[engine.Line]) -> dict[str, str]:
+        """Code -> voucher for the codes the lines name that this provider may use: only a provider the
+        client chose (now, or before a switch) finds a voucher by its code."""
+        asked = sorted({c for c in (codes.normalise(line.voucher_code) for line in lines if line.voucher_id is None)
+                        if c is not None})
+        if not asked:
+            return {}
+        found: dict[str, list] = {}
+        for voucher_id, chosen, code in await self._all(self.stm.codes(), {"codes": asked}):
+            found.setdefault(code, []).append((voucher_id, chosen))
+        single = {code: views[0] for code, views in found.items() if len(views) == 1}
+        others = sorted({vid for vid, chosen in single.values() if chosen != provider_id})
+        chose_me = set((await self.session.execute(self.stm.choices_of_provider(), {
+            "vids": others, "pid": provider_id})).scalars().all()) if others else set()
+        return {code: vid for code, (vid, chosen) in single.items() if chosen == provider_id or vid in chose_me}
+
+    async def _funders(self, state: engine.ChargeState, provider_id: str, funders: list[str]) -> None:
+        state.deadlines = {f: d for f, d in await self._all(self.stm.deadlines(), {"fids": funders})}
+        for r in await self._all(self.stm.approvals(), {"pid": provider_id, "fids": funders}):
+            state.approvals[(r.funder_id, r.category)] = approval_of(r)
+        for r in await self._all(self.stm.price_lists(), {"pid": provider_id, "fids": funders}):
+            state.price_lists.setdefault((r.funder_id, r.category), []).append(price_list_of(r))
+
+    async def add(self, principal: Principal, charges: list[engine.NewCharge]) -> None:
+        rows = ChargeRows(principal, charges)
+        driver = None
+        if self.stm.postgresql:  # COPY on the session's own connection, inside the transaction it began
+            raw = await (await self.session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+        for table, columns, records in rows.tables():
+            if driver is not None:
+                await driver.copy_records_to_table(table.name, records=records, columns=columns)
+            else:
+                await self.session.execute(table.insert(), [dict(zip(columns, r)) for r in records])
+        wake_relay_on_commit(self.session)
+
+
+class SessionChargeUnitOfWork(SessionUnitOfWork):
+    """One transaction whose store is a ``SessionChargeStore``."""
+
+    async def _begin(self) -> None:
+        await super()._begin()
+        self.charges = SessionChargeStore(self.session)
+
+
+def retryable(exc: BaseException) -> bool:
+    """A batch worth running again whole: a deadlock or serialisation failure, a twin of one of its provider
+    references that a concurrent request committed after the batch read the earlier charges (its insert then
+    fails on the reference's unique key; the next run reads the twin), or a pooled connection the server had
+    dropped (the pool does not ping; nothing of the batch was committed)."""
+    if isinstance(exc, IntegrityError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return code in ("40P01", "40001", "23505") or "deadlock" in str(exc).lower()
+
+
+async def run_batch(sessions: async_sessionmaker[AsyncSession], clock: Clock, principal: Principal,
+                    provider_id: str, lines: list[engine.Line]) -> dict[int, engine.Outcome]:
+    """``engine.charge_lines`` in one transaction, run again whole (up to three times) when it meets a
+    deadlock, a concurrent twin or a dropped connection."""
+    for attempt in range(3):
+        try:
+            return await engine.charge_lines(SessionChargeUnitOfWork(sessions), clock, principal, provider_id, lines)
+        except Exception as e:  # noqa: BLE001  (DBAPIError, or asyncpg's own from COPY)
+            if attempt == 2 or not retryable(e):
+                raise
+            log.info("charges.batch_again", provider_id=provider_id, lines=len(lines), error=type(e).__name__)
+    raise AssertionError("unreachable")

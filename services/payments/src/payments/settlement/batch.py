@@ -1,0 +1,178 @@
+"""Settling many charges at once, in the settlement run's transaction (``runs.settle``)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from seteli_shared.db import WHOLE_RUN_STATEMENT_SECONDS
+from seteli_shared.events import ChargeSettled
+from seteli_shared.ids import new_id
+from seteli_shared.outbox import add_events, event_row, wake_relay_on_commit
+
+from ..charging import domain
+from ..models import SOURCE, Charge
+
+_C = Charge.__table__
+
+
+@dataclass(frozen=True)
+class ToSettle:
+    id: str
+    voucher_id: str
+    category: str
+    amount_cents: int
+    accepted_at: datetime
+
+
+_SETTLE_ORDER = (Charge.funder_id, Charge.provider_id, Charge.accepted_at, Charge.id)
+_SENTINELS = ("@@settle-eid@@", "@@settle-cid@@", "@@settle-vid@@", 7777777701, 7777777702, 7777777703)
+
+
+class SettlementBatch:
+    """The charges of one settlement run, in the run's transaction: taken (``FOR UPDATE SKIP LOCKED``),
+    then handed out one (funder, provider) group at a time, in (accepted_at, id) order; each group the
+    caller settles (``settled``) gets its charges updated and one ``ChargeSettled`` outbox row per charge.
+
+    On PostgreSQL the charges are copied into a temporary table once and read group by group (memory
+    stays one group's), the fees go in with ``COPY`` and one ``UPDATE ... FROM`` at the end, and the
+    events with ``COPY`` (each body the one ``Envelope.wrap`` makes, formatted from a template made by it
+    per settlement and category). Elsewhere (SQLite) the same rows go in with ordinary statements."""
+
+    def __init__(self, session: AsyncSession, now: datetime):
+        self.session, self.now = session, now
+        self.pg = None
+        self._rows: list | None = None
+        self._fees: list[tuple[str, str, int]] = []
+
+    async def __aenter__(self) -> "SettlementBatch":
+        if self.session.bind.dialect.name == "postgresql":
+            conn = await self.session.connection()
+            await conn.exec_driver_sql("SELECT 1")  # the adapter begins its transaction at its first statement
+            self.pg = (await conn.get_raw_connection()).driver_connection
+            if not self.pg.is_in_transaction():
+                raise RuntimeError("a settlement run must be inside a transaction")
+            await self.pg.execute("DROP TABLE IF EXISTS settle_charges; DROP TABLE IF EXISTS settle_fees")
+            await self.pg.execute(
+                "CREATE TEMP TABLE settle_charges ON COMMIT DROP AS SELECT id, funder_id, provider_id, voucher_id, "
+                "category, amount_cents, accepted_at FROM payments_charge WHERE status = $1 AND settlement_id IS "
+                "NULL FOR UPDATE SKIP LOCKED".replace("$1", f"'{domain.ACCEPTED}'"),
+                timeout=WHOLE_RUN_STATEMENT_SECONDS)
+            await self.pg.execute(
+                "CREATE INDEX ON settle_charges (funder_id, provider_id, accepted_at, id); ANALYZE settle_charges; "
+                "CREATE TEMP TABLE settle_fees (id varchar PRIMARY KEY, settlement_id varchar NOT NULL, "
+                "fee bigint NOT NULL) ON COMMIT DROP")
+        else:
+            q = (select(Charge.id, Charge.funder_id, Charge.provider_id, Charge.voucher_id, Charge.category,
+                        Charge.amount_cents, Charge.accepted_at)
+                 .where(Charge.status == domain.ACCEPTED, Charge.settlement_id.is_(None))
+                 .order_by(*_SETTLE_ORDER).with_for_update(skip_locked=True))
+            self._rows = (await self.session.execute(q)).all()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        if exc_type is None and self.pg is not None:
+            await self._flush_fees()
+            await self.pg.execute(
+                "UPDATE payments_charge c SET status = $1, settlement_id = f.settlement_id, fee_cents = f.fee, "
+                "net_cents = c.amount_cents - f.fee FROM settle_fees f WHERE c.id = f.id"
+                .replace("$1", f"'{domain.SETTLED}'"), timeout=WHOLE_RUN_STATEMENT_SECONDS)
+
+    async def funders(self) -> set[str]:
+        if self.pg is not None:
+            return {r[0] for r in await self.pg.fetch("SELECT DISTINCT funder_id FROM settle_charges")}
+        return {r.funder_id for r in self._rows}
+
+    async def groups(self):  # noqa: ANN201  (async iterator of (funder_id, provider_id, [ToSettle]))
+        if self.pg is None:
+            for (funder_id, provider_id), group in groupby(self._rows, key=lambda r: (r.funder_id, r.provider_id)):
+                yield funder_id, provider_id, [ToSettle(r.id, r.voucher_id, r.category, r.amount_cents, r.accepted_at)
+                                               for r in group]
+            return
+        keys = await self.pg.fetch("SELECT funder_id, provider_id FROM settle_charges GROUP BY 1, 2 ORDER BY 1, 2")
+        for funder_id, provider_id in keys:
+            rows = await self.pg.fetch(
+                "SELECT id, voucher_id, category, amount_cents, accepted_at FROM settle_charges "
+                "WHERE funder_id = $1 AND provider_id = $2 ORDER BY accepted_at, id", funder_id, provider_id)
+            yield funder_id, provider_id, [ToSettle(*r) for r in rows]
+
+    async def settled(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+                      fees: list[int]) -> None:
+        """The group's charges belong to this settlement, with these fees (one each, in order)."""
+        if self.pg is None:
+            await self.session.execute(
+                update(_C).where(_C.c.id == bindparam("cid")).values(
+                    status=domain.SETTLED, settlement_id=settlement_id, fee_cents=bindparam("fee"),
+                    net_cents=bindparam("net")),
+                [{"cid": c.id, "fee": fee, "net": c.amount_cents - fee} for c, fee in zip(charges, fees)])
+            await add_events(self.session, [ChargeSettled(
+                charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
+                provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
+                net_cents=c.amount_cents - fee, settled_at=self.now) for c, fee in zip(charges, fees)], SOURCE)
+            return
+        self._fees.extend((c.id, settlement_id, fee) for c, fee in zip(charges, fees))
+        if len(self._fees) >= 50_000:
+            await self._flush_fees()
+        templates: dict[str, tuple[str, str, datetime] | None] = {}
+        rows = []
+        for c, fee in zip(charges, fees):
+            if c.category not in templates:
+                templates[c.category] = self._template(settlement_id, funder_id, provider_id, c.category)
+            t = templates[c.category]
+            if t is None:  # a value the template cannot hold apart: this event the ordinary way
+                _env, row = event_row(ChargeSettled(
+                    charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
+                    provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
+                    net_cents=c.amount_cents - fee, settled_at=self.now), SOURCE)
+                rows.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0))
+                continue
+            fmt, key, at = t
+            eid = new_id()
+            rows.append((eid, key, fmt % (eid, _json_text(c.id), _json_text(c.voucher_id), c.amount_cents, fee,
+                                          c.amount_cents - fee), at, 0))
+        await self.pg.copy_records_to_table("outbox", records=rows, columns=[
+            "message_id", "routing_key", "body", "created_at", "attempts"])
+        wake_relay_on_commit(self.session)
+
+    def _template(self, settlement_id: str, funder_id: str, provider_id: str,
+                  category: str) -> tuple[str, str, datetime] | None:
+        """A %-format of the body ``Envelope.wrap`` makes for a charge of this group: its id (and the
+        correlation id when that is the event's own), charge id, voucher id, gross, fee and net left open."""
+        eid, cid, vid, gross, fee, net = _SENTINELS
+        env, row = event_row(ChargeSettled(
+            charge_id=cid, settlement_id=settlement_id, voucher_id=vid, funder_id=funder_id, provider_id=provider_id,
+            category=category, gross_cents=gross, fee_cents=fee, net_cents=net, settled_at=self.now), SOURCE)
+        own = env.correlationid == env.id
+        env = env.model_copy(update={"id": eid, "correlationid": eid if own else env.correlationid})
+        body = env.model_dump_json()
+        marks = [eid, cid, vid, str(gross), str(fee), str(net)]
+        # the ids may stand twice (the subject is the charge id; the correlation id the event's own)
+        if any(body.count(m) < 1 for m in marks[:3]) or any(body.count(m) != 1 for m in marks[3:]):
+            return None
+        fmt = body.replace("%", "%%")
+        for m, spec in zip(marks, ("%(0)s", "%(1)s", "%(2)s", "%(3)d", "%(4)d", "%(5)d")):
+            fmt = fmt.replace(m, spec)
+        return _Positional(fmt), row["routing_key"], row["created_at"]
+
+    async def _flush_fees(self) -> None:
+        if self._fees:
+            await self.pg.copy_records_to_table("settle_fees", records=self._fees,
+                                                columns=["id", "settlement_id", "fee"])
+            self._fees = []
+
+
+class _Positional(str):
+    """A %-format with named places ``%(0)s``..``%(5)d`` filled from a tuple (a place may come twice)."""
+
+    def __mod__(self, values: tuple) -> str:  # type: ignore[override]
+        return str.__mod__(self, dict(zip(("0", "1", "2", "3", "4", "5"), values)))
+
+
+def _json_text(value: str) -> str:
+    """``value`` as it stands inside a JSON string."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
