@@ -233,6 +233,8 @@ async def test_client_compares_chooses_and_gives_feedback(portal, world: World, 
     await page.check("input[name=sort][value=own_share]")
     await page.click("form.filters button[type=submit]")
     rows = page.locator("main table tbody tr")
+    await page.wait_for_url("**voucher_value=**")  # the filtered page, not the one the click left
+    await rows.nth(1).wait_for()
     assert await rows.count() == 2
     assert "Hoivapalvelu Bee Oy" in await rows.nth(0).inner_text()  # 27.00 EUR: 2.00 of own share a unit
     assert "2,00" in await rows.nth(0).inner_text()
@@ -406,7 +408,7 @@ async def test_the_operator_runs_a_settlement_and_checks_the_ledger(portal, worl
     async with signed_in(portal, "operator") as op:
         page = (await op.get("/operator")).text
         assert "Kirjanpito täsmää." in page
-        counted = dict(re.findall(r"<td>([^<]+\.dlq)</td><td class=\"num\">(\d+)</td>", page))
+        counted = dict(re.findall(r"<td>([^<]+\.dlq)</td><td class=\"num\"[^>]*>(\d+)</td>", page))
         assert counted.get(dlq) == "1", counted
         r = await op.post("/operator/settlements/run", data={"csrf": CSRF.search(page).group(1)})
         assert r.status_code == 200 and "Tilitys ajettu:" in r.text

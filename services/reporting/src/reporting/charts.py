@@ -41,7 +41,7 @@ def _y_from_zero(ax, lang: str, money: bool) -> None:  # noqa: ANN001
     """The y-axis starts at zero (never at 27.10), its ticks in the reader's number format."""
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(
-        lambda v, _pos: euros_text(v, lang, whole=v >= 1000) if money else number_text(v, lang)))
+        lambda v, _pos: euros_text(v, lang, whole=float(v).is_integer()) if money else number_text(v, lang)))
 
 
 def price_development(rows: list[dict], category: str | None, fmt: str, lang: str = "fi",
