@@ -327,6 +327,39 @@ async def test_concurrent_single_charges_of_one_voucher_never_exceed_its_units(
     assert check["ok"], check
 
 
+async def test_a_bulk_charge_between_a_single_charges_read_and_write_is_counted(world, monkeypatch):  # noqa: ANN001
+    """A single charge reads its voucher without a lock and writes only if the row is still as it read it. A
+    bulk charge (which takes the voucher's lock first) of the same voucher landing between the two must make
+    the single charge read again: five units left, the bulk takes all five, the single charge of five is then
+    ``units_exceeded``, never a second five on a voucher of five."""
+    w, p = world, "prov-mixed"
+    [(voucher_id, _code)] = await w.provider_with_vouchers(p, 1, units="5")
+    read, go_on = asyncio.Event(), asyncio.Event()
+    add = fast_path.OptimisticChargeStore.add
+
+    async def paused_add(self, principal, charges):  # noqa: ANN001, ANN202
+        if not go_on.is_set():
+            read.set()
+            await go_on.wait()
+        return await add(self, principal, charges)
+
+    monkeypatch.setattr(fast_path.OptimisticChargeStore, "add", paused_add)
+    single = asyncio.create_task(w.client.post("/charges", headers=charger(p), json={
+        "voucher_id": voucher_id, "provider_reference": "mixed-single", "service_date": "2026-06-19", "units": "5"}))
+    await asyncio.wait_for(read.wait(), 30)  # the single charge has read the voucher: nothing used yet
+    bulk = await w.client.post("/charges/bulk", headers=charger(p), json=[
+        {"voucher_id": voucher_id, "provider_reference": "mixed-bulk", "service_date": "2026-06-18", "units": "5"}])
+    assert bulk.status_code == 200 and bulk.json()["accepted"] == 1, bulk.text
+    go_on.set()
+    r = await single
+    assert (r.status_code, r.json()["error"]["reason"]) == (422, "units_exceeded"), r.text
+    async with w.app.state.runtime.sessions() as session:
+        units = (await session.execute(select(func.sum(Charge.units_x100)).where(Charge.voucher_id == voucher_id))
+                 ).scalar_one()
+    assert units == 500
+    assert (await w.client.get("/ledger/check", headers=OPERATOR)).json()["ok"]
+
+
 async def test_twin_single_charges_at_once_make_one_charge(world):  # noqa: ANN001
     """The same charge sent six times at once (a client retrying over a bad line): one 201, five 200 with
     the same charge, one charge row and one ``ChargeAccepted``; a seventh with the same reference and

@@ -93,10 +93,16 @@ class _Statements:
                                               _CH.c.provider_id == bindparam("pid")).distinct()
 
     def lock(self):  # noqa: ANN201
-        """The vouchers' write locks, taken in the order of their ids, and their rows."""
+        """The vouchers' write locks, taken in the order of their ids, and their rows. The lock also moves each
+        row to a new version: a single charge that read a voucher without a lock (``fast_path``) writes only if
+        the row is still the version it read, so a batch charging the voucher meanwhile must change it (a bare
+        ``FOR UPDATE`` leaves ``xmin`` as it was, and the single charge would then count units without this
+        batch's)."""
         if self.postgresql:
-            return (select(*_V.c).where(self.among(_V.c.voucher_id, "vids")).order_by(_V.c.voucher_id)
-                    .with_for_update())
+            locked = (select(_V.c.voucher_id).where(self.among(_V.c.voucher_id, "vids")).order_by(_V.c.voucher_id)
+                      .with_for_update().cte("locked"))
+            return (update(_V).where(_V.c.voucher_id == locked.c.voucher_id).values(version=_V.c.version + 1)
+                    .returning(*_V.c))
         # SQLite: a write takes the database's write lock at once (a read would only upgrade to it later)
         return (update(_V).where(self.among(_V.c.voucher_id, "vids")).values(version=_V.c.version + 1)
                 .returning(*_V.c))
