@@ -125,7 +125,8 @@ def asyncapi() -> dict:
                 "claim, `fi.seteli.notice.recovery-claim.v1`, on `notice.<provider_id>.recovery-claim`); a provider's "
                 "system reads only its own queue `{namespace}.notices.<provider_id>` (bound to `notice.<provider_id>.#`) "
                 "as its broker user `provider-<provider_id>`. Providers without AMQP get the same body POSTed to their "
-                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>`."),
+                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>` (docs/webhooks.md: "
+                "the headers, retries, giving up, the test vector, rotating the secret)."),
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"url": "amqp://127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}},
@@ -204,7 +205,7 @@ def notice_channels(channels: dict, messages: dict) -> None:
     channels["notice.{provider_id}.settlement"] = {
         "description": "A settlement notice per settlement, published by payments through its outbox; read by the "
                        "provider's system, and only by it, from its queue `{namespace}.notices.<provider_id>` (broker "
-                       "user `provider-<provider_id>`; sample consumer: `scripts/consume_notices.py`). Providers "
+                       "user `provider-<provider_id>`; sample client: `clients/seteli-client`, `seteli-consume-notices`). Providers "
                        "without AMQP set a webhook (`PUT /providers/{provider_id}/webhook`, https at a public address): "
                        "the same body is POSTed with `X-Seteli-Signature`, retried with back-off, logged. A notice "
                        "published before the provider's queue is bound is parked by payments and delivered once it "

@@ -52,7 +52,7 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
             port = free_port()
             databases[name] = await dbs.create(name)
             env = dict(os.environ, DATABASE_URL=databases[name], AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
-                       FUNDER_USER_PREFIX=f"{ns}-",
+                       BROKER_USER_PREFIX=f"{ns}-",
                        ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05",
                        # the portal (tests/browser) calls from 127.0.0.1 and names the browser, as in `make run`;
                        # a test calling from another loopback address (127.0.0.2) is an untrusted stranger
@@ -75,8 +75,8 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
                     time.sleep(0.2)
         system = System(urls, procs, logs, databases)
         system.namespace = ns
-        # funders' case-system broker users of this run are "<ns>-funder-<id>" (the broker is shared)
-        system.funder_user_prefix = f"{ns}-"
+        # outside systems' broker users of this run are "<ns>-funder-<id>" (the broker is shared)
+        system.broker_user_prefix = f"{ns}-"
         yield system
     finally:
         for p in procs.values():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from urllib.parse import urlparse
 
 import aio_pika
 
@@ -17,9 +19,21 @@ def _extra_consumer_queues(namespace: str) -> list[str]:
     return [f"{namespace}.{queue}" for extras in extra_subscriptions().values() for queue, _, _ in extras]
 
 
+def _broker_tools_reach(amqp_url: str) -> bool:
+    """Whether this machine's ``rabbitmqctl`` speaks to the broker at ``amqp_url`` (a local one)."""
+    return shutil.which("rabbitmqctl") is not None and urlparse(amqp_url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
 async def delete_namespace(amqp_url: str, namespace: str, queues: list[str]) -> None:
-    """Delete the given queues (and their dead-letter queues), the services' further consumers' queues
-    and the namespace's exchanges."""
+    """Remove the namespace from the broker: everything of it the broker lists (``broker.remove_namespace``:
+    outside systems' and services' users, every queue with its bindings, exchanges, policies), where this
+    machine's ``rabbitmqctl`` reaches the broker; elsewhere (a broker in a container) the given queues (and
+    their dead-letter queues), the services' further consumers' queues and the namespace's exchanges."""
+    if _broker_tools_reach(amqp_url):
+        from .broker import remove_namespace_async
+
+        await remove_namespace_async(namespace, "/", amqp_url)
+        return
     queues = list(dict.fromkeys(queues + _extra_consumer_queues(namespace)))
     connection = await aio_pika.connect(amqp_url)
     try:
