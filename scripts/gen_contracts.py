@@ -125,8 +125,8 @@ def asyncapi() -> dict:
                 "claim, `fi.seteli.notice.recovery-claim.v1`, on `notice.<provider_id>.recovery-claim`); a provider's "
                 "system reads only its own queue `{namespace}.notices.<provider_id>` (bound to `notice.<provider_id>.#`) "
                 "as its broker user `provider-<provider_id>`. Providers without AMQP get the same body POSTed to their "
-                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>` (docs/webhooks.md: "
-                "the headers, retries, giving up, the test vector, rotating the secret)."),
+                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>` "
+                "(docs/webhooks.md: the headers, retries, giving up, the test vector, rotating the secret)."),
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"url": "amqp://127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}},

@@ -249,7 +249,7 @@ def owner(namespace: str, permission: dict) -> tuple[str, str] | None:
         if found is None:
             continue
         t = _fill(template, namespace, found.group(1))
-        if (t["configure"], t["write"], t["read"]) == (permission["configure"], permission["write"], permission["read"]):
+        if [t[k] for k in ("configure", "write", "read")] == [permission[k] for k in ("configure", "write", "read")]:
             return kind, found.group(1)
     return None
 
