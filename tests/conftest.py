@@ -61,7 +61,7 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
             procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
                                            stdout=logs[name].open("wb"), stderr=subprocess.STDOUT)
             urls[name] = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # four services migrating and starting at once on a busy machine
         async with httpx.AsyncClient(timeout=2) as c:
             for name, url in urls.items():
                 while True:

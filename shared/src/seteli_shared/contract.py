@@ -10,7 +10,7 @@ there is none.
 
 **YAML.** ``dump_yaml`` writes the document so that YAML 1.1 readers (PyYAML) and YAML 1.2 readers
 (ruamel.yaml, most others) read the same values: PyYAML quotes the strings that 1.1 would read as something
-else (``yes``, ``2026-03-01``), and ``_Dumper`` quotes those that only 1.2 would (``091``, ``1e3``, ``0o17``).
+else (``yes``, ``2026-03-01``), and ``_dumper`` quotes those that only 1.2 would (``091``, ``1e3``, ``0o17``).
 
 **The check** (``published``): with ``SETELI_CONTRACT_CHECK`` set to the path of ``docs/asyncapi.yaml``
 (the tests' root conftest sets it for every process it starts), the outbox relay passes every message it
@@ -28,7 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from .events import ReceivedEnvelope
@@ -93,21 +92,28 @@ _YAML12_NOT_A_STRING = re.compile(r"""^(?:
 )$""", re.VERBOSE)
 
 
-class _Dumper(yaml.SafeDumper):
-    """PyYAML's safe dumper, quoting also the strings a YAML 1.2 reader would read as numbers or nulls."""
+@lru_cache(maxsize=1)
+def _dumper() -> type:
+    """PyYAML's safe dumper, quoting also the strings a YAML 1.2 reader would read as numbers or nulls
+    (made on first use: PyYAML is a tool of the generator and the tests, not of the services)."""
+    import yaml
 
+    class Dumper(yaml.SafeDumper):
+        pass
 
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if _YAML12_NOT_A_STRING.match(value):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
-    return dumper.represent_str(value)
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        if _YAML12_NOT_A_STRING.match(value):
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+        return dumper.represent_str(value)
 
-
-_Dumper.add_representer(str, _represent_str)
+    Dumper.add_representer(str, represent_str)
+    return Dumper
 
 
 def dump_yaml(document: Any) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+    import yaml
+
+    return yaml.dump(document, Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=110)
 
 
 # ------------------------------------------------------------------ the check of what the services publish
@@ -116,7 +122,8 @@ class PublishedContract:
     few microseconds a message), and where broken messages are written."""
 
     def __init__(self, document: Path, violations: Path | None, counts: Path | None):
-        import jsonschema_rs  # a test-time dependency only: production never gets here
+        import jsonschema_rs  # test-time dependencies only: production never gets here
+        import yaml
 
         doc = yaml.safe_load(document.read_text())
         self.validators = {}
