@@ -20,7 +20,7 @@ import pytest
 
 from seteli_shared import contract
 from seteli_shared.manifest import NAMES
-from seteli_shared.testing import delete_namespace
+from seteli_shared.testing import delete_namespace, sweep_namespaces
 
 # ---------------------------------------------------------------- every published message against the contract
 # Set before any service starts (in this process or as a child of it): each outbox relay then validates every
@@ -47,6 +47,7 @@ def _published_messages_keep_the_contract():
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
+    _sweep_namespaces()
     checked = contract.published()
     if checked is not None:
         checked.write_counts()
@@ -156,10 +157,28 @@ async def pg(postgres_admin_dsn):
     await dbs.drop_all()
 
 
+_NAMESPACES_TO_SWEEP: list[str] = []
+
+
+_AMQP_URLS: list[str] = []
+
+
+def _sweep_namespaces() -> None:
+    """At the end of the run, whatever the tests' namespaces still hold on the broker (outside systems'
+    users and queues, policies) goes, found in one listing of the broker for all of them."""
+    if _NAMESPACES_TO_SWEEP and _AMQP_URLS:
+        import asyncio
+
+        asyncio.run(sweep_namespaces(_AMQP_URLS[0], _NAMESPACES_TO_SWEEP))
+
+
 @pytest.fixture
 async def namespace(amqp_url):
-    """A bus namespace of this test's own; its queues and exchanges are deleted afterwards."""
+    """A bus namespace of this test's own; its queues and exchanges are deleted afterwards, and anything
+    else of it on the broker at the end of the run."""
     ns = f"t{uuid.uuid4().hex[:10]}"
+    _NAMESPACES_TO_SWEEP.append(ns)
+    _AMQP_URLS[:] = [amqp_url]
     yield ns
     queues = [f"{ns}.{s}" for s in (*NAMES, "test", "spy")]
-    await delete_namespace(amqp_url, ns, queues)
+    await delete_namespace(amqp_url, ns, queues, listing=False)

@@ -144,6 +144,16 @@ def published_contract(tmp_path: Path) -> contract.PublishedContract:
     return contract.PublishedContract(DOCUMENT, tmp_path / "violations.jsonl", tmp_path / "counts.jsonl")
 
 
+def counted(check: contract.PublishedContract, tmp_path: Path) -> dict[str, int]:
+    """What the check counted: written out now and then, and what it holds yet."""
+    check.write_counts()
+    total: dict[str, int] = {}
+    for line in (tmp_path / "counts.jsonl").read_text().splitlines():
+        for message_type, n in json.loads(line)["checked"].items():
+            total[message_type] = total.get(message_type, 0) + n
+    return total
+
+
 def test_the_check_passes_every_example_and_records_a_broken_message(tmp_path):  # noqa: ANN001
     check = published_contract(tmp_path)
     for message in messages().values():
@@ -157,8 +167,7 @@ def test_the_check_passes_every_example_and_records_a_broken_message(tmp_path): 
     recorded = [json.loads(line) for line in (tmp_path / "violations.jsonl").read_text().splitlines()]
     assert [r["type"] for r in recorded] == ["fi.seteli.charge.accepted.v1"]
     assert "a hundred euros" not in (tmp_path / "violations.jsonl").read_text(), "never the value"
-    check.write_counts()
-    counts = json.loads((tmp_path / "counts.jsonl").read_text())["checked"]
+    counts = counted(check, tmp_path)
     assert counts["fi.seteli.charge.accepted.v1"] == 2 and sum(counts.values()) == 1 + sum(
         len(m["examples"]) for m in messages().values())
 
@@ -201,4 +210,4 @@ async def test_the_outbox_relay_checks_what_it_publishes(tmp_path, namespace, am
     recorded = [json.loads(line) for line in (tmp_path / "violations.jsonl").read_text().splitlines()]
     assert len(recorded) == 1 and recorded[0]["type"] == "fi.seteli.voucher.expired.v1"
     assert sorted(recorded[0]["problems"]) == ["data/valid_until: Format", "time: Format"]
-    assert check.checked == {"fi.seteli.voucher.expired.v1": 2}
+    assert counted(check, tmp_path) == {"fi.seteli.voucher.expired.v1": 2}

@@ -281,12 +281,17 @@ async def _delete_over_amqp(amqp_url: str, queues: list[str], exchanges: list[st
         await connection.close()
 
 
-async def remove_namespace_async(namespace: str, vhost: str, amqp_url: str) -> dict[str, list[str]]:
-    """Remove everything of the namespace from the broker: the outside systems' and services' users, every
-    queue (with its bindings and messages), exchange and policy. Returns what it removed."""
+async def remove_namespaces_async(namespaces: list[str], vhost: str, amqp_url: str) -> dict[str, list[str]]:
+    """Remove everything of each namespace from the broker: the outside systems' and services' users, every
+    queue (with its bindings and messages), exchange and policy, found in one listing of the broker's
+    definitions. Returns what it removed, all namespaces together."""
     import asyncio
 
-    found = of_namespace(namespace, await asyncio.to_thread(exported, vhost))
+    defs = await asyncio.to_thread(exported, vhost)
+    found: dict[str, list[str]] = {"users": [], "policies": [], "queues": [], "exchanges": []}
+    for namespace in namespaces:
+        for kind, names_ in of_namespace(namespace, defs).items():
+            found[kind] += names_
 
     def by_rabbitmqctl() -> None:
         for user in found["users"]:
@@ -297,6 +302,10 @@ async def remove_namespace_async(namespace: str, vhost: str, amqp_url: str) -> d
     await asyncio.gather(asyncio.to_thread(by_rabbitmqctl),
                          _delete_over_amqp(amqp_url, found["queues"], found["exchanges"]))
     return found
+
+
+async def remove_namespace_async(namespace: str, vhost: str, amqp_url: str) -> dict[str, list[str]]:
+    return await remove_namespaces_async([namespace], vhost, amqp_url)
 
 
 def remove_namespace(namespace: str, vhost: str, amqp_url: str) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
 CHECK_VARIABLE = "SETELI_CONTRACT_CHECK"
 VIOLATIONS_VARIABLE = "SETELI_CONTRACT_VIOLATIONS"
 COUNTS_VARIABLE = "SETELI_CONTRACT_COUNTS"
+COUNTS_EVERY_SECONDS = 2.0
 
 
 # ------------------------------------------------------------------ schemas
@@ -133,12 +135,15 @@ class PublishedContract:
                 payload, validate_formats=True)
         self.violations, self.counts = violations, counts
         self.checked: dict[str, int] = {}
+        self._written_at = time.monotonic()
 
     def check(self, body: bytes | str, exchange: str | None, routing_key: str) -> list[str]:
         """What is wrong with one message about to be published (empty: nothing), recorded when not empty."""
         problems = self._problems(body)
         message_type = self._type_of(body)
         self.checked[message_type] = self.checked.get(message_type, 0) + 1
+        if time.monotonic() - self._written_at > COUNTS_EVERY_SECONDS:
+            self.write_counts()  # now and then: a service ended by a signal runs no exit handler
         if problems:
             self._record({"type": message_type, "exchange": exchange or "events", "routing_key": routing_key,
                           "problems": problems, "pid": os.getpid()})
@@ -173,7 +178,8 @@ class PublishedContract:
                 f.write(json.dumps(violation) + "\n")
 
     def write_counts(self) -> None:
-        """Add this process's counts of checked messages to the counts file (one JSON line per process)."""
+        """Add this process's counts of checked messages since the last time to the counts file."""
+        self._written_at = time.monotonic()
         if self.counts is not None and self.checked:
             with self.counts.open("a") as f:
                 f.write(json.dumps({"pid": os.getpid(), "checked": self.checked}) + "\n")
