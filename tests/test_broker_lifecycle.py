@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,14 +38,17 @@ def listed(ns: str) -> dict[str, set[str]]:
     def ours(name: str) -> bool:
         return name.startswith((f"{ns}.", f"{ns}-"))
 
+    with ThreadPoolExecutor(5) as pool:  # each call starts an Erlang VM: side by side
+        users, queues, exchanges, policies, bindings = pool.map(lambda args: ctl(*args), [
+            ("list_users",), ("list_queues", "-p", "/", "name"), ("list_exchanges", "-p", "/", "name"),
+            ("list_policies", "-p", "/"), ("list_bindings", "-p", "/", "source_name", "destination_name",
+                                          "routing_key")])
     return {
-        "users": {r[0] for r in ctl("list_users") if ours(r[0])},
-        "queues": {r[0] for r in ctl("list_queues", "-p", "/", "name") if ours(r[0])},
-        "exchanges": {r[0] for r in ctl("list_exchanges", "-p", "/", "name") if ours(r[0])},
-        "policies": {r[1] for r in ctl("list_policies", "-p", "/") if len(r) > 1 and ours(r[1])},
-        "bindings": {f"{r[0]} -> {r[1]} [{r[2]}]" for r in ctl("list_bindings", "-p", "/", "source_name",
-                                                                   "destination_name", "routing_key")
-                     if ours(r[1]) and r[0]},
+        "users": {r[0] for r in users if ours(r[0])},
+        "queues": {r[0] for r in queues if ours(r[0])},
+        "exchanges": {r[0] for r in exchanges if ours(r[0])},
+        "policies": {r[1] for r in policies if len(r) > 1 and ours(r[1])},
+        "bindings": {f"{r[0]} -> {r[1]} [{r[2]}]" for r in bindings if ours(r[1]) and r[0]},
     }
 
 
