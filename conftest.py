@@ -6,16 +6,65 @@ only. Each test gets its own databases and its own bus namespace, removed afterw
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+import tempfile
 import uuid
+from pathlib import Path
 from urllib.parse import urlparse
 
 import asyncpg
 import pytest
 
+from seteli_shared import contract
 from seteli_shared.manifest import NAMES
-from seteli_shared.testing import delete_namespace
+from seteli_shared.testing import delete_namespace, sweep_namespaces
+
+# ---------------------------------------------------------------- every published message against the contract
+# Set before any service starts (in this process or as a child of it): each outbox relay then validates every
+# message it publishes against docs/asyncapi.yaml and writes a broken one to the violations file
+# (seteli_shared.contract). A test during which one appears fails; the run ends with the counts.
+_CONTRACT_DIR = Path(tempfile.mkdtemp(prefix="seteli-contract-"))
+os.environ.setdefault(contract.CHECK_VARIABLE, str(Path(__file__).resolve().parent / "docs" / "asyncapi.yaml"))
+os.environ.setdefault(contract.VIOLATIONS_VARIABLE, str(_CONTRACT_DIR / "violations.jsonl"))
+os.environ.setdefault(contract.COUNTS_VARIABLE, str(_CONTRACT_DIR / "counts.jsonl"))
+
+
+def _violations() -> list[str]:
+    path = Path(os.environ[contract.VIOLATIONS_VARIABLE])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def _published_messages_keep_the_contract():
+    """Fails the test during which a service published a message its published schema refuses."""
+    before = len(_violations())
+    yield
+    new = _violations()[before:]
+    assert not new, "published messages broke docs/asyncapi.yaml:\n" + "\n".join(new)
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
+    _sweep_namespaces()
+    checked = contract.published()
+    if checked is not None:
+        checked.write_counts()
+    counts: dict[str, int] = {}
+    path = Path(os.environ[contract.COUNTS_VARIABLE])
+    for line in path.read_text().splitlines() if path.exists() else []:
+        for message_type, n in json.loads(line)["checked"].items():
+            counts[message_type] = counts.get(message_type, 0) + n
+    violations = _violations()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and counts:
+        reporter.write_line(f"contract: {sum(counts.values())} published messages of {len(counts)} types checked "
+                            f"against docs/asyncapi.yaml, {len(violations)} broke it")
+    if violations:
+        session.exitstatus = 1
+    if os.environ[contract.VIOLATIONS_VARIABLE].startswith(str(_CONTRACT_DIR)):
+        shutil.rmtree(_CONTRACT_DIR, ignore_errors=True)
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -108,10 +157,28 @@ async def pg(postgres_admin_dsn):
     await dbs.drop_all()
 
 
+_NAMESPACES_TO_SWEEP: list[str] = []
+
+
+_AMQP_URLS: list[str] = []
+
+
+def _sweep_namespaces() -> None:
+    """At the end of the run, whatever the tests' namespaces still hold on the broker (outside systems'
+    users and queues, policies) goes, found in one listing of the broker for all of them."""
+    if _NAMESPACES_TO_SWEEP and _AMQP_URLS:
+        import asyncio
+
+        asyncio.run(sweep_namespaces(_AMQP_URLS[0], _NAMESPACES_TO_SWEEP))
+
+
 @pytest.fixture
 async def namespace(amqp_url):
-    """A bus namespace of this test's own; its queues and exchanges are deleted afterwards."""
+    """A bus namespace of this test's own; its queues and exchanges are deleted afterwards, and anything
+    else of it on the broker at the end of the run."""
     ns = f"t{uuid.uuid4().hex[:10]}"
+    _NAMESPACES_TO_SWEEP.append(ns)
+    _AMQP_URLS[:] = [amqp_url]
     yield ns
     queues = [f"{ns}.{s}" for s in (*NAMES, "test", "spy")]
-    await delete_namespace(amqp_url, ns, queues)
+    await delete_namespace(amqp_url, ns, queues, listing=False)

@@ -122,7 +122,7 @@ async def run_service(bodies: list[bytes], window: int) -> tuple[float, int]:
     url = f"postgresql+asyncpg://{u.username or 'postgres'}{':' + u.password if u.password else ''}@" \
           f"{u.hostname}:{u.port or 5432}/{db}"
     settings = VouchersSettings(environment="test", database_url=url, amqp_url=AMQP_URL, bus_namespace=ns,
-                                funder_user_prefix=prefix, log_level="WARNING", relay_idle_seconds=0.05)
+                                broker_user_prefix=prefix, log_level="WARNING", relay_idle_seconds=0.05)
     app = create_app(settings)
     logging.getLogger().setLevel(logging.WARNING)
     user = None

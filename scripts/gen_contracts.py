@@ -6,12 +6,14 @@ services' ``ServiceSpec``s. `--check` fails when the committed files differ."""
 from __future__ import annotations
 
 import json
+import re
 import sys
+import uuid
 from pathlib import Path
 
-import yaml
-
-from seteli_shared.events import ALL_EVENTS, Envelope
+from seteli_shared.contract import SCHEMA_FORMAT, dump_yaml, message_schema
+from seteli_shared.events import ALL_EVENTS
+from seteli_shared.examples import envelope_of, event_examples
 from seteli_shared.manifest import SERVICES, WITH_DATABASE
 from seteli_shared.schemas import place_bounds
 
@@ -37,25 +39,48 @@ def service_specs():  # noqa: ANN201
     return {s.name: s.spec() for s in SERVICES}
 
 
+#: the version of the whole contract (docs/CONTRACT-CHANGELOG.md has an entry for each)
+CONTRACT_VERSION = "1.1.0"
+
+
+def example_id(label: str) -> str:
+    """A fixed id for an example (the same on every generation) with no six digits in a row, so that the
+    privacy guard cannot take it for a personal identity code."""
+    for n in range(100):
+        value = str(uuid.uuid5(uuid.NAMESPACE_URL, f"seteli-example:{label}:{n}"))
+        if not re.search(r"[0-9]{6}", value):
+            return value
+    raise AssertionError("no clean id")  # pragma: no cover
+
+
+def message(name: str, message_type: str, data, summary: str, examples: list[dict], *,  # noqa: ANN001
+            published: bool = True, description: str | None = None) -> dict:
+    """One message of the document: its standalone schema (``contract.message_schema``) and examples."""
+    out = {"name": name, "title": name, "summary": summary}
+    if description:
+        out["description"] = description
+    return {**out, "contentType": "application/cloudevents+json", "schemaFormat": SCHEMA_FORMAT,
+            "payload": message_schema(message_type, data, published=published),
+            "bindings": {"amqp": {"deliveryMode": 2, "messageType": message_type, "bindingVersion": "0.2.0"}},
+            "examples": examples}
+
+
+def event_message(ev, example) -> dict:  # noqa: ANN001
+    env = envelope_of(example, example_id(ev.event_type()), example_id(f"{ev.event_type()}:correlation"))
+    summary = " ".join((ev.__doc__ or "").split()) or f"{ev.__name__} ({ev.event_type()})"
+    return message(ev.__name__, ev.event_type(), ev, summary, [{"name": ev.__name__, "payload": env}])
+
+
 def asyncapi() -> dict:
     specs = service_specs()
     channels, messages = {}, {}
+    examples = event_examples()
     for ev in ALL_EVENTS:
         name = ev.__name__
         key = ev.routing_key()
         consumers = [n if ev.event_type() in s.consumed_event_types else f"{n} ({s.fallback.__name__})"
                      for n, s in specs.items() if any(topic_matches(k, key) for k in s.routing_keys)]
-        envelope = Envelope.model_json_schema()
-        envelope["properties"]["type"] = {"const": ev.event_type(), "type": "string"}
-        envelope["properties"]["data"] = ev.model_json_schema()
-        messages[name] = {
-            "name": name,
-            "title": name,
-            "summary": (ev.__doc__ or "").strip() or f"{name} ({ev.event_type()})",
-            "contentType": "application/cloudevents+json",
-            "payload": envelope,
-            "bindings": {"amqp": {"deliveryMode": 2, "messageType": ev.event_type(), "bindingVersion": "0.2.0"}},
-        }
+        messages[name] = event_message(ev, examples[ev])
         channels[key] = {
             "description": f"Published by {ev.producer} through its outbox; "
                            f"consumed by {', '.join(consumers) or 'nobody'}.",
@@ -70,8 +95,13 @@ def asyncapi() -> dict:
         "asyncapi": "2.6.0",
         "info": {
             "title": "seteli domain events",
-            "version": "1.0.0",
+            "version": CONTRACT_VERSION,
             "description": (
+                "What changed in each version, and how long a previous version of a message is still sent and "
+                "accepted: docs/CONTRACT-CHANGELOG.md. How an outside system connects, names its broker user, "
+                "reads its replies and notices and verifies webhooks: docs/outside-systems.md, docs/webhooks.md "
+                "and the sample client in clients/seteli-client. Every message's schema below stands alone (JSON "
+                "Schema Draft 2020-12, no references) and has an example.\n\n"
                 "Every domain event is a CloudEvents 1.0 JSON document (structured mode) as the body of a "
                 "persistent AMQP message on the topic exchange `{namespace}.events` (namespace `seteli` by "
                 "default), routing key = the event type without the `fi.seteli.` prefix. The `type` ends in a "
@@ -95,7 +125,8 @@ def asyncapi() -> dict:
                 "claim, `fi.seteli.notice.recovery-claim.v1`, on `notice.<provider_id>.recovery-claim`); a provider's "
                 "system reads only its own queue `{namespace}.notices.<provider_id>` (bound to `notice.<provider_id>.#`) "
                 "as its broker user `provider-<provider_id>`. Providers without AMQP get the same body POSTed to their "
-                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>`."),
+                "webhook, signed `X-Seteli-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>` "
+                "(docs/webhooks.md: the headers, retries, giving up, the test vector, rotating the secret)."),
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"url": "amqp://127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}},
@@ -106,49 +137,35 @@ def asyncapi() -> dict:
 
 def decision_channels(channels: dict, messages: dict) -> None:
     """The decisions funders' case systems publish and the replies they read (``seteli_shared.decisions``)."""
-    from seteli_shared.decisions import (DECISION_TYPE, EXAMPLE_ACCEPTED, EXAMPLE_DECISION, EXAMPLE_REJECTED,
+    from seteli_shared.decisions import (DECISION_TYPE, EXAMPLE_ACCEPTED, EXAMPLE_DECISION, EXAMPLES_REJECTED,
                                          DecisionAccepted, DecisionData, DecisionRejected)
 
     funder = {"description": "the funder's id, e.g. the municipality code `091`",
               "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}
-    envelope = Envelope.model_json_schema()
-    envelope["properties"]["type"] = {"const": DECISION_TYPE, "type": "string"}
-    envelope["properties"]["data"] = DecisionData.model_json_schema()
-    messages["ServiceDecision"] = {
-        "name": "ServiceDecision", "title": "ServiceDecision",
-        "summary": "A funder's service decision: grant (issue or amend a voucher) or revoke. Fields not in the "
-                   "contract are refused; clients only by pseudonymous reference.",
-        "description": (DecisionData.__doc__ or "").strip(),
-        "contentType": "application/cloudevents+json", "payload": envelope,
-        "bindings": {"amqp": {"deliveryMode": 2, "messageType": DECISION_TYPE, "bindingVersion": "0.2.0"}},
-        "examples": [{"name": "grant", "summary": "a new home-care voucher, 20 h a month at 25.00 EUR/h",
-                      "payload": EXAMPLE_DECISION},
-                     {"name": "amend", "summary": "version 2 of the same decision: 30 h a month",
-                      "payload": {**EXAMPLE_DECISION, "id": "5d0f3a8e-0c11-4d5e-9f4b-1a2b3c4d5e6f",
-                                  "data": {**EXAMPLE_DECISION["data"], "decision_version": 2,
-                                           "units_per_period": "30"}}},
-                     {"name": "revoke", "summary": "version 3: the voucher ends",
-                      "payload": {**EXAMPLE_DECISION, "id": "7e2a4b6c-8d0e-4f1a-a3b5-c7d9e1f3a5b7",
-                                  "data": {"funder_id": "091", "decision_ref": "HKI-2026-000123",
-                                           "decision_version": 3, "action": "revoke",
-                                           "client_ref": "asiakas-8f3a21", "effective_from": "2026-06-01"}}}],
-    }
+    decision = {**EXAMPLE_DECISION, "id": example_id("decision:grant")}
+    messages["ServiceDecision"] = message(
+        "ServiceDecision", DECISION_TYPE, DecisionData,
+        "A funder's service decision: grant (issue or amend a voucher) or revoke. Fields not in the contract are "
+        "refused; clients only by pseudonymous reference. The envelope's id must be new for each decision "
+        "published (a redelivery keeps it); it must hold no six digits in a row.",
+        [{"name": "grant", "summary": "a new home-care voucher, 20 h a month at 25.00 EUR/h", "payload": decision},
+         {"name": "amend", "summary": "version 2 of the same decision: 30 h a month",
+          "payload": {**decision, "id": example_id("decision:amend"),
+                      "data": {**EXAMPLE_DECISION["data"], "decision_version": 2, "units_per_period": "30"}}},
+         {"name": "revoke", "summary": "version 3: the voucher ends",
+          "payload": {**decision, "id": example_id("decision:revoke"),
+                      "data": {"funder_id": "091", "decision_ref": "HKI-2026-000123", "decision_version": 3,
+                               "action": "revoke", "client_ref": "asiakas-8f3a21", "effective_from": "2026-06-01"}}}],
+        published=False, description=(DecisionData.__doc__ or "").strip())
     replies = []
-    for cls, example in ((DecisionAccepted, EXAMPLE_ACCEPTED), (DecisionRejected, EXAMPLE_REJECTED)):
+    for cls, examples in ((DecisionAccepted, [EXAMPLE_ACCEPTED]), (DecisionRejected, EXAMPLES_REJECTED)):
         name = cls.__name__
-        env = Envelope.model_json_schema()
-        env["properties"]["type"] = {"const": cls.reply_type(), "type": "string"}
-        env["properties"]["data"] = cls.model_json_schema()
-        messages[name] = {
-            "name": name, "title": name, "summary": (cls.__doc__ or "").strip(),
-            "contentType": "application/cloudevents+json", "payload": env,
-            "bindings": {"amqp": {"deliveryMode": 2, "messageType": cls.reply_type(), "bindingVersion": "0.2.0"}},
-            "examples": [{"name": name, "payload": {
-                "specversion": "1.0", "id": "2c4e6a8b-0d1f-4a3c-8e5b-7d9f1b3d5f7a", "source": "/seteli/vouchers",
-                "type": cls.reply_type(), "time": example["answered_at"], "subject": example["decision_ref"],
-                "datacontenttype": "application/json", "data": example,
-                "correlationid": EXAMPLE_DECISION["id"], "causationid": EXAMPLE_DECISION["id"]}}],
-        }
+        payloads = [{"name": example.get("reason", example.get("outcome")), "payload": {
+            "specversion": "1.0", "id": example_id(f"{name}:{i}"), "source": "/seteli/vouchers",
+            "type": cls.reply_type(), "time": example["answered_at"], "subject": example["decision_ref"],
+            "datacontenttype": "application/json", "data": example,
+            "correlationid": decision["id"], "causationid": decision["id"]}} for i, example in enumerate(examples)]
+        messages[name] = message(name, cls.reply_type(), cls, " ".join((cls.__doc__ or "").split()), payloads)
         replies.append({"$ref": f"#/components/messages/{name}"})
     channels["decision.{funder_id}"] = {
         "description": "Service decisions from a funder's case system, published as its own broker user "
@@ -179,23 +196,17 @@ def notice_channels(channels: dict, messages: dict) -> None:
     from payments.notices.notices import (CLAIM_NOTICE_TYPE, EXAMPLE_CLAIM_NOTICE, EXAMPLE_NOTICE, NOTICE_TYPE,
                                           RecoveryClaimNotice, SettlementNotice)
 
-    env = Envelope.model_json_schema()
-    env["properties"]["type"] = {"const": NOTICE_TYPE, "type": "string"}
-    env["properties"]["data"] = SettlementNotice.model_json_schema()
-    messages["SettlementNotice"] = {
-        "name": "SettlementNotice", "title": "SettlementNotice", "summary": (SettlementNotice.__doc__ or "").strip(),
-        "contentType": "application/cloudevents+json", "payload": env,
-        "bindings": {"amqp": {"deliveryMode": 2, "messageType": NOTICE_TYPE, "bindingVersion": "0.2.0"}},
-        "examples": [{"name": "settlement", "payload": {
-            "specversion": "1.0", "id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "source": "/seteli/payments",
+    messages["SettlementNotice"] = message(
+        "SettlementNotice", NOTICE_TYPE, SettlementNotice, " ".join((SettlementNotice.__doc__ or "").split()),
+        [{"name": "settlement", "payload": {
+            "specversion": "1.0", "id": example_id("notice:settlement"), "source": "/seteli/payments",
             "type": NOTICE_TYPE, "time": EXAMPLE_NOTICE["created_at"], "subject": EXAMPLE_NOTICE["settlement_id"],
-            "datacontenttype": "application/json", "data": EXAMPLE_NOTICE,
-            "correlationid": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}}],
-    }
+            "datacontenttype": "application/json", "data": SettlementNotice.model_validate(EXAMPLE_NOTICE).model_dump(
+                mode="json"), "correlationid": example_id("notice:settlement:correlation"), "causationid": None}}])
     channels["notice.{provider_id}.settlement"] = {
         "description": "A settlement notice per settlement, published by payments through its outbox; read by the "
                        "provider's system, and only by it, from its queue `{namespace}.notices.<provider_id>` (broker "
-                       "user `provider-<provider_id>`; sample consumer: `scripts/consume_notices.py`). Providers "
+                       "user `provider-<provider_id>`; sample client: `clients/seteli-client`, `seteli-consume-notices`). Providers "
                        "without AMQP set a webhook (`PUT /providers/{provider_id}/webhook`, https at a public address): "
                        "the same body is POSTed with `X-Seteli-Signature`, retried with back-off, logged. A notice "
                        "published before the provider's queue is bound is parked by payments and delivered once it "
@@ -207,20 +218,15 @@ def notice_channels(channels: dict, messages: dict) -> None:
                               "bindingVersion": "0.2.0"}},
         "subscribe": {"operationId": "onSettlementNotice", "message": {"$ref": "#/components/messages/SettlementNotice"}},
     }
-    claim = Envelope.model_json_schema()
-    claim["properties"]["type"] = {"const": CLAIM_NOTICE_TYPE, "type": "string"}
-    claim["properties"]["data"] = RecoveryClaimNotice.model_json_schema()
-    messages["RecoveryClaimNotice"] = {
-        "name": "RecoveryClaimNotice", "title": "RecoveryClaimNotice",
-        "summary": (RecoveryClaimNotice.__doc__ or "").strip(),
-        "contentType": "application/cloudevents+json", "payload": claim,
-        "bindings": {"amqp": {"deliveryMode": 2, "messageType": CLAIM_NOTICE_TYPE, "bindingVersion": "0.2.0"}},
-        "examples": [{"name": "recovery-claim", "payload": {
-            "specversion": "1.0", "id": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", "source": "/seteli/payments",
+    messages["RecoveryClaimNotice"] = message(
+        "RecoveryClaimNotice", CLAIM_NOTICE_TYPE, RecoveryClaimNotice,
+        " ".join((RecoveryClaimNotice.__doc__ or "").split()),
+        [{"name": "recovery-claim", "payload": {
+            "specversion": "1.0", "id": example_id("notice:recovery-claim"), "source": "/seteli/payments",
             "type": CLAIM_NOTICE_TYPE, "time": EXAMPLE_CLAIM_NOTICE["created_at"],
             "subject": EXAMPLE_CLAIM_NOTICE["claim_id"], "datacontenttype": "application/json",
-            "data": EXAMPLE_CLAIM_NOTICE, "correlationid": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"}}],
-    }
+            "data": RecoveryClaimNotice.model_validate(EXAMPLE_CLAIM_NOTICE).model_dump(mode="json"),
+            "correlationid": example_id("notice:recovery-claim:correlation"), "causationid": None}}])
     channels["notice.{provider_id}.recovery-claim"] = {
         **{k: v for k, v in channels["notice.{provider_id}.settlement"].items() if k not in ("description", "subscribe")},
         "description": "A recovery claim: corrections of the provider's settled charges that no payout offset, to "
@@ -251,7 +257,7 @@ def init_databases_sql() -> str:
 def render() -> dict[Path, str]:
     bus = asyncapi()
     place_bounds(bus)  # the bounds of optional strict numbers, where JSON Schema has them
-    out = {DOCS / "asyncapi.yaml": yaml.safe_dump(bus, sort_keys=False, allow_unicode=True, width=110)}
+    out = {DOCS / "asyncapi.yaml": dump_yaml(bus)}
     from seteli_shared.broker import USER_TEMPLATES, definitions
 
     out[ROOT / "deploy" / "rabbitmq" / "definitions.json"] = json.dumps(definitions(), indent=2) + "\n"

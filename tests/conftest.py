@@ -52,7 +52,7 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
             port = free_port()
             databases[name] = await dbs.create(name)
             env = dict(os.environ, DATABASE_URL=databases[name], AMQP_URL=amqp_url, BUS_NAMESPACE=ns,
-                       FUNDER_USER_PREFIX=f"{ns}-",
+                       BROKER_USER_PREFIX=f"{ns}-",
                        ENVIRONMENT="test", DATA_DIR=str(workdir), RELAY_IDLE_SECONDS="0.05",
                        # the portal (tests/browser) calls from 127.0.0.1 and names the browser, as in `make run`;
                        # a test calling from another loopback address (127.0.0.2) is an untrusted stranger
@@ -61,7 +61,8 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
             procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
                                            stdout=logs[name].open("wb"), stderr=subprocess.STDOUT)
             urls[name] = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + float(os.environ.get("SETELI_TEST_START_SECONDS", "60"))  # more on a busy machine
+        # four services migrating and starting at once on a busy machine (SETELI_TEST_START_SECONDS for more)
+        deadline = time.monotonic() + float(os.environ.get("SETELI_TEST_START_SECONDS", "180"))
         async with httpx.AsyncClient(timeout=2) as c:
             for name, url in urls.items():
                 while True:
@@ -75,8 +76,8 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
                     time.sleep(0.2)
         system = System(urls, procs, logs, databases)
         system.namespace = ns
-        # funders' case-system broker users of this run are "<ns>-funder-<id>" (the broker is shared)
-        system.funder_user_prefix = f"{ns}-"
+        # outside systems' broker users of this run are "<ns>-funder-<id>" (the broker is shared)
+        system.broker_user_prefix = f"{ns}-"
         yield system
     finally:
         for p in procs.values():

@@ -89,6 +89,10 @@ async def test_a_funders_case_system_may_publish_only_its_own_decisions(outside,
                            timeout=5)
     with pytest.raises(ChannelAccessRefused):
         await exchange.publish(aio_pika.Message(b'{"decision": 2}'), "decision.092", timeout=5)
+    ch = await case_system.channel(publisher_confirms=True)
+    exchange = await ch.get_exchange(f"{ns}.decisions", ensure=False)
+    with pytest.raises(ChannelAccessRefused):  # a key no queue binds (it would only come back unroutable)
+        await exchange.publish(aio_pika.Message(b'{"decision": 2}'), "decision.091.x", timeout=5)
 
     ch = await case_system.channel(publisher_confirms=True)  # a refused publish closed the channel
     exchange = await ch.get_exchange(f"{ns}.decisions", ensure=False)
@@ -182,6 +186,8 @@ async def test_the_vouchers_service_user_consumes_decisions_and_publishes_replie
         q = await (await bus.connection.channel()).declare_queue(f"{ns}.vouchers.decisions", passive=True)
         await q.get(fail=False)  # it may read its decisions queue
         await bus.publish(b"{}", "reply.091", message_id="r1", exchange="decision-replies")  # and answer
+        # and tell whether a funder's reply queue exists (an unknown publisher's decision is answered there)
+        await (await bus.connection.channel()).declare_queue(f"{ns}.decision-replies.091", passive=True)
         with pytest.raises(ChannelAccessRefused):  # but not publish decisions
             ch = await bus.connection.channel(publisher_confirms=True)
             ex = await ch.get_exchange(f"{ns}.decisions", ensure=False)

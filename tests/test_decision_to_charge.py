@@ -36,7 +36,7 @@ def bearer(role: str, **claims) -> dict:  # noqa: ANN003
 @pytest.fixture
 async def case_system(system, amqp_url):  # noqa: ANN001
     """The funder's case-system broker user and its reply queue; removed afterwards."""
-    ns, prefix = system.namespace, system.funder_user_prefix
+    ns, prefix = system.namespace, system.broker_user_prefix
     admin = await aio_pika.connect(amqp_url)
     ch = await admin.channel()
     await ch.declare_exchange(f"{ns}.decision-replies", aio_pika.ExchangeType.TOPIC, durable=True)
@@ -54,7 +54,7 @@ async def case_system(system, amqp_url):  # noqa: ANN001
 
 async def publish(url: str, ns: str, ref: str) -> tuple[int, dict | None, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "scripts" / "publish_decision.py"), "--amqp-url", url, "--namespace", ns,
+        str(Path(sys.executable).parent / "seteli-publish-decision"), "--amqp-url", url, "--namespace", ns,
         "--decision-ref", ref, "--client-ref", "asiakas-d2c", "--units", "20", "--value-cents", "2500",
         "--timeout", "20", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

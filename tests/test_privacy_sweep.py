@@ -354,7 +354,7 @@ async def send_decisions(system, amqp_url: str) -> tuple[int, str | None]:  # no
             await (await admin.channel()).declare_exchange(f"{ns}.decision-replies", aio_pika.ExchangeType.TOPIC,
                                                            durable=True)
             user = await asyncio.to_thread(broker.add_funder_system, FUNDER, "pw-sweep", ns, "/",
-                                           system.funder_user_prefix)
+                                           system.broker_user_prefix)
             u = urlparse(amqp_url)
             url = f"amqp://{user}:pw-sweep@{u.hostname}:{u.port or 5672}/"
             reply_queue = f"{ns}.decision-replies.{FUNDER}"

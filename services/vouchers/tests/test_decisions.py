@@ -151,7 +151,7 @@ def decision(funder: str = "091", version: int = 1, action: str = "grant", ref: 
 async def bus(pg, namespace, amqp_url):  # noqa: ANN001
     prefix = f"{namespace}-"
     settings = VouchersSettings(environment="test", database_url=await pg.create("vouchers"), amqp_url=amqp_url,
-                                bus_namespace=namespace, relay_idle_seconds=0.05, funder_user_prefix=prefix)
+                                bus_namespace=namespace, relay_idle_seconds=0.05, broker_user_prefix=prefix)
     app = create_app(settings)
     users: list[str] = []
     admin = await aio_pika.connect(amqp_url)
@@ -385,10 +385,51 @@ async def test_an_unknown_funder_is_rejected(bus):  # noqa: ANN001
     assert await bus.vouchers() == []
 
 
+async def publish_as_administrator(bus, envelope: dict, routing_funder: str) -> None:  # noqa: ANN001
+    """A decision on the routing key of ``routing_funder`` from a user no case system is (the admin)."""
+    ch = await bus.admin.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await ch.get_exchange(f"{bus.ns}.decisions", ensure=False)
+    await exchange.publish(aio_pika.Message(json.dumps(envelope).encode(), message_id=envelope["id"],
+                                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                           f"decision.{routing_funder}", mandatory=True, timeout=10)
+    await ch.close()
+
+
+async def test_a_decision_from_an_unknown_broker_user_is_answered_to_the_routing_keys_funder(bus):  # noqa: ANN001
+    """A case-system user the service does not recognise (made under another BROKER_USER_PREFIX, or an
+    administrator's publish) no longer vanishes: the funder its routing key names hears why."""
+    await publish_as_administrator(bus, decision(), "091")
+    reply = (await bus.reply("091"))["data"]
+    assert (reply["reason"], reply["funder_id"]) == ("unknown_publisher", "091")
+    assert f"{bus.prefix}funder-<funder_id>" in reply["message"], "it says which user name the platform expects"
+    assert await bus.vouchers() == []
+
+    await publish_as_administrator(bus, decision(diagnosis="x"), "091")  # broken too: both are said
+    reply = (await bus.reply("091"))["data"]
+    assert reply["reason"] == "contract_violation" and "funder-<funder_id>" in reply["message"]
+
+
+async def test_a_decision_nobody_can_be_answered_for_is_dead_lettered_with_the_reason(bus):  # noqa: ANN001
+    await publish_as_administrator(bus, decision(funder="094"), "094")  # no reply queue for 094
+    dead = await bus.dead_letter()
+    assert dead.headers["x-seteli-reason"].startswith("unknown_publisher")
+    assert await bus.vouchers() == []
+
+
+async def test_an_envelope_without_what_cloudevents_requires_is_refused(bus):  # noqa: ANN001
+    for attribute in ("id", "specversion", "source"):
+        d = decision()
+        del d[attribute]
+        await bus.publish(json.dumps(d).encode())
+        reply = (await bus.reply())["data"]
+        assert (reply["reason"], reply["fields"]) == ("contract_violation", [attribute]), attribute
+    assert await bus.vouchers() == []
+
+
 # ------------------------------------------------------------------ the sample publisher
 async def test_the_sample_publisher_publishes_and_prints_the_reply(bus):  # noqa: ANN001
     ref = f"SAMPLE-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, str(ROOT / "scripts" / "publish_decision.py"), "--amqp-url", bus.url_of("091"),
+    cmd = [str(Path(sys.executable).parent / "seteli-publish-decision"), "--amqp-url", bus.url_of("091"),
            "--namespace", bus.ns, "--decision-ref", ref, "--client-ref", "asiakas-9", "--timeout", "20"]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -35,7 +35,7 @@ from . import inbox
 from .audit import record_bus
 from .bus import Bus, quorum_queue_arguments
 from .errors import PermanentMessageError
-from .events import Envelope, Event, routing_keys_of
+from .events import Envelope, Event, ReceivedEnvelope, routing_keys_of
 from .ids import digest_text
 from .logging import bind_correlation, get_logger
 from .privacy import REASON, find_in
@@ -205,7 +205,7 @@ class Consumer:
         if raw is None:
             return Refused("bad_envelope: not JSON")
         try:
-            envelope = Envelope.model_validate(raw)
+            envelope = ReceivedEnvelope.model_validate(raw)  # CloudEvents' required attributes
         except ValidationError as exc:
             return Refused(f"bad_envelope: {describe(exc)}", raw, exc)
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)

@@ -176,12 +176,18 @@ class DecisionAccepted(DecisionReply):
 
 class DecisionRejected(DecisionReply):
     """The decision was refused; nothing of it was kept. ``reason`` is a code (``funder_mismatch``,
-    ``unknown_funder``, ``stale_version``, ``contract_violation``, ``personal_identity_code``,
-    ``decision_conflict``, ``unknown_decision``, ``voucher_revoked``, ``invalid_validity``, ...);
-    ``message`` and ``fields`` never repeat a value of the decision."""
+    ``unknown_publisher``, ``unknown_funder``, ``stale_version``, ``contract_violation``,
+    ``personal_identity_code``, ``decision_conflict``, ``unknown_decision``, ``voucher_revoked``,
+    ``invalid_validity``, ...; treat a code you do not know as a refusal); ``message`` and ``fields`` never
+    repeat a value of the decision."""
 
     reply_name = "decision.rejected"
-    reason: str
+    reason: str = Field(description="a machine-readable code; new codes may be added within a version (treat an "
+                        "unknown one as a refusal): funder_mismatch (the decision's funder, routing key and broker "
+                        "user disagree), unknown_publisher (the broker user is no funder's case system the platform "
+                        "knows: check BROKER_USER_PREFIX), unknown_funder, stale_version, decision_conflict, "
+                        "unknown_decision, voucher_revoked, invalid_validity, contract_violation, unknown_type, "
+                        "personal_identity_code, and the HTTP API's refusals of the same terms")
     message: str
     #: where the contract was broken (field names only), e.g. ``data.units_per_period``
     fields: list[str] = []
@@ -215,8 +221,26 @@ EXAMPLE_ACCEPTED: dict = {
     "answered_at": "2026-03-02T09:15:01Z", "voucher_id": "6f1d2c4e-3b7a-4f0e-9a51-7c2e8d9b0a11",
     "voucher_code": "7KQ2M9XH4DW", "client_login_code": "R4WN8HZD2KQ5M", "status": "issued", "outcome": "issued",
 }
-EXAMPLE_REJECTED: dict = {
-    "funder_id": "091", "decision_ref": "HKI-2026-000124", "decision_version": 1,
-    "answered_at": "2026-03-02T09:16:01Z", "reason": "contract_violation",
-    "message": "the decision breaks the contract: extra_forbidden at data.diagnosis", "fields": ["data.diagnosis"],
-}
+#: examples of refusals: a broken contract, a case system sending another funder's decision, a broker user
+#: the platform does not know as a case system, an older version, a personal identity code
+EXAMPLES_REJECTED: list[dict] = [
+    {"funder_id": "091", "decision_ref": "HKI-2026-000124", "decision_version": 1,
+     "answered_at": "2026-03-02T09:16:01Z", "reason": "contract_violation",
+     "message": "the decision breaks the contract: extra_forbidden at data.diagnosis", "fields": ["data.diagnosis"]},
+    {"funder_id": "091", "decision_ref": "HKI-2026-000125", "decision_version": 1,
+     "answered_at": "2026-03-02T09:17:01Z", "reason": "funder_mismatch",
+     "message": "a case system may send only its own funder's decisions, with its own routing key "
+                "decision.<funder_id>", "fields": []},
+    {"funder_id": "091", "decision_ref": "HKI-2026-000126", "decision_version": 1,
+     "answered_at": "2026-03-02T09:18:01Z", "reason": "unknown_publisher",
+     "message": "the broker user kunta-funder-091 is no funder's case system here: the platform knows them as "
+                "funder-<funder_id> (BROKER_USER_PREFIX '')", "fields": []},
+    {"funder_id": "091", "decision_ref": "HKI-2026-000123", "decision_version": 1,
+     "answered_at": "2026-04-02T09:15:01Z", "reason": "stale_version",
+     "message": "version 2 of this decision has been applied: an older one changes nothing", "fields": []},
+    {"funder_id": "091", "decision_ref": None, "decision_version": 1, "answered_at": "2026-03-02T09:19:01Z",
+     "reason": "personal_identity_code",
+     "message": "the decision carried a personal identity code: clients are known only by pseudonymous references; "
+                "nothing of it was kept", "fields": []},
+]
+EXAMPLE_REJECTED: dict = EXAMPLES_REJECTED[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -55,11 +55,12 @@ class Event(BaseModel):
 
 
 class Envelope(BaseModel):
-    """CloudEvents 1.0 structured-mode JSON, with the correlation extension."""
+    """CloudEvents 1.0 structured-mode JSON, with the correlation extension. The defaults are for envelopes
+    made here; one that arrives is read with ``ReceivedEnvelope``, which requires what CloudEvents does."""
 
     model_config = ConfigDict(extra="ignore")
 
-    specversion: str = "1.0"
+    specversion: Literal["1.0"] = "1.0"
     id: str = Field(default_factory=new_id)
     source: str
     type: str
@@ -90,6 +91,18 @@ class Envelope(BaseModel):
     def event(self) -> Event:
         """The typed event; raises KeyError for an unknown type, ValidationError for bad data."""
         return Event.registry[self.type].model_validate(self.data)
+
+
+class ReceivedEnvelope(Envelope):
+    """An envelope as it arrives on the bus: CloudEvents 1.0 requires ``specversion`` (``1.0``), ``id``,
+    ``source`` and ``type``, each a non-empty string, and the platform's messages carry ``data``. Without
+    an ``id`` a redelivery could not be told from a new message (the inbox deduplicates by it), so a message
+    lacking one is refused rather than given one here. The published schemas are made from this model."""
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=500)
+    type: str = Field(min_length=1, max_length=200)
 
 
 # ---------------------------------------------------------------- registry

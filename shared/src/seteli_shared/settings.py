@@ -15,7 +15,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_SIGNING_SECRET = "seteli-development-signing-secret-do-not-use-in-production"
 
 
-class ServiceSettings(BaseSettings):
+class BrokerNames(BaseSettings):
+    """The names on the broker that the services and ``seteli-broker`` must agree on, read by both from the
+    same environment variables (``BUS_NAMESPACE``, ``BROKER_USER_PREFIX``): a user that ``seteli-broker
+    add-funder-system`` makes is the one the vouchers service recognises as that funder's case system."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    #: prefix of every exchange and queue name; lets several systems (or test runs) share one broker
+    bus_namespace: str = "seteli"
+    #: prefix of the outside systems' broker users (``<prefix>funder-091``, ``<prefix>provider-<id>``) and the
+    #: services' (``<prefix>svc-payments``): empty where the broker serves one system; a shared broker (several
+    #: environments, test runs) gives each its own, e.g. ``test-``
+    broker_user_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,40}$")
+
+
+class ServiceSettings(BrokerNames):
     """Common settings. Environment variables are the upper-case field names."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
@@ -26,8 +41,6 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     data_dir: Path = Path("var")
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    #: prefix of every exchange and queue name; lets several systems (or test runs) share one broker
-    bus_namespace: str = "seteli"
     #: deliveries of one message before the broker dead-letters it
     delivery_limit: int = Field(default=5, ge=1)
     consumer_prefetch: int = Field(default=256, ge=1)

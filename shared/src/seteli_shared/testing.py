@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from urllib.parse import urlparse
 
 import aio_pika
 
@@ -17,9 +19,33 @@ def _extra_consumer_queues(namespace: str) -> list[str]:
     return [f"{namespace}.{queue}" for extras in extra_subscriptions().values() for queue, _, _ in extras]
 
 
-async def delete_namespace(amqp_url: str, namespace: str, queues: list[str]) -> None:
-    """Delete the given queues (and their dead-letter queues), the services' further consumers' queues
-    and the namespace's exchanges."""
+def _broker_tools_reach(amqp_url: str) -> bool:
+    """Whether this machine's ``rabbitmqctl`` speaks to the broker at ``amqp_url`` (a local one)."""
+    return shutil.which("rabbitmqctl") is not None and urlparse(amqp_url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+async def delete_namespace(amqp_url: str, namespace: str, queues: list[str], *, listing: bool = True) -> None:
+    """Remove the namespace from the broker: the given queues (and their dead-letter queues), the services'
+    further consumers' queues and the namespace's exchanges; then, where this machine's ``rabbitmqctl``
+    reaches the broker, everything else of it the broker lists (``sweep_namespaces``: outside systems' and
+    services' users, their queues with their bindings, policies). ``listing=False`` leaves that to a later
+    ``sweep_namespaces`` of many namespaces at once (one listing instead of one per test: a ``rabbitmqctl``
+    call takes a second or more)."""
+    await _delete_known(amqp_url, namespace, queues)
+    if listing:
+        await sweep_namespaces(amqp_url, [namespace])
+
+
+async def sweep_namespaces(amqp_url: str, namespaces: list[str]) -> None:
+    """Everything of these namespaces the broker lists, removed (``broker.remove_namespaces_async``); nothing
+    where this machine's ``rabbitmqctl`` does not reach the broker (a broker in a container)."""
+    if namespaces and _broker_tools_reach(amqp_url):
+        from .broker import remove_namespaces_async
+
+        await remove_namespaces_async(namespaces, "/", amqp_url)
+
+
+async def _delete_known(amqp_url: str, namespace: str, queues: list[str]) -> None:
     queues = list(dict.fromkeys(queues + _extra_consumer_queues(namespace)))
     connection = await aio_pika.connect(amqp_url)
     try:

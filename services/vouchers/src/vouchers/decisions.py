@@ -17,8 +17,9 @@ transaction as the voucher's change:
   by the consumer (the latter without its body) and answered ``DecisionRejected``
   (``on_decision_refused``): the answer is the only thing stored of it.
 
-A message whose publisher is no funder's case system cannot be answered: it is refused (and, broken,
-dead-lettered) without a reply.
+A message whose publisher is no funder's case system the platform knows (its broker user is not
+``<BROKER_USER_PREFIX>funder-<funder_id>``) is answered ``unknown_publisher`` on the reply queue of the funder
+its routing key names, when that queue exists; otherwise it is dead-lettered with the reason.
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ from seteli_shared.auth import Principal, Role
 from seteli_shared.broker import trusted_funder
 from seteli_shared.clock import SYSTEM_CLOCK, Clock
 from seteli_shared.consumer import PRIVACY_REASON, Refused, current_consumer, current_delivery
+from seteli_shared.errors import PermanentMessageError
 from seteli_shared.decisions import (DECISION_BINDING, DECISION_TYPE, DECISIONS_EXCHANGE, REPLIES_EXCHANGE,
                                      DecisionAccepted, DecisionData, DecisionRejected, DecisionReply,
-                                     funder_of_routing_key, reply_routing_key, safe_location)
+                                     funder_of_routing_key, reply_queue, reply_routing_key, safe_location)
 from seteli_shared.errors import Conflict, DomainError
 from seteli_shared.events import Envelope, VoucherAmended, VoucherRevoked
 from seteli_shared.logging import get_logger
@@ -64,14 +66,48 @@ async def send_reply(session: AsyncSession, reply: DecisionReply, causation_id: 
                              reply_routing_key(reply.funder_id))
 
 
-def _funder_user_prefix() -> str:
+def _user_prefix() -> str:
+    """``BROKER_USER_PREFIX``: the same setting ``seteli-broker`` names the case systems' users with."""
     consumer = current_consumer.get()
-    return getattr(consumer.bus.settings, "funder_user_prefix", "") if consumer else ""
+    return consumer.bus.settings.broker_user_prefix if consumer else ""
 
 
 def _publisher(message: AbstractIncomingMessage | None) -> str | None:
     """The funder whose case system published the message, as the broker vouches for it."""
-    return trusted_funder(message.user_id if message else None, _funder_user_prefix())
+    return trusted_funder(message.user_id if message else None, _user_prefix())
+
+
+async def _reply_queue_exists(funder_id: str | None) -> bool:
+    """Whether ``funder_id``'s reply queue exists on the broker (a passive declare, which needs no permission;
+    the broker closes the channel when it does not)."""
+    consumer = current_consumer.get()
+    if not funder_id or consumer is None:
+        return False
+    channel = await consumer.bus.connection.channel()
+    try:
+        await channel.declare_queue(reply_queue(consumer.bus.settings.bus_namespace, funder_id), passive=True)
+    except Exception:  # noqa: BLE001  (not found: the broker closed the channel)
+        return False
+    await channel.close()
+    return True
+
+
+async def _answerable(message: AbstractIncomingMessage | None) -> tuple[str | None, bool]:
+    """Whom to answer and whether the broker vouches for it: the publishing case system's funder when the
+    broker user is one; else the funder the routing key names, when its reply queue exists (a user that
+    ``seteli-broker`` made under another ``BROKER_USER_PREFIX``, or an administrator's publish: the funder
+    learns why its decisions come to nothing); else nobody (the message is dead-lettered with the reason)."""
+    publisher = _publisher(message)
+    if publisher is not None:
+        return publisher, True
+    routed_to = funder_of_routing_key(message.routing_key if message else None)
+    return (routed_to, False) if await _reply_queue_exists(routed_to) else (None, False)
+
+
+def _unknown_publisher_text(message: AbstractIncomingMessage | None) -> str:
+    user = (message.user_id if message else None) or "(none)"
+    return (f"the broker user {user} is no funder's case system here: the platform knows them as "
+            f"{_user_prefix()}funder-<funder_id> (BROKER_USER_PREFIX {_user_prefix()!r})")
 
 
 # ------------------------------------------------------------------ the rules of versions
@@ -200,23 +236,27 @@ async def apply_decision(session: AsyncSession, principal: Principal, data: Deci
 async def on_decision(session: AsyncSession, envelope: Envelope, data: DecisionData) -> None:
     """A decision that keeps the contract, in the consumer's transaction (its inbox claim included)."""
     message = current_delivery.get()
-    publisher = _publisher(message)
+    publisher, vouched = await _answerable(message)
     causation = envelope.id
 
     async def reject(reason: str, text: str, fields: list[str] | None = None) -> None:
         log.info("decision.rejected", reason=reason, publisher_funder=publisher, decision_version=data.decision_version)
-        if publisher is None:
-            return  # no funder's case system published it: there is no one to answer
         await send_reply(session, DecisionRejected(
             funder_id=publisher, decision_ref=data.decision_ref, decision_version=data.decision_version,
             reason=reason, message=text, fields=fields or []), causation)
-        principal = Principal(subject=message.user_id or "unknown", roles=frozenset({Role.FUNDER_CASE_SYSTEM}),
-                              funder_id=publisher)
+        roles = frozenset({Role.FUNDER_CASE_SYSTEM}) if vouched else frozenset()
+        principal = Principal(subject=message.user_id or "unknown", roles=roles, funder_id=publisher)
         await audit.record(session, principal, f"decision.reject.{reason}", "decision", None, publisher,
                            channel="bus")
 
+    if not vouched:
+        if publisher is None:  # nobody to answer: the dead-letter queue keeps it with the reason
+            raise PermanentMessageError(f"unknown_publisher: {_unknown_publisher_text(message)}; no reply queue "
+                                        "exists for the funder of its routing key")
+        await reject("unknown_publisher", _unknown_publisher_text(message))
+        return
     routed_to = funder_of_routing_key(message.routing_key if message else None)
-    if publisher is None or publisher != data.funder_id or publisher != routed_to:
+    if publisher != data.funder_id or publisher != routed_to:
         await reject("funder_mismatch", "a case system may send only its own funder's decisions, with its own "
                                         "routing key decision.<funder_id>")
         return
@@ -240,8 +280,8 @@ async def on_decision_refused(session: AsyncSession, message: AbstractIncomingMe
     """A message on the decisions queue that can never be processed (it is dead-lettered next): answer
     its publisher ``DecisionRejected``, naming the decision only by a reference that passes the contract
     and never repeating any other value of it."""
-    publisher = _publisher(message)
-    if publisher is None:
+    publisher, vouched = await _answerable(message)
+    if publisher is None:  # dead-lettered next, with the reason
         log.warning("decision.refused_unanswerable", reason=refused.reason.split(":")[0])
         return
     raw = refused.raw if isinstance(refused.raw, dict) else {}
@@ -268,6 +308,8 @@ async def on_decision_refused(session: AsyncSession, message: AbstractIncomingMe
         else:
             kinds.append(refused.reason.split(":")[0])
         text = "the decision breaks the contract: " + ", ".join(sorted(set(kinds)) or ["invalid"])
+    if not vouched:
+        text += f"; besides, {_unknown_publisher_text(message)}"
     await send_reply(session, DecisionRejected(
         funder_id=publisher, decision_ref=_clean_reference(data.get("decision_ref")), decision_version=version,
         reason=reason, message=text, fields=list(dict.fromkeys(fields))), causation)

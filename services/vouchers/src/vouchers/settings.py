@@ -29,10 +29,6 @@ class VouchersSettings(ServiceSettings):
     #: lifetime of the token a light login gives
     client_token_ttl_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
 
-    # --- decisions from funders' case systems on the bus ---
-    #: prefix of the funders' case-system broker users (``<prefix>funder-<funder_id>``); empty in production
-    funder_user_prefix: str = ""
-
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
