@@ -67,6 +67,11 @@ class ServiceSettings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     #: ``/health/ready`` waits this long for the database's answer and the broker's publisher confirm
     health_check_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: scheduled jobs (``seteli_shared.jobs``): the instance holding a job's lease renews it every third of
+    #: ``JOB_LEASE_SECONDS``; when it dies another instance takes the job over once the lease has run out
+    #: (within ``JOB_LEASE_SECONDS`` and a third of it). Each job's own schedule is its service's setting
+    #: (``SETTLEMENT_DAILY_AT``, ``DAILY_CHECK_AT``, ``EXPIRY_DAILY_AT``, ``IDEMPOTENCY_PURGE_INTERVAL_SECONDS``, ...)
+    job_lease_seconds: float = Field(default=15.0, ge=0.3)
     log_level: str = "INFO"
     log_json: bool = True
     migrate_on_start: bool = True
