@@ -25,7 +25,12 @@ class ServiceSettings(BaseSettings):
     #: ``postgresql+asyncpg://...`` or ``sqlite+aiosqlite:///path``; empty = embedded SQLite file
     database_url: str = ""
     data_dir: Path = Path("var")
+    #: the broker; a cluster's nodes separated by commas, each a whole URL or ``host:port`` (the first one's
+    #: credentials and virtual host): ``amqp://u:pw@rabbit-0:5672/,rabbit-1:5672,rabbit-2:5672``. The service
+    #: connects to the first that answers and, when it loses that one, to the next (``bus.FailoverConnection``)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: while no broker address answers, the connection is tried again this often (seconds)
+    amqp_reconnect_seconds: float = Field(default=2.0, gt=0)
     #: prefix of every exchange and queue name; lets several systems (or test runs) share one broker
     bus_namespace: str = "seteli"
     #: deliveries of one message before the broker dead-letters it
