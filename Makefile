@@ -2,13 +2,17 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy
+.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy
 
 bootstrap:
 	@./scripts/bootstrap.sh
 
 run: bootstrap
 	@.venv/bin/python scripts/run_all.py
+
+# N instances of every service behind a local load balancer on the usual ports (`N=3 make scale`; default 2)
+scale: bootstrap
+	@SCALE=$(or $(N),2) .venv/bin/python scripts/run_all.py
 
 test: bootstrap
 	@./scripts/test.sh

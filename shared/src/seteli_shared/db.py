@@ -182,6 +182,10 @@ def compare_type(context, inspected_column, metadata_column, inspected_type, met
     return None  # alembic's own comparison
 
 
+#: the PostgreSQL advisory lock (of the database being migrated) that migrations take for their transaction
+MIGRATION_LOCK = 0x5E7E11_0001
+
+
 def run_alembic_env(target_metadata: MetaData | None = None) -> None:
     """Body of every service's ``migrations/env.py``: online migrations on the async engine. With the
     service's metadata (``service_metadata(models)``) ``alembic revision --autogenerate`` works and
@@ -191,6 +195,10 @@ def run_alembic_env(target_metadata: MetaData | None = None) -> None:
     url = context.config.get_main_option("sqlalchemy.url")
 
     def do_run(connection) -> None:  # noqa: ANN001
+        if connection.dialect.name == "postgresql":
+            # instances that start together (each migrates at its start) take turns: the later ones find the
+            # schema at head and change nothing, instead of creating the same tables at once
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
