@@ -85,6 +85,7 @@ class Balancer:
     def __init__(self, pools: list[Pool]):
         self.pools = pools
         self.servers: list[asyncio.AbstractServer] = []
+        self.connections: set[asyncio.Task] = set()  # the connections being passed on
 
     async def start(self) -> None:
         for pool in self.pools:
@@ -106,6 +107,15 @@ class Balancer:
 
     async def _serve(self, pool: Pool, client_reader: asyncio.StreamReader,
                      client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self.connections.add(task)
+        try:
+            await self._pass_on(pool, client_reader, client_writer)
+        finally:
+            self.connections.discard(task)
+
+    async def _pass_on(self, pool: Pool, client_reader: asyncio.StreamReader,
+                       client_writer: asyncio.StreamWriter) -> None:
         upstream = await self._connect(pool)
         if upstream is None:  # no instance answers: the client sees the connection closed
             await _close(client_writer)
@@ -120,8 +130,13 @@ class Balancer:
             await _close(client_writer)
 
     async def close(self) -> None:
+        """Stop listening and cut the connections still open."""
         for server in self.servers:
             server.close()
+        for task in list(self.connections):
+            task.cancel()
+        await asyncio.gather(*self.connections, return_exceptions=True)
+        for server in self.servers:
             await server.wait_closed()
 
 
