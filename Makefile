@@ -14,6 +14,10 @@ run: bootstrap
 scale: bootstrap
 	@SCALE=$(or $(N),2) .venv/bin/python scripts/run_all.py
 
+# the system on a three-node RabbitMQ cluster of its own (new nodes beside the machine's; removed at the end)
+cluster: bootstrap
+	@.venv/bin/python scripts/cluster.py
+
 test: bootstrap
 	@./scripts/test.sh
 

@@ -26,15 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _balancer_module():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("seteli_balancer", ROOT / "scripts" / "balancer.py")
+def script(name: str):  # noqa: ANN201
+    """A module of scripts/ (not a package), imported by its path."""
+    spec = importlib.util.spec_from_file_location(f"seteli_scripts_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-balancer = _balancer_module()
+balancer = script("balancer")
 
 
 def free_port() -> int:
