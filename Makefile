@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy
+.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -38,3 +38,7 @@ bench-reporting: bootstrap
 
 bench-privacy: bootstrap
 	@.venv/bin/python bench/privacy_guard.py $(ARGS)
+
+# one and then two instances of the reporting service draining the same queue of charge events (bench/scaling.py)
+bench-scaling: bootstrap
+	@.venv/bin/python bench/scaling.py $(ARGS)
