@@ -157,7 +157,8 @@ async def test_losing_a_node_under_load_loses_nothing_doubles_nothing_and_events
               f"{marks['stopped'] - marks['lost']:.1f} s), back at {marks['back'] - started:.1f} s; "
               f"charges accepted over HTTP: {len(ids)}, settled: {settled} in {runs + 1} runs; events sent (outbox): "
               f"{outbox}, received: {len(got_accepted)} accepted + {len(got_settled)} settled, duplicate deliveries: "
-              f"{duplicates}; events stopped for at most {resumed:.1f} s (from {silent_from - started:.1f} s into the load)")
+              f"{duplicates}; events stopped for at most {resumed:.1f} s (from {silent_from - started:.1f} s into "
+              "the load)")
 
         assert unsent == 0 and set(got_accepted) == ids, "every accepted charge's event arrived"
         assert len(got_settled) == settled == outbox - len(ids), "every settlement's events arrived"

@@ -210,7 +210,8 @@ def fit_provider(prepayment_registered: bool) -> dict:
                                "municipality_code": "091"}]}
 
 
-async def test_charges_through_two_instances_take_effect_once_though_a_consumer_dies_and_all_come_twice(fleet):  # noqa: ANN001
+async def test_charges_through_two_instances_take_effect_once_though_a_consumer_dies_and_all_come_twice(
+        fleet):  # noqa: ANN001
     w, m = fleet.world, 120
     before = await figures(fleet)
     connection, queue = await spy(fleet, ChargeAccepted.routing_key())
@@ -280,7 +281,8 @@ async def test_a_vouchers_and_a_charges_events_in_reverse_order_end_as_in_order(
     voucher_id, charge_id, today = f"v-{uuid.uuid4().hex[:12]}", f"c-{uuid.uuid4().hex[:12]}", w["today"]
     now = datetime.now(timezone.utc)
     terms = dict(voucher_id=voucher_id, funder_id=FUNDER, category="home_care", period="month",
-                 value_per_unit_cents=PRICE, valid_from=today - timedelta(days=30), valid_until=today + timedelta(days=30))
+                 value_per_unit_cents=PRICE, valid_from=today - timedelta(days=30),
+                 valid_until=today + timedelta(days=30))
     in_order = [
         VoucherIssued(**terms, client_ref="asiakas-rev", decision_ref="REV-1", unit="hour",
                       units_per_period=20, issued_at=now),

@@ -50,8 +50,8 @@ async def test_losing_the_node_moves_the_bus_to_the_next_where_consuming_and_pub
         amqp_url, namespace):  # noqa: ANN001
     u = urlparse(amqp_url)
     proxy = await TcpProxy(u.hostname, u.port or 5672).start()
-    settings = make_settings(service_name="test", bus_namespace=namespace, amqp_reconnect_seconds=0.5,
-                             amqp_url=f"amqp://{u.username}:{u.password}@{proxy.address}/,{u.hostname}:{u.port or 5672}")
+    nodes = f"amqp://{u.username}:{u.password}@{proxy.address}/,{u.hostname}:{u.port or 5672}"
+    settings = make_settings(service_name="test", bus_namespace=namespace, amqp_reconnect_seconds=0.5, amqp_url=nodes)
     bus = Bus(settings)
     await bus.connect()
     got: list[int] = []

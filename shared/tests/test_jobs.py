@@ -90,7 +90,8 @@ async def test_three_instances_run_each_due_time_once_and_only_the_holder_runs(e
     assert len({i for i, _ in ledger.runs}) == 1, "only the lease's holder runs the job while it lives"
 
 
-async def test_a_holder_that_dies_is_replaced_within_the_lease_and_its_unfinished_run_runs_again(engine):  # noqa: ANN001
+async def test_a_holder_that_dies_is_replaced_within_the_lease_and_its_unfinished_run_runs_again(
+        engine):  # noqa: ANN001
     ledger = Ledger()
     first, second = ledger.runner("first", engine), ledger.runner("second", engine)
     task1 = _start(first, "slow", Every(0.5), ledger.job(seconds=30))  # a run that never ends
