@@ -2,13 +2,21 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy
+.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling
 
 bootstrap:
 	@./scripts/bootstrap.sh
 
 run: bootstrap
 	@.venv/bin/python scripts/run_all.py
+
+# N instances of every service behind a local load balancer on the usual ports (`N=3 make scale`; default 2)
+scale: bootstrap
+	@SCALE=$(or $(N),2) .venv/bin/python scripts/run_all.py
+
+# the system on a three-node RabbitMQ cluster of its own (new nodes beside the machine's; removed at the end)
+cluster: bootstrap
+	@.venv/bin/python scripts/cluster.py
 
 test: bootstrap
 	@./scripts/test.sh
@@ -30,3 +38,7 @@ bench-reporting: bootstrap
 
 bench-privacy: bootstrap
 	@.venv/bin/python bench/privacy_guard.py $(ARGS)
+
+# one and then two instances of the reporting service draining the same queue of charge events (bench/scaling.py)
+bench-scaling: bootstrap
+	@.venv/bin/python bench/scaling.py $(ARGS)

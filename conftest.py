@@ -121,6 +121,23 @@ def own_broker():
         cluster.remove()
 
 
+@pytest.fixture(scope="session")
+def broker_cluster():
+    """A three-node RabbitMQ cluster of this test run's own (``seteli_shared.rabbitnodes``; about a minute to
+    start), for tests that stop one of its nodes: the machine's ``rabbit@localhost`` is never touched. Removed
+    at the end of the run; skipped where no node can be started (no rabbitmq-server, not root)."""
+    from seteli_shared import rabbitnodes
+
+    why = rabbitnodes.available()
+    if why:
+        pytest.skip(why)
+    cluster = rabbitnodes.Cluster.start(3, label=f"c{os.getpid()}")
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
 class PostgresDatabases:
     def __init__(self, admin_dsn: str):
         self.admin_dsn = admin_dsn

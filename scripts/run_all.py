@@ -14,6 +14,12 @@ TRUSTED_PROXIES_<SERVICE> (default: the vouchers service believes the portal's X
 one else anybody's). The web portal (a front end of the manifest, port 8005; its sessions in
 DATA_DIR/portal.db or DATABASE_URL_PORTAL) starts last, pointed at the services' ports; the ready line
 gives its address (the services' with /docs).
+
+SCALE=N (`N=2 make scale`, or `make run SCALE=2`) starts N instances of every service and of the portal,
+each on a port of its own, behind a small TCP load balancer (scripts/balancer.py) on the usual ports: the
+first instance of each migrates its database and becomes ready before the others start. On SQLite only the
+first instance of a service runs its outbox relay (SQLite takes one relay per database); with
+DATABASE_URL_<SERVICE> on PostgreSQL every instance runs one (they claim rows FOR UPDATE SKIP LOCKED).
 """
 from __future__ import annotations
 
@@ -58,9 +64,10 @@ class Refusal(Exception):
 
 @dataclass
 class Child:
-    name: str
+    name: str  # the service (or "balancer"); ``label`` tells its instances apart
     port: int
     process: subprocess.Popen
+    label: str = ""
     pump: threading.Thread | None = None
     ready: bool = False
     # what the service said last that may explain why it stopped
@@ -99,7 +106,7 @@ class Child:
         if self.cannot_start:
             return self.cannot_start
         reason = self.last_exception or self.last_error or self.last_line
-        return f"{self.name} stopped ({how})" + (f": {reason}" if reason else " without a word")
+        return f"{self.label or self.name} stopped ({how})" + (f": {reason}" if reason else " without a word")
 
 
 def ports() -> dict[str, int]:
@@ -134,7 +141,7 @@ def pump(child: Child, stream) -> None:  # noqa: ANN001
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace")
         child.note(line)
-        say(f"{child.name:<10}| {line}")
+        say(f"{child.label or child.name:<10}| {line}")
 
 
 def is_ready(host: str, port: int) -> bool:
@@ -169,15 +176,87 @@ def environment(name: str, host: str, port: int, wanted: dict[str, int] | None =
     return env
 
 
-def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None) -> Child:
-    env = environment(name, host, port, wanted)
+def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None, *, instance: int = 0,
+          extra: dict[str, str] | None = None) -> Child:
+    """Start one service (``instance``: its number among several, 0 when it runs alone)."""
+    env = {**environment(name, host, port, wanted), **(extra or {})}
     command = Path(sys.executable).parent / f"seteli-{name}"
     process = subprocess.Popen([str(command), "serve", "--host", host, "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    child = Child(name, port, process)
+    child = Child(name, port, process, label=f"{name}#{instance}" if instance else "")
     child.pump = threading.Thread(target=pump, args=(child, process.stdout), daemon=True)
     child.pump.start()
     return child
+
+
+# ------------------------------------------------------------------ several instances (SCALE=N)
+def scale() -> int:
+    text = os.environ.get("SCALE", "1") or "1"
+    if not text.isdigit() or not 1 <= int(text) <= 8:
+        raise Refusal(f"SCALE must be a number of instances from 1 to 8, not '{text}'")
+    return int(text)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def on_sqlite(name: str) -> bool:
+    return not os.environ.get(f"DATABASE_URL_{name.upper()}", "").startswith("postgresql")
+
+
+def start_balancer(host: str, shown: str, wanted: dict[str, int], inner: dict[str, list[int]]) -> Child:
+    """The balancer on the usual ports (``host``), in front of the instances (on ``shown``)."""
+    routes = [f"{host}:{wanted[name]}=" + ",".join(f"{shown}:{p}" for p in ports_) for name, ports_ in inner.items()]
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "balancer.py"), *routes],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    child = Child("balancer", 0, process)
+    child.pump = threading.Thread(target=pump, args=(child, process.stdout), daemon=True)
+    child.pump.start()
+    return child
+
+
+def later_instance(name: str) -> dict[str, str]:
+    """What an instance after the first is started with: the first has migrated the database; on SQLite the
+    first runs the one relay the database takes."""
+    extra = {"MIGRATE_ON_START": "false"}
+    if on_sqlite(name) and BY_NAME[name].kind == "service":
+        extra["RELAY"] = "off"
+    return extra
+
+
+def wait_ready(children: list["Child"], host: str, stopping: threading.Event, timeout: float) -> "Child | None":
+    """Wait until every child answers ready; the first child that dies instead, if any."""
+    deadline = time.monotonic() + timeout
+    while not stopping.is_set() and time.monotonic() < deadline:
+        for c in children:
+            if c.process.poll() is not None:
+                return c
+            if not c.ready:
+                c.ready = is_ready(host, c.port)
+        if all(c.ready for c in children):
+            return None
+        stopping.wait(0.5)
+    return None
+
+
+def start_scaled(host: str, shown: str, wanted: dict[str, int], n: int, stopping: threading.Event,
+                 ready_timeout: float) -> tuple[list["Child"], "Child | None"]:
+    """N instances of everything behind the balancer: the first of each (which migrates) first."""
+    inner = {name: [free_port(shown) for _ in range(n)] for name in wanted}
+    children = [start_balancer(host, shown, wanted, inner)]
+    first = [start(name, shown, inner[name][0], wanted, instance=1) for name in wanted]
+    children += first
+    say(f"seteli is starting {n} instances of each: " + ", ".join(f"{name} :{port}" for name, port in wanted.items()))
+    dead = wait_ready(first, shown, stopping, ready_timeout)
+    if dead is not None or stopping.is_set():
+        return children, dead
+    for i in range(1, n):
+        children += [start(name, shown, inner[name][i], wanted, instance=i + 1, extra=later_instance(name))
+                     for name in wanted]
+    return children, None
 
 
 def stop_all(children: list[Child]) -> None:
@@ -201,6 +280,7 @@ def main() -> int:
     amqp = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
     wanted = ports()
     try:
+        instances = scale()
         check_ports(host, wanted)
         check_amqp(amqp)
     except Refusal as refusal:
@@ -215,27 +295,33 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    children = [start(name, host, port, wanted) for name, port in wanted.items()]
-    say("seteli is starting: " + ", ".join(f"{c.name} :{c.port}" for c in children))
     ready_timeout = float(os.environ.get("SETELI_READY_TIMEOUT", "120"))
+    failed: Child | None = None
+    if instances == 1:
+        children = [start(name, host, port, wanted) for name, port in wanted.items()]
+        say("seteli is starting: " + ", ".join(f"{c.name} :{c.port}" for c in children))
+    else:
+        children, failed = start_scaled(host, shown, wanted, instances, stopping, ready_timeout)
+    served = [c for c in children if c.name != "balancer"]
     started_at = time.monotonic()
     announced = warned = False
-    failed: Child | None = None
-    while not stopping.is_set():
+    while not stopping.is_set() and failed is None:
         dead = [c for c in children if c.process.poll() is not None]
         if dead:
             failed = dead[0]
             break
         if not announced:
-            for c in children:
+            for c in served:
                 if not c.ready:
                     c.ready = is_ready(shown, c.port)
-            if all(c.ready for c in children):
+            if all(c.ready for c in served):
                 announced = True
-                say("seteli is ready: " + ", ".join(f"{c.name} {address(shown, c.name, c.port)}" for c in children))
+                each = f" ({instances} instances each behind a balancer)" if instances > 1 else ""
+                say("seteli is ready: " + ", ".join(f"{name} {address(shown, name, port)}"
+                                                    for name, port in wanted.items()) + each)
             elif not warned and time.monotonic() - started_at > ready_timeout:
                 warned = True
-                waiting = ", ".join(f"{c.name} (http://{shown}:{c.port}/health/ready)" for c in children
+                waiting = ", ".join(f"{c.label or c.name} (http://{shown}:{c.port}/health/ready)" for c in served
                                     if not c.ready)
                 say(f"seteli is still not ready after {ready_timeout:.0f} s: waiting for {waiting}", err=True)
         stopping.wait(0.5)

@@ -1,4 +1,5 @@
-"""The daily job runner: when the next run is, and that a failing run does not stop the next one."""
+"""The job runner outside a service (no lease): when the next run is, and that a failing run does not stop the
+next one. Under a lease, across instances: ``test_jobs.py``."""
 from __future__ import annotations
 
 import asyncio
@@ -61,6 +62,7 @@ async def test_every_runs_the_job_each_interval_and_goes_on_after_a_failure(monk
         await schedule.every("test", 3600, job)
     except asyncio.CancelledError:
         pass
-    assert runs == [0, 1, 2] and waits == [3600, 3600, 3600], "the first run one interval after the start"
+    assert runs == [0, 1, 2]
+    assert all(0 < w <= 3600 for w in waits), "each run at the next multiple of the interval, within one interval"
     await schedule.every("off", 0, job)  # an interval of 0: never
     assert runs == [0, 1, 2]

@@ -21,6 +21,7 @@ import aio_pika
 import aiormq
 from aio_pika import DeliveryMode, ExchangeType, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from yarl import URL
 
 from ._internals import aiormq_batch
 from .logging import get_logger
@@ -69,13 +70,36 @@ class BrokerLoginRefused(BrokerUnavailable):
 START_RABBITMQ = "rabbitmq-server -detached && rabbitmqctl await_startup"
 
 
+def broker_urls(url: str) -> list[str]:
+    """The addresses ``AMQP_URL`` lists: one URL, or several separated by commas (the nodes of a cluster), each
+    a whole URL or only ``host:port`` (taking the first one's scheme, credentials, virtual host and options):
+    ``amqp://user:pw@rabbit-0:5672/,rabbit-1:5672,rabbit-2:5672``."""
+    parts = [p.strip() for p in url.split(",") if p.strip()]
+    if not parts:
+        return [url]
+    first = urlparse(parts[0])
+    out = [parts[0]]
+    for part in parts[1:]:
+        if "://" in part:
+            out.append(part)
+            continue
+        host = part.split("/", 1)[0]
+        auth = first.netloc.rpartition("@")[0]
+        out.append(first._replace(netloc=f"{auth}@{host}" if auth else host).geturl())
+    return out
+
+
 def broker_address(url: str) -> str:
-    parsed = urlparse(url)
-    return f"{parsed.hostname or '127.0.0.1'}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
+    """Where the broker is, for messages (every node of a list); never the credentials."""
+    found = []
+    for one in broker_urls(url):
+        parsed = urlparse(one)
+        found.append(f"{parsed.hostname or '127.0.0.1'}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}")
+    return ", ".join(found)
 
 
 def broker_user(url: str) -> str:
-    return unquote(urlparse(url).username or "guest")
+    return unquote(urlparse(broker_urls(url)[0]).username or "guest")
 
 
 def explain_connect_failure(url: str, exc: BaseException) -> BrokerUnavailable:
@@ -88,7 +112,7 @@ def explain_connect_failure(url: str, exc: BaseException) -> BrokerUnavailable:
     if isinstance(exc, aiormq.exceptions.IncompatibleProtocolError):
         return BrokerUnavailable(f"what answers at {where} is not RabbitMQ (it does not speak AMQP) — check AMQP_URL")
     if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "OpenOk" in str(exc):
-        vhost = unquote(urlparse(url).path[1:]) or "/"
+        vhost = unquote(urlparse(broker_urls(url)[0]).path[1:]) or "/"
         return BrokerUnavailable(f"RabbitMQ at {where} refused virtual host '{vhost}' to user "
                                  f"'{broker_user(url)}' — check AMQP_URL")
     if isinstance(exc, (OSError, asyncio.TimeoutError)):  # aiormq's connection errors are OSErrors
@@ -109,13 +133,82 @@ def _quiet_connection_errors() -> Iterator[None]:
         logger.setLevel(level)
 
 
-async def open_connection(url: str, *, robust: bool = True, timeout: float = 15.0,
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection to the first of several broker addresses that answers (the nodes of a cluster): each
+    attempt to (re)connect tries them in turn, beginning with the one after the node it was connected to when
+    that connection was lost; channels, queues and consumers are restored on the node it reaches, as aio-pika
+    restores them after a reconnection to the same node. Quorum queues live on every node of the cluster, so a
+    consumer resumes on the surviving nodes' copy.
+
+    aio-pika has no hook for the address of each attempt: this overrides its ``RobustConnection``'s private
+    ``__connect_transport`` (one attempt), the only internal used here; ``shared/tests/test_cluster.py``
+    fails loudly if an upgrade renames it."""
+
+    def __init__(self, url: Any, loop: asyncio.AbstractEventLoop | None = None, *, addresses: Sequence[str] = (),
+                 attempt_timeout: float = 5.0, **kwargs: Any):
+        super().__init__(url, loop=loop, **kwargs)
+        self.addresses = [URL(a) for a in addresses] or [self.url]
+        self.attempt_timeout = attempt_timeout
+        self.current = 0
+
+    async def _RobustConnection__connect_transport(self) -> None:  # noqa: N802  (aio-pika's private name)
+        """One attempt, over the addresses in turn until one answers (each within ``attempt_timeout``)."""
+        last: BaseException | None = None
+        for _ in range(len(self.addresses)):
+            self.url = self.addresses[self.current]
+            try:
+                async with asyncio.timeout(self.attempt_timeout):
+                    await aio_pika.RobustConnection._RobustConnection__connect_transport(self)
+                return
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # noqa: BLE001  (this node: try the next)
+                last = exc
+                if len(self.addresses) > 1:
+                    log.warning("bus.node_unreachable", address=broker_address(str(self.url)), error=repr(exc)[:200])
+                self.current = (self.current + 1) % len(self.addresses)
+        assert last is not None
+        raise last
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        if len(self.addresses) > 1:
+            log.info("bus.connected", address=broker_address(str(self.url)))
+
+    async def _on_connection_close(self, closing: asyncio.Future) -> None:
+        if not self._close_called and len(self.addresses) > 1:  # lost: the next attempt begins with the next node
+            log.warning("bus.connection_lost", address=broker_address(str(self.url)))
+            self.current = (self.current + 1) % len(self.addresses)
+        await super()._on_connection_close(closing)
+
+
+async def _connect_plain(urls: list[str], timeout: float, **kwargs: Any) -> aio_pika.abc.AbstractConnection:
+    """The first address that answers (a plain connection, no reconnection)."""
+    last: BaseException | None = None
+    for url in urls:
+        try:
+            return await asyncio.wait_for(aio_pika.connect(url, **kwargs), timeout)
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+    assert last is not None
+    raise last
+
+
+async def open_connection(url: str, *, robust: bool = True, timeout: float = 15.0, reconnect_seconds: float = 5.0,
                           **kwargs: Any) -> aio_pika.abc.AbstractConnection:
-    """Connect to the broker; a failure raises a ``BrokerUnavailable`` that says why in one line."""
-    connect = aio_pika.connect_robust if robust else aio_pika.connect
+    """Connect to the broker (the first of ``AMQP_URL``'s addresses that answers; a robust connection moves on
+    to the next when it loses one, trying again every ``reconnect_seconds`` while none answers); a failure
+    raises a ``BrokerUnavailable`` that says why in one line."""
+    urls = broker_urls(url)
     try:
         with _quiet_connection_errors():
-            return await asyncio.wait_for(connect(url, **kwargs), timeout)
+            if not robust:
+                return await _connect_plain(urls, timeout, **kwargs)
+            connection = FailoverConnection(URL(urls[0]), addresses=urls,
+                                            attempt_timeout=min(timeout, 5.0) if len(urls) > 1 else timeout,
+                                            reconnect_interval=reconnect_seconds, **kwargs)
+            await asyncio.wait_for(connection.connect(), timeout)
+            return connection
     except Exception as exc:  # noqa: BLE001
         raise explain_connect_failure(url, exc) from exc
 
@@ -245,7 +338,7 @@ class Bus:
         """Open the robust connection and the channel. Raises ``BrokerUnreachable`` or
         ``BrokerLoginRefused`` (subclasses of ``BrokerUnavailable``) with a one-line explanation."""
         self.connection = await open_connection(
-            self.settings.amqp_url,
+            self.settings.amqp_url, reconnect_seconds=self.settings.amqp_reconnect_seconds,
             client_properties={"connection_name": f"seteli-{self.settings.service_name}"},
         )
         await self._open_channel()

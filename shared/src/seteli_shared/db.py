@@ -3,6 +3,7 @@ embedded default, a SQLite file per service. The schema comes from Alembic migra
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
@@ -87,18 +88,37 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 # ------------------------------------------------------------------ migrations
+#: the shared tables' own branch of migrations, added to every service's (``seteli_shared/migrations``)
+SHARED_VERSIONS = Path(__file__).parent / "migrations" / "versions"
+
+
+def has_shared_tables(migrations_dir: Path) -> bool:
+    """Whether these are a service's migrations (``services/<name>/src/<name>/migrations``): a service has the
+    shared tables (the scheduled jobs'); the portal, a front end, does not."""
+    from .manifest import BY_NAME
+
+    info = BY_NAME.get(Path(migrations_dir).parent.name)
+    return info is not None and info.kind == "service"
+
+
 def _alembic_config(migrations_dir: Path, url: str):
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    locations = [Path(migrations_dir) / "versions"]
+    if has_shared_tables(migrations_dir):
+        locations.append(SHARED_VERSIONS)
+    cfg.set_main_option("version_locations", os.pathsep.join(str(p) for p in locations))
     return cfg
 
 
-def upgrade(migrations_dir: Path, url: str, revision: str = "head", settings: object = None) -> None:
-    """Apply migrations (blocking; runs its own event loop, so call it from a thread when async).
-    ``settings``: the service's own, for a migration that needs one of them (``migration_settings``)."""
+def upgrade(migrations_dir: Path, url: str, revision: str = "heads", settings: object = None) -> None:
+    """Apply migrations (blocking; runs its own event loop, so call it from a thread when async): the
+    service's own and, for a service, the shared tables' branch (``heads``: both). ``settings``: the
+    service's own, for a migration that needs one of them (``migration_settings``)."""
     from alembic import command
 
     cfg = _alembic_config(migrations_dir, url)
@@ -107,7 +127,7 @@ def upgrade(migrations_dir: Path, url: str, revision: str = "head", settings: ob
 
 
 async def upgrade_async(migrations_dir: Path, url: str, settings: object = None) -> None:
-    await asyncio.to_thread(upgrade, migrations_dir, url, "head", settings)
+    await asyncio.to_thread(upgrade, migrations_dir, url, "heads", settings)
 
 
 def migration_settings(settings_class):  # noqa: ANN001, ANN201
@@ -123,14 +143,14 @@ def migration_settings(settings_class):  # noqa: ANN001, ANN201
 
 def service_metadata(*models_modules: ModuleType, messaging_tables: bool = True) -> MetaData:
     """The tables of one service's database: those declared in its models module(s) plus the outbox,
-    the inbox and the audit log every service has (``messaging_tables=False``: only its own, for the
-    portal, which neither publishes nor consumes). A copy, so that the tables of other services
+    the inbox, the audit log and the scheduled jobs every service has (``messaging_tables=False``: only its
+    own, for the portal, which neither publishes nor consumes). A copy, so that the tables of other services
     imported into the same process (``SQLModel.metadata`` is global) never leak into it."""
     from sqlmodel import SQLModel
 
-    from . import audit, messaging
+    from . import audit, jobs, messaging
 
-    modules = ((messaging, audit) if messaging_tables else ()) + models_modules
+    modules = ((messaging, audit, jobs) if messaging_tables else ()) + models_modules
     md = MetaData()
     for module in modules:
         # its own classes, and those it imports from modules of its own package (a service's models
@@ -161,6 +181,10 @@ def compare_type(context, inspected_column, metadata_column, inspected_type, met
     return None  # alembic's own comparison
 
 
+#: the PostgreSQL advisory lock (of the database being migrated) that migrations take for their transaction
+MIGRATION_LOCK = 0x5E7E11_0001
+
+
 def run_alembic_env(target_metadata: MetaData | None = None) -> None:
     """Body of every service's ``migrations/env.py``: online migrations on the async engine. With the
     service's metadata (``service_metadata(models)``) ``alembic revision --autogenerate`` works and
@@ -170,6 +194,10 @@ def run_alembic_env(target_metadata: MetaData | None = None) -> None:
     url = context.config.get_main_option("sqlalchemy.url")
 
     def do_run(connection) -> None:  # noqa: ANN001
+        if connection.dialect.name == "postgresql":
+            # instances that start together (each migrates at its start) take turns: the later ones find the
+            # schema at head and change nothing, instead of creating the same tables at once
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

@@ -33,7 +33,8 @@ log = get_logger(__name__)
 SETTINGS_ENV = "SETELI_RELAY_SETTINGS"
 #: the settings a relay uses, handed to the child as they are in the service (they may not come from the
 #: environment: tests and the benchmarks build them in code)
-_RELAY_FIELDS = ("service_name", "environment", "database_url", "amqp_url", "bus_namespace", "publish_timeout_seconds",
+_RELAY_FIELDS = ("service_name", "environment", "database_url", "amqp_url", "amqp_reconnect_seconds", "bus_namespace",
+                 "publish_timeout_seconds",
                  "relay_batch_size", "relay_idle_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds",
                  "db_connect_timeout_seconds", "db_statement_timeout_seconds", "db_pool_timeout_seconds", "log_level",
                  "log_json", "jwks_url", "jwt_issuer", "jwt_audience", "outbox_park_exchanges",

@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import select
 
 from .audit import AuditEntry
-from .auth import FUNDER_STAFF, Role, TenantScope, tenant_scope
+from .auth import FUNDER_STAFF, Principal, Role, TenantScope, require, tenant_scope
 from .bus import BrokerUnavailable, BrokerUnreachable, Bus
 from .consumer import BatchHandler, Consumer, Handler, OnRefused
 from .db import make_engine, outage_limits, ping, session_factory, upgrade_async
 from .events import routing_keys_of
+from .jobs import JobRunner, current_runner
 from .faults import TIMED_OUT, database_fault, document_outages, install_fault_handlers
 from .docs import install_docs
 from .clock import SystemClock
@@ -31,7 +32,7 @@ from .outbox import OutboxRelay
 from .relay import RelayProcess
 from .schemas import Page, PageDep, paginate, place_bounds
 from .settings import ServiceSettings
-from .web import RequestGuard, install_error_handlers, install_openapi
+from .web import RequestGuard, error_responses, install_error_handlers, install_openapi
 
 log = get_logger(__name__)
 
@@ -121,6 +122,8 @@ class Runtime:
         self.relay = OutboxRelay.of(self.engine, self.bus, settings)
         #: the relay as a child process (``RELAY=process``); ``relay`` runs in this loop with ``in_process``
         self.relay_process: RelayProcess | None = None
+        #: the scheduled jobs of this instance, each under its lease (``schedule.daily``/``every`` find it)
+        self.jobs = JobRunner(self.engine, settings.job_lease_seconds)
         self.consumer: Consumer | None = None
         self.extra_consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task] = []
@@ -128,6 +131,8 @@ class Runtime:
     async def start(self) -> None:
         if self.settings.migrate_on_start:
             await upgrade_async(self.spec.migrations_dir, self.settings.database_url, self.settings)
+        # the routers' lifespans, entered after this, start their jobs with ``schedule``: under this runner
+        current_runner.set(self.jobs)
         await self.bus.connect()
         if self.spec.consumes_events:
             self.consumer = Consumer(
@@ -312,6 +317,48 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         except Exception as exc:  # noqa: BLE001  (figures are extra: their failure is not the service's)
             log.warning("health.details_failed", error=repr(exc)[:300])
     return JSONResponse(body, status_code=503 if reasons else 200)
+
+
+class JobRun(BaseModel):
+    """A scheduled job's latest run."""
+
+    due_at: datetime | None
+    started_at: datetime
+    finished_at: datetime | None
+    #: ok | failed | running (a run whose holder died stays "running" until another instance takes it over)
+    outcome: str | None
+    #: a count the run returned, or the type of the error it failed with
+    detail: str | None
+    duration_ms: int | None
+
+
+class JobStatus(BaseModel):
+    name: str
+    schedule: str
+    #: the instance holding the job's lease (host:pid:random), None when nobody holds it
+    holder: str | None
+    #: whether it is the instance that answered
+    held_here: bool
+    lease_until: datetime | None
+    #: the next due time (when the answering instance schedules the job itself)
+    next_due_at: datetime | None
+    last_run: JobRun | None
+
+
+class JobsHealth(BaseModel):
+    #: the instance that answered
+    instance: str
+    jobs: list[JobStatus]
+
+
+@health_router.get("/health/jobs", response_model=JobsHealth, responses=error_responses(401, 403, 503))
+async def jobs_health(runtime: RuntimeDep,
+                      _principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]) -> JobsHealth:
+    """The service's scheduled jobs, the same from every instance (they are kept in its database): each one's
+    schedule, which instance holds its lease until when, and its latest run (due time, start, end, outcome,
+    duration). Operator staff only (it names the instances' hosts)."""
+    jobs = await runtime.jobs.status()  # a database that is down: 503 database_unavailable (faults)
+    return JobsHealth(instance=runtime.jobs.instance, jobs=[JobStatus(**j) for j in jobs])
 
 
 # ------------------------------------------------------------------ audit trail

@@ -40,7 +40,12 @@ class ServiceSettings(BrokerNames):
     #: ``postgresql+asyncpg://...`` or ``sqlite+aiosqlite:///path``; empty = embedded SQLite file
     database_url: str = ""
     data_dir: Path = Path("var")
+    #: the broker; a cluster's nodes separated by commas, each a whole URL or ``host:port`` (the first one's
+    #: credentials and virtual host): ``amqp://u:pw@rabbit-0:5672/,rabbit-1:5672,rabbit-2:5672``. The service
+    #: connects to the first that answers and, when it loses that one, to the next (``bus.FailoverConnection``)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: while no broker address answers, the connection is tried again this often (seconds)
+    amqp_reconnect_seconds: float = Field(default=2.0, gt=0)
     #: deliveries of one message before the broker dead-letters it
     delivery_limit: int = Field(default=5, ge=1)
     consumer_prefetch: int = Field(default=256, ge=1)
@@ -80,6 +85,11 @@ class ServiceSettings(BrokerNames):
     retry_after_seconds: int = Field(default=5, ge=1)
     #: ``/health/ready`` waits this long for the database's answer and the broker's publisher confirm
     health_check_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: scheduled jobs (``seteli_shared.jobs``): the instance holding a job's lease renews it every third of
+    #: ``JOB_LEASE_SECONDS``; when it dies another instance takes the job over once the lease has run out
+    #: (within ``JOB_LEASE_SECONDS`` and a third of it). Each job's own schedule is its service's setting
+    #: (``SETTLEMENT_DAILY_AT``, ``DAILY_CHECK_AT``, ``EXPIRY_DAILY_AT``, ``IDEMPOTENCY_PURGE_INTERVAL_SECONDS``, ...)
+    job_lease_seconds: float = Field(default=15.0, ge=0.3)
     log_level: str = "INFO"
     log_json: bool = True
     migrate_on_start: bool = True

@@ -97,10 +97,8 @@ async def dead_letter_counts(settings: PortalSettings) -> list[tuple[str, int]] 
     at most ``BROKER_TIMEOUT_SECONDS``: a broker that is down or stalled raises (the page says so)."""
     if not settings.amqp_url:
         return None
-    import aio_pika
-
     out: list[tuple[str, int]] = []
-    connection = await aio_pika.connect(settings.amqp_url, timeout=BROKER_TIMEOUT_SECONDS)
+    connection = await _connect_first(settings.amqp_url)
     try:
         for name in (q.strip() for q in settings.dead_letter_queues.split(",") if q.strip()):
             channel = await asyncio.wait_for(connection.channel(), BROKER_TIMEOUT_SECONDS)
@@ -116,6 +114,21 @@ async def dead_letter_counts(settings: PortalSettings) -> list[tuple[str, int]] 
     finally:
         await _close_within(connection, BROKER_TIMEOUT_SECONDS)
     return out
+
+
+async def _connect_first(amqp_url: str):  # noqa: ANN202
+    """The first of ``AMQP_URL``'s addresses (a cluster's nodes) that answers, each given the broker timeout."""
+    import aio_pika
+
+    from seteli_shared.bus import broker_urls
+
+    urls = broker_urls(amqp_url)
+    for url in urls[:-1]:
+        try:
+            return await aio_pika.connect(url, timeout=BROKER_TIMEOUT_SECONDS)
+        except Exception:  # noqa: BLE001  (that node is away: the next)
+            continue
+    return await aio_pika.connect(urls[-1], timeout=BROKER_TIMEOUT_SECONDS)
 
 
 async def _close_within(connection, timeout: float) -> None:  # noqa: ANN001

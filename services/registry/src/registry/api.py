@@ -1,18 +1,21 @@
 """Registry HTTP API: parse, authorise, call a use case (``usecases``), answer."""
 from __future__ import annotations
 
+import asyncio
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, FastAPI, Query, Response
 from pydantic import AliasChoices, BaseModel, Field
 
 from seteli_shared.auth import (FUNDER_ROLES, FUNDER_STAFF, PROVIDER_ROLES, PROVIDER_STAFF, Principal, Role,
                                 TenantScope, acting_for_funder, ensure_visible, require, tenant_scope)
 from seteli_shared.catalogue import CATALOGUE
-from seteli_shared.clock import ClockDep
+from seteli_shared.clock import SYSTEM_CLOCK, ClockDep
 from seteli_shared.events import FunderId
+from seteli_shared.schedule import daily
 from seteli_shared.schemas import BusinessDate, Page, PageDep, RequestModel, Text
 from seteli_shared.service import SessionsDep
 from seteli_shared.web import created_or_repeated, error_responses
@@ -20,7 +23,30 @@ from seteli_shared.web import created_or_repeated, error_responses
 from . import domain, usecases
 from .models import Application, Approval, ApprovalChange, Funder, Rulebook
 
-router = APIRouter()
+#: who runs the scheduled daily check (its suspensions' audit entries name it)
+DAILY_CHECK_JOB = Principal("job:registry.daily_check", frozenset({Role.OPERATOR}))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The daily check runs by itself at ``DAILY_CHECK_AT`` (UTC), once across the instances: a lapsed
+    insurance suspends the approvals it concerns without anyone having to remember the check."""
+    settings, tasks = app.state.settings, []
+    if settings.schedules_daily_check:
+        clock = getattr(app.state, "clock", None) or SYSTEM_CLOCK
+        sessions = app.state.runtime.sessions
+        tasks.append(asyncio.create_task(
+            daily("registry.daily_check", settings.daily_check_at, clock,
+                  lambda: usecases.run_daily_check(sessions, clock, DAILY_CHECK_JOB)), name="daily-check-scheduler"))
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+router = APIRouter(lifespan=lifespan)
 #: who may read the register of funders: every staff member and system of the platform's parties
 FUNDER_READERS = (Role.OPERATOR, *FUNDER_ROLES, *PROVIDER_ROLES)
 
@@ -641,6 +667,7 @@ async def run_daily_check(
 ) -> DailyCheck:
     """Suspend every active approval whose provider's insurance has lapsed (``insurance_lapsed``), that is not
     in the prepayment register (``not_in_prepayment_register``) or whose register check is older than the
-    funder's rulebook allows (``prepayment_register_check_outdated``). Again on the same day: nothing more."""
+    funder's rulebook allows (``prepayment_register_check_outdated``). Again on the same day: nothing more. The
+    service also runs it by itself every day at `DAILY_CHECK_AT` (UTC)."""
     suspended = await usecases.run_daily_check(sessions, clock, principal)
     return DailyCheck(checked_on=clock.today(), suspended=[ApprovalPublic.of(a) for a in suspended])

@@ -20,9 +20,10 @@ from . import lifecycle
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC; not in tests)."""
+    """The daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC; in tests only when asked), once
+    across the service's instances."""
     settings, tasks = app.state.settings, []
-    if settings.expiry_scheduler and settings.environment != "test":
+    if settings.schedules_expiry:
         clock = getattr(app.state, "clock", None) or SYSTEM_CLOCK
         sessions = app.state.runtime.sessions
         tasks.append(asyncio.create_task(daily("vouchers.expire", settings.expiry_daily_at, clock,

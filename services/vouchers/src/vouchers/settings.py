@@ -6,9 +6,15 @@ from seteli_shared.settings import ServiceSettings
 
 class VouchersSettings(ServiceSettings):
     service_name: str = "vouchers"
-    #: the daily expiry job in the service (``EXPIRY_SCHEDULER``, at ``EXPIRY_DAILY_AT`` UTC; off in tests)
-    expiry_scheduler: bool = True
-    expiry_daily_at: str = Field(default="00:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    #: the daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC, HH:MM or HH:MM:SS), once across the
+    #: service's instances (``seteli_shared.jobs``); ``EXPIRY_SCHEDULER``: on unless ENVIRONMENT=test, where it
+    #: runs only when set to true
+    expiry_scheduler: bool | None = None
+    expiry_daily_at: str = Field(default="00:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
+
+    @property
+    def schedules_expiry(self) -> bool:
+        return self.expiry_scheduler if self.expiry_scheduler is not None else self.environment != "test"
 
     # --- the clients' light login: wrong codes slowed progressively per key (domain.login_wait) ---
     #: wrong codes for one voucher code from one address answered at once; then each further attempt from
