@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from payments.notices import sign, verify as payments_verify
+from payments.notices.notices import sign, verify as payments_verify
 from seteli_client import webhooks
 
 PAGE = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
