@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy
+.PHONY: run test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-events
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -30,3 +30,6 @@ bench-reporting: bootstrap
 
 bench-privacy: bootstrap
 	@.venv/bin/python bench/privacy_guard.py $(ARGS)
+
+bench-events: bootstrap
+	@.venv/bin/python bench/charge_events.py $(ARGS)
