@@ -35,7 +35,6 @@ import secrets
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -54,6 +53,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 from seteli_shared.auth import mint  # noqa: E402
 from seteli_shared.bus import Bus, Outgoing  # noqa: E402
 from seteli_shared.events import ChargeAccepted, ChargeSettled, Envelope, FunderRegistered  # noqa: E402
+from seteli_shared.ids import new_id  # noqa: E402
 from seteli_shared.settings import ServiceSettings  # noqa: E402
 from seteli_shared.testing import delete_namespace  # noqa: E402
 
@@ -86,12 +86,12 @@ def charges(n: int, voucher_ids: list[str], provider_id: str) -> tuple[list[Char
     today = date.today()
     day = today.replace(day=1) if today.day > 1 else today
     now = datetime.now(timezone.utc)
-    settlement = str(uuid.uuid4())
+    settlement = new_id()  # payments' ids (a random uuid4 looks like an identity code once in 26,738)
     accepted, settled = [], []
     for i in range(n):
         units = Decimal(1 + i % 3)
         amount = int(units * 2500)
-        cid, vid = str(uuid.uuid4()), voucher_ids[i % len(voucher_ids)]
+        cid, vid = new_id(), voucher_ids[i % len(voucher_ids)]
         accepted.append(ChargeAccepted(
             charge_id=cid, voucher_id=vid, funder_id=FUNDER, provider_id=provider_id, category=CATEGORY,
             service_date=day + timedelta(days=i % max(1, (today - day).days + 1)), units=units,
@@ -173,15 +173,15 @@ class System:
         for name in ("vouchers", "reporting"):
             port = _free_port()
             env = dict(os.environ, DATABASE_URL=database_url(self.dbs[name]), AMQP_URL=AMQP_URL, BUS_NAMESPACE=self.ns,
-                       ENVIRONMENT="test", DATA_DIR=str(self.workdir), RELAY_IDLE_SECONDS="0.05",
-                       EXPIRY_SCHEDULER="false", **self.consumer_env)
+                       ENVIRONMENT="test", DATA_DIR=str(self.workdir), EXPIRY_SCHEDULER="false",
+                       **self.consumer_env)
             log = (self.workdir / f"{name}.log").open("wb")
             self.procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(port)], env=env,
                                                 stdout=log, stderr=subprocess.STDOUT)
             self.urls[name] = f"http://127.0.0.1:{port}"
         relay_settings = {"service_name": "payments", "environment": "test", "database_url":
                           database_url(self.dbs["payments"]), "amqp_url": AMQP_URL, "bus_namespace": self.ns,
-                          "relay_idle_seconds": 0.05, "log_level": "WARNING"}
+                          "log_level": "WARNING"}
         self.procs["relay"] = subprocess.Popen(
             [sys.executable, "-m", "seteli_shared.relay"], stdin=subprocess.PIPE,
             env=dict(os.environ, SETELI_RELAY_SETTINGS=json.dumps(relay_settings)),
@@ -228,6 +228,17 @@ class System:
         finally:
             await channel.close()
 
+    async def dead_letters(self) -> dict[str, int]:
+        out = {}
+        for service in ("vouchers", "reporting"):
+            channel = await self.amqp.channel()
+            try:
+                q = await channel.declare_queue(f"{self.ns}.{service}.dlq", passive=True)
+                out[service] = q.declaration_result.message_count
+            finally:
+                await channel.close()
+        return out
+
     async def count(self, service: str, sql: str) -> int:
         return await self.pg[service].fetchval(sql)
 
@@ -260,7 +271,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def seed(system: System, vouchers: int) -> tuple[list[str], str]:
+async def seed(system: System, vouchers: int) -> list[str]:
     """The funder (its event, as the registry publishes it) and the vouchers (over HTTP, as a funder's decision
     maker issues them: their ``VoucherIssued`` reach reporting); waits until both services have folded them."""
     settings = ServiceSettings(service_name="registry", environment="test", amqp_url=AMQP_URL,
@@ -294,7 +305,7 @@ async def seed(system: System, vouchers: int) -> tuple[list[str], str]:
         await asyncio.gather(*(issue(i) for i in range(vouchers)))
     await _until(lambda: system.count("reporting", "SELECT count(*) FROM reporting_voucher WHERE issued_on IS NOT "
                                                    "NULL"), vouchers, 300)
-    return ids, str(uuid.uuid4())
+    return ids
 
 
 async def _until(count, wanted: int, timeout: float) -> None:  # noqa: ANN001
@@ -341,6 +352,8 @@ async def run_stage(system: System, name: str, rows: list[tuple], timeout: float
                 cpu = cpu_seconds(pids[stage]) - cpu0[stage]
                 done[stage] = {"seconds": round(seconds, 3), "per_second": round(n / seconds, 1),
                                "cpu_seconds": round(cpu, 3), "cpu_ms_per_event": round(1000 * cpu / n, 4)}
+        if any((dead := await system.dead_letters()).values()):
+            raise RuntimeError(f"stage {name}: dead-lettered: {dead} (see the services' logs)")
         if time.perf_counter() > deadline:
             raise RuntimeError(f"stage {name}: not done after {timeout:.0f} s: {sorted(set(waiting) - set(done))}")
         await asyncio.sleep(0.05)
@@ -392,6 +405,26 @@ async def plans(system: System) -> dict:
     return out
 
 
+# ------------------------------------------------------------------ profiles
+def start_profilers(system: System, folder: str) -> list[subprocess.Popen]:
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path.home() / ".local/bin/py-spy")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "--pid", str(system.procs[s].pid), "--rate", "200", "--nonblocking", "--format", "raw",
+                              "--output", str(Path(folder) / f"{s}.txt")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for s in ("vouchers", "reporting")]
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    import signal
+
+    for p in profilers:
+        p.send_signal(signal.SIGINT)
+    for p in profilers:
+        p.wait(60)
+
+
 # ------------------------------------------------------------------ main
 async def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -401,6 +434,8 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting for vouchers and reporting (e.g. CONSUMER_BATCH_SIZE=500), repeatable")
     p.add_argument("--keep-logs", action="store_true", help="print where the services' logs are and keep them")
+    p.add_argument("--py-spy", metavar="DIR", help="profile vouchers and reporting with py-spy during the stages "
+                   "(collapsed stacks in DIR/<service>.txt; py-spy on PATH or in ~/.local/bin)")
     args = p.parse_args(argv)
     n = args.charges
     vouchers = args.vouchers or max(10, n // 20)
@@ -416,18 +451,20 @@ async def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         await system.start()
-        voucher_ids, _ = await seed(system, vouchers)
-        accepted, settled = charges(n, voucher_ids, str(uuid.uuid4()))
+        voucher_ids = await seed(system, vouchers)
+        accepted, settled = charges(n, voucher_ids, new_id())
         accepted_rows, settled_rows = outbox_rows(accepted), outbox_rows(settled)
         bodies = [r[2].encode() for r in accepted_rows]
         raw1 = await run_raw(bodies, args.window)
         print(f"raw aio-pika publish+consume (1st): {raw1:9,.0f} msg/s", flush=True)
+        profilers = start_profilers(system, args.py_spy) if args.py_spy else []
         stages = {}
         for name, rows in (("accepted", accepted_rows), ("settled", settled_rows)):
             stages[name] = await run_stage(system, name, rows, timeout=max(600, n / 20))
             for stage, figures in stages[name]["stages"].items():
                 print(f"{name:<9} {stage:<9} done after {figures['seconds']:7.2f} s: {figures['per_second']:9,.0f} "
                       f"events/s, CPU {figures['cpu_ms_per_event']:.3f} ms an event", flush=True)
+        stop_profilers(profilers)
         raw2 = await run_raw(bodies, args.window)
         print(f"raw aio-pika publish+consume (2nd): {raw2:9,.0f} msg/s", flush=True)
         raw = (raw1 + raw2) / 2
