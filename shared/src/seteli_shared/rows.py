@@ -20,8 +20,11 @@ UpdateFrom = Callable[[Any, sa.Table], dict[str, Any]]
 
 
 def _element_type(column: sa.Column) -> sa.types.TypeEngine:
+    """The array's element type: the column's, without a length (a cast to ``varchar(64)[]`` would cut a longer
+    value silently, where inserting it into the column refuses it, as a row-by-row insert does)."""
     t = column.type
-    return t.impl if isinstance(t, sa.types.TypeDecorator) else t
+    t = t.impl if isinstance(t, sa.types.TypeDecorator) else t
+    return sa.String() if isinstance(t, sa.String) else t
 
 
 class RowsInsert:
