@@ -29,7 +29,8 @@ from seteli_shared.events import (Envelope, FunderRegistered, PriceListPublished
 from seteli_shared.logging import new_id
 from seteli_shared.messaging import OutboxMessage
 from seteli_shared.testing import eventually
-from vouchers import lifecycle, usage
+from vouchers import lifecycle
+from vouchers.usage import charges_corrected
 from vouchers.models import Voucher
 from vouchers.settings import VouchersSettings
 
@@ -377,7 +378,7 @@ async def test_a_corrected_charge_gives_back_what_the_correction_removes_whateve
             settlement_id="s-1", corrected_at=START)
 
     # 4 h -> 3 h, then (arriving late) a first correction 4 h -> 3.5 h: the smaller figures stand
-    await world.feed_run(world.vou_app, usage.charges_corrected, [corrected("3", 7500)])
-    await world.feed_run(world.vou_app, usage.charges_corrected, [corrected("3.5", 8750)])
+    await world.feed_run(world.vou_app, charges_corrected, [corrected("3", 7500)])
+    await world.feed_run(world.vou_app, charges_corrected, [corrected("3.5", 8750)])
     usage = (await world.client_view(v["id"]))["usage"]
     assert (usage["units_used"], usage["units_left"], usage["value_used_cents"]) == ("3.00", "7.00", 7500)
