@@ -6,6 +6,10 @@ from seteli_shared.settings import ServiceSettings
 
 class VouchersSettings(ServiceSettings):
     service_name: str = "vouchers"
+    #: payments' charge events come one per charge and are folded a run at a time (``usage.py``): larger
+    #: batches than the default make each cheaper (bench/README.md, ``charge_events.py``)
+    consumer_prefetch: int = Field(default=1000, ge=1)
+    consumer_batch_size: int = Field(default=500, ge=1)
     #: the daily expiry job in the service (``EXPIRY_SCHEDULER``, at ``EXPIRY_DAILY_AT`` UTC; off in tests)
     expiry_scheduler: bool = True
     expiry_daily_at: str = Field(default="00:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
