@@ -15,8 +15,11 @@ raw aio-pika publish+consume of the same bodies on the same broker, in one run.
    the relay (no unsent row), vouchers (its queue empty and a usage row per charge), reporting (its queue
    empty and every charge fact accepted). The CPU seconds each process used (``/proc/<pid>/stat``) until it was
    done, per event.
-4. **settled**: the same number of ``ChargeSettled`` (vouchers is not bound to them; reporting folds them).
-5. raw aio-pika again; the baseline is the mean of the two raw runs. Each stage's rate against it.
+4. **settled**: half of the charges settled, one ``ChargeSettled`` (``charge.settled.v1``) each (vouchers is not
+   bound to them; reporting folds them); **settled_v2**: the other half as ``ChargesSettled``
+   (``charge.settled.v2``, ``--per-event`` charges an event), the coarser contract payments does not publish yet.
+5. raw aio-pika again; the baseline is the mean of the two raw runs (messages/s of per-charge bodies). Each
+   stage's rate in charges/s against it; the CPU per charge of each service with either kind of settlement.
 6. the query plans of the consumers' hot statements (``EXPLAIN``) on the databases as the run left them, and
    when each hot table was last analysed (this machine's PostgreSQL runs without autovacuum: a plan must not
    depend on it).
@@ -52,7 +55,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from seteli_shared.auth import mint  # noqa: E402
 from seteli_shared.bus import Bus, Outgoing  # noqa: E402
-from seteli_shared.events import ChargeAccepted, ChargeSettled, Envelope, FunderRegistered  # noqa: E402
+from seteli_shared.events import (ChargeAccepted, ChargeSettled, ChargesSettled, Envelope,  # noqa: E402
+                                  FunderRegistered, SettledCharge)
 from seteli_shared.ids import new_id  # noqa: E402
 from seteli_shared.settings import ServiceSettings  # noqa: E402
 from seteli_shared.testing import delete_namespace  # noqa: E402
@@ -102,6 +106,19 @@ def charges(n: int, voucher_ids: list[str], provider_id: str) -> tuple[list[Char
                                      provider_id=provider_id, category=CATEGORY, gross_cents=amount, fee_cents=fee,
                                      net_cents=amount - fee, settled_at=now + timedelta(days=2)))
     return accepted, settled
+
+
+def settled_v2(settled: list[ChargeSettled], per_event: int) -> list[ChargesSettled]:
+    """The same settlements as ``charge.settled.v2`` events of at most ``per_event`` charges each."""
+    out = []
+    for lo in range(0, len(settled), per_event):
+        part = settled[lo:lo + per_event]
+        out.append(ChargesSettled(settlement_id=part[0].settlement_id, funder_id=part[0].funder_id,
+                                  provider_id=part[0].provider_id, settled_at=part[0].settled_at, charges=[
+                                      SettledCharge(charge_id=e.charge_id, voucher_id=e.voucher_id,
+                                                    category=e.category, gross_cents=e.gross_cents,
+                                                    fee_cents=e.fee_cents, net_cents=e.net_cents) for e in part]))
+    return out
 
 
 def outbox_rows(events: list) -> list[tuple]:
@@ -317,17 +334,15 @@ async def _until(count, wanted: int, timeout: float) -> None:  # noqa: ANN001
 
 
 # ------------------------------------------------------------------ one stage
-STAGE_DONE = {
-    "accepted": {"vouchers": "SELECT count(*) FROM vouchers_usage",
-                 "reporting": "SELECT count(*) FROM reporting_charge WHERE accepted_at IS NOT NULL"},
-    "settled": {"reporting": "SELECT count(*) FROM reporting_charge WHERE settled_at IS NOT NULL"},
-}
+ACCEPTED = "SELECT count(*) FROM reporting_charge WHERE accepted_at IS NOT NULL"
+SETTLED = "SELECT count(*) FROM reporting_charge WHERE settled_at IS NOT NULL"
 
 
-async def run_stage(system: System, name: str, rows: list[tuple], timeout: float) -> dict:
+async def run_stage(system: System, rows: list[tuple], charges: int, done_when: dict[str, tuple[str, int]],
+                    timeout: float) -> dict:
     """Commit the rows to payments' outbox at once, wake its relay, and time each consumer until its queue is
-    empty and its read model holds every event; CPU per process until it was done."""
-    n = len(rows)
+    empty and its read model holds what ``done_when`` says (service -> (count query, count)); the relay until no
+    row is unsent. Rates and CPU (``/proc``) per charge, each process's CPU until it was done."""
     pg = system.pg["payments"]
     pids = {s: system.procs[s].pid for s in ("relay", "vouchers", "reporting")}
     cpu0 = {s: cpu_seconds(p) for s, p in pids.items()}
@@ -336,30 +351,30 @@ async def run_stage(system: System, name: str, rows: list[tuple], timeout: float
             "message_id", "routing_key", "body", "created_at", "attempts"])
     start = time.perf_counter()
     system.wake_relay()
-    waiting = {"relay": "SELECT count(*) FROM outbox WHERE sent_at IS NULL", **STAGE_DONE[name]}
+    waiting = {"relay": ("SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0), **done_when}
     done: dict[str, dict] = {}
     deadline = start + timeout
     while len(done) < len(waiting):
-        for stage, sql in waiting.items():
+        for stage, (sql, wanted) in waiting.items():
             if stage in done:
                 continue
             if stage == "relay":
                 finished = await system.count("payments", sql) == 0
             else:
-                finished = await system.queue_depth(stage) == 0 and await system.count(stage, sql) >= n
+                finished = await system.queue_depth(stage) == 0 and await system.count(stage, sql) >= wanted
             if finished:
                 seconds = time.perf_counter() - start
                 cpu = cpu_seconds(pids[stage]) - cpu0[stage]
-                done[stage] = {"seconds": round(seconds, 3), "per_second": round(n / seconds, 1),
-                               "cpu_seconds": round(cpu, 3), "cpu_ms_per_event": round(1000 * cpu / n, 4)}
+                done[stage] = {"seconds": round(seconds, 3), "charges_per_second": round(charges / seconds, 1),
+                               "cpu_seconds": round(cpu, 3), "cpu_ms_per_charge": round(1000 * cpu / charges, 4)}
         if any((dead := await system.dead_letters()).values()):
-            raise RuntimeError(f"stage {name}: dead-lettered: {dead} (see the services' logs)")
+            raise RuntimeError(f"dead-lettered: {dead} (see the services' logs)")
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"stage {name}: not done after {timeout:.0f} s: {sorted(set(waiting) - set(done))}")
+            raise RuntimeError(f"not done after {timeout:.0f} s: {sorted(set(waiting) - set(done))}")
         await asyncio.sleep(0.05)
     # CPU until the slowest is done, too: a consumer may still work (acks, logs) after its effect shows
     end_cpu = {s: round(cpu_seconds(p) - cpu0[s], 3) for s, p in pids.items()}
-    return {"events": n, "stages": done, "cpu_seconds_until_all_done": end_cpu}
+    return {"messages": len(rows), "charges": charges, "stages": done, "cpu_seconds_until_all_done": end_cpu}
 
 
 # ------------------------------------------------------------------ query plans
@@ -431,6 +446,7 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--charges", type=int, default=20000, help="charges (each accepted, then settled)")
     p.add_argument("--vouchers", type=int, default=0, help="vouchers issued (default: one per 20 charges)")
     p.add_argument("--window", type=int, default=256, help="raw publisher: messages in flight")
+    p.add_argument("--per-event", type=int, default=1000, help="charges per charge.settled.v2 event")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting for vouchers and reporting (e.g. CONSUMER_BATCH_SIZE=500), repeatable")
     p.add_argument("--keep-logs", action="store_true", help="print where the services' logs are and keep them")
@@ -453,42 +469,57 @@ async def main(argv: list[str] | None = None) -> int:
         await system.start()
         voucher_ids = await seed(system, vouchers)
         accepted, settled = charges(n, voucher_ids, new_id())
-        accepted_rows, settled_rows = outbox_rows(accepted), outbox_rows(settled)
-        bodies = [r[2].encode() for r in accepted_rows]
+        half = n // 2  # the first half settled one event per charge (v1), the second in v2 events
+        plan_of_stages = {
+            "accepted": (outbox_rows(accepted), n, {"vouchers": ("SELECT count(*) FROM vouchers_usage", n),
+                                                    "reporting": (ACCEPTED, n)}),
+            "settled": (outbox_rows(settled[:half]), half, {"reporting": (SETTLED, half)}),
+            "settled_v2": (outbox_rows(settled_v2(settled[half:], args.per_event)), n - half,
+                           {"reporting": (SETTLED, n)}),
+        }
+        bodies = [r[2].encode() for r in plan_of_stages["accepted"][0]]
         raw1 = await run_raw(bodies, args.window)
         print(f"raw aio-pika publish+consume (1st): {raw1:9,.0f} msg/s", flush=True)
         profilers = start_profilers(system, args.py_spy) if args.py_spy else []
         stages = {}
-        for name, rows in (("accepted", accepted_rows), ("settled", settled_rows)):
-            stages[name] = await run_stage(system, name, rows, timeout=max(600, n / 20))
-            for stage, figures in stages[name]["stages"].items():
-                print(f"{name:<9} {stage:<9} done after {figures['seconds']:7.2f} s: {figures['per_second']:9,.0f} "
-                      f"events/s, CPU {figures['cpu_ms_per_event']:.3f} ms an event", flush=True)
+        for name, (rows, count, done_when) in plan_of_stages.items():
+            stages[name] = await run_stage(system, rows, count, done_when, timeout=max(600, n / 20))
+            for stage, f in stages[name]["stages"].items():
+                print(f"{name:<10} {stage:<9} {count:>7} charges in {len(rows):>7} messages, done after "
+                      f"{f['seconds']:7.2f} s: {f['charges_per_second']:9,.0f} charges/s, CPU {f['cpu_ms_per_charge']:.3f} "
+                      f"ms a charge", flush=True)
         stop_profilers(profilers)
         raw2 = await run_raw(bodies, args.window)
         print(f"raw aio-pika publish+consume (2nd): {raw2:9,.0f} msg/s", flush=True)
         raw = (raw1 + raw2) / 2
-        ratios = {f"{name}.{stage}": round(f["per_second"] / raw, 3)
-                  for name, s in stages.items() for stage, f in s["stages"].items()}
-        cpu = {s: stages["accepted"]["cpu_seconds_until_all_done"][s]
-               + stages["settled"]["cpu_seconds_until_all_done"][s] for s in ("vouchers", "reporting", "relay")}
-        consumers_ms = 1000 * (cpu["vouchers"] + cpu["reporting"]) / n
-        print(f"raw aio-pika (mean):                {raw:9,.0f} msg/s")
+        print(f"raw aio-pika (mean):                {raw:9,.0f} msg/s (one message per charge)")
+        ratios = {f"{name}.{stage}": round(f["charges_per_second"] / raw, 3)
+                  for name, st in stages.items() for stage, f in st["stages"].items()}
         for key, r in ratios.items():
-            print(f"  {key:<20} {r:6.2f} of raw  (target {TARGET_RATIO}: {'met' if r >= TARGET_RATIO else 'NOT met'})")
-        for s, seconds in cpu.items():
-            print(f"  CPU per accepted charge, {s:<9}: {1000 * seconds / n:6.3f} ms (accepted + settled)")
-        print(f"  CPU per accepted charge, vouchers + reporting: {consumers_ms:.3f} ms "
-              f"(target <= {TARGET_CPU_MS}: {'met' if consumers_ms <= TARGET_CPU_MS else 'NOT met'})")
-        settled_rate = stages["settled"]["stages"]["reporting"]["per_second"]
-        print(f"  reporting's fold of settled charges: {settled_rate:,.0f}/s (target >= {TARGET_SETTLED_PER_S:,}: "
-              f"{'met' if settled_rate >= TARGET_SETTLED_PER_S else 'NOT met'})")
+            print(f"  {key:<21} {r:6.2f} of raw  (target {TARGET_RATIO}: {'met' if r >= TARGET_RATIO else 'NOT met'})")
+
+        def per_charge(stage: str, service: str) -> float:  # CPU until every consumer of the stage was done
+            return 1000 * stages[stage]["cpu_seconds_until_all_done"][service] / stages[stage]["charges"]
+
+        cpu = {}
+        for settle in ("settled", "settled_v2"):
+            cpu[settle] = {s: round(per_charge("accepted", s) + per_charge(settle, s), 4)
+                           for s in ("vouchers", "reporting", "relay")}
+            consumers = cpu[settle]["vouchers"] + cpu[settle]["reporting"]
+            cpu[settle]["vouchers+reporting"] = round(consumers, 4)
+            print(f"  CPU per charge (accepted, then {'settled one event a charge' if settle == 'settled' else 'settled in v2 events'}):"
+                  f" vouchers {cpu[settle]['vouchers']:.3f} ms, reporting {cpu[settle]['reporting']:.3f} ms, relay "
+                  f"{cpu[settle]['relay']:.3f} ms; vouchers + reporting {consumers:.3f} ms (target <= {TARGET_CPU_MS}: "
+                  f"{'met' if consumers <= TARGET_CPU_MS else 'NOT met'})")
+        for settle in ("settled", "settled_v2"):
+            rate = stages[settle]["stages"]["reporting"]["charges_per_second"]
+            print(f"  reporting's fold of settled charges ({settle}): {rate:,.0f}/s (target >= {TARGET_SETTLED_PER_S:,}: "
+                  f"{'met' if rate >= TARGET_SETTLED_PER_S else 'NOT met'})")
         vouchers_late = stages["accepted"]["stages"]["vouchers"]["seconds"] - \
             stages["accepted"]["stages"]["reporting"]["seconds"]
         print(f"  vouchers done {vouchers_late:+.2f} s after reporting (accepted)")
         result.update(raw_1_msg_per_s=round(raw1, 1), raw_2_msg_per_s=round(raw2, 1), raw_mean_msg_per_s=round(raw, 1),
-                      stages=stages, ratios=ratios, cpu_ms_per_charge={s: round(1000 * v / n, 4) for s, v in cpu.items()},
-                      consumers_cpu_ms_per_charge=round(consumers_ms, 4),
+                      per_event=args.per_event, stages=stages, ratios=ratios, cpu_ms_per_charge=cpu,
                       vouchers_after_reporting_seconds=round(vouchers_late, 3))
         plan = await plans(system)
         print("query plans of the hot statements (EXPLAIN, the databases as the run left them):")

@@ -31,6 +31,7 @@ from .outbox import OutboxRelay
 from .relay import RelayProcess
 from .schemas import Page, PageDep, paginate, place_bounds
 from .settings import ServiceSettings
+from .statistics import TableStatistics
 from .web import RequestGuard, install_error_handlers, install_openapi
 
 log = get_logger(__name__)
@@ -144,6 +145,9 @@ class Runtime:
             )
             await consumer.start()
             self.extra_consumers.append(consumer)
+        if self.engine.dialect.name == "postgresql" and self.settings.db_analyse_seconds > 0:
+            statistics = TableStatistics(self.engine, self.settings.db_analyse_seconds)
+            self._tasks.append(asyncio.create_task(statistics.run(), name="table-statistics"))
         if self.settings.relay == "in_process":
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         elif self.settings.relay == "process":

@@ -57,6 +57,9 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_recycle_seconds: int = 1800
+    #: on PostgreSQL, look this often for tables changed enough since their last analysis and ``ANALYZE`` them
+    #: (``statistics.TableStatistics``: plans that do not depend on autovacuum); 0 turns it off
+    db_analyse_seconds: float = Field(default=30.0, ge=0)
     #: a database that is down or stalled must not hold a request for long: a new connection gets
     #: ``DB_CONNECT_TIMEOUT_SECONDS``, each statement ``DB_STATEMENT_TIMEOUT_SECONDS`` (the driver gives up
     #: and has the server cancel it), a free pooled connection is waited for ``DB_POOL_TIMEOUT_SECONDS``;
