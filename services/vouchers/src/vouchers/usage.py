@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared import periods
@@ -102,8 +103,10 @@ async def _exhaust(session: AsyncSession, new: list[tuple[Envelope, ChargeAccept
     cannot be exhausted, so they are neither read nor locked), each exhausted at the charge that used its
     units up, with the units used at that point; the events in the order of those charges."""
     ids = sorted({e.voucher_id for _env, e in new})
+    among = (Voucher.id == sa.any_(sa.cast(sa.bindparam("ids", ids), postgresql.ARRAY(sa.String)))
+             if session.bind.dialect.name == "postgresql" else Voucher.id.in_(ids))  # one statement whatever the size
     vouchers = (await session.execute(
-        sa.select(Voucher).where(Voucher.id.in_(ids), Voucher.period == periods.VALIDITY,
+        sa.select(Voucher).where(among, Voucher.period == periods.VALIDITY,
                                  Voucher.status.in_(domain.STATUSES),
                                  Voucher.units_per_period_x100.is_not(None)).order_by(Voucher.id).with_for_update()
     )).scalars().all()
