@@ -383,11 +383,21 @@ async def run_stage(system: System, rows: list[tuple], charges: int, done_when: 
 
 # ------------------------------------------------------------------ query plans
 #: (label, the statement as the consumer runs it, a query giving its parameters from the run's own rows)
+INBOX_CLAIM = ("the inbox claim (conflicts found by the primary key)",
+               "INSERT INTO inbox (consumer, message_id, received_at) SELECT * FROM unnest($1::varchar[], "
+               "$2::varchar[], $3::timestamptz[]) ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id",
+               "SELECT array_agg(consumer), array_agg(message_id || '-x'), array_agg(received_at) FROM "
+               "(SELECT * FROM inbox LIMIT 1000) x")
 PLANS = {
     "vouchers": [
-        ("usage rows of a batch's charges (the acceptances' conflict check)",
-         "SELECT charge_id FROM vouchers_usage WHERE charge_id = ANY($1::text[])",
-         "SELECT array_agg(charge_id) FROM (SELECT charge_id FROM vouchers_usage LIMIT 500) x"),
+        ("a run of acceptances' usage rows (conflicts found by the primary key)",
+         "INSERT INTO vouchers_usage (charge_id, voucher_id, provider_id, service_date, units_x100, amount_cents, "
+         "own_share_cents, accepted_at) SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::date[], "
+         "$5::int[], $6::bigint[], $7::bigint[], $8::timestamptz[]) ON CONFLICT (charge_id) DO NOTHING "
+         "RETURNING charge_id",
+         "SELECT array_agg(charge_id), array_agg(voucher_id), array_agg(provider_id), array_agg(service_date), "
+         "array_agg(units_x100), array_agg(amount_cents), array_agg(own_share_cents), array_agg(accepted_at) FROM "
+         "(SELECT * FROM vouchers_usage LIMIT 500) x"),
         ("the whole-validity vouchers of a batch's charges, locked",
          "SELECT id FROM vouchers_voucher WHERE id = ANY($1::text[]) AND period = 'validity' "
          "AND units_per_period_x100 IS NOT NULL FOR UPDATE",
@@ -396,9 +406,7 @@ PLANS = {
          "SELECT coalesce(sum(units_x100), 0) FROM vouchers_usage WHERE voucher_id = $1 AND service_date >= $2 "
          "AND service_date <= $3",
          "SELECT voucher_id, current_date - 40, current_date FROM vouchers_usage LIMIT 1"),
-        ("the inbox claim's conflict check",
-         "SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = ANY($2::text[])",
-         "SELECT min(consumer), array_agg(message_id) FROM (SELECT * FROM inbox LIMIT 500) x"),
+        INBOX_CLAIM,
     ],
     "reporting": [
         ("charge facts of a batch", "SELECT * FROM reporting_charge WHERE charge_id = ANY($1::text[])",
@@ -410,9 +418,7 @@ PLANS = {
          "t.category = x.c AND t.client_key = x.k",
          "SELECT array_agg(funder_id), array_agg(period), array_agg(category), array_agg(client_key) FROM "
          "(SELECT * FROM reporting_client_month LIMIT 200) x"),
-        ("the inbox claim's conflict check",
-         "SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = ANY($2::text[])",
-         "SELECT min(consumer), array_agg(message_id) FROM (SELECT * FROM inbox LIMIT 1000) x"),
+        INBOX_CLAIM,
     ],
 }
 HOT_TABLES = {"vouchers": ["vouchers_usage", "vouchers_voucher", "inbox", "audit_log"],
@@ -427,7 +433,8 @@ async def plans(system: System) -> dict:
         for label, sql, params in statements:
             args = list(await pg.fetchrow(params))
             async with pg.transaction():  # FOR UPDATE: nothing stays locked
-                out[f"{service}: {label}"] = [r[0] for r in await pg.fetch("EXPLAIN " + sql, *args)]
+                lines = [r[0] for r in await pg.fetch("EXPLAIN " + sql, *args)]
+            out[f"{service}: {label}"] = [line if len(line) < 160 else line[:150] + " ..." for line in lines]
         stats = await pg.fetch("SELECT relname, n_live_tup, n_mod_since_analyze, last_analyze, last_autoanalyze "
                                "FROM pg_stat_user_tables WHERE relname = ANY($1::text[]) ORDER BY relname",
                                HOT_TABLES[service])
