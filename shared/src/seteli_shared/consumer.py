@@ -108,6 +108,7 @@ class Consumer:
         fallback: Handler | None = None,
         prefetch: int = 256,
         batch_size: int = 128,
+        batch_bytes: int = 4 * 1024 * 1024,
         delivery_limit: int = 5,
         audit: bool = False,
         batch_handlers: dict[str, BatchHandler] | None = None,
@@ -125,6 +126,9 @@ class Consumer:
         self.fallback = fallback  # for event types without their own handler (e.g. reporting's archive)
         self.prefetch = prefetch
         self.batch_size = batch_size
+        #: a batch also stops at this many bytes of bodies (a message listing thousands of facts, such as a
+        #: ``charge.settled.v2``, is a batch's worth of work by itself); its first message is always taken
+        self.batch_bytes = batch_bytes
         self.delivery_limit = delivery_limit
         self.audit = audit  # record each consumed event in the service's audit trail
         self.exchange = exchange  # another topic exchange of the namespace (``<ns>.<exchange>``) than the events'
@@ -179,10 +183,11 @@ class Consumer:
     async def _work(self) -> None:
         while True:
             first = await self._buffer.get()
-            batch = [first]
+            batch, size = [first], len(first.body)
             await asyncio.sleep(0)  # let messages already arriving join the batch
-            while len(batch) < self.batch_size and not self._buffer.empty():
+            while len(batch) < self.batch_size and size < self.batch_bytes and not self._buffer.empty():
                 batch.append(self._buffer.get_nowait())
+                size += len(batch[-1].body)
             try:
                 await self._process(batch)
             except asyncio.CancelledError:

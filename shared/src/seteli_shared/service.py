@@ -132,6 +132,7 @@ class Runtime:
                 self.bus, self.sessions, self.settings.queue_name, self.spec.handlers,
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
+                batch_bytes=self.settings.consumer_batch_bytes,
                 delivery_limit=self.settings.delivery_limit, audit=True,
             )
             await self.consumer.start()
@@ -141,6 +142,7 @@ class Runtime:
                 bind_keys=extra.bind_keys, exchange=extra.exchange, contracts=extra.contracts,
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
+                batch_bytes=self.settings.consumer_batch_bytes,
                 delivery_limit=self.settings.delivery_limit, audit=extra.audit,
             )
             await consumer.start()

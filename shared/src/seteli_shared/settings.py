@@ -32,6 +32,8 @@ class ServiceSettings(BaseSettings):
     delivery_limit: int = Field(default=5, ge=1)
     consumer_prefetch: int = Field(default=256, ge=1)
     consumer_batch_size: int = Field(default=128, ge=1)
+    #: a consumer's batch also ends at this many bytes of message bodies (its first message is always taken)
+    consumer_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     publish_timeout_seconds: float = 10.0
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = 0.2
