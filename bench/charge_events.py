@@ -450,7 +450,8 @@ def start_profilers(system: System, folder: str) -> list[subprocess.Popen]:
 
     spy = shutil.which("py-spy") or str(Path.home() / ".local/bin/py-spy")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen([spy, "record", "--pid", str(system.procs[s].pid), "--rate", "200", "--nonblocking", "--gil", "--format", "raw",
+    return [subprocess.Popen([spy, "record", "--pid", str(system.procs[s].pid), "--rate", "200", "--nonblocking",
+                              "--gil", "--format", "raw",
                               "--output", str(Path(folder) / f"{s}.txt")], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for s in ("vouchers", "reporting")]
 
@@ -483,7 +484,8 @@ async def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    print(f"charge events benchmark: {n} charges on {vouchers} vouchers; RabbitMQ {urlparse(AMQP_URL).netloc.split('@')[-1]}, "
+    broker = urlparse(AMQP_URL).netloc.split("@")[-1]
+    print(f"charge events benchmark: {n} charges on {vouchers} vouchers; RabbitMQ {broker}, "
           f"PostgreSQL {urlparse(PG_URL).hostname}:{urlparse(PG_URL).port}; settings {consumer_env or 'default'}",
           flush=True)
     system = System(workdir, consumer_env)
@@ -511,7 +513,8 @@ async def main(argv: list[str] | None = None) -> int:
             stages[name] = await run_stage(system, rows, count, done_when, timeout=max(600, n / 20))
             for stage, f in stages[name]["stages"].items():
                 print(f"{name:<10} {stage:<9} {count:>7} charges in {len(rows):>7} messages, done after "
-                      f"{f['seconds']:7.2f} s: {f['charges_per_second']:9,.0f} charges/s, CPU {f['cpu_ms_per_charge']:.3f} "
+                      f"{f['seconds']:7.2f} s: {f['charges_per_second']:9,.0f} charges/s, "
+                      f"CPU {f['cpu_ms_per_charge']:.3f} "
                       f"ms a charge", flush=True)
         stop_profilers(profilers)
         raw2 = await run_raw(bodies, args.window)
@@ -533,13 +536,15 @@ async def main(argv: list[str] | None = None) -> int:
                            for s in ("vouchers", "reporting", "relay")}
             consumers = cpu[settle]["vouchers"] + cpu[settle]["reporting"]
             cpu[settle]["vouchers+reporting"] = round(consumers, 4)
-            print(f"  CPU per charge (accepted, then {'settled one event a charge' if settle == 'settled' else 'settled in v2 events'}):"
+            how = "settled one event a charge" if settle == "settled" else "settled in v2 events"
+            print(f"  CPU per charge (accepted, then {how}):"
                   f" vouchers {cpu[settle]['vouchers']:.3f} ms, reporting {cpu[settle]['reporting']:.3f} ms, relay "
                   f"{cpu[settle]['relay']:.3f} ms; vouchers + reporting {consumers:.3f} ms (target <= {TARGET_CPU_MS}: "
                   f"{'met' if consumers <= TARGET_CPU_MS else 'NOT met'})")
         for settle in settles:
             rate = stages[settle]["stages"]["reporting"]["charges_per_second"]
-            print(f"  reporting's fold of settled charges ({settle}): {rate:,.0f}/s (target >= {TARGET_SETTLED_PER_S:,}: "
+            print(f"  reporting's fold of settled charges ({settle}): {rate:,.0f}/s "
+                  f"(target >= {TARGET_SETTLED_PER_S:,}: "
                   f"{'met' if rate >= TARGET_SETTLED_PER_S else 'NOT met'})")
         vouchers_late = stages["accepted"]["stages"]["vouchers"]["seconds"] - \
             stages["accepted"]["stages"]["reporting"]["seconds"]
