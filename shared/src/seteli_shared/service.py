@@ -185,9 +185,13 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         # collector's sight, so that its full collections do not walk it again and again (15-20 % of a bulk
         # charge's Python went to them); given back at the stop (a test process starts and stops many apps)
         gc.freeze()
+        thresholds = gc.get_threshold()
+        if settings.gc_young_threshold:
+            gc.set_threshold(settings.gc_young_threshold, *thresholds[1:])
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             await runtime.stop()
 

@@ -10,6 +10,7 @@ class VouchersSettings(ServiceSettings):
     #: batches than the default make each cheaper (bench/README.md, ``charge_events.py``)
     consumer_prefetch: int = Field(default=1000, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)
+    gc_young_threshold: int = Field(default=50_000, ge=0)  # fewer collections of a batch's short-lived objects
     #: the daily expiry job in the service (``EXPIRY_SCHEDULER``, at ``EXPIRY_DAILY_AT`` UTC; off in tests)
     expiry_scheduler: bool = True
     expiry_daily_at: str = Field(default="00:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
