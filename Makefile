@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling
+.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -42,3 +42,6 @@ bench-privacy: bootstrap
 # one and then two instances of the reporting service draining the same queue of charge events (bench/scaling.py)
 bench-scaling: bootstrap
 	@.venv/bin/python bench/scaling.py $(ARGS)
+
+bench-events: bootstrap
+	@.venv/bin/python bench/charge_events.py $(ARGS)

@@ -30,6 +30,7 @@ from seteli_shared.logging import new_id
 from seteli_shared.messaging import OutboxMessage
 from seteli_shared.testing import eventually
 from vouchers import lifecycle
+from vouchers.usage import charges_corrected
 from vouchers.models import Voucher
 from vouchers.settings import VouchersSettings
 
@@ -55,6 +56,11 @@ class World:
     async def feed(self, app, handler, event) -> None:  # noqa: ANN001
         async with unit_of_work(app.state.runtime.sessions) as session:
             await handler(session, Envelope.wrap(event, "registry"), event)
+
+    async def feed_run(self, app, batch_handler, events: list, source: str = "payments") -> None:  # noqa: ANN001
+        """Events handed to a batch handler as the consumer hands it a run of them (one transaction)."""
+        async with unit_of_work(app.state.runtime.sessions) as session:
+            await batch_handler(session, [(Envelope.wrap(e, source), e) for e in events])
 
     async def issue(self, **over) -> dict:  # noqa: ANN003
         body = {"decision_ref": f"D-{new_id()[:12]}", "client_ref": f"c-{new_id()[:8]}", "category": "home_care",
@@ -372,7 +378,7 @@ async def test_a_corrected_charge_gives_back_what_the_correction_removes_whateve
             settlement_id="s-1", corrected_at=START)
 
     # 4 h -> 3 h, then (arriving late) a first correction 4 h -> 3.5 h: the smaller figures stand
-    await world.feed(world.vou_app, lifecycle.on_charge_corrected, corrected("3", 7500))
-    await world.feed(world.vou_app, lifecycle.on_charge_corrected, corrected("3.5", 8750))
+    await world.feed_run(world.vou_app, charges_corrected, [corrected("3", 7500)])
+    await world.feed_run(world.vou_app, charges_corrected, [corrected("3.5", 8750)])
     usage = (await world.client_view(v["id"]))["usage"]
     assert (usage["units_used"], usage["units_left"], usage["value_used_cents"]) == ("3.00", "7.00", 7500)

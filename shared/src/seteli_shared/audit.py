@@ -14,6 +14,7 @@ from .auth import Principal
 from .events import Envelope
 from .logging import correlation_id_var
 from .messaging import BigIntPK, UTCDateTime
+from .rows import RowsInsert
 
 
 class AuditEntry(SQLModel, table=True):
@@ -33,6 +34,9 @@ class AuditEntry(SQLModel, table=True):
 
 
 T = AuditEntry.__table__
+#: a consumer's batch of rows in one prepared statement
+_BUS_ROWS = RowsInsert(T, ["at", "channel", "actor", "roles", "actor_tenant", "action", "resource_type", "resource_id",
+                           "funder_id", "correlation_id"])
 
 
 async def record(session: AsyncSession, principal: Principal, action: str, resource_type: str,
@@ -57,7 +61,7 @@ async def record_bus(session: AsyncSession, consumed: list[tuple[Envelope, str |
     if not consumed:
         return
     now = datetime.now(timezone.utc)
-    await session.execute(T.insert(), [{
+    await _BUS_ROWS.execute(session, [{
         "at": now, "channel": "bus", "actor": f"{publisher or 'unknown'}:{env.source}", "roles": "system",
         "actor_tenant": "system", "action": env.type, "resource_type": env.type.split(".")[2],
         "resource_id": env.subject, "funder_id": (env.data or {}).get("funder_id"),

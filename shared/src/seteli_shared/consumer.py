@@ -38,7 +38,7 @@ from .errors import PermanentMessageError
 from .events import Envelope, Event, ReceivedEnvelope, routing_keys_of
 from .ids import digest_text
 from .logging import bind_correlation, get_logger
-from .privacy import REASON, find_in
+from .privacy import REASON, find_in, json_strings_cannot_hold_code, text_cannot_hold_code
 
 log = get_logger(__name__)
 
@@ -108,6 +108,7 @@ class Consumer:
         fallback: Handler | None = None,
         prefetch: int = 256,
         batch_size: int = 128,
+        batch_bytes: int = 4 * 1024 * 1024,
         delivery_limit: int = 5,
         audit: bool = False,
         batch_handlers: dict[str, BatchHandler] | None = None,
@@ -125,6 +126,9 @@ class Consumer:
         self.fallback = fallback  # for event types without their own handler (e.g. reporting's archive)
         self.prefetch = prefetch
         self.batch_size = batch_size
+        #: a batch also stops at this many bytes of bodies (a message listing thousands of facts, such as a
+        #: ``charge.settled.v2``, is a batch's worth of work by itself); its first message is always taken
+        self.batch_bytes = batch_bytes
         self.delivery_limit = delivery_limit
         self.audit = audit  # record each consumed event in the service's audit trail
         self.exchange = exchange  # another topic exchange of the namespace (``<ns>.<exchange>``) than the events'
@@ -179,10 +183,11 @@ class Consumer:
     async def _work(self) -> None:
         while True:
             first = await self._buffer.get()
-            batch = [first]
+            batch, size = [first], len(first.body)
             await asyncio.sleep(0)  # let messages already arriving join the batch
-            while len(batch) < self.batch_size and not self._buffer.empty():
+            while len(batch) < self.batch_size and size < self.batch_bytes and not self._buffer.empty():
                 batch.append(self._buffer.get_nowait())
+                size += len(batch[-1].body)
             try:
                 await self._process(batch)
             except asyncio.CancelledError:
@@ -195,6 +200,43 @@ class Consumer:
     # ------------------------------------------------------------------ processing
     def _parse(self, message: AbstractIncomingMessage) -> Parsed | Refused | None:
         """A Parsed message, a Refused (poison) one, or None to ignore it."""
+        return self._parse_known(message) or self._parse_any(message)
+
+    def _parse_known(self, message: AbstractIncomingMessage) -> Parsed | None:
+        """The common case at its cost: a domain event of a type this consumer handles, proven clean of personal
+        data without parsing (``privacy.json_strings_cannot_hold_code`` on the body, ``text_cannot_hold_code`` on
+        the properties), parsed and validated by pydantic from the bytes (no ``json.loads`` and dict walk first).
+        None for anything else, which ``_parse_any`` then reads the thorough way (and refuses with its reason):
+        the same outcome for every message, about a tenth of the CPU for the usual one."""
+        if self.whole_message_privacy or self.contracts is not None:
+            return None
+        if not json_strings_cannot_hold_code(message.body) or not self._properties_clean(message):
+            return None
+        try:
+            envelope = Envelope.model_validate_json(message.body)
+        except ValidationError:
+            return None
+        handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
+        if handler is None:
+            return None
+        try:
+            event = envelope.event()
+        except (KeyError, ValidationError):
+            return None
+        return Parsed(message, envelope, event, handler)
+
+    @staticmethod
+    def _properties_clean(message: AbstractIncomingMessage) -> bool:
+        """The properties and headers ``_carries_personal_data`` reads hold no code (the full matcher only on a
+        value with a code's shape: an id now and then)."""
+        for value in (message.message_id, message.type, message.correlation_id, message.app_id, message.reply_to,
+                      message.routing_key, message.user_id):
+            if value and not text_cannot_hold_code(value) and find_in(value) is not None:
+                return False
+        return not message.headers or find_in(_text(dict(message.headers))) is None
+
+    def _parse_any(self, message: AbstractIncomingMessage) -> Parsed | Refused | None:
+        """Any message, the thorough way: parsed, searched for personal data everywhere, then validated."""
         try:
             raw = json.loads(message.body)
         except ValueError:

@@ -1,21 +1,19 @@
 """Inbox: a consumer records each message id in the same transaction as the message's effect,
-so a redelivered message changes nothing."""
+so a redelivered message changes nothing. A batch's ids are claimed in one statement
+(``rows.RowsInsert``: on PostgreSQL one prepared statement whatever the batch's size)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .messaging import InboxMessage
+from .rows import RowsInsert
 
 T = InboxMessage.__table__
 
-
-_CLAIM = {
-    "postgresql": postgresql.insert(T).on_conflict_do_nothing().returning(T.c.message_id),
-    "sqlite": sqlite.insert(T).on_conflict_do_nothing().returning(T.c.message_id),
-}
+_CLAIM = RowsInsert(T, ["consumer", "message_id", "received_at"], conflict=["consumer", "message_id"],
+                    returning=["message_id"])
 
 
 async def claim(session: AsyncSession, consumer: str, message_ids: list[str]) -> set[str]:
@@ -24,5 +22,5 @@ async def claim(session: AsyncSession, consumer: str, message_ids: list[str]) ->
         return set()
     now = datetime.now(timezone.utc)
     rows = [{"consumer": consumer, "message_id": m, "received_at": now} for m in dict.fromkeys(message_ids)]
-    result = await session.execute(_CLAIM[session.bind.dialect.name], rows)
+    result = await _CLAIM.execute(session, rows)
     return set(result.scalars().all())

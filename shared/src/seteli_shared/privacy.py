@@ -72,6 +72,46 @@ _DASHES = "\u2212\u00ad\u2043\u02d7\u2796\ufe63\uff0d"
 _PLUSES = "\u2795\ufb29"
 
 
+#: ASCII spaces and control characters: ``normalise`` drops them or makes them spaces (rule 1 then drops those)
+_QUIET = bytes(range(0x21)) + b"\x7f"
+#: each ASCII byte's part in a code: a digit ``0``; a separator that can only be a century sign or rule 2's
+#: ``_./``: ``s``; a letter that can be a century sign or a check character (either case: ``normalise`` upper-
+#: cases): ``L``; a letter that can only be a check character: ``c``; anything else ``x``
+_PARTS = bytes(ord("0") if chr(i).isdigit() else ord("s") if chr(i) in "-+_./" else
+               ord("L") if chr(i).upper() in "ABCDEFUVWXY" else ord("c") if "A" <= chr(i).upper() <= "Y" else
+               ord("x") for i in range(128)) + b"x" * 128
+#: the least either rule needs once the quiet bytes are out: six digits, a sign or separator (or neither), three
+#: digits and a check character. Timestamps (``...T21:56:07.123456Z``), dates and most ids have six digits close
+#: together but not this; its literal start lets the regular expression engine skip ahead at C speed
+_CODE_SHAPE = re.compile(rb"000000[sL]?000[0Lc]")
+
+
+def _has_code_shape(ascii_text: bytes) -> bool:
+    return _CODE_SHAPE.search(ascii_text.translate(_PARTS, _QUIET)) is not None
+
+
+def text_cannot_hold_code(text: str) -> bool:
+    """A cheap proof that ``text`` holds no personal identity code and no NUL, also where ``cannot_hold_code``
+    cannot tell (six digits close together: a timestamp's microseconds, an id): ASCII text without a code's
+    shape (``_CODE_SHAPE``, which every code either rule finds in ASCII text has)."""
+    return text.isascii() and "\x00" not in text and not _has_code_shape(text.encode("ascii"))
+
+
+def json_strings_cannot_hold_code(body: bytes) -> bool:
+    """A cheap proof that no string (key or value) of this JSON document holds a personal identity code or a NUL,
+    without parsing it: an ASCII body without a backslash has no escapes, so its strings are exactly the bytes
+    between pairs of quotes; the whole body is searched for a code's shape at once (its strings are part of it),
+    and only where it has one are the strings read one by one (the full matcher on those with the shape). False
+    means only "not proven here" (non-ASCII text or escapes: parse it and use ``find_in``). Valid only for a body
+    that then parses as JSON (in one that does not, quotes need not pair)."""
+    if not body.isascii() or b"\\" in body or b"\x00" in body:
+        return False
+    if not _has_code_shape(body):
+        return True
+    return not any(_has_code_shape(s) and contains_personal_identity_code(s.decode("ascii"))
+                   for s in body.split(b'"')[1::2])
+
+
 def cannot_hold_code(text: str) -> bool:
     """A cheap proof that ``text`` holds no personal identity code and no NUL (``find_in`` is then moot)."""
     return text.isascii() and "\x00" not in text and "\\" not in text and not _SIX_DIGITS_SPREAD_TEXT.search(text)

@@ -32,6 +32,7 @@ from .outbox import OutboxRelay
 from .relay import RelayProcess
 from .schemas import Page, PageDep, paginate, place_bounds
 from .settings import ServiceSettings
+from .statistics import TableStatistics
 from .web import RequestGuard, error_responses, install_error_handlers, install_openapi
 
 log = get_logger(__name__)
@@ -139,6 +140,7 @@ class Runtime:
                 self.bus, self.sessions, self.settings.queue_name, self.spec.handlers,
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
+                batch_bytes=self.settings.consumer_batch_bytes,
                 delivery_limit=self.settings.delivery_limit, audit=True,
             )
             await self.consumer.start()
@@ -148,10 +150,14 @@ class Runtime:
                 bind_keys=extra.bind_keys, exchange=extra.exchange, contracts=extra.contracts,
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
+                batch_bytes=self.settings.consumer_batch_bytes,
                 delivery_limit=self.settings.delivery_limit, audit=extra.audit,
             )
             await consumer.start()
             self.extra_consumers.append(consumer)
+        if self.engine.dialect.name == "postgresql" and self.settings.db_analyse_seconds > 0:
+            statistics = TableStatistics(self.engine, self.settings.db_analyse_seconds)
+            self._tasks.append(asyncio.create_task(statistics.run(), name="table-statistics"))
         if self.settings.relay == "in_process":
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         elif self.settings.relay == "process":
@@ -187,10 +193,14 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         # collector's sight, so that its full collections do not walk it again and again (15-20 % of a bulk
         # charge's Python went to them); given back at the stop (a test process starts and stops many apps)
         gc.freeze()
+        thresholds = gc.get_threshold()
+        if settings.gc_young_threshold:
+            gc.set_threshold(settings.gc_young_threshold, *thresholds[1:])
         try:
             async with spec.jobs(app) if spec.jobs is not None else nullcontext():
                 yield
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             await runtime.stop()
 

@@ -24,7 +24,8 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargeSettled, Envelope, Event,
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargeSettled, ChargesSettled,
+                                  Envelope, Event,
                                   PriceListPublished, ProviderApproved, ProviderReinstated, ProviderRevoked,
                                   ProviderSuspended, SettlementCreated, VoucherAmended, VoucherExpired, VoucherIssued,
                                   VoucherProviderChosen, VoucherRevoked)
@@ -693,8 +694,19 @@ async def recount_switches(session: AsyncSession, pairs: list[tuple[str, str]]) 
             ["funder_id", "period", "age_band", "switches", "clients"], sa.union_all(by_band, all_bands)))
 
 
+def _each_charge(items: list[tuple[Envelope, Event | None]]) -> list[tuple[Envelope, Event | None]]:
+    """The events with each ``ChargesSettled`` (version 2) standing for the ``ChargeSettled`` of each charge."""
+    if not any(isinstance(e, ChargesSettled) for _, e in items):
+        return items
+    out: list[tuple[Envelope, Event | None]] = []
+    for env, e in items:
+        out.extend([(env, one) for one in e.each()] if isinstance(e, ChargesSettled) else [(env, e)])
+    return out
+
+
 async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:
     """Fold a run of events (any types, any order) into the read models, in the caller's transaction."""
+    items = _each_charge(items)
     charge_ids = {e.charge_id for _, e in items
                   if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
@@ -735,6 +747,6 @@ async def archive_and_fold(session: AsyncSession, items: list[tuple[Envelope, Ev
 
 FOLDED = (ProviderApproved, ProviderSuspended, ProviderReinstated, ProviderRevoked, PriceListPublished,
           VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, VoucherProviderChosen,
-          ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected, SettlementCreated)
+          ChargeAccepted, ChargeSettled, ChargesSettled, ChargeCancelled, ChargeCorrected, SettlementCreated)
 #: the consumer's subscriptions: every folded event type, a run of them at a time
 BATCH_HANDLERS = {t.event_type(): archive_and_fold for t in FOLDED}

@@ -10,12 +10,14 @@ from .formulas_api import router as formulas_router
 from .handlers import HANDLERS
 from .lifecycle_api import router as life_cycle_router
 from .settings import VouchersSettings
+from .usage import BATCH_HANDLERS
 
 SPEC = ServiceSpec(
     name="vouchers",
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[router, formulas_router, life_cycle_router],
     handlers=HANDLERS,
+    batch_handlers=BATCH_HANDLERS,  # payments' charge events, a run at a time (usage.py)
     extra_consumers=[DECISIONS_CONSUMER],  # service decisions from funders' case systems (decisions.py)
     title="seteli vouchers",
     description="Service decisions, vouchers and their life cycle, the client's choice of provider.",

@@ -1,5 +1,6 @@
-"""What the vouchers service does with events from other services. ``HANDLERS`` is how the service
-declares what it consumes: its queue's bindings are derived from it."""
+"""What the vouchers service does with events from other services. ``HANDLERS`` (one event at a time) and
+``usage.BATCH_HANDLERS`` (payments' charge events, a run at a time) are how the service declares what it
+consumes: its queue's bindings are derived from them."""
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,16 +33,13 @@ on_provider_revoked = APPROVALS.on_provider_revoked
 
 
 def _life_cycle_handlers() -> dict:
-    """The life cycle's subscriptions (``lifecycle.py``): usage, and the comparison's registry facts."""
-    from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, PriceListPublished,
-                                      ProviderRegistered, ProviderUpdated)
+    """The life cycle's subscriptions (``lifecycle.py``): the comparison's registry facts. (Payments' charge
+    events are folded a run at a time: ``usage.BATCH_HANDLERS``.)"""
+    from seteli_shared.events import PriceListPublished, ProviderRegistered, ProviderUpdated
 
     from . import lifecycle
 
     return {
-        ChargeAccepted.event_type(): lifecycle.on_charge_accepted,
-        ChargeCancelled.event_type(): lifecycle.on_charge_cancelled,
-        ChargeCorrected.event_type(): lifecycle.on_charge_corrected,
         PriceListPublished.event_type(): lifecycle.on_price_list_published,
         ProviderRegistered.event_type(): lifecycle.on_provider_registered,
         ProviderUpdated.event_type(): lifecycle.on_provider_updated,

@@ -1,11 +1,11 @@
 """The voucher's life cycle after issue: issued -> provider chosen -> (amended) -> expired, revoked or
 exhausted; the units used and left per period; and the client's comparison of providers.
 
-- **Usage**: payments' ``ChargeAccepted`` folds into ``Usage`` (one row per charge: idempotent by
-  charge id); the units of a period follow ``seteli_shared.periods`` (the same rule payments charges
+- **Usage**: payments' charge events fold into ``Usage`` (one row per charge: ``usage.py``, a run of events
+  at a time); the units of a period follow ``seteli_shared.periods`` (the same rule payments charges
   by), so what the client sees left is what payments accepts.
 - **Exhausted**: a voucher whose units are for its whole validity becomes ``exhausted``
-  (``VoucherExhausted``) when its units are all used.
+  (``VoucherExhausted``, ``usage.py``) when its units are all used.
 - **Expired**: ``expire_vouchers`` (daily: ``POST /jobs/expire``, ``seteli-vouchers expire``) marks every
   voucher in force whose validity has passed ``expired`` (``VoucherExpired``), once.
 - **Comparison**: the providers approved for the voucher's funder and category and in force today, with
@@ -27,11 +27,10 @@ from seteli_shared.auth import Principal, Role
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
 from seteli_shared.errors import DomainError
-from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated,
-                                  VoucherExhausted, VoucherExpired)
+from seteli_shared.events import Envelope, PriceListPublished, ProviderRegistered, ProviderUpdated, VoucherExpired
 from seteli_shared.ids import cursor_text
 from seteli_shared.logging import get_logger
-from seteli_shared.money import from_hundredths, to_hundredths, units_amount_cents
+from seteli_shared.money import from_hundredths, units_amount_cents
 from seteli_shared.outbox import add_events
 from seteli_shared.schemas import PageParams
 
@@ -99,64 +98,6 @@ async def usage_of(sessions: Sessions, voucher: Voucher, clock: Clock) -> Period
         units_carried_over=from_hundredths(units.carried_in_x100), units_used=from_hundredths(units.used_x100),
         units_left=from_hundredths(units.left_x100), value_used_cents=value_used,
         value_left_cents=units_amount_cents(from_hundredths(units.left_x100), value))
-
-
-async def on_charge_cancelled(session: AsyncSession, _env: Envelope, event: ChargeCancelled) -> None:
-    """A cancelled charge no longer counts: its usage row keeps its place with nothing in it (and when
-    the cancellation comes first, the row it leaves makes the late acceptance a repeat)."""
-    row = await session.get(Usage, event.charge_id)
-    if row is None:
-        session.add(Usage(charge_id=event.charge_id, voucher_id=event.voucher_id, provider_id=event.provider_id,
-                          service_date=event.service_date, units_x100=0, amount_cents=0, own_share_cents=0,
-                          accepted_at=_utc(event.cancelled_at)))
-    else:
-        row.units_x100, row.amount_cents, row.own_share_cents = 0, 0, 0
-        session.add(row)
-    await session.flush()
-
-
-async def on_charge_corrected(session: AsyncSession, _env: Envelope, event: ChargeCorrected) -> None:
-    """A settled charge corrected: what the correction removes no longer counts against the voucher. The
-    row keeps the smallest figures seen (corrections only ever lower them, so their order does not
-    matter); a correction arriving before its acceptance leaves the row that makes the late one a repeat."""
-    units, amount, own = to_hundredths(event.units_after), event.amount_cents_after, event.own_share_cents_after
-    row = await session.get(Usage, event.charge_id)
-    if row is None:
-        session.add(Usage(charge_id=event.charge_id, voucher_id=event.voucher_id, provider_id=event.provider_id,
-                          service_date=event.service_date, units_x100=units, amount_cents=amount,
-                          own_share_cents=own, accepted_at=_utc(event.corrected_at)))
-    else:
-        row.units_x100 = min(row.units_x100, units)
-        row.amount_cents = min(row.amount_cents, amount)
-        row.own_share_cents = min(row.own_share_cents, own)
-        session.add(row)
-    await session.flush()
-
-
-async def on_charge_accepted(session: AsyncSession, _env: Envelope, event: ChargeAccepted) -> None:
-    """Fold an accepted charge into the usage; a whole-validity voucher whose units are all used is
-    exhausted (``VoucherExhausted``), once."""
-    if await session.get(Usage, event.charge_id) is not None:
-        return  # the same charge again
-    session.add(Usage(charge_id=event.charge_id, voucher_id=event.voucher_id, provider_id=event.provider_id,
-                      service_date=event.service_date, units_x100=to_hundredths(event.units),
-                      amount_cents=event.amount_cents, own_share_cents=event.own_share_cents,
-                      accepted_at=_utc(event.accepted_at)))
-    await session.flush()
-    voucher = await session.get(Voucher, event.voucher_id, with_for_update=True)
-    if voucher is None or voucher.period != periods.VALIDITY or voucher.status not in IN_FORCE:
-        return
-    units = await period_units(session, voucher, event.service_date)
-    if units is None or units.left_x100 > 0:
-        return
-    now = _utc(event.accepted_at)
-    voucher.status, voucher.exhausted_at = EXHAUSTED, now
-    session.add(voucher)
-    await session.flush()
-    await add_events(session, [VoucherExhausted(voucher_id=voucher.id, funder_id=voucher.funder_id,
-                                                category=voucher.category, units_used=from_hundredths(units.used_x100),
-                                                exhausted_at=now)], SOURCE)
-    log.info("voucher.exhausted", voucher_id=voucher.id)
 
 
 # ------------------------------------------------------------------ expiry

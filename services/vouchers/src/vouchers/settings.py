@@ -6,6 +6,11 @@ from seteli_shared.settings import ServiceSettings
 
 class VouchersSettings(ServiceSettings):
     service_name: str = "vouchers"
+    #: payments' charge events come one per charge and are folded a run at a time (``usage.py``): larger
+    #: batches than the default make each cheaper (bench/README.md, ``charge_events.py``)
+    consumer_prefetch: int = Field(default=1000, ge=1)
+    consumer_batch_size: int = Field(default=500, ge=1)
+    gc_young_threshold: int = Field(default=50_000, ge=0)  # fewer collections of a batch's short-lived objects
     #: the daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC, HH:MM or HH:MM:SS), once across the
     #: service's instances (``seteli_shared.jobs``); ``EXPIRY_SCHEDULER``: on unless ENVIRONMENT=test, where it
     #: runs only when set to true

@@ -1,0 +1,56 @@
+"""A consumer's batch is bounded by bytes as well as by messages (on the real RabbitMQ and PostgreSQL): a
+message that lists thousands of facts (a ``charge.settled.v2``) is a batch's worth of work by itself, so a
+backlog of them must not become one transaction of millions of facts."""
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+
+from seteli_shared.bus import Bus, Outgoing
+from seteli_shared.consumer import Consumer
+from seteli_shared.db import make_engine, session_factory
+from seteli_shared.events import Envelope, Event
+from seteli_shared.messaging import InboxMessage
+from seteli_shared.testing import eventually, make_settings
+
+
+class BigTick(Event):
+    __test__ = False
+    event_name = "test.big_tick"
+    n: int
+    pad: str
+
+
+async def test_a_batch_stops_at_its_bytes_and_every_message_is_applied_once(pg, namespace, amqp_url):  # noqa: ANN001
+    url = await pg.create("batches")
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: InboxMessage.__table__.create(c))
+    bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url, database_url=url))
+    await bus.connect()
+    runs: list[list[int]] = []
+
+    async def ticks(_session, batch) -> None:  # noqa: ANN001
+        runs.append([e.n for _, e in batch])
+
+    consumer = Consumer(bus, session_factory(engine), f"{namespace}.test", {},
+                        batch_handlers={BigTick.event_type(): ticks}, batch_size=100, batch_bytes=150_000)
+    try:
+        await consumer.declare()
+        envelopes = [Envelope.wrap(BigTick(n=n, pad="x" * 60_000), "test") for n in range(12)]
+        results = await bus.publish_many([Outgoing(env.model_dump_json().encode(), env.routing_key, env.id, env.type)
+                                          for env in envelopes])
+        assert results == [None] * 12
+        await consumer.start()  # the twelve are waiting: they arrive together
+        await eventually(lambda: sorted(n for run in runs for n in run) == list(range(12)), timeout=30)
+        assert max(len(run) for run in runs) <= 3, runs  # 60 kB each: the third passes 150 kB and ends the batch
+        assert any(len(run) > 1 for run in runs), runs
+        await asyncio.sleep(0.5)
+        assert sorted(n for run in runs for n in run) == list(range(12))  # each once
+    finally:
+        await consumer.stop()
+        await bus.close()
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM inbox"))).scalar_one() == 12
+        await engine.dispose()
