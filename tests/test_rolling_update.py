@@ -49,6 +49,8 @@ def example(schema: dict, defs: dict, full: bool) -> Any:  # noqa: ANN401
     if kind == "array":
         return [example(schema["items"], defs, full)] if full or schema.get("minItems") else []
     if kind == "string":
+        if isinstance(schema.get("default"), str):
+            return schema["default"]  # what that release's producer put there (CloudEvents' specversion "1.0")
         if "format" in schema:
             return FORMAT_EXAMPLES[schema["format"]]
         if "pattern" in schema:
