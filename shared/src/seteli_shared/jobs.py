@@ -47,6 +47,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .ids import new_id
 from .logging import get_logger
 from .messaging import UTCDateTime
+from .metrics import metrics
 
 log = get_logger(__name__)
 
@@ -322,6 +323,7 @@ class JobRunner:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         duration_ms = round((time.monotonic() - started) * 1000)
+        metrics().job_run(name, outcome, time.monotonic() - started)
         facts: dict[str, Any] = dict(job=name, due_at=due.isoformat(), duration_ms=duration_ms, instance=self.instance,
                                      taken_over=taken_over)
         if error is None:
