@@ -524,7 +524,8 @@ def _from_ingress_controller(site: Site, port: int) -> dict:
 
 def _from_monitoring(site: Site, port: int) -> dict:
     """Prometheus scraping /metrics (on the service's own port)."""
-    return {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": site.monitoring_namespace}}}],
+    namespace = {"kubernetes.io/metadata.name": site.monitoring_namespace}
+    return {"from": [{"namespaceSelector": {"matchLabels": namespace}}],
             "ports": [{"protocol": "TCP", "port": port}]}
 
 

@@ -22,7 +22,9 @@ One process per pod (``uvicorn`` with one worker, scaled by replicas): the multi
 answer with its own counters).
 
 Labels never hold ids, codes, references or names: routes are templates, queues and jobs are the service's own
-names, reasons are machine-readable codes (``reason_label``)."""
+names, reasons are machine-readable codes (``reason_label``). A scheduled job's label is ``scheduled_job`` (Prometheus
+keeps ``job`` for the scrape job), the service is the ``service`` label the scrape configuration gives each target
+(``deploy/monitoring/prometheus.yml``)."""
 from __future__ import annotations
 
 import asyncio
@@ -105,9 +107,9 @@ class ServiceMetrics:
         self.inbox_duplicates = Counter("seteli_inbox_duplicates_dropped", "Messages the inbox had seen before "
                                         "(redeliveries) and dropped, by queue", ["queue"], registry=r)
         self.job_runs = Counter("seteli_job_runs", "Scheduled job runs this instance made, by job and outcome "
-                                "(ok, failed)", ["job", "outcome"], registry=r)
+                                "(ok, failed)", ["scheduled_job", "outcome"], registry=r)
         self.job_duration = Histogram("seteli_job_duration_seconds", "Time a scheduled job's run took, by job",
-                                      ["job"], buckets=JOB_BUCKETS, registry=r)
+                                      ["scheduled_job"], buckets=JOB_BUCKETS, registry=r)
         self._own: dict[str, Counter | Histogram] = {}
         self._sources: dict[str, Source] = {}
         self._scraped = _Scraped()
@@ -298,12 +300,13 @@ def jobs_source(engine) -> Source:  # noqa: ANN001
     async def read() -> list[Metric]:
         async with engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        due = _gauge("seteli_job_last_due_timestamp_seconds", "Due time of the job's latest run started", ["job"])
+        due = _gauge("seteli_job_last_due_timestamp_seconds", "Due time of the job's latest run started",
+                     ["scheduled_job"])
         finished = _gauge("seteli_job_last_finished_timestamp_seconds", "When the job's latest run ended",
-                          ["job"])
-        failed = _gauge("seteli_job_last_run_failed", "1 when the job's latest run failed", ["job"])
-        running = _gauge("seteli_job_running", "1 while the job's latest run goes on", ["job"])
-        interval = _gauge("seteli_job_interval_seconds", "How often the job is due", ["job"])
+                          ["scheduled_job"])
+        failed = _gauge("seteli_job_last_run_failed", "1 when the job's latest run failed", ["scheduled_job"])
+        running = _gauge("seteli_job_running", "1 while the job's latest run goes on", ["scheduled_job"])
+        interval = _gauge("seteli_job_interval_seconds", "How often the job is due", ["scheduled_job"])
         for name, schedule, due_at, finished_at, outcome in rows:
             if due_at is not None:
                 due.add_metric([name], _timestamp(due_at))
