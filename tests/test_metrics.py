@@ -15,6 +15,8 @@ from seteli_shared.auth import mint
 from seteli_shared.manifest import NAMES as SERVICES
 from seteli_shared.testing import eventually
 
+from .test_monitoring import metric_names_used
+
 pytestmark = pytest.mark.e2e
 FUNDER = "091"
 CONSUMERS = ("vouchers", "payments", "reporting")  # the services with a queue of domain events
@@ -194,3 +196,19 @@ async def test_counters_move_and_labels_hold_no_ids(system, amqp_url):  # noqa: 
     # and the counters are the service's own: payments' registry does not count the vouchers' routes
     assert not any(dict(labels).get("route") == "/vouchers" for labels in named(after["payments"],
                                                                                  "seteli_http_requests_total"))
+
+
+async def test_rules_and_dashboards_name_only_exposed_metrics(system):  # noqa: ANN001
+    """Every metric name deploy/monitoring's rules and dashboards use is one a running service exposes (its
+    families are there before their first event: a counter with labels shows its HELP and TYPE lines)."""
+    exposed: set[str] = set()
+    for service in SERVICES:
+        async with system.client(service) as c:
+            text = (await c.get("/metrics")).text
+        for family in text_string_to_metric_families(text):
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
+                        "summary": ("_count", "_sum")}.get(family.type, ("",))
+            exposed |= {family.name + s for s in suffixes} | {s.name for s in family.samples}
+    assert "seteli_job_runs_total" in exposed and "seteli_charges_total" in exposed
+    unknown = {where: names - exposed for where, names in metric_names_used().items() if names - exposed}
+    assert not unknown, unknown
