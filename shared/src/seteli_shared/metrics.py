@@ -111,6 +111,7 @@ class ServiceMetrics:
         self.job_duration = Histogram("seteli_job_duration_seconds", "Time a scheduled job's run took, by job",
                                       ["scheduled_job"], buckets=JOB_BUCKETS, registry=r)
         self._own: dict[str, Counter | Histogram] = {}
+        self._http_children: dict[tuple[str, str, int], tuple] = {}
         self._sources: dict[str, Source] = {}
         self._scraped = _Scraped()
         r.register(self._scraped)
@@ -154,9 +155,16 @@ class ServiceMetrics:
 
     # ------------------------------------------------------------------ what the shared code counts
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        method = method if method in _METHODS else "OTHER"
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(method, route, f"{status // 100}xx").observe(seconds)
+        if method not in _METHODS:
+            method = "OTHER"  # (a client's made-up method adds no series)
+        children = self._http_children.get((method, route, status))
+        if children is None:  # the labelled children found once per (method, route, status): a dict look-up after
+            shown = method
+            children = self._http_children[(method, route, status)] = (
+                self.http_requests.labels(shown, route, str(status)),
+                self.http_duration.labels(shown, route, f"{status // 100}xx"))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def consumed(self, queue: str, outcome: str, count: int = 1) -> None:
         if count:

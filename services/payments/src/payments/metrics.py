@@ -30,8 +30,6 @@ from sqlalchemy import func, select
 
 from seteli_shared.metrics import ServiceMetrics, metrics
 
-from .charging import domain
-
 CHARGES = "seteli_charges"
 WEBHOOKS = "seteli_webhook_deliveries"
 
@@ -54,10 +52,12 @@ def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> Ga
 
 def install(registry: ServiceMetrics, sessions, clock, settings) -> None:  # noqa: ANN001
     """The payments figures read at each scrape."""
-    from .models import Charge, WebhookDelivery
-    from .notices.notices import EXCHANGE, PARKED
     from seteli_shared import outbox
     from seteli_shared.messaging import OutboxMessage
+
+    from .charging import domain  # (here: the charge engine imports this module)
+    from .models import Charge, WebhookDelivery
+    from .notices.notices import EXCHANGE, PARKED
     from .settlement.figures import fee_rate_for
     from .settlement.runs import fee_rates, rules_of
 
