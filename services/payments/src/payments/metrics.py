@@ -78,12 +78,13 @@ def install(registry: ServiceMetrics, sessions, clock, settings) -> None:  # noq
                 outbox.parked(EXCHANGE)))).scalar_one()
             posted = (await session.execute(select(func.count()).select_from(WebhookDelivery).where(
                 WebhookDelivery.status == PARKED))).scalar_one()
+            # one pass over the unpaid charges: per provider-funder group its count, gross, oldest and those at risk
             groups = (await session.execute(
-                select(Charge.funder_id, func.count(), func.sum(Charge.amount_cents), func.min(Charge.accepted_at))
+                select(Charge.funder_id, func.count(), func.sum(Charge.amount_cents), func.min(Charge.accepted_at),
+                       func.count().filter(Charge.accepted_at <= at_risk_from))
                 .where(unpaid).group_by(Charge.funder_id, Charge.provider_id))).all()
-            at_risk = (await session.execute(select(func.count()).select_from(Charge).where(
-                unpaid, Charge.accepted_at <= at_risk_from))).scalar_one()
             rates = await fee_rates(session, {g[0] for g in groups})
+        at_risk = sum(g[4] for g in groups)
         parked = _gauge("seteli_notices_parked", "Notices to providers' systems that nobody can receive yet",
                         ["channel"])
         parked.add_metric(["queue"], queued)
@@ -108,7 +109,7 @@ def install(registry: ServiceMetrics, sessions, clock, settings) -> None:  # noq
         cents = _gauge("seteli_unpaid_charges_cents", "Gross of the accepted charges waiting for a settlement")
         cents.add_metric([], sum(int(g[2] or 0) for g in groups))
         below_cents, below_groups = 0, 0
-        for funder_id, _n, gross, _oldest in groups:
+        for funder_id, _n, gross, _oldest, _at_risk in groups:
             gross = int(gross or 0)
             rate = fee_rate_for(rates.get(funder_id), settings.operator_fee_rate)
             net = gross - int((Decimal(gross) * rate).quantize(Decimal(1), rounding=ROUND_HALF_UP))
