@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, Iterable
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from prometheus_client import (CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, disable_created_metrics,
                                generate_latest)
@@ -233,18 +233,16 @@ class HttpMetrics:
 
 def install_metrics(app, service: str) -> ServiceMetrics:  # noqa: ANN001
     """The app's registry (``app.state.metrics``), the request middleware (add it last: outermost) and
-    ``GET /metrics`` (left out of the OpenAPI document: it is for the monitoring, not the API's callers)."""
+    ``GET /metrics`` (left out of the OpenAPI document: it is for the monitoring, not the API's callers; open
+    like ``/health/ready``: it holds no personal data and no ids)."""
     registry = ServiceMetrics(service)
     app.state.metrics = registry
     app.add_middleware(HttpMetrics, registry=registry)
-    app.include_router(metrics_router)
+    # a plain route (as /docs): not an API operation, so neither in the contract nor in the access matrix
+    app.add_route("/metrics", serve_metrics, methods=["GET"], include_in_schema=False)
     return registry
 
 
-metrics_router = APIRouter()
-
-
-@metrics_router.get("/metrics", include_in_schema=False)
 async def serve_metrics(request: Request) -> Response:
     """The service's figures in Prometheus' text format 0.0.4 (the scrape-time sources read first)."""
     registry: ServiceMetrics = request.app.state.metrics
