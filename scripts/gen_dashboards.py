@@ -71,6 +71,16 @@ def bus_panels(s: str) -> list[dict]:
     return out
 
 
+def reporting_panels() -> list[dict]:
+    sel = 'service="reporting"'
+    return [
+        panel("Latest event folded: how far behind now",
+              (f"time() - max(seteli_reporting_latest_event_timestamp_seconds{{{sel}}})", "seconds behind"), unit="s",
+              description="The time since the latest event reporting archived; while events still arrive, how far "
+                          "behind the funders' reports are."),
+    ]
+
+
 def job_panels(s: str) -> list[dict]:
     sel = f'service="{s}"'
     return [
@@ -136,7 +146,8 @@ def month_end_panels() -> list[dict]:
               (f"max(seteli_outbox_oldest_age_seconds{{{pay}}})", "oldest (s)")),
         panel("Reporting folds the charge and settlement events",
               (f'sum(rate(seteli_consumer_messages_total{{{rep},outcome="processed"}}[5m]))', "processed / s"),
-              (f"max(seteli_queue_messages_ready{{{rep}}})", "waiting")),
+              (f"max(seteli_queue_messages_ready{{{rep}}})", "waiting"),
+              (f"time() - max(seteli_reporting_latest_event_timestamp_seconds{{{rep}}})", "latest event (s ago)")),
         panel("Dead letters (all services)",
               ("sum by (service, reason) (increase(seteli_messages_dead_lettered_total[1h]))",
                "{{service}} {{reason}}"),
@@ -172,7 +183,8 @@ def render() -> dict[Path, str]:
         if s == "portal":  # pages only: no outbox, queue or scheduled job of its own
             panels, what = http_panels(s), "pages by route, latency, errors"
         else:
-            panels = http_panels(s) + bus_panels(s) + (payments_panels() if s == "payments" else []) + job_panels(s)
+            own = payments_panels() if s == "payments" else reporting_panels() if s == "reporting" else []
+            panels = http_panels(s) + bus_panels(s) + own + job_panels(s)
             what = "HTTP, outbox, consumers, jobs" + (", charges, the guarantee, webhooks" if s == "payments" else "")
         board = dashboard(f"seteli-{s}", f"seteli {s}", f"The {s} service: {what}", panels)
         out[OUT / f"seteli-{s}.json"] = json.dumps(board, indent=2, ensure_ascii=False) + "\n"

@@ -5,6 +5,7 @@ reference of what was done."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, timedelta
 
 import aio_pika
@@ -182,6 +183,8 @@ async def test_counters_move_and_labels_hold_no_ids(system, amqp_url):  # noqa: 
     assert value(after["payments"], "seteli_payment_guarantee_seconds") == 14 * 86400
     assert named(after["payments"], "seteli_notices_parked")
     assert named(after["payments"], "seteli_job_interval_seconds"), "payments' scheduled jobs"
+    # reporting: the latest event it folded is the charge's (its own time: now, give or take)
+    assert 0 <= time.time() - value(after["reporting"], "seteli_reporting_latest_event_timestamp_seconds") < 600
 
     # no label anywhere holds an id, a code or a reference of what was done
     secrets = {provider_id, voucher["id"], voucher["voucher_code"], voucher["client_login_code"], charge_id,

@@ -44,6 +44,10 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from .logging import get_logger
+
+log = get_logger(__name__)
+
 # the ``*_created`` series double every counter's lines for nothing Prometheus 2 uses
 disable_created_metrics()
 
@@ -143,6 +147,7 @@ class ServiceMetrics:
         for name, answer in zip(names, answers):
             if isinstance(answer, BaseException):
                 up.add_metric([name], 0)
+                log.warning("metrics.source_failed", source=name, error=type(answer).__name__)
                 continue
             up.add_metric([name], 1)
             families.extend(answer)
@@ -159,10 +164,9 @@ class ServiceMetrics:
             method = "OTHER"  # (a client's made-up method adds no series)
         children = self._http_children.get((method, route, status))
         if children is None:  # the labelled children found once per (method, route, status): a dict look-up after
-            shown = method
             children = self._http_children[(method, route, status)] = (
-                self.http_requests.labels(shown, route, str(status)),
-                self.http_duration.labels(shown, route, f"{status // 100}xx"))
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route, f"{status // 100}xx"))
         children[0].inc()
         children[1].observe(seconds)
 
@@ -217,7 +221,7 @@ class HttpMetrics:
             return
         current_metrics.set(self.metrics)
         started = time.perf_counter()
-        status = [500]
+        status = [0]
 
         async def send_status(message) -> None:  # noqa: ANN001
             if message["type"] == "http.response.start":
@@ -226,9 +230,13 @@ class HttpMetrics:
 
         try:
             await self.app(scope, receive, send_status)
+        except BaseException:
+            status[0] = status[0] or 500
+            raise
         finally:
+            # no answer begun and nothing raised: the client left first (nginx's 499), not a failure of ours
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.http_request(scope["method"], route, status[0], time.perf_counter() - started)
+            self.metrics.http_request(scope["method"], route, status[0] or 499, time.perf_counter() - started)
 
 
 def install_metrics(app, service: str) -> ServiceMetrics:  # noqa: ANN001

@@ -1,0 +1,109 @@
+"""seteli_shared.metrics on its own: routes as templates whatever the path, the status a client that left or a
+failure gets, reasons as codes only, and a scrape-time source whose database is away (a real refused
+connection) left out with ``seteli_metrics_source_up`` 0 while the rest is served."""
+from __future__ import annotations
+
+import time
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from seteli_shared.db import make_engine
+from seteli_shared.metrics import HttpMetrics, install_metrics, outbox_source, reason_label
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_reasons_become_codes_never_free_text():
+    assert reason_label("bad_envelope: not JSON") == "bad_envelope"
+    assert reason_label("contract_violation: data.units: Input should be a valid decimal") == "contract_violation"
+    assert reason_label("failed 5 times: ValueError('voucher 3f2a... not found')") == "failed_repeatedly"
+    assert reason_label("personal_identity_code") == "personal_identity_code"
+    assert reason_label("Voucher 131052-308T is gone") == "other"
+    assert reason_label(None) == "unknown"
+
+
+async def test_http_requests_by_route_template_status_and_failures():
+    app = FastAPI()
+    registry = install_metrics(app, "t")
+
+    @app.get("/vouchers/{voucher_id}")
+    async def one(voucher_id: str) -> dict:
+        return {"id": voucher_id}
+
+    @app.get("/boom")
+    async def boom() -> dict:
+        raise RuntimeError("boom")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url="http://t") as c:
+        for i in range(3):
+            assert (await c.get(f"/vouchers/v-{i}-secret")).status_code == 200
+        assert (await c.get("/nowhere/131052-308T")).status_code == 404
+        assert (await c.get("/boom")).status_code == 500
+        assert (await c.request("BREW", "/vouchers/x")).status_code == 405
+        text = (await c.get("/metrics")).text
+    got = samples(text)
+    key = ("seteli_http_requests_total", frozenset({"method": "GET", "route": "/vouchers/{voucher_id}",
+                                                    "status": "200"}.items()))
+    assert got[key] == 3
+    assert got[("seteli_http_requests_total", frozenset({"method": "GET", "route": "(unmatched)",
+                                                         "status": "404"}.items()))] == 1
+    assert got[("seteli_http_requests_total", frozenset({"method": "GET", "route": "/boom",
+                                                         "status": "500"}.items()))] == 1
+    assert got[("seteli_http_requests_total", frozenset({"method": "OTHER", "route": "/vouchers/{voucher_id}",
+                                                         "status": "405"}.items()))] == 1
+    assert got[("seteli_http_request_duration_seconds_count",
+                frozenset({"method": "GET", "route": "/vouchers/{voucher_id}", "status": "2xx"}.items()))] == 3
+    assert "secret" not in text and "131052" not in text and "BREW" not in text
+    assert registry.http_requests._metrics  # (the app's own registry counted them)
+
+
+async def test_a_client_that_leaves_before_the_answer_is_not_a_failure():
+    app = FastAPI()
+    registry = install_metrics(app, "t")
+
+    async def receive():  # noqa: ANN202
+        return {"type": "http.disconnect"}
+
+    async def send(_message):  # noqa: ANN001, ANN202
+        return None
+
+    async def leaves(scope, receive_, send_):  # noqa: ANN001, ANN202  (as the guard answers a client gone)
+        return None
+
+    await HttpMetrics(leaves, registry=registry)({"type": "http", "method": "POST", "path": "/charges"}, receive, send)
+    got = samples(registry.exposition().decode())
+    assert got[("seteli_http_requests_total", frozenset({"method": "POST", "route": "(unmatched)",
+                                                         "status": "499"}.items()))] == 1
+
+
+async def test_a_source_whose_database_is_away_is_left_out_and_said_so():
+    app = FastAPI()
+    registry = install_metrics(app, "t")
+    engine = make_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")  # nobody listens on port 1
+    registry.add_source("outbox", outbox_source(engine))
+
+    async def fine():  # noqa: ANN202
+        from prometheus_client.core import GaugeMetricFamily
+        g = GaugeMetricFamily("seteli_test_figure", "a figure that answers")
+        g.add_metric([], 7)
+        return [g]
+
+    registry.add_source("fine", fine)
+    started = time.monotonic()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            r = await c.get("/metrics")
+    finally:
+        await engine.dispose()
+    assert time.monotonic() - started < 5
+    got = samples(r.text)
+    assert got[("seteli_metrics_source_up", frozenset({"source": "outbox"}.items()))] == 0
+    assert got[("seteli_metrics_source_up", frozenset({"source": "fine"}.items()))] == 1
+    assert got[("seteli_test_figure", frozenset())] == 7
+    assert ("seteli_outbox_depth", frozenset()) not in got
