@@ -107,3 +107,15 @@ async def test_a_source_whose_database_is_away_is_left_out_and_said_so():
     assert got[("seteli_metrics_source_up", frozenset({"source": "fine"}.items()))] == 1
     assert got[("seteli_test_figure", frozenset())] == 7
     assert ("seteli_outbox_depth", frozenset()) not in got
+
+
+async def test_metrics_are_not_served_through_a_proxy():
+    """The public Ingress forwards with X-Forwarded-For: /metrics is 404 there, served to a direct scrape."""
+    app = FastAPI()
+    install_metrics(app, "t")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/metrics")).status_code == 200
+        for header in ({"X-Forwarded-For": "203.0.113.7"}, {"Forwarded": "for=203.0.113.7"},
+                       {"X-Real-IP": "203.0.113.7"}):
+            r = await c.get("/metrics", headers=header)
+            assert r.status_code == 404 and "seteli_" not in r.text, header

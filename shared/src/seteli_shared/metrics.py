@@ -37,6 +37,7 @@ from typing import Awaitable, Callable, Iterable
 import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import (CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, disable_created_metrics,
                                generate_latest)
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -251,8 +252,17 @@ def install_metrics(app, service: str) -> ServiceMetrics:  # noqa: ANN001
     return registry
 
 
+#: headers a reverse proxy adds (the Ingress controller always sets X-Forwarded-For); Prometheus scrapes the pods
+#: directly, without them
+_FORWARDED = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 async def serve_metrics(request: Request) -> Response:
-    """The service's figures in Prometheus' text format 0.0.4 (the scrape-time sources read first)."""
+    """The service's figures in Prometheus' text format 0.0.4 (the scrape-time sources read first). A request that
+    came through a proxy (the public Ingress) is answered 404: the figures are for the monitoring, which scrapes
+    the instances themselves."""
+    if any(h in request.headers for h in _FORWARDED):
+        raise StarletteHTTPException(404)
     registry: ServiceMetrics = request.app.state.metrics
     await registry.refresh()
     return Response(registry.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
