@@ -119,3 +119,55 @@ async def test_metrics_are_not_served_through_a_proxy():
                        {"X-Real-IP": "203.0.113.7"}):
             r = await c.get("/metrics", headers=header)
             assert r.status_code == 404 and "seteli_" not in r.text, header
+
+
+async def test_scheduled_job_runs_counted_by_job_and_outcome_and_read_from_the_database(pg):  # noqa: ANN001
+    """A job that succeeds and one that fails, each run by a runner on a real PostgreSQL database under the app's
+    registry: ``seteli_job_runs_total`` by job and outcome, and the jobs source reads their latest runs (the
+    failed one's flag, the interval) from the database."""
+    import asyncio
+
+    from seteli_shared.jobs import Every, JobRunner, ScheduledJob
+    from seteli_shared.metrics import current_metrics, jobs_source
+    from seteli_shared.testing import eventually
+
+    engine = make_engine(await pg.create("metricsjobs"))
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: ScheduledJob.__table__.create(c))
+    app = FastAPI()
+    registry = install_metrics(app, "t")
+    registry.add_source("jobs", jobs_source(engine))
+    current_metrics.set(registry)  # as a service's lifespan does: the runner's tasks count into it
+    runner = JobRunner(engine, 0.9, instance="metrics-test")
+
+    async def fine() -> int:
+        return 1
+
+    async def broken() -> int:
+        raise RuntimeError("the bank's file server is away")
+
+    tasks = [asyncio.create_task(runner.run("t.fine", Every(1), fine)),
+             asyncio.create_task(runner.run("t.broken", Every(1), broken))]
+    try:
+        async def both_ran():  # noqa: ANN202
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                got = samples((await c.get("/metrics")).text)
+            ok = got.get(("seteli_job_runs_total", frozenset({"scheduled_job": "t.fine", "outcome": "ok"}.items())))
+            failed = got.get(("seteli_job_runs_total",
+                              frozenset({"scheduled_job": "t.broken", "outcome": "failed"}.items())))
+            # (the latest run as the database has it: each second a new one starts, "running" for a moment)
+            latest_failed = got.get(("seteli_job_last_run_failed", frozenset({"scheduled_job": "t.broken"}.items())))
+            return got if ok and failed and latest_failed == 1 else None
+
+        got = await eventually(both_ran, timeout=20)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
+    assert got[("seteli_job_last_run_failed", frozenset({"scheduled_job": "t.broken"}.items()))] == 1
+    assert got[("seteli_job_last_run_failed", frozenset({"scheduled_job": "t.fine"}.items()))] == 0
+    assert got[("seteli_job_interval_seconds", frozenset({"scheduled_job": "t.fine"}.items()))] == 1
+    assert time.time() - got[("seteli_job_last_due_timestamp_seconds",
+                              frozenset({"scheduled_job": "t.fine"}.items()))] < 60
+    assert ("seteli_job_runs_total", frozenset({"scheduled_job": "t.fine", "outcome": "failed"}.items())) not in got

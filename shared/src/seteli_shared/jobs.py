@@ -323,13 +323,13 @@ class JobRunner:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         duration_ms = round((time.monotonic() - started) * 1000)
-        metrics().job_run(name, outcome, time.monotonic() - started)
         facts: dict[str, Any] = dict(job=name, due_at=due.isoformat(), duration_ms=duration_ms, instance=self.instance,
                                      taken_over=taken_over)
         if error is None:
             log.info("job.ran", result=str(result)[:200], **facts)
         else:
             log.error("job.failed", error=repr(error)[:300], **facts)
+        metrics().job_run(name, outcome, duration_ms / 1000)
         if not await self._finish(name, due, outcome, detail, duration_ms):
             log.warning("job.lease_lost", job=name, due_at=due.isoformat(), instance=self.instance,
                         note="another instance took the job over during the run; its outcome stands")
