@@ -96,6 +96,8 @@ class Site:
     pod_cidr: str = "10.244.0.0/16"
     ingress_class: str = "nginx"
     ingress_namespace: str = "ingress-nginx"
+    #: the namespace of the Prometheus that scrapes the pods' /metrics (the network policies let it in)
+    monitoring_namespace: str = "monitoring"
     cluster_issuer: str = "letsencrypt"
     cnpg_namespace: str = "cnpg-system"
     rabbitmq_operator_namespace: str = "rabbitmq-system"
@@ -419,6 +421,9 @@ def deployment(info: ServiceInfo, profile: Profile, site: Site, settings: dict[s
     pod["topologySpreadConstraints"] = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                                          "whenUnsatisfiable": "ScheduleAnyway",
                                          "labelSelector": {"matchLabels": selector(info.name)}}]
+    # Prometheus' usual pod annotations: its kubernetes_sd "pods" role scrapes /metrics on the http port
+    template["metadata"]["annotations"].update({"prometheus.io/scrape": "true", "prometheus.io/port": str(info.port),
+                                                "prometheus.io/path": "/metrics"})
     main = pod["containers"][0]
     main["ports"] = [{"name": "http", "containerPort": info.port, "protocol": "TCP"}]
     main.update(probes(info))
@@ -517,12 +522,19 @@ def _from_ingress_controller(site: Site, port: int) -> dict:
             "ports": [{"protocol": "TCP", "port": port}]}
 
 
+def _from_monitoring(site: Site, port: int) -> dict:
+    """Prometheus scraping /metrics (on the service's own port)."""
+    namespace = {"kubernetes.io/metadata.name": site.monitoring_namespace}
+    return {"from": [{"namespaceSelector": {"matchLabels": namespace}}],
+            "ports": [{"protocol": "TCP", "port": port}]}
+
+
 def app_policy(info: ServiceInfo, site: Site) -> dict:
     """A service's pods reach DNS, their own database and the broker; payments also the public internet on 443
     (webhooks), the portal that (its OpenID Connect issuer) and the four services' APIs. They are reached by the
-    ingress controller, and the services also by the portal."""
+    ingress controller and the monitoring's Prometheus (/metrics), and the services also by the portal."""
     egress = [_dns(), _own_database(info.name), _broker()]
-    ingress_ = [_from_ingress_controller(site, info.port)]
+    ingress_ = [_from_ingress_controller(site, info.port), _from_monitoring(site, info.port)]
     if info.name in ("payments", "portal"):
         egress.append(_public_https())
     if info.kind == "frontend":
@@ -839,6 +851,7 @@ SITE_HELP = {
     "pod_cidr": "the pod network, whose X-Forwarded-For the vouchers service and the portal believe",
     "ingress_class": "the IngressClass",
     "ingress_namespace": "the ingress controller's namespace (the network policies let it in)",
+    "monitoring_namespace": "the namespace of the Prometheus that scrapes /metrics (the network policies let it in)",
     "cluster_issuer": "cert-manager's ClusterIssuer of the certificate",
     "cnpg_namespace": "the CloudNativePG operator's namespace (the network policies let it in)",
     "rabbitmq_operator_namespace": "the RabbitMQ operators' namespace (the network policies let it in)",

@@ -20,6 +20,11 @@ each on a port of its own, behind a small TCP load balancer (scripts/balancer.py
 first instance of each migrates its database and becomes ready before the others start. On SQLite only the
 first instance of a service runs its outbox relay (SQLite takes one relay per database); with
 DATABASE_URL_<SERVICE> on PostgreSQL every instance runs one (they claim rows FOR UPDATE SKIP LOCKED).
+
+PROMETHEUS=1 (`PROMETHEUS=1 make run`) also starts a Prometheus of its own (Debian's package: /usr/bin/prometheus,
+or PROMETHEUS_BIN) on PROMETHEUS_PORT (default 9090), its data under DATA_DIR/prometheus: it scrapes every
+instance's /metrics every 15 s, each target labelled with its ``service``, and evaluates the alerting rules of
+deploy/monitoring/rules.yml (its alerts page: http://127.0.0.1:9090/alerts).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -189,6 +195,47 @@ def start(name: str, host: str, port: int, wanted: dict[str, int] | None = None,
     return child
 
 
+# ------------------------------------------------------------------ a local Prometheus (PROMETHEUS=1)
+RULES = ROOT / "deploy" / "monitoring" / "rules.yml"
+
+
+def prometheus_wanted() -> tuple[str, int] | None:
+    """(the prometheus binary, its port) when PROMETHEUS=1 asks for one; a Refusal when it cannot start."""
+    if os.environ.get("PROMETHEUS", "") in ("", "0"):
+        return None
+    binary = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        raise Refusal("PROMETHEUS=1 but there is no prometheus to start: apt-get install prometheus "
+                      "(or set PROMETHEUS_BIN)")
+    return binary, int(os.environ.get("PROMETHEUS_PORT", "9090"))
+
+
+def prometheus_config(targets: list[tuple[str, str, str]], rules: Path = RULES, interval: str = "15s") -> str:
+    """The configuration of the local Prometheus: one scrape job over every (service, instance label, address)."""
+    lines = ["# written by scripts/run_all.py (PROMETHEUS=1): the running instances, each labelled with its service",
+             "global:", f"  scrape_interval: {interval}", f"  evaluation_interval: {interval}",
+             "rule_files:", f"  - {json.dumps(str(rules))}", "scrape_configs:", "  - job_name: seteli",
+             "    metrics_path: /metrics", "    static_configs:"]
+    for service, label, address in targets:
+        lines += [f"      - targets: [{json.dumps(address)}]",
+                  f"        labels: {{service: {json.dumps(service)}, seteli_instance: {json.dumps(label)}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def start_prometheus(binary: str, port: int, host: str, served: list["Child"]) -> Child:
+    data = Path(os.environ.get("DATA_DIR", str(ROOT / "var"))) / "prometheus"
+    data.mkdir(parents=True, exist_ok=True)
+    config = data / "prometheus.yml"
+    config.write_text(prometheus_config([(c.name, c.label or c.name, f"{host}:{c.port}") for c in served]))
+    process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={data / 'data'}",
+                                f"--web.listen-address={host}:{port}", "--storage.tsdb.retention.time=7d"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    child = Child("prometheus", port, process)
+    child.pump = threading.Thread(target=pump, args=(child, process.stdout), daemon=True)
+    child.pump.start()
+    return child
+
+
 # ------------------------------------------------------------------ several instances (SCALE=N)
 def scale() -> int:
     text = os.environ.get("SCALE", "1") or "1"
@@ -281,7 +328,8 @@ def main() -> int:
     wanted = ports()
     try:
         instances = scale()
-        check_ports(host, wanted)
+        prometheus = prometheus_wanted()
+        check_ports(host, {**wanted, **({"prometheus": prometheus[1]} if prometheus else {})})
         check_amqp(amqp)
     except Refusal as refusal:
         say(str(refusal), err=True)
@@ -303,6 +351,8 @@ def main() -> int:
     else:
         children, failed = start_scaled(host, shown, wanted, instances, stopping, ready_timeout)
     served = [c for c in children if c.name != "balancer"]
+    if prometheus is not None and failed is None:
+        children.append(start_prometheus(*prometheus, shown, served))
     started_at = time.monotonic()
     announced = warned = False
     while not stopping.is_set() and failed is None:
@@ -317,8 +367,9 @@ def main() -> int:
             if all(c.ready for c in served):
                 announced = True
                 each = f" ({instances} instances each behind a balancer)" if instances > 1 else ""
+                watched = f"; prometheus http://{shown}:{prometheus[1]}/alerts" if prometheus else ""
                 say("seteli is ready: " + ", ".join(f"{name} {address(shown, name, port)}"
-                                                    for name, port in wanted.items()) + each)
+                                                    for name, port in wanted.items()) + each + watched)
             elif not warned and time.monotonic() - started_at > ready_timeout:
                 warned = True
                 waiting = ", ".join(f"{c.label or c.name} (http://{shown}:{c.port}/health/ready)" for c in served

@@ -178,3 +178,44 @@ def test_the_vouchers_service_believes_the_portals_x_forwarded_for_and_no_child_
     assert trusted == {**{name: "" for name in wanted}, "vouchers": "127.0.0.1"}
     monkeypatch.setenv("TRUSTED_PROXIES_PORTAL", "192.0.2.0/24")
     assert run_all.environment("portal", "127.0.0.1", 8005, wanted)["TRUSTED_PROXIES"] == "192.0.2.0/24"
+
+
+async def test_prometheus_1_starts_a_prometheus_that_scrapes_every_service(tmp_path, amqp_url, namespace):  # noqa: ANN001
+    """`PROMETHEUS=1 make run`: a Prometheus of its own (Debian's package) scrapes every service's /metrics,
+    each target labelled with its service, with the alerting rules loaded; stopped with the rest."""
+    import json
+    import shutil
+    import urllib.request
+
+    import pytest
+
+    if shutil.which("prometheus") is None:
+        pytest.skip("no prometheus: apt-get install prometheus")
+    port = free_port()
+    run = Running(tmp_path, AMQP_URL=amqp_url, BUS_NAMESPACE=namespace, PROMETHEUS="1", PROMETHEUS_PORT=str(port),
+                  **own_ports())
+
+    def api(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=5) as r:
+            return json.load(r)["data"]
+
+    try:
+        line = run.wait_for("seteli is ready: ")
+        assert line.strip().endswith(f"; prometheus http://127.0.0.1:{port}/alerts")
+        end, up = time.monotonic() + 60, {}
+        while time.monotonic() < end:
+            up = {t["labels"]["service"]: t["health"] for t in api("targets")["activeTargets"]}
+            if len(up) == len(EVERYTHING) and set(up.values()) == {"up"}:
+                break
+            time.sleep(1)
+        assert up == {s.name: "up" for s in EVERYTHING}
+        rules = {r["name"] for g in api("rules")["groups"] for r in g["rules"]}
+        assert {"PaymentGuaranteeAtRisk", "DeadLettersAppearing", "ScheduledJobMissed"} <= rules
+        result = api("query?query=seteli_outbox_depth")["result"]
+        assert {r["metric"]["service"] for r in result} == set(NAMES)  # the portal has no outbox
+    finally:
+        code = run.stop()
+    assert code == 0, "".join(run.err)
+    with socket.socket() as s:  # Prometheus was stopped too
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))

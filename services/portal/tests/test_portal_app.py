@@ -415,3 +415,18 @@ def test_a_csv_with_finnish_or_swedish_headings_reaches_payments_with_its_names(
         "\ufeffvoucher_code;provider_reference;service_date;units;lisätieto\r\nABC;v-1;7.10.2026;1,5;x\r\n"
     sv = b"sedelns_kod,egen_referens,servicedag,enheter\nABC,v-1,2026-10-07,1\n"
     assert system_header(sv).startswith(b"voucher_code,provider_reference,service_date,units\n")
+
+
+def test_metrics_count_pages_by_their_route_template_without_what_was_typed():
+    """``/metrics``: the pages counted by route template and status, never the path or query a person typed."""
+    with TestClient(create_app(PortalSettings(environment="test"))) as c:
+        assert c.get("/?lang=fi").status_code == 200
+        assert c.get("/no/such/page/131052-308T").status_code in (404, 422)
+        assert c.get("/compare?q=Matti+Meikäläinen").status_code == 200
+        r = c.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        lines = [line for line in r.text.splitlines() if line.startswith("seteli_http_requests_total")]
+        assert 'seteli_http_requests_total{method="GET",route="/",status="200"} 1.0' in lines
+        assert any('route="/compare"' in line for line in lines)
+        assert any('route="(unmatched)"' in line for line in lines), lines
+        assert "131052" not in r.text and "Matti" not in r.text and "no/such" not in r.text

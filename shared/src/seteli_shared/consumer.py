@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -38,6 +39,7 @@ from .errors import PermanentMessageError
 from .events import Envelope, Event, ReceivedEnvelope, routing_keys_of
 from .ids import digest_text
 from .logging import bind_correlation, get_logger
+from .metrics import metrics
 from .privacy import REASON, find_in, json_strings_cannot_hold_code, text_cannot_hold_code
 
 log = get_logger(__name__)
@@ -188,8 +190,10 @@ class Consumer:
             while len(batch) < self.batch_size and size < self.batch_bytes and not self._buffer.empty():
                 batch.append(self._buffer.get_nowait())
                 size += len(batch[-1].body)
+            started = time.perf_counter()
             try:
                 await self._process(batch)
+                metrics().consumer_batch(self.name, time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001  (never let the consumer die)
@@ -291,6 +295,7 @@ class Consumer:
             parsed = self._parse(m)
             if parsed is None:
                 await m.ack()
+                metrics().consumed(self.name, "ignored")
             elif isinstance(parsed, Refused):
                 await self._refuse(m, parsed)
             else:
@@ -340,6 +345,9 @@ class Consumer:
                     i = j
                 if self.audit:
                     await record_bus(session, [(p.envelope, p.message.user_id) for p in todo])
+        # committed: count what was done and what the inbox dropped as seen before
+        metrics().consumed(self.name, "processed", len(todo))
+        metrics().duplicates(self.name, len(items) - len(todo))
 
     async def _refuse(self, message: AbstractIncomingMessage, refused: Refused) -> None:
         """Dead-letter a poison message, after ``on_refused`` has recorded what it records (once: the
@@ -386,6 +394,7 @@ class Consumer:
             await self._dead_letter(message, f"failed {count + 1} times: {error[:500]}")
             return
         delay = min(5.0, 0.1 * 2**count)
+        metrics().consumed(self.name, "retried")
         log.warning("consumer.retry", consumer=self.name, message_id=message.message_id, attempt=count + 1,
                     delay=delay, error=error[:300])
 
@@ -425,3 +434,4 @@ class Consumer:
             await message.nack(requeue=True)
             return
         await message.ack()
+        metrics().dead_letter(self.name, reason)

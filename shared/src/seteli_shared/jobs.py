@@ -47,6 +47,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .ids import new_id
 from .logging import get_logger
 from .messaging import UTCDateTime
+from .metrics import metrics
 
 log = get_logger(__name__)
 
@@ -328,6 +329,7 @@ class JobRunner:
             log.info("job.ran", result=str(result)[:200], **facts)
         else:
             log.error("job.failed", error=repr(error)[:300], **facts)
+        metrics().job_run(name, outcome, duration_ms / 1000)
         if not await self._finish(name, due, outcome, detail, duration_ms):
             log.warning("job.lease_lost", job=name, due_at=due.isoformat(), instance=self.instance,
                         note="another instance took the job over during the run; its outcome stands")

@@ -28,6 +28,7 @@ from .faults import TIMED_OUT, database_fault, document_outages, install_fault_h
 from .docs import install_docs
 from .clock import SystemClock
 from .logging import configure_logging, get_logger
+from .metrics import current_metrics, install_metrics, jobs_source, outbox_source, queues_source
 from .outbox import OutboxRelay
 from .relay import RelayProcess
 from .schemas import Page, PageDep, paginate, place_bounds
@@ -188,6 +189,12 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(spec, settings)
         app.state.runtime = runtime
+        # what the lifespan starts (consumers, relay, jobs, workers) counts into this app's registry
+        current_metrics.set(app.state.metrics)
+        app.state.metrics.add_source("outbox", outbox_source(runtime.engine))
+        app.state.metrics.add_source("jobs", jobs_source(runtime.engine))
+        app.state.metrics.add_source("queues", queues_source(
+            runtime.bus, lambda: [c for c in (runtime.consumer, *runtime.extra_consumers) if c is not None]))
         await runtime.start()
         # what the start left (modules, models, schemas, the runtime) lives as long as the service: out of the
         # collector's sight, so that its full collections do not walk it again and again (15-20 % of a bulk
@@ -212,6 +219,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_bulk_body_bytes=settings.max_bulk_body_bytes, bulk_paths=spec.bulk_paths,
                        streamed_bodies=spec.streamed_bodies)
+    install_metrics(app, spec.name)  # outermost: it sees the guard's refusals too; serves /metrics
     install_error_handlers(app)
     install_fault_handlers(app, settings.retry_after_seconds)
     install_openapi(app)

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from seteli_shared.service import ServiceSpec, create_service_app
 
 from .bank.router import router as bank_router
+from . import metrics as payments_metrics
 from .charging import idempotency
 from .charging.router import BULK_PATH
 from .charging.router import router as charging_router
@@ -40,6 +41,7 @@ async def jobs(app: FastAPI) -> AsyncIterator[None]:
     """The service's background work: the webhook worker, the purge of expired Idempotency-Key records, the
     slow retry of parked notices and (not in tests) the daily settlement run, each with the app's clock."""
     runtime, settings, clock = app.state.runtime, app.state.settings, app.state.clock
+    payments_metrics.install(app.state.metrics, runtime.sessions, clock, settings)
     worker = WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql",
                            # a test's own resolver and TLS trust (app.state, as its clock); else the system's
                            getattr(app.state, "webhook_resolver", None), getattr(app.state, "webhook_tls", True))

@@ -364,3 +364,30 @@ async def test_of_a_huge_answer_only_the_first_64_kib_are_read(live):  # noqa: A
     assert delivery["status"] == "delivered" and delivery["log"][0]["status_code"] == 200
     assert time.monotonic() - started < 10, "not read until the 30 s timeout"
     assert receiver.sent < 64 * 1024 * 1024, f"the rest was never read: {receiver.sent} bytes written"
+
+
+@pytest.mark.parametrize("live_settings", [DEVELOPMENT])
+async def test_deliveries_are_counted_by_outcome_on_metrics(live, names):  # noqa: ANN001
+    """``seteli_webhook_deliveries_total{outcome}`` on /metrics: a delivery made, and one refused at its address
+    (tried again later), each counted once the worker has recorded it; no provider in the labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def counted() -> dict[str, float]:
+        text = (await live.client.get("/metrics")).text
+        assert "prov-hook-counted" not in text
+        return {s.labels["outcome"]: s.value for f in text_string_to_metric_families(text)
+                if f.name == "seteli_webhook_deliveries" for s in f.samples if s.name.endswith("_total")}
+
+    w, p = live, "prov-hook-counted"
+    before = await counted()
+    async with Receiver() as receiver:
+        names.known["hooks.counted.test"] = ["127.0.0.1"]
+        assert (await set_hook(w, p, f"http://hooks.counted.test:{receiver.port}/seteli")).status_code == 200
+        await notice_for(w, p)
+        assert (await attempted(w, p))["status"] == "delivered"
+        names.known["hooks.counted.test"] = ["10.9.8.7"]  # inside: refused, tried again after its back-off
+        await notice_for(w, p)
+        assert (await attempted(w, p))["log"][0]["error"] == "webhook_address_not_public"
+    after = await counted()
+    assert after.get("delivered", 0) - before.get("delivered", 0) == 1
+    assert after.get("retrying", 0) - before.get("retrying", 0) >= 1

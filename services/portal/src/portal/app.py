@@ -21,6 +21,7 @@ from seteli_shared.clock import SYSTEM_CLOCK
 from seteli_shared.db import ping, upgrade_async
 from seteli_shared.ids import new_id
 from seteli_shared.logging import get_logger
+from seteli_shared.metrics import install_metrics
 
 from . import client, provider, public, signin, staff
 from .backend import Backend
@@ -88,6 +89,8 @@ def create_app(settings: PortalSettings | None = None, transport: httpx.AsyncBas
                  status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 1), correlation_id=correlation)
         return response
+
+    install_metrics(app, "portal")  # outermost: counts every page by its route template; serves /metrics
 
     @app.exception_handler(PageRefusal)
     async def refused(request: Request, exc: PageRefusal) -> Response:

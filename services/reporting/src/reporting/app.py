@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from seteli_shared.service import ServiceSpec, create_service_app
 
+from . import metrics as reporting_metrics
 from .api import router
 from .handlers import BATCH_HANDLERS, archive
 from .settings import ReportingSettings
@@ -33,6 +34,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         (``gc.freeze``): a report allocates a great many short-lived objects, and every full pass over
         the libraries' own objects added 50-100 ms to one report in twenty (bench/README.md)."""
         async with inner(app_) as state:
+            reporting_metrics.install(app_.state.metrics, app_.state.runtime.sessions)
             gc.freeze()
             yield state
 

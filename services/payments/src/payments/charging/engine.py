@@ -28,6 +28,7 @@ from seteli_shared.errors import Conflict, DomainError, NotFound
 from seteli_shared.ids import new_id
 from seteli_shared.uow import AbstractUnitOfWork
 
+from ..metrics import count_charges
 from . import domain, lifecycle
 
 ACCEPTED, REPEATED, REFUSED = "accepted", "repeated", "refused"
@@ -267,4 +268,5 @@ async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal
         if accepted:
             await uow.charges.add(principal, accepted)
         await uow.commit()
+    count_charges(outcomes.values())  # committed: each line's outcome once (a retried unit of work counts once)
     return outcomes

@@ -16,6 +16,7 @@ from seteli_shared.logging import get_logger
 
 from ..models import Webhook, WebhookAttempt, WebhookDelivery
 from . import egress
+from ..metrics import count_webhook
 from .notices import DELIVERED, FAILED, PARKED, PENDING, SIGNATURE_HEADER, new_secret, sign, wake_on_commit, wakeups
 
 log = get_logger(__name__)
@@ -68,6 +69,8 @@ class WebhookWorker:
             results = await asyncio.gather(*(self._post(client, d, hooks.get(d.provider_id)) for d in due))
             for d, result in zip(due, results):
                 self._record(session, d, *result, at=now)
+        for d in due:  # committed
+            count_webhook("retrying" if d.status == PENDING else d.status)
         return len(due)
 
     def _record(self, session: AsyncSession, d: WebhookDelivery, status_code: int | None, error: str | None,
