@@ -32,6 +32,9 @@ class PaymentsSettings(ServiceSettings):
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"
     payer_bic: str = "OKOYFIHH"
+    #: the bank holidays besides TARGET2's whose days a payment file never asks for (ISO 3166 codes of the
+    #: ``holidays`` package; ``settlement.banking_days``): the operator's and the providers' banks are Finnish
+    bank_holiday_countries: tuple[str, ...] = ("FI",)
     #: a correction no payout has offset this many days after it was made is claimed back (banking.py; 0: never)
     recovery_after_days: int = Field(default=60, ge=0)
     #: a recovery claim is due this many days after it is made
