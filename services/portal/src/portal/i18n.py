@@ -317,6 +317,12 @@ TEXTS: dict[str, tuple[str, str, str]] = {
                                  "The file lacks a required column."),
     "reason_csv_unknown_column": ("Tiedostossa on tuntematon sarake.", "Filen har en okänd kolumn.",
                                  "The file has a column the service does not know."),
+    "csv_columns_ignored": ("Tiedostossa oli sarakkeita, joita palvelu ei tunne; ne jätettiin huomiotta: {columns}. "
+                            "Muut tiedot luettiin.",
+                            "Filen hade kolumner som tjänsten inte känner till; de lämnades obeaktade: {columns}. "
+                            "Övriga uppgifter lästes.",
+                            "The file had columns the service does not know; they were ignored: {columns}. "
+                            "Everything else was read."),
     "reason_csv_duplicate_column": ("Sama sarake on tiedostossa kahdesti.", "Samma kolumn finns två gånger.",
                                     "A column appears twice."),
     "reason_csv_malformed": ("Tiedosto ei ole luettavaa CSV:tä.", "Filen är inte läsbar CSV.", "The file is not readable CSV."),
