@@ -1,7 +1,7 @@
 """Payments tables: projections of vouchers, approvals and funders, charges, settlements, the ledger."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -331,6 +331,19 @@ class Webhook(SQLModel, table=True):
     secret: str = Field(max_length=100)
     created_at: datetime = Field(sa_type=UTCDateTime())
     updated_at: datetime = Field(sa_type=UTCDateTime())
+    #: the secret before the latest rotation, still signing beside ``secret`` until ``previous_secret_until``
+    #: (migration 0016; ``webhooks.rotate_secret``)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_until: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery is signed with now: the current one, and the previous one in its grace."""
+        until = self.previous_secret_until
+        if self.previous_secret and until is not None:
+            until = until if until.tzinfo else until.replace(tzinfo=timezone.utc)
+            if now < until:
+                return [self.secret, self.previous_secret]
+        return [self.secret]
 
 
 class WebhookDelivery(SQLModel, table=True):

@@ -66,6 +66,9 @@ class PaymentsSettings(ServiceSettings):
     notice_parked_retry_seconds: float = Field(default=3600.0, ge=0)
     # ---- settlement notices to providers' webhooks (notices.py, egress.py)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    #: after ``POST /providers/{id}/webhook/secret`` the old secret still signs deliveries (beside the new one)
+    #: this long, so that the provider's receiver can change over without refusing a notice
+    webhook_secret_grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
     #: a delivery that has failed this many times is parked (``notices``)
     webhook_max_attempts: int = Field(default=8, ge=1)
