@@ -73,75 +73,104 @@ async def buyer_name(session: AsyncSession, funder_id: str) -> str:
     return known.name("fi") if known else funder_id
 
 
+class AlreadyIssued(Exception):
+    """The month's invoice (not credited) exists: the answer to an issue is it (a retry changes nothing)."""
+
+    def __init__(self, invoice: FunderInvoice):
+        self.invoice = invoice
+
+
 async def issue_invoice(sessions: Sessions, clock: Clock, principal: Principal, settings,  # noqa: ANN001
-                        funder_id: str, month: str) -> FunderInvoice:
-    """The funder's invoice for the month, once the month is over. 409 ``month_not_over``,
-    ``invoice_exists`` (an invoice of the month not credited), ``nothing_to_invoice``."""
+                        funder_id: str, month: str) -> tuple[FunderInvoice, bool]:
+    """The funder's invoice for the month, once the month is over, and whether it was made now: the
+    month's invoice that is not credited is answered again (a retry). 409 ``month_not_over``,
+    ``nothing_to_invoice``."""
     _, end = month_bounds(month)
     today = clock.today()
-    if end.date() > today:
-        raise Conflict("month_not_over", "a month is invoiced after it has ended", month=month,
-                       first_day=end.date().isoformat())
     seller = Seller.of(settings)
-    async with unit_of_work(sessions) as session:
-        # the series first: two issues of one month are serialised by its lock (the second sees the first)
-        number = await take_number(session, seller.business_id, settings.invoice_number_start)
-        existing = (await session.execute(select(FunderInvoice).where(
-            FunderInvoice.funder_id == funder_id, FunderInvoice.month == month, FunderInvoice.kind == INVOICE,
-            FunderInvoice.credited_by.is_(None)))).scalars().first()
-        if existing is not None:  # the number goes back with the rollback
-            raise Conflict("invoice_exists", "the month is invoiced: credit that invoice to invoice it again",
-                           invoice_id=existing.id, number=existing.number)
-        figures = await monthly_invoice_in(session, funder_id, month)
-        if not figures.lines or figures.totals.gross_cents <= 0:
-            raise Conflict("nothing_to_invoice", "nothing was settled for the funder in the month", month=month)
-        reference = references.finnish_reference(number)
-        invoice = FunderInvoice(
-            id=new_id(), series=seller.business_id, number=number, kind=INVOICE, funder_id=funder_id,
-            buyer_name=await buyer_name(session, funder_id), month=month, invoice_date=today,
-            due_date=today + timedelta(days=settings.invoice_payment_terms_days),
-            payment_terms_days=settings.invoice_payment_terms_days, reference=reference,
-            rf_reference=references.rf_of(reference), total_cents=figures.totals.gross_cents,
-            lines=[vars(line) for line in figures.lines], created_at=clock.now())
-        session.add(invoice)
-        await session.flush()
-        await audit.record(session, principal, "funder_invoice.issue", "funder_invoice", invoice.id, funder_id)
-    log.info("funder_invoice.issued", invoice_id=invoice.id, number=number, funder_id=funder_id, month=month,
-             total_cents=invoice.total_cents)
+    try:
+        async with unit_of_work(sessions) as session:
+            # the series first: two issues of one month are serialised by its lock (the second sees the first)
+            number = await take_number(session, seller.business_id, settings.invoice_number_start)
+            existing = (await session.execute(select(FunderInvoice).where(
+                FunderInvoice.funder_id == funder_id, FunderInvoice.month == month, FunderInvoice.kind == INVOICE,
+                FunderInvoice.credited_by.is_(None)))).scalars().first()
+            if existing is not None:  # the number goes back with the rollback
+                session.expunge(existing)  # kept as read: the rollback does not expire it
+                raise AlreadyIssued(existing)
+            if end.date() > today:
+                raise Conflict("month_not_over", "a month is invoiced after it has ended", month=month,
+                               first_day=end.date().isoformat())
+            invoice = await _issue(session, clock, principal, settings, seller, number, funder_id, month)
+    except AlreadyIssued as issued:
+        return issued.invoice, False
+    log.info("funder_invoice.issued", invoice_id=invoice.id, number=invoice.number, funder_id=funder_id,
+             month=month, total_cents=invoice.total_cents)
+    return invoice, True
+
+
+async def _issue(session: AsyncSession, clock: Clock, principal: Principal, settings, seller: Seller,  # noqa: ANN001
+                 number: int, funder_id: str, month: str) -> FunderInvoice:
+    today = clock.today()
+    figures = await monthly_invoice_in(session, funder_id, month)
+    if not figures.lines or figures.totals.gross_cents <= 0:
+        raise Conflict("nothing_to_invoice", "nothing was settled for the funder in the month", month=month)
+    reference = references.finnish_reference(number)
+    invoice = FunderInvoice(
+        id=new_id(), series=seller.business_id, number=number, kind=INVOICE, funder_id=funder_id,
+        buyer_name=await buyer_name(session, funder_id), month=month, invoice_date=today,
+        due_date=today + timedelta(days=settings.invoice_payment_terms_days),
+        payment_terms_days=settings.invoice_payment_terms_days, reference=reference,
+        rf_reference=references.rf_of(reference), total_cents=figures.totals.gross_cents,
+        lines=[vars(line) for line in figures.lines], created_at=clock.now())
+    session.add(invoice)
+    await session.flush()
+    await audit.record(session, principal, "funder_invoice.issue", "funder_invoice", invoice.id, funder_id)
     return invoice
 
 
 async def credit_invoice(sessions: Sessions, clock: Clock, principal: Principal, settings,  # noqa: ANN001
-                         invoice_id: str, reason: str) -> FunderInvoice:
+                         invoice_id: str, reason: str) -> tuple[FunderInvoice, bool]:
     """A credit note crediting the whole invoice (its lines negated), numbered from the same series; the
-    invoice is marked credited. 409 ``invoice_already_credited``; a credit note is not credited (404)."""
+    invoice is marked credited. Crediting it again answers its credit note (and whether it was made now);
+    a credit note is not credited (404)."""
     seller = Seller.of(settings)
     today = clock.today()
-    async with unit_of_work(sessions) as session:
-        number = await take_number(session, seller.business_id, settings.invoice_number_start)
-        original = await session.get(FunderInvoice, invoice_id, with_for_update=True)
-        if original is None or original.kind != INVOICE:
-            raise NotFound("funder_invoice")
-        if original.credited_by is not None:
-            raise Conflict("invoice_already_credited", "the invoice is credited already",
-                           credit_note_id=original.credited_by)
-        reference = references.finnish_reference(number)
-        note = FunderInvoice(
-            id=new_id(), series=seller.business_id, number=number, kind=CREDIT_NOTE, funder_id=original.funder_id,
-            buyer_name=original.buyer_name, month=original.month, invoice_date=today, due_date=today,
-            payment_terms_days=0, reference=reference, rf_reference=references.rf_of(reference),
-            total_cents=-original.total_cents,
-            lines=[{**line, **{k: -line[k] for k in ("charge_count", "gross_cents", "fee_cents", "net_cents")}}
-                   for line in original.lines],
-            credits_invoice_id=original.id, credit_reason=reason, created_at=clock.now())
-        session.add(note)
-        original.credited_by = note.id
-        session.add(original)
-        await session.flush()
-        await audit.record(session, principal, "funder_invoice.credit", "funder_invoice", original.id,
-                           original.funder_id)
-    log.info("funder_invoice.credited", invoice_id=original.id, credit_note_id=note.id, number=number,
+    try:
+        async with unit_of_work(sessions) as session:
+            number = await take_number(session, seller.business_id, settings.invoice_number_start)
+            original = await session.get(FunderInvoice, invoice_id, with_for_update=True)
+            if original is None or original.kind != INVOICE:
+                raise NotFound("funder_invoice")
+            if original.credited_by is not None:  # the number goes back with the rollback
+                note = await session.get(FunderInvoice, original.credited_by)
+                session.expunge(note)
+                raise AlreadyIssued(note)
+            note = await _credit(session, clock, principal, seller, number, original, reason, today)
+    except AlreadyIssued as issued:
+        return issued.invoice, False
+    log.info("funder_invoice.credited", invoice_id=invoice_id, credit_note_id=note.id, number=note.number,
              reason=reason)
+    return note, True
+
+
+async def _credit(session: AsyncSession, clock: Clock, principal: Principal, seller: Seller, number: int,
+                  original: FunderInvoice, reason: str, today: date) -> FunderInvoice:
+    reference = references.finnish_reference(number)
+    note = FunderInvoice(
+        id=new_id(), series=seller.business_id, number=number, kind=CREDIT_NOTE, funder_id=original.funder_id,
+        buyer_name=original.buyer_name, month=original.month, invoice_date=today, due_date=today,
+        payment_terms_days=0, reference=reference, rf_reference=references.rf_of(reference),
+        total_cents=-original.total_cents,
+        lines=[{**line, **{k: -line[k] for k in ("charge_count", "gross_cents", "fee_cents", "net_cents")}}
+               for line in original.lines],
+        credits_invoice_id=original.id, credit_reason=reason, created_at=clock.now())
+    session.add(note)
+    original.credited_by = note.id
+    session.add(original)
+    await session.flush()
+    await audit.record(session, principal, "funder_invoice.credit", "funder_invoice", original.id,
+                       original.funder_id)
     return note
 
 

@@ -109,38 +109,43 @@ DOCUMENTS = {"application/pdf": {"schema": {"type": "string", "format": "binary"
 
 
 @router.post("/funder-invoices", status_code=201, response_model=FunderInvoicePublic, tags=["invoices"],
-             responses=error_responses(409, 422))
+             responses={200: {"description": "the month's invoice, issued before"}, **error_responses(409, 422)})
 async def issue_funder_invoice(
-    body: IssueInvoice, request: Request, sessions: SessionsDep, clock: ClockDep,
+    body: IssueInvoice, request: Request, response: Response, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
 ) -> FunderInvoicePublic:
     """Issue the funder's invoice for a month that has ended: the next number of the operator's series
     (gapless: taken in the invoice's own transaction), dated today, due after the payment terms
     (`INVOICE_PAYMENT_TERMS_DAYS`, 14 days net), with a Finnish reference and the RF reference made of it;
     its amounts are the month's settlements as they stand (`GET /funders/{id}/invoices/{month}`), what is
-    issued never changes. 409 `month_not_over`, `invoice_exists` (credit it first), `nothing_to_invoice`."""
-    invoice = await issuing.issue_invoice(sessions, clock, principal, request.app.state.settings,
-                                          body.funder_id, body.month)
+    issued never changes. The month's invoice that is not credited is answered again (200: a retry issues
+    nothing; credit it to invoice the month anew). 409 `month_not_over`, `nothing_to_invoice`."""
+    invoice, made = await issuing.issue_invoice(sessions, clock, principal, request.app.state.settings,
+                                                body.funder_id, body.month)
+    response.status_code = 201 if made else 200
     return FunderInvoicePublic.of(invoice, request.app.state.settings)
 
 
 @router.post("/funder-invoices/{invoice_id}/credit-note", status_code=201, response_model=FunderInvoicePublic,
-             tags=["invoices"], responses=error_responses(404, 409, 422))
+             tags=["invoices"], responses={200: {"description": "the invoice's credit note, made before"},
+                                           **error_responses(404, 422)})
 async def credit_funder_invoice(
-    invoice_id: str, body: CreditInvoice, request: Request, sessions: SessionsDep, clock: ClockDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
+    invoice_id: str, body: CreditInvoice, request: Request, response: Response, sessions: SessionsDep,
+    clock: ClockDep, principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
 ) -> FunderInvoicePublic:
     """A credit note for the whole invoice (its lines negated, the next number of the series, naming the
-    invoice it credits); the month may then be invoiced again. 409 `invoice_already_credited`."""
-    note = await issuing.credit_invoice(sessions, clock, principal, request.app.state.settings, invoice_id,
-                                        body.reason)
+    invoice it credits); the month may then be invoiced again. An invoice credited already answers its
+    credit note (200)."""
+    note, made = await issuing.credit_invoice(sessions, clock, principal, request.app.state.settings, invoice_id,
+                                              body.reason)
+    response.status_code = 201 if made else 200
     return FunderInvoicePublic.of(note, request.app.state.settings)
 
 
 @router.get("/funder-invoices", response_model=list[FunderInvoicePublic], tags=["invoices"])
 async def list_funder_invoices(
     request: Request, sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE, scope="none")],
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE, scope="list")],
     funder_id: str | None = None,
 ) -> list[FunderInvoicePublic]:
     """The invoices and credit notes issued, by number (a funder's staff: their funder's)."""
@@ -154,7 +159,7 @@ async def list_funder_invoices(
     **error_responses(404, 422)})
 async def funder_invoice_document(
     invoice_id: str, request: Request, sessions: SessionsDep,
-    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE, scope="none")],
+    principal: Annotated[Principal, require(Role.OPERATOR, Role.FUNDER_FINANCE)],
     format: Literal["json", "pdf", "finvoice"] | None = None,  # noqa: A002
 ) -> FunderInvoicePublic | Response:
     """An invoice or credit note as issued, as data or as its documents: a PDF a person reads (Finnish:
