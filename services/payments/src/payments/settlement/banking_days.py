@@ -41,7 +41,11 @@ class BankingCalendar:
         return None
 
     def next_banking_day(self, day: date) -> date:
-        """The first banking day on or after ``day``."""
+        """The first banking day on or after ``day`` (remembered: a settlement run asks once per payout)."""
+        return self._next_banking_day(day)
+
+    @lru_cache(maxsize=4096)  # noqa: B019  (the calendars are few and live as long as the process: ``calendar``)
+    def _next_banking_day(self, day: date) -> date:
         while not self.is_banking_day(day):
             day += timedelta(days=1)
         return day

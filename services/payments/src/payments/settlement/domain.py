@@ -52,14 +52,19 @@ class PayoutDecision:
     reason: str
 
 
+def last_run_executes(today: date, rules: PayoutRules, execution_of: Callable[[date], date] | None = None) -> date:
+    """When the payment file of the run ``margin`` days after tomorrow would be executed: were a charge to
+    wait a day, the last run that could still pay it in time. ``execution_of``: the day a file made on a day
+    is executed (the next banking day; the same day without a calendar)."""
+    last_chance = today + timedelta(days=1 + min(rules.margin_days, rules.guarantee_days))
+    return execution_of(last_chance) if execution_of else last_chance
+
+
 def guarantee_due(accepted_at: datetime, today: date, rules: PayoutRules,
                   execution_of: Callable[[date], date] | None = None) -> bool:
     """Whether the guarantee pays a charge today: were it to wait a day, the run ``margin`` days after
-    tomorrow would execute after its deadline. ``execution_of``: the day a payment file made on a day is
-    executed (the next banking day; the same day without a calendar, when this is ``release_day <= today``)."""
-    margin = min(rules.margin_days, rules.guarantee_days)
-    last_chance = today + timedelta(days=1 + margin)
-    return (execution_of(last_chance) if execution_of else last_chance) > rules.deadline(accepted_at)
+    tomorrow would execute after its deadline (without a calendar this is ``release_day <= today``)."""
+    return last_run_executes(today, rules, execution_of) > rules.deadline(accepted_at)
 
 
 def decide_payout(net_cents: int, accepted: list[datetime], today: date, rules: PayoutRules,
@@ -68,7 +73,8 @@ def decide_payout(net_cents: int, accepted: list[datetime], today: date, rules: 
     calendar's next banking day, ``guarantee_due``)."""
     if not hold_back:
         return PayoutDecision(True, PAY_MANUAL)
-    if any(guarantee_due(at, today, rules, execution_of) for at in accepted):
+    executes = last_run_executes(today, rules, execution_of)  # once for the group, not per charge
+    if any(executes > rules.deadline(at) for at in accepted):
         return PayoutDecision(True, PAY_GUARANTEE)  # the guarantee wins over the minimum
     if net_cents >= rules.min_payout_cents:
         return PayoutDecision(True, PAY_MINIMUM_REACHED)
