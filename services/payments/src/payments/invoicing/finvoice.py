@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 
 from stdnum.fi import ytunnus
 
-from ..models import FunderInvoice
+from .tables import FunderInvoice
 from .formats import category_name, finvoice_amount, finvoice_date
 from .issuing import CREDIT_NOTE, Seller, invoicing_period
 

@@ -21,7 +21,8 @@ from seteli_shared.ids import new_id
 from seteli_shared.logging import get_logger
 from seteli_shared.municipalities import municipality
 
-from ..models import FunderInvoice, FunderView, InvoiceSeries
+from ..models import FunderView
+from .tables import FunderInvoice, InvoiceSeries
 from . import references
 from .invoices import month_bounds, monthly_invoice_in
 

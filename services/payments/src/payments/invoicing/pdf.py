@@ -9,7 +9,7 @@ from __future__ import annotations
 from fpdf import FPDF
 from stdnum import iban as ibans
 
-from ..models import FunderInvoice
+from .tables import FunderInvoice
 from .finvoice import VAT_FREE_TEXT
 from .formats import category_name, date_fi, euros_fi
 from .issuing import CREDIT_NOTE, Seller, invoicing_period
