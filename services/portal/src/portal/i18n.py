@@ -540,13 +540,15 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "csv_header_note": ("Tiedoston ensimmäinen rivi nimeää sarakkeet: joko suomeksi (setelin_koodi; oma_viite; "
                         "palvelupaiva; yksikot; yksikkohinta; aikalisa) tai järjestelmän nimillä (voucher_code; "
                         "provider_reference; service_date; units; unit_price; tariff). Puolipiste tai pilkku, "
-                        "desimaalipilkku käy.",
+                        "desimaalipilkku käy. Muut sarakkeet (esimerkiksi omat lisätiedot) jätetään huomiotta.",
                         "Filens första rad namnger kolumnerna: på svenska (sedelns_kod; egen_referens; servicedag; "
                         "enheter; enhetspris; tidstillagg) eller med systemets namn (voucher_code; provider_reference; "
-                        "service_date; units; unit_price; tariff). Semikolon eller komma, decimalkomma går bra.",
+                        "service_date; units; unit_price; tariff). Semikolon eller komma, decimalkomma går bra. "
+                        "Andra kolumner (till exempel egna anteckningar) lämnas obeaktade.",
                         "The file's first line names the columns, with the system's names (voucher_code; "
                         "provider_reference; service_date; units; unit_price; tariff) or the Finnish or Swedish ones "
-                        "shown in those languages. Semicolons or commas; decimal commas are fine."),
+                        "shown in those languages. Semicolons or commas; decimal commas are fine. Other columns (notes of "
+                        "your own, say) are ignored."),
     "approvals_to_manage": ("Hyväksytyt palveluntuottajat", "Godkända producenter", "Approved providers"),
     "no_approvals": ("Ei hyväksyntöjä.", "Inga godkännanden.", "No approvals."),
     "suspend": ("Keskeytä", "Avbryt", "Suspend"),
