@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from seteli_client import webhooks as client_webhooks
 
+from payments.models import Webhook
 from payments.notices import notices
 from seteli_shared.auth import mint
 from seteli_shared.db import unit_of_work
@@ -112,6 +113,13 @@ async def test_both_secrets_sign_during_the_grace_and_only_the_new_one_after(liv
     header, body = await receiver.next(3)
     assert header.count("v1=") == 1
     assert accepts(new, header, body) and not accepts(old, header, body)
+
+    async def dropped() -> bool:  # not only unused: gone, once the delivery's transaction has committed
+        async with w.app.state.runtime.sessions() as session:
+            hook = await session.get(Webhook, p)
+        return (hook.secret, hook.previous_secret, hook.previous_secret_until) == (new, None, None)
+
+    await eventually(dropped, timeout=15)
 
     # another provider's manager cannot rotate it; a provider with no webhook has nothing to rotate
     assert (await w.client.post(f"/providers/{p}/webhook/secret", headers=manager("prov-other"))).status_code == 404

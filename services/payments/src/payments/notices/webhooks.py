@@ -54,6 +54,15 @@ async def rotate_secret(session: AsyncSession, provider_id: str, now: datetime, 
     return hook
 
 
+async def drop_expired_secrets(session: AsyncSession, provider_ids: set[str], now: datetime) -> int:
+    """The previous secrets of these webhooks whose grace has ended, dropped (one conditional statement: a
+    rotation made meanwhile has a grace still running and is left alone)."""
+    result = await session.execute(update(Webhook).where(
+        Webhook.provider_id.in_(provider_ids), Webhook.previous_secret_until.is_not(None),
+        Webhook.previous_secret_until <= now).values(previous_secret=None, previous_secret_until=None))
+    return result.rowcount or 0
+
+
 def backoff(attempts: int, base_seconds: float) -> timedelta:
     return timedelta(seconds=min(3600.0, base_seconds * 2 ** max(attempts - 1, 0)))
 
@@ -81,8 +90,10 @@ class WebhookWorker:
             due = list((await session.execute(q)).scalars())
             if not due:
                 return 0
+            providers = {d.provider_id for d in due}
+            await drop_expired_secrets(session, providers, self.clock.now())
             hooks = {h.provider_id: h for h in (await session.execute(select(Webhook).where(
-                Webhook.provider_id.in_({d.provider_id for d in due})))).scalars()}
+                Webhook.provider_id.in_(providers)))).scalars()}
             results = await asyncio.gather(*(self._post(client, d, hooks.get(d.provider_id)) for d in due))
             for d, result in zip(due, results):
                 self._record(session, d, *result, at=now)
