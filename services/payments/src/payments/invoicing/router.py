@@ -109,7 +109,8 @@ DOCUMENTS = {"application/pdf": {"schema": {"type": "string", "format": "binary"
 
 
 @router.post("/funder-invoices", status_code=201, response_model=FunderInvoicePublic, tags=["invoices"],
-             responses={200: {"description": "the month's invoice, issued before"}, **error_responses(409, 422)})
+             responses={200: {"model": FunderInvoicePublic, "description": "the month's invoice, issued before"},
+                        **error_responses(409, 422)})
 async def issue_funder_invoice(
     body: IssueInvoice, request: Request, response: Response, sessions: SessionsDep, clock: ClockDep,
     principal: Annotated[Principal, require(Role.OPERATOR, scope="none")],
@@ -127,7 +128,8 @@ async def issue_funder_invoice(
 
 
 @router.post("/funder-invoices/{invoice_id}/credit-note", status_code=201, response_model=FunderInvoicePublic,
-             tags=["invoices"], responses={200: {"description": "the invoice's credit note, made before"},
+             tags=["invoices"], responses={200: {"model": FunderInvoicePublic,
+                                                 "description": "the invoice's credit note, made before"},
                                            **error_responses(404, 422)})
 async def credit_funder_invoice(
     invoice_id: str, body: CreditInvoice, request: Request, response: Response, sessions: SessionsDep,
