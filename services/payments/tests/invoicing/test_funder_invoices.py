@@ -18,7 +18,7 @@ from lxml import etree
 from pypdf import PdfReader
 from stdnum import iso11649
 
-from payments.invoicing import finvoice, issuing
+from payments.invoicing import finvoice, issuing, pdf
 from payments.invoicing.references import finnish_reference, is_finnish_reference
 from payments.models import FunderInvoice
 from payments.settings import PaymentsSettings
@@ -195,3 +195,7 @@ def test_finvoice_with_the_finnish_reference_and_no_einvoice_address() -> None:
     ref = doc.find("EpiDetails/EpiPaymentInstructionDetails/EpiRemittanceInfoIdentifier")
     assert (ref.text, ref.get("IdentificationSchemeName")) == ("12344", "SPY")
     assert doc.findtext("InvoiceDetails/InvoiceTotalVatExcludedAmount") == "1234,50"
+    text = _pdf_text(pdf.build(invoice, issuing.Seller.of(settings)))
+    for expected in ("Yhteensä (ALV 0 %) 1 234,50 €", "Eräpäivä 15.12.2026", "Laskutuskausi 1.11.2026–30.11.2026",
+                     "Viitenumero 12344", "Espoon kaupunki"):
+        assert expected in text, (expected, text)
