@@ -11,13 +11,14 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
 from seteli_shared.auth import FUNDER_ROLES, PROVIDER_ROLES, Policy, Require, Role, mint
+from seteli_shared.clock import FixedClock
 from seteli_shared.devtools import random_business_id
 from seteli_shared.manifest import NAMES
 from seteli_shared.testing import eventually
@@ -166,6 +167,15 @@ async def world(tmp_path_factory, amqp_url):  # noqa: ANN001
         r = await pay.post("/recovery-claims", headers=op, json={"funder_id": F1, "provider_id": ids["P"]})
         assert r.status_code == 201, r.text
         ids["RC"] = r.json()["id"]
+        # F1's invoice for this month, issued as on the first day of the next (a retry of the issue answers it)
+        app = clients["payments"][0]
+        clock, today = app.state.clock, date.today()
+        app.state.clock = FixedClock(datetime(today.year + today.month // 12, today.month % 12 + 1, 1, 8,
+                                              tzinfo=timezone.utc))
+        r = await pay.post("/funder-invoices", headers=op, json={"funder_id": F1, "month": today.strftime("%Y-%m")})
+        app.state.clock = clock
+        assert r.status_code == 201, r.text
+        ids["INV"] = r.json()["id"]
         yield World(clients, ids)
     await delete_namespace(amqp_url, ns, [f"{ns}.{s}" for s in NAMES])
 
@@ -292,6 +302,9 @@ BODIES = {
     # the terms the world's funders have: nothing changes, 200
     ("PATCH", "/funders/{funder_id}"): lambda ids: {"charge_deadline_days": 90},
     ("PUT", "/providers/{provider_id}/webhook"): lambda ids: {"url": WEBHOOK_URL},
+    # the world's invoice issued again (a retry: it, 200); credited (then its credit note, 200)
+    ("POST", "/funder-invoices"): lambda ids: {"funder_id": F1, "month": date.today().strftime("%Y-%m")},
+    ("POST", "/funder-invoices/{invoice_id}/credit-note"): lambda ids: {"reason": "wrong_amount"},
     ("POST", "/providers/{provider_id}/applications"): lambda ids: {"funder_id": F1, "categories": ["home_care"]},
     ("POST", "/applications/{application_id}/reject"): lambda ids: {"reason": "incomplete",
                                                                      "grounds": "Vakuutustodistus puuttuu."},
@@ -305,7 +318,7 @@ BODIES = {
                                                               "effective_from": date.today().isoformat(),
                                                               "grounds": "Valvontakäynnin havainnot."},
 }
-PATH_IDS = {"claim_id": "RC", "run_id": "R", "provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
+PATH_IDS = {"invoice_id": "INV", "claim_id": "RC", "run_id": "R", "provider_id": "P", "voucher_id": "V", "charge_id": "C", "settlement_id": "S", "application_id": "APP",
             "approval_id": "A"}
 
 

@@ -304,19 +304,22 @@ async def test_provider_charges_by_code_and_uploads_a_csv(portal, world: World, 
     assert "Veloitus hyväksytty" in done and "50,00" in done and "4,00" in done, done
     await screenshot(page, "05-provider-charge")
 
-    # the month's CSV as a Finnish spreadsheet writes it: semicolons, decimal commas, d.m.yyyy dates
+    # the month's CSV as a Finnish spreadsheet writes it: semicolons, decimal commas, d.m.yyyy dates, and a
+    # free-text column of the provider's own (ignored, with one warning)
     d = date.today()
-    csv = (f"voucher_code;provider_reference;service_date;units\n"
-           f"{code};csv-1;{d.day}.{d.month}.{d.year};1,5\n"
-           f"{code};csv-2;{d.isoformat()};1\n"
-           f"NOSUCHCODE;csv-3;{d.isoformat()};1\n"
-           f"{code};csv-4;{d.isoformat()};99\n")
+    csv = (f"voucher_code;provider_reference;service_date;units;Lisätieto\n"
+           f"{code};csv-1;{d.day}.{d.month}.{d.year};1,5;aamu\n"
+           f"{code};csv-2;{d.isoformat()};1;\n"
+           f"NOSUCHCODE;csv-3;{d.isoformat()};1;\n"
+           f"{code};csv-4;{d.isoformat()};99;ilta\n")
     file = tmp_path / "kuukausi.csv"
     file.write_text(csv, encoding="utf-8")
     await page.set_input_files("#file", str(file))
     await page.click("form[action='/provider/charges/upload'] button[type=submit]")
     summary = await page.inner_text("#bulk-summary")
     assert summary == "Rivejä 4: hyväksytty 2, jo veloitettu 0, hylätty 2", summary
+    warning = await page.inner_text("#bulk-warning-columns")
+    assert "jätettiin huomiotta: “Lisätieto”" in warning and "csv_unknown_columns_ignored" in warning, warning
     lines = page.locator("#bulk-lines tbody tr")
     assert await lines.count() == 4
     texts = [await lines.nth(i).inner_text() for i in range(4)]

@@ -6,6 +6,10 @@ request body exactly as received. A receiver computes it, compares in constant t
 timestamp more than ``tolerance_seconds`` (300) from its own clock (a replayed request). The header may carry
 several ``v1=`` values (one per secret valid while a secret is being rotated), and a receiver may hold
 several secrets: any match of any pair is enough.
+
+Rotation (``POST /providers/{provider_id}/webhook/secret``): for ``WEBHOOK_SECRET_GRACE_HOURS`` (24) after it,
+every POST carries ``t=<t>,v1=<new>,v1=<previous>``, so ``verify`` accepts it with the previous secret alone,
+with the new one alone, or with both; after the grace only the new secret signs.
 """
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ async def jobs(app: FastAPI) -> AsyncIterator[None]:
     payments_metrics.install(app.state.metrics, runtime.sessions, clock, settings)
     worker = WebhookWorker(runtime.sessions, settings, runtime.engine.dialect.name == "postgresql",
                            # a test's own resolver and TLS trust (app.state, as its clock); else the system's
-                           getattr(app.state, "webhook_resolver", None), getattr(app.state, "webhook_tls", True))
+                           getattr(app.state, "webhook_resolver", None), getattr(app.state, "webhook_tls", True),
+                           clock)
     tasks = [asyncio.create_task(worker.run(), name="webhook-worker"),
              asyncio.create_task(idempotency.purge_scheduler(runtime.sessions, clock, settings),
                                  name="idempotency-purge"),

@@ -1,7 +1,7 @@
 """Payments tables: projections of vouchers, approvals and funders, charges, settlements, the ledger."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -101,6 +101,8 @@ class FunderView(SQLModel, table=True):
     #: when the terms held were made (``FunderRegistered.registered_at``, ``FunderTermsChanged.changed_at``;
     #: migration 0011): older terms heard later change nothing
     terms_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: the funder's name as the registry registered it (migration 0015): the buyer on its invoices
+    name: str | None = Field(default=None, max_length=200)
 
 
 class Charge(SQLModel, table=True):
@@ -329,6 +331,19 @@ class Webhook(SQLModel, table=True):
     secret: str = Field(max_length=100)
     created_at: datetime = Field(sa_type=UTCDateTime())
     updated_at: datetime = Field(sa_type=UTCDateTime())
+    #: the secret before the latest rotation, still signing beside ``secret`` until ``previous_secret_until``
+    #: (migration 0016; ``webhooks.rotate_secret``)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_until: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery is signed with now: the current one, and the previous one in its grace."""
+        until = self.previous_secret_until
+        if self.previous_secret and until is not None:
+            until = until if until.tzinfo else until.replace(tzinfo=timezone.utc)
+            if now < until:
+                return [self.secret, self.previous_secret]
+        return [self.secret]
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -361,3 +376,7 @@ class WebhookAttempt(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = Field(default=None, max_length=300)
     duration_ms: int
+
+
+# ------------------------------------------------------------------ funders' invoices (migration 0015)
+from .invoicing.tables import FunderInvoice, InvoiceSeries  # noqa: E402, F401  (the invoicing room's tables)

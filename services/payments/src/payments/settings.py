@@ -1,6 +1,10 @@
 from decimal import Decimal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from stdnum import iban
+from stdnum.exceptions import ValidationError
+from stdnum.fi import ytunnus
 
 from seteli_shared.settings import ServiceSettings
 
@@ -32,6 +36,25 @@ class PaymentsSettings(ServiceSettings):
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"
     payer_bic: str = "OKOYFIHH"
+    # ---- funders' invoices (invoicing/): the operator as their seller
+    #: the operator's business ID (Y-tunnus, checked) and postal address; the account is ``payer_iban``
+    operator_business_id: str = "2617416-4"
+    operator_street: str = "Esimerkkikatu 1"
+    operator_postcode: str = Field(default="00100", pattern=r"^[0-9]{5}$")
+    operator_town: str = "Helsinki"
+    #: payment terms of an invoice: due this many days after its date, net
+    invoice_payment_terms_days: int = Field(default=14, ge=0, le=365)
+    #: Finvoice: the operator's e-invoicing operator (intermediator; default: its bank's BIC), the funders' e-invoice
+    #: addresses as ``{"091": "003701234567@TAPIFI2S"}`` (address@intermediator; MessageTransmissionDetails is
+    #: written for a funder listed), and which reference EpiRemittanceInfoIdentifier carries: SPY (Finnish) or ISO (RF)
+    finvoice_intermediator: str | None = None
+    funder_einvoice_addresses: dict[str, str] = Field(default_factory=dict)
+    finvoice_reference_scheme: Literal["SPY", "ISO"] = "ISO"
+    #: the first number of the invoice series (at least 3 digits: the Finnish reference is built on it)
+    invoice_number_start: int = Field(default=1000, ge=100)
+    #: the bank holidays besides TARGET2's whose days a payment file never asks for (ISO 3166 codes of the
+    #: ``holidays`` package; ``settlement.banking_days``): the operator's and the providers' banks are Finnish
+    bank_holiday_countries: tuple[str, ...] = ("FI",)
     #: a correction no payout has offset this many days after it was made is claimed back (banking.py; 0: never)
     recovery_after_days: int = Field(default=60, ge=0)
     #: a recovery claim is due this many days after it is made
@@ -43,6 +66,9 @@ class PaymentsSettings(ServiceSettings):
     notice_parked_retry_seconds: float = Field(default=3600.0, ge=0)
     # ---- settlement notices to providers' webhooks (notices.py, egress.py)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    #: after ``POST /providers/{id}/webhook/secret`` the old secret still signs deliveries (beside the new one)
+    #: this long, so that the provider's receiver can change over without refusing a notice
+    webhook_secret_grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
     #: a delivery that has failed this many times is parked (``notices``)
     webhook_max_attempts: int = Field(default=8, ge=1)
@@ -65,6 +91,22 @@ class PaymentsSettings(ServiceSettings):
     idempotency_retention_hours: int = Field(default=24, ge=1)
     #: the purge of expired Idempotency-Key records runs this often (seconds; 0: never)
     idempotency_purge_interval_seconds: float = Field(default=3600.0, ge=0)
+
+    @field_validator("operator_business_id")
+    @classmethod
+    def _business_id(cls, value: str) -> str:
+        try:
+            return ytunnus.format(ytunnus.validate(value))
+        except ValidationError as exc:
+            raise ValueError(f"OPERATOR_BUSINESS_ID is not a valid Y-tunnus: {exc}") from None
+
+    @field_validator("payer_iban")
+    @classmethod
+    def _iban(cls, value: str) -> str:
+        try:
+            return iban.validate(value)
+        except ValidationError as exc:
+            raise ValueError(f"PAYER_IBAN is not a valid IBAN: {exc}") from None
 
     @model_validator(mode="after")
     def _production_keys(self) -> "PaymentsSettings":

@@ -74,9 +74,9 @@ async def test_a_csv_from_a_finnish_spreadsheet_answers_every_line(world):  # no
     r = await w.client.post("/charges/bulk", content=latin.encode("latin-1"),
                             headers={**charger(p), "content-type": "text/csv"})
     assert (r.status_code, r.json()["error"]["reason"]) == (400, "encoding_not_utf8")
-    # a missing or unknown column refuses the file
+    # a missing column (or a known one twice) refuses the file
     for header, reason in (("voucher_id;service_date;units", "csv_missing_column"),
-                           ("voucher_id;provider_reference;service_date;units;hinta", "csv_unknown_column"),
+                           ("voucher_id;provider_reference;service_date;units;units", "csv_duplicate_column"),
                            ("provider_reference;service_date;units", "csv_missing_column")):
         r = await w.client.post("/charges/bulk", content=f"{header}\n{v2};x;1.6.2026;1\n".encode(),
                                 headers={**charger(p), "content-type": "text/csv"})
@@ -85,6 +85,46 @@ async def test_a_csv_from_a_finnish_spreadsheet_answers_every_line(world):  # no
         refs = set((await session.execute(select(Charge.provider_reference))).scalars())
     assert refs == {"k-1", "k-2", "k-8", "c-1"}
     assert (await w.client.get("/ledger/check")).json()["ok"]
+
+
+async def test_unknown_columns_are_ignored_with_one_warning_for_the_file(world):  # noqa: ANN001
+    w, p = world, "prov-csv-extra"
+    (v1, _), (v2, _) = await w.provider_with_vouchers(p, 2, units="10")
+    # a provider's month file with a free-text column, another of its own and a trailing separator
+    rows = ["voucher_id;provider_reference;Lisätieto;service_date;units;Hoitaja nro;",
+            f"{v1};x-1;aamukäynti, avain naapurilla;1.6.2026;1,5;17;",
+            f"{v2};x-2;;2.6.2026;2;;",
+            f"{v2};x-3;soitto 131052-308T;3.6.2026;1;4;",  # a personal identity code in the free text
+            f"{v1};x-4;ilta;4.6.2026;1;;;;"]  # more cells than the header has columns
+    r = await w.client.post("/charges/bulk", content="\r\n".join(rows).encode(),
+                            headers={**charger(p), "content-type": "text/csv"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert _by_line(answer) == {2: ("x-1", "accepted", None), 3: ("x-2", "accepted", None),
+                                4: (None, "refused", "personal_identity_code"),
+                                5: ("x-4", "refused", "csv_too_many_fields")}
+    assert answer["results"][2]["details"] == {"fields": ["lisätieto"]} and "131052" not in r.text
+    [warning] = answer["warnings"]
+    assert (warning["code"], warning["columns"], warning["positions"], warning["count"]) == (
+        "csv_unknown_columns_ignored", ["Lisätieto", "Hoitaja nro", ""], [3, 6, 7], 3)
+    assert "units" in warning["known_columns"]
+    charge = (await w.client.get(f"/charges/{answer['results'][0]['charge_id']}")).json()
+    assert (charge["voucher_id"], charge["units"], charge["service_date"]) == (v1, "1.50", "2026-06-01")
+    # a file of known columns only has no warning; a JSON list neither
+    r = await w.client.post("/charges/bulk", content=f"voucher_id;provider_reference;service_date;units\n"
+                            f"{v2};x-5;5.6.2026;1\n".encode(), headers={**charger(p), "content-type": "text/csv"})
+    assert r.json()["warnings"] == [] and r.json()["accepted"] == 1
+    r = await w.client.post("/charges/bulk", headers=charger(p), json=[
+        {"voucher_id": v2, "provider_reference": "x-6", "service_date": "2026-06-06", "units": "1"}])
+    assert r.json()["warnings"] == [] and r.json()["accepted"] == 1
+    # the required columns are still required, whatever else the file has
+    r = await w.client.post("/charges/bulk", content=f"voucher_id;Lisätieto;service_date;units\n"
+                            f"{v2};x;7.6.2026;1\n".encode(), headers={**charger(p), "content-type": "text/csv"})
+    assert (r.status_code, r.json()["error"]["reason"]) == (422, "csv_missing_column")
+    assert r.json()["error"]["details"]["missing"] == ["provider_reference"]
+    async with w.app.state.runtime.sessions() as session:
+        refs = set((await session.execute(select(Charge.provider_reference).where(Charge.provider_id == p))).scalars())
+    assert refs == {"x-1", "x-2", "x-5", "x-6"}
 
 
 async def test_a_json_bulk_accepts_the_good_lines_and_says_why_the_others_are_refused(world):  # noqa: ANN001

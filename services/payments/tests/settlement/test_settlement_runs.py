@@ -23,6 +23,7 @@ from stdnum import iso11649
 import payments.app
 import registry.app
 from payments.notices import notices
+from payments.settlement.banking_days import calendar
 from payments.settings import PaymentsSettings
 from registry.settings import RegistrySettings
 from seteli_shared.auth import mint
@@ -242,7 +243,8 @@ async def test_daily_runs_hold_back_release_guarantee_statement_payment_file_not
             == run["settlement_count"]
         assert Decimal(hdr.find(f"{PAIN}CtrlSum").text) == Decimal(inf.find(f"{PAIN}CtrlSum").text) \
             == sum(amounts, Decimal("0.00")) == Decimal(run["net_cents"]) / 100
-        assert inf.find(f"{PAIN}PmtMtd").text == "TRF" and inf.find(f"{PAIN}ReqdExctnDt").text == run["run_date"]
+        assert inf.find(f"{PAIN}PmtMtd").text == "TRF" and inf.find(f"{PAIN}ReqdExctnDt").text == \
+            calendar().next_banking_day(date.fromisoformat(run["run_date"])).isoformat()  # 13.6. a Saturday
         for t in txs:
             ref = t.find(f"{PAIN}RmtInf/{PAIN}Strd/{PAIN}CdtrRefInf")
             assert ref.find(f"{PAIN}Tp/{PAIN}CdOrPrtry/{PAIN}Cd").text == "SCOR"

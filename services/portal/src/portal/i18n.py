@@ -317,6 +317,34 @@ TEXTS: dict[str, tuple[str, str, str]] = {
                                  "The file lacks a required column."),
     "reason_csv_unknown_column": ("Tiedostossa on tuntematon sarake.", "Filen har en okänd kolumn.",
                                  "The file has a column the service does not know."),
+    "reason_month_not_over": ("Kuukautta ei voi laskuttaa ennen kuin se on päättynyt.",
+                              "Månaden kan inte faktureras innan den har tagit slut.",
+                              "A month cannot be invoiced before it has ended."),
+    "reason_nothing_to_invoice": ("Kuukaudelta ei ole tilitetty mitään laskutettavaa.",
+                                  "Inget har redovisats för månaden som kan faktureras.",
+                                  "Nothing was settled in the month to invoice."),
+    "invoices": ("Laskut", "Fakturor", "Invoices"),
+    "invoices_caption": ("Operaattorin laskut ja hyvityslaskut", "Operatörens fakturor och kreditfakturor",
+                         "The operator's invoices and credit notes"),
+    "no_invoices": ("Laskuja ei ole vielä.", "Inga fakturor ännu.", "No invoices yet."),
+    "invoice_number": ("Numero", "Nummer", "Number"),
+    "invoice_period": ("Laskutuskausi", "Faktureringsperiod", "Period"),
+    "invoice_date": ("Laskun päivämäärä", "Fakturadatum", "Invoice date"),
+    "due_date": ("Eräpäivä", "Förfallodag", "Due date"),
+    "invoice_reference": ("Viite", "Referens", "Reference"),
+    "invoice_total": ("Summa", "Belopp", "Amount"),
+    "invoice_documents": ("Asiakirjat", "Dokument", "Documents"),
+    "invoice_credited": ("hyvitetty", "krediterad", "credited"),
+    "invoice_pdf": ("PDF", "PDF", "PDF"),
+    "invoice_finvoice": ("Finvoice-verkkolasku", "Finvoice-e-faktura", "Finvoice e-invoice"),
+    "word_invoice": ("Lasku", "Faktura", "Invoice"),
+    "word_credit_note": ("Hyvityslasku", "Kreditfaktura", "Credit note"),
+    "csv_columns_ignored": ("Tiedostossa oli sarakkeita, joita palvelu ei tunne; ne jätettiin huomiotta: {columns}. "
+                            "Muut tiedot luettiin.",
+                            "Filen hade kolumner som tjänsten inte känner till; de lämnades obeaktade: {columns}. "
+                            "Övriga uppgifter lästes.",
+                            "The file had columns the service does not know; they were ignored: {columns}. "
+                            "Everything else was read."),
     "reason_csv_duplicate_column": ("Sama sarake on tiedostossa kahdesti.", "Samma kolumn finns två gånger.",
                                     "A column appears twice."),
     "reason_csv_malformed": ("Tiedosto ei ole luettavaa CSV:tä.", "Filen är inte läsbar CSV.", "The file is not readable CSV."),
@@ -512,13 +540,15 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "csv_header_note": ("Tiedoston ensimmäinen rivi nimeää sarakkeet: joko suomeksi (setelin_koodi; oma_viite; "
                         "palvelupaiva; yksikot; yksikkohinta; aikalisa) tai järjestelmän nimillä (voucher_code; "
                         "provider_reference; service_date; units; unit_price; tariff). Puolipiste tai pilkku, "
-                        "desimaalipilkku käy.",
+                        "desimaalipilkku käy. Muut sarakkeet (esimerkiksi omat lisätiedot) jätetään huomiotta.",
                         "Filens första rad namnger kolumnerna: på svenska (sedelns_kod; egen_referens; servicedag; "
                         "enheter; enhetspris; tidstillagg) eller med systemets namn (voucher_code; provider_reference; "
-                        "service_date; units; unit_price; tariff). Semikolon eller komma, decimalkomma går bra.",
+                        "service_date; units; unit_price; tariff). Semikolon eller komma, decimalkomma går bra. "
+                        "Andra kolumner (till exempel egna anteckningar) lämnas obeaktade.",
                         "The file's first line names the columns, with the system's names (voucher_code; "
                         "provider_reference; service_date; units; unit_price; tariff) or the Finnish or Swedish ones "
-                        "shown in those languages. Semicolons or commas; decimal commas are fine."),
+                        "shown in those languages. Semicolons or commas; decimal commas are fine. Other columns (notes of "
+                        "your own, say) are ignored."),
     "approvals_to_manage": ("Hyväksytyt palveluntuottajat", "Godkända producenter", "Approved providers"),
     "no_approvals": ("Ei hyväksyntöjä.", "Inga godkännanden.", "No approvals."),
     "suspend": ("Keskeytä", "Avbryt", "Suspend"),

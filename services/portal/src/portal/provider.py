@@ -100,7 +100,7 @@ _TO_SYSTEM = {_heading_key(h): column for names in CSV_HEADINGS.values() for col
 def system_header(data: bytes) -> bytes:
     """The file with its header line's Finnish or Swedish column names (``setelin_koodi;oma_viite;...``,
     with or without umlauts) replaced by payments' names; other names and every other line untouched
-    (payments refuses a column it does not know, naming it)."""
+    (payments ignores a column it does not know, naming it in a warning)."""
     bom = data.startswith(b"\xef\xbb\xbf")
     body = data[3:] if bom else data
     end = body.find(b"\n")

@@ -126,6 +126,39 @@ async def vouchers(request: Request) -> Response:
     return page.render("vouchers.html", items=items, cat=lambda code: category_name(cats, code, page.lang))
 
 
+_INVOICE_ID = re.compile(r"^[0-9a-f-]{36}$")
+#: the documents of an invoice the portal passes on: payments' format, the media type, the file's ending
+INVOICE_DOCUMENTS = {"pdf": ("pdf", "application/pdf", "pdf"), "finvoice": ("finvoice", "application/xml", "xml")}
+
+
+@router.get("/funder/invoices")
+async def invoices(request: Request) -> Response:
+    """The funder's invoices and credit notes as payments issued them, each with its PDF and Finvoice."""
+    page = Page(request)
+    page.need(FUNDER)
+    try:
+        items = await page.call("payments", "GET", "/funder-invoices")
+    except BackendError as err:
+        return page.render("error.html", status=err.status if err.status < 500 else 503, message=page.error_text(err))
+    return page.render("invoices.html", items=items)
+
+
+@router.get("/funder/invoices/{invoice_id}/{document}")
+async def invoice_document(request: Request, invoice_id: str, document: str) -> Response:
+    """An invoice's PDF or Finvoice 3.0 e-invoice, as payments makes it (with the user's token)."""
+    page = Page(request)
+    page.need(FUNDER)
+    if not _INVOICE_ID.match(invoice_id) or document not in INVOICE_DOCUMENTS:
+        return page.render("error.html", status=404, message=page.t("page_not_found"))
+    fmt, media, ending = INVOICE_DOCUMENTS[document]
+    r = await page.raw("payments", "GET", f"/funder-invoices/{invoice_id}?format={fmt}")
+    if r.status_code != 200:
+        return page.render("error.html", status=r.status_code if r.status_code < 500 else 503,
+                           message=page.error_text(error_of(r)))
+    disposition = r.headers.get("content-disposition") or f'attachment; filename="invoice-{invoice_id}.{ending}"'
+    return Response(r.content, media_type=media, headers={"Content-Disposition": disposition})
+
+
 def _period(request: Request) -> str:
     p = request.query_params.get("period", "")
     return p if _PERIOD.match(p) else date.today().strftime("%Y-%m")

@@ -16,8 +16,10 @@
   line model takes (``BusinessDate``: 1900-01-01..2199-12-31);
 - a header line naming the columns (any order, any case): ``provider_reference``, ``service_date``,
   ``units`` and one of ``voucher_id`` / ``voucher_code`` are required; ``unit_price`` (EUR) or
-  ``unit_price_cents``, ``tariff`` and ``category`` are optional. A missing or unknown column refuses
-  the whole file (``csv_missing_column``, ``csv_unknown_column``).
+  ``unit_price_cents``, ``tariff`` and ``category`` are optional. A missing column refuses the whole file
+  (``csv_missing_column``); a column the format does not have (a free-text note, an empty one after a
+  trailing separator) is ignored, with one warning for the file (``UNKNOWN_COLUMNS_IGNORED``: the columns'
+  names and positions); its cells are still scanned for personal identity codes with the rest of the line.
 
 The rows come one at a time (``rows``) from an iterable of byte chunks, each with its line number in
 the file (the header is line 1), as a dict of field values for the bulk line model, or as the
@@ -108,14 +110,17 @@ def separator(header: str) -> str:
     return ";" if header.count(";") > header.count(",") else ","
 
 
+#: the warning of a file whose header names columns the format does not have (they are ignored)
+UNKNOWN_COLUMNS_IGNORED = "csv_unknown_columns_ignored"
+#: of the ignored columns at most this many are named, each name at most this long
+_MAX_NAMED, _MAX_NAME = 20, 60
+
+
 def header_columns(names: list[str]) -> list[str]:
-    """The header's column names, checked: each known, none twice, the required ones there."""
+    """The header's column names, checked: none of the known ones twice, the required ones there. Names the
+    format does not have stay in their places (their cells are ignored: ``unknown_columns``)."""
     columns = [n.strip().lower().removeprefix("\ufeff") for n in names]
-    unknown = [n for n in columns if n not in COLUMNS]
-    if unknown:
-        raise DomainError("csv_unknown_column", "the header names a column this file format does not have",
-                          unknown=unknown[:20], columns=list(COLUMNS))
-    twice = sorted({n for n in columns if columns.count(n) > 1})
+    twice = sorted({n for n in columns if n in COLUMNS and columns.count(n) > 1})
     if twice:
         raise DomainError("csv_duplicate_column", "the header names a column twice", duplicated=twice)
     missing = [n for n in REQUIRED if n not in columns]
@@ -125,6 +130,19 @@ def header_columns(names: list[str]) -> list[str]:
         raise DomainError("csv_missing_column", "the header lacks a required column", missing=missing,
                           columns=list(COLUMNS))
     return columns
+
+
+def unknown_columns(names: list[str], columns: list[str]) -> dict | None:
+    """The warning for the header's columns the format does not have (None when there are none): its
+    ``code``, the ``columns`` as the header names them (shortened) and their 1-based ``positions``."""
+    unknown = [i for i, n in enumerate(columns) if n not in COLUMNS]
+    if not unknown:
+        return None
+    return {"code": UNKNOWN_COLUMNS_IGNORED,
+            "message": "the file has columns this format does not have: they were ignored",
+            "columns": [names[i].strip().removeprefix("\ufeff")[:_MAX_NAME] for i in unknown[:_MAX_NAMED]],
+            "positions": [i + 1 for i in unknown[:_MAX_NAMED]], "count": len(unknown),
+            "known_columns": list(COLUMNS)}
 
 
 def decimal_text(raw: str) -> str:
@@ -147,7 +165,7 @@ def _values(columns: list[str], cells: list[str]) -> tuple[dict, str | None, lis
     bad: list[str] = []
     for name, cell in zip(columns, cells):
         cell = cell.strip()
-        if cell == "":
+        if cell == "" or name not in COLUMNS:  # an unknown column's cells are not read (the file's warning)
             continue
         try:
             if name == "units":
@@ -173,10 +191,10 @@ def _values(columns: list[str], cells: list[str]) -> tuple[dict, str | None, lis
     return values, None, []
 
 
-def rows(chunks: Iterable[bytes]) -> Iterator[Row]:
-    """The file's data lines one at a time; the header is read (and checked) before the first. Blank
-    lines are skipped. Raises ``DomainError`` for a file that cannot be read at all (its encoding, its
-    header)."""
+def rows(chunks: Iterable[bytes], warnings: list[dict] | None = None) -> Iterator[Row]:
+    """The file's data lines one at a time; the header is read (and checked) before the first, and a
+    warning about it (``unknown_columns``) appended to ``warnings``. Blank lines are skipped. Raises
+    ``DomainError`` for a file that cannot be read at all (its encoding, its header)."""
     lines = _lines(decode(chunks))
     header_line = ""
     for line in lines:
@@ -196,7 +214,11 @@ def rows(chunks: Iterable[bytes]) -> Iterator[Row]:
     header_offset = 1  # blank lines before the header are rare; the header counts as line 1 of what is read
     reader = csv.reader(_chain(header_line, lines), delimiter=sep, quotechar='"', strict=False)
     try:
-        columns = header_columns(next(reader))
+        names = next(reader)
+        columns = header_columns(names)
+        warning = unknown_columns(names, columns)
+        if warning is not None and warnings is not None:
+            warnings.append(warning)
         for cells in reader:
             line = reader.line_num
             if not any(c.strip() for c in cells):

@@ -123,10 +123,12 @@ def csv_lines(rows: Iterable) -> Iterator[Line]:  # noqa: ANN001  (csv_format.Ro
             yield line_of(row.line, row.values)
 
 
-async def stream_csv_lines(chunks: AsyncIterator[bytes], batch: int = 250) -> AsyncIterator[Line]:
+async def stream_csv_lines(chunks: AsyncIterator[bytes], batch: int = 250,
+                           warnings: list[dict] | None = None) -> AsyncIterator[Line]:
     """``csv_lines`` of a body as it arrives: the CSV reader (``csv_format.rows``, pull-based) runs in a worker
     thread, ``batch`` lines at a time, and takes each chunk of the body from the event loop as it needs it.
-    Only the chunk being read and the lines of the chunks in the pipeline are held, never the file."""
+    Only the chunk being read and the lines of the chunks in the pipeline are held, never the file. The
+    file's warnings (its header's) are appended to ``warnings`` once its header is read."""
     loop = asyncio.get_running_loop()
 
     async def pull() -> bytes | None:
@@ -138,7 +140,7 @@ async def stream_csv_lines(chunks: AsyncIterator[bytes], batch: int = 250) -> As
             if chunk is None or chunk:
                 return chunk
 
-    lines = csv_lines(csv_format.rows(iter(next_chunk, None)))
+    lines = csv_lines(csv_format.rows(iter(next_chunk, None), warnings))
     while True:
         some = await asyncio.to_thread(lambda: list(islice(lines, batch)))
         if not some:
@@ -208,7 +210,7 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
     for r in results:
         counts[r["status"]] += 1
     log.info("charges.bulk", provider_id=provider_id, lines=len(results), **counts)
-    return {"lines": len(results), **counts, "results": results}
+    return {"lines": len(results), **counts, "results": results, "warnings": []}  # a CSV file's: the router's
 
 
 async def _yielding(it: Iterator[Line]) -> AsyncIterator[Line]:

@@ -115,7 +115,9 @@ async def charge_in_bulk(
     refused (`personal_identity_code`, its values not echoed), as is a line further on that is
     not UTF-8 (`encoding_not_utf8`). The file as a whole is refused for its encoding (400
     `encoding_not_utf8` when its start is not UTF-8) or its header (422 `csv_missing_column`,
-    `csv_unknown_column`, `csv_header_missing`), before anything is charged; a file that cannot be read
+    `csv_duplicate_column`, `csv_header_missing`), before anything is charged. Columns the format does not
+    have (a free-text note) are ignored, with one warning for the file in `warnings` (code
+    `csv_unknown_columns_ignored`, the columns' names and positions); a file that cannot be read
     further on (`csv_malformed`, or larger than the limit: 413) is refused after the lines before it
     were charged: send it again, they come back `repeated`."""
     provider_id = principal.provider_id
@@ -146,10 +148,12 @@ async def charge_in_bulk(
 
 async def _charge_csv(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
                       body: AsyncIterator[bytes]) -> tuple[int, object]:
-    lines = intake.stream_csv_lines(body)
+    warnings: list[dict] = []
+    lines = intake.stream_csv_lines(body, warnings=warnings)
     # the header (and the encoding of the file's start) is checked before anything is charged
     first = await anext(lines, None)
-    return 200, await intake.charge_bulk(sessions, clock, principal, provider_id, _chain(first, lines))
+    result = await intake.charge_bulk(sessions, clock, principal, provider_id, _chain(first, lines))
+    return 200, {**result, "warnings": warnings}
 
 
 async def _chain(first, rest: AsyncIterator) -> AsyncIterator:  # noqa: ANN001

@@ -123,12 +123,27 @@ class LineResult(BaseModel):
     details: dict | None = None
 
 
+class BulkWarning(BaseModel):
+    """Something about the file as a whole that did not stop it (a CSV file's columns the format lacks)."""
+
+    code: str = Field(description="csv_unknown_columns_ignored: the header names columns the format does not "
+                      "have; their cells were ignored")
+    message: str
+    columns: list[str] = Field(default_factory=list, description="the ignored columns as the header names them "
+                               "(at most 20, each at most 60 characters)")
+    positions: list[int] = Field(default_factory=list, description="their places in the header, from 1")
+    count: int = Field(default=0, description="how many columns were ignored")
+    known_columns: list[str] = Field(default_factory=list, description="the columns the format has")
+
+
 class BulkResult(BaseModel):
     lines: int
     accepted: int
     repeated: int
     refused: int
     results: list[LineResult]
+    warnings: list[BulkWarning] = Field(default_factory=list, description=(
+        "about the file as a whole, one per kind (a CSV file: its ignored columns); none for a JSON list"))
 
 
 CorrectionReason = StrEnum("CorrectionReason", {r.upper(): r for r in correction_rules.CORRECTION_REASONS})

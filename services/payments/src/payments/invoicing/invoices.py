@@ -59,6 +59,13 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
 
 
 async def monthly_invoice(sessions: Sessions, funder_id: str, month: str) -> Invoice:
+    month_bounds(month)  # a bad month is refused before a connection is taken
+    async with sessions() as session:
+        return await monthly_invoice_in(session, funder_id, month)
+
+
+async def monthly_invoice_in(session: AsyncSession, funder_id: str, month: str) -> Invoice:
+    """The month's figures read in the caller's transaction (``issuing`` writes an invoice from them)."""
     start, end = month_bounds(month)
     q = (select(Charge.category, func.count(Charge.id), func.coalesce(func.sum(Charge.amount_cents), 0),
                 func.coalesce(func.sum(Charge.fee_cents), 0), func.coalesce(func.sum(Charge.net_cents), 0))
@@ -72,9 +79,8 @@ async def monthly_invoice(sessions: Sessions, funder_id: str, month: str) -> Inv
                  .join(Settlement, Settlement.id == k.offset_settlement_id)
                  .where(Settlement.funder_id == funder_id, Settlement.created_at >= start, Settlement.created_at < end)
                  .group_by(k.category))
-    async with sessions() as session:
-        rows = (await session.execute(q)).all()
-        less = {c: (int(g), int(f), int(n)) for c, g, f, n in (await session.execute(corrected)).all()}
+    rows = (await session.execute(q)).all()
+    less = {c: (int(g), int(f), int(n)) for c, g, f, n in (await session.execute(corrected)).all()}
     lines = {c: InvoiceLine(c, int(n), int(g), int(f), int(net)) for c, n, g, f, net in rows}
     for c, (g, f, n) in less.items():
         line = lines.get(c, InvoiceLine(c, 0, 0, 0, 0))

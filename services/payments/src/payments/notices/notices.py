@@ -145,22 +145,34 @@ def new_secret() -> str:
     return ids.new_secret(32, prefix="whsec_")
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-Seteli-Signature`` value: ``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str | list[str], timestamp: int, body: bytes) -> str:
+    """The ``X-Seteli-Signature`` value: ``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``, one ``v1``
+    per secret given (the new one first, then the previous one while a rotation's grace lasts)."""
+    secrets = [secret] if isinstance(secret, str) else secret
+    return ",".join([f"t={timestamp}", *(f"v1={_mac(s, timestamp, body)}" for s in secrets)])
 
 
 def verify(secret: str, header: str, body: bytes, tolerance_seconds: int = 300, now: float | None = None) -> bool:
-    """What a provider's receiver does: the signature matches and is recent."""
-    try:
-        parts = dict(p.split("=", 1) for p in header.split(","))
-        t = int(parts["t"])
-    except (ValueError, KeyError):
+    """What a provider's receiver does: one ``v1`` of the header matches its secret, and the time is recent."""
+    t, signatures = None, []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            return False
+        if key == "t":
+            if not (value.isascii() and value.isdigit()):
+                return False
+            t = int(value)
+        elif key == "v1":
+            signatures.append(value)
+    if t is None or abs((now if now is not None else time.time()) - t) > tolerance_seconds:
         return False
-    if abs((now if now is not None else time.time()) - t) > tolerance_seconds:
-        return False
-    return hmac.compare_digest(sign(secret, t, body), header)
+    expected = _mac(secret, t, body)
+    return any(hmac.compare_digest(expected, s) for s in signatures)
 
 
 #: the webhook workers of this process (``webhooks.WebhookWorker``), woken when a delivery is recorded

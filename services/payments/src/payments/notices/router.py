@@ -3,7 +3,7 @@ notices nobody could receive (parked) with trying them again. Parse, authorise, 
 (``webhooks``, ``parked``)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -49,7 +49,8 @@ async def set_webhook(
     principal: Annotated[Principal, require(*WEBHOOK_ROLES)],
 ) -> WebhookSecret:
     """Set the provider's webhook for settlement notices (for providers without an AMQP consumer). Each
-    call makes a new secret, shown once. Notices are POSTed with `X-Seteli-Signature: t=<unix time>,v1=<hex>`,
+    call makes a new secret, shown once, which replaces the old one at once (to change over without refusing
+    a notice: `POST .../webhook/secret`, both signing for a grace). Notices are POSTed with `X-Seteli-Signature: t=<unix time>,v1=<hex>`,
     the HMAC-SHA256 of `"<t>." + body`; a non-2xx answer (a redirect too: none is followed) is retried with
     back-off. The URL must be https (422 `webhook_not_https`) at a host whose every address is on the public
     internet (422 `webhook_address_not_public`: loopback, private, shared, link-local, multicast, reserved, or
@@ -64,6 +65,35 @@ async def set_webhook(
         hook = await webhooks.set_webhook(session, provider_id, str(body.url), clock.now())
         await audit.record(session, principal, "webhook.set", "provider", provider_id, None)
     return WebhookSecret(provider_id=provider_id, url=hook.url, secret=hook.secret, updated_at=hook.updated_at)
+
+
+class WebhookRotated(BaseModel):
+    provider_id: str
+    secret: str = Field(description="the new HMAC-SHA256 key of `X-Seteli-Signature`; shown only now")
+    previous_secret_valid_until: datetime | None = Field(description=(
+        "until then every delivery is signed with both secrets (`t=...,v1=<new>,v1=<previous>`); after it with the "
+        "new one only (null: a grace of 0 hours, the previous secret no longer signs)"))
+    signature_header: str = SIGNATURE_HEADER
+
+
+@router.post("/providers/{provider_id}/webhook/secret", response_model=WebhookRotated, tags=["notices"],
+             responses=error_responses(404))
+async def rotate_webhook_secret(
+    provider_id: str, sessions: SessionsDep, clock: ClockDep, request: Request,
+    principal: Annotated[Principal, require(*WEBHOOK_ROLES)],
+) -> WebhookRotated:
+    """Rotate the webhook's secret without losing a delivery: a new secret, shown once; the previous one keeps
+    signing beside it for `WEBHOOK_SECRET_GRACE_HOURS` (24), so `X-Seteli-Signature` carries a `v1` for each
+    (`t=<t>,v1=<new>,v1=<previous>`) and a receiver holding either accepts. Then only the new one signs.
+    Rotating again within the grace drops the oldest secret at once. (`PUT .../webhook` replaces the secret
+    at once, for a secret that has leaked.) 404 when the provider has no webhook."""
+    ensure_visible(principal, "provider", provider_id=provider_id)
+    grace = timedelta(hours=request.app.state.settings.webhook_secret_grace_hours)
+    async with unit_of_work(sessions) as session:
+        hook = await webhooks.rotate_secret(session, provider_id, clock.now(), grace)
+        await audit.record(session, principal, "webhook.rotate_secret", "provider", provider_id, None)
+    return WebhookRotated(provider_id=provider_id, secret=hook.secret,
+                          previous_secret_valid_until=hook.previous_secret_until)
 
 
 class AttemptPublic(BaseModel):

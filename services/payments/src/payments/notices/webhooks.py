@@ -11,7 +11,9 @@ import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from seteli_shared.clock import SYSTEM_CLOCK, Clock
 from seteli_shared.db import unit_of_work
+from seteli_shared.errors import NotFound
 from seteli_shared.logging import get_logger
 
 from ..models import Webhook, WebhookAttempt, WebhookDelivery
@@ -28,14 +30,38 @@ async def set_webhook(session: AsyncSession, provider_id: str, url: str, now: da
     hook = await session.get(Webhook, provider_id, with_for_update=True)
     if hook is None:
         hook = Webhook(provider_id=provider_id, url=url, secret=new_secret(), created_at=now, updated_at=now)
-    else:
+    else:  # set anew (a leaked secret): the old one stops signing at once
         hook.url, hook.secret, hook.updated_at = url, new_secret(), now
+        hook.previous_secret, hook.previous_secret_until = None, None
     session.add(hook)
     await session.flush()
     # a new URL is the provider's answer to deliveries that could not reach the old one: they are tried again
     if await unpark_webhooks(session, provider_id):
         wake_on_commit(session)
     return hook
+
+
+async def rotate_secret(session: AsyncSession, provider_id: str, now: datetime, grace: timedelta) -> Webhook:
+    """A new secret for the provider's webhook; the current one keeps signing beside it for ``grace``
+    (deliveries carry both signatures), then is dropped. Rotating again within a grace drops the oldest at
+    once: at most two secrets sign. ``NotFound`` when the provider has no webhook."""
+    hook = await session.get(Webhook, provider_id, with_for_update=True)
+    if hook is None:
+        raise NotFound("webhook")
+    hook.previous_secret, hook.previous_secret_until = (hook.secret, now + grace) if grace > timedelta(0) else (None, None)
+    hook.secret, hook.updated_at = new_secret(), now
+    session.add(hook)
+    await session.flush()
+    return hook
+
+
+async def drop_expired_secrets(session: AsyncSession, provider_ids: set[str], now: datetime) -> int:
+    """The previous secrets of these webhooks whose grace has ended, dropped (one conditional statement: a
+    rotation made meanwhile has a grace still running and is left alone)."""
+    result = await session.execute(update(Webhook).where(
+        Webhook.provider_id.in_(provider_ids), Webhook.previous_secret_until.is_not(None),
+        Webhook.previous_secret_until <= now).values(previous_secret=None, previous_secret_until=None))
+    return result.rowcount or 0
 
 
 def backoff(attempts: int, base_seconds: float) -> timedelta:
@@ -47,8 +73,9 @@ class WebhookWorker:
     ``resolver`` and ``verify`` (the TLS trust) are the system's unless a test gives its own."""
 
     def __init__(self, sessions: Sessions, settings, postgres: bool,  # noqa: ANN001
-                 resolver: egress.Resolver | None = None, verify: object = True):
+                 resolver: egress.Resolver | None = None, verify: object = True, clock: Clock = SYSTEM_CLOCK):
         self.sessions, self.settings, self.postgres = sessions, settings, postgres
+        self.clock = clock  # the app's: whether a rotated secret's grace has ended
         self.policy, self.resolver, self.verify = egress.Policy.of(settings), resolver, verify
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -64,8 +91,10 @@ class WebhookWorker:
             due = list((await session.execute(q)).scalars())
             if not due:
                 return 0
+            providers = {d.provider_id for d in due}
+            await drop_expired_secrets(session, providers, self.clock.now())
             hooks = {h.provider_id: h for h in (await session.execute(select(Webhook).where(
-                Webhook.provider_id.in_({d.provider_id for d in due})))).scalars()}
+                Webhook.provider_id.in_(providers)))).scalars()}
             results = await asyncio.gather(*(self._post(client, d, hooks.get(d.provider_id)) for d in due))
             for d, result in zip(due, results):
                 self._record(session, d, *result, at=now)
@@ -106,7 +135,7 @@ class WebhookWorker:
             return None, "webhook_removed", 0, None
         body = d.body.encode()
         headers = {"content-type": "application/cloudevents+json; charset=utf-8",
-                   SIGNATURE_HEADER: sign(hook.secret, int(time.time()), body),
+                   SIGNATURE_HEADER: sign(hook.signing_secrets(self.clock.now()), int(time.time()), body),
                    "X-Seteli-Delivery": d.id, "X-Seteli-Attempt": str(d.attempts + 1),
                    "X-Seteli-Message-Id": d.message_id}
         started = time.monotonic()

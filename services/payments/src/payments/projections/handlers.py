@@ -40,6 +40,11 @@ async def _funder_terms(session: AsyncSession, funder_id: str, rate: Decimal, de
 async def on_funder_registered(session: AsyncSession, _env: Envelope, event: FunderRegistered) -> None:
     await _funder_terms(session, event.funder_id, event.operator_fee_rate, event.charge_deadline_days,
                         event.registered_at)
+    view = await session.get(FunderView, event.funder_id, with_for_update=True)
+    if view is not None and view.name != event.name[:200]:  # its invoices' buyer
+        view.name = event.name[:200]
+        session.add(view)
+        await session.flush()
 
 
 async def on_funder_terms_changed(session: AsyncSession, _env: Envelope, event: FunderTermsChanged) -> None:

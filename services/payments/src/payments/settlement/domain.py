@@ -6,11 +6,15 @@ guarantee), which charges are at risk of missing the guarantee, and the payout's
 - A payout whose net is under the minimum (EUR 40) waits for a later run (``HELD_BACK``) ...
 - ... unless waiting would break the guarantee: a charge accepted on day D is paid by D + 14 days. The
   guarantee always wins: a group holding a charge whose release day (the deadline less a margin of
-  days, the slack for a run that fails) has come is paid whatever its size (``PAY_GUARANTEE``).
+  days, the slack for runs that fail) has come is paid whatever its size (``PAY_GUARANTEE``). With a
+  banking calendar the margin counts in runs whose payment files execute in time: a charge is paid now
+  when, were it to wait a day, fewer than ``margin`` runs would be left whose files the bank executes by
+  the deadline (before Easter that is the Tuesday before Good Friday: ``banking_days``).
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -48,12 +52,29 @@ class PayoutDecision:
     reason: str
 
 
+def last_run_executes(today: date, rules: PayoutRules, execution_of: Callable[[date], date] | None = None) -> date:
+    """When the payment file of the run ``margin`` days after tomorrow would be executed: were a charge to
+    wait a day, the last run that could still pay it in time. ``execution_of``: the day a file made on a day
+    is executed (the next banking day; the same day without a calendar)."""
+    last_chance = today + timedelta(days=1 + min(rules.margin_days, rules.guarantee_days))
+    return execution_of(last_chance) if execution_of else last_chance
+
+
+def guarantee_due(accepted_at: datetime, today: date, rules: PayoutRules,
+                  execution_of: Callable[[date], date] | None = None) -> bool:
+    """Whether the guarantee pays a charge today: were it to wait a day, the run ``margin`` days after
+    tomorrow would execute after its deadline (without a calendar this is ``release_day <= today``)."""
+    return last_run_executes(today, rules, execution_of) > rules.deadline(accepted_at)
+
+
 def decide_payout(net_cents: int, accepted: list[datetime], today: date, rules: PayoutRules,
-                  hold_back: bool = True) -> PayoutDecision:
-    """Whether one provider's payout from one funder is made in today's run."""
+                  hold_back: bool = True, execution_of: Callable[[date], date] | None = None) -> PayoutDecision:
+    """Whether one provider's payout from one funder is made in today's run (``execution_of``: the banking
+    calendar's next banking day, ``guarantee_due``)."""
     if not hold_back:
         return PayoutDecision(True, PAY_MANUAL)
-    if any(rules.release_day(at) <= today for at in accepted):
+    executes = last_run_executes(today, rules, execution_of)  # once for the group, not per charge
+    if any(executes > rules.deadline(at) for at in accepted):
         return PayoutDecision(True, PAY_GUARANTEE)  # the guarantee wins over the minimum
     if net_cents >= rules.min_payout_cents:
         return PayoutDecision(True, PAY_MINIMUM_REACHED)

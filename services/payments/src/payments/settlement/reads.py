@@ -3,9 +3,9 @@ missing the 14-day guarantee."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared.auth import TenantScope
@@ -16,7 +16,7 @@ from seteli_shared.schemas import PageParams, paginate
 from ..charging import domain
 from ..models import Charge, ChargeCorrection, Payout, Settlement, SettlementRun
 from . import domain as payout_rules
-from . import offsets, pain001
+from . import banking_days, offsets, pain001
 from .runs import rules_of, utc
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -104,5 +104,16 @@ async def payment_file(sessions: Sessions, run_id: str, settings) -> bytes:  # n
         raise Conflict("nothing_to_pay", "the run transfers no money: there is no payment file for the bank",
                        settlements=len(rows))
     debtor = pain001.Debtor(settings.payer_name, settings.payer_iban, settings.payer_bic)
-    return pain001.build(payout_rules.bank_id(run.id), run.created_at, run.run_date, debtor, payments)
+    return pain001.build(payout_rules.bank_id(run.id), run.created_at,
+                         await execution_date(sessions, run, settings), debtor, payments)
+
+
+async def execution_date(sessions: Sessions, run: SettlementRun, settings) -> date:  # noqa: ANN001
+    """The run's requested execution date: the first banking day on or after the run's day, earlier when
+    that would pay one of its charges after the guarantee's deadline (``banking_days``)."""
+    async with sessions() as session:
+        oldest = (await session.execute(select(func.min(Charge.accepted_at)).join(
+            Payout, Payout.settlement_id == Charge.settlement_id).where(Payout.run_id == run.id))).scalar()
+    deadline = rules_of(settings).deadline(utc(oldest)) if oldest is not None else None
+    return banking_days.calendar(settings.bank_holiday_countries).execution_date(run.run_date, deadline)
 

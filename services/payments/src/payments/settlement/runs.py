@@ -27,7 +27,7 @@ from ..ledger.postings import settlement_postings
 from ..models import SOURCE, FunderView, Payout, ProviderView, Settlement, SettlementRun
 from ..notices import notices
 from . import domain as settlement
-from . import offsets
+from . import banking_days, offsets
 from .figures import fee_rate_for, settle_with_corrections
 from .batch import SettlementBatch
 
@@ -67,7 +67,8 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
     """A settlement run in one transaction. ``hold_back`` (the daily run) lets payouts under the minimum
     wait unless the guarantee is due; without it (an operator's run) everything accepted is settled."""
     async with unit_of_work(sessions) as session:
-        result = await settle(session, clock, settings.operator_fee_rate, rules_of(settings), hold_back=hold_back)
+        result = await settle(session, clock, settings.operator_fee_rate, rules_of(settings), hold_back=hold_back,
+                              banking=banking_days.calendar(settings.bank_holiday_countries))
         if hold_back and settings.recovery_after_days:
             result.claims = await recovery.claim_overdue(session, clock, principal, settings.recovery_after_days,
                                                         settings.recovery_payment_days, settings.payer_iban)
@@ -80,8 +81,9 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
 
 
 async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal, rules: settlement.PayoutRules,
-                 *, hold_back: bool) -> RunResult:
+                 *, hold_back: bool, banking: banking_days.BankingCalendar | None = None) -> RunResult:
     now, today = clock.now(), clock.today()
+    execution_of = (banking or banking_days.calendar()).next_banking_day
     run = SettlementRun(id=new_id(settlement.bank_id), kind=settlement.DAILY if hold_back else settlement.MANUAL,
                         run_date=today,
                         created_at=now, settlement_count=0, gross_cents=0, fee_cents=0, net_cents=0, held_back_count=0)
@@ -99,7 +101,7 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
                                                     pending.get((funder_id, provider_id), []))
             figures = offset.figures
             decision = settlement.decide_payout(figures.net_cents, [utc(c.accepted_at) for c in charges], today,
-                                                rules, hold_back=hold_back)
+                                                rules, hold_back=hold_back, execution_of=execution_of)
             if not decision.pay:
                 result.held_back.append((funder_id, provider_id, figures.net_cents))
                 continue
