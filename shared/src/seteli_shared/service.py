@@ -28,6 +28,7 @@ from .faults import TIMED_OUT, database_fault, document_outages, install_fault_h
 from .docs import install_docs
 from .clock import SystemClock
 from .logging import configure_logging, get_logger
+from .ops_api import router as ops_router
 from .outbox import OutboxRelay
 from .relay import RelayProcess
 from .schemas import Page, PageDep, paginate, place_bounds
@@ -218,6 +219,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     _finish_openapi(app)
     app.include_router(health_router)
     app.include_router(audit_router)
+    app.include_router(ops_router)
     for router in spec.routers:
         app.include_router(router)
     return app
