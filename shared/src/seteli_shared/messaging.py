@@ -41,6 +41,8 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     next_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    #: the W3C traceparent of the span that wrote the row (NULL when tracing is off): the message's header
+    traceparent: str | None = Field(default=None, sa_column=sa.Column(sa.String(55)))
 
 
 class InboxMessage(SQLModel, table=True):

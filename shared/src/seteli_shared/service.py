@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from opentelemetry.sdk.trace import TracerProvider
 from sqlmodel import select
 
 from .audit import AuditEntry
@@ -28,6 +29,7 @@ from .faults import TIMED_OUT, database_fault, document_outages, install_fault_h
 from .docs import install_docs
 from .clock import SystemClock
 from .logging import configure_logging, get_logger
+from . import tracing
 from .ops_api import router as ops_router
 from .outbox import OutboxRelay
 from .relay import RelayProcess
@@ -111,7 +113,7 @@ class ServiceSpec:
 class Runtime:
     """The running parts of one service instance."""
 
-    def __init__(self, spec: ServiceSpec, settings: ServiceSettings):
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings, tracer_provider: TracerProvider | None = None):
         self.spec = spec
         self.settings = settings
         self.engine = make_engine(settings.database_url, **({} if settings.database_url.startswith("sqlite") else {
@@ -126,6 +128,9 @@ class Runtime:
         self.relay_process: RelayProcess | None = None
         #: the scheduled jobs of this instance, each under its lease (``schedule.daily``/``every`` find it)
         self.jobs = JobRunner(self.engine, settings.job_lease_seconds)
+        #: the service's tracer provider (None: tracing off), made with the app (``tracing``)
+        self.tracer_provider = tracer_provider
+        self.tracer = tracer_provider.get_tracer("seteli.consumer") if tracer_provider is not None else None
         self.consumer: Consumer | None = None
         self.extra_consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task] = []
@@ -142,7 +147,7 @@ class Runtime:
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
                 batch_bytes=self.settings.consumer_batch_bytes,
-                delivery_limit=self.settings.delivery_limit, audit=True,
+                delivery_limit=self.settings.delivery_limit, audit=True, tracer=self.tracer,
             )
             await self.consumer.start()
         for extra in self.spec.extra_consumers:
@@ -152,7 +157,7 @@ class Runtime:
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
                 batch_bytes=self.settings.consumer_batch_bytes,
-                delivery_limit=self.settings.delivery_limit, audit=extra.audit,
+                delivery_limit=self.settings.delivery_limit, audit=extra.audit, tracer=self.tracer,
             )
             await consumer.start()
             self.extra_consumers.append(consumer)
@@ -184,10 +189,11 @@ class Runtime:
 
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    tracer_provider = tracing.provider_for(settings.service_name)  # None unless OTLP (or a test) asks for traces
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(spec, settings)
+        runtime = Runtime(spec, settings, tracer_provider)
         app.state.runtime = runtime
         await runtime.start()
         # what the start left (modules, models, schemas, the runtime) lives as long as the service: out of the
@@ -204,6 +210,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             await runtime.stop()
+            tracing.shutdown(tracer_provider)
 
     app = FastAPI(title=spec.title or f"seteli {spec.name}", description=spec.description,
                   version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -217,9 +224,11 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     install_fault_handlers(app, settings.retry_after_seconds)
     install_openapi(app)
     _finish_openapi(app)
+    tracing.instrument(app, tracer_provider)
     app.include_router(health_router)
     app.include_router(audit_router)
-    app.include_router(ops_router)
+    if spec.consumes_events or spec.extra_consumers:  # its dead letters, for the operator
+        app.include_router(ops_router)
     for router in spec.routers:
         app.include_router(router)
     return app
