@@ -67,6 +67,8 @@ def create_messaging_tables(op) -> None:  # noqa: ANN001
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
         sa.Column("last_error", sa.Text),
+        # the span that wrote the row (``tracing``); on a database made before it, shared_0002 adds it
+        sa.Column("traceparent", sa.String(55)),
     )
     op.create_index(
         "ix_outbox_unsent", "outbox", ["seq"],

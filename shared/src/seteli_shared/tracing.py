@@ -85,9 +85,11 @@ def shutdown(provider: TracerProvider | None) -> None:
     """Export what is left and stop (at the service's stop)."""
     if provider is None:
         return
+    global _on
     provider.shutdown()
     if provider in _providers:
         _providers.remove(provider)
+    _on = bool(_providers)
 
 
 def current_traceparent() -> str | None:
