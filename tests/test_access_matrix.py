@@ -258,8 +258,35 @@ async def new_dead_letter(client, ids: dict) -> str:  # noqa: ANN001
     return message_id
 
 
+async def new_parked_notice(client, ids: dict) -> str:  # noqa: ANN001
+    """A parked settlement notice (one to show, retry or discard): a copy of the world's notice to P, under an id
+    of its own, in payments' outbox as the relay leaves a notice nobody's queue took."""
+    import json
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert, select
+
+    from seteli_shared.messaging import OutboxMessage
+    from seteli_shared.outbox import PARKED_MARK, PARKED_UNTIL
+
+    table = OutboxMessage.__table__
+    message_id = f"matrix-{uuid.uuid4().hex[:12]}"
+    async with client._transport.app.state.runtime.sessions() as session, session.begin():
+        row = (await session.execute(select(table.c.routing_key, table.c.body).where(
+            table.c.routing_key.startswith(f"notices/notice.{ids['P']}.")).limit(1))).one()
+        body = {**json.loads(row.body), "id": message_id}
+        await session.execute(insert(table).values(
+            message_id=message_id, routing_key=row.routing_key, body=json.dumps(body),
+            created_at=datetime.now(timezone.utc), attempts=1, next_attempt_at=PARKED_UNTIL,
+            last_error=f"{PARKED_MARK}matrix"))
+    return message_id
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
+    ("GET", "/notices/parked/{notice_id}"): new_parked_notice,
+    ("POST", "/notices/parked/{notice_id}/retry"): new_parked_notice,
+    ("POST", "/notices/parked/{notice_id}/discard"): new_parked_notice,
     ("GET", "/ops/dead-letters/{message_id}"): new_dead_letter,
     ("POST", "/ops/dead-letters/{message_id}/replay"): new_dead_letter,
     ("POST", "/ops/dead-letters/{message_id}/discard"): new_dead_letter,
@@ -417,7 +444,8 @@ async def test_access_matrix(world):  # noqa: ANN001
             if fresh:
                 fresh_id = await fresh(client, world.ids)
                 path = route.path.replace("{application_id}", fresh_id).replace("{price_list_id}", fresh_id) \
-                    .replace("{charge_id}", fresh_id).replace("{message_id}", fresh_id)
+                    .replace("{charge_id}", fresh_id).replace("{message_id}", fresh_id) \
+                    .replace("{notice_id}", fresh_id)
             r = await client.request(method, path, json=body, headers=caller.headers)
             want = expected(policy, caller)
             got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)
