@@ -282,8 +282,19 @@ async def new_parked_notice(client, ids: dict) -> str:  # noqa: ANN001
     return message_id
 
 
+async def new_long_job(client, ids: dict) -> str:  # noqa: ANN001
+    """A long job's progress row in the service (one to read)."""
+    from seteli_shared import progress
+
+    async with progress.track(client._transport.app.state.runtime.sessions, "matrix",
+                              job_id=f"matrix-{uuid.uuid4().hex[:12]}") as job:
+        await job.advance(1)
+    return job.id
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
+    ("GET", "/jobs/{job_id}"): new_long_job,
     ("GET", "/notices/parked/{notice_id}"): new_parked_notice,
     ("POST", "/notices/parked/{notice_id}/retry"): new_parked_notice,
     ("POST", "/notices/parked/{notice_id}/discard"): new_parked_notice,
@@ -445,7 +456,7 @@ async def test_access_matrix(world):  # noqa: ANN001
                 fresh_id = await fresh(client, world.ids)
                 path = route.path.replace("{application_id}", fresh_id).replace("{price_list_id}", fresh_id) \
                     .replace("{charge_id}", fresh_id).replace("{message_id}", fresh_id) \
-                    .replace("{notice_id}", fresh_id)
+                    .replace("{notice_id}", fresh_id).replace("{job_id}", fresh_id)
             r = await client.request(method, path, json=body, headers=caller.headers)
             want = expected(policy, caller)
             got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,7 +30,8 @@ from .faults import TIMED_OUT, database_fault, document_outages, install_fault_h
 from .docs import install_docs
 from .clock import SystemClock
 from .logging import configure_logging, get_logger
-from . import tracing
+from . import progress, tracing
+from .errors import DomainError
 from .ops_api import router as ops_router
 from .outbox import OutboxRelay
 from .relay import RelayProcess
@@ -380,6 +382,37 @@ async def jobs_health(runtime: RuntimeDep,
     duration). Operator staff only (it names the instances' hosts)."""
     jobs = await runtime.jobs.status()  # a database that is down: 503 database_unavailable (faults)
     return JobsHealth(instance=runtime.jobs.instance, jobs=[JobStatus(**j) for j in jobs])
+
+
+class LongJobProgress(BaseModel):
+    """A long job (a settlement run, a bulk import, a rebuild) while it runs and after."""
+
+    id: str
+    kind: str
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    #: the items it has to do, when known
+    total: int | None
+    done: int
+    #: running | ok | failed
+    outcome: str
+    #: the error's type when it failed
+    detail: str | None
+
+
+@health_router.get("/jobs/{job_id}", response_model=LongJobProgress, tags=["operations"],
+                   responses=error_responses(401, 403, 404))
+async def long_job(job_id: Annotated[str, PathParam(max_length=100)], sessions: SessionsDep,
+                   _principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]) -> LongJobProgress:
+    """A long job's progress: items done of how many, since when, how it ended. Its id is the `X-Correlation-Id`
+    of the request that started it (choose one, send it, and follow the job here while the request runs), or
+    the one its log lines (`long_job.started`) name. Operator staff only."""
+    async with sessions() as session:
+        found = await progress.read(session, job_id)
+    if found is None:
+        raise DomainError("job_not_found", f"no job {job_id}", status_code=404)
+    return LongJobProgress(**found)
 
 
 # ------------------------------------------------------------------ audit trail

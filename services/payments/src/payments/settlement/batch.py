@@ -83,6 +83,12 @@ class SettlementBatch:
                 "net_cents = c.amount_cents - f.fee FROM settle_fees f WHERE c.id = f.id"
                 .replace("$1", f"'{domain.SETTLED}'"), timeout=WHOLE_RUN_STATEMENT_SECONDS)
 
+    async def count(self) -> int:
+        """How many charges the run takes."""
+        if self.pg is not None:
+            return (await self.pg.fetchval("SELECT count(*) FROM settle_charges")) or 0
+        return len(self._rows)
+
     async def funders(self) -> set[str]:
         if self.pg is not None:
             return {r[0] for r in await self.pg.fetch("SELECT DISTINCT funder_id FROM settle_charges")}
