@@ -18,6 +18,9 @@ Where the services are: ``SETELI_<SERVICE>_URL`` (e.g. ``SETELI_PAYMENTS_URL=htt
 from __future__ import annotations
 
 import os
+import threading
+import time
+import uuid
 from typing import Annotated, Any, Optional
 
 import httpx
@@ -59,14 +62,17 @@ def _client(service: str) -> httpx.Client:
                         timeout=_state["timeout"])
 
 
-def call(service: str, method: str, path: str, **kwargs: Any) -> Any:
-    """The answer's JSON; a refusal is printed with its reason and ends the command (exit 1)."""
+def call(service: str, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+    """The answer's JSON; a refusal is printed with its reason and ends the command (exit 1). ``missing_ok``:
+    a 404 answers None."""
     try:
         with _client(service) as client:
             r = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         console.print(f"[red]{service}[/red] at {url_of(service)}: {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from exc
+    if missing_ok and r.status_code == 404:
+        return None
     if r.status_code >= 400:
         try:
             error = r.json()["error"]
@@ -232,6 +238,71 @@ def discard_notice(notice_id: str, yes: Annotated[bool, typer.Option("--yes")] =
         typer.confirm("Discard for good?", abort=True)
     acted = call("payments", "POST", f"/notices/parked/{notice_id}/discard")
     console.print(_notice_table([acted["notice"]], "discarded"))
+
+
+# ------------------------------------------------------------------ long jobs
+def follow_job(service: str, job_id: str, interval: float = 0.5, appear_within: float = 30.0) -> dict:
+    """Draw the job's progress (``GET /jobs/{id}``) until it ends; its last state."""
+    waited = 0.0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(f"{service}: waiting for job {job_id}", total=None)
+        while True:
+            job = call(service, "GET", f"/jobs/{job_id}", missing_ok=True)
+            if job is None:
+                if waited >= appear_within:
+                    console.print(f"[red]{service}: no job {job_id}[/red]")
+                    raise typer.Exit(1)
+            else:
+                bar.update(task, description=f"{service}: {job['kind']} ({job['outcome']})", total=job["total"],
+                           completed=job["done"])
+                if job["outcome"] != "running":
+                    break
+            time.sleep(interval)
+            waited += interval
+    colour = "green" if job["outcome"] == "ok" else "red"
+    console.print(f"[{colour}]{job['kind']} {job['outcome']}[/{colour}]: {job['done']} of {job['total']} item(s)"
+                  + (f", {job['detail']}" if job.get("detail") else ""))
+    return job
+
+
+@app.command("follow")
+def follow(job_id: str, service: Annotated[str, typer.Option("--service", "-s")],
+           interval: float = 0.5) -> None:
+    """Follow a long job (a settlement run, a bulk import, a reporting rebuild) by its id: the X-Correlation-ID
+    of the request that started it, or the id ``seteli-reporting rebuild`` prints."""
+    job = follow_job(service, job_id, interval)
+    if job["outcome"] != "ok":
+        raise typer.Exit(1)
+
+
+@app.command("settle")
+def settle(interval: float = 0.5) -> None:
+    """Run an operator's settlement run now (everything accepted is settled) and follow its progress."""
+    job_id = str(uuid.uuid4())
+    result: dict[str, Any] = {}
+
+    def start() -> None:
+        try:
+            result["settlements"] = call("payments", "POST", "/settlements/run",
+                                         headers={"X-Correlation-ID": job_id})
+        except typer.Exit as exc:
+            result["exit"] = exc
+
+    worker = threading.Thread(target=start, daemon=True)
+    worker.start()
+    job = follow_job("payments", job_id, interval)
+    worker.join()
+    if "exit" in result:
+        raise result["exit"]
+    table = Table(title=f"settlement run (job {job_id})")
+    for column in ("settlement", "funder", "provider", "charges", "net EUR"):
+        table.add_column(column, justify="right" if column in ("charges", "net EUR") else "left")
+    for s in result["settlements"]:
+        table.add_row(s["id"], s["funder_id"], s["provider_id"], str(s["charge_count"]), f"{s['net_cents'] / 100:.2f}")
+    console.print(table)
+    if job["outcome"] != "ok":
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------ scheduled jobs

@@ -66,3 +66,38 @@ async def test_progress_is_readable_from_elsewhere_while_the_job_runs(live, monk
     async with sessions() as session:
         done = await progress.read(session, job_id)
     assert (done["outcome"], done["done"]) == ("ok", 4)
+
+
+async def test_seteli_ops_settle_runs_a_settlement_following_its_progress(live):  # noqa: ANN001
+    import socket
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from seteli_shared.auth import mint
+    from seteli_shared.ops_cli import app as cli
+    from seteli_shared.testing import eventually
+
+    w = live
+    vouchers = await w.provider_with_vouchers("p-cli", 2)
+    for i, (voucher_id, _) in enumerate(vouchers):
+        await w.charge("p-cli", voucher_id, f"cli-{i}", "2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(w.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, timeout=10)
+        env = {"SETELI_PAYMENTS_URL": f"http://127.0.0.1:{port}", "SETELI_TOKEN": mint("ops-cli", ["operator"]),
+               "COLUMNS": "250"}
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["settle", "--interval", "0.1"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "settlement_run ok: 2 of 2 item(s)" in result.output
+        assert "p-cli" in result.output and "95.00" in result.output  # 2 x 2 h x 25.00, less the 5 % fee
+        job_id = result.output.split("(job ")[1].split(")")[0]
+        followed = await asyncio.to_thread(CliRunner().invoke, cli, ["follow", job_id, "-s", "payments"], env=env)
+        assert followed.exit_code == 0 and "settlement_run ok" in followed.output, followed.output
+    finally:
+        server.should_exit = True
+        await serving
