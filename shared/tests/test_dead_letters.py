@@ -98,7 +98,7 @@ async def test_a_dead_letter_is_listed_fixed_replayed_once_and_a_second_replay_c
     assert letter["id"] == env.id and letter["type"] == env.type
     assert letter["queue"] == app.state.settings.queue_name
     assert letter["reason"].startswith("failed 3 times: RuntimeError('prerequisite missing')"), letter
-    assert letter["attempts"] == 3 and letter["replays"] == 0
+    assert letter["attempts"] == 3 and letter["replays"] == 0 and letter["dead_lettered_at"] is not None
     assert letter["headers"]["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
     assert "body" not in letter and "Testikunta" not in json.dumps(letter)  # never the body
     shown = (await client.get(f"/ops/dead-letters/{env.id}")).json()

@@ -241,6 +241,12 @@ def quorum_queue_arguments(dead_letter_exchange: str, dead_letter_key: str, deli
     }
 
 
+def replay_key(queue: str) -> str:
+    """The routing key on the dead-letter exchange that brings a replayed dead letter back to ``queue`` (each
+    consumer queue is bound to it): a service user may write to its namespace's exchanges, not to the default one."""
+    return f"replay.{queue}"
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message for ``Bus.publish_many``: as ``Bus.publish``'s arguments."""

@@ -24,6 +24,7 @@ import hashlib
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aio_pika import ExchangeType
@@ -36,7 +37,7 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from . import inbox, tracing
 from .audit import record_bus
-from .bus import Bus, quorum_queue_arguments
+from .bus import Bus, quorum_queue_arguments, replay_key
 from .errors import PermanentMessageError
 from .events import Envelope, Event, ReceivedEnvelope, routing_keys_of
 from .ids import digest_text
@@ -51,6 +52,7 @@ Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
+DEAD_LETTERED_AT_HEADER = "x-seteli-dead-lettered-at"
 #: a message carrying a personal identity code: dead-lettered at once, without its body
 PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) resets x-delivery-count
 #: the AMQP message a handler is handling (its ``user_id``, validated by the broker, and routing key)
@@ -167,6 +169,7 @@ class Consumer:
         )
         for key in self.bind_keys:
             await queue.bind(exchange, routing_key=key)
+        await queue.bind(dlx, routing_key=replay_key(self.name))  # the operator's replays (deadletters)
         self.queue = queue
         return queue
 
@@ -437,6 +440,7 @@ class Consumer:
         headers[REASON_HEADER] = reason[:1000]
         headers["x-seteli-consumer"] = self.name
         headers[DELIVERIES_HEADER] = self._delivery_count(message) + 1
+        headers[DEAD_LETTERED_AT_HEADER] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         body = message.body
         message_id, type_, correlation_id = message.message_id, message.type, message.correlation_id
         if reason == PRIVACY_REASON:

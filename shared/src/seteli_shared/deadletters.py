@@ -10,7 +10,8 @@ is named by its message id (or, lacking one, ``sha256:<digest of its body>``).
 - **show** gives the message's identity, reason, attempts, consumer and AMQP headers; never its body (it may
   hold personal data a reason names), and a header value that carries a personal identity code is left out.
 - **replay** publishes the message, as it was (body, message id, type, correlation id; its ``traceparent``
-  header kept), straight to its consumer's queue through the default exchange, with publisher confirms, then
+  header kept), back to its consumer's queue through the dead-letter exchange (routing key ``replay.<queue>``,
+  which only that queue is bound to: a service's broker user may write there), with publisher confirms, then
   acknowledges its dead-letter copy: at least once. The consumer's inbox drops a message it has already
   processed, so replaying one twice (or one whose twin was processed) changes nothing. A message whose body
   was removed because it carried personal data cannot be replayed (``body_removed``).
@@ -27,9 +28,9 @@ from typing import Any, Callable, Iterable
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from .bus import Bus
+from .bus import Bus, replay_key
 from .errors import DomainError
-from .consumer import DELIVERIES_HEADER, PRIVACY_REASON, REASON_HEADER
+from .consumer import DEAD_LETTERED_AT_HEADER, DELIVERIES_HEADER, PRIVACY_REASON, REASON_HEADER
 from .logging import get_logger
 from .privacy import find_in
 
@@ -40,9 +41,11 @@ REPLAYS_HEADER = "x-seteli-replays"
 #: headers the broker or the dead-lettering added: not carried into a replay (the queue counts anew)
 _DROPPED_ON_REPLAY = {"x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
                       "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
-                      REASON_HEADER, DELIVERIES_HEADER, CONSUMER_HEADER}
+                      REASON_HEADER, DELIVERIES_HEADER, CONSUMER_HEADER, DEAD_LETTERED_AT_HEADER}
 #: at most this many messages are looked at in one queue by one action
 SCAN_LIMIT = 10_000
+#: how long a scan waits for the messages it gave back to be in their queue again
+RETURN_WAIT_SECONDS = 5.0
 
 
 #: the HTTP status of each refusal
@@ -133,6 +136,11 @@ def describe(message: AbstractIncomingMessage, dead_letter_queue: str) -> DeadLe
     keys = death.get("routing-keys") or []
     routing_key = _plain(keys[0]) if keys else None
     at = death.get("time")
+    if not isinstance(at, datetime) and headers.get(DEAD_LETTERED_AT_HEADER):
+        try:
+            at = datetime.fromisoformat(str(_plain(headers[DEAD_LETTERED_AT_HEADER])))
+        except ValueError:
+            at = None
     if find_in([reason]) is not None:
         reason = "(reason withheld: it carried a personal identity code)"
     return DeadLetter(
@@ -177,32 +185,61 @@ class DeadLetters:
                                                        "asyncio.Future | Any"] | None,
                     limit: int) -> list[DeadLetter]:
         """The dead letters ``wanted`` takes (at most ``limit``), each passed to ``act`` when given (which
-        acknowledges it); the others go back to their queue when the scan's channel closes."""
+        acknowledges it); the others go back to their queue when the scan's channel closes. A quorum queue takes
+        them back a moment after the close: the scan waits (at most ``RETURN_WAIT_SECONDS``) until its queues
+        hold at least what they held plus what it gave back, so that the next action sees them all."""
         if wanted.queue is not None and wanted.queue not in self.queues:
             raise DeadLetterError("unknown_queue", f"no consumer queue {wanted.queue!r} in this service")
         async with self._lock:
             channel = await self._channel()
             found: list[DeadLetter] = []
+            #: dead-letter queue -> messages it must hold again once the scan's channel is closed
+            expected: dict[str, int] = {}
             try:
                 for queue in self.queues:
                     if wanted.queue is not None and queue != wanted.queue:
                         continue
                     dlq = await channel.declare_queue(self.dead_letter_queue(queue), passive=True)
-                    for _ in range(SCAN_LIMIT):
-                        message = await dlq.get(no_ack=False, fail=False)
-                        if message is None:
-                            break
-                        letter = describe(message, dlq.name)
-                        if not wanted.matches(letter):
-                            continue
-                        if act is not None:
-                            await act(channel, message, letter)
-                        found.append(letter)
-                        if len(found) >= limit:
-                            return found
+                    expected[dlq.name] = 0
+                    try:
+                        for _ in range(SCAN_LIMIT):
+                            message = await dlq.get(no_ack=False, fail=False)
+                            if message is None:
+                                break
+                            letter = describe(message, dlq.name)
+                            if not wanted.matches(letter):
+                                expected[dlq.name] += 1
+                                continue
+                            if act is not None:
+                                await act(channel, message, letter)
+                            else:
+                                expected[dlq.name] += 1
+                            found.append(letter)
+                            if len(found) >= limit:
+                                return found
+                    finally:  # what it has not taken yet stays there too
+                        left = await channel.declare_queue(dlq.name, passive=True)
+                        expected[dlq.name] += left.declaration_result.message_count or 0
                 return found
             finally:
                 await channel.close()  # what was taken and not acknowledged goes back
+                await self._until_returned(expected)
+
+    async def _until_returned(self, expected: dict[str, int]) -> None:
+        channel = await self._channel()
+        try:
+            deadline = asyncio.get_running_loop().time() + RETURN_WAIT_SECONDS
+            for name, count in expected.items():
+                while True:
+                    declared = await channel.declare_queue(name, passive=True)
+                    if (declared.declaration_result.message_count or 0) >= count:
+                        break
+                    if asyncio.get_running_loop().time() > deadline:
+                        log.warning("dead_letter.return_slow", queue=name, expected=count)
+                        return
+                    await asyncio.sleep(0.02)
+        finally:
+            await channel.close()
 
     async def list(self, wanted: Filter = Filter(), limit: int = 100) -> list[DeadLetter]:
         return await self._scan(wanted, None, limit)
@@ -222,12 +259,14 @@ class DeadLetters:
                                       "identity code): it cannot be replayed, only discarded")
             headers = {k: v for k, v in (message.headers or {}).items() if k not in _DROPPED_ON_REPLAY}
             headers[REPLAYS_HEADER] = letter.replays + 1
-            await channel.default_exchange.publish(Message(
+            dlx = await channel.get_exchange(self.bus.dlx_name, ensure=False)
+            await dlx.publish(Message(
                 message.body, delivery_mode=DeliveryMode.PERSISTENT, content_type=message.content_type,
                 message_id=message.message_id, type=message.type, correlation_id=message.correlation_id,
                 app_id=message.app_id, headers=headers,
                 # the broker checks a user id against the publishing user: kept only when that is this service
-                user_id=message.user_id if message.user_id == self.bus.user else None), routing_key=letter.queue, mandatory=True,
+                user_id=message.user_id if message.user_id == self.bus.user else None), routing_key=replay_key(letter.queue),
+                mandatory=True,
                 timeout=self.bus.settings.publish_timeout_seconds)
             await message.ack()
             log.info("dead_letter.replayed", queue=letter.queue, message_id=letter.id, type=letter.type)

@@ -110,7 +110,7 @@ def list_dead_letters(service: Service = None, queue: Optional[str] = None, type
         counts.add_column(column, justify="right" if column == "messages" else "left")
     letters = Table(title="dead letters")
     for column in ("service", "id", "type", "reason", "attempts", "replays", "dead-lettered at"):
-        letters.add_column(column)
+        letters.add_column(column, overflow="fold")
     for name in _services(service):
         body = call(name, "GET", "/ops/dead-letters", params=params)
         for q in body["queues"]:
