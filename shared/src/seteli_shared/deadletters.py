@@ -187,7 +187,7 @@ class DeadLetters:
         """The dead letters ``wanted`` takes (at most ``limit``), each passed to ``act`` when given (which
         acknowledges it); the others go back to their queue when the scan's channel closes. A quorum queue takes
         them back a moment after the close: the scan waits (at most ``RETURN_WAIT_SECONDS``) until its queues
-        hold at least what they held plus what it gave back, so that the next action sees them all."""
+        hold at least what they held before, less what it acknowledged, so that the next action sees them all."""
         if wanted.queue is not None and wanted.queue not in self.queues:
             raise DeadLetterError("unknown_queue", f"no consumer queue {wanted.queue!r} in this service")
         async with self._lock:
@@ -200,26 +200,22 @@ class DeadLetters:
                     if wanted.queue is not None and queue != wanted.queue:
                         continue
                     dlq = await channel.declare_queue(self.dead_letter_queue(queue), passive=True)
-                    expected[dlq.name] = 0
-                    try:
-                        for _ in range(SCAN_LIMIT):
-                            message = await dlq.get(no_ack=False, fail=False)
-                            if message is None:
-                                break
-                            letter = describe(message, dlq.name)
-                            if not wanted.matches(letter):
-                                expected[dlq.name] += 1
-                                continue
-                            if act is not None:
-                                await act(channel, message, letter)
-                            else:
-                                expected[dlq.name] += 1
-                            found.append(letter)
-                            if len(found) >= limit:
-                                return found
-                    finally:  # what it has not taken yet stays there too
-                        left = await channel.declare_queue(dlq.name, passive=True)
-                        expected[dlq.name] += left.declaration_result.message_count or 0
+                    # what it holds now, less what this scan acknowledges (a quorum queue counts the messages
+                    # taken and not yet acknowledged too, and loses sight of them a moment after a channel closes)
+                    expected[dlq.name] = dlq.declaration_result.message_count or 0
+                    for _ in range(SCAN_LIMIT):
+                        message = await dlq.get(no_ack=False, fail=False)
+                        if message is None:
+                            break
+                        letter = describe(message, dlq.name)
+                        if not wanted.matches(letter):
+                            continue
+                        if act is not None:
+                            await act(channel, message, letter)
+                            expected[dlq.name] -= 1
+                        found.append(letter)
+                        if len(found) >= limit:
+                            return found
                 return found
             finally:
                 await channel.close()  # what was taken and not acknowledged goes back

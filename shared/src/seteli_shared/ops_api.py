@@ -70,8 +70,8 @@ async def list_dead_letters(request: Request, _principal: Operator, queue: Queue
     """The service's dead-letter queues with their counts, and the dead letters (oldest first) matching the
     filter. Reading leaves them where they are."""
     letters = dead_letters_of(request)
-    counts = await letters.counts()
     found = await letters.list(Filter(queue=queue, type=type, reason=reason), limit)
+    counts = await letters.counts()  # after the listing has given its letters back
     return DeadLetterList(queues=[QueueCount(queue=q, dead_letter_queue=letters.dead_letter_queue(q), messages=n)
                                   for q, n in counts.items()], items=[_public(x) for x in found])
 
