@@ -229,10 +229,11 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     tracing.instrument(app, tracer_provider)
     app.include_router(health_router)
     app.include_router(audit_router)
-    if spec.consumes_events or spec.extra_consumers:  # its dead letters, for the operator
-        app.include_router(ops_router)
     for router in spec.routers:
         app.include_router(router)
+    app.include_router(jobs_router)
+    if spec.consumes_events or spec.extra_consumers:  # its dead letters, for the operator
+        app.include_router(ops_router)
     return app
 
 
@@ -401,8 +402,11 @@ class LongJobProgress(BaseModel):
     detail: str | None
 
 
-@health_router.get("/jobs/{job_id}", response_model=LongJobProgress, tags=["operations"],
-                   responses=error_responses(401, 403, 404))
+#: long jobs' progress (``progress``), in every service, after its own routes
+jobs_router = APIRouter(tags=["operations"])
+
+
+@jobs_router.get("/jobs/{job_id}", response_model=LongJobProgress, responses=error_responses(401, 403, 404))
 async def long_job(job_id: Annotated[str, PathParam(max_length=100)], sessions: SessionsDep,
                    _principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]) -> LongJobProgress:
     """A long job's progress: items done of how many, since when, how it ended. Its id is the `X-Correlation-Id`
