@@ -252,8 +252,65 @@ async def new_pending_correction(pay, ids: dict) -> str:  # noqa: ANN001
     return charge_id
 
 
+async def new_dead_letter(client, ids: dict) -> str:  # noqa: ANN001
+    """A dead letter on the service's consumer queue's dead-letter queue (one to show, replay or discard)."""
+    import aio_pika
+
+    runtime = client._transport.app.state.runtime
+    queue = runtime.consumer.name if runtime.consumer else runtime.extra_consumers[0].name
+    message_id = f"matrix-{uuid.uuid4().hex[:12]}"
+    channel = await runtime.bus.connection.channel()
+    try:
+        await channel.default_exchange.publish(aio_pika.Message(b"{}", message_id=message_id, headers={
+            "x-seteli-reason": "bad_envelope: matrix", "x-seteli-consumer": queue}), routing_key=f"{queue}.dlq")
+    finally:
+        await channel.close()
+    return message_id
+
+
+async def new_parked_notice(client, ids: dict) -> str:  # noqa: ANN001
+    """A parked settlement notice (one to show, retry or discard): a copy of the world's notice to P, under an id
+    of its own, in payments' outbox as the relay leaves a notice nobody's queue took."""
+    import json
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert, select
+
+    from seteli_shared.messaging import OutboxMessage
+    from seteli_shared.outbox import PARKED_MARK, PARKED_UNTIL
+
+    table = OutboxMessage.__table__
+    message_id = f"matrix-{uuid.uuid4().hex[:12]}"
+    async with client._transport.app.state.runtime.sessions() as session, session.begin():
+        row = (await session.execute(select(table.c.routing_key, table.c.body).where(
+            table.c.routing_key.startswith(f"notices/notice.{ids['P']}.")).limit(1))).one()
+        body = {**json.loads(row.body), "id": message_id}
+        await session.execute(insert(table).values(
+            message_id=message_id, routing_key=row.routing_key, body=json.dumps(body),
+            created_at=datetime.now(timezone.utc), attempts=1, next_attempt_at=PARKED_UNTIL,
+            last_error=f"{PARKED_MARK}matrix"))
+    return message_id
+
+
+async def new_long_job(client, ids: dict) -> str:  # noqa: ANN001
+    """A long job's progress row in the service (one to read)."""
+    from seteli_shared import progress
+
+    async with progress.track(client._transport.app.state.runtime.sessions, "matrix",
+                              job_id=f"matrix-{uuid.uuid4().hex[:12]}") as job:
+        await job.advance(1)
+    return job.id
+
+
 #: routes that take their resource from one state to another: each call gets a fresh one
 FRESH = {
+    ("GET", "/jobs/{job_id}"): new_long_job,
+    ("GET", "/notices/parked/{notice_id}"): new_parked_notice,
+    ("POST", "/notices/parked/{notice_id}/retry"): new_parked_notice,
+    ("POST", "/notices/parked/{notice_id}/discard"): new_parked_notice,
+    ("GET", "/ops/dead-letters/{message_id}"): new_dead_letter,
+    ("POST", "/ops/dead-letters/{message_id}/replay"): new_dead_letter,
+    ("POST", "/ops/dead-letters/{message_id}/discard"): new_dead_letter,
     ("POST", "/charges/{charge_id}/cancel"): new_charge,
     ("POST", "/charges/{charge_id}/corrections"): new_settled_charge,
     ("POST", "/recovery-claims"): new_pending_correction,
@@ -270,6 +327,9 @@ VALUE_TABLE = {"category": "home_care", "table_version": "2026.1", "max_value_pe
                "percentages": ["35", "22", "18", "15", "13", "11"], "extra_person_limit_cents": 34200,
                "extra_person_points": "1"}
 BODIES = {
+    # a selection of dead letters that takes none
+    ("POST", "/ops/dead-letters/replay"): lambda ids: {"type": "seteli.matrix.none.v1"},
+    ("POST", "/ops/dead-letters/discard"): lambda ids: {"type": "seteli.matrix.none.v1"},
     # a client's feedback on its own voucher (given again: the same feedback, 200)
     ("POST", "/feedback"): lambda ids: {"rating": 4},
     # the same value table version as the world's: a retry, 200
@@ -408,7 +468,8 @@ async def test_access_matrix(world):  # noqa: ANN001
             if fresh:
                 fresh_id = await fresh(client, world.ids)
                 path = route.path.replace("{application_id}", fresh_id).replace("{price_list_id}", fresh_id) \
-                    .replace("{charge_id}", fresh_id)
+                    .replace("{charge_id}", fresh_id).replace("{message_id}", fresh_id) \
+                    .replace("{notice_id}", fresh_id).replace("{job_id}", fresh_id)
             r = await client.request(method, path, json=body, headers=caller.headers)
             want = expected(policy, caller)
             got = "2xx" if 200 <= r.status_code < 300 else str(r.status_code)

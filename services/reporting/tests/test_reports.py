@@ -4,6 +4,8 @@ report (JSON and CSV), price development (the seed's 34 providers, 27.47 -> 27.1
 clients' feedback, redeliveries, and a rebuild from the archive that gives the same read models."""
 from __future__ import annotations
 
+import uuid
+
 import asyncio
 import csv
 import io
@@ -269,9 +271,17 @@ async def test_monthly_report_from_events_on_the_broker(pg, amqp_url, namespace)
             {k: v for k, v in live.items() if k not in ("reporting_funder_figures", "reporting_funder_member",
                                                         "reporting_approval_change")}
         assert (await rep.get("/funders/091/reports/monthly?period=2026-11")).json() == report
+        from seteli_shared.logging import bind_correlation
+
+        job_id = str(uuid.uuid4())
+        bind_correlation(job_id)  # as `seteli-reporting rebuild` names its job
         done = await usecases.rebuild(rep.sessions, chunk=7)
         assert done["events_folded"] == len(envs) + 1
         assert await snapshot(rep.sessions) == after
+        # the rebuild was a long job: GET /jobs/{id} tells what it did
+        job = (await rep.get(f"/jobs/{job_id}", headers=OPERATOR)).json()
+        assert (job["kind"], job["outcome"], job["done"]) == ("reporting.rebuild", "ok", len(envs) + 1)
+        assert job["total"] >= len(envs) + 1
         assert (await rep.get("/funders/091/reports/monthly?period=2026-11")).json() == report
 
 

@@ -33,7 +33,7 @@ import re
 import subprocess
 import sys
 
-from .bus import quorum_queue_arguments
+from .bus import quorum_queue_arguments, replay_key
 
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids and namespaces need no escaping in the patterns below
 
@@ -99,6 +99,8 @@ def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int
         queues.append({"name": q, "arguments": quorum_queue_arguments(f"{ns}.dlx", q, delivery_limit)})
         queues.append({"name": f"{q}.dlq", "arguments": {"x-queue-type": "quorum"}})
         bindings.append({"source": f"{ns}.dlx", "destination": f"{q}.dlq", "routing_key": q})
+        # a dead letter replayed by the operator comes back this way (seteli_shared.deadletters)
+        bindings.append({"source": f"{ns}.dlx", "destination": q, "routing_key": replay_key(q)})
         bindings += [{"source": f"{ns}.events", "destination": q, "routing_key": k} for k in keys]
     for extras in extra_subscriptions.values():
         for queue, exchange, keys in extras:
@@ -106,6 +108,7 @@ def definitions(namespace: str = "seteli", vhost: str = "/", delivery_limit: int
             queues.append({"name": q, "arguments": quorum_queue_arguments(f"{ns}.dlx", q, delivery_limit)})
             queues.append({"name": f"{q}.dlq", "arguments": {"x-queue-type": "quorum"}})
             bindings.append({"source": f"{ns}.dlx", "destination": f"{q}.dlq", "routing_key": q})
+            bindings.append({"source": f"{ns}.dlx", "destination": q, "routing_key": replay_key(q)})
             bindings += [{"source": f"{ns}.{exchange}", "destination": q, "routing_key": k} for k in keys]
     return {
         "vhosts": [{"name": vhost}],

@@ -241,6 +241,12 @@ def quorum_queue_arguments(dead_letter_exchange: str, dead_letter_key: str, deli
     }
 
 
+def replay_key(queue: str) -> str:
+    """The routing key on the dead-letter exchange that brings a replayed dead letter back to ``queue`` (each
+    consumer queue is bound to it): a service user may write to its namespace's exchanges, not to the default one."""
+    return f"replay.{queue}"
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message for ``Bus.publish_many``: as ``Bus.publish``'s arguments."""
@@ -251,6 +257,8 @@ class Outgoing:
     type_: str | None = None
     #: another topic exchange of the namespace (``<ns>.<exchange>``) than the domain events'
     exchange: str | None = None
+    #: the W3C traceparent of the span that wrote it: sent as the ``traceparent`` header (``tracing``)
+    traceparent: str | None = None
 
 
 _FRAME = struct.Struct(">BHI")
@@ -280,7 +288,9 @@ class PublishFrames:
         self.max_content = max_content_size
         # an empty property is left out (as pamqp leaves out None and "")
         self.head_flags = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _PRIORITY
-        self.head = _short(CONTENT_TYPE) + b"\x00\x00\x00\x00" + bytes((DeliveryMode.PERSISTENT, 0))
+        self.content_type = _short(CONTENT_TYPE)
+        self.mode = bytes((DeliveryMode.PERSISTENT, 0))
+        self.head = self.content_type + b"\x00\x00\x00\x00" + self.mode
         self.tail_flags = (_USER_ID if user_id else 0) | (_APP_ID if app_id else 0)
         self.tail = (_short(user_id) if user_id else b"") + (_short(app_id) if app_id else b"")
 
@@ -288,9 +298,14 @@ class PublishFrames:
         return _FRAME.pack(kind, self.channel, len(payload)) + payload + _FRAME_END
 
     def message(self, exchange: str, routing_key: str, body: bytes, message_id: str, type_: str | None,
-                correlation_id: str | None = None) -> bytes:
-        """The frames of one mandatory publish."""
-        flags, props = self.head_flags, [self.head]
+                correlation_id: str | None = None, traceparent: str | None = None) -> bytes:
+        """The frames of one mandatory publish (with a ``traceparent`` header when given)."""
+        head = self.head
+        if traceparent:  # a field table of one long string: name, "S", length, value
+            raw = traceparent.encode()
+            entry = _short("traceparent") + b"S" + struct.pack(">I", len(raw)) + raw
+            head = self.content_type + struct.pack(">I", len(entry)) + entry + self.mode
+        flags, props = self.head_flags, [head]
         if correlation_id:
             flags |= _CORRELATION_ID
             props.append(_short(correlation_id))
@@ -446,7 +461,8 @@ class Bus:
         channel = await self.channel.get_underlay_channel()
         if not aiormq_batch.capable(channel):
             return list(await asyncio.gather(*(self.publish(
-                m.body, m.routing_key, message_id=m.message_id, type_=m.type_, exchange=m.exchange)
+                m.body, m.routing_key, message_id=m.message_id, type_=m.type_, exchange=m.exchange,
+                headers={"traceparent": m.traceparent} if m.traceparent else None)
                 for m in messages), return_exceptions=True))
         results: list[BaseException | None] = [None] * len(messages)
         encoder = PublishFrames(*aiormq_batch.frame_limits(channel), self.user, self.settings.service_name)
@@ -457,7 +473,8 @@ class Bus:
             try:
                 if m.exchange not in names:
                     names[m.exchange] = (await self._exchange(m.exchange)).name
-                parts.append(encoder.message(names[m.exchange], m.routing_key, m.body, m.message_id, m.type_))
+                parts.append(encoder.message(names[m.exchange], m.routing_key, m.body, m.message_id, m.type_,
+                                             traceparent=m.traceparent))
                 wanted.append(i)
             except Exception as exc:  # noqa: BLE001  (a message that cannot be encoded fails alone)
                 results[i] = exc

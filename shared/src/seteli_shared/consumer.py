@@ -25,6 +25,7 @@ import json
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aio_pika import ExchangeType
@@ -32,9 +33,12 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import inbox
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from . import inbox, tracing
 from .audit import record_bus
-from .bus import Bus, quorum_queue_arguments
+from .bus import Bus, quorum_queue_arguments, replay_key
 from .errors import PermanentMessageError
 from .events import Envelope, Event, ReceivedEnvelope, routing_keys_of
 from .ids import digest_text
@@ -50,6 +54,7 @@ Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
+DEAD_LETTERED_AT_HEADER = "x-seteli-dead-lettered-at"
 #: a message carrying a personal identity code: dead-lettered at once, without its body
 PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) resets x-delivery-count
 #: the AMQP message a handler is handling (its ``user_id``, validated by the broker, and routing key)
@@ -118,6 +123,7 @@ class Consumer:
         contracts: dict[str, type[BaseModel]] | None = None,
         whole_message_privacy: bool = False,
         on_refused: OnRefused | None = None,
+        tracer: Tracer | None = None,
     ):
         self.bus = bus
         self.sessions = sessions
@@ -137,6 +143,8 @@ class Consumer:
         self.contracts = contracts  # message type -> model of its data (default: the domain events)
         self.whole_message_privacy = whole_message_privacy
         self.on_refused = on_refused
+        #: a span per message, the child of its ``traceparent`` header (None: tracing off, no span made)
+        self.tracer = tracer
         self.queue: AbstractQueue | None = None  # kept: aio-pika restores only queues still referenced
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
@@ -163,6 +171,7 @@ class Consumer:
         )
         for key in self.bind_keys:
             await queue.bind(exchange, routing_key=key)
+        await queue.bind(dlx, routing_key=replay_key(self.name))  # the operator's replays (deadletters)
         self.queue = queue
         return queue
 
@@ -327,27 +336,52 @@ class Consumer:
                     if p.envelope.id in fresh:
                         fresh.discard(p.envelope.id)  # a duplicate inside the batch runs once
                         todo.append(p)
-                i = 0
-                while i < len(todo):
-                    p = todo[i]
-                    bind_correlation(p.envelope.correlationid, causation_id=p.envelope.id)
-                    current_delivery.set(p.message)
-                    current_consumer.set(self)
-                    batch_handler = self.batch_handlers.get(p.envelope.type)
-                    if batch_handler is None:
-                        await p.handler(session, p.envelope, p.event)
-                        i += 1
-                        continue
-                    j = i
-                    while j < len(todo) and todo[j].envelope.type == p.envelope.type:
-                        j += 1  # a run of the same type, in delivery order
-                    await batch_handler(session, [(q.envelope, q.event) for q in todo[i:j]])
-                    i = j
+                spans = self._spans(todo) if self.tracer is not None else None
+                try:
+                    await self._handle(session, todo, spans)
+                except Exception as exc:
+                    for span in spans or ():
+                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    raise
+                finally:
+                    for span in spans or ():
+                        span.end()
                 if self.audit:
                     await record_bus(session, [(p.envelope, p.message.user_id) for p in todo])
         # committed: count what was done and what the inbox dropped as seen before
         metrics().consumed(self.name, "processed", len(todo))
         metrics().duplicates(self.name, len(items) - len(todo))
+
+    def _spans(self, todo: list[Parsed]) -> list:
+        """A started span per message, each the child of the message's ``traceparent`` (``tracing``)."""
+        return [tracing.consumer_span(self.tracer, p.message.headers, f"{p.envelope.type} process", {
+            "messaging.system": "rabbitmq", "messaging.operation.type": "process",
+            "messaging.destination.name": self.name, "messaging.message.id": p.envelope.id,
+            "cloudevents.event_type": p.envelope.type}) for p in todo]
+
+    async def _handle(self, session: AsyncSession, todo: list[Parsed], spans: list | None) -> None:
+        """Each message's handler in delivery order (a run of one type to its batch handler at once); a single
+        message's handler runs in its span, so the events it writes carry the trace on."""
+        i = 0
+        while i < len(todo):
+            p = todo[i]
+            bind_correlation(p.envelope.correlationid, causation_id=p.envelope.id)
+            current_delivery.set(p.message)
+            current_consumer.set(self)
+            batch_handler = self.batch_handlers.get(p.envelope.type)
+            if batch_handler is None:
+                if spans is None:
+                    await p.handler(session, p.envelope, p.event)
+                else:
+                    with trace.use_span(spans[i], end_on_exit=False):
+                        await p.handler(session, p.envelope, p.event)
+                i += 1
+                continue
+            j = i
+            while j < len(todo) and todo[j].envelope.type == p.envelope.type:
+                j += 1  # a run of the same type, in delivery order
+            await batch_handler(session, [(q.envelope, q.event) for q in todo[i:j]])
+            i = j
 
     async def _refuse(self, message: AbstractIncomingMessage, refused: Refused) -> None:
         """Dead-letter a poison message, after ``on_refused`` has recorded what it records (once: the
@@ -415,6 +449,7 @@ class Consumer:
         headers[REASON_HEADER] = reason[:1000]
         headers["x-seteli-consumer"] = self.name
         headers[DELIVERIES_HEADER] = self._delivery_count(message) + 1
+        headers[DEAD_LETTERED_AT_HEADER] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         body = message.body
         message_id, type_, correlation_id = message.message_id, message.type, message.correlation_id
         if reason == PRIVACY_REASON:

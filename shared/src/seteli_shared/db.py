@@ -143,14 +143,14 @@ def migration_settings(settings_class):  # noqa: ANN001, ANN201
 
 def service_metadata(*models_modules: ModuleType, messaging_tables: bool = True) -> MetaData:
     """The tables of one service's database: those declared in its models module(s) plus the outbox,
-    the inbox, the audit log and the scheduled jobs every service has (``messaging_tables=False``: only its
+    the inbox, the audit log, the scheduled jobs and the long jobs' progress every service has (``messaging_tables=False``: only its
     own, for the portal, which neither publishes nor consumes). A copy, so that the tables of other services
     imported into the same process (``SQLModel.metadata`` is global) never leak into it."""
     from sqlmodel import SQLModel
 
-    from . import audit, jobs, messaging
+    from . import audit, jobs, messaging, progress
 
-    modules = ((messaging, audit, jobs) if messaging_tables else ()) + models_modules
+    modules = ((messaging, audit, jobs, progress) if messaging_tables else ()) + models_modules
     md = MetaData()
     for module in modules:
         # its own classes, and those it imports from modules of its own package (a service's models

@@ -310,6 +310,7 @@ class JobRunner:
     async def _run_once(self, name: str, schedule: Schedule, job: Callable[[], Awaitable[object]], due: datetime,
                         taken_over: bool) -> None:
         keeper = asyncio.create_task(self._keep_lease(name, schedule), name=f"job-lease:{name}")
+        log.info("job.started", job=name, due_at=due.isoformat(), instance=self.instance, taken_over=taken_over)
         started = time.monotonic()
         outcome, detail, result, error = OK, None, None, None
         try:

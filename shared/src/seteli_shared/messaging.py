@@ -41,6 +41,8 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     next_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    #: the W3C traceparent of the span that wrote the row (NULL when tracing is off): the message's header
+    traceparent: str | None = Field(default=None, sa_column=sa.Column(sa.String(55)))
 
 
 class InboxMessage(SQLModel, table=True):
@@ -65,6 +67,8 @@ def create_messaging_tables(op) -> None:  # noqa: ANN001
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
         sa.Column("last_error", sa.Text),
+        # the span that wrote the row (``tracing``); on a database made before it, shared_0002 adds it
+        sa.Column("traceparent", sa.String(55)),
     )
     op.create_index(
         "ix_outbox_unsent", "outbox", ["seq"],

@@ -34,6 +34,7 @@ from .events import TYPE_PREFIX, Envelope, Event, utcnow
 from .ids import new_id
 from .logging import causation_id_var, correlation_id_var, get_logger
 from .messaging import OutboxMessage
+from .tracing import current_traceparent
 
 log = get_logger(__name__)
 T = OutboxMessage.__table__
@@ -70,7 +71,7 @@ EXCHANGE_SEPARATOR = "/"
 
 def _row(env: Envelope, routing_key: str | None = None) -> dict:
     return {"message_id": env.id, "routing_key": routing_key or env.routing_key, "body": env.model_dump_json(),
-            "created_at": env.time, "attempts": 0}
+            "created_at": env.time, "attempts": 0, "traceparent": current_traceparent()}
 
 
 def target_of(stored_key: str) -> tuple[str | None, str]:
@@ -149,7 +150,7 @@ class DirectEventRows:
             return event_row(self.cls(**values), self.source)[1]
         eid, now = new_id(), utcnow()
         return {"message_id": eid, "routing_key": self.key, "created_at": now, "attempts": 0,
-                "body": self._body(values, eid, now, correlation_id_var.get() or eid, causation_id_var.get())}
+                "traceparent": current_traceparent(), "body": self._body(values, eid, now, correlation_id_var.get() or eid, causation_id_var.get())}
 
     def _body(self, values: dict, eid: str, at: datetime, correlation: str | None, causation: str | None) -> str:
         data = dict(self.defaults)  # the fields in the model's order, each its default until given
@@ -226,7 +227,8 @@ class OutboxRelay:
 
     def _claim_query(self, now: datetime):
         q = (
-            select(T.c.seq, T.c.message_id, T.c.routing_key, T.c.body, T.c.attempts, T.c.last_error)
+            select(T.c.seq, T.c.message_id, T.c.routing_key, T.c.body, T.c.attempts, T.c.last_error,
+                   T.c.traceparent)
             .where(T.c.sent_at.is_(None))
             .where(or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at <= now))
             .order_by(T.c.seq)
@@ -262,7 +264,7 @@ class OutboxRelay:
                 type_ = TYPE_PREFIX + key if exchange is None else json.loads(row.body).get("type")
                 if contract is not None:
                     contract.check(row.body, exchange, key)
-                messages.append(Outgoing(row.body.encode(), key, row.message_id, type_, exchange))
+                messages.append(Outgoing(row.body.encode(), key, row.message_id, type_, exchange, row.traceparent))
             except Exception as exc:  # noqa: BLE001  (a row that cannot be read fails alone)
                 messages.append(exc)
         ready = [m for m in messages if isinstance(m, Outgoing)]

@@ -4,8 +4,8 @@ seconds (housekeeping: purges, slow retries).
 Inside a running service (its ``Runtime`` sets ``jobs.current_runner``) each job runs under its lease in
 the service's database (``jobs.JobRunner``): however many instances of the service run, each due time
 is run once, by the instance holding the job's lease, and another instance takes the job over within
-``JOB_LEASE_SECONDS`` when that one dies. Every run logs one line (``job.ran`` or ``job.failed``: due
-time, result, duration) and is recorded for ``GET /health/jobs``. Outside a service (a script, a unit
+``JOB_LEASE_SECONDS`` when that one dies. Every run logs its start (``job.started``) and one line for its end
+(``job.ran`` or ``job.failed``: due time, result, duration) and is recorded for ``GET /health/jobs``. Outside a service (a script, a unit
 test) the job simply runs in this process at each due time."""
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ async def _in_this_process(name: str, schedule: Schedule, clock: Clock,
         now = clock.now()
         await asyncio.sleep(max((schedule.next_due(now) - now).total_seconds(), 1.0))
         started = time.monotonic()
+        log.info("job.started", job=name)
         try:
             result = await job()
             log.info("job.ran", job=name, result=str(result)[:200],

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from opentelemetry.sdk.trace import TracerProvider
 from sqlmodel import select
 
 from .audit import AuditEntry
@@ -29,6 +31,9 @@ from .docs import install_docs
 from .clock import SystemClock
 from .logging import configure_logging, get_logger
 from .metrics import current_metrics, install_metrics, jobs_source, outbox_source, queues_source
+from . import progress, tracing
+from .errors import DomainError
+from .ops_api import router as ops_router
 from .outbox import OutboxRelay
 from .relay import RelayProcess
 from .schemas import Page, PageDep, paginate, place_bounds
@@ -111,7 +116,7 @@ class ServiceSpec:
 class Runtime:
     """The running parts of one service instance."""
 
-    def __init__(self, spec: ServiceSpec, settings: ServiceSettings):
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings, tracer_provider: TracerProvider | None = None):
         self.spec = spec
         self.settings = settings
         self.engine = make_engine(settings.database_url, **({} if settings.database_url.startswith("sqlite") else {
@@ -126,6 +131,9 @@ class Runtime:
         self.relay_process: RelayProcess | None = None
         #: the scheduled jobs of this instance, each under its lease (``schedule.daily``/``every`` find it)
         self.jobs = JobRunner(self.engine, settings.job_lease_seconds)
+        #: the service's tracer provider (None: tracing off), made with the app (``tracing``)
+        self.tracer_provider = tracer_provider
+        self.tracer = tracer_provider.get_tracer("seteli.consumer") if tracer_provider is not None else None
         self.consumer: Consumer | None = None
         self.extra_consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task] = []
@@ -142,7 +150,7 @@ class Runtime:
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
                 batch_bytes=self.settings.consumer_batch_bytes,
-                delivery_limit=self.settings.delivery_limit, audit=True,
+                delivery_limit=self.settings.delivery_limit, audit=True, tracer=self.tracer,
             )
             await self.consumer.start()
         for extra in self.spec.extra_consumers:
@@ -152,7 +160,7 @@ class Runtime:
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
                 batch_bytes=self.settings.consumer_batch_bytes,
-                delivery_limit=self.settings.delivery_limit, audit=extra.audit,
+                delivery_limit=self.settings.delivery_limit, audit=extra.audit, tracer=self.tracer,
             )
             await consumer.start()
             self.extra_consumers.append(consumer)
@@ -184,10 +192,11 @@ class Runtime:
 
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    tracer_provider = tracing.provider_for(settings.service_name)  # None unless OTLP (or a test) asks for traces
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(spec, settings)
+        runtime = Runtime(spec, settings, tracer_provider)
         app.state.runtime = runtime
         # what the lifespan starts (consumers, relay, jobs, workers) counts into this app's registry
         current_metrics.set(app.state.metrics)
@@ -210,6 +219,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             await runtime.stop()
+            tracing.shutdown(tracer_provider)
 
     app = FastAPI(title=spec.title or f"seteli {spec.name}", description=spec.description,
                   version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -224,10 +234,14 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     install_fault_handlers(app, settings.retry_after_seconds)
     install_openapi(app)
     _finish_openapi(app)
+    tracing.instrument(app, tracer_provider)
     app.include_router(health_router)
     app.include_router(audit_router)
     for router in spec.routers:
         app.include_router(router)
+    app.include_router(jobs_router)
+    if spec.consumes_events or spec.extra_consumers:  # its dead letters, for the operator
+        app.include_router(ops_router)
     return app
 
 
@@ -377,6 +391,40 @@ async def jobs_health(runtime: RuntimeDep,
     duration). Operator staff only (it names the instances' hosts)."""
     jobs = await runtime.jobs.status()  # a database that is down: 503 database_unavailable (faults)
     return JobsHealth(instance=runtime.jobs.instance, jobs=[JobStatus(**j) for j in jobs])
+
+
+class LongJobProgress(BaseModel):
+    """A long job (a settlement run, a bulk import, a rebuild) while it runs and after."""
+
+    id: str
+    kind: str
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    #: the items it has to do, when known
+    total: int | None
+    done: int
+    #: running | ok | failed
+    outcome: str
+    #: the error's type when it failed
+    detail: str | None
+
+
+#: long jobs' progress (``progress``), in every service, after its own routes
+jobs_router = APIRouter(tags=["operations"])
+
+
+@jobs_router.get("/jobs/{job_id}", response_model=LongJobProgress, responses=error_responses(401, 403, 404))
+async def long_job(job_id: Annotated[str, PathParam(max_length=100)], sessions: SessionsDep,
+                   _principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]) -> LongJobProgress:
+    """A long job's progress: items done of how many, since when, how it ended. Its id is the `X-Correlation-Id`
+    of the request that started it (choose one, send it, and follow the job here while the request runs), or
+    the one its log lines (`long_job.started`) name. Operator staff only."""
+    async with sessions() as session:
+        found = await progress.read(session, job_id)
+    if found is None:
+        raise DomainError("job_not_found", f"no job {job_id}", status_code=404)
+    return LongJobProgress(**found)
 
 
 # ------------------------------------------------------------------ audit trail

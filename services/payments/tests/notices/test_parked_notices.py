@@ -178,3 +178,38 @@ async def test_a_webhook_that_keeps_failing_is_parked_then_delivered_by_a_retry_
 async def _status(w, provider_id: str, *statuses: str) -> bool:  # noqa: ANN001
     r = await w.client.get(f"/providers/{provider_id}/webhook/deliveries")
     return [d["status"] for d in r.json()["items"]] == list(statuses)
+
+
+@pytest.mark.parametrize("live_settings", [{"outbox_park_after_attempts": 2, "notice_parked_retry_seconds": 0}])
+async def test_one_parked_notice_is_shown_retried_or_discarded_by_the_operator_and_audited(live):  # noqa: ANN001
+    w = live
+    first = await settled_notice(w, "prov-one")
+    [item] = await eventually(lambda: parked(w), timeout=30)
+    shown = await w.client.get(f"/notices/parked/{item['id']}")
+    assert shown.status_code == 200 and shown.json() == item and "data" not in shown.json()
+    assert (await w.client.get(f"/notices/parked/{item['id']}",
+                               headers=as_("provider_manager", provider_id="prov-one"))).status_code == 403
+    missing = await w.client.get("/notices/parked/no-such-notice")
+    assert missing.status_code == 404 and missing.json()["error"]["reason"] == "parked_notice_not_found"
+
+    async with ProviderSystem(w, "prov-one") as queue:
+        r = await w.client.post(f"/notices/parked/{item['id']}/retry")
+        assert r.status_code == 200 and r.json()["action"] == "retried", r.text
+        [notice] = await eventually(lambda: received(queue))
+        assert notice["data"]["settlement_id"] == first["id"]
+    assert await parked(w) == []
+    assert (await w.client.post(f"/notices/parked/{item['id']}/retry")).status_code == 404  # delivered: not parked
+
+    # another provider's notice, given up: never sent, even once its queue is bound
+    await settled_notice(w, "prov-two")
+    [other] = await eventually(lambda: parked(w), timeout=30)
+    r = await w.client.post(f"/notices/parked/{other['id']}/discard")
+    assert r.status_code == 200 and r.json()["notice"]["provider_id"] == "prov-two", r.text
+    assert await parked(w) == [] and await parked_count(w) == 0
+    async with ProviderSystem(w, "prov-two") as queue:
+        assert (await w.client.post("/notices/parked/retry")).json() == {"queue": 0, "webhook": 0}
+        await asyncio.sleep(1.0)
+        assert await received(queue) == []
+    audit = (await w.client.get("/audit")).json()["items"]
+    assert [(a["action"], a["resource_id"]) for a in audit if a["resource_type"] == "notice"] == [
+        ("notices.retry_parked_one", item["id"]), ("notices.discard_parked", other["id"])]

@@ -13,9 +13,17 @@ from .settings import ReportingSettings
 def rebuild(settings: ServiceSettings) -> int:
     """``seteli-reporting rebuild``: fold the event archive again into new read models, which then replace
 the live ones (``usecases.rebuild``)."""
+    import uuid
+
+    from seteli_shared.logging import bind_correlation
+
     from . import usecases
 
+    job_id = str(uuid.uuid4())
+    print(f"reporting: rebuilding, job {job_id} (follow it: seteli-ops follow {job_id} -s reporting)", flush=True)
+
     async def run() -> dict:
+        bind_correlation(job_id)  # the job's id (progress.track): GET /jobs/{id} on any reporting instance
         await upgrade_async(SPEC.migrations_dir, settings.database_url)
         engine = make_engine(settings.database_url)
         try:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import select
 
+from seteli_shared import progress as long_job
 from seteli_shared.auth import TenantScope
 from seteli_shared.clock import Clock
 from seteli_shared.errors import Conflict
@@ -207,7 +208,9 @@ async def _fold_query(s: AsyncSession, query: sa.Select, progress: "_Progress") 
     """Fold the archived events ``query`` selects (the envelope its last column); the rows read."""
     rows = (await s.execute(query)).all()
     if rows:
-        progress.add(await _fold_rows(s, [r[-1] for r in rows]))
+        folded = await _fold_rows(s, [r[-1] for r in rows])
+        progress.add(folded)
+        await long_job.advance(folded)  # GET /jobs/{id}
     return rows
 
 
@@ -251,10 +254,13 @@ async def rebuild(sessions: Sessions, chunk: int = REBUILD_CHUNK, on_batch: OnBa
     async with sessions() as s:
         postgres = s.bind.dialect.name == "postgresql"
     progress = _Progress()
-    if postgres:
-        await _rebuild_beside(sessions, chunk, progress, on_batch)
-    else:
-        await _rebuild_in_place(sessions, chunk, progress)
+    async with long_job.track(sessions, "reporting.rebuild") as job:
+        async with sessions() as s:  # the archive's size: the events to fold (a few more may arrive meanwhile)
+            job.total = (await s.execute(sa.select(sa.func.count()).select_from(ReceivedEvent.__table__))).scalar_one()
+        if postgres:
+            await _rebuild_beside(sessions, chunk, progress, on_batch)
+        else:
+            await _rebuild_in_place(sessions, chunk, progress)
     log.info("report.rebuilt", events=progress.folded, seconds=round(time.monotonic() - progress.started))
     return {"events_folded": progress.folded, "swap_attempts": progress.swaps}
 

@@ -12,6 +12,7 @@ from typing import AsyncIterator, Iterable, Iterator
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from seteli_shared import progress
 from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.events import Category
@@ -188,24 +189,27 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
     results: list[dict] = []
     it = aiter(lines) if hasattr(lines, "__aiter__") else _yielding(iter(lines))
     in_flight: asyncio.Task | None = None
-    try:
-        while True:
-            chunk = await _read_chunk(it, chunk_lines)
+    async with progress.track(sessions, "charges.bulk") as job:  # lines read so far: its total as it grows
+        try:
+            while True:
+                chunk = await _read_chunk(it, chunk_lines)
+                if in_flight is not None:
+                    results += await in_flight
+                    await job.advance(len(results) - job.done)
+                    in_flight = None
+                if not chunk:
+                    break
+                job.total = (job.total or 0) + len(chunk)
+                in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk))
+        except asyncio.CancelledError:
             if in_flight is not None:
-                results += await in_flight
-                in_flight = None
-            if not chunk:
-                break
-            in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk))
-    except asyncio.CancelledError:
-        if in_flight is not None:
-            in_flight.cancel()
-            await asyncio.gather(in_flight, return_exceptions=True)
-        raise
-    except BaseException:
-        if in_flight is not None:  # the chunk before the unreadable line ends first (its error comes first)
-            await in_flight
-        raise
+                in_flight.cancel()
+                await asyncio.gather(in_flight, return_exceptions=True)
+            raise
+        except BaseException:
+            if in_flight is not None:  # the chunk before the unreadable line ends first (its error comes first)
+                await in_flight
+            raise
     counts = {"accepted": 0, "repeated": 0, "refused": 0}
     for r in results:
         counts[r["status"]] += 1

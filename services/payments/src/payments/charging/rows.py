@@ -25,7 +25,7 @@ CHARGE_COLUMNS = ("id", "voucher_id", "funder_id", "provider_id", "category", "p
                   "registered_price_cents", "price_list_id", "client_fee_cents", "status", "accepted_at")
 TXN_COLUMNS = ("id", "kind", "reference", "created_at")
 ENTRY_COLUMNS = ("transaction_id", "account", "amount_cents")
-OUTBOX_COLUMNS = ("message_id", "routing_key", "body", "created_at", "attempts")
+OUTBOX_COLUMNS = ("message_id", "routing_key", "body", "created_at", "attempts", "traceparent")
 AUDIT_COLUMNS = ("at", "channel", "actor", "roles", "actor_tenant", "action", "resource_type", "resource_id",
                  "funder_id", "correlation_id")
 #: ``ChargeAccepted`` bodies: one writer for the process, its check against the ordinary envelope made once
@@ -71,7 +71,8 @@ class ChargeRows:
             "own_share_cents": a.own_share_cents, "accepted_at": at, "tariff": req.tariff,
             "price_registered": a.price_registered, "registered_price_cents": a.registered_price_cents,
             "price_list_id": a.price_list_id, "client_fee_cents": a.client_fee_cents})
-        self.outbox.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0))
+        self.outbox.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0,
+                            row["traceparent"]))
         if self._audit is None:  # the same actor, action and correlation for every charge of the batch
             record = audit.row(principal, "charge.create", "charge", c.id, c.funder_id)
             self._audit = tuple(record[k] for k in AUDIT_COLUMNS)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
-from sqlalchemy import String, func, literal, select, union_all
+from sqlalchemy import String, delete, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from seteli_shared import outbox
@@ -18,7 +18,7 @@ from seteli_shared.schedule import every
 from seteli_shared.schemas import PageParams, paginate
 
 from ..models import WebhookDelivery
-from .notices import EXCHANGE, PARKED, wake_on_commit
+from .notices import EXCHANGE, FAILED, PARKED, PENDING, wake_on_commit
 from .webhooks import unpark_webhooks
 
 log = get_logger(__name__)
@@ -97,6 +97,44 @@ def _parked_rows(provider_id: str | None):  # noqa: ANN202
         queued = queued.where(O.c.routing_key.startswith(f"{EXCHANGE}/notice.{provider_id}.", autoescape=True))
         posted = posted.where(WebhookDelivery.provider_id == provider_id)
     return union_all(queued, posted).subquery("parked")
+
+
+async def one_parked(session: AsyncSession, notice_id: str) -> Parked | None:
+    """The parked notice ``notice_id`` (a queue notice's message id or a webhook delivery's id), or None."""
+    u = _parked_rows(None)
+    row = (await session.execute(select(u).where(u.c.id == notice_id).limit(1))).first()
+    return _parked(row) if row is not None else None
+
+
+async def retry_one(session: AsyncSession, notice: Parked) -> None:
+    """Make one parked notice due now, in the caller's transaction (as ``retry_parked_in`` does for many)."""
+    O = OutboxMessage.__table__  # noqa: N806
+    if notice.channel == "queue":
+        await session.execute(update(O).where(outbox.parked(EXCHANGE) & (O.c.message_id == notice.id)).values(
+            next_attempt_at=datetime.now(timezone.utc)))
+        outbox.wake_relay_on_commit(session)
+        return
+    await session.execute(update(WebhookDelivery).where(
+        (WebhookDelivery.id == notice.id) & (WebhookDelivery.status == PARKED)).values(
+        status=PENDING, next_attempt_at=datetime.now(timezone.utc)))
+    wake_on_commit(session)
+
+
+#: a discarded webhook delivery's ``last_error`` (its status becomes ``failed``: never tried again)
+DISCARDED = "discarded by the operator"
+
+
+async def discard_one(session: AsyncSession, notice: Parked) -> None:
+    """Give one parked notice up, in the caller's transaction: a queue notice's outbox row is removed (it was
+    never sent), a webhook delivery becomes ``failed`` (its attempts' log stays)."""
+    O = OutboxMessage.__table__  # noqa: N806
+    if notice.channel == "queue":
+        await session.execute(delete(O).where(outbox.parked(EXCHANGE) & (O.c.message_id == notice.id)))
+        return
+    await session.execute(update(WebhookDelivery).where(
+        (WebhookDelivery.id == notice.id) & (WebhookDelivery.status == PARKED)).values(
+        status=FAILED, last_error=DISCARDED, next_attempt_at=None))
+    log.info("notices.parked_discarded", channel=notice.channel, id=notice.id, provider_id=notice.provider_id)
 
 
 async def parked_page(session: AsyncSession, page: PageParams, provider_id: str | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy import select
 
@@ -168,6 +168,58 @@ async def parked_notices(
     async with sessions() as session:
         found, cursor = await parked.parked_page(session, page, provider_id)
     return Page(items=[ParkedNoticePublic(**vars(p)) for p in found], next_cursor=cursor)
+
+
+NoticeId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="a queue notice's message id or "
+                                "a webhook delivery's id")]
+
+
+async def _parked_or_404(session, notice_id: str) -> parked.Parked:  # noqa: ANN001
+    found = await parked.one_parked(session, notice_id)
+    if found is None:
+        raise DomainError("parked_notice_not_found", f"no parked notice {notice_id}", status_code=404)
+    return found
+
+
+@router.get("/notices/parked/{notice_id}", response_model=ParkedNoticePublic, tags=["notices"],
+            responses=error_responses(404))
+async def parked_notice(notice_id: NoticeId, sessions: SessionsDep,
+                        principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]) -> ParkedNoticePublic:
+    """One parked notice: its provider, type, subject, attempts and why it is parked; never its body."""
+    async with sessions() as session:
+        return ParkedNoticePublic(**vars(await _parked_or_404(session, notice_id)))
+
+
+class ActedOnNotice(BaseModel):
+    action: Literal["retried", "discarded"]
+    notice: ParkedNoticePublic
+
+
+@router.post("/notices/parked/{notice_id}/retry", response_model=ActedOnNotice, tags=["notices"],
+             responses=error_responses(404))
+async def retry_parked_notice(notice_id: NoticeId, sessions: SessionsDep,
+                              principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]) -> ActedOnNotice:
+    """Try one parked notice again now (the relay or the webhook worker takes it at once; one still
+    undeliverable is parked again). Recorded in the audit trail."""
+    async with unit_of_work(sessions) as session:
+        notice = await _parked_or_404(session, notice_id)
+        await parked.retry_one(session, notice)
+        await audit.record(session, principal, "notices.retry_parked_one", "notice", notice.id, None)
+    return ActedOnNotice(action="retried", notice=ParkedNoticePublic(**vars(notice)))
+
+
+@router.post("/notices/parked/{notice_id}/discard", response_model=ActedOnNotice, tags=["notices"],
+             responses=error_responses(404))
+async def discard_parked_notice(notice_id: NoticeId, sessions: SessionsDep,
+                                principal: Annotated[Principal, require(Role.OPERATOR, scope="none")]
+                                ) -> ActedOnNotice:
+    """Give one parked notice up for good: a queue notice is never sent, a webhook delivery becomes `failed`
+    (the provider reads its statement in the portal or the API instead). Recorded in the audit trail."""
+    async with unit_of_work(sessions) as session:
+        notice = await _parked_or_404(session, notice_id)
+        await parked.discard_one(session, notice)
+        await audit.record(session, principal, "notices.discard_parked", "notice", notice.id, None)
+    return ActedOnNotice(action="discarded", notice=ParkedNoticePublic(**vars(notice)))
 
 
 @router.post("/notices/parked/retry", response_model=Retried, tags=["notices"])

@@ -13,6 +13,7 @@ from seteli_shared.db import WHOLE_RUN_STATEMENT_SECONDS
 from seteli_shared.events import ChargeSettled
 from seteli_shared.ids import new_id
 from seteli_shared.outbox import add_events, event_row, wake_relay_on_commit
+from seteli_shared.tracing import current_traceparent
 
 from ..charging import domain
 from ..models import SOURCE, Charge
@@ -82,6 +83,12 @@ class SettlementBatch:
                 "net_cents = c.amount_cents - f.fee FROM settle_fees f WHERE c.id = f.id"
                 .replace("$1", f"'{domain.SETTLED}'"), timeout=WHOLE_RUN_STATEMENT_SECONDS)
 
+    async def count(self) -> int:
+        """How many charges the run takes."""
+        if self.pg is not None:
+            return (await self.pg.fetchval("SELECT count(*) FROM settle_charges")) or 0
+        return len(self._rows)
+
     async def funders(self) -> set[str]:
         if self.pg is not None:
             return {r[0] for r in await self.pg.fetch("SELECT DISTINCT funder_id FROM settle_charges")}
@@ -118,6 +125,7 @@ class SettlementBatch:
         if len(self._fees) >= 50_000:
             await self._flush_fees()
         templates: dict[str, tuple[str, str, datetime] | None] = {}
+        traceparent = current_traceparent()  # the run's span (None when tracing is off)
         rows = []
         for c, fee in zip(charges, fees):
             if c.category not in templates:
@@ -128,14 +136,14 @@ class SettlementBatch:
                     charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
                     provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
                     net_cents=c.amount_cents - fee, settled_at=self.now), SOURCE)
-                rows.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0))
+                rows.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0, traceparent))
                 continue
             fmt, key, at = t
             eid = new_id()
             rows.append((eid, key, fmt % (eid, _json_text(c.id), _json_text(c.voucher_id), c.amount_cents, fee,
-                                          c.amount_cents - fee), at, 0))
+                                          c.amount_cents - fee), at, 0, traceparent))
         await self.pg.copy_records_to_table("outbox", records=rows, columns=[
-            "message_id", "routing_key", "body", "created_at", "attempts"])
+            "message_id", "routing_key", "body", "created_at", "attempts", "traceparent"])
         wake_relay_on_commit(self.session)
 
     def _template(self, settlement_id: str, funder_id: str, provider_id: str,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from seteli_shared import audit
+from seteli_shared import audit, progress
 from seteli_shared.auth import Principal, Role
 from seteli_shared.clock import Clock
 from seteli_shared.db import unit_of_work
@@ -66,7 +66,7 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
                           *, hold_back: bool = True) -> RunResult:
     """A settlement run in one transaction. ``hold_back`` (the daily run) lets payouts under the minimum
     wait unless the guarantee is due; without it (an operator's run) everything accepted is settled."""
-    async with unit_of_work(sessions) as session:
+    async with progress.track(sessions, "settlement_run"), unit_of_work(sessions) as session:
         result = await settle(session, clock, settings.operator_fee_rate, rules_of(settings), hold_back=hold_back,
                               banking=banking_days.calendar(settings.bank_holiday_countries))
         if hold_back and settings.recovery_after_days:
@@ -89,6 +89,7 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
                         created_at=now, settlement_count=0, gross_cents=0, fee_cents=0, net_cents=0, held_back_count=0)
     result = RunResult(run)
     async with SettlementBatch(session, now) as batch:
+        await progress.set_total(await batch.count())  # charges to settle (GET /jobs/{id})
         known_rates = await fee_rates(session, await batch.funders())
         payees: dict[str, ProviderView] | None = None
         # corrections of earlier settlements, offset against each provider's payout from the funder
@@ -102,6 +103,7 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
             figures = offset.figures
             decision = settlement.decide_payout(figures.net_cents, [utc(c.accepted_at) for c in charges], today,
                                                 rules, hold_back=hold_back, execution_of=execution_of)
+            await progress.advance(len(charges))
             if not decision.pay:
                 result.held_back.append((funder_id, provider_id, figures.net_cents))
                 continue

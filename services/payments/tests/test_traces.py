@@ -1,0 +1,100 @@
+"""One charge is one trace across services (``seteli_shared.tracing``): the provider's request to payments is a
+server span, the ChargeAccepted event it writes keeps that span's ``traceparent`` in its outbox row, the relay sends
+it as the message's header, and reporting's consumer span for that event is its child, in the same trace. Spans go
+to an in-memory exporter; payments and reporting run in this process on the real PostgreSQL and RabbitMQ."""
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy import select
+
+import reporting.app
+from payments.models import Charge
+from reporting.settings import ReportingSettings
+from seteli_shared import tracing
+from seteli_shared.messaging import OutboxMessage
+from seteli_shared.testing import eventually
+
+
+@pytest.fixture
+def spans():  # noqa: ANN201
+    exporter = InMemorySpanExporter()
+    tracing.use_exporter(exporter)
+    yield exporter
+    tracing.use_exporter(None)
+
+
+@pytest.fixture
+def live_settings(request) -> dict:  # noqa: ANN001
+    """A test that asks for ``spans`` has tracing on before the payments app is made."""
+    if "spans" in request.fixturenames:
+        request.getfixturevalue("spans")
+    return {}
+
+
+async def test_a_charge_is_one_trace_from_payments_request_through_the_bus_into_reporting(live, spans, pg,
+                                                                                          namespace, amqp_url):
+    async with AsyncExitStack() as stack:
+        app = reporting.app.create_app(ReportingSettings(
+            environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05,
+            database_url=await pg.create("reporting")))
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        voucher_id = await live.voucher("p-trace", 1, "10")
+        charge = await live.charge("p-trace", voucher_id, "trace-1", "1.5")
+
+        # payments: the request's server span, and the event's outbox row carrying it
+        server = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER and s.name == "POST /charges"]
+        assert len(server) == 1, [s.name for s in spans.get_finished_spans()]
+        request = server[0]
+        assert request.resource.attributes["service.name"] == "seteli-payments"
+        trace_id = f"{request.context.trace_id:032x}"
+        async with live.app.state.runtime.sessions() as session:
+            assert (await session.get(Charge, charge["id"])) is not None
+            rows = (await session.execute(select(OutboxMessage.traceparent, OutboxMessage.body).where(
+                OutboxMessage.routing_key == "charge.accepted.v1"))).all()
+        assert len(rows) == 1 and rows[0].traceparent.split("-")[1] == trace_id
+
+        # reporting: its consumer span for that event, in the same trace, the child of payments' request
+        def consumed():  # noqa: ANN202
+            return [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER
+                    and s.resource.attributes["service.name"] == "seteli-reporting"
+                    and s.attributes.get("cloudevents.event_type", "").endswith("charge.accepted.v1")]
+
+        found = await eventually(consumed, timeout=20)
+        span = found[0]
+        assert f"{span.context.trace_id:032x}" == trace_id
+        assert span.parent is not None and span.parent.trace_id == request.context.trace_id
+        payments_span_ids = {s.context.span_id for s in spans.get_finished_spans()
+                             if s.resource.attributes["service.name"] == "seteli-payments"}
+        assert span.parent.span_id in payments_span_ids
+        # the events published by the test itself (no request, no trace) started traces of their own
+        others = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER
+                  and s.attributes.get("cloudevents.event_type", "").endswith("voucher.issued.v1")]
+        assert others and all(s.context.trace_id != request.context.trace_id for s in others)
+        # no personal data: span attributes name types, queues and ids only
+        for s in spans.get_finished_spans():
+            assert "c-1" not in repr(dict(s.attributes or {}))
+
+
+async def test_with_tracing_off_no_row_keeps_a_traceparent(live):  # noqa: ANN001
+    """Off by default: no span, nothing stored, no header."""
+    voucher_id = await live.voucher("p-off", 1, "10")
+    await live.charge("p-off", voucher_id, "off-1", "1")
+    async with live.app.state.runtime.sessions() as session:
+        kept = (await session.execute(select(OutboxMessage.traceparent).where(
+            OutboxMessage.routing_key == "charge.accepted.v1"))).scalars().all()
+    assert kept == [None]
+    assert live.app.state.runtime.tracer_provider is None
+    sent = await eventually(lambda: _sent(live), timeout=10)
+    assert all("traceparent" not in (m.headers or {}) for m in sent)
+
+
+async def _sent(live):  # noqa: ANN001, ANN202
+    out = []
+    while (message := await live.spy.get(no_ack=True, fail=False)) is not None:
+        if message.routing_key == "charge.accepted.v1":
+            out.append(message)
+    return out
