@@ -796,7 +796,8 @@ class Faults:
     def _record(self, what: str, start: float, back: float) -> None:
         done = self.run.now()
         self.run.recoveries.append({"fault": what, "at_s": round(start, 1), "recovered_s": round(done - back, 1)})
-        say(f"[{done:7.1f} s] fault: {what} at {start:.1f} s; every service ready again {done - back:.1f} s after")
+        say(f"[{done:7.1f} s] fault: {what} at {start:.1f} s; ready again {done - back:.1f} s after (the service "
+            "killed; for the broker and the database every service)")
 
     def tasks(self) -> list[asyncio.Task]:
         w = self.window
@@ -1065,7 +1066,7 @@ def write(run: Run, elapsed: float) -> None:
           table(run), "", f"Month-end from the first upload to the last report read: "
           f"**{run.facts.get('month_end_seconds', '-')} s**; the whole run {elapsed:.0f} s.", ""]
     if run.recoveries:
-        md += ["| fault | at s | every service ready again after s |", "|---|---|---|"]
+        md += ["| fault | at s | ready again after s (the service killed; else every service) |", "|---|---|---|"]
         md += [f"| {r['fault']} | {r['at_s']} | {r['recovered_s']} |" for r in run.recoveries] + [""]
     md += ["| final check | |", "|---|---|"] + [f"| {k} | {'ok' if v else 'FAILED'} |" for k, v in run.checks.items()]
     (results / f"{stem}.md").write_text("\n".join(md) + "\n")
@@ -1130,7 +1131,7 @@ async def main(argv: list[str] | None = None) -> int:
     say("\n" + table(run))
     if run.recoveries:
         for r in run.recoveries:
-            say(f"recovery: {r['fault']} at {r['at_s']} s: every service ready {r['recovered_s']} s after")
+            say(f"recovery: {r['fault']} at {r['at_s']} s: ready again {r['recovered_s']} s after")
     write(run, elapsed)
     ok = failed is None and run.checks and all(run.checks.values())
     say(json.dumps({"ok": bool(ok), "elapsed_s": round(elapsed, 1), **run.facts, "checks": run.checks,
