@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run scale cluster test bootstrap bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
+.PHONY: run scale cluster test bootstrap month-end bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -45,3 +45,9 @@ bench-scaling: bootstrap
 
 bench-events: bootstrap
 	@.venv/bin/python bench/charge_events.py $(ARGS)
+
+# a county's month end to end through the public APIs and the bus (bench/month_end.py): `make month-end`,
+# `make month-end ARGS="--scale 0.05"`, with faults on servers of its own: `make month-end ARGS=--faults` or
+# `FAULTS=1 make month-end`
+month-end: bootstrap
+	@.venv/bin/python bench/month_end.py $(ARGS)
