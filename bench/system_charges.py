@@ -124,6 +124,8 @@ class Processes:
                 except psutil.Error:
                     pass
             out[name] = total
+        t = self.root.cpu_times()  # run_all itself: it reads every line the services log
+        out["run_all"] = t.user + t.system
         return out
 
 
@@ -383,12 +385,15 @@ async def run(args: argparse.Namespace) -> int:
                 script = lua_script(f"{label}{hex_}r{r}", vouchers, provider_ids, workdir)
                 if label == "payments":
                     before_rows = await charged()
+                    spies = start_profilers(processes, args.py_spy, args.seconds, r) if args.py_spy else []
                     cpu0, w0 = processes.cpu(), time.perf_counter()
                     result = wrk(urls["payments"], script, args.seconds, args.connections, args.threads)
                     rows = await charged() - before_rows
                     await until(lambda: settled_down(before_rows + rows), 600, 0.25)
                     drained = time.perf_counter() - w0 - args.seconds
                     cpu1 = processes.cpu()
+                    for spy in spies:
+                        spy.wait()
                     per = {n: (cpu1[n] - cpu0.get(n, 0)) * 1000 / max(result["accepted"], 1) for n in cpu1}
                     result.update(rows=rows, drain_s=round(drained, 2), cpu_ms=per)
                     cpu_rounds.append(per)
@@ -451,6 +456,22 @@ async def run(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def start_profilers(processes: Processes, folder: str, seconds: int, round_: int) -> list[subprocess.Popen]:
+    """py-spy on every service's processes during a round (collapsed stacks, ``<folder>/<service>-<pid>.txt``),
+    only samples holding the GIL (``--gil``): where Python spends CPU, not where it waits on a busy machine."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, top in processes.tops().items():
+        if name == "portal":
+            continue
+        for proc in [top, *top.children(recursive=True)]:
+            spies.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration",
+                 str(seconds), "--rate", "100", "--format", "raw", "--nonblocking", "--gil", "--output",
+                 f"{folder}/{name}-{proc.pid}-r{round_}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=15, help="wrk duration per server and round")
@@ -459,6 +480,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--providers", type=int, default=20)
     p.add_argument("--vouchers", type=int, default=400, help="vouchers issued and chosen through the services")
+    p.add_argument("--py-spy", metavar="DIR", help="profile every service during the payments rounds into DIR")
     p.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="NAME=VALUE for every service (e.g. LOG_LEVEL=warning)")
     return p.parse_args(argv)
