@@ -377,6 +377,15 @@ async def run(args: argparse.Namespace) -> int:
         wanted = await charged()
         await until(lambda: settled_down(wanted), 600, 0.5)
 
+        # what the services use doing nothing (relays' and schedulers' looks at their databases, consumers' heartbeats)
+        idle0, i0 = processes.cpu(), time.perf_counter()
+        await asyncio.sleep(args.idle_seconds)
+        idle1, took = processes.cpu(), time.perf_counter() - i0
+        idle = {n: round((idle1[n] - idle0.get(n, 0)) * 1000 / took, 2) for n in idle1}
+        figures["idle_cpu_ms_per_s"] = idle
+        print(f"idle, CPU ms a second: {', '.join(f'{n} {v:.1f}' for n, v in idle.items())}, sum "
+              f"{sum(idle.values()):.1f}")
+
         rounds: dict[str, list[dict]] = {"payments": [], "raw": []}
         cpu_rounds: list[dict[str, float]] = []
         raw_cpu: list[float] = []
@@ -480,6 +489,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--providers", type=int, default=20)
     p.add_argument("--vouchers", type=int, default=400, help="vouchers issued and chosen through the services")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="the services' CPU measured idle this long first")
     p.add_argument("--py-spy", metavar="DIR", help="profile every service during the payments rounds into DIR")
     p.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="NAME=VALUE for every service (e.g. LOG_LEVEL=warning)")
