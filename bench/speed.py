@@ -27,7 +27,7 @@ TARGETS = {"single": 0.5, "p99_ms": 50.0, "cpu_ms": 1.5, "bulk": 0.7, "settle": 
 def part(cmd: list[str]) -> dict:
     """Run a bench, echo its lines, return its final JSON line."""
     print(f"$ {' '.join(cmd)}", flush=True)
-    proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+    proc = subprocess.Popen([sys.executable, "-u", *cmd], stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
     last: dict = {}
     for line in proc.stdout:
         if line.startswith("{"):
