@@ -462,7 +462,11 @@ async def run(args: argparse.Namespace) -> int:
             await delete_namespace(AMQP_URL, ns, [f"{ns}.{s}" for s in SERVICES])
         except Exception as exc:  # noqa: BLE001
             print(f"could not delete bus namespace {ns}: {exc}", file=sys.stderr)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for _ in range(20):  # run_all's children (the portal's SQLite files) may outlive it by a moment
+            shutil.rmtree(workdir, ignore_errors=True)
+            if not workdir.exists():
+                break
+            time.sleep(0.5)
 
 
 def start_profilers(processes: Processes, folder: str, seconds: int, round_: int) -> list[subprocess.Popen]:
