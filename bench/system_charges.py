@@ -67,7 +67,7 @@ def database_url(name: str, driver: str | None = "asyncpg") -> str:
 def free_port_base(count: int) -> int:
     """A base port with ``count`` free ports after it (run_all serves base+1 .. base+count)."""
     for _ in range(200):
-        base = secrets.randbelow(20000) + 30000
+        base = secrets.randbelow(8000) + 20000  # below the ephemeral ports (32768-60999) outgoing connections take
         ok = True
         for p in range(base + 1, base + count + 1):
             with socket.socket() as s:
@@ -462,7 +462,13 @@ async def run(args: argparse.Namespace) -> int:
             await delete_namespace(AMQP_URL, ns, [f"{ns}.{s}" for s in SERVICES])
         except Exception as exc:  # noqa: BLE001
             print(f"could not delete bus namespace {ns}: {exc}", file=sys.stderr)
-        for _ in range(20):  # run_all's children (the portal's SQLite files) may outlive it by a moment
+        for _ in range(40):  # run_all's children (the portal writes its SQLite files) may outlive it by a moment
+            try:
+                os.killpg(procs[0].pid, 0) if procs else None
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.5)
+        for _ in range(20):
             shutil.rmtree(workdir, ignore_errors=True)
             if not workdir.exists():
                 break
