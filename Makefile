@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run scale cluster test bootstrap month-end bench bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
+.PHONY: run scale cluster test bootstrap month-end bench bench-bus bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -21,7 +21,13 @@ cluster: bootstrap
 test: bootstrap
 	@./scripts/test.sh
 
+# issue 19 item 5's three ratios (single POST /charges with the whole system, a streamed 100,000-line CSV, a settlement
+# of 1,000,000 charges), each against its raw baseline in the same run (bench/speed.py; ARGS="--quick" for a smoke run)
 bench: bootstrap
+	@.venv/bin/python bench/speed.py $(ARGS)
+
+# the bus against raw aio-pika (bench/bus_pipeline.py)
+bench-bus: bootstrap
 	@.venv/bin/python bench/bus_pipeline.py
 
 bench-comparison: bootstrap

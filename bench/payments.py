@@ -261,11 +261,12 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         vouchers = [f"v{i}" for i in range(1, args.vouchers, args.providers)]  # p1's
+        total = raw_lines(args)
         t0 = time.perf_counter()
-        for r in range(args.bulk_requests):
+        for r in range(0, total, args.bulk_lines):
             day = date.fromisoformat(SERVICE_DAY)
-            lines = [(vouchers[(r * args.bulk_lines + i) % len(vouchers)], f"rawbulk-{r}-{i}", day, 1)
-                     for i in range(args.bulk_lines)]
+            lines = [(vouchers[(r + i) % len(vouchers)], f"rawbulk-{r}-{i}", day, 1)
+                     for i in range(min(args.bulk_lines, total - r))]
             for c in range(0, len(lines), RAW_BULK_CHUNK):
                 chunk = lines[c:c + RAW_BULK_CHUNK]
                 async with conn.transaction():
@@ -298,9 +299,14 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
                                                      columns=("transaction_id", "account", "amount_cents"))
                     await conn.copy_records_to_table("outbox", records=outbox, columns=(
                         "message_id", "routing_key", "body", "created_at", "attempts"))
-        return args.bulk_requests * args.bulk_lines / (time.perf_counter() - t0)
+        return total / (time.perf_counter() - t0)
     finally:
         await conn.close()
+
+
+def raw_lines(args: argparse.Namespace) -> int:
+    """Lines of the raw COPY baseline: ``--raw-bulk-lines``, else as many as the JSON bulk sent."""
+    return args.raw_bulk_lines or args.bulk_requests * args.bulk_lines
 
 
 # ------------------------------------------------------------------ wrk
@@ -383,6 +389,7 @@ async def run(args: argparse.Namespace) -> int:
     figures: dict = {"providers": args.providers, "vouchers": args.vouchers, "seconds": args.seconds,
                      "connections": args.connections, "relay": args.relay}
     ok = True
+    figures["load_before"] = os.getloadavg()[0]
     try:
         from payments.app import SPEC
         from seteli_shared.db import upgrade_async
@@ -421,7 +428,7 @@ async def run(args: argparse.Namespace) -> int:
                 pass
             servers[label] = (base, proc, log)
         runs: dict[str, list[dict]] = {"payments": [], "baseline": []}
-        for r in range(args.rounds):
+        for r in range(args.rounds if args.single else 0):
             for label in ("payments", "baseline"):
                 base = servers[label][0]
                 runs[label].append(wrk_post(base, lua_script(f"{label}-{hex_}-{r}", args.vouchers, args.providers),
@@ -431,7 +438,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"  round {r + 1}: payments {runs['payments'][-1]['rps']:.0f} requests/s, baseline "
                   f"{runs['baseline'][-1]['rps']:.0f} requests/s: "
                   f"{runs['payments'][-1]['rps'] / runs['baseline'][-1]['rps']:.1%}")
-        for label in ("payments", "baseline"):
+        for label in ("payments", "baseline") if args.single else ():
             rs = runs[label]
             r = {"rps": round(sum(x["requests"] for x in rs) / (args.seconds * len(rs)), 2),
                  "p50_ms": sorted(x["p50_ms"] for x in rs)[len(rs) // 2],
@@ -444,13 +451,14 @@ async def run(args: argparse.Namespace) -> int:
             print(f"single charges, {label:8s} {r['rps']:8.0f} requests/s   p50 {r['p50_ms']:6.2f} ms   "
                   f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']} requests in {args.rounds} x {args.seconds} s, "
                   f"non-2xx {r['non_2xx']}, socket errors {r['socket_errors']})")
-        ratio = figures["charges_payments"]["rps"] / figures["charges_baseline"]["rps"]
-        figures["charges_ratio"] = round(ratio, 4)
-        print(f"single charges: payments/baseline {ratio:.1%}")
+        if args.single:
+            ratio = figures["charges_payments"]["rps"] / figures["charges_baseline"]["rps"]
+            figures["charges_ratio"] = round(ratio, 4)
+            print(f"single charges: payments/baseline {ratio:.1%}")
         stop(servers["baseline"][1])
 
         # ---- bulk intake over HTTP, then the same lines by raw SQL (COPY) on the same database
-        bulk_path = await bulk(servers["payments"][0], args, figures, dsn)
+        bulk_path = await bulk(servers["payments"][0], args, figures, dsn) if args.json_bulk else "/charges/bulk"
         ok &= figures.get("bulk_accepted", 0) == figures.get("bulk_lines", 0)
         if bulk_path is not None and args.csv_lines:
             await csv_stream(servers["payments"][0], servers["payments"][1].pid, args, figures, dsn)
@@ -462,10 +470,17 @@ async def run(args: argparse.Namespace) -> int:
             print("bulk intake: POST /charges/bulk not there (404): not measured")
         else:
             raw_rate = await raw_bulk(dsn, args)
-            figures.update(bulk_raw_rate=round(raw_rate), bulk_ratio=round(figures["bulk_rate"] / raw_rate, 4))
-            print(f"bulk, raw SQL:  {args.bulk_requests * args.bulk_lines} lines = {raw_rate:,.0f} lines/s "
+            figures.update(bulk_raw_rate=round(raw_rate), bulk_raw_lines=raw_lines(args))
+            print(f"bulk, raw SQL:  {raw_lines(args)} lines = {raw_rate:,.0f} lines/s "
                   f"(chunks of {RAW_BULK_CHUNK}: vouchers locked, charges, ledger and outbox rows by COPY)")
-            print(f"bulk intake: payments/raw {figures['bulk_ratio']:.1%}")
+            if "bulk_rate" in figures:
+                figures["bulk_ratio"] = round(figures["bulk_rate"] / raw_rate, 4)
+                print(f"bulk intake (JSON): payments/raw {figures['bulk_ratio']:.1%}")
+            if "csv_rate" in figures:
+                figures["csv_ratio"] = round(figures["csv_rate"] / raw_rate, 4)
+                print(f"bulk intake (CSV file of {args.csv_lines} lines, streamed): payments/raw COPY of "
+                      f"{raw_lines(args)} lines {figures['csv_ratio']:.2f}; worker memory at most "
+                      f"{figures['csv_rss_peak_mib']:.0f} MiB ({figures['csv_rss_before_mib']:.0f} before)")
 
         # ---- 2. a settlement run
         n = args.charges
@@ -613,6 +628,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-level", default="info", help="the payments app's LOG_LEVEL (info logs every request)")
     p.add_argument("--relay", default="in_process", choices=("in_process", "process"),
                    help="the payments app's RELAY: its outbox relay in the worker's event loop or as its child process")
+    p.add_argument("--no-single", dest="single", action="store_false",
+                   help="skip the single charges (bench/system_charges.py measures them with the whole system)")
+    p.add_argument("--no-json-bulk", dest="json_bulk", action="store_false", help="skip the JSON bulk requests")
+    p.add_argument("--raw-bulk-lines", type=int, default=0,
+                   help="lines of the raw COPY baseline (default: as many as the JSON bulk sends)")
     p.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--dsn", help=argparse.SUPPRESS)
     return p.parse_args(argv)

@@ -12,7 +12,7 @@ from seteli_shared.consumer import Consumer
 from seteli_shared.db import make_engine, session_factory
 from seteli_shared.events import Envelope, Event
 from seteli_shared.messaging import InboxMessage
-from seteli_shared.testing import eventually, make_settings
+from seteli_shared.testing import delete_namespace, eventually, make_settings
 
 
 class BigTick(Event):
@@ -54,3 +54,54 @@ async def test_a_batch_stops_at_its_bytes_and_every_message_is_applied_once(pg, 
         async with engine.connect() as conn:
             assert (await conn.execute(sa.text("SELECT count(*) FROM inbox"))).scalar_one() == 12
         await engine.dispose()
+
+
+class Tick(Event):
+    __test__ = False
+    event_name = "test.tick"
+    n: int
+
+
+async def _trickle(pg, namespace: str, amqp_url: str, name: str, batch_wait: float) -> list[list[int]]:  # noqa: ANN001
+    """30 events published one at a time, 10 ms apart, to a consumer with ``batch_wait``: the batches it folded."""
+    url = await pg.create(f"trickle{name}")
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: InboxMessage.__table__.create(c))
+    bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url, database_url=url))
+    await bus.connect()
+    runs: list[list[int]] = []
+
+    async def ticks(_session, batch) -> None:  # noqa: ANN001
+        runs.append([e.n for _, e in batch])
+
+    consumer = Consumer(bus, session_factory(engine), f"{namespace}.{name}", {},
+                        batch_handlers={Tick.event_type(): ticks}, batch_size=100, batch_wait=batch_wait)
+    try:
+        await consumer.declare()
+        await consumer.start()
+        for n in range(30):
+            env = Envelope.wrap(Tick(n=n), "test")
+            assert await bus.publish_many([Outgoing(env.model_dump_json().encode(), env.routing_key, env.id,
+                                                    env.type)]) == [None]
+            await asyncio.sleep(0.01)
+        await eventually(lambda: sorted(n for run in runs for n in run) == list(range(30)), timeout=30)
+        await asyncio.sleep(0.3)
+        assert sorted(n for run in runs for n in run) == list(range(30))  # each once, in the inbox once
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM inbox"))).scalar_one() == 30
+        return runs
+    finally:
+        await consumer.stop()
+        await bus.close()
+        await engine.dispose()
+        await delete_namespace(amqp_url, namespace, [f"{namespace}.{name}"], listing=False)
+
+
+async def test_a_trickle_of_events_is_folded_in_few_batches_when_the_batch_waits(pg, namespace, amqp_url):  # noqa: ANN001
+    """``CONSUMER_BATCH_WAIT_SECONDS``: after a batch's first message the consumer waits for more (single charges
+    arrive a few milliseconds apart); without the wait nearly every event is a batch (a transaction) of its own."""
+    waited = await _trickle(pg, namespace, amqp_url, "waits", batch_wait=0.25)
+    at_once = await _trickle(pg, namespace, amqp_url, "atonce", batch_wait=0.0)
+    assert len(waited) <= 10, waited  # 30 events over ~0.4 s, a batch at most every 0.25 s (a busy machine: slack)
+    assert len(at_once) > 2 * len(waited), (at_once, waited)

@@ -116,6 +116,7 @@ class Consumer:
         prefetch: int = 256,
         batch_size: int = 128,
         batch_bytes: int = 4 * 1024 * 1024,
+        batch_wait: float = 0.0,
         delivery_limit: int = 5,
         audit: bool = False,
         batch_handlers: dict[str, BatchHandler] | None = None,
@@ -137,6 +138,8 @@ class Consumer:
         #: a batch also stops at this many bytes of bodies (a message listing thousands of facts, such as a
         #: ``charge.settled.v2``, is a batch's worth of work by itself); its first message is always taken
         self.batch_bytes = batch_bytes
+        #: seconds a batch waits after its first message for more to join it (``CONSUMER_BATCH_WAIT_SECONDS``)
+        self.batch_wait = batch_wait
         self.delivery_limit = delivery_limit
         self.audit = audit  # record each consumed event in the service's audit trail
         self.exchange = exchange  # another topic exchange of the namespace (``<ns>.<exchange>``) than the events'
@@ -196,7 +199,15 @@ class Consumer:
             first = await self._buffer.get()
             batch, size = [first], len(first.body)
             await asyncio.sleep(0)  # let messages already arriving join the batch
-            while len(batch) < self.batch_size and size < self.batch_bytes and not self._buffer.empty():
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self.batch_wait
+            while len(batch) < self.batch_size and size < self.batch_bytes:
+                if self._buffer.empty():
+                    left = until - loop.time()
+                    if left <= 0:
+                        break
+                    await asyncio.sleep(min(left, 0.01))  # a trickle joins the batch for up to batch_wait
+                    continue
                 batch.append(self._buffer.get_nowait())
                 size += len(batch[-1].body)
             started = time.perf_counter()

@@ -202,11 +202,14 @@ async def retry_parked(session: AsyncSession, exchange: str, routing_key_prefix:
 
 class OutboxRelay:
     def __init__(self, engine: AsyncEngine, bus: Bus, batch_size: int = 500, idle_seconds: float = 0.2,
-                 park_exchanges: tuple[str, ...] = (), park_after: int = 8):
+                 park_exchanges: tuple[str, ...] = (), park_after: int = 8, linger_seconds: float = 0.0):
         self.engine = engine
         self.bus = bus
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        #: after a wake-up by a commit, or a look that found fewer rows than a batch, wait this long before the
+        #: next look, so that single commits are published many at a time (``RELAY_LINGER_SECONDS``)
+        self.linger_seconds = linger_seconds
         self.park_exchanges, self.park_after = frozenset(park_exchanges), park_after
         self.postgres = engine.dialect.name == "postgresql"
         self._wakeup = asyncio.Event()
@@ -223,7 +226,8 @@ class OutboxRelay:
     def of(cls, engine: AsyncEngine, bus: Bus, settings) -> "OutboxRelay":  # noqa: ANN001
         """The relay a service's settings describe."""
         return cls(engine, bus, settings.relay_batch_size, settings.relay_idle_seconds,
-                   tuple(settings.outbox_park_exchanges), settings.outbox_park_after_attempts)
+                   tuple(settings.outbox_park_exchanges), settings.outbox_park_after_attempts,
+                   settings.relay_linger_seconds)
 
     def _claim_query(self, now: datetime):
         q = (
@@ -394,7 +398,11 @@ class OutboxRelay:
                     try:
                         await asyncio.wait_for(self._wakeup.wait(), self.idle_seconds)
                     except asyncio.TimeoutError:
-                        pass
+                        continue
+                    if self.linger_seconds and not self._stopping:  # woken by a commit: let more commits come
+                        await asyncio.sleep(self.linger_seconds)
+                elif handled < self.batch_size and self.linger_seconds and not self._stopping:
+                    await asyncio.sleep(self.linger_seconds)  # a part batch: the next look after more commits
         finally:
             _relay_wakeups.discard(self._wakeup)
 

@@ -35,7 +35,7 @@ SETTINGS_ENV = "SETELI_RELAY_SETTINGS"
 #: environment: tests and the benchmarks build them in code)
 _RELAY_FIELDS = ("service_name", "environment", "database_url", "amqp_url", "amqp_reconnect_seconds", "bus_namespace",
                  "publish_timeout_seconds",
-                 "relay_batch_size", "relay_idle_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds",
+                 "relay_batch_size", "relay_idle_seconds", "relay_linger_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds",
                  "db_connect_timeout_seconds", "db_statement_timeout_seconds", "db_pool_timeout_seconds", "log_level",
                  "log_json", "jwks_url", "jwt_issuer", "jwt_audience", "outbox_park_exchanges",
                  "outbox_park_after_attempts")

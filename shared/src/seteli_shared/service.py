@@ -149,7 +149,7 @@ class Runtime:
                 self.bus, self.sessions, self.settings.queue_name, self.spec.handlers,
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
-                batch_bytes=self.settings.consumer_batch_bytes,
+                batch_bytes=self.settings.consumer_batch_bytes, batch_wait=self.settings.consumer_batch_wait_seconds,
                 delivery_limit=self.settings.delivery_limit, audit=True, tracer=self.tracer,
             )
             await self.consumer.start()

@@ -20,9 +20,9 @@ from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 from seteli_shared.schemas import NUMBER_REASONS, BusinessDate, Cents, RequestModel, Units
 
-from ..models import Charge
 from . import csv_format, domain, engine, fast_path, reads, store
-from .rows import as_charge
+from .rows import public
+from .schemas import ChargePublic
 
 log = get_logger(__name__)
 Sessions = async_sessionmaker[AsyncSession]
@@ -34,8 +34,8 @@ CHUNK_LINES = 2500
 
 # ------------------------------------------------------------------ a single charge: a batch of one
 async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
-                         line: engine.Line) -> tuple[Charge, bool]:
-    """A provider charges a voucher: the charge and whether it is new (a retry with the same provider
+                         line: engine.Line) -> tuple[ChargePublic, bool]:
+    """A provider charges a voucher: the charge as answered and whether it is new (a retry with the same provider
     reference answers the first charge). A refusal raises its reason."""
     db = sessions.kw.get("bind")
     outcome = None
@@ -46,11 +46,11 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
     if outcome.error is not None:
         raise outcome.error
     if outcome.status == engine.REPEATED:
-        return await reads.get_charge(sessions, outcome.charge_id), False
+        return ChargePublic.of(await reads.get_charge(sessions, outcome.charge_id)), False
     charge = outcome.charge
     log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id,
              amount_cents=charge.amounts.amount_cents)
-    return as_charge(charge), True
+    return public(charge), True
 
 
 def engine_line(index: int, c, provider_id: str) -> engine.Line:  # noqa: ANN001  (ChargeLine or ChargeCreate)

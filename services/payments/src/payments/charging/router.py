@@ -54,7 +54,7 @@ async def charge_voucher(
 
     async def answer() -> tuple[int, object]:
         charge, new = await intake.charge_voucher(sessions, clock, principal, line)
-        return (201 if new else 200), ChargePublic.of(charge).model_dump(mode="json")
+        return (201 if new else 200), charge.model_dump(mode="json")
 
     if idempotency_key is None:
         # the answer as it is: FastAPI would check a ChargePublic against ChargePublic once more

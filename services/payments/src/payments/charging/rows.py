@@ -5,6 +5,7 @@ inserts; ``fast_path``: one statement)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from seteli_shared import audit
 from seteli_shared.auth import Principal
@@ -18,6 +19,7 @@ from ..ledger.postings import charge_postings
 from ..models import SOURCE, Charge, LedgerEntry, LedgerTransaction
 from . import domain
 from .engine import NewCharge
+from .schemas import ChargePublic
 
 #: the columns of a new charge, in this order (the others start NULL or at their defaults)
 CHARGE_COLUMNS = ("id", "voucher_id", "funder_id", "provider_id", "category", "provider_reference", "service_date",
@@ -40,8 +42,26 @@ def charge_row(c: NewCharge) -> tuple:
 
 
 def as_charge(c: NewCharge) -> Charge:
-    """The accepted charge as the table's model (what ``POST /charges`` answers)."""
+    """The accepted charge as the table's model."""
     return Charge(**dict(zip(CHARGE_COLUMNS, charge_row(c))))
+
+
+_NO_UNITS = Decimal("0.00")
+
+
+def public(c: NewCharge) -> ChargePublic:
+    """What ``POST /charges`` answers for a new charge: the same ``ChargePublic`` as ``ChargePublic.of(as_charge(c))``
+    (``tests/charging/test_answers.py``), built from the engine's values without an ORM instance, a dump of it and
+    a validation of what the engine has computed and typed already (about a tenth of a charge's CPU otherwise)."""
+    a, req = c.amounts, c.req
+    return ChargePublic.model_construct(
+        id=c.id, voucher_id=c.voucher_id, funder_id=c.funder_id, provider_id=req.provider_id, category=c.category,
+        provider_reference=c.provider_reference, service_date=req.service_date, units=from_hundredths(req.units_x100),
+        unit_price_cents=a.unit_price_cents, amount_cents=a.amount_cents, own_share_cents=a.own_share_cents,
+        tariff=req.tariff, price_registered=a.price_registered, registered_price_cents=a.registered_price_cents,
+        price_list_id=a.price_list_id, client_fee_cents=a.client_fee_cents, status=domain.ACCEPTED,
+        accepted_at=c.accepted_at, settlement_id=None, fee_cents=None, net_cents=None, corrected_units=_NO_UNITS,
+        corrected_amount_cents=0)
 
 
 class ChargeRows:
