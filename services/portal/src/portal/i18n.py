@@ -411,6 +411,8 @@ TEXTS: dict[str, tuple[str, str, str]] = {
     "reason_not_found": ("Ei löytynyt.", "Hittades inte.", "Not found."),
     "reason_charge_not_found": ("Veloitusta ei löydy.", "Debiteringen hittas inte.", "No such charge."),
     "reason_provider_not_found": ("Palveluntuottajaa ei löydy.", "Producenten hittas inte.", "No such provider."),
+    "reason_parked_notice_not_found": ("Odottavaa ilmoitusta ei löydy.", "Det väntande meddelandet hittas inte.",
+                                       "No such parked notice."),
     "reason_application_not_found": ("Hakemusta ei löydy.", "Ansökan hittas inte.", "No such application."),
     "reason_approval_not_found": ("Hyväksyntää ei löydy.", "Godkännandet hittas inte.", "No such approval."),
     "reason_price_list_not_found": ("Hinnastoa ei löydy.", "Prislistan hittas inte.", "No such price list."),
