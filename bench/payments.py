@@ -17,7 +17,10 @@
    figure) inserted by raw SQL: ``settlement.runs.settle`` (an operator's run: every group paid, its payouts and
    notices recorded) in one transaction, beside a raw-SQL baseline
    doing the same work (group, insert settlement rows, update the charges, insert ledger transactions and
-   entries and the outbox rows) on the same charges seeded again. Prints charges/s and the ratio.
+   entries and the outbox rows: one per settlement, one ``settlement.created`` per settlement and, as
+   ``--settled-events`` says, one ``charge.settled.v2`` per chunk of ``--settled-event-charges`` charges of a
+   settlement and/or one ``charge.settled.v1`` per charge) on the same charges seeded again. Prints charges/s and
+   the ratio; ``--settled-events v1,v2`` runs both kinds one after the other, ``--settlement-only`` only this.
 
 A final JSON line carries every figure. Exit 1 if a response was not 2xx or the ledger check failed.
 """
@@ -204,27 +207,41 @@ RAW_SETTLEMENT = [
               'data', json_build_object('settlement_id', id, 'funder_id', funder_id, 'provider_id', provider_id,
               'charge_count', charge_count, 'gross_cents', gross_cents, 'fee_cents', fee_cents,
               'net_cents', net_cents))::text, now(), 0 FROM payments_settlement""",
-    """INSERT INTO outbox (message_id, routing_key, body, created_at, attempts)
+]
+#: the settled charges' events, as payments' SETTLED_EVENTS says: v1 one outbox row per charge
+RAW_SETTLED_V1 = """INSERT INTO outbox (message_id, routing_key, body, created_at, attempts)
        SELECT gen_random_uuid()::text, 'charge.settled.v1', json_build_object('type', 'charge.settled',
               'data', json_build_object('charge_id', id, 'settlement_id', sid, 'voucher_id', voucher_id,
               'funder_id', funder_id, 'provider_id', provider_id, 'category', category, 'gross_cents', amount_cents,
-              'fee_cents', fee, 'net_cents', amount_cents - fee))::text, now(), 0 FROM sc""",
-]
+              'fee_cents', fee, 'net_cents', amount_cents - fee))::text, now(), 0 FROM sc"""
+#: v2 one outbox row per settlement chunk of at most %(per_event)d charges, listing them in order
+RAW_SETTLED_V2 = """INSERT INTO outbox (message_id, routing_key, body, created_at, attempts)
+       SELECT gen_random_uuid()::text, 'charge.settled.v2', json_build_object('type', 'charge.settled',
+              'data', json_build_object('settlement_id', sid, 'funder_id', funder_id, 'provider_id', provider_id,
+              'charges', json_agg(json_build_object('charge_id', id, 'voucher_id', voucher_id, 'category', category,
+              'gross_cents', amount_cents, 'fee_cents', fee, 'net_cents', amount_cents - fee) ORDER BY rn)))::text,
+              now(), 0 FROM sc GROUP BY sid, funder_id, provider_id, (rn - 1) / %(per_event)d"""
 
 
-async def raw_settlement(dsn: str) -> float:
+def raw_settlement_sql(events: str, per_event: int) -> list[str]:
+    """The raw baseline's statements for payments' SETTLED_EVENTS (v1, v2 or both) and SETTLED_EVENT_CHARGES."""
+    return RAW_SETTLEMENT + ([RAW_SETTLED_V1] if events in ("v1", "both") else []) + (
+        [RAW_SETTLED_V2 % {"per_event": int(per_event)}] if events in ("v2", "both") else [])
+
+
+async def raw_settlement(dsn: str, events: str = "v2", per_event: int = 1000) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         t0 = time.perf_counter()
         async with conn.transaction():
-            for sql in RAW_SETTLEMENT:
+            for sql in raw_settlement_sql(events, per_event):
                 await conn.execute(sql)
         return time.perf_counter() - t0
     finally:
         await conn.close()
 
 
-async def service_settlement(url: str) -> tuple[float, int, dict]:
+async def service_settlement(url: str, events: str = "v2", per_event: int = 1000) -> tuple[float, int, dict]:
     from payments.ledger.check import ledger_check
     from payments.settlement.domain import PayoutRules
     from payments.settlement.runs import settle
@@ -238,7 +255,8 @@ async def service_settlement(url: str) -> tuple[float, int, dict]:
         sessions = session_factory(engine)
         t0 = time.perf_counter()
         async with unit_of_work(sessions) as session:
-            made = (await settle(session, SystemClock(), Decimal("0.05"), PayoutRules(), hold_back=False)).settlements
+            made = (await settle(session, SystemClock(), Decimal("0.05"), PayoutRules(), hold_back=False,
+                                 settled_events=events, settled_event_charges=per_event)).settlements
         elapsed = time.perf_counter() - t0
         async with sessions() as session:
             check = await ledger_check(session)
@@ -396,6 +414,10 @@ async def run(args: argparse.Namespace) -> int:
 
         await upgrade_async(SPEC.migrations_dir, url)
         await seed_projections(dsn, args.providers, args.vouchers)
+        if args.settlement_only:
+            ok = await settlement(dsn, url, args, figures)
+            print(json.dumps(figures))
+            return 0 if ok else 1
 
         # ---- 1. single charges over HTTP: both servers up, their wrk runs alternated (the machine is shared:
         # load that comes and goes then falls on both alike)
@@ -483,21 +505,7 @@ async def run(args: argparse.Namespace) -> int:
                       f"{figures['csv_rss_peak_mib']:.0f} MiB ({figures['csv_rss_before_mib']:.0f} before)")
 
         # ---- 2. a settlement run
-        n = args.charges
-        t0 = time.perf_counter()
-        await seed_charges(dsn, n, args.settle_providers, args.vouchers)
-        print(f"seeded {n} accepted charges ({args.settle_providers} providers) in {time.perf_counter() - t0:.1f} s")
-        elapsed, made, check = await service_settlement(url)
-        ok &= check["ok"]
-        print(f"settlement, payments: {n} charges into {made} settlements in {elapsed:.2f} s = {n / elapsed:,.0f} "
-              f"charges/s; ledger check ok: {check['ok']}")
-        await seed_charges(dsn, n, args.settle_providers, args.vouchers)
-        raw = await raw_settlement(dsn)
-        print(f"settlement, raw SQL:  {n} charges in {raw:.2f} s = {n / raw:,.0f} charges/s")
-        figures.update(settle_charges=n, settle_providers=args.settle_providers, settle_seconds=round(elapsed, 3),
-                       settle_rate=round(n / elapsed), settle_raw_seconds=round(raw, 3), settle_raw_rate=round(n / raw),
-                       settle_ratio=round(raw / elapsed, 4), ledger_check_ok=check["ok"])
-        print(f"settlement: payments/raw {raw / elapsed:.1%}")
+        ok &= await settlement(dsn, url, args, figures)
         print(json.dumps(figures))
         return 0 if ok else 1
     finally:
@@ -510,6 +518,30 @@ async def run(args: argparse.Namespace) -> int:
             await delete_namespace(AMQP_URL, namespace, [f"{namespace}.sink", f"{namespace}.payments"])
         except Exception as exc:  # noqa: BLE001
             print(f"could not delete bus namespace {namespace}: {exc}", file=sys.stderr)
+
+
+async def settlement(dsn: str, url: str, args: argparse.Namespace, figures: dict) -> bool:
+    """A settlement run of ``--charges`` beside the raw SQL doing the same work, for each ``--settled-events``."""
+    ok, n = True, args.charges
+    for events in args.settled_events.split(","):
+        t0 = time.perf_counter()
+        await seed_charges(dsn, n, args.settle_providers, args.vouchers)
+        print(f"seeded {n} accepted charges ({args.settle_providers} providers) in {time.perf_counter() - t0:.1f} s")
+        elapsed, made, check = await service_settlement(url, events, args.settled_event_charges)
+        ok &= check["ok"]
+        what = f"SETTLED_EVENTS={events}, SETTLED_EVENT_CHARGES={args.settled_event_charges}"
+        print(f"settlement ({what}), payments: {n} charges into {made} settlements in {elapsed:.2f} s = "
+              f"{n / elapsed:,.0f} charges/s; ledger check ok: {check['ok']}")
+        await seed_charges(dsn, n, args.settle_providers, args.vouchers)
+        raw = await raw_settlement(dsn, events, args.settled_event_charges)
+        print(f"settlement ({what}), raw SQL:  {n} charges in {raw:.2f} s = {n / raw:,.0f} charges/s")
+        key = "settle" if events == args.settled_events.split(",")[0] else f"settle_{events}"
+        figures.update({"settle_charges": n, "settle_providers": args.settle_providers,
+                        f"{key}_events": events, f"{key}_seconds": round(elapsed, 3), f"{key}_rate": round(n / elapsed),
+                        f"{key}_raw_seconds": round(raw, 3), f"{key}_raw_rate": round(n / raw),
+                        f"{key}_ratio": round(raw / elapsed, 4), "ledger_check_ok": ok})
+        print(f"settlement ({what}): payments/raw {raw / elapsed:.1%}")
+    return ok
 
 
 async def bulk(base: str, args: argparse.Namespace, figures: dict, dsn: str) -> str | None:
@@ -622,6 +654,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vouchers", type=int, default=5000, help="vouchers the charges spread over")
     p.add_argument("--charges", type=int, default=200_000, help="accepted charges in the settlement run")
     p.add_argument("--settle-providers", type=int, default=50, help="providers the settled charges belong to")
+    p.add_argument("--settled-events", default="v2",
+                   help="payments' SETTLED_EVENTS for the run (v2, v1 or both; several, comma-separated, one run each)")
+    p.add_argument("--settled-event-charges", type=int, default=1000, help="payments' SETTLED_EVENT_CHARGES")
+    p.add_argument("--settlement-only", action="store_true", help="only the settlement run and its baseline")
     p.add_argument("--bulk-lines", type=int, default=10000)
     p.add_argument("--bulk-requests", type=int, default=5)
     p.add_argument("--csv-lines", type=int, default=100_000, help="lines of the streamed CSV file (0: skip)")

@@ -186,7 +186,7 @@ async def test_voucher_flow_across_all_four_services(system):  # noqa: ANN001
             ("http", "e2e:operator", "operator", "settlement.create", FUNDER),
             ("bus", "guest", "system", "fi.seteli.voucher.issued.v1", FUNDER),
             ("bus", "guest", "system", "fi.seteli.voucher.provider_chosen.v1", FUNDER)} <= await audit("payments")
-    assert ("bus", "guest", "system", "fi.seteli.charge.settled.v1", FUNDER) in await audit("reporting")
+    assert ("bus", "guest", "system", "fi.seteli.charge.settled.v2", FUNDER) in await audit("reporting")
     # the bus entries say which service published, as the broker vouched (user) and the envelope names it
     vouchers_trail = (await system.client("vouchers", headers=OPERATOR).get("/audit", params={"limit": 500})).json()["items"]
     assert any(e["actor"] == "guest:/seteli/registry" for e in vouchers_trail)

@@ -75,3 +75,33 @@ async def test_a_charge_heard_in_both_versions_counts_once(tmp_path):  # noqa: A
     one_each = await read_models_after(tmp_path, "v1", [*before, *v1(CHARGES)])
     both = await read_models_after(tmp_path, "both", [*before, *v1(CHARGES[:5]), v2(CHARGES), *v1(CHARGES[3:])])
     assert both == one_each
+
+
+async def test_on_postgresql_a_settlement_changes_only_what_it_settles(pg, tmp_path):  # noqa: ANN001
+    """On PostgreSQL a charge fact folded earlier is written back only in the columns a batch changes (one
+    ``UPDATE ... FROM unnest`` per set of columns): the read models equal SQLite's whole-row upserts, with the
+    acceptance, the v2 settlement, a repeat of it and a v1 repeat of one charge each in a batch of its own."""
+    url = await pg.create("reporting")
+    await upgrade_async(SPEC.migrations_dir, url)
+    before = month_before_settlement()
+    events = [*before, v2(CHARGES[:4]), v2(CHARGES[4:]), v2(CHARGES[:4]), *v1(CHARGES[2:3])]
+    expected = await read_models_after(tmp_path, "sqlite", events)
+    engine = make_engine(url)
+    try:
+        sessions = session_factory(engine)
+        for event in events:
+            env = Envelope.wrap(event, "payments")
+            async with sessions() as session, session.begin():
+                await BATCH_HANDLERS[env.type](session, [(env, event)])
+        got = {}
+        async with engine.connect() as conn:
+            for model in READ_MODELS:
+                t = model.__table__
+                got[t.name] = sorted(tuple(r) for r in (await conn.execute(sa.select(t))).all())
+            settled = (await conn.execute(sa.text(
+                "SELECT count(*), sum(gross_cents), sum(fee_cents) FROM reporting_charge WHERE settled_at IS NOT NULL "
+                "AND accepted_at IS NOT NULL AND amount_cents = gross_cents"))).one()
+    finally:
+        await engine.dispose()
+    assert got == expected
+    assert tuple(settled) == (len(CHARGES), sum(a for _, _, a in CHARGES), sum(a // 20 for _, _, a in CHARGES))

@@ -478,6 +478,10 @@ class ChargeAccepted(Event):
 
 
 class ChargeSettled(Event):
+    """Version 1 of ``charge.settled``: one event per settled charge. Payments publishes it only with
+    ``SETTLED_EVENTS=v1`` or ``both`` (the default is version 2, ``ChargesSettled``); consumers accept it until
+    2027-12-07 (docs/CONTRACT-CHANGELOG.md 1.4.0)."""
+
     event_name = "charge.settled"
     producer = "payments"
     charge_id: str
@@ -514,7 +518,9 @@ class ChargesSettled(Event):
     A consumer folds each charge listed as the ``ChargeSettled`` it stands for (``each()``), so a charge heard in
     both versions (the producer emits both while consumers move over) counts once where the fold is idempotent
     per charge, as reporting's is. The point is the bus: a month-end of a million charges is a few hundred
-    messages instead of a million (bench/README.md, ``charge_events.py``)."""
+    messages instead of a million (bench/README.md, ``charge_events.py``). Payments publishes it by default
+    (``SETTLED_EVENTS=v2``), in the settlement's transaction, at most ``SETTLED_EVENT_CHARGES`` (1,000) charges
+    an event: about 160 bytes a charge, so ~160 kB a message."""
 
     event_name = "charge.settled"
     version = 2

@@ -32,6 +32,14 @@ class PaymentsSettings(ServiceSettings):
     settlement_guarantee_margin_days: int = Field(default=2, ge=0)
     #: ``GET /settlements/at-risk``: unpaid charges with at most this many days left to their deadline
     settlement_at_risk_days: int = Field(default=3, ge=0)
+    #: what a settlement announces of its charges (``SETTLED_EVENTS``): ``v2`` one ``ChargesSettled``
+    #: (``charge.settled.v2``) per settlement, in chunks of ``SETTLED_EVENT_CHARGES`` charges; ``v1`` one
+    #: ``ChargeSettled`` per charge (as before); ``both`` each (the rollout: update reporting first, then switch
+    #: payments; README "Rolling updates")
+    settled_events: Literal["v2", "v1", "both"] = "v2"
+    #: at most this many charges in one ``charge.settled.v2`` (about 160 bytes a charge: 1,000 is ~160 kB of
+    #: body, well under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
+    settled_event_charges: int = Field(default=1000, ge=1, le=5000)
     #: the operator's account the payment files pay from (pain.001 debtor)
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"

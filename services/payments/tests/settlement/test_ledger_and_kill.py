@@ -192,7 +192,7 @@ def _free_port() -> int:
 def _start(url: str, amqp_url: str, namespace: str, log: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = dict(os.environ, DATABASE_URL=url, AMQP_URL=amqp_url, BUS_NAMESPACE=namespace, ENVIRONMENT="test",
-               RELAY_IDLE_SECONDS="0.05", LOG_LEVEL="WARNING")
+               RELAY_IDLE_SECONDS="0.05", LOG_LEVEL="WARNING", SETTLED_EVENT_CHARGES="4")
     proc = subprocess.Popen([str(BIN / "seteli-payments"), "serve", "--port", str(port)], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -273,15 +273,63 @@ async def test_a_settlement_run_killed_in_the_middle_and_run_again_settles_every
         assert await conn.fetchval("SELECT count(*) FROM payments_settlement") == 400
         assert await conn.fetchval("SELECT sum(charge_count) FROM payments_settlement") == n
         assert await conn.fetchval("SELECT count(*) FROM payments_ledger_transaction WHERE kind = 'settlement'") == 400
-        # the outbox holds each ChargeSettled once
-        settled_events = await conn.fetch("SELECT body FROM outbox WHERE routing_key = 'charge.settled.v1'")
-        charge_ids = [json.loads(b["body"])["data"]["charge_id"] for b in settled_events]
+        # the outbox lists each charge once in a ChargesSettled (v2, the default), at most 4 an event
+        # (SETTLED_EVENT_CHARGES): each settlement of 10 charges in 3 events; no v1 event
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'charge.settled.v1'") == 0
+        events = [json.loads(b["body"])["data"] for b in
+                  await conn.fetch("SELECT body FROM outbox WHERE routing_key = 'charge.settled.v2'")]
+        charge_ids = [c["charge_id"] for e in events for c in e["charges"]]
         assert len(charge_ids) == n and len(set(charge_ids)) == n
+        assert len(events) == 400 * 3 and max(len(e["charges"]) for e in events) == 4
+        gross = {r["id"]: r["gross_cents"] for r in await conn.fetch("SELECT id, gross_cents FROM payments_settlement")}
+        listed: dict[str, int] = {}
+        for e in events:
+            listed[e["settlement_id"]] = listed.get(e["settlement_id"], 0) + sum(c["gross_cents"] for c in e["charges"])
+        assert listed == gross
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key LIKE 'settlement.created%'") == 400
     finally:
         await conn.close()
     code, out = ledger_check_command(url)
     assert code == 0 and out["ok"], out
+
+
+@pytest.mark.parametrize("events", ["v1", "v2", "both"])
+async def test_a_settlement_announces_its_charges_as_the_setting_says(database, events):  # noqa: ANN001
+    """SETTLED_EVENTS: v1 one ChargeSettled a charge, v2 one ChargesSettled per settlement in chunks of at most
+    SETTLED_EVENT_CHARGES, both each; whatever the setting, each charge with its settlement's figures."""
+    url, n = database, 250
+    await seed(url, charges=n, providers=2, vouchers=40)
+    db = make_engine(url)
+    try:
+        async with unit_of_work(session_factory(db)) as session:
+            made = (await runs.settle(session, CLOCK, Decimal("0.05"), PayoutRules(), hold_back=False,
+                                      settled_events=events, settled_event_charges=100)).settlements
+    finally:
+        await db.dispose()
+    assert sorted(s.charge_count for s in made) == [125, 125]
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        rows = {r["id"]: r for r in await conn.fetch("SELECT id, settlement_id, amount_cents, fee_cents, net_cents "
+                                                     "FROM payments_charge")}
+        v1 = [json.loads(r["body"])["data"] for r in
+              await conn.fetch("SELECT body FROM outbox WHERE routing_key = 'charge.settled.v1'")]
+        v2 = [json.loads(r["body"])["data"] for r in
+              await conn.fetch("SELECT body FROM outbox WHERE routing_key = 'charge.settled.v2'")]
+    finally:
+        await conn.close()
+    assert len(v1) == (n if events in ("v1", "both") else 0)
+    assert len(v2) == (2 * 2 if events in ("v2", "both") else 0)  # 125 charges: 100 + 25
+    for e in v1:
+        r = rows[e["charge_id"]]
+        assert (e["settlement_id"], e["gross_cents"], e["fee_cents"], e["net_cents"]) == (
+            r["settlement_id"], r["amount_cents"], r["fee_cents"], r["net_cents"])
+    listed = [(e["settlement_id"], c) for e in v2 for c in e["charges"]]
+    assert len({c["charge_id"] for _, c in listed}) == len(listed) == (n if v2 else 0)
+    assert sorted(len(e["charges"]) for e in v2) == ([25, 25, 100, 100] if v2 else [])
+    for sid, c in listed:
+        r = rows[c["charge_id"]]
+        assert (sid, c["gross_cents"], c["fee_cents"], c["net_cents"]) == (
+            r["settlement_id"], r["amount_cents"], r["fee_cents"], r["net_cents"])
 
 
 async def _more_charges(url: str, prefix: str, charges: int, vouchers: int, providers: int) -> None:

@@ -236,6 +236,8 @@ class Batch:
     charges: dict[str, dict[str, Any]]
     vouchers: dict[str, dict[str, Any]]
     changed_charges: set[str] = field(default_factory=set)
+    #: each loaded charge fact as it was before the batch changed it (what ``write`` compares against)
+    charges_before: dict[str, dict[str, Any]] = field(default_factory=dict)
     changed_vouchers: set[str] = field(default_factory=set)
     cells: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     usage: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
@@ -258,6 +260,8 @@ class Batch:
     def charge(self, charge_id: str) -> dict[str, Any]:
         if charge_id not in self.charges:
             self.charges[charge_id] = {**_blank(ChargeFact), "charge_id": charge_id}
+        elif charge_id not in self.changed_charges and charge_id not in self.charges_before:
+            self.charges_before[charge_id] = dict(self.charges[charge_id])
         self.changed_charges.add(charge_id)
         return self.charges[charge_id]
 
@@ -521,7 +525,7 @@ class Batch:
     async def write(self, session: AsyncSession) -> None:
         self._voucher_sums()
         await self._clients(session)
-        await put_rows(session, ChargeFact, [self.charges[i] for i in sorted(self.changed_charges)], ["charge_id"])
+        await self._write_charges(session)
         await put_rows(session, VoucherFact, [self.vouchers[i] for i in sorted(self.changed_vouchers)], ["voucher_id"])
         await add_sums(session, CategoryMonth, _rows(self.cells, ("funder_id", "period", "category"), CELL_SUMS),
                        ["funder_id", "period", "category"], maxima=["worst_delay_seconds"])
@@ -536,6 +540,32 @@ class Batch:
         await self._write_choices(session)
         await self._write_members(session)
         await add_sums(session, FunderFigures, _rows(self.figures, ("funder_id",), FIGURE_SUMS), ["funder_id"])
+
+    async def _write_charges(self, session: AsyncSession) -> None:
+        """The changed charge facts: new ones whole (an upsert); on PostgreSQL a loaded one only in the columns
+        the batch changed, one ``UPDATE ... FROM unnest`` per set of columns (a settlement touches 4 of 20:
+        a fifth of the values to send; a fact that did not change is not written)."""
+        whole: list[dict[str, Any]] = []
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        pg = _pg(session)
+        for charge_id in sorted(self.changed_charges):
+            c, before = self.charges[charge_id], self.charges_before.get(charge_id)
+            if before is None or not pg:
+                whole.append(c)
+                continue
+            columns = tuple(n for n, v in c.items() if n != "charge_id" and before.get(n) != v)
+            if columns:
+                by_columns[columns].append(c)
+        await put_rows(session, ChargeFact, whole, ["charge_id"])
+        table = ChargeFact.__table__
+        for columns, rows in by_columns.items():
+            names = ["charge_id", *columns]
+            params = {f"c{i}": [r[n] for r in rows] for i, n in enumerate(names)}
+            arrays = ", ".join(f"CAST(:c{i} AS {_pg_array_type(table.c[n])})" for i, n in enumerate(names))
+            sets = ", ".join(f"{n} = x.{n}" for n in columns)
+            await session.execute(sa.text(
+                f"UPDATE {table.name} t SET {sets} FROM unnest({arrays}) AS x({', '.join(names)}) "
+                "WHERE t.charge_id = x.charge_id"), params)
 
     async def _write_choices(self, session: AsyncSession) -> None:
         """The choices, a switch with its voucher's client and age band when reporting knows the voucher's

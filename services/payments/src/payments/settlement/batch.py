@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared.db import WHOLE_RUN_STATEMENT_SECONDS
-from seteli_shared.events import ChargeSettled
+from seteli_shared.events import ChargeSettled, ChargesSettled, SettledCharge
 from seteli_shared.ids import new_id
 from seteli_shared.outbox import add_events, event_row, wake_relay_on_commit
 from seteli_shared.tracing import current_traceparent
@@ -37,15 +37,22 @@ _SENTINELS = ("@@settle-eid@@", "@@settle-cid@@", "@@settle-vid@@", 7777777701, 
 class SettlementBatch:
     """The charges of one settlement run, in the run's transaction: taken (``FOR UPDATE SKIP LOCKED``),
     then handed out one (funder, provider) group at a time, in (accepted_at, id) order; each group the
-    caller settles (``settled``) gets its charges updated and one ``ChargeSettled`` outbox row per charge.
+    caller settles (``settled``) gets its charges updated and its outbox rows: ``events`` ``v2`` (the default) one
+    ``ChargesSettled`` per settlement, split into chunks of at most ``per_event`` charges; ``v1`` one
+    ``ChargeSettled`` per charge; ``both`` both (while consumers move over to v2).
 
     On PostgreSQL the charges are copied into a temporary table once and read group by group (memory
     stays one group's), the fees go in with ``COPY`` and one ``UPDATE ... FROM`` at the end, and the
     events with ``COPY`` (each body the one ``Envelope.wrap`` makes, formatted from a template made by it
     per settlement and category). Elsewhere (SQLite) the same rows go in with ordinary statements."""
 
-    def __init__(self, session: AsyncSession, now: datetime):
+    def __init__(self, session: AsyncSession, now: datetime, *, events: str = "v2", per_event: int = 1000):
+        if events not in ("v1", "v2", "both"):
+            raise ValueError(f"settled events {events!r}: v1, v2 or both")
+        if not 1 <= per_event <= 5000:
+            raise ValueError(f"charges per settled event {per_event}: 1 to 5,000")
         self.session, self.now = session, now
+        self.v1, self.v2, self.per_event = events in ("v1", "both"), events in ("v2", "both"), per_event
         self.pg = None
         self._rows: list | None = None
         self._fees: list[tuple[str, str, int]] = []
@@ -116,16 +123,42 @@ class SettlementBatch:
                     status=domain.SETTLED, settlement_id=settlement_id, fee_cents=bindparam("fee"),
                     net_cents=bindparam("net")),
                 [{"cid": c.id, "fee": fee, "net": c.amount_cents - fee} for c, fee in zip(charges, fees)])
-            await add_events(self.session, [ChargeSettled(
-                charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
-                provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
-                net_cents=c.amount_cents - fee, settled_at=self.now) for c, fee in zip(charges, fees)], SOURCE)
+            if self.v1:
+                await add_events(self.session, [ChargeSettled(
+                    charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
+                    provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
+                    net_cents=c.amount_cents - fee, settled_at=self.now) for c, fee in zip(charges, fees)], SOURCE)
+            if self.v2:
+                await add_events(self.session, self._v2(settlement_id, funder_id, provider_id, charges, fees), SOURCE)
             return
         self._fees.extend((c.id, settlement_id, fee) for c, fee in zip(charges, fees))
         if len(self._fees) >= 50_000:
             await self._flush_fees()
-        templates: dict[str, tuple[str, str, datetime] | None] = {}
         traceparent = current_traceparent()  # the run's span (None when tracing is off)
+        rows = self._v1_rows(settlement_id, funder_id, provider_id, charges, fees, traceparent) if self.v1 else []
+        if self.v2:
+            for event in self._v2(settlement_id, funder_id, provider_id, charges, fees):
+                _env, row = event_row(event, SOURCE)
+                rows.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0, traceparent))
+        await self.pg.copy_records_to_table("outbox", records=rows, columns=[
+            "message_id", "routing_key", "body", "created_at", "attempts", "traceparent"])
+        wake_relay_on_commit(self.session)
+
+    def _v2(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+            fees: list[int]) -> list[ChargesSettled]:
+        """The settlement's ``ChargesSettled``: its charges in order, at most ``per_event`` in one event (each
+        charge's part built without validating again: its values are the database's, validated when charged)."""
+        listed = [SettledCharge.model_construct(charge_id=c.id, voucher_id=c.voucher_id, category=c.category,
+                                                gross_cents=c.amount_cents, fee_cents=fee,
+                                                net_cents=c.amount_cents - fee) for c, fee in zip(charges, fees)]
+        return [ChargesSettled(settlement_id=settlement_id, funder_id=funder_id, provider_id=provider_id,
+                               settled_at=self.now, charges=listed[i:i + self.per_event])
+                for i in range(0, len(listed), self.per_event)]
+
+    def _v1_rows(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+                 fees: list[int], traceparent: str | None) -> list[tuple]:
+        """One ``ChargeSettled`` outbox row per charge, each body formatted from a template per category."""
+        templates: dict[str, tuple[str, str, datetime] | None] = {}
         rows = []
         for c, fee in zip(charges, fees):
             if c.category not in templates:
@@ -142,9 +175,7 @@ class SettlementBatch:
             eid = new_id()
             rows.append((eid, key, fmt % (eid, _json_text(c.id), _json_text(c.voucher_id), c.amount_cents, fee,
                                           c.amount_cents - fee), at, 0, traceparent))
-        await self.pg.copy_records_to_table("outbox", records=rows, columns=[
-            "message_id", "routing_key", "body", "created_at", "attempts", "traceparent"])
-        wake_relay_on_commit(self.session)
+        return rows
 
     def _template(self, settlement_id: str, funder_id: str, provider_id: str,
                   category: str) -> tuple[str, str, datetime] | None:

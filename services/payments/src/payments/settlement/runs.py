@@ -68,7 +68,9 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
     wait unless the guarantee is due; without it (an operator's run) everything accepted is settled."""
     async with progress.track(sessions, "settlement_run"), unit_of_work(sessions) as session:
         result = await settle(session, clock, settings.operator_fee_rate, rules_of(settings), hold_back=hold_back,
-                              banking=banking_days.calendar(settings.bank_holiday_countries))
+                              banking=banking_days.calendar(settings.bank_holiday_countries),
+                              settled_events=settings.settled_events,
+                              settled_event_charges=settings.settled_event_charges)
         if hold_back and settings.recovery_after_days:
             result.claims = await recovery.claim_overdue(session, clock, principal, settings.recovery_after_days,
                                                         settings.recovery_payment_days, settings.payer_iban)
@@ -81,14 +83,15 @@ async def run_settlements(sessions: Sessions, clock: Clock, principal: Principal
 
 
 async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal, rules: settlement.PayoutRules,
-                 *, hold_back: bool, banking: banking_days.BankingCalendar | None = None) -> RunResult:
+                 *, hold_back: bool, banking: banking_days.BankingCalendar | None = None,
+                 settled_events: str = "v2", settled_event_charges: int = 1000) -> RunResult:
     now, today = clock.now(), clock.today()
     execution_of = (banking or banking_days.calendar()).next_banking_day
     run = SettlementRun(id=new_id(settlement.bank_id), kind=settlement.DAILY if hold_back else settlement.MANUAL,
                         run_date=today,
                         created_at=now, settlement_count=0, gross_cents=0, fee_cents=0, net_cents=0, held_back_count=0)
     result = RunResult(run)
-    async with SettlementBatch(session, now) as batch:
+    async with SettlementBatch(session, now, events=settled_events, per_event=settled_event_charges) as batch:
         await progress.set_total(await batch.count())  # charges to settle (GET /jobs/{id})
         known_rates = await fee_rates(session, await batch.funders())
         payees: dict[str, ProviderView] | None = None
