@@ -61,6 +61,8 @@ PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) re
 current_delivery: ContextVar[AbstractIncomingMessage | None] = ContextVar("current_delivery", default=None)
 #: the consumer handling it (its ``bus.settings`` are the service's settings)
 current_consumer: ContextVar["Consumer | None"] = ContextVar("current_consumer", default=None)
+#: the AMQP messages of the run a batch handler is handling, in the order of its items
+current_run: ContextVar[list[AbstractIncomingMessage]] = ContextVar("current_run", default=[])
 
 
 @dataclass
@@ -391,6 +393,7 @@ class Consumer:
             j = i
             while j < len(todo) and todo[j].envelope.type == p.envelope.type:
                 j += 1  # a run of the same type, in delivery order
+            current_run.set([q.message for q in todo[i:j]])
             await batch_handler(session, [(q.envelope, q.event) for q in todo[i:j]])
             i = j
 
