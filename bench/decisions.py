@@ -32,8 +32,12 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import urlparse
 
-import aio_pika
-import asyncpg
+# run as a script, this folder is first on sys.path, and its payments.py, reporting.py... would stand in for the
+# services' packages of the same names (the namespace's clean-up imports every service's app)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import aio_pika  # noqa: E402
+import asyncpg  # noqa: E402
 import sqlalchemy as sa
 from aio_pika import DeliveryMode, Message
 
