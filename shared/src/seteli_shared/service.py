@@ -163,7 +163,7 @@ class Runtime:
                 contracts=extra.contracts,
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
-                batch_bytes=self.settings.consumer_batch_bytes,
+                batch_bytes=self.settings.consumer_batch_bytes, batch_wait=self.settings.consumer_batch_wait_seconds,
                 delivery_limit=self.settings.delivery_limit, audit=extra.audit, tracer=self.tracer,
             )
             await consumer.start()
