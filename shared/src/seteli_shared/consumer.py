@@ -49,8 +49,9 @@ from .privacy import REASON, find_in, json_strings_cannot_hold_code, text_cannot
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
-#: handles a run of events of one type in one call (one statement for many effects); it must not
-#: record outgoing events, whose correlation would be ambiguous
+#: handles a run of events of one type in one call (one statement for many effects); an outgoing event it
+#: records must be made after ``bind_correlation`` of the item it answers (as ``vouchers.decisions.on_decisions``
+#: does), else its correlation is ambiguous; the run's AMQP messages are in ``current_run``
 BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
