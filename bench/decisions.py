@@ -26,14 +26,17 @@ import secrets
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import urlparse
 
-import aio_pika
-import asyncpg
+# run as a script, this folder is first on sys.path, and its payments.py, reporting.py... would stand in for the
+# services' packages of the same names (the namespace's clean-up imports every service's app)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import aio_pika  # noqa: E402
+import asyncpg  # noqa: E402
 import sqlalchemy as sa
 from aio_pika import DeliveryMode, Message
 
@@ -41,6 +44,7 @@ from seteli_shared import broker
 from seteli_shared.db import unit_of_work
 from seteli_shared.decisions import DECISION_TYPE
 from seteli_shared.events import Envelope, FunderRegistered
+from seteli_shared.ids import new_id  # a uuid4 the privacy guard passes (a random one looks like a code 1 in 2,800)
 from seteli_shared.messaging import OutboxMessage
 from seteli_shared.testing import delete_namespace
 
@@ -58,7 +62,7 @@ def decision_bodies(n: int) -> list[bytes]:
                 "client_ref": f"asiakas-{i:07d}", "category": "home_care", "units_per_period": "20",
                 "period": "month", "value_per_unit_cents": 2500, "valid_from": (today - timedelta(days=1)).isoformat(),
                 "valid_until": (today + timedelta(days=300)).isoformat()}
-        out.append(json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/funder-091/case-system",
+        out.append(json.dumps({"specversion": "1.0", "id": new_id(), "source": "/funder-091/case-system",
                                "type": DECISION_TYPE, "time": datetime.now(timezone.utc).isoformat(),
                                "data": data}).encode())
     return out
@@ -67,7 +71,7 @@ def decision_bodies(n: int) -> list[bytes]:
 async def publish_all(exchange, bodies: list[bytes], routing_key: str, window: int, **props) -> None:  # noqa: ANN001, ANN003
     for lo in range(0, len(bodies), window):
         await asyncio.gather(*(exchange.publish(
-            Message(b, delivery_mode=DeliveryMode.PERSISTENT, message_id=str(uuid.uuid4()), **props),
+            Message(b, delivery_mode=DeliveryMode.PERSISTENT, message_id=new_id(), **props),
             routing_key, mandatory=True, timeout=30) for b in bodies[lo:lo + window]))
 
 

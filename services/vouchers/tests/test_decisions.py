@@ -440,3 +440,92 @@ async def test_the_sample_publisher_publishes_and_prints_the_reply(bus):  # noqa
     assert reply["data"]["client_login_code"]
     [v] = await bus.vouchers()
     assert v.decision_ref == ref
+
+
+# ------------------------------------------------------------------ a run of decisions at once
+def _mixed(refs: dict[str, str]) -> list[dict]:
+    """New, repeated, amended, stale, revoked, refused by the rules, refused for a personal identity code, the
+    very same message twice: the decisions of ``refs`` A..E, in the order a case system sends them."""
+    today = date.today()
+    a1 = decision(ref=refs["A"])
+    return [
+        a1,
+        a1,  # the very same message again: the inbox drops it
+        a1 | {"id": str(uuid.uuid4())},  # the same decision as a new message: repeated
+        decision(ref=refs["A"], version=2, units_per_period="30", value_per_unit_cents=2700),  # amended
+        a1 | {"id": str(uuid.uuid4())},  # version 1 after 2: stale
+        decision(ref=refs["B"]),  # new
+        decision(ref=refs["B"], version=2, action="revoke"),  # revoked in the same run
+        decision(funder="092", ref=refs["C"]),  # another funder's decision from 091's system: funder_mismatch
+        decision(ref=refs["D"], valid_from=(today - timedelta(days=800)).isoformat()),  # invalid validity
+        decision(ref=refs["F"], client_ref=HETU),  # a personal identity code: dead-lettered, answered
+        decision(ref=refs["E"]),  # new, after the refused ones
+    ]
+
+
+def _outcome(reply: dict) -> tuple:
+    d = reply["data"]
+    return (reply["type"], d.get("outcome"), d.get("reason"), d.get("decision_version"), d.get("status"),
+            bool(d.get("client_login_code")))
+
+
+async def _state(bus, refs: dict[str, str]) -> dict:  # noqa: ANN001
+    by_ref = {v.decision_ref: v for v in await bus.vouchers()}
+    vouchers = {name: (v.status, v.decision_version, v.units_per_period_x100, v.value_per_unit_cents)
+                for name, ref in refs.items() if (v := by_ref.get(ref)) is not None}
+    events = {}
+    for key in ("voucher.issued.v1", "voucher.amended.v1", "voucher.revoked.v1"):
+        names = {ref: name for name, ref in refs.items()}
+        events[key] = sorted(names[e["data"]["decision_ref"]] for e in await bus.outbox(key)
+                             if e["data"]["decision_ref"] in names)
+    return {"vouchers": vouchers, "events": events}
+
+
+async def test_a_run_of_mixed_decisions_has_the_outcome_of_one_at_a_time(bus):  # noqa: ANN001
+    """The same decisions once one at a time (each reply awaited) and once as one run of the consumer
+    (``on_decisions``): every decision gets the same answer, the vouchers and their events are the same;
+    two decisions of one voucher in the run are applied in their order."""
+    consumer = bus.app.state.runtime.extra_consumers[0]
+    runs: list[int] = []
+    fold = consumer.batch_handlers[DECISION_TYPE]
+
+    async def counted(session, items):  # noqa: ANN001, ANN202
+        runs.append(len(items))
+        await fold(session, items)
+
+    consumer.batch_handlers[DECISION_TYPE] = counted
+
+    one_refs = {k: f"ONE-{k}-{uuid.uuid4().hex[:8]}" for k in "ABCDEF"}
+    one_msgs = _mixed(one_refs)
+    one: list[tuple] = []
+    for i, m in enumerate(one_msgs):
+        await bus.publish(m)
+        if i != 1:  # the very same message again has no answer
+            one.append(_outcome(await bus.reply()))
+    assert await bus.no_more_replies(wait=0.5)
+    assert max(runs) == 1, "one at a time"
+    one_state = await _state(bus, one_refs)
+
+    runs.clear()
+    consumer.batch_wait = 3.0  # the run's messages join one batch
+    run_refs = {k: f"RUN-{k}-{uuid.uuid4().hex[:8]}" for k in "ABCDEF"}
+    run_msgs = _mixed(run_refs)
+    for m in run_msgs:
+        await bus.publish(m)
+    replies = [await bus.reply() for _ in range(len(run_msgs) - 1)]
+    assert await bus.no_more_replies(wait=0.5)
+    consumer.batch_wait = 0.0
+    assert runs == [len(run_msgs) - 2], "one run: all but the duplicate message and the refused one"
+    # each reply to its decision (the refused one is answered before the run is applied)
+    position = {m["id"]: i for i, m in reversed(list(enumerate(run_msgs)))}
+    by_position = sorted(replies, key=lambda r: position[r["causationid"]])
+    assert [_outcome(r) for r in by_position] == one
+    assert [r["data"].get("outcome") or r["data"].get("reason") for r in by_position] == [
+        "issued", "repeated", "amended", "stale_version", "issued", "revoked", "funder_mismatch",
+        "invalid_validity", "personal_identity_code", "issued"]
+    assert await _state(bus, run_refs) == one_state
+    assert one_state["vouchers"]["A"][1:3] == (2, 3000) and one_state["vouchers"]["B"][0] == "revoked"
+    assert set(one_state["vouchers"]) == {"A", "B", "E"}
+    # the run's replies left in delivery order (the outbox's order), the refused one's first
+    ordered = [position[r["causationid"]] for r in replies]
+    assert ordered[1:] == sorted(ordered[1:]) and ordered[0] == 9

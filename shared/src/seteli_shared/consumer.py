@@ -49,8 +49,9 @@ from .privacy import REASON, find_in, json_strings_cannot_hold_code, text_cannot
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
-#: handles a run of events of one type in one call (one statement for many effects); it must not
-#: record outgoing events, whose correlation would be ambiguous
+#: handles a run of events of one type in one call (one statement for many effects); an outgoing event it
+#: records must be made after ``bind_correlation`` of the item it answers (as ``vouchers.decisions.on_decisions``
+#: does), else its correlation is ambiguous; the run's AMQP messages are in ``current_run``
 BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Event]]], Awaitable[None]]
 REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
@@ -61,6 +62,8 @@ PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) re
 current_delivery: ContextVar[AbstractIncomingMessage | None] = ContextVar("current_delivery", default=None)
 #: the consumer handling it (its ``bus.settings`` are the service's settings)
 current_consumer: ContextVar["Consumer | None"] = ContextVar("current_consumer", default=None)
+#: the AMQP messages of the run a batch handler is handling, in the order of its items
+current_run: ContextVar[list[AbstractIncomingMessage]] = ContextVar("current_run", default=[])
 
 
 @dataclass
@@ -391,6 +394,7 @@ class Consumer:
             j = i
             while j < len(todo) and todo[j].envelope.type == p.envelope.type:
                 j += 1  # a run of the same type, in delivery order
+            current_run.set([q.message for q in todo[i:j]])
             await batch_handler(session, [(q.envelope, q.event) for q in todo[i:j]])
             i = j
 

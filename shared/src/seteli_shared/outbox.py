@@ -103,6 +103,12 @@ async def add_message(session: AsyncSession, env: Envelope, exchange: str, routi
     return env
 
 
+def message_row(env: Envelope, exchange: str, routing_key: str) -> dict:
+    """The outbox row ``add_message`` inserts, for a caller that inserts many rows in one statement (it must
+    then call ``wake_relay_on_commit(session)``)."""
+    return _row(env, f"{exchange}{EXCHANGE_SEPARATOR}{routing_key}")
+
+
 async def add_events(session: AsyncSession, events: list[Event], source: str) -> list[Envelope]:
     """Record many events in one statement (bulk work: a settlement run, a batch of charges)."""
     envs = [Envelope.wrap(e, source) for e in events]

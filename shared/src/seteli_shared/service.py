@@ -61,6 +61,9 @@ class ConsumerSpec:
     whole_message_privacy: bool = True
     #: record each message in the audit trail as the consumer takes it (else the handlers record)
     audit: bool = False
+    #: message type -> handler of a run of such messages in one call (``consumer.BatchHandler``; the run's
+    #: AMQP messages in ``consumer.current_run``)
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
 
     def queue(self, namespace: str, service: str) -> str:
         return f"{namespace}.{service}.{self.name}"
@@ -156,10 +159,11 @@ class Runtime:
         for extra in self.spec.extra_consumers:
             consumer = Consumer(
                 self.bus, self.sessions, extra.queue(self.settings.bus_namespace, self.spec.name), extra.handlers,
-                bind_keys=extra.bind_keys, exchange=extra.exchange, contracts=extra.contracts,
+                bind_keys=extra.bind_keys, batch_handlers=extra.batch_handlers, exchange=extra.exchange,
+                contracts=extra.contracts,
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
-                batch_bytes=self.settings.consumer_batch_bytes,
+                batch_bytes=self.settings.consumer_batch_bytes, batch_wait=self.settings.consumer_batch_wait_seconds,
                 delivery_limit=self.settings.delivery_limit, audit=extra.audit, tracer=self.tracer,
             )
             await consumer.start()
