@@ -73,6 +73,8 @@ import aio_pika  # noqa: E402
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+
 from seteli_shared import broker  # noqa: E402
 from seteli_shared.auth import mint  # noqa: E402
 from seteli_shared.devtools import random_business_id  # noqa: E402
@@ -103,8 +105,17 @@ charge_events = _load("charge_events")  # its raw aio-pika baseline and its cons
 bench_payments = _load("payments")  # its raw-SQL settlement
 
 
+#: the long stages' progress bars (drawn live on a terminal; on a pipe or in a log only the start and end lines
+#: below are written, each with its counts)
+PROGRESS = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    auto_refresh=True, transient=False)
+
+
 def say(text: str) -> None:
-    print(text, flush=True)
+    if PROGRESS.live.is_started:
+        PROGRESS.console.print(text, markup=False, highlight=False)
+    else:
+        print(text, flush=True)
 
 
 def free_port() -> int:
@@ -352,6 +363,11 @@ class Run:
         say(f"[{s.end:7.1f} s] {name}: {items:,} {unit} in {s.seconds:.1f} s = {s.rate:,.0f}/s{ratio}"
             + (f" ({note})" if note else ""))
         return s
+
+    def begin(self, name: str, items: int, unit: str = "items") -> object:
+        """A long stage starts: logged with what it expects, and a progress bar of its own."""
+        say(f"[{self.now():7.1f} s] {name}: started, {items:,} {unit} expected")
+        return PROGRESS.add_task(name, total=items)
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks[name] = bool(ok)
@@ -601,7 +617,7 @@ async def raw_copy(system: System, by_provider: dict[int, list[Line]]) -> float:
 
 
 async def intake(run: Run, system: System, providers: list[dict], by_provider: dict[int, list[Line]],
-                 parallel: int) -> dict[str, str]:
+                 parallel: int, task: object = None) -> dict[str, str]:
     """Every provider's file uploaded, ``parallel`` at a time; a lost answer (a service or database restarting)
     is sent again, as a billing system would: the lines charged already come back ``repeated``."""
     outcome: dict[str, str] = {}  # provider reference -> accepted/repeated or the refusal's reason
@@ -621,6 +637,8 @@ async def intake(run: Run, system: System, providers: list[dict], by_provider: d
                                    lambda: c.post("/charges/bulk", content=body, headers=headers), attempts=300)
             for res in r.json()["results"]:
                 outcome[res["provider_reference"]] = res["status"] if res["status"] != "refused" else res["reason"]
+            if task is not None:
+                PROGRESS.advance(task, len(lines))
         await asyncio.gather(*(upload(p) for p in providers))
     return outcome
 
@@ -634,8 +652,10 @@ async def figures(system: System) -> dict:
         return r.json()
 
 
-async def caught_up(system: System, key: str, wanted: int) -> bool:
+async def caught_up(system: System, key: str, wanted: int, task: object = None) -> bool:
     f = await figures(system)
+    if task is not None:
+        PROGRESS.update(task, completed=min(f[key], wanted))
     if f[key] < wanted:
         return False
     # (settlement notices to providers without a queue wait in the outbox, parked: not the events' backlog)
@@ -914,10 +934,12 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     if a.faults:
         window = max(30.0, n_charges / 1500)  # about the peak's length: intake and the consumers' backlog
         fault_tasks = Faults(run, system, rng, window).tasks()
-    outcome = await intake(run, system, providers, by_provider, a.parallel)
+    outcome = await intake(run, system, providers, by_provider, a.parallel,
+                           run.begin("intake: bulk CSV + JSON uploads", len(good) + len(bad), "lines"))
+    accepted_task = run.begin("accepted events: relay -> vouchers + reporting", len(good), "charges")
     run.stage("intake: bulk CSV + JSON uploads", len(good) + len(bad), start, raw_intake, unit="lines",
               note=f"{a.parallel} in parallel; raw = COPY of the same lines")
-    await until("reporting to hold every accepted charge", lambda: caught_up(system, "charges_accepted", len(good)),
+    await until("reporting to hold every accepted charge", lambda: caught_up(system, "charges_accepted", len(good), accepted_task),
                 a.timeout)
     run.stage("accepted events: relay -> vouchers + reporting", len(good), start, raw_events, unit="charges",
               note="from the first upload; raw = aio-pika publish+consume")
@@ -927,13 +949,33 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     # ---- settlement
     raw_settle = await raw_settlement_rate(system, len(good))
     t = settle_start = run.now()
+    settle_task = run.begin("settlement run (POST /settlement-runs)", len(good), "charges")
     async with httpx.AsyncClient(base_url=system.urls["payments"], timeout=3600, headers=OPERATOR) as c:
-        await retrying("settlement run", lambda: c.post("/settlement-runs"), attempts=60)
+        job_id = str(uuid.uuid4())  # the X-Correlation-ID (a UUID) names the run's progress row
+
+        async def follow() -> None:  # the run's progress resource (GET /jobs/{id}) while its request runs
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    r = await c.get(f"/jobs/{job_id}")
+                    if r.status_code == 200:
+                        PROGRESS.update(settle_task, completed=r.json()["done"])
+                except httpx.HTTPError:
+                    pass
+        follower = asyncio.create_task(follow())
+        try:
+            await retrying("settlement run", lambda: c.post("/settlement-runs", headers={"X-Correlation-ID": job_id}),
+                           attempts=60)
+        finally:
+            follower.cancel()
         settlements = await pages(c, "/settlements", OPERATOR)
+        PROGRESS.update(settle_task, completed=sum(s["charge_count"] for s in settlements))
     settled_count = sum(s["charge_count"] for s in settlements)
     run.stage("settlement run (POST /settlement-runs)", settled_count, t, raw_settle, unit="charges",
               note="raw = the same work in SQL, rolled back")
-    await until("reporting to hold every settled charge", lambda: caught_up(system, "charges_settled", len(good)),
+    settled_task = run.begin("settled events: relay -> vouchers + reporting", settled_count, "charges")
+    await until("reporting to hold every settled charge",
+                lambda: caught_up(system, "charges_settled", len(good), settled_task),
                 a.timeout)
     run.stage("settled events: relay -> vouchers + reporting", settled_count, t, raw_events, unit="charges",
               note="from the run's start; raw = aio-pika publish+consume")
@@ -1109,7 +1151,8 @@ async def main(argv: list[str] | None = None) -> int:
     failed = None
     try:
         await system.start()
-        await month(run, system, rng)
+        with PROGRESS:
+            await month(run, system, rng)
     except Exception as exc:  # noqa: BLE001 (reported, then everything is removed)
         failed = exc
         import traceback

@@ -47,6 +47,10 @@ def test_a_small_month_end_balances_to_the_cent(tmp_path):  # noqa: ANN001
     assert result["bad_lines"] > 0 and sum(result["refused"].values()) == result["bad_lines"]
     assert result["notices_queue"] > 0 and result["notices_webhook"] > 0, "both ways of receiving notices used"
     assert (tmp_path / "month-end.md").read_text().count("|") > 20 and (tmp_path / "month-end.png").stat().st_size
+    # the long stages are visible: each logged when it starts (with what it expects) and when it ends (counts)
+    for stage in ("intake: bulk CSV + JSON uploads", "settlement run (POST /settlement-runs)",
+                  "settled events: relay -> vouchers + reporting"):
+        assert f"{stage}: started, " in text and f"{stage}: " in text.split(f"{stage}: started, ", 1)[1], stage
 
 
 @pytest.mark.skipif(rabbitnodes.available() is not None, reason=str(rabbitnodes.available()))
