@@ -264,7 +264,10 @@ class System:
         self.procs[name] = subprocess.Popen([str(BIN / f"seteli-{name}"), "serve", "--port", str(self.ports[name])],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    async def ready(self, names: list[str], timeout: float) -> None:
+    async def ready(self, names: list[str], timeout: float, restart: bool = False) -> None:
+        """Each service answering its readiness probe. ``restart``: a process that exits meanwhile is started
+        again, as a kubelet's restart policy would (a service restarted while PostgreSQL restarts exits at
+        startup, "the database system is shutting down")."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as c:
             for name in names:
@@ -275,7 +278,11 @@ class System:
                     except httpx.HTTPError:
                         pass
                     if self.procs[name].poll() is not None:
-                        raise RuntimeError(f"{name} stopped: see {self.workdir / (name + '.log')}")
+                        if not restart:
+                            raise RuntimeError(f"{name} stopped: see {self.workdir / (name + '.log')}")
+                        say(f"  {name} exited (code {self.procs[name].returncode}) while recovering: started again")
+                        await asyncio.sleep(1.0)
+                        self.launch(name)
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{name} not ready after {timeout:.0f} s: see {self.workdir}/{name}.log")
                     await asyncio.sleep(0.2)
@@ -785,7 +792,7 @@ class Faults:
         self.broker_seconds = max(5.0, 60.0 * run.args.scale)
 
     async def _recovered(self, names: list[str]) -> None:
-        await self.system.ready(names, 600)
+        await self.system.ready(names, 600, restart=True)
 
     async def kill(self, name: str, at: float) -> None:
         await asyncio.sleep(at)

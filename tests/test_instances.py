@@ -220,9 +220,13 @@ async def test_charges_through_two_instances_take_effect_once_though_a_consumer_
     try:
         async with fleet.client("payments", headers=charger) as payments:
             async def charge(i: int) -> str:
-                r = await payments.post("/charges", json={
-                    "voucher_id": w["voucher_id"], "provider_reference": f"scale-{i}", "units": "1",
-                    "service_date": w["today"].isoformat(), "unit_price_cents": PRICE})
+                for _ in range(100):  # until payments has heard of the client's choice (an event: eventually)
+                    r = await payments.post("/charges", json={
+                        "voucher_id": w["voucher_id"], "provider_reference": f"scale-{i}", "units": "1",
+                        "service_date": w["today"].isoformat(), "unit_price_cents": PRICE})
+                    if not (r.status_code == 422 and r.json()["error"]["reason"] == "provider_not_chosen"):
+                        break
+                    await asyncio.sleep(0.1)
                 assert r.status_code == 201, r.text
                 return r.json()["id"]
 

@@ -683,8 +683,9 @@ class PodFileSystem:
     def _possible(self) -> bool:
         if os.geteuid() != 0 or not shutil.which("unshare"):
             return False
-        probe = subprocess.run(self.command(["sh", "-c", "! touch /mnt/x 2>/dev/null && touch /tmp/x var/x"]),
-                               capture_output=True, timeout=30)
+        # (and the interpreter still there: a checkout under /tmp is hidden by the pod's tmpfs on /tmp)
+        probe = subprocess.run(self.command(["sh", "-c", "! touch /mnt/x 2>/dev/null && touch /tmp/x var/x && "
+                                             f"test -x '{sys.executable}'"]), capture_output=True, timeout=30)
         return probe.returncode == 0
 
     def command(self, argv: list[str]) -> list[str]:

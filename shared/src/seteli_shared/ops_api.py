@@ -13,7 +13,7 @@ from . import audit
 from .auth import Principal, Role, require
 from .db import unit_of_work
 from .deadletters import DeadLetter, DeadLetterError, DeadLetters, Filter
-from .schemas import RequestModel
+from .schemas import Count, RequestModel
 from .web import error_responses
 
 router = APIRouter(tags=["operations"])
@@ -66,7 +66,7 @@ class DeadLetterList(BaseModel):
 @router.get("/ops/dead-letters", response_model=DeadLetterList, responses=error_responses(401, 403, 404))
 async def list_dead_letters(request: Request, _principal: Operator, queue: QueueFilter = None,
                             type: TypeFilter = None, reason: ReasonFilter = None,  # noqa: A002
-                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> DeadLetterList:
+                            limit: Annotated[Count, Query(ge=1, le=1000)] = 100) -> DeadLetterList:
     """The service's dead-letter queues with their counts, and the dead letters (oldest first) matching the
     filter. Reading leaves them where they are."""
     letters = dead_letters_of(request)
