@@ -2,10 +2,14 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run scale cluster test bootstrap month-end bench bench-bus bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
+.PHONY: wrk run scale cluster test bootstrap month-end bench bench-bus bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
 
 bootstrap:
 	@./scripts/bootstrap.sh
+
+# the HTTP load generator of the benchmarks (Debian's wrk), installed when missing
+wrk:
+	@./scripts/install_wrk.sh
 
 run: bootstrap
 	@.venv/bin/python scripts/run_all.py
@@ -23,20 +27,20 @@ test: bootstrap
 
 # issue 19 item 5's three ratios (single POST /charges with the whole system, a streamed 100,000-line CSV, a settlement
 # of 1,000,000 charges), each against its raw baseline in the same run (bench/speed.py; ARGS="--quick" for a smoke run)
-bench: bootstrap
+bench: bootstrap wrk
 	@.venv/bin/python bench/speed.py $(ARGS)
 
 # the bus against raw aio-pika (bench/bus_pipeline.py)
 bench-bus: bootstrap
 	@.venv/bin/python bench/bus_pipeline.py
 
-bench-comparison: bootstrap
+bench-comparison: bootstrap wrk
 	@.venv/bin/python bench/comparison.py
 
 bench-decisions: bootstrap
 	@.venv/bin/python bench/decisions.py
 
-bench-payments: bootstrap
+bench-payments: bootstrap wrk
 	@.venv/bin/python bench/payments.py
 
 bench-reporting: bootstrap
