@@ -3,31 +3,21 @@ projection on a table of a service's shape in a real PostgreSQL database, whatev
 events arrive in and however often."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from seteli_shared.approvals import (APPROVED, REVOKED, SUSPENDED, ApprovalProjection, ApprovalState, LifeCycleChange,
-                                     apply_approved, apply_change, state_of)
+from seteli_shared.approvals import (APPROVED, REVOKED, SUSPENDED, ApprovalProjection, ApprovalState, apply_approved,
+                                     apply_change, state_of)
 from seteli_shared.db import make_engine, session_factory, unit_of_work
 from seteli_shared.events import Envelope, ProviderApproved, ProviderReinstated, ProviderRevoked, ProviderSuspended
 from seteli_shared.messaging import UTCDateTime
+from seteli_shared.testing import APPROVAL_T0 as T0
+from seteli_shared.testing import approval_after as fold
+from seteli_shared.testing import approval_change as change
 
-T0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
 APPROVAL = ApprovalState(approval_id="a1", approved_at=T0)
-
-
-def change(status: str, hours: int, effective_from: date | None = date(2026, 11, 15)) -> LifeCycleChange:
-    return LifeCycleChange(status, "a1", T0 + timedelta(hours=hours), effective_from if status != APPROVED else None,
-                           "insurance_lapsed")
-
-
-def fold(*changes: LifeCycleChange) -> ApprovalState:
-    state = APPROVAL
-    for c in changes:
-        state = apply_change(state, c)
-    return state
 
 
 def test_a_stale_reinstatement_changes_nothing_and_redeliveries_neither():

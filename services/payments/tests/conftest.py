@@ -14,7 +14,6 @@ import aio_pika
 import httpx
 import pytest
 import structlog
-from sqlalchemy import select
 
 import payments.app
 from payments.settings import PaymentsSettings
@@ -23,8 +22,7 @@ from seteli_shared.bus import Bus
 from seteli_shared.clock import FixedClock
 from seteli_shared.codes import new_code
 from seteli_shared.events import Envelope, Event, ProviderApproved, VoucherIssued, VoucherProviderChosen
-from seteli_shared.messaging import InboxMessage
-from seteli_shared.testing import eventually, make_settings
+from seteli_shared.testing import inbox_took, make_settings
 
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
 TODAY = date(2026, 6, 20)
@@ -46,15 +44,7 @@ class LiveWorld:
         envs = [Envelope.wrap(e, source) for e in events]
         for env in envs:
             await self.bus.publish(env.model_dump_json().encode(), env.routing_key, message_id=env.id, type_=env.type)
-        ids = {e.id for e in envs}
-
-        async def taken():  # noqa: ANN202
-            async with self.app.state.runtime.sessions() as session:
-                seen = (await session.execute(select(InboxMessage.message_id).where(
-                    InboxMessage.message_id.in_(ids)))).scalars().all()
-            return set(seen) == ids
-
-        await eventually(taken)
+        await inbox_took(self.app.state.runtime.sessions, {e.id for e in envs})
 
     async def voucher(self, provider_id: str, n: int, units: str, funder_id: str = "091",
                       **terms) -> str:  # noqa: ANN003

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import date, datetime, timedelta, timezone
 from urllib.parse import urlparse
 
 import aio_pika
 
+from .approvals import APPROVED, ApprovalState, LifeCycleChange, apply_change
 from .settings import ServiceSettings
 
 
@@ -86,6 +88,42 @@ async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05): 
         if loop.time() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def inbox_took(sessions, ids: set[str], timeout: float = 15.0) -> None:  # noqa: ANN001
+    """Wait until a service's consumer has taken these messages: its inbox (``sessions``, the service's
+    session factory) holds every one of their ids."""
+    from sqlalchemy import select
+
+    from .messaging import InboxMessage
+
+    async def all_in() -> bool:
+        async with sessions() as session:
+            seen = (await session.execute(select(InboxMessage.message_id).where(
+                InboxMessage.message_id.in_(ids)))).scalars().all()
+        return set(seen) == set(ids)
+
+    await eventually(all_in, timeout=timeout)
+
+
+#: when the approvals of the tests' histories (``approval_change``, ``approval_after``) were granted
+APPROVAL_T0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def approval_change(status: str, hours: int, effective_from: date | None = date(2026, 11, 15),
+                    approval_id: str = "a1") -> LifeCycleChange:
+    """A life-cycle change of approval ``approval_id`` made ``hours`` after ``APPROVAL_T0``, in force from
+    ``effective_from`` (none for a reinstatement), for a lapsed insurance."""
+    return LifeCycleChange(status, approval_id, APPROVAL_T0 + timedelta(hours=hours),
+                           effective_from if status != APPROVED else None, "insurance_lapsed")
+
+
+def approval_after(*changes: LifeCycleChange, approval_id: str = "a1") -> ApprovalState:
+    """The approval granted at ``APPROVAL_T0`` after these changes arrived in this order."""
+    state = ApprovalState(approval_id=approval_id, approved_at=APPROVAL_T0)
+    for c in changes:
+        state = apply_change(state, c)
+    return state
 
 
 class TcpProxy:

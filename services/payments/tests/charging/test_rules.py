@@ -4,9 +4,11 @@ import pytest
 
 from payments.charging import correction_rules, domain
 from payments.charging.domain import ChargeRequest, PriceList, VoucherTerms
-from seteli_shared.approvals import (APPROVED, REVOKED, SUSPENDED, ApprovalState, LifeCycleChange, apply_approved,
+from seteli_shared.approvals import (APPROVED, REVOKED, SUSPENDED, ApprovalState, apply_approved,
                                      apply_change)
 from seteli_shared.errors import DomainError
+from seteli_shared.testing import approval_after as fold
+from seteli_shared.testing import approval_change as change
 
 TODAY = date(2026, 11, 24)
 TERMS = VoucherTerms(funder_id="091", category="home_care", units_per_period_x100=2000, period="month",
@@ -82,18 +84,6 @@ def test_monthly_units_renew_each_month_and_validity_units_do_not():
 
 
 # ------------------------------------------------------------------ the approval's life cycle
-def change(status: str, hours: int, effective_from: date | None = date(2026, 11, 15)) -> LifeCycleChange:
-    return LifeCycleChange(status, "a1", T0 + timedelta(hours=hours), effective_from if status != APPROVED else None,
-                           "insurance_lapsed")
-
-
-def fold(*changes: LifeCycleChange) -> ApprovalState:
-    state = APPROVAL
-    for c in changes:
-        state = apply_change(state, c)
-    return state
-
-
 def test_services_before_a_suspension_may_be_charged_and_those_from_its_date_not():
     suspended = fold(change(SUSPENDED, 1))
     assert domain.validate_charge(TERMS, suspended, 0, charge(service_date=date(2026, 11, 14)), TODAY).amount_cents

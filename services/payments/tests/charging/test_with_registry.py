@@ -21,9 +21,7 @@ from seteli_shared.clock import FixedClock
 from seteli_shared.devtools import random_business_id
 from seteli_shared.events import (Envelope, Event, PriceListPublished, ProviderApproved, ProviderReinstated,
                                   ProviderRevoked, ProviderSuspended, VoucherIssued, VoucherProviderChosen)
-from seteli_shared.messaging import InboxMessage
-from seteli_shared.testing import eventually, make_settings
-from sqlalchemy import select
+from seteli_shared.testing import eventually, inbox_took, make_settings
 
 IBAN = "FI2112345600000785"
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
@@ -46,15 +44,7 @@ class World:
 
     async def taken(self, *envs: Envelope) -> None:
         """Wait until payments' consumer has taken these messages (its inbox has their ids)."""
-        ids = {e.id for e in envs}
-
-        async def all_in():  # noqa: ANN202
-            async with self.payments_app.state.runtime.sessions() as session:
-                seen = (await session.execute(select(InboxMessage.message_id).where(
-                    InboxMessage.message_id.in_(ids)))).scalars().all()
-            return set(seen) == ids
-
-        await eventually(all_in)
+        await inbox_took(self.payments_app.state.runtime.sessions, {e.id for e in envs})
 
     async def voucher(self, funder_id: str, provider_id: str, n: int) -> str:
         voucher_id = f"v-{funder_id}-{provider_id[:8]}-{n}"
