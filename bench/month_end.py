@@ -287,6 +287,13 @@ class System:
                         raise RuntimeError(f"{name} not ready after {timeout:.0f} s: see {self.workdir}/{name}.log")
                     await asyncio.sleep(0.2)
 
+    def cpu(self, name: str) -> float:
+        """CPU seconds the service's process has used so far (0 when it is not running)."""
+        try:
+            return charge_events.cpu_seconds(self.procs[name].pid)
+        except (KeyError, OSError):
+            return 0.0
+
     def kill(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait()
@@ -496,7 +503,7 @@ async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]
         await until("vouchers to hear of the funder", first, 120, 0.5)
 
     raw = await charge_events.run_raw([json.dumps(e).encode() for e in envelopes[:run.args.raw_messages]], window)
-    t = run.now()
+    t, cpu = run.now(), system.cpu("vouchers")
     vouchers: list[dict] = []
     async with CaseSystem(url, FUNDER, namespace=system.ns) as cs:
         for lo in range(0, n, window):
@@ -507,7 +514,8 @@ async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]
                 vouchers.append({"id": r.data["voucher_id"], "code": r.data["voucher_code"],
                                  "login": r.data["client_login_code"], "kind": e["data"]["kind"],
                                  "category": e["data"]["category"]})
-    run.stage("decisions through the bus (case system -> voucher -> reply)", n, t, raw, unit="decisions")
+    run.stage("decisions through the bus (case system -> voucher -> reply)", n, t, raw, unit="decisions",
+              note=f"vouchers' CPU {1000 * (system.cpu('vouchers') - cpu) / max(1, n):.2f} ms a decision")
     return vouchers
 
 
@@ -518,7 +526,7 @@ async def choices(run: Run, system: System, vouchers: list[dict], providers: lis
     own (127.0.1.<n>)."""
     for i, v in enumerate(vouchers):
         v["provider"] = (i * 7919) % len(providers)  # spread over the providers
-    t = run.now()
+    t, cpu = run.now(), system.cpu("vouchers")
 
     spent = {"login": 0.0, "choice": 0.0}
 
@@ -545,7 +553,8 @@ async def choices(run: Run, system: System, vouchers: list[dict], providers: lis
     n = max(1, len(vouchers))
     run.stage("providers chosen (client login + choice, HTTP)", len(vouchers), t, unit="vouchers",
               note=f"{workers} clients at a time; a login {1000 * spent['login'] / n:.0f} ms, a choice "
-                   f"{1000 * spent['choice'] / n:.0f} ms, retries included")
+                   f"{1000 * spent['choice'] / n:.0f} ms, retries included; vouchers' CPU "
+                   f"{1000 * (system.cpu('vouchers') - cpu) / n:.2f} ms a voucher")
 
 
 # ------------------------------------------------------------------ 4. the providers' files
