@@ -52,6 +52,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 FUNDER = "091"
+SINKS = ("payments", "reporting")  # the queues VoucherIssued is routed to in the system (their names: removed at the end)
 
 
 def decision_bodies(n: int) -> list[bytes]:
@@ -111,7 +112,7 @@ async def run_raw(bodies: list[bytes], window: int) -> float:
 
 
 # ------------------------------------------------------------------ the service
-async def run_service(bodies: list[bytes], window: int) -> tuple[float, int]:
+async def run_service(bodies: list[bytes], window: int) -> dict:
     from vouchers.app import create_app
     from vouchers.handlers import on_funder_registered
     from vouchers.settings import VouchersSettings
@@ -142,7 +143,13 @@ async def run_service(bodies: list[bytes], window: int) -> tuple[float, int]:
             ch = await conn.channel()
             await ch.declare_exchange(f"{ns}.decision-replies", aio_pika.ExchangeType.TOPIC, durable=True)
             user = await asyncio.to_thread(broker.add_funder_system, FUNDER, "pw-bench", ns, "/", prefix)
-            await conn.close()
+            # ``VoucherIssued`` goes where it goes in the system, to payments' and reporting's queues (stand-ins
+            # here that nobody reads, removed with the namespace); unrouted, the relay would retry every event
+            # and log each failure, in this process, beside the consumer being measured
+            events = await ch.get_exchange(f"{ns}.events", ensure=False)
+            for sink in SINKS:
+                q = await ch.declare_queue(f"{ns}.{sink}", durable=True, arguments={"x-queue-type": "quorum"})
+                await q.bind(events, routing_key="voucher.issued.v1")
             funder = await aio_pika.connect(f"amqp://{user}:pw-bench@{amqp.hostname}:{amqp.port or 5672}/")
             fch = await funder.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await fch.get_exchange(f"{ns}.decisions", ensure=False)
@@ -152,15 +159,26 @@ async def run_service(bodies: list[bytes], window: int) -> tuple[float, int]:
                     return (await s.execute(sa.select(sa.func.count()).select_from(OutboxMessage).where(
                         OutboxMessage.routing_key == "voucher.issued.v1"))).scalar_one()
 
+            async def replied() -> int:  # the answers waiting on the funder's reply queue (nobody reads them)
+                q = await ch.declare_queue(f"{ns}.decision-replies.{FUNDER}", passive=True)
+                return q.declaration_result.message_count
+
             n = len(bodies)
+            cpu0 = time.process_time()
             start = time.perf_counter()
             await publish_all(exchange, bodies, f"decision.{FUNDER}", window, type=DECISION_TYPE, user_id=user)
             deadline = time.monotonic() + max(300, n / 5)
             while (count := await issued()) < n and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - start
+            while (answers := await replied()) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            answered = time.perf_counter() - start
+            cpu = time.process_time() - cpu0
             await funder.close()
-            return n / elapsed, count
+            await conn.close()
+            return {"rate": n / elapsed, "issued": count, "replies_rate": n / answered, "replies": answers,
+                    "cpu_ms": 1000 * cpu / n}
     finally:
         if user:
             subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60)
@@ -181,16 +199,21 @@ async def main() -> int:
     bodies = decision_bodies(args.decisions)
     raw1 = await run_raw(bodies, args.window)
     print(f"raw aio-pika publish+consume: {raw1:,.0f} msg/s", flush=True)
-    rate, count = await run_service(bodies, args.window)
+    got = await run_service(bodies, args.window)
+    rate, count = got["rate"], got["issued"]
     print(f"decisions publish -> VoucherIssued in the outbox: {rate:,.0f} decisions/s ({count} of {len(bodies)})",
           flush=True)
+    print(f"decisions publish -> reply on the funder's queue: {got['replies_rate']:,.0f} decisions/s "
+          f"({got['replies']} of {len(bodies)}); the process's CPU {got['cpu_ms']:.2f} ms a decision", flush=True)
     raw2 = await run_raw(bodies, args.window)
     print(f"raw aio-pika again: {raw2:,.0f} msg/s", flush=True)
     raw = (raw1 + raw2) / 2
     print(f"decision intake / raw: {100 * rate / raw:.1f} %")
     print(json.dumps({"decisions": len(bodies), "raw_msg_s": round(raw, 1), "decisions_per_s": round(rate, 1),
-                      "ratio_percent": round(100 * rate / raw, 1), "issued": count}))
-    return 0 if count == len(bodies) else 1
+                      "ratio_percent": round(100 * rate / raw, 1), "issued": count,
+                      "replied_per_s": round(got["replies_rate"], 1), "replies": got["replies"],
+                      "cpu_ms_per_decision": round(got["cpu_ms"], 3), "load": round(os.getloadavg()[0], 1)}))
+    return 0 if count == len(bodies) and got["replies"] == len(bodies) else 1
 
 
 if __name__ == "__main__":

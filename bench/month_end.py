@@ -287,6 +287,13 @@ class System:
                         raise RuntimeError(f"{name} not ready after {timeout:.0f} s: see {self.workdir}/{name}.log")
                     await asyncio.sleep(0.2)
 
+    def cpu(self, name: str) -> float:
+        """CPU seconds the service's process has used so far (0 when it is not running)."""
+        try:
+            return charge_events.cpu_seconds(self.procs[name].pid)
+        except (KeyError, OSError):
+            return 0.0
+
     def kill(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait()
@@ -496,7 +503,7 @@ async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]
         await until("vouchers to hear of the funder", first, 120, 0.5)
 
     raw = await charge_events.run_raw([json.dumps(e).encode() for e in envelopes[:run.args.raw_messages]], window)
-    t = run.now()
+    t, cpu = run.now(), system.cpu("vouchers")
     vouchers: list[dict] = []
     async with CaseSystem(url, FUNDER, namespace=system.ns) as cs:
         for lo in range(0, n, window):
@@ -507,7 +514,8 @@ async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]
                 vouchers.append({"id": r.data["voucher_id"], "code": r.data["voucher_code"],
                                  "login": r.data["client_login_code"], "kind": e["data"]["kind"],
                                  "category": e["data"]["category"]})
-    run.stage("decisions through the bus (case system -> voucher -> reply)", n, t, raw, unit="decisions")
+    run.stage("decisions through the bus (case system -> voucher -> reply)", n, t, raw, unit="decisions",
+              note=f"vouchers' CPU {1000 * (system.cpu('vouchers') - cpu) / max(1, n):.2f} ms a decision")
     return vouchers
 
 
@@ -518,16 +526,22 @@ async def choices(run: Run, system: System, vouchers: list[dict], providers: lis
     own (127.0.1.<n>)."""
     for i, v in enumerate(vouchers):
         v["provider"] = (i * 7919) % len(providers)  # spread over the providers
-    t = run.now()
+    t, cpu = run.now(), system.cpu("vouchers")
+
+    spent = {"login": 0.0, "choice": 0.0}
 
     async def one(c: httpx.AsyncClient, v: dict) -> None:
+        t0 = time.perf_counter()
         login = await retrying("client login", lambda: c.post("/client-sessions", json={
             "voucher_code": v["code"], "client_login_code": v["login"]}))
         token = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        t1 = time.perf_counter()
         # vouchers learns of the approvals from the bus: the first choices may have to wait for them
         await retrying("provider choice", lambda: c.post(
             f"/vouchers/{v['id']}/provider", headers=token, json={"provider_id": providers[v["provider"]]["id"]}),
             attempts=120, ok=(200,), also=(422,))
+        spent["login"] += t1 - t0
+        spent["choice"] += time.perf_counter() - t1
 
     async def worker(k: int) -> None:
         transport = httpx.AsyncHTTPTransport(local_address=f"127.0.1.{k + 1}")
@@ -536,7 +550,11 @@ async def choices(run: Run, system: System, vouchers: list[dict], providers: lis
                 await one(c, v)
 
     await asyncio.gather(*(worker(k) for k in range(workers)))
-    run.stage("providers chosen (client login + choice, HTTP)", len(vouchers), t, unit="vouchers")
+    n = max(1, len(vouchers))
+    run.stage("providers chosen (client login + choice, HTTP)", len(vouchers), t, unit="vouchers",
+              note=f"{workers} clients at a time; a login {1000 * spent['login'] / n:.0f} ms, a choice "
+                   f"{1000 * spent['choice'] / n:.0f} ms, retries included; vouchers' CPU "
+                   f"{1000 * (system.cpu('vouchers') - cpu) / n:.2f} ms a voucher")
 
 
 # ------------------------------------------------------------------ 4. the providers' files
@@ -916,6 +934,9 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     providers = await setup_registry(run, system, n_providers)
     vouchers = await decisions(run, system, n_vouchers, a.window)
     await choices(run, system, vouchers, providers)
+    if a.setup_only:
+        run.check("every decision accepted and every voucher chosen", len(vouchers) == n_vouchers)
+        return
     receivers = Receivers(system)
     await receivers.start(providers)
     system.receivers = receivers
@@ -1109,7 +1130,8 @@ def chart(run: Run, path: Path) -> None:
 def write(run: Run, elapsed: float) -> None:
     results = run.args.results
     results.mkdir(parents=True, exist_ok=True)
-    stem = run.args.out or ("month-end-faults" if run.args.faults else "month-end")
+    stem = run.args.out or ("month-end-faults" if run.args.faults else
+                            "month-end-setup" if run.args.setup_only else "month-end")
     md = [f"# month-end, scale {run.args.scale}{' with faults' if run.args.faults else ''} "
           f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f})", "",
           table(run), "", f"Month-end from the first upload to the last report read: "
@@ -1143,6 +1165,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="file name stem (default month-end, month-end-faults)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the table, chart and figures go")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for every service")
+    parser.add_argument("--setup-only", action="store_true",
+                        help="stop after the setup (registry, decisions, choices), timed apart (file stem month-end-setup)")
     args = parser.parse_args(argv)
 
     def stopped(*_: object) -> None:  # SIGTERM as Ctrl-C: what the run made is removed all the same

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from seteli_shared.events import ChargeAccepted, Envelope
 from seteli_shared.ids import new_id
-from seteli_shared.privacy import (CENTURY, CHECK_CHARACTERS, contains_personal_identity_code, find_in,
-                                   json_strings_cannot_hold_code, text_cannot_hold_code)
+from seteli_shared.privacy import (CENTURY, CHECK_CHARACTERS, body_cannot_hold_code, contains_personal_identity_code,
+                                   find_in, json_strings_cannot_hold_code, text_cannot_hold_code)
 
 MANY = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -58,11 +58,26 @@ def test_a_json_body_proven_clean_holds_no_code_in_any_string(value: dict, ascii
         assert find_in(json.loads(body)) is None, body
 
 
+@MANY
+@given(st.dictionaries(TEXTS, st.one_of(TEXTS, st.integers(), st.integers(10**8, 10**11), st.lists(TEXTS, max_size=3),
+                                        st.dictionaries(TEXTS, TEXTS, max_size=3)), max_size=5),
+       st.booleans())
+def test_a_body_proven_clean_holds_no_code_in_its_text_nor_in_any_string(value: dict, ascii_only: bool):
+    """``body_cannot_hold_code``: the decisions consumer's proof for outside systems' messages, whose raw text
+    (a code written as a JSON number, or over tokens) is searched as well as every string."""
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    if body_cannot_hold_code(body):
+        assert find_in(json.loads(body)) is None and find_in(body.decode()) is None, body
+
+
 def test_a_code_in_a_body_is_never_proven_clean_however_it_is_written():
     for written in ("131052-308T", "131052308T", "131052 308t", "x131052-308Ty", "1 3 1 0 5 2 - 3 0 8 T"):
         assert contains_personal_identity_code(written)
         for value in ({"a": written}, {written: 1}, {"a": [{"b": f"id-{written}-x"}]}):
             assert not json_strings_cannot_hold_code(json.dumps(value).encode()), value
+            assert not body_cannot_hold_code(json.dumps(value).encode()), value
+    # a code written as a JSON number is in the raw text only (the decisions consumer searches that too)
+    assert contains_personal_identity_code("1310520040") and not body_cannot_hold_code(b'{"a": 1310520040}')
     # escaped or non-ASCII bodies are not proven here (the consumer parses them and walks every string)
     assert not json_strings_cannot_hold_code(json.dumps({"a": "131052\\u002d308T"}).encode())
     assert not json_strings_cannot_hold_code(json.dumps({"a": "é"}, ensure_ascii=False).encode())
@@ -78,4 +93,9 @@ def test_the_usual_charge_event_is_proven_clean_without_parsing():
             own_share_cents=0, accepted_at=datetime.now(timezone.utc), price_list_id=new_id())
         proven += json_strings_cannot_hold_code(Envelope.wrap(event, "payments").model_dump_json().encode())
     assert proven == 500
+    assert all(body_cannot_hold_code(json.dumps({"specversion": "1.0", "id": new_id(), "type": "fi.seteli.decision.v1",
+                                                 "time": datetime.now(timezone.utc).isoformat(),
+                                                 "data": {"decision_ref": f"D-{i:07d}", "value_per_unit_cents": 2500,
+                                                          "valid_from": "2026-12-01"}}).encode())
+               for i in range(500))
     assert all(text_cannot_hold_code(v) or find_in(v) is None for v in (new_id() for _ in range(500)))

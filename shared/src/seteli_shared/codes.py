@@ -22,8 +22,18 @@ GROUP = 4
 _LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
+_VALUE = {c: i for i, c in enumerate(ALPHABET)}
+#: a random byte's symbol: its low five bits (each symbol stands for 8 of the 256 byte values, so a uniformly
+#: random byte gives a uniformly random symbol, as ``secrets.choice(ALPHABET)`` would, from one read of the
+#: operating system's random source for the whole code instead of one or more a symbol)
+_SYMBOL_OF_BYTE = bytes(ord(ALPHABET[i % 32]) for i in range(256))
+
+
 def _check_symbol(body: str) -> str:
-    return CHECK[sum(ALPHABET.index(c) * 32 ** i for i, c in enumerate(reversed(body))) % 37]
+    value = 0
+    for c in body:  # the body as a base-32 number, its first symbol the most significant
+        value = value * 32 + _VALUE[c]
+    return CHECK[value % 37]
 
 
 def new_code(length: int = 10) -> str:
@@ -31,7 +41,7 @@ def new_code(length: int = 10) -> str:
     ``7KQ2M9XH4DK``; clean for the privacy guard compact and grouped alike."""
     def draw() -> str:
         while True:
-            body = "".join(secrets.choice(ALPHABET) for _ in range(length))
+            body = secrets.token_bytes(length).translate(_SYMBOL_OF_BYTE).decode("ascii")
             check = _check_symbol(body)
             if check in ALPHABET:  # 32 draws in 37: no symbol that cannot be read aloud
                 return body + check

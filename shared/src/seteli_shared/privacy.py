@@ -112,6 +112,17 @@ def json_strings_cannot_hold_code(body: bytes) -> bool:
                    for s in body.split(b'"')[1::2])
 
 
+def body_cannot_hold_code(body: bytes) -> bool:
+    """A cheap proof that neither the raw text of this JSON document (numbers and all, as a consumer of outside
+    systems' messages searches it) nor any string (key or value) of it once parsed holds a personal identity code
+    or a NUL: ASCII without a backslash, so without escapes (each string is then a part of the text between two
+    quotes, which are neither digits nor letters, so whatever either rule finds in a string it finds in the text),
+    and without a code's shape anywhere, or, where it has one (a UUID now and then), without a code found by the
+    full matcher in the whole text at once. False means only "not proven here" (parse it and use ``find_in``)."""
+    return body.isascii() and b"\\" not in body and b"\x00" not in body and (
+        not _has_code_shape(body) or not contains_personal_identity_code(body.decode("ascii")))
+
+
 def cannot_hold_code(text: str) -> bool:
     """A cheap proof that ``text`` holds no personal identity code and no NUL (``find_in`` is then moot)."""
     return text.isascii() and "\x00" not in text and "\\" not in text and not _SIX_DIGITS_SPREAD_TEXT.search(text)

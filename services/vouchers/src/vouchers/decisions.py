@@ -23,15 +23,17 @@ its routing key names, when that queue exists; otherwise it is dead-lettered wit
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticUndefined, to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
@@ -50,11 +52,14 @@ from seteli_shared.decisions import (DECISION_BINDING, DECISION_TYPE, DECISIONS_
                                      DecisionAccepted, DecisionData, DecisionRejected, DecisionReply,
                                      funder_of_routing_key, reply_queue, reply_routing_key, safe_location)
 from seteli_shared.errors import Conflict, DomainError
-from seteli_shared.events import Envelope, VoucherAmended, VoucherIssued, VoucherRevoked
-from seteli_shared.logging import bind_correlation, get_logger
+from seteli_shared.events import Envelope, VoucherAmended, VoucherIssued, VoucherRevoked, utcnow
+from seteli_shared.logging import bind_correlation, correlation_id_var, get_logger
+from seteli_shared.tracing import current_traceparent
 from seteli_shared.money import from_hundredths
-from seteli_shared.outbox import T as OUTBOX, add_event, add_message, event_row, message_row, wake_relay_on_commit
+from seteli_shared.outbox import (EXCHANGE_SEPARATOR, T as OUTBOX, DirectEventRows, add_event, add_message,
+                                   message_row, wake_relay_on_commit)
 from seteli_shared.privacy import find_in
+from seteli_shared.rows import RowsInsert, _element_type
 from seteli_shared.service import ConsumerSpec
 
 from . import domain, formulas, kinds, usecases
@@ -333,9 +338,45 @@ _VOUCHER_DEFAULTS = {name: field.default for name, field in Voucher.model_fields
                      if name in _VOUCHER_COLUMNS and field.default is not PydanticUndefined}
 
 
+_JSON_COLUMNS = [c.name for c in Voucher.__table__.columns if isinstance(c.type, sa.JSON)]
+
+
+class _VoucherRows(RowsInsert):
+    """``RowsInsert`` of new vouchers. PostgreSQL's arrays cannot carry a JSON column's values as such (a list
+    would be taken for a dimension of the array): they go as the JSON text the column's type writes (``None``
+    as ``null``, as an insert of the row writes it) and are cast back by the statement."""
+
+    def statement(self, dialect: str) -> Any:
+        found = self._statements.get(dialect)
+        if found is None and dialect == "postgresql":
+            table = self.table
+            arrays = [sa.bindparam(c, type_=postgresql.ARRAY(sa.Text() if c in _JSON_COLUMNS
+                                                              else _element_type(table.c[c]))) for c in self.columns]
+            rows = sa.func.unnest(*arrays).table_valued(*self.columns).render_derived(name="rows")
+            found = postgresql.insert(table).from_select(self.columns, sa.select(*[
+                sa.cast(rows.c[c], table.c[c].type) if c in _JSON_COLUMNS else rows.c[c] for c in self.columns]))
+            self._statements[dialect] = found
+        return found if found is not None else super().statement(dialect)
+
+    async def execute(self, session: AsyncSession, rows: list[dict[str, Any]]) -> sa.Result | None:
+        if rows and session.bind.dialect.name == "postgresql":
+            rows = [{**r, **{c: json.dumps(r[c]) for c in _JSON_COLUMNS}} for r in rows]
+        return await super().execute(session, rows)
+
+
+#: each kind of row a run adds, inserted in one statement whatever the run's size (on PostgreSQL one array per
+#: column, unnested by the statement: prepared once per connection, one execution for the run)
+_VOUCHER_ROWS = _VoucherRows(Voucher.__table__, _VOUCHER_COLUMNS)
+_OUTBOX_ROWS = RowsInsert(OUTBOX, ["message_id", "routing_key", "body", "created_at", "attempts", "traceparent"])
+_AUDIT_ROWS = RowsInsert(AUDIT, ["at", "channel", "actor", "roles", "actor_tenant", "action", "resource_type",
+                                 "resource_id", "funder_id", "correlation_id"])
+#: ``VoucherIssued`` rows written from the values (``outbox.DirectEventRows``: the first compared with the model's)
+_ISSUED = DirectEventRows(VoucherIssued, SOURCE)
+
+
 class _Rows:
     """The rows a run's new grants add, in the order one at a time would have added them: vouchers, outbox
-    rows (each ``VoucherIssued`` before its reply) and audit rows; each kind one executemany statement."""
+    rows (each ``VoucherIssued`` before its reply) and audit rows; each kind one statement (``RowsInsert``)."""
 
     def __init__(self) -> None:
         self.vouchers: list[dict[str, Any]] = []
@@ -343,18 +384,53 @@ class _Rows:
         self.audit: list[dict[str, Any]] = []
 
     async def write(self, session: AsyncSession) -> None:
-        if self.vouchers:
-            await session.execute(Voucher.__table__.insert(), self.vouchers)
+        await _VOUCHER_ROWS.execute(session, self.vouchers)
         if self.outbox:
-            await session.execute(OUTBOX.insert(), self.outbox)
+            await _OUTBOX_ROWS.execute(session, self.outbox)
             wake_relay_on_commit(session)
-        if self.audit:
-            await session.execute(AUDIT.insert(), self.audit)
+        await _AUDIT_ROWS.execute(session, self.audit)
         self.vouchers, self.outbox, self.audit = [], [], []
 
 
 def _reply_row(reply: DecisionReply, causation_id: str | None) -> dict[str, Any]:
     return message_row(reply.envelope(SOURCE, causation_id), REPLIES_EXCHANGE, reply_routing_key(reply.funder_id))
+
+
+class _AcceptedRows:
+    """Outbox rows of ``DecisionAccepted`` replies to new grants, each body the JSON ``_reply_row`` makes, written
+    by pydantic-core straight from the values (as ``outbox.DirectEventRows`` writes events): the first one is
+    made the ordinary way too and the bodies compared; if they differ, every reply is made the ordinary way."""
+
+    def __init__(self) -> None:
+        self.direct: bool | None = None  # None: not compared yet
+        self.type = DecisionAccepted.reply_type()
+        self.where = f"/seteli/{SOURCE}"
+
+    def row(self, values: dict[str, Any], causation_id: str | None) -> dict[str, Any]:
+        if not self.direct:
+            reply = DecisionAccepted(**values)
+            row = _reply_row(reply, causation_id)
+            if self.direct is None:
+                body = self._body({**values, "answered_at": reply.answered_at}, row["message_id"],
+                                  row["created_at"], causation_id)
+                self.direct = body == row["body"]
+                if not self.direct:
+                    log.warning("decision.direct_reply_differs")
+            return row
+        eid, now = new_id(), utcnow()
+        key = f"{REPLIES_EXCHANGE}{EXCHANGE_SEPARATOR}{reply_routing_key(values['funder_id'])}"  # as message_row
+        return {"message_id": eid, "routing_key": key,
+                "body": self._body({**values, "answered_at": now}, eid, now, causation_id), "created_at": now,
+                "attempts": 0, "traceparent": current_traceparent()}
+
+    def _body(self, values: dict[str, Any], eid: str, at: Any, causation_id: str | None) -> str:
+        data = {name: values.get(name) for name in DecisionAccepted.model_fields}  # the model's order
+        return to_json({"specversion": "1.0", "id": eid, "source": self.where, "type": self.type, "time": at,
+                        "subject": values["decision_ref"], "datacontenttype": "application/json", "data": data,
+                        "correlationid": correlation_id_var.get() or eid, "causationid": causation_id}).decode()
+
+
+_ACCEPTED = _AcceptedRows()
 
 
 async def _issue_row(session: AsyncSession, principal: Principal, data: DecisionData, envelope: Envelope,
@@ -377,16 +453,19 @@ async def _issue_row(session: AsyncSession, principal: Principal, data: Decision
         "municipality_of_residence": body.municipality_of_residence})
     login_code = usecases._new_login_code(voucher, clock)
     rows.vouchers.append({c: getattr(voucher, c) for c in _VOUCHER_COLUMNS})
-    rows.outbox.append(event_row(VoucherIssued(
+    rows.outbox.append(_ISSUED.row(dict(
         voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
         decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
         valid_until=voucher.valid_until, issued_at=voucher.issued_at, **terms.event_fields(),
         carry_over=voucher.carry_over, voucher_code=voucher.voucher_code, age_band=voucher.age_band,
-        municipality_of_residence=voucher.municipality_of_residence), SOURCE)[1])
+        municipality_of_residence=voucher.municipality_of_residence)))
     rows.audit.append(audit_row(principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel="bus"))
-    rows.outbox.append(_reply_row(_accepted(voucher, "issued", login_code), envelope.id))
+    rows.outbox.append(_ACCEPTED.row(dict(
+        funder_id=voucher.funder_id, decision_ref=voucher.decision_ref, decision_version=voucher.decision_version,
+        voucher_id=voucher.id, voucher_code=shown_code(voucher.voucher_code), client_login_code=shown_code(login_code),
+        status=voucher.status, outcome="issued"), envelope.id))
     log.info("decision.voucher_issued", voucher_id=voucher.id, funder_id=voucher.funder_id,
              decision_version=data.decision_version)
 

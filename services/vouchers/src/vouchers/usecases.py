@@ -237,7 +237,8 @@ async def client_login(sessions: Sessions, voucher_code: str, client_login_code:
             outcome = TooManyAttempts(wait)
         elif voucher is not None and domain.login_code_matches(login_code, voucher.client_login_salt,
                                                                  voucher.client_login_hash):
-            await session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == keys.voucher_address))
+            if counted[keys.voucher_address].count:  # a row to clear (none after no failure: no round trip)
+                await session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == keys.voucher_address))
             await audit.record(session, Principal(f"client:{voucher.id}", frozenset({Role.CLIENT}),
                                                   voucher_id=voucher.id),
                                "client.login", "voucher", voucher.id, voucher.funder_id)
