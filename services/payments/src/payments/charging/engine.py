@@ -10,7 +10,9 @@ bulk and a streamed CSV file are batches of up to ``intake.CHUNK_LINES`` lines; 
    (``domain``, ``lifecycle``): what a line accepts counts for the later lines of its voucher, and a provider
    reference accepted earlier in the batch answers ``repeated`` (or ``duplicate_reference``) to a later line;
 3. the store writes the accepted charges with their ledger transactions, entries, ``ChargeAccepted`` events
-   and audit rows, and the unit of work commits.
+   and audit rows, and the unit of work commits. A store that ``streams`` (``store.SessionChargeStore`` on
+   PostgreSQL) takes the accepted charges as ``decisions`` reaches them (``add_stream``), so that the rules run
+   while the database writes; the outcomes are ``decide``'s either way.
 
 The stores differ only in how they reach the database (``store.SessionChargeStore``: set-based statements and
 ``COPY`` in a transaction; ``fast_path``: a batch of one on PostgreSQL in two statements): the rules are this
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from seteli_shared import periods
 from seteli_shared.auth import Principal
@@ -123,6 +125,9 @@ class ChargeState:
     #: funder -> its charging deadline in days (None: the default)
     deadlines: dict[str, int | None] = field(default_factory=dict)
     choices: dict[str, list[lifecycle.Choice]] = field(default_factory=dict)
+    #: what the rules work out per voucher and service date (or life cycle), the same for every line that
+    #: names them: kept for the batch's later lines (``_periods``, ``_life_cycle``; pure functions of the above)
+    memo: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,16 +172,27 @@ def decide(lines: list[Line], state: ChargeState, today: date,
     counts for the lines after it (units and money used, its provider reference)."""
     out: dict[int, Outcome] = {}
     accepted: list[NewCharge] = []
+    for index, outcome in decisions(lines, state, today, now):
+        out[index] = outcome
+        if outcome.charge is not None:
+            accepted.append(outcome.charge)
+    return out, accepted
+
+
+def decisions(lines: list[Line], state: ChargeState, today: date,
+              now: Callable[[], datetime]) -> Iterator[tuple[int, Outcome]]:
+    """``decide`` one line at a time: each line's index and outcome, in order, as the rules reach it."""
+    accepted: list[NewCharge] = []
     for line in lines:
         voucher_id = state.voucher_of.get(line.index)
         if voucher_id is None:
-            out[line.index] = Outcome(REFUSED, error=code_not_found())
+            yield line.index, Outcome(REFUSED, error=code_not_found())
             continue
         try:
-            out[line.index] = _one(line, voucher_id, state, today, now, accepted)
+            outcome = _one(line, voucher_id, state, today, now, accepted)
         except DomainError as e:
-            out[line.index] = Outcome(REFUSED, error=e)
-    return out, accepted
+            outcome = Outcome(REFUSED, error=e)
+        yield line.index, outcome
 
 
 def _one(line: Line, voucher_id: str, state: ChargeState, today: date, now: Callable[[], datetime],
@@ -192,15 +208,14 @@ def _one(line: Line, voucher_id: str, state: ChargeState, today: date, now: Call
     units_used = money_used = 0
     approval, price_lists, deadline_days = None, [], None
     if terms is not None:
-        start, end = domain.period_bounds(terms, req.service_date)
+        start, end, previous = _periods(state, voucher_id, terms, req.service_date)
         units_used, money_used = state.used.period(voucher_id, start, end)
-        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, req.service_date)
         previous_used = state.used.period(voucher_id, *previous)[0] if previous is not None else 0
         approval = state.approvals.get((terms.funder_id, category))
         price_lists = [p for p in state.price_lists.get((terms.funder_id, category), ())
                        if p.effective_from <= req.service_date]
         deadline_days = state.deadlines.get(terms.funder_id)
-        terms = life_cycle_terms(voucher, terms, req, today, state.choices.get(voucher_id, []), previous_used)
+        terms = _life_cycle(state, voucher, terms, req, today, previous_used)
     amounts = domain.validate_charge(terms, approval, units_used, req, today, price_lists,
                                      money_used_cents=money_used, charge_deadline_days=deadline_days)
     charge = NewCharge(new_id(), voucher_id, terms.funder_id, category, line.provider_reference, req, amounts, now())
@@ -209,6 +224,38 @@ def _one(line: Line, voucher_id: str, state: ChargeState, today: date, now: Call
     state.earlier[line.provider_reference] = Earlier(charge.id, voucher_id, req.service_date, req.units_x100,
                                                      req.tariff, amounts.unit_price_cents)
     return Outcome(ACCEPTED, charge_id=charge.id, charge=charge)
+
+
+def _periods(state: ChargeState, voucher_id: str, terms: domain.VoucherTerms,
+             day: date) -> tuple[date, date, tuple[date, date] | None]:
+    """The period a charge on ``day`` uses and the one before it (``domain.period_bounds``,
+    ``periods.previous_period``), worked out once per voucher and day in a batch."""
+    key = ("periods", voucher_id, day)
+    found = state.memo.get(key)
+    if found is None:
+        start, end = domain.period_bounds(terms, day)
+        found = state.memo[key] = (start, end, periods.previous_period(terms.period, terms.valid_from,
+                                                                       terms.valid_until, day))
+    return found
+
+
+def _life_cycle(state: ChargeState, voucher: VoucherOnFile, terms: domain.VoucherTerms, req: domain.ChargeRequest,
+                today: date, previous_used_x100: int) -> domain.VoucherTerms:
+    """``life_cycle_terms``, worked out once per voucher, service date, provider and (a voucher that carries
+    units over) units used in the period before: its terms, or the refusal it raises, for every such line."""
+    key = ("life_cycle", voucher.voucher_id, req.service_date, req.provider_id,
+           previous_used_x100 if voucher.carry_over else None)
+    found = state.memo.get(key)
+    if found is None:
+        try:
+            found = life_cycle_terms(voucher, terms, req, today, state.choices.get(voucher.voucher_id, []),
+                                     previous_used_x100)
+        except DomainError as e:
+            found = e
+        state.memo[key] = found
+    if isinstance(found, DomainError):
+        raise found.with_traceback(None)
+    return found
 
 
 def _repeated(before: Earlier, voucher_id: str, req: domain.ChargeRequest) -> Outcome:
@@ -248,7 +295,8 @@ class ChargeStore(Protocol):
         """The batch's state, read after the lines' vouchers are locked (or their versions noted)."""
 
     async def add(self, principal: Principal, charges: list[NewCharge]) -> None:
-        """Write the accepted charges with their ledger, event and audit rows."""
+        """Write the accepted charges with their ledger, event and audit rows. (A store may also have
+        ``streams`` true and ``add_stream(principal, charges)``, taking an iterator it reads to its end.)"""
 
 
 class ChargeUnitOfWork(AbstractUnitOfWork):
@@ -264,9 +312,20 @@ async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal
         return {}
     async with uow:
         state = await uow.charges.load(provider_id, lines)
-        outcomes, accepted = decide(lines, state, clock.today(), clock.now)
-        if accepted:
-            await uow.charges.add(principal, accepted)
+        if getattr(uow.charges, "streams", False):  # the rules run as the store writes what they accept
+            outcomes: dict[int, Outcome] = {}
+
+            def accepted() -> Iterator[NewCharge]:
+                for index, outcome in decisions(lines, state, clock.today(), clock.now):
+                    outcomes[index] = outcome
+                    if outcome.charge is not None:
+                        yield outcome.charge
+
+            await uow.charges.add_stream(principal, accepted())
+        else:
+            outcomes, charges = decide(lines, state, clock.today(), clock.now)
+            if charges:
+                await uow.charges.add(principal, charges)
         await uow.commit()
     count_charges(outcomes.values())  # committed: each line's outcome once (a retried unit of work counts once)
     return outcomes

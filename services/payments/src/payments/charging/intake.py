@@ -26,10 +26,13 @@ from .schemas import ChargePublic
 
 log = get_logger(__name__)
 Sessions = async_sessionmaker[AsyncSession]
-#: lines of one JSON bulk request at most (read whole), of a CSV file (streamed), and lines per transaction
+#: lines of one JSON bulk request at most (read whole), of a CSV file (streamed), and lines per transaction: the
+#: first chunk's, then twice as many each chunk up to ``MAX_CHUNK_LINES`` (a streamed file's first lines are
+#: committed early; later chunks are larger, as each chunk reads its vouchers' units used so far once)
 MAX_LINES = 10_000
 MAX_CSV_LINES = 100_000
 CHUNK_LINES = 2500
+MAX_CHUNK_LINES = 10_000
 
 
 # ------------------------------------------------------------------ a single charge: a batch of one
@@ -175,9 +178,10 @@ async def _chunk(sessions: Sessions, clock: Clock, principal: Principal, provide
 
 
 async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
-                      lines: Iterable[Line] | AsyncIterator[Line], chunk_lines: int = CHUNK_LINES) -> dict:
-    """Charge every line: ``chunk_lines`` lines per transaction (charges, ledger, outbox and audit
-    together) through the charge engine (``engine``, ``store``): the chunk's vouchers locked and everything
+                      lines: Iterable[Line] | AsyncIterator[Line], chunk_lines: int = CHUNK_LINES,
+                      max_chunk_lines: int = MAX_CHUNK_LINES) -> dict:
+    """Charge every line: ``chunk_lines`` lines in the first transaction (charges, ledger, outbox and audit
+    together), twice as many in each next one up to ``max_chunk_lines``, through the charge engine (``engine``, ``store``): the chunk's vouchers locked and everything
     the rules need read in a few statements, the rules applied line by line in memory, the accepted lines'
     rows written with one statement per table. A refused line leaves the others; a chunk that meets a deadlock (or a concurrent
     twin of a reference) is run again whole (nothing of it was committed).
@@ -193,6 +197,7 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
         try:
             while True:
                 chunk = await _read_chunk(it, chunk_lines)
+                chunk_lines = max(chunk_lines, min(2 * chunk_lines, max_chunk_lines))
                 if in_flight is not None:
                     results += await in_flight
                     await job.advance(len(results) - job.done)

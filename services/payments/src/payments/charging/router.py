@@ -109,8 +109,8 @@ async def charge_in_bulk(
     (`text/csv`; comma or semicolon, decimal comma or point, UTF-8 with or without BOM; columns
     `voucher_id` or `voucher_code`, `provider_reference`, `service_date`, `units`, optional `unit_price`
     (EUR) or `unit_price_cents`, `tariff`, `category`; lines after the 100,000th are refused
-    `too_many_lines`). A CSV file is streamed: its lines are charged, 2,500 per transaction, as they
-    arrive, and never held whole. Every line is answered: accepted, repeated or refused with its reason;
+    `too_many_lines`). A CSV file is streamed: its lines are charged as they arrive (the first 2,500 in one
+    transaction, then up to 10,000 a transaction), and never held whole. Every line is answered: accepted, repeated or refused with its reason;
     good lines are accepted even when others are refused. A line holding a personal identity code is
     refused (`personal_identity_code`, its values not echoed), as is a line further on that is
     not UTF-8 (`encoding_not_utf8`). The file as a whole is refused for its encoding (400

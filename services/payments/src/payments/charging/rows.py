@@ -65,9 +65,12 @@ def public(c: NewCharge) -> ChargePublic:
 
 
 class ChargeRows:
-    """The rows of a batch's accepted charges, per table."""
+    """The rows of a batch's accepted charges, per table: made all at once (``ChargeRows(principal, charges)``),
+    or table by table as a store streams them (``charge``, ``ledger``, ``entries``, ``event``, ``audit_row``:
+    ``store.SessionChargeStore.add_stream``), the same rows either way."""
 
     def __init__(self, principal: Principal, charges: list[NewCharge]):
+        self.principal = principal
         self.charges: list[tuple] = []
         self.txns: list[tuple] = []
         self.entries: list[tuple] = []
@@ -75,15 +78,30 @@ class ChargeRows:
         self.audit: list[tuple] = []
         self._audit: tuple | None = None
         for c in charges:
-            self._add(principal, c)
+            self._add(c)
 
-    def _add(self, principal: Principal, c: NewCharge) -> None:
-        a, req, at = c.amounts, c.req, c.accepted_at
+    def _add(self, c: NewCharge) -> None:
         self.charges.append(charge_row(c))
-        txn_id = new_id()
-        self.txns.append((txn_id, "charge", c.id, at))
-        self.entries += [(txn_id, account, amount) for account, amount in
-                         charge_postings(c.funder_id, req.provider_id, a.amount_cents)]
+        txn = self.ledger(c)
+        self.txns.append(txn)
+        self.entries += self.entries_of(txn[0], c)
+        self.outbox.append(self.event(c))
+        self.audit.append(self.audit_row(c))
+
+    @staticmethod
+    def ledger(c: NewCharge) -> tuple:
+        """The charge's ledger transaction."""
+        return (new_id(), "charge", c.id, c.accepted_at)
+
+    @staticmethod
+    def entries_of(txn_id: str, c: NewCharge) -> list[tuple]:
+        return [(txn_id, account, amount) for account, amount in
+                charge_postings(c.funder_id, c.req.provider_id, c.amounts.amount_cents)]
+
+    @staticmethod
+    def event(c: NewCharge) -> tuple:
+        """The charge's ``ChargeAccepted`` outbox row."""
+        a, req, at = c.amounts, c.req, c.accepted_at
         row = _EVENTS.row({
             "charge_id": c.id, "voucher_id": c.voucher_id, "funder_id": c.funder_id, "provider_id": req.provider_id,
             "category": c.category, "service_date": req.service_date, "units": from_hundredths(req.units_x100),
@@ -91,16 +109,17 @@ class ChargeRows:
             "own_share_cents": a.own_share_cents, "accepted_at": at, "tariff": req.tariff,
             "price_registered": a.price_registered, "registered_price_cents": a.registered_price_cents,
             "price_list_id": a.price_list_id, "client_fee_cents": a.client_fee_cents})
-        self.outbox.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0,
-                            row["traceparent"]))
-        if self._audit is None:  # the same actor, action and correlation for every charge of the batch
-            record = audit.row(principal, "charge.create", "charge", c.id, c.funder_id)
+        return (row["message_id"], row["routing_key"], row["body"], row["created_at"], 0, row["traceparent"])
+
+    def audit_row(self, c: NewCharge) -> tuple:
+        """The charge's audit row: the same actor, action and correlation for every charge of the batch."""
+        if self._audit is None:
+            record = audit.row(self.principal, "charge.create", "charge", c.id, c.funder_id)
             self._audit = tuple(record[k] for k in AUDIT_COLUMNS)
-            self.audit.append(self._audit)
-            return
+            return self._audit
         _at, channel, actor, roles, tenant, action, rtype, _rid, _fid, correlation = self._audit
-        self.audit.append((datetime.now(timezone.utc), channel, actor, roles, tenant, action, rtype, c.id,
-                           c.funder_id, correlation))
+        return (datetime.now(timezone.utc), channel, actor, roles, tenant, action, rtype, c.id, c.funder_id,
+                correlation)
 
     def tables(self) -> list[tuple]:
         """(table, columns, rows), the ledger transactions before their entries (the entries' foreign key)."""

@@ -14,7 +14,7 @@ guarantee), which charges are at risk of missing the guarantee, and the payout's
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -67,7 +67,7 @@ def guarantee_due(accepted_at: datetime, today: date, rules: PayoutRules,
     return last_run_executes(today, rules, execution_of) > rules.deadline(accepted_at)
 
 
-def decide_payout(net_cents: int, accepted: list[datetime], today: date, rules: PayoutRules,
+def decide_payout(net_cents: int, accepted: Iterable[datetime], today: date, rules: PayoutRules,
                   hold_back: bool = True, execution_of: Callable[[date], date] | None = None) -> PayoutDecision:
     """Whether one provider's payout from one funder is made in today's run (``execution_of``: the banking
     calendar's next banking day, ``guarantee_due``)."""

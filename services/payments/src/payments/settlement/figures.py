@@ -36,7 +36,28 @@ def settle(charge_amounts: list[int], rate: Decimal) -> SettlementFigures:
     """Fee on the settlement's gross (rounded once), spread over its charges to the cent."""
     gross = sum(charge_amounts)
     fee = fee_cents(gross, rate)
-    return SettlementFigures(gross, fee, gross - fee, allocate(fee, charge_amounts))
+    return SettlementFigures(gross, fee, gross - fee, spread(fee, charge_amounts))
+
+
+def spread(total_cents: int, weights: list[int]) -> list[int]:
+    """``money.allocate`` (largest remainder, ties to the earlier item) in whole numbers: for a total and weights
+    that are not negative, each part's floor and remainder are ``divmod(total * weight, weight_sum)``, exactly
+    the floor and the fraction (times ``weight_sum``) that ``allocate`` works out in ``Decimal``, at a fraction
+    of its cost (a settlement spreads its fee over up to a million charges). Anything else goes to
+    ``allocate`` itself (``tests/settlement/test_spread.py`` compares the two)."""
+    weight_sum = sum(weights)
+    if total_cents < 0 or weight_sum <= 0 or min(weights) < 0 or total_cents * weight_sum >= 10**25:
+        return allocate(total_cents, weights)  # (beyond 10**25 Decimal's 28 digits may round the fraction)
+    floors, rests = [], []
+    for w in weights:
+        q, r = divmod(total_cents * w, weight_sum)
+        floors.append(q)
+        rests.append(r)
+    short = total_cents - sum(floors)
+    if short:
+        for i in sorted(range(len(weights)), key=lambda i: (-rests[i], i))[:short]:
+            floors[i] += 1
+    return floors
 
 
 

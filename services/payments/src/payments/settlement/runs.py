@@ -104,7 +104,7 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
             offset = settle_with_corrections([c.amount_cents for c in charges], fee_rate,
                                                     pending.get((funder_id, provider_id), []))
             figures = offset.figures
-            decision = settlement.decide_payout(figures.net_cents, [utc(c.accepted_at) for c in charges], today,
+            decision = settlement.decide_payout(figures.net_cents, (utc(c.accepted_at) for c in charges), today,
                                                 rules, hold_back=hold_back, execution_of=execution_of)
             await progress.advance(len(charges))
             if not decision.pay:
