@@ -173,16 +173,22 @@ async def insert_new(session: AsyncSession, model: type, rows: list[dict[str, An
         await session.execute(_insert(session, model.__table__).on_conflict_do_nothing(index_elements=keys), rows)
 
 
+@lru_cache(maxsize=None)
+def _load_sql(table: str, key: str) -> str:
+    return f"SELECT * FROM {table} WHERE {key} = ANY($1::text[])"
+
+
 async def _load(session: AsyncSession, model: type, key: str, ids: set[str]) -> dict[str, dict[str, Any]]:
     if not ids:
         return {}
     table = model.__table__
     out: dict[str, dict[str, Any]] = {}
     ordered = sorted(ids)
-    if _pg(session):
-        result = await session.execute(sa.select(table).where(
-            table.c[key] == sa.any_(sa.cast(sa.bindparam("ids", ordered, expanding=False), sa.ARRAY(sa.String)))))
-        return {row[key]: dict(row) for row in result.mappings()}
+    if _pg(session):  # on the session's own asyncpg connection: its records are read as dicts at C speed, where
+        # SQLAlchemy's rows and mappings cost ~50 us a fact of 20 columns (a fifth of a settled charge's fold)
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        records = await driver.fetch(_load_sql(table.name, key), ordered)
+        return {r[key]: dict(r) for r in records}
     for i in range(0, len(ordered), 5000):
         result = await session.execute(sa.select(table).where(table.c[key].in_(ordered[i:i + 5000])))
         out.update({row[key]: dict(row) for row in result.mappings()})
@@ -310,17 +316,23 @@ class Batch:
             self._charged(c, +1, count=0)
 
     def _settled(self, c: dict[str, Any]) -> None:
-        cell = self.cells[(c["funder_id"], c["period"], c["category"])]
+        funder_id, period, category = c["funder_id"], c["period"], c["category"]
+        cell = self.cells[(funder_id, period, category)]
         delay = c["settled_at"] - c["accepted_at"]
         cell["settled_charges"] += 1
         cell["settled_gross_cents"] += c["gross_cents"]
         cell["fee_cents"] += c["fee_cents"]
         cell["net_cents"] += c["net_cents"]
-        cell["settled_within_14_days"] += delay <= SETTLEMENT_GUARANTEE
-        cell["worst_delay_seconds"] = max(cell["worst_delay_seconds"], int(delay.total_seconds()))
-        self.usage[(c["funder_id"], c["period"], c["category"], c["provider_id"], c["voucher_id"])][
-            "settled_charges"] += 1
-        self.clients[self._client_key(c)]["settled_charges"] += 1
+        if delay <= SETTLEMENT_GUARANTEE:
+            cell["settled_within_14_days"] += 1
+        seconds = int(delay.total_seconds())
+        if seconds > cell["worst_delay_seconds"]:
+            cell["worst_delay_seconds"] = seconds
+        voucher_id = c["voucher_id"]
+        self.usage[(funder_id, period, category, c["provider_id"], voucher_id)]["settled_charges"] += 1
+        v = self.vouchers.get(voucher_id)
+        client = v["client_ref"] if v is not None and v["client_ref"] else f"voucher:{voucher_id}"
+        self.clients[(funder_id, period, category, client)]["settled_charges"] += 1
 
     def _client_key(self, c: dict[str, Any]) -> tuple[str, str, str, str]:
         """(funder, month, category, client): the voucher's pseudonymous client, or ``voucher:<id>`` until
@@ -350,15 +362,25 @@ class Batch:
             self._charged(c, -1)
 
     def settled(self, e: ChargeSettled) -> None:
-        c = self.charge(e.charge_id)
+        self._settle(e.charge_id, e.funder_id, e.settled_at, e.gross_cents, e.fee_cents, e.net_cents)
+
+    def settled_many(self, e: ChargesSettled) -> None:
+        """A ``charge.settled.v2``: each charge listed as the ``ChargeSettled`` it stands for (read from the
+        validated event's parts, no event built per charge)."""
+        settle, funder_id, at = self._settle, e.funder_id, e.settled_at
+        for one in e.charges:
+            settle(one.charge_id, funder_id, at, one.gross_cents, one.fee_cents, one.net_cents)
+
+    def _settle(self, charge_id: str, funder_id: str, settled_at: datetime, gross: int, fee: int, net: int) -> None:
+        c = self.charge(charge_id)
         if c["settled_at"] is not None:
             return
-        c.update(settled_at=e.settled_at, gross_cents=e.gross_cents, fee_cents=e.fee_cents, net_cents=e.net_cents)
-        f = self.figures[e.funder_id]
+        c["settled_at"], c["gross_cents"], c["fee_cents"], c["net_cents"] = settled_at, gross, fee, net
+        f = self.figures[funder_id]
         f["charges_settled"] += 1
-        f["settled_gross_cents"] += e.gross_cents
-        f["fee_cents"] += e.fee_cents
-        f["net_cents"] += e.net_cents
+        f["settled_gross_cents"] += gross
+        f["fee_cents"] += fee
+        f["net_cents"] += net
         if c["accepted_at"] is not None:
             self._settled(c)
 
@@ -414,6 +436,8 @@ class Batch:
     def apply(self, env: Envelope, e: Event | None) -> None:
         if isinstance(e, ChargeAccepted):
             self.accepted(e)
+        elif isinstance(e, ChargesSettled):
+            self.settled_many(e)
         elif isinstance(e, ChargeSettled):
             self.settled(e)
         elif isinstance(e, ChargeCancelled):
@@ -553,7 +577,7 @@ class Batch:
             if before is None or not pg:
                 whole.append(c)
                 continue
-            columns = tuple(n for n, v in c.items() if n != "charge_id" and before.get(n) != v)
+            columns = tuple(sorted({n for n, _ in c.items() - before.items()}))  # charge_id never changes
             if columns:
                 by_columns[columns].append(c)
         await put_rows(session, ChargeFact, whole, ["charge_id"])
@@ -724,25 +748,19 @@ async def recount_switches(session: AsyncSession, pairs: list[tuple[str, str]]) 
             ["funder_id", "period", "age_band", "switches", "clients"], sa.union_all(by_band, all_bands)))
 
 
-def _each_charge(items: list[tuple[Envelope, Event | None]]) -> list[tuple[Envelope, Event | None]]:
-    """The events with each ``ChargesSettled`` (version 2) standing for the ``ChargeSettled`` of each charge."""
-    if not any(isinstance(e, ChargesSettled) for _, e in items):
-        return items
-    out: list[tuple[Envelope, Event | None]] = []
-    for env, e in items:
-        out.extend([(env, one) for one in e.each()] if isinstance(e, ChargesSettled) else [(env, e)])
-    return out
-
-
 async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:
-    """Fold a run of events (any types, any order) into the read models, in the caller's transaction."""
-    items = _each_charge(items)
+    """Fold a run of events (any types, any order) into the read models, in the caller's transaction. Each
+    ``ChargesSettled`` (version 2) stands for the ``ChargeSettled`` of each charge it lists."""
     charge_ids = {e.charge_id for _, e in items
                   if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
                    if isinstance(e, (VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, ChargeAccepted,
                                      ChargeSettled, ChargeCancelled, ChargeCorrected))
                    or (isinstance(e, VoucherProviderChosen) and e.previous_provider_id is not None)}
+    for _, e in items:
+        if isinstance(e, ChargesSettled):
+            charge_ids.update(c.charge_id for c in e.charges)
+            voucher_ids.update(c.voucher_id for c in e.charges)
     batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
                   vouchers=await _load(session, VoucherFact, "voucher_id", voucher_ids))
     for env, event in items:

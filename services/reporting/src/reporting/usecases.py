@@ -366,6 +366,10 @@ async def _prepare_copies(sessions: Sessions) -> tuple[str, str]:
             copy = f"{REBUILD_SCHEMA}.{name}"
             await s.execute(sa.text(f"CREATE TABLE {copy} (LIKE {live}.{name} INCLUDING DEFAULTS INCLUDING "
                                     "CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE)"))
+            options = (await s.execute(sa.text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                                       {"t": f"{live}.{name}"})).scalar_one()
+            if options:  # the table's storage parameters (reporting_charge's fillfactor: migration 0011)
+                await s.execute(sa.text(f"ALTER TABLE {copy} SET ({', '.join(options)})"))
             keys = (await s.execute(sa.text(
                 "SELECT quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint "
                 "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u', 'x') ORDER BY conname"),
