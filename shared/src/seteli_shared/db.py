@@ -243,26 +243,119 @@ def _let_go(conn, dead: bool) -> None:  # noqa: ANN001
         conn.terminate()
 
 
+#: connections a ``driver_connection`` keeps checked out between uses, per engine (at most its pool's size), and
+#: how long one may wait unused there before it goes back to the pool
+KEPT_CONNECTIONS_MAX = 10
+KEPT_IDLE_SECONDS = 10.0
+
+
+class _Kept:
+    """An engine's pooled connections kept checked out between ``driver_connection`` uses: taking one from here
+    skips the pool's checkout and its pre-ping (``BEGIN; ;  ROLLBACK``: three round trips, more than the one or
+    two statements of a fast-path charge). Only a connection used moments ago is kept (``KEPT_IDLE_SECONDS``);
+    an older one goes back to the pool, to be pinged at its next checkout as every connection is. A connection
+    found dead drops all the kept ones (a restarted server cut them all); the caller's retry takes a pinged one."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.idle: list[tuple[object, object, float]] = []  # (AsyncConnection, asyncpg connection, kept at)
+
+    def take(self, now: float):  # noqa: ANN201
+        stale = []
+        found = None
+        while self.idle:
+            connection, conn, at = self.idle.pop()
+            if now - at <= KEPT_IDLE_SECONDS and not conn.is_closed():
+                found = (connection, conn)
+                break
+            stale.append(connection)
+        return found, stale + ([c for c, _, _ in self.idle] if found is None else [])
+
+    def drop_all(self) -> list:
+        out = [c for c, _, _ in self.idle]
+        self.idle.clear()
+        return out
+
+
+_kept: dict[int, tuple[AsyncEngine, _Kept]] = {}
+
+
+def _kept_of(engine: AsyncEngine) -> _Kept:
+    entry = _kept.get(id(engine))
+    if entry is None or entry[0] is not engine:
+        size = min(KEPT_CONNECTIONS_MAX, getattr(engine.sync_engine.pool, "size", lambda: 0)())
+        entry = (engine, _Kept(size))
+        _kept[id(engine)] = entry
+
+        @event.listens_for(engine.sync_engine, "engine_disposed")
+        def _cut_kept(_engine) -> None:  # noqa: ANN001
+            """A dispose not preceded by ``release_kept`` (it runs in SQLAlchemy's greenlet): close them."""
+            for connection in entry[1].drop_all():
+                sync = connection.sync_connection
+                if sync is not None and not sync.closed:
+                    sync.invalidate()
+                    sync.close()
+            _kept.pop(id(engine), None)
+    return entry[1]
+
+
+async def release_kept(engine: AsyncEngine) -> None:
+    """Give the connections ``driver_connection`` keeps back to the engine's pool (before its dispose)."""
+    entry = _kept.pop(id(engine), None)
+    if entry is not None and entry[0] is engine:
+        for connection in entry[1].drop_all():
+            await _close_quietly(connection)
+
+
+async def _close_quietly(connection) -> None:  # noqa: ANN001
+    try:
+        await connection.close()
+    except Exception:  # noqa: BLE001,S110  (a connection that failed its return is the pool's to forget)
+        pass
+
+
 @asynccontextmanager
 async def driver_connection(engine: AsyncEngine):  # noqa: ANN201
     """A pooled connection's own asyncpg connection (SQLAlchemy's public ``AsyncConnection.get_raw_connection``
     and ``driver_connection``), outside any transaction (each statement its own transaction: for single
     statements that do a whole change). A connection found dead, or left inside a transaction, is thrown away
     (``AsyncConnection.invalidate``), never pooled again; a dead one raises ``ConnectionError``, so that an
-    idempotent caller may try once more on a fresh one."""
-    async with engine.connect() as connection:
-        conn = (await connection.get_raw_connection()).driver_connection
-        dead = False
+    idempotent caller may try once more on a fresh one. A connection used moments ago is taken again without
+    the pool's checkout and pre-ping (``_Kept``)."""
+    loop = asyncio.get_running_loop()
+    kept = _kept_of(engine)
+    found, stale = kept.take(loop.time())
+    for old in stale:
+        await _close_quietly(old)
+    if found is not None:
+        connection, conn = found
+    else:
+        connection = await engine.connect()
         try:
-            yield conn
-        except Exception as exc:
-            if driver_connection_lost(exc) or conn.is_closed():
-                dead = True
-                raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
+            conn = (await connection.get_raw_connection()).driver_connection
+        except BaseException:
+            await connection.close()
             raise
-        finally:
-            if not dead and conn.is_in_transaction():  # never pooled inside a transaction
-                dead = True
-            if dead:
-                _let_go(conn, dead)
-                await connection.invalidate()
+    dead = keep = False
+    try:
+        yield conn
+        keep = True
+    except Exception as exc:
+        if driver_connection_lost(exc) or conn.is_closed():
+            dead = True
+            for other in kept.drop_all():  # a server restart cut them all: the next use takes a pinged one
+                await _close_quietly(other)
+            raise ConnectionError(f"database connection lost: {type(exc).__name__}") from exc
+        keep = True
+        raise
+    finally:
+        if not dead and conn.is_in_transaction():  # never pooled inside a transaction
+            dead = True
+        if dead:
+            _let_go(conn, dead)
+            await connection.invalidate()
+            await _close_quietly(connection)
+        elif keep and len(kept.idle) < kept.size and _kept.get(id(engine), (None,))[0] is engine:
+            kept.idle.append((connection, conn, loop.time()))
+        else:  # a cancelled use, or enough kept: back to the pool as before
+            await _close_quietly(connection)

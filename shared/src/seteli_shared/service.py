@@ -23,7 +23,7 @@ from .audit import AuditEntry
 from .auth import FUNDER_STAFF, Principal, Role, TenantScope, require, tenant_scope
 from .bus import BrokerUnavailable, BrokerUnreachable, Bus
 from .consumer import BatchHandler, Consumer, Handler, OnRefused
-from .db import make_engine, outage_limits, ping, session_factory, upgrade_async
+from .db import make_engine, outage_limits, ping, release_kept, session_factory, upgrade_async
 from .events import routing_keys_of
 from .jobs import JobRunner, current_runner
 from .faults import TIMED_OUT, database_fault, document_outages, install_fault_handlers
@@ -191,6 +191,7 @@ class Runtime:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bus.close()
+        await release_kept(self.engine)  # the connections driver_connection keeps, back to the pool
         await self.engine.dispose()
 
 

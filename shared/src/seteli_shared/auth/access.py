@@ -34,11 +34,16 @@ class Forbidden(DomainError):
     status_code = 403
 
 
-def _verifier(request: Request) -> TokenVerifier:
-    state = request.app.state
+def verifier_of(app: Any) -> TokenVerifier:
+    """The app's token verifier (made on first use, from its settings), with its cache of verified tokens."""
+    state = app.state
     if getattr(state, "token_verifier", None) is None:
         state.token_verifier = TokenVerifier(state.settings)
     return state.token_verifier
+
+
+def _verifier(request: Request) -> TokenVerifier:
+    return verifier_of(request.app)
 
 
 @dataclass(frozen=True)

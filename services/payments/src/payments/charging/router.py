@@ -49,6 +49,13 @@ async def charge_voucher(
     `price_above_registered_price` (the registered price in `details`) and `tariff_not_available`
     (a tariff asked for when no price list is in force on the service date). The answer says whether
     a registered price was found (`price_registered`)."""
+    return await charge_request(sessions, clock, principal, body, idempotency_key)
+
+
+async def charge_request(sessions, clock: Clock, principal: Principal, body: ChargeCreate,  # noqa: ANN001
+                         idempotency_key: idempotency.IdempotencyKey | None) -> JSONResponse:
+    """``POST /charges`` once its caller is authenticated and its body and headers validated: the route above,
+    and ``shortcut.ChargeShortcut`` (the same request without FastAPI's dependency resolution)."""
     provider_id = acting_for_provider(principal, body.provider_id)
     line = intake.engine_line(0, body, provider_id)
 
