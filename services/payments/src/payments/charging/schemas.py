@@ -95,18 +95,25 @@ class ChargeStatus(StrEnum):
     CANCELLED = domain.CANCELLED
 
 
+#: the longest Idempotency-Key taken (a longer one: 422, as the header's schema says)
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotency_key_of(app, key: str) -> idempotency.IdempotencyKey:  # noqa: ANN001
+    """A caller's Idempotency-Key in the only form payments keeps, with the app's secret and retention."""
+    settings = app.state.settings
+    return idempotency.IdempotencyKey.of(key, settings.idempotency_key_secret,
+                                         timedelta(hours=settings.idempotency_retention_hours))
+
+
 async def idempotency_key(request: Request, key: Annotated[str | None, Header(
-        alias="Idempotency-Key", max_length=200, description=(
+        alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY, description=(
             "the same key with the same body answers the first answer again (another body: 422 "
             "`idempotency_key_reused`; while the first is answered: 409 `request_in_flight`); kept per caller "
             "for `IDEMPOTENCY_RETENTION_HOURS` (24) hours, as a keyed hash (never the key itself), then purged"))
         ] = None) -> idempotency.IdempotencyKey | None:
     """The caller's Idempotency-Key, at once in the only form payments keeps (``idempotency.IdempotencyKey``)."""
-    if key is None:
-        return None
-    settings = request.app.state.settings
-    return idempotency.IdempotencyKey.of(key, settings.idempotency_key_secret,
-                                         timedelta(hours=settings.idempotency_retention_hours))
+    return None if key is None else idempotency_key_of(request.app, key)
 
 
 IdempotencyKeyHeader = Annotated[idempotency.IdempotencyKey | None, Depends(idempotency_key)]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import timedelta
 
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -31,14 +30,12 @@ from starlette.requests import Request
 
 from seteli_shared.auth import verifier_of
 
-from . import idempotency
 from .router import CHARGERS, charge_request, charge_voucher, router
-from .schemas import ChargeCreate
+from .schemas import MAX_IDEMPOTENCY_KEY, ChargeCreate, idempotency_key_of
 
 PATH = "/charges"
 _ROUTE = next(r for r in router.routes if getattr(r, "endpoint", None) is charge_voucher)
 _ROLES = frozenset(CHARGERS)
-_MAX_KEY = 200
 
 
 class ChargeShortcut:
@@ -143,11 +140,9 @@ def _ready(app, scope, body: bytes):  # noqa: ANN001, ANN202
     key = None
     if keys:
         text = keys[0].decode("latin-1")
-        if not text or len(text) > _MAX_KEY:
+        if not text or len(text) > MAX_IDEMPOTENCY_KEY:
             return None
-        settings = app.state.settings
-        key = idempotency.IdempotencyKey.of(text, settings.idempotency_key_secret,
-                                            timedelta(hours=settings.idempotency_retention_hours))
+        key = idempotency_key_of(app, text)
     return principal, charge, key
 
 
