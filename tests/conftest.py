@@ -44,7 +44,9 @@ async def system(postgres_admin_dsn, amqp_url, tmp_path_factory):  # noqa: ANN00
     from conftest import PostgresDatabases  # the root conftest
 
     dbs = PostgresDatabases(postgres_admin_dsn)
-    ns = f"e2e{os.getpid()}{int(time.time()) % 100000}"
+    # "p" between the two numbers: glued together they made a run of ten digits, a personal identity code now
+    # and then (once in ~850), and outside systems' broker users are named after the namespace
+    ns = f"e2e{os.getpid()}p{int(time.time()) % 100000}"
     workdir = tmp_path_factory.mktemp("system")
     procs, urls, logs, databases = {}, {}, {}, {}
     try:

@@ -66,7 +66,9 @@ async def services(postgres_admin_dsn, amqp_url):  # noqa: ANN001
     from conftest import PostgresDatabases  # the root conftest
 
     dbs = PostgresDatabases(postgres_admin_dsn)
-    ns = f"strict{os.getpid()}{int(time.time()) % 100000}"
+    # "p" between the two numbers: glued together they made a run of ten digits, a personal identity code now
+    # and then (once in ~850), and outside systems' broker users are named after the namespace
+    ns = f"strict{os.getpid()}p{int(time.time()) % 100000}"
     async with AsyncExitStack() as stack:
         stack.push_async_callback(delete_namespace, amqp_url, ns, [f"{ns}.{n}" for n in NAMES])
         stack.push_async_callback(dbs.drop_all)

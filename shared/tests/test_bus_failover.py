@@ -84,7 +84,9 @@ async def test_losing_the_node_moves_the_bus_to_the_next_where_consuming_and_pub
         await eventually(published_again, timeout=20, interval=0.2)
         assert bus.connection.url.port == (u.port or 5672), "reconnected to the next address"
         await eventually(lambda: 2 in got, timeout=20)
-        assert got == [1, 2], "the consumer resumed on the next node"
+        # at least once: 1's ack may have been cut with the node, and a publish that raised while the connection
+        # moved may have reached the broker, so either can come again (the services' inboxes drop such repeats)
+        assert set(got) == {1, 2} and got[0] == 1, "the consumer resumed on the next node"
     finally:
         await bus.close()
         await proxy.close()
