@@ -5,7 +5,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from payments.models import SOURCE
-from payments.settlement.batch import SettlementBatch, ToSettle
+from payments.settlement.batch import Charges, SettlementBatch, ToSettle
 from seteli_shared.events import ChargesSettled, Envelope, SettledCharge
 from seteli_shared.outbox import event_row
 
@@ -16,7 +16,7 @@ def test_v2_bodies_from_values_are_the_ordinary_envelopes():
                for i in range(11)]
     fees = [125 + (i % 2) for i in range(11)]
     batch = SettlementBatch(None, now, events="v2", per_event=4)  # noqa: the rows need no session
-    rows = batch._v2_rows("s-1", "091", "p-1", charges, fees, None)
+    rows = batch._v2_rows("s-1", "091", "p-1", Charges.of(charges), fees, None)
     assert batch._direct is True, "the first event's body, made both ways, was the same"
     assert [len(json.loads(r[2])["data"]["charges"]) for r in rows] == [4, 4, 3]
     for n, (message_id, key, body, created_at, attempts, _tp) in enumerate(rows):

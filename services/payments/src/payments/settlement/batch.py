@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from dataclasses import dataclass
 from itertools import groupby
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,26 @@ class ToSettle(NamedTuple):
     accepted_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Charges:
+    """A group's charges to settle, column by column in (accepted_at, id) order: a run settles up to millions of
+    charges, and columns cost no object per charge (``of`` turns rows such as ``ToSettle`` into columns)."""
+
+    ids: Sequence[str]
+    voucher_ids: Sequence[str]
+    categories: Sequence[str]
+    amounts: Sequence[int]
+    accepted_at: Sequence[datetime]
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence]) -> "Charges":
+        """Rows of (id, voucher_id, category, amount_cents, accepted_at) as columns."""
+        return cls(*([row[k] for row in rows] for k in range(5)))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 _SETTLE_ORDER = (Charge.funder_id, Charge.provider_id, Charge.accepted_at, Charge.id)
 _SENTINELS = ("@@settle-eid@@", "@@settle-cid@@", "@@settle-vid@@", 7777777701, 7777777702, 7777777703)
 
@@ -43,7 +64,7 @@ class SettlementBatch:
     ``ChargeSettled`` per charge; ``both`` both (while consumers move over to v2).
 
     On PostgreSQL the charges are copied into a temporary table once and read group by group (memory
-    stays one group's), the fees go in with ``COPY`` and one ``UPDATE ... FROM`` at the end, and the
+    stays one group's), each group's fees go in as two arrays and one ``UPDATE ... FROM`` at the end, and the
     events with ``COPY`` (each body the one ``Envelope.wrap`` makes, formatted from a template made by it
     per settlement and category). Elsewhere (SQLite) the same rows go in with ordinary statements."""
 
@@ -56,7 +77,6 @@ class SettlementBatch:
         self.v1, self.v2, self.per_event = events in ("v1", "both"), events in ("v2", "both"), per_event
         self.pg = None
         self._rows: list | None = None
-        self._fees: list[tuple[str, str, int]] = []
         self._direct: bool | None = None  # v2 bodies written from values (``_v2_rows``): None until compared
 
     async def __aenter__(self) -> "SettlementBatch":
@@ -74,7 +94,7 @@ class SettlementBatch:
                 timeout=WHOLE_RUN_STATEMENT_SECONDS)
             await self.pg.execute(
                 "CREATE INDEX ON settle_charges (funder_id, provider_id, accepted_at, id); ANALYZE settle_charges; "
-                "CREATE TEMP TABLE settle_fees (id varchar PRIMARY KEY, settlement_id varchar NOT NULL, "
+                "CREATE TEMP TABLE settle_fees (id varchar NOT NULL, settlement_id varchar NOT NULL, "
                 "fee bigint NOT NULL) ON COMMIT DROP")
         else:
             q = (select(Charge.id, Charge.funder_id, Charge.provider_id, Charge.voucher_id, Charge.category,
@@ -86,7 +106,7 @@ class SettlementBatch:
 
     async def __aexit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         if exc_type is None and self.pg is not None:
-            await self._flush_fees()
+            await self.pg.execute("ANALYZE settle_fees")  # a temporary table: never analysed otherwise
             await self.pg.execute(
                 "UPDATE payments_charge c SET status = $1, settlement_id = f.settlement_id, fee_cents = f.fee, "
                 "net_cents = c.amount_cents - f.fee FROM settle_fees f WHERE c.id = f.id"
@@ -103,20 +123,20 @@ class SettlementBatch:
             return {r[0] for r in await self.pg.fetch("SELECT DISTINCT funder_id FROM settle_charges")}
         return {r.funder_id for r in self._rows}
 
-    async def groups(self):  # noqa: ANN201  (async iterator of (funder_id, provider_id, [ToSettle]))
+    async def groups(self):  # noqa: ANN201  (async iterator of (funder_id, provider_id, Charges))
         if self.pg is None:
             for (funder_id, provider_id), group in groupby(self._rows, key=lambda r: (r.funder_id, r.provider_id)):
-                yield funder_id, provider_id, [ToSettle(r.id, r.voucher_id, r.category, r.amount_cents, r.accepted_at)
-                                               for r in group]
+                yield funder_id, provider_id, Charges.of(
+                    [(r.id, r.voucher_id, r.category, r.amount_cents, r.accepted_at) for r in group])
             return
         keys = await self.pg.fetch("SELECT funder_id, provider_id FROM settle_charges GROUP BY 1, 2 ORDER BY 1, 2")
         for funder_id, provider_id in keys:
             rows = await self.pg.fetch(
                 "SELECT id, voucher_id, category, amount_cents, accepted_at FROM settle_charges "
                 "WHERE funder_id = $1 AND provider_id = $2 ORDER BY accepted_at, id", funder_id, provider_id)
-            yield funder_id, provider_id, [ToSettle(*r) for r in rows]
+            yield funder_id, provider_id, Charges.of(rows)
 
-    async def settled(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+    async def settled(self, settlement_id: str, funder_id: str, provider_id: str, charges: Charges,
                       fees: list[int]) -> None:
         """The group's charges belong to this settlement, with these fees (one each, in order)."""
         if self.pg is None:
@@ -124,18 +144,18 @@ class SettlementBatch:
                 update(_C).where(_C.c.id == bindparam("cid")).values(
                     status=domain.SETTLED, settlement_id=settlement_id, fee_cents=bindparam("fee"),
                     net_cents=bindparam("net")),
-                [{"cid": c.id, "fee": fee, "net": c.amount_cents - fee} for c, fee in zip(charges, fees)])
+                [{"cid": i, "fee": fee, "net": a - fee} for i, a, fee in zip(charges.ids, charges.amounts, fees)])
             if self.v1:
                 await add_events(self.session, [ChargeSettled(
-                    charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
-                    provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
-                    net_cents=c.amount_cents - fee, settled_at=self.now) for c, fee in zip(charges, fees)], SOURCE)
+                    charge_id=i, settlement_id=settlement_id, voucher_id=v, funder_id=funder_id,
+                    provider_id=provider_id, category=c, gross_cents=a, fee_cents=fee, net_cents=a - fee,
+                    settled_at=self.now) for i, v, c, a, fee in _columns(charges, fees)], SOURCE)
             if self.v2:
                 await add_events(self.session, self._v2(settlement_id, funder_id, provider_id, charges, fees), SOURCE)
             return
-        self._fees.extend((c.id, settlement_id, fee) for c, fee in zip(charges, fees))
-        if len(self._fees) >= 50_000:
-            await self._flush_fees()
+        # the fees as two arrays (the driver encodes them whole), made into rows by the server
+        await self.pg.execute("INSERT INTO settle_fees (id, settlement_id, fee) SELECT unnest($1::varchar[]), $2, "
+                              "unnest($3::bigint[])", list(charges.ids), settlement_id, fees)
         traceparent = current_traceparent()  # the run's span (None when tracing is off)
         rows = self._v1_rows(settlement_id, funder_id, provider_id, charges, fees, traceparent) if self.v1 else []
         if self.v2:
@@ -144,18 +164,17 @@ class SettlementBatch:
             "message_id", "routing_key", "body", "created_at", "attempts", "traceparent"])
         wake_relay_on_commit(self.session)
 
-    def _v2(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+    def _v2(self, settlement_id: str, funder_id: str, provider_id: str, charges: Charges,
             fees: list[int]) -> list[ChargesSettled]:
         """The settlement's ``ChargesSettled``: its charges in order, at most ``per_event`` in one event (each
         charge's part built without validating again: its values are the database's, validated when charged)."""
-        listed = [SettledCharge.model_construct(charge_id=c.id, voucher_id=c.voucher_id, category=c.category,
-                                                gross_cents=c.amount_cents, fee_cents=fee,
-                                                net_cents=c.amount_cents - fee) for c, fee in zip(charges, fees)]
+        listed = [SettledCharge.model_construct(charge_id=i, voucher_id=v, category=c, gross_cents=a, fee_cents=fee,
+                                                net_cents=a - fee) for i, v, c, a, fee in _columns(charges, fees)]
         return [ChargesSettled(settlement_id=settlement_id, funder_id=funder_id, provider_id=provider_id,
                                settled_at=self.now, charges=listed[i:i + self.per_event])
                 for i in range(0, len(listed), self.per_event)]
 
-    def _v2_rows(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+    def _v2_rows(self, settlement_id: str, funder_id: str, provider_id: str, charges: Charges,
                  fees: list[int], traceparent: str | None) -> list[tuple]:
         """The outbox rows of the settlement's ``ChargesSettled`` (``_v2``), each body the one ``Envelope.wrap``
         makes: the envelope of the event with its first charge (validated), its ``charges`` then the whole
@@ -163,10 +182,10 @@ class SettlementBatch:
         run's first event is also made the ordinary way and the two bodies compared: if they differ, every
         event of the run is made the ordinary way."""
         rows = []
+        everyone = [{"charge_id": i, "voucher_id": v, "category": c, "gross_cents": a, "fee_cents": fee,
+                     "net_cents": a - fee} for i, v, c, a, fee in _columns(charges, fees)]
         for i in range(0, len(charges), self.per_event):
-            listed = [{"charge_id": c.id, "voucher_id": c.voucher_id, "category": c.category,
-                       "gross_cents": c.amount_cents, "fee_cents": fee, "net_cents": c.amount_cents - fee}
-                      for c, fee in zip(charges[i:i + self.per_event], fees[i:i + self.per_event])]
+            listed = everyone[i:i + self.per_event]
             if self._direct is not True:
                 event = ChargesSettled(settlement_id=settlement_id, funder_id=funder_id, provider_id=provider_id,
                                        settled_at=self.now, charges=[SettledCharge.model_construct(**c) for c in listed])
@@ -181,26 +200,26 @@ class SettlementBatch:
             rows.append((env.id, env.routing_key, _with_charges(env, listed), env.time, 0, traceparent))
         return rows
 
-    def _v1_rows(self, settlement_id: str, funder_id: str, provider_id: str, charges: list[ToSettle],
+    def _v1_rows(self, settlement_id: str, funder_id: str, provider_id: str, charges: Charges,
                  fees: list[int], traceparent: str | None) -> list[tuple]:
         """One ``ChargeSettled`` outbox row per charge, each body formatted from a template per category."""
         templates: dict[str, tuple[str, str, datetime] | None] = {}
         rows = []
-        for c, fee in zip(charges, fees):
-            if c.category not in templates:
-                templates[c.category] = self._template(settlement_id, funder_id, provider_id, c.category)
-            t = templates[c.category]
+        for cid, vid, category, amount, fee in _columns(charges, fees):
+            if category not in templates:
+                templates[category] = self._template(settlement_id, funder_id, provider_id, category)
+            t = templates[category]
             if t is None:  # a value the template cannot hold apart: this event the ordinary way
                 _env, row = event_row(ChargeSettled(
-                    charge_id=c.id, settlement_id=settlement_id, voucher_id=c.voucher_id, funder_id=funder_id,
-                    provider_id=provider_id, category=c.category, gross_cents=c.amount_cents, fee_cents=fee,
-                    net_cents=c.amount_cents - fee, settled_at=self.now), SOURCE)
+                    charge_id=cid, settlement_id=settlement_id, voucher_id=vid, funder_id=funder_id,
+                    provider_id=provider_id, category=category, gross_cents=amount, fee_cents=fee,
+                    net_cents=amount - fee, settled_at=self.now), SOURCE)
                 rows.append((row["message_id"], row["routing_key"], row["body"], row["created_at"], 0, traceparent))
                 continue
             fmt, key, at = t
             eid = new_id()
-            rows.append((eid, key, fmt % (eid, _json_text(c.id), _json_text(c.voucher_id), c.amount_cents, fee,
-                                          c.amount_cents - fee), at, 0, traceparent))
+            rows.append((eid, key, fmt % (eid, _json_text(cid), _json_text(vid), amount, fee, amount - fee), at, 0,
+                         traceparent))
         return rows
 
     def _template(self, settlement_id: str, funder_id: str, provider_id: str,
@@ -223,11 +242,10 @@ class SettlementBatch:
             fmt = fmt.replace(m, spec)
         return _Positional(fmt), row["routing_key"], row["created_at"]
 
-    async def _flush_fees(self) -> None:
-        if self._fees:
-            await self.pg.copy_records_to_table("settle_fees", records=self._fees,
-                                                columns=["id", "settlement_id", "fee"])
-            self._fees = []
+
+
+def _columns(charges: Charges, fees: Sequence[int]):  # noqa: ANN202  (iterator of (id, voucher, category, gross, fee))
+    return zip(charges.ids, charges.voucher_ids, charges.categories, charges.amounts, fees)
 
 
 def _with_charges(env: Envelope, charges: list[dict]) -> str:

@@ -55,7 +55,8 @@ def spread(total_cents: int, weights: list[int]) -> list[int]:
         rests.append(r)
     short = total_cents - sum(floors)
     if short:
-        for i in sorted(range(len(weights)), key=lambda i: (-rests[i], i))[:short]:
+        # the largest remainders, ties to the earlier item (a stable sort keeps equal keys in order, reversed too)
+        for i in sorted(range(len(weights)), key=rests.__getitem__, reverse=True)[:short]:
             floors[i] += 1
     return floors
 

@@ -101,10 +101,10 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
             if payees is None:
                 payees = {p.provider_id: p for p in (await session.execute(select(ProviderView))).scalars()}
             fee_rate = fee_rate_for(known_rates.get(funder_id), default_fee_rate)
-            offset = settle_with_corrections([c.amount_cents for c in charges], fee_rate,
-                                                    pending.get((funder_id, provider_id), []))
+            offset = settle_with_corrections(list(charges.amounts), fee_rate, pending.get((funder_id, provider_id), []))
             figures = offset.figures
-            decision = settlement.decide_payout(figures.net_cents, (utc(c.accepted_at) for c in charges), today,
+            # a charge's deadline only grows with its acceptance: the group's earliest charge is the one due first
+            decision = settlement.decide_payout(figures.net_cents, (utc(min(charges.accepted_at)),), today,
                                                 rules, hold_back=hold_back, execution_of=execution_of)
             await progress.advance(len(charges))
             if not decision.pay:
