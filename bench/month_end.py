@@ -119,9 +119,22 @@ def say(text: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free local port; from ``BENCH_PORTS=LOW-HIGH`` when set (machines where a run is given its own ports)."""
+    low, _, high = os.environ.get("BENCH_PORTS", "").partition("-")
+    for port in range(int(low), int(high) + 1) if low and high else [0]:
+        if port in _TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _TAKEN.add(s.getsockname()[1])
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ.get('BENCH_PORTS')}")
+
+
+_TAKEN: set[int] = set()
 
 
 def price_of(p: int, c: int) -> int:

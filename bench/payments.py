@@ -8,8 +8,8 @@
    before the baseline's turn. Prints requests/s, p50, p99, each round's ratio and the overall ratio.
 2. **bulk intake** (``POST /charges/bulk``) if the app has it: ``--bulk-requests`` of ``--bulk-lines`` lines,
    then a raw bulk baseline on the same database (chunks of 2,500 lines: vouchers locked, charges, ledger
-   transactions and entries and outbox rows by COPY). Prints lines/s (until the last answer, and until the relay
-   has published every ``ChargeAccepted``) and the ratio. ``--relay process`` serves payments with ``RELAY=process``
+   transactions and entries and outbox rows by COPY, as ``--accepted-events`` says). Prints lines/s (until the
+   last answer, and until the relay has published every accepted event) and the ratio. ``--relay process`` serves payments with ``RELAY=process``
    (its outbox relay a child process instead of a task in the worker's event loop). Then one **streamed CSV
    file** of ``--csv-lines`` lines (100,000: a month-end file) sent as it is generated: lines/s, and the
    worker's resident memory before and at its highest beside the file's size.
@@ -271,8 +271,10 @@ RAW_BULK_CHUNK = 2500
 
 async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
     """The bulk's minimal work by hand: per chunk of lines one transaction that locks the chunk's vouchers (in
-    order), reads their terms, and writes the charges, their ledger transactions and entries and one outbox row
-    each by COPY. Same lines as ``bulk`` (another provider's vouchers, so that nothing is a repeat)."""
+    order), reads their terms, and writes the charges, their ledger transactions and entries and their outbox rows
+    by COPY: one a charge (``--accepted-events v1``) or one per funder and chunk of ``--accepted-event-charges``
+    (``v2``, as payments' bulk now writes them). Same lines as ``bulk`` (another provider's vouchers, so that nothing
+    is a repeat)."""
     import uuid
     from datetime import datetime, timezone
 
@@ -295,6 +297,7 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
                         sorted({x[0] for x in chunk}))}
                     now = datetime.now(timezone.utc)
                     charges, txns, entries, outbox = [], [], [], []
+                    listed: dict[str, list[dict]] = {}
                     for vid, ref, day, units_x100 in chunk:
                         v = terms[vid]
                         cid, tid = uuid.uuid4().hex, uuid.uuid4().hex
@@ -304,8 +307,16 @@ async def raw_bulk(dsn: str, args: argparse.Namespace) -> float:
                         txns.append((tid, "charge", cid, now))
                         entries += [(tid, f"funder:{v['funder_id']}:voucher_spend", amount),
                                     (tid, f"provider:{v['provider_id']}:payable", -amount)]
-                        outbox.append((uuid.uuid4().hex, "charge.accepted.v1",
-                                       json.dumps({"charge_id": cid, "amount_cents": amount}), now, 0))
+                        if args.accepted_events in ("v1", "both"):
+                            outbox.append((uuid.uuid4().hex, "charge.accepted.v1",
+                                           json.dumps({"charge_id": cid, "amount_cents": amount}), now, 0))
+                        listed.setdefault(v["funder_id"], []).append({"charge_id": cid, "amount_cents": amount})
+                    if args.accepted_events in ("v2", "both"):  # one row per funder and chunk of charges
+                        for funder_id, its in listed.items():
+                            for k in range(0, len(its), args.accepted_event_charges):
+                                outbox.append((uuid.uuid4().hex, "charge.accepted.v2", json.dumps({
+                                    "funder_id": funder_id, "charges": its[k:k + args.accepted_event_charges]}),
+                                    now, 0))
                     await conn.copy_records_to_table("payments_charge", records=charges, columns=(
                         "id", "voucher_id", "funder_id", "provider_id", "category", "provider_reference",
                         "service_date",
@@ -426,7 +437,9 @@ async def run(args: argparse.Namespace) -> int:
             port = free_port()
             if label == "payments":
                 env = dict(os.environ, DATABASE_URL=url, AMQP_URL=AMQP_URL, BUS_NAMESPACE=namespace,
-                           ENVIRONMENT="test", LOG_LEVEL=args.log_level, RELAY=args.relay)
+                           ENVIRONMENT="test", LOG_LEVEL=args.log_level, RELAY=args.relay,
+                           ACCEPTED_EVENTS=args.accepted_events,
+                           ACCEPTED_EVENT_CHARGES=str(args.accepted_event_charges))
                 cmd = [sys.executable, "-m", "uvicorn", "--factory", "payments.app:create_app", "--host", "127.0.0.1",
                        "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
             else:
@@ -657,6 +670,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settled-events", default="v2",
                    help="payments' SETTLED_EVENTS for the run (v2, v1 or both; several, comma-separated, one run each)")
     p.add_argument("--settled-event-charges", type=int, default=1000, help="payments' SETTLED_EVENT_CHARGES")
+    p.add_argument("--accepted-events", default="v2", choices=("v1", "v2", "both"),
+                   help="payments' ACCEPTED_EVENTS for the bulk intake; the raw bulk baseline writes the same kind of "
+                        "outbox rows (v1 one a charge, v2 one per funder and chunk of --accepted-event-charges)")
+    p.add_argument("--accepted-event-charges", type=int, default=1000, help="payments' ACCEPTED_EVENT_CHARGES")
     p.add_argument("--settlement-only", action="store_true", help="only the settlement run and its baseline")
     p.add_argument("--bulk-lines", type=int, default=10000)
     p.add_argument("--bulk-requests", type=int, default=5)

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seteli_shared.db import make_engine, session_factory, upgrade_async
-from seteli_shared.events import ChargeAccepted, ChargeCancelled, ChargeCorrected, Envelope
+from seteli_shared.events import (AcceptedCharge, ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargesAccepted,
+                                  Envelope)
 from seteli_shared.messaging import OutboxMessage
 from vouchers.app import SPEC
 from vouchers.lifecycle_models import Usage
@@ -160,3 +161,77 @@ async def test_a_batch_costs_a_few_statements_whatever_its_size(database):  # no
     assert len(folded) <= 3, folded  # the rows inserted, the whole-validity vouchers among them read and locked
     async with database.connect() as conn:
         assert (await conn.execute(sa.text("SELECT count(*) FROM vouchers_usage"))).scalar_one() == 300
+
+
+# ------------------------------------------------------------------ charge.accepted.v2
+def listed(events: list, per_event: int) -> list:
+    """The events with each run of ``ChargeAccepted`` in a row as ``ChargesAccepted`` (``charge.accepted.v2``) of
+    at most ``per_event`` charges, in the same order: what payments' bulk writes instead of the v1 events."""
+    out: list = []
+    run: list[ChargeAccepted] = []
+
+    def flush() -> None:
+        for i in range(0, len(run), per_event):
+            out.append(ChargesAccepted(funder_id="091", provider_id="p", charges=[AcceptedCharge(**{
+                k: v for k, v in e.model_dump().items() if k not in ("funder_id", "provider_id")})
+                for e in run[i:i + per_event]]))
+        run.clear()
+
+    for e in events:
+        if isinstance(e, ChargeAccepted):
+            run.append(e)
+        else:
+            flush()
+            out.append(e)
+    flush()
+    return out
+
+
+def test_a_v2_event_stands_for_the_v1_events_of_its_charges():
+    v1 = [accepted(c) for c in CHARGES]
+    [v2] = listed(v1, 10)
+    assert v2.each() == v1
+    assert [e.model_dump() for e in v2.each()] == [e.model_dump() for e in v1]
+    # the envelope travels and comes back as the same event
+    env = Envelope.wrap(v2, "payments")
+    assert Envelope.model_validate_json(env.model_dump_json()).event() == v2
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(event, max_size=18), per_event=st.integers(1, 4),
+       sizes=st.lists(st.integers(1, 5), min_size=1, max_size=3))
+async def test_v2_gives_the_usage_and_exhaustions_of_v1_and_both_count_each_charge_once(
+        database, events, per_event, sizes):  # noqa: ANN001
+    """The same charges as ``charge.accepted.v2`` (in batches of any size) give the same usage rows, exhausted
+    vouchers and ``VoucherExhausted`` events as their v1 events one at a time; heard in both versions (v1, then
+    v2 as payments' ``ACCEPTED_EVENTS=both`` writes them, or v2 redelivered) each charge counts once."""
+    await reset(database)
+    await fold(database, events, [1])
+    one_at_a_time = await state(database)
+    await reset(database)
+    await fold(database, listed(events, per_event), sizes)
+    assert await state(database) == one_at_a_time
+    await fold(database, listed(events, per_event), [1])  # the v2 events again (a redelivery under new ids)
+    assert await state(database) == one_at_a_time
+    await reset(database)
+    both = [x for e in events for x in ([e, *listed([e], 1)] if isinstance(e, ChargeAccepted) else [e])]
+    await fold(database, both, sizes)
+    assert await state(database) == one_at_a_time
+
+
+async def test_a_v2_event_exhausts_at_the_charge_that_uses_the_units_up(database):  # noqa: ANN001
+    """The exhaustion of a whole-validity voucher by a v2 event: at the listed charge that used the units up,
+    with the units used then, once (a later v1 of the same charges changes nothing)."""
+    await reset(database)
+    extra = ChargeAccepted(**{**accepted("c3").model_dump(), "charge_id": "c9", "units": Decimal("2.5"),
+                              "accepted_at": AT + timedelta(hours=1)})
+    later = ChargeAccepted(**{**extra.model_dump(), "charge_id": "c10", "accepted_at": AT + timedelta(hours=2)})
+    charges = [accepted("c0"), accepted("c3"), accepted("c6"), extra, later]
+    await fold(database, listed(charges, 1000), [1])
+    await fold(database, charges, [10])
+    usage, vouchers, events = await state(database)
+    assert dict((r[0], r[1]) for r in vouchers)["v-valid-5"] == "exhausted"
+    assert [r[2] for r in vouchers if r[0] == "v-valid-5"] == [extra.accepted_at]
+    [(key, data)] = events
+    assert (key, data["voucher_id"], data["units_used"]) == ("voucher.exhausted.v1", "v-valid-5", "5.50")
+    assert len(usage) == 5

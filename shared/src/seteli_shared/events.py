@@ -450,6 +450,10 @@ class VoucherExhausted(Event):
 
 # ---------------------------------------------------------------- payments
 class ChargeAccepted(Event):
+    """Version 1 of ``charge.accepted``: one event per accepted charge. Payments publishes it for a single
+    ``POST /charges``, and for its bulk paths only with ``ACCEPTED_EVENTS=v1`` or ``both`` (their default is
+    version 2, ``ChargesAccepted``); consumers accept both (docs/CONTRACT-CHANGELOG.md 1.5.0)."""
+
     event_name = "charge.accepted"
     producer = "payments"
     charge_id: str
@@ -475,6 +479,51 @@ class ChargeAccepted(Event):
 
     def subject(self) -> str:
         return self.charge_id
+
+
+class AcceptedCharge(BaseModel):
+    """One charge of a ``ChargesAccepted``: what a ``ChargeAccepted`` says of it beyond its funder and provider."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    charge_id: str
+    voucher_id: str
+    category: Category
+    service_date: date
+    units: Decimal
+    unit_price_cents: int
+    amount_cents: int
+    own_share_cents: int
+    accepted_at: datetime
+    tariff: str | None = None
+    price_registered: bool | None = None
+    registered_price_cents: int | None = None
+    price_list_id: str | None = None
+    client_fee_cents: int | None = None
+
+
+class ChargesAccepted(Event):
+    """Version 2 of ``charge.accepted``: charges one bulk intake transaction accepted for one provider with one
+    funder, up to 5,000 in an event, where version 1 is one event per charge. A consumer folds each charge listed
+    as the ``ChargeAccepted`` it stands for (``each()``, in the listed order, which is the order they were
+    accepted in), so a charge heard in both versions (the producer emits both while consumers move over) counts
+    once where the fold is idempotent per charge, as vouchers' usage and reporting's are. Payments publishes it
+    for its bulk paths (JSON bulk and CSV) by default (``ACCEPTED_EVENTS=v2``), in the chunk's transaction, at
+    most ``ACCEPTED_EVENT_CHARGES`` (1,000) charges an event: about 400 bytes a charge, so ~400 kB a message. A
+    single ``POST /charges`` still publishes version 1."""
+
+    event_name = "charge.accepted"
+    version = 2
+    producer = "payments"
+    funder_id: FunderId
+    provider_id: str
+    charges: list[AcceptedCharge] = Field(min_length=1, max_length=5000)
+
+    def each(self) -> list[ChargeAccepted]:
+        """The version 1 event of each charge (built without validating again: its parts are validated)."""
+        funder_id, provider_id = self.funder_id, self.provider_id
+        return [ChargeAccepted.model_construct(funder_id=funder_id, provider_id=provider_id, **dict(c))
+                for c in self.charges]
 
 
 class ChargeSettled(Event):

@@ -94,6 +94,10 @@ def _payments() -> list[ev.Event]:
         ev.ChargeAccepted(**charge, service_date=date(2026, 3, 9), units=Decimal("4"), unit_price_cents=2500,
                           amount_cents=10000, own_share_cents=0, accepted_at=_at(9, 18), tariff="weekday",
                           price_registered=True, registered_price_cents=2500, price_list_id=PRICE_LIST),
+        ev.ChargesAccepted(funder_id=FUNDER, provider_id=PROVIDER, charges=[ev.AcceptedCharge(
+            charge_id=CHARGE, voucher_id=VOUCHER, category="home_care", service_date=date(2026, 3, 9),
+            units=Decimal("4"), unit_price_cents=2500, amount_cents=10000, own_share_cents=0, accepted_at=_at(9, 18),
+            tariff="weekday", price_registered=True, registered_price_cents=2500, price_list_id=PRICE_LIST)]),
         ev.ChargeSettled(**charge, settlement_id=SETTLEMENT, gross_cents=10000, fee_cents=500, net_cents=9500,
                          settled_at=_at(20, 3)),
         ev.ChargesSettled(settlement_id=SETTLEMENT, funder_id=FUNDER, provider_id=PROVIDER, settled_at=_at(20, 3),
@@ -119,8 +123,11 @@ def event_examples() -> dict[type[ev.Event], ev.Event]:
 
 def envelope_of(event: ev.Event, message_id: str, correlation_id: str, causation_id: str | None = None) -> dict:
     """The example as it travels: the CloudEvents envelope the producer's outbox writes (``Envelope.wrap``),
-    with fixed ids and the event's own time."""
+    with fixed ids and the event's own time (an event listing charges: its first charge's)."""
     when = next((v for k, v in event if k.endswith("_at") and isinstance(v, datetime)), None)
+    if when is None:
+        when = next((v for c in getattr(event, "charges", ()) for k, v in c
+                     if k.endswith("_at") and isinstance(v, datetime)), None)
     envelope = ev.Envelope(id=message_id, source=f"/seteli/{event.producer}", type=event.event_type(),
                            time=when, subject=event.subject(), data=event.model_dump(mode="json"),
                            correlationid=correlation_id, causationid=causation_id)

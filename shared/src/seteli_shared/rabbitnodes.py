@@ -41,9 +41,23 @@ def available() -> str | None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free local port; with ``BENCH_PORTS=LOW-HIGH`` (a machine where a run is given its own ports) one of those,
+    taken from the top down (a benchmark's own ports are taken from the bottom up)."""
+    low, _, high = os.environ.get("BENCH_PORTS", "").partition("-")
+    for port in range(int(high), int(low) - 1, -1) if low and high else [0]:
+        if port in _TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _TAKEN.add(s.getsockname()[1])
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ.get('BENCH_PORTS')}")
+
+
+_TAKEN: set[int] = set()
 
 
 def _ctl(node: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:

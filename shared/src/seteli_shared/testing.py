@@ -232,3 +232,18 @@ class TcpProxy:
             await self._flowing.wait()  # bytes read just before a stall are held until it ends
             writer.write(data)
             await writer.drain()
+
+
+def charges_announced(rows) -> list:  # noqa: ANN001  (an iterable of outbox (routing_key, body))
+    """The ``ChargeAccepted`` that outbox rows of ``charge.accepted`` stand for, in the rows' order: a
+    ``charge.accepted.v1`` its own event, a ``charge.accepted.v2`` the event of each charge it lists (``each()``);
+    other rows are passed over."""
+    from .events import ChargeAccepted, ChargesAccepted, Envelope
+
+    out = []
+    for key, body in rows:
+        if key not in (ChargeAccepted.routing_key(), ChargesAccepted.routing_key()):
+            continue
+        event = Envelope.model_validate_json(body).event()
+        out += event.each() if isinstance(event, ChargesAccepted) else [event]
+    return out

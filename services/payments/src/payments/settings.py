@@ -40,6 +40,14 @@ class PaymentsSettings(ServiceSettings):
     #: at most this many charges in one ``charge.settled.v2`` (about 160 bytes a charge: 1,000 is ~160 kB of
     #: body, well under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
     settled_event_charges: int = Field(default=1000, ge=1, le=5000)
+    #: what a bulk intake (JSON bulk, CSV) announces of the charges it accepts (``ACCEPTED_EVENTS``): ``v2`` one
+    #: ``ChargesAccepted`` (``charge.accepted.v2``) per funder in each transaction, in chunks of
+    #: ``ACCEPTED_EVENT_CHARGES`` charges; ``v1`` one ``ChargeAccepted`` per charge (as before); ``both`` each (the
+    #: rollout: update vouchers and reporting first, then switch payments). A single ``POST /charges`` publishes v1.
+    accepted_events: Literal["v2", "v1", "both"] = "v2"
+    #: at most this many charges in one ``charge.accepted.v2`` (about 400 bytes a charge: 1,000 is ~400 kB of body,
+    #: under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
+    accepted_event_charges: int = Field(default=1000, ge=1, le=5000)
     #: the operator's account the payment files pay from (pain.001 debtor)
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"

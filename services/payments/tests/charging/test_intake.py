@@ -12,7 +12,7 @@ from payments.charging import fast_path, idempotency, intake
 from payments.models import Charge, IdempotencyRecord
 from seteli_shared.auth import mint
 from seteli_shared.messaging import OutboxMessage
-from seteli_shared.testing import eventually
+from seteli_shared.testing import charges_announced, eventually
 
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
 
@@ -151,17 +151,19 @@ async def test_a_json_bulk_accepts_the_good_lines_and_says_why_the_others_are_re
         6: ("j-6", "refused", "invalid_request"), 7: (None, "refused", "invalid_request"),
         8: ("j-1", "refused", "duplicate_reference")}
     assert r.json()["results"][2]["details"]["errors"][0]["loc"] == ["tip"]
+    accepted_ids = sorted(x["charge_id"] for x in r.json()["results"] if x["status"] == "accepted")
     r = await w.client.post("/charges/bulk", json={"lines": []}, headers=charger(p))
     assert r.status_code == 422
     r = await w.client.post("/charges/bulk", json=[{}] * (intake.MAX_LINES + 1), headers=charger(p))
     assert (r.status_code, r.json()["error"]["reason"]) == (422, "too_many_lines")
     r = await w.client.post("/charges/bulk", content=b"<xml/>", headers={**charger(p), "content-type": "text/xml"})
     assert r.status_code == 415
-    # the outbox has one ChargeAccepted per accepted line, committed with them
+    # the outbox announces each accepted line once, committed with them: one charge.accepted.v2 listing both
     async with w.app.state.runtime.sessions() as session:
-        accepted = (await session.execute(select(OutboxMessage.seq).where(
-            OutboxMessage.routing_key == "charge.accepted.v1"))).scalars().all()
-    assert len(accepted) == 2
+        rows = (await session.execute(select(OutboxMessage.routing_key, OutboxMessage.body).where(
+            OutboxMessage.routing_key.like("charge.accepted.%")))).all()
+    assert [key for key, _ in rows] == ["charge.accepted.v2"]
+    assert sorted(e.charge_id for e in charges_announced(rows)) == accepted_ids
 
 
 async def test_charging_by_voucher_code(world):  # noqa: ANN001
@@ -304,10 +306,10 @@ async def test_concurrent_bulks_with_the_same_references_charge_each_once(world)
     async with w.app.state.runtime.sessions() as session:
         charges = {ref: cid for ref, cid in (await session.execute(select(
             Charge.provider_reference, Charge.id).where(Charge.provider_id == p))).all()}
-        accepted_events = (await session.execute(select(OutboxMessage.body).where(
-            OutboxMessage.routing_key == "charge.accepted.v1"))).scalars().all()
+        accepted_events = charges_announced((await session.execute(select(
+            OutboxMessage.routing_key, OutboxMessage.body))).all())
     assert len(charges) == 300
-    assert len([body for body in accepted_events if p in body]) == 300
+    assert sorted(e.charge_id for e in accepted_events if e.provider_id == p) == sorted(charges.values())
     for i in range(300):
         ref = f"t-{i}"
         x, y = a[ref], b[ref]
@@ -523,3 +525,58 @@ async def test_a_csv_file_streams_its_lines_are_charged_as_they_arrive(world):  
 
 async def _at_least(count, n: int) -> bool:  # noqa: ANN001
     return await count() >= n
+
+
+@pytest.mark.parametrize("live_settings", [{"accepted_events": "both", "accepted_event_charges": 2}], ids=["both"])
+@pytest.mark.parametrize("media", ["json", "csv"])
+async def test_a_bulk_announces_its_charges_in_v2_events_that_stand_for_the_v1_events_they_replace(
+        world, media):  # noqa: ANN001
+    """With ``ACCEPTED_EVENTS=both`` a bulk writes each charge's ``charge.accepted.v1`` and ``charge.accepted.v2``
+    events listing them per funder, at most ``ACCEPTED_EVENT_CHARGES`` a v2 event: each v2 event's ``each()`` is
+    exactly the v1 events of its charges (every field), in the order accepted; each body is the one the ordinary
+    envelope makes (the bodies written straight from values included)."""
+    import json
+
+    from seteli_shared.events import ChargeAccepted, ChargesAccepted, Envelope
+
+    w, p = world, f"prov-v2-{media}"
+    vouchers = [(await w.voucher(p, i, "50", funder_id=("091" if i % 3 else "092")), "091" if i % 3 else "092")
+                for i in range(6)]
+    lines = [(vouchers[i % 6][0], f"{media}-{i}", f"2026-06-{1 + i % 9:02d}", ("1.5", "2", "0.25")[i % 3])
+             for i in range(14)]
+    if media == "json":
+        r = await w.client.post("/charges/bulk", headers=charger(p), json=[
+            {"voucher_id": v, "provider_reference": ref, "service_date": day, "units": units, **(
+                {"unit_price_cents": 2400} if i % 2 else {})} for i, (v, ref, day, units) in enumerate(lines)])
+    else:
+        csv = "voucher_id;provider_reference;service_date;units\n" + "".join(
+            f"{v};{ref};{day};{units.replace('.', ',')}\n" for v, ref, day, units in lines)
+        r = await w.client.post("/charges/bulk", content=csv.encode(),
+                                headers={**charger(p), "content-type": "text/csv"})
+    assert r.status_code == 200 and r.json()["accepted"] == 14, r.text
+    accepted_ids = [x["charge_id"] for x in r.json()["results"]]
+    async with w.app.state.runtime.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage.routing_key, OutboxMessage.body).where(
+            OutboxMessage.routing_key.like("charge.accepted.%")).order_by(OutboxMessage.seq))).all()
+    v1 = {e.charge_id: e for e in charges_announced([(k, b) for k, b in rows if k == "charge.accepted.v1"])}
+    v2_events = [Envelope.model_validate_json(b).event() for k, b in rows if k == "charge.accepted.v2"]
+    assert sorted(v1) == sorted(accepted_ids)
+    listed = [e for v2 in v2_events for e in v2.each()]
+    assert sorted(e.charge_id for e in listed) == sorted(accepted_ids)  # each charge listed once
+    for e in listed:
+        assert isinstance(e, ChargeAccepted) and e.model_dump() == v1[e.charge_id].model_dump()
+    # per funder, in the order accepted, at most 2 an event: 091 has 9 charges (5 events), 092 has 5 (3 events)
+    funder_of = dict(vouchers)
+    assert {v2.funder_id for v2 in v2_events} == {"091", "092"}
+    for funder, n in (("091", 9), ("092", 5)):
+        its = [v2 for v2 in v2_events if v2.funder_id == funder]
+        assert [len(v2.charges) for v2 in its] == [2] * (n // 2) + [1]
+        assert all(v2.provider_id == p and {funder_of[c.voucher_id] for c in v2.charges} == {funder} for v2 in its)
+        assert [c.charge_id for v2 in its for c in v2.charges] == [
+            cid for cid, (vid, *_rest) in zip(accepted_ids, lines) if funder_of[vid] == funder]
+    for key, body in rows:  # every body as the ordinary envelope of its event makes it
+        env = Envelope.model_validate_json(body)
+        cls = ChargesAccepted if key == "charge.accepted.v2" else ChargeAccepted
+        again = env.model_copy(update={"data": cls.model_validate(json.loads(body)["data"]).model_dump(mode="json")})
+        assert again.model_dump_json() == body
+    assert (await w.client.get("/ledger/check", headers=OPERATOR)).json()["ok"]

@@ -24,8 +24,8 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargeSettled, ChargesSettled,
-                                  Envelope, Event,
+from seteli_shared.events import (AcceptedCharge, ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargesAccepted,
+                                  ChargeSettled, ChargesSettled, Envelope, Event,
                                   PriceListPublished, ProviderApproved, ProviderReinstated, ProviderRevoked,
                                   ProviderSuspended, SettlementCreated, VoucherAmended, VoucherExpired, VoucherIssued,
                                   VoucherProviderChosen, VoucherRevoked)
@@ -342,11 +342,21 @@ class Batch:
         return c["funder_id"], c["period"], c["category"], client
 
     def accepted(self, e: ChargeAccepted) -> None:
+        self._accept(e, e.funder_id, e.provider_id)
+
+    def accepted_many(self, e: ChargesAccepted) -> None:
+        """A ``charge.accepted.v2``: each charge listed as the ``ChargeAccepted`` it stands for (read from the
+        validated event's parts, no event built per charge)."""
+        accept, funder_id, provider_id = self._accept, e.funder_id, e.provider_id
+        for one in e.charges:
+            accept(one, funder_id, provider_id)
+
+    def _accept(self, e: ChargeAccepted | AcceptedCharge, funder_id: str, provider_id: str) -> None:
         c = self.charge(e.charge_id)
         if c["accepted_at"] is not None:
             return
-        c.update(funder_id=e.funder_id, category=e.category, period=month(e.service_date), voucher_id=e.voucher_id,
-                 provider_id=e.provider_id, units_x100=to_hundredths(e.units), unit_price_cents=e.unit_price_cents,
+        c.update(funder_id=funder_id, category=e.category, period=month(e.service_date), voucher_id=e.voucher_id,
+                 provider_id=provider_id, units_x100=to_hundredths(e.units), unit_price_cents=e.unit_price_cents,
                  amount_cents=e.amount_cents, own_share_cents=e.own_share_cents, accepted_at=e.accepted_at)
         if not c["cancelled"]:
             self._charged(c, +1)
@@ -436,6 +446,8 @@ class Batch:
     def apply(self, env: Envelope, e: Event | None) -> None:
         if isinstance(e, ChargeAccepted):
             self.accepted(e)
+        elif isinstance(e, ChargesAccepted):
+            self.accepted_many(e)
         elif isinstance(e, ChargesSettled):
             self.settled_many(e)
         elif isinstance(e, ChargeSettled):
@@ -750,7 +762,8 @@ async def recount_switches(session: AsyncSession, pairs: list[tuple[str, str]]) 
 
 async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:
     """Fold a run of events (any types, any order) into the read models, in the caller's transaction. Each
-    ``ChargesSettled`` (version 2) stands for the ``ChargeSettled`` of each charge it lists."""
+    ``ChargesSettled`` (version 2) stands for the ``ChargeSettled`` of each charge it lists, each ``ChargesAccepted``
+    (version 2) for the ``ChargeAccepted`` of each charge it lists."""
     charge_ids = {e.charge_id for _, e in items
                   if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
@@ -758,7 +771,7 @@ async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]
                                      ChargeSettled, ChargeCancelled, ChargeCorrected))
                    or (isinstance(e, VoucherProviderChosen) and e.previous_provider_id is not None)}
     for _, e in items:
-        if isinstance(e, ChargesSettled):
+        if isinstance(e, (ChargesSettled, ChargesAccepted)):
             charge_ids.update(c.charge_id for c in e.charges)
             voucher_ids.update(c.voucher_id for c in e.charges)
     batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
@@ -795,6 +808,7 @@ async def archive_and_fold(session: AsyncSession, items: list[tuple[Envelope, Ev
 
 FOLDED = (ProviderApproved, ProviderSuspended, ProviderReinstated, ProviderRevoked, PriceListPublished,
           VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, VoucherProviderChosen,
-          ChargeAccepted, ChargeSettled, ChargesSettled, ChargeCancelled, ChargeCorrected, SettlementCreated)
+          ChargeAccepted, ChargesAccepted, ChargeSettled, ChargesSettled, ChargeCancelled, ChargeCorrected,
+          SettlementCreated)
 #: the consumer's subscriptions: every folded event type, a run of them at a time
 BATCH_HANDLERS = {t.event_type(): archive_and_fold for t in FOLDED}

@@ -6,8 +6,9 @@ from seteli_shared.settings import ServiceSettings
 
 class VouchersSettings(ServiceSettings):
     service_name: str = "vouchers"
-    #: payments' charge events come one per charge and are folded a run at a time (``usage.py``): larger
-    #: batches than the default make each cheaper (bench/README.md, ``charge_events.py``)
+    #: payments' charge events come one per charge (a bulk's acceptances up to 1,000 charges an event, as
+    #: ``charge.accepted.v2``) and are folded a run at a time (``usage.py``): larger batches than the default make
+    #: each cheaper (bench/README.md, ``charge_events.py``); a batch also ends at ``CONSUMER_BATCH_BYTES``
     consumer_prefetch: int = Field(default=1000, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)
     gc_young_threshold: int = Field(default=50_000, ge=0)  # fewer collections of a batch's short-lived objects

@@ -7,7 +7,8 @@ one statement and one voucher lock per event). The result is the same as folding
 any order (a property test checks it):
 
 - ``ChargeAccepted`` inserts the charge's row unless one is there (the same charge again, or its cancellation
-  or correction heard first: the acceptance is then a repeat);
+  or correction heard first: the acceptance is then a repeat); a ``ChargesAccepted`` (``charge.accepted.v2``, a
+  bulk's charges listed in one event) is each charge's ``ChargeAccepted`` in the order listed;
 - ``ChargeCancelled`` zeroes the row (or leaves a zero row that makes a late acceptance a repeat);
 - ``ChargeCorrected`` keeps the smallest figures seen (corrections only ever lower them);
 - a whole-validity voucher in force whose units are all used is exhausted (``VoucherExhausted``) at the
@@ -23,7 +24,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seteli_shared import periods
-from seteli_shared.events import ChargeAccepted, ChargeCancelled, ChargeCorrected, Envelope, VoucherExhausted
+from seteli_shared.events import (ChargeAccepted, ChargeCancelled, ChargeCorrected, ChargesAccepted, Envelope,
+                                  VoucherExhausted)
 from seteli_shared.logging import bind_correlation, get_logger
 from seteli_shared.money import from_hundredths, to_hundredths
 from seteli_shared.outbox import add_events
@@ -80,6 +82,13 @@ async def charges_accepted(session: AsyncSession, items: list[tuple[Envelope, Ch
         await _exhaust(session, new)
 
 
+async def charges_accepted_v2(session: AsyncSession, items: list[tuple[Envelope, ChargesAccepted]]) -> None:
+    """A run of ``charge.accepted.v2``: each charge listed folded as the ``ChargeAccepted`` it stands for, in the
+    order listed, all in one run (one statement whatever the count): the same rows and exhaustions as its
+    version 1 events one at a time; a charge already heard (in either version) is a repeat."""
+    await charges_accepted(session, [(env, one) for env, e in items for one in e.each()])
+
+
 async def charges_cancelled(session: AsyncSession, items: list[tuple[Envelope, ChargeCancelled]]) -> None:
     """A cancelled charge no longer counts: its usage row keeps its place with nothing in it."""
     await _CANCEL.execute(session, [_row(e, 0, 0, 0, e.cancelled_at) for _env, e in _first_per_charge(items).values()])
@@ -111,9 +120,11 @@ async def _exhaust(session: AsyncSession, new: list[tuple[Envelope, ChargeAccept
                                  Voucher.units_per_period_x100.is_not(None)).order_by(Voucher.id).with_for_update()
     )).scalars().all()
     found: list[tuple[int, Voucher, int]] = []
+    by_voucher: dict[str, list[tuple[int, ChargeAccepted]]] = {}
+    for i, (_env, e) in enumerate(new):  # once for the run (a v2 run lists thousands of charges)
+        by_voucher.setdefault(e.voucher_id, []).append((i, e))
     for voucher in vouchers:
-        its = [(i, e) for i, (_env, e) in enumerate(new) if e.voucher_id == voucher.id]
-        at = await _using_up(session, voucher, its)
+        at = await _using_up(session, voucher, by_voucher[voucher.id])
         if at is not None:
             found.append((*at[:1], voucher, at[1]))
     for index, voucher, used_x100 in sorted(found, key=lambda f: f[0]):
@@ -153,6 +164,7 @@ async def _using_up(session: AsyncSession, voucher: Voucher, its: list[tuple[int
 #: the consumer's batch handlers: a run of one type at a time
 BATCH_HANDLERS = {
     ChargeAccepted.event_type(): charges_accepted,
+    ChargesAccepted.event_type(): charges_accepted_v2,
     ChargeCancelled.event_type(): charges_cancelled,
     ChargeCorrected.event_type(): charges_corrected,
 }

@@ -21,7 +21,7 @@ from seteli_shared.money import to_hundredths
 from seteli_shared.schemas import NUMBER_REASONS, BusinessDate, Cents, RequestModel, Units
 
 from . import csv_format, domain, engine, fast_path, reads, store
-from .rows import public
+from .rows import BULK, AcceptedEvents, public
 from .schemas import ChargePublic
 
 log = get_logger(__name__)
@@ -163,10 +163,10 @@ def _result(line: Line, status: str, charge_id: str | None = None, reason: str |
 
 
 async def _chunk(sessions: Sessions, clock: Clock, principal: Principal, provider_id: str,
-                 chunk: list[Line]) -> list[dict]:
+                 chunk: list[Line], events: AcceptedEvents) -> list[dict]:
     """One chunk through the engine in one transaction (``store.run_batch``); the lines' answers in order."""
     wanted = [engine_line(i, line.charge, provider_id) for i, line in enumerate(chunk) if line.reason is None]
-    outcomes = await store.run_batch(sessions, clock, principal, provider_id, wanted) if wanted else {}
+    outcomes = await store.run_batch(sessions, clock, principal, provider_id, wanted, events) if wanted else {}
     out = []
     for i, line in enumerate(chunk):
         if line.reason is not None:
@@ -179,9 +179,10 @@ async def _chunk(sessions: Sessions, clock: Clock, principal: Principal, provide
 
 async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
                       lines: Iterable[Line] | AsyncIterator[Line], chunk_lines: int = CHUNK_LINES,
-                      max_chunk_lines: int = MAX_CHUNK_LINES) -> dict:
+                      max_chunk_lines: int = MAX_CHUNK_LINES, events: AcceptedEvents = BULK) -> dict:
     """Charge every line: ``chunk_lines`` lines in the first transaction (charges, ledger, outbox and audit
-    together), twice as many in each next one up to ``max_chunk_lines``, through the charge engine (``engine``, ``store``): the chunk's vouchers locked and everything
+    together; the outbox's events as ``events`` says, by default one ``ChargesAccepted`` per funder and up to
+    1,000 charges), twice as many in each next one up to ``max_chunk_lines``, through the charge engine (``engine``, ``store``): the chunk's vouchers locked and everything
     the rules need read in a few statements, the rules applied line by line in memory, the accepted lines'
     rows written with one statement per table. A refused line leaves the others; a chunk that meets a deadlock (or a concurrent
     twin of a reference) is run again whole (nothing of it was committed).
@@ -205,7 +206,7 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
                 if not chunk:
                     break
                 job.total = (job.total or 0) + len(chunk)
-                in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk))
+                in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk, events))
         except asyncio.CancelledError:
             if in_flight is not None:
                 in_flight.cancel()

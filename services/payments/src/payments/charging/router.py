@@ -20,6 +20,7 @@ from seteli_shared.web import error_responses
 
 from ..common_api import READERS
 from . import cancellation, corrections, idempotency, intake, reads
+from .rows import AcceptedEvents
 from .schemas import (BulkResult, ChargeCreate, ChargePublic, ChargeStatus, CorrectionCreate, CorrectionPublic,
                       IdempotencyKeyHeader)
 
@@ -132,7 +133,8 @@ async def charge_in_bulk(
     if media == "text/csv":  # streamed: the guard has not read it (see csv_charges for its checks)
         return answer_of(*await idempotency.idempotent_stream(
             sessions, clock, provider_id, idempotency_key, "charges.bulk", request.stream(),
-            lambda body: _charge_csv(sessions, clock, principal, provider_id, body)))
+            lambda body: _charge_csv(sessions, clock, principal, provider_id, body,
+                                     AcceptedEvents.of(request.app.state.settings))))
     if media == "application/json" or media.endswith("+json"):
         raw = await request.body()  # the guard has read it already (to look for personal identity codes)
         try:
@@ -146,7 +148,8 @@ async def charge_in_bulk(
                               max_lines=intake.MAX_LINES, lines=len(items))
 
         async def answer() -> tuple[int, object]:
-            return 200, await intake.charge_bulk(sessions, clock, principal, provider_id, intake.json_lines(items))
+            return 200, await intake.charge_bulk(sessions, clock, principal, provider_id, intake.json_lines(items),
+                                                 events=AcceptedEvents.of(request.app.state.settings))
 
         return answer_of(*await idempotency.idempotent(sessions, clock, provider_id, idempotency_key, "charges.bulk",
                                                        lambda: items, answer))
@@ -154,12 +157,12 @@ async def charge_in_bulk(
 
 
 async def _charge_csv(sessions, clock: Clock, principal: Principal, provider_id: str,  # noqa: ANN001
-                      body: AsyncIterator[bytes]) -> tuple[int, object]:
+                      body: AsyncIterator[bytes], events: AcceptedEvents) -> tuple[int, object]:
     warnings: list[dict] = []
     lines = intake.stream_csv_lines(body, warnings=warnings)
     # the header (and the encoding of the file's start) is checked before anything is charged
     first = await anext(lines, None)
-    result = await intake.charge_bulk(sessions, clock, principal, provider_id, _chain(first, lines))
+    result = await intake.charge_bulk(sessions, clock, principal, provider_id, _chain(first, lines), events=events)
     return 200, {**result, "warnings": warnings}
 
 

@@ -4,16 +4,19 @@ transaction and entries, its ``ChargeAccepted`` outbox row (the body written str
 inserts; ``fast_path``: one statement)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from seteli_shared import audit
 from seteli_shared.auth import Principal
-from seteli_shared.events import ChargeAccepted
+from seteli_shared.events import AcceptedCharge, ChargeAccepted, ChargesAccepted, Envelope
 from seteli_shared.ids import new_id
 from seteli_shared.money import from_hundredths
+from seteli_shared.logging import get_logger
 from seteli_shared.outbox import T as OUTBOX
-from seteli_shared.outbox import DirectEventRows
+from seteli_shared.outbox import DirectEventRows, event_row
+from seteli_shared.tracing import current_traceparent
 
 from ..ledger.postings import charge_postings
 from ..models import SOURCE, Charge, LedgerEntry, LedgerTransaction
@@ -32,6 +35,42 @@ AUDIT_COLUMNS = ("at", "channel", "actor", "roles", "actor_tenant", "action", "r
                  "funder_id", "correlation_id")
 #: ``ChargeAccepted`` bodies: one writer for the process, its check against the ordinary envelope made once
 _EVENTS = DirectEventRows(ChargeAccepted, SOURCE)
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AcceptedEvents:
+    """What a batch announces of the charges it accepts (payments' ``ACCEPTED_EVENTS`` and
+    ``ACCEPTED_EVENT_CHARGES``): ``v1`` one ``ChargeAccepted`` per charge; ``v2`` one ``ChargesAccepted`` per
+    (funder, provider) of the batch, in chunks of at most ``per_event`` charges in the order they were accepted;
+    ``both`` each (while consumers move over)."""
+
+    events: str = "v2"
+    per_event: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.events not in ("v1", "v2", "both"):
+            raise ValueError(f"accepted events {self.events!r}: v1, v2 or both")
+        if not 1 <= self.per_event <= 5000:
+            raise ValueError(f"charges per accepted event {self.per_event}: 1 to 5,000")
+
+    @property
+    def v1(self) -> bool:
+        return self.events in ("v1", "both")
+
+    @property
+    def v2(self) -> bool:
+        return self.events in ("v2", "both")
+
+    @classmethod
+    def of(cls, settings) -> "AcceptedEvents":  # noqa: ANN001  (PaymentsSettings)
+        return cls(settings.accepted_events, settings.accepted_event_charges)
+
+
+#: a single charge (``POST /charges``): its own ``ChargeAccepted``, as before version 2
+SINGLE = AcceptedEvents("v1")
+#: a bulk's default (as the settings' defaults)
+BULK = AcceptedEvents()
 
 
 def charge_row(c: NewCharge) -> tuple:
@@ -69,8 +108,8 @@ class ChargeRows:
     or table by table as a store streams them (``charge``, ``ledger``, ``entries``, ``event``, ``audit_row``:
     ``store.SessionChargeStore.add_stream``), the same rows either way."""
 
-    def __init__(self, principal: Principal, charges: list[NewCharge]):
-        self.principal = principal
+    def __init__(self, principal: Principal, charges: list[NewCharge], events: AcceptedEvents = SINGLE):
+        self.principal, self.announce = principal, events
         self.charges: list[tuple] = []
         self.txns: list[tuple] = []
         self.entries: list[tuple] = []
@@ -79,13 +118,16 @@ class ChargeRows:
         self._audit: tuple | None = None
         for c in charges:
             self._add(c)
+        if events.v2:
+            self.outbox += v2_rows(charges, events.per_event)
 
     def _add(self, c: NewCharge) -> None:
         self.charges.append(charge_row(c))
         txn = self.ledger(c)
         self.txns.append(txn)
         self.entries += self.entries_of(txn[0], c)
-        self.outbox.append(self.event(c))
+        if self.announce.v1:
+            self.outbox.append(self.event(c))
         self.audit.append(self.audit_row(c))
 
     @staticmethod
@@ -127,3 +169,58 @@ class ChargeRows:
                 (LedgerTransaction.__table__, TXN_COLUMNS, self.txns),
                 (LedgerEntry.__table__, ENTRY_COLUMNS, self.entries),
                 (OUTBOX, OUTBOX_COLUMNS, self.outbox), (audit.T, AUDIT_COLUMNS, self.audit)]
+
+
+# ------------------------------------------------------------------ charge.accepted.v2
+def accepted_part(c: NewCharge) -> dict:
+    """The charge as a ``ChargesAccepted`` lists it: the values its ``ChargeAccepted`` has beyond its funder and
+    provider (the same values ``event`` writes), in the model's field order."""
+    a, req = c.amounts, c.req
+    return {"charge_id": c.id, "voucher_id": c.voucher_id, "category": c.category, "service_date": req.service_date,
+            "units": from_hundredths(req.units_x100), "unit_price_cents": a.unit_price_cents,
+            "amount_cents": a.amount_cents, "own_share_cents": a.own_share_cents, "accepted_at": c.accepted_at,
+            "tariff": req.tariff, "price_registered": a.price_registered,
+            "registered_price_cents": a.registered_price_cents, "price_list_id": a.price_list_id,
+            "client_fee_cents": a.client_fee_cents}
+
+
+class _V2Bodies:
+    """``ChargesAccepted`` outbox rows, each body the one ``Envelope.wrap`` makes: the envelope of the event with
+    its first charge (validated), its ``charges`` then the whole chunk's plain values (no model per charge made and
+    dumped). The process's first event is also made the ordinary way and the two bodies compared: if they differ,
+    every event is made the ordinary way."""
+
+    def __init__(self) -> None:
+        self.direct: bool | None = None  # None: not compared yet
+
+    def row(self, funder_id: str, provider_id: str, parts: list[dict]) -> tuple:
+        if self.direct is not True:
+            event = ChargesAccepted(funder_id=funder_id, provider_id=provider_id,
+                                    charges=[AcceptedCharge.model_construct(**p) for p in parts])
+            env, row = event_row(event, SOURCE)
+            if self.direct is None:
+                self.direct = _with_charges(env, parts) == row["body"]
+                if not self.direct:
+                    log.warning("outbox.direct_body_differs", event_type=ChargesAccepted.event_type())
+            return (row["message_id"], row["routing_key"], row["body"], row["created_at"], 0, row["traceparent"])
+        env = Envelope.wrap(ChargesAccepted(funder_id=funder_id, provider_id=provider_id,
+                                            charges=[AcceptedCharge(**parts[0])]), SOURCE)
+        return (env.id, env.routing_key, _with_charges(env, parts), env.time, 0, current_traceparent())
+
+
+def _with_charges(env: Envelope, charges: list[dict]) -> str:
+    """The JSON of ``env`` with its data's ``charges`` replaced by ``charges``."""
+    return env.model_copy(update={"data": {**env.data, "charges": charges}}).model_dump_json()
+
+
+_V2 = _V2Bodies()
+
+
+def v2_rows(charges: list[NewCharge], per_event: int) -> list[tuple]:
+    """The ``ChargesAccepted`` outbox rows of a batch's accepted charges: one per (funder, provider), in chunks of
+    at most ``per_event`` charges, each chunk's charges in the order they were accepted."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in charges:
+        groups.setdefault((c.funder_id, c.req.provider_id), []).append(accepted_part(c))
+    return [_V2.row(funder_id, provider_id, parts[i:i + per_event])
+            for (funder_id, provider_id), parts in groups.items() for i in range(0, len(parts), per_event)]

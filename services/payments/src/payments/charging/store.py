@@ -13,7 +13,9 @@ concurrent changes of its voucher.
    need is read together: earlier charges with the lines' provider references, the units and money already
    charged per voucher and service date, the approvals, the price lists, the funders' deadlines, the choices.
 
-``add``: the accepted charges' rows (``rows.ChargeRows``) with one statement per table: ``COPY`` on PostgreSQL
+``add``: the accepted charges' rows (``rows.ChargeRows``; their events as the store's ``AcceptedEvents`` say: a
+bulk's chunk one ``ChargesAccepted`` per funder by default, a single charge its ``ChargeAccepted``) with one
+statement per table: ``COPY`` on PostgreSQL
 (on the session's own connection, inside its transaction), multi-row inserts elsewhere. On PostgreSQL the engine
 uses ``add_stream``: the same rows, made as ``COPY`` sends them (the rules' work and the database's overlap).
 
@@ -42,7 +44,8 @@ from seteli_shared.uow import SessionUnitOfWork
 from ..models import (ApprovalView, Charge, FunderView, LedgerEntry, LedgerTransaction, PriceListView,
                       ProviderChoiceView, VoucherView)
 from . import domain, engine, lifecycle
-from .rows import AUDIT_COLUMNS, CHARGE_COLUMNS, ENTRY_COLUMNS, OUTBOX_COLUMNS, TXN_COLUMNS, ChargeRows, charge_row
+from .rows import (AUDIT_COLUMNS, CHARGE_COLUMNS, ENTRY_COLUMNS, OUTBOX_COLUMNS, SINGLE, TXN_COLUMNS, AcceptedEvents,
+                   ChargeRows, charge_row, v2_rows)
 
 log = get_logger(__name__)
 _V, _C, _A = VoucherView.__table__, Charge.__table__, ApprovalView.__table__
@@ -172,8 +175,8 @@ def days_asked(lines: list[engine.Line], state: engine.ChargeState) -> tuple[dat
 class SessionChargeStore:
     """``engine.ChargeStore`` on a session inside its transaction."""
 
-    def __init__(self, session: AsyncSession):
-        self.session = session
+    def __init__(self, session: AsyncSession, events: AcceptedEvents = SINGLE):
+        self.session, self.events = session, events
         self.stm = _STATEMENTS[session.bind.dialect.name == "postgresql"]
 
     async def _all(self, stmt, params: dict) -> list:  # noqa: ANN001
@@ -232,7 +235,7 @@ class SessionChargeStore:
             state.price_lists.setdefault((r.funder_id, r.category), []).append(price_list_of(r))
 
     async def add(self, principal: Principal, charges: list[engine.NewCharge]) -> None:
-        rows = ChargeRows(principal, charges)
+        rows = ChargeRows(principal, charges, self.events)
         driver = None
         if self.stm.postgresql:  # COPY on the session's own connection, inside the transaction it began
             raw = await (await self.session.connection()).get_raw_connection()
@@ -260,8 +263,9 @@ class SessionChargeStore:
             return
         raw = await (await self.session.connection()).get_raw_connection()
         driver = raw.driver_connection
-        rows = ChargeRows(principal, [])
+        rows = ChargeRows(principal, [], self.events)
         accepted: list[engine.NewCharge] = []
+        v1 = self.events.v1
 
         def charge_rows() -> Iterator[tuple]:
             for c in chain((first,), charges):
@@ -271,7 +275,8 @@ class SessionChargeStore:
         def entries() -> Iterator[tuple]:  # the events and audit rows made while the entries are written
             for txn, c in zip(rows.txns, accepted):
                 yield from ChargeRows.entries_of(txn[0], c)
-                rows.outbox.append(ChargeRows.event(c))
+                if v1:
+                    rows.outbox.append(ChargeRows.event(c))
                 rows.audit.append(rows.audit_row(c))
 
         copy = driver.copy_records_to_table
@@ -279,17 +284,23 @@ class SessionChargeStore:
         await copy(_T.name, records=(rows.txns.append(t) or t for t in map(ChargeRows.ledger, accepted)),
                    columns=TXN_COLUMNS)
         await copy(_E.name, records=entries(), columns=ENTRY_COLUMNS)
+        if self.events.v2:
+            rows.outbox += v2_rows(accepted, self.events.per_event)
         await copy(OUTBOX.name, records=rows.outbox, columns=OUTBOX_COLUMNS)
         await copy(audit.T.name, records=rows.audit, columns=AUDIT_COLUMNS)
         wake_relay_on_commit(self.session)
 
 
 class SessionChargeUnitOfWork(SessionUnitOfWork):
-    """One transaction whose store is a ``SessionChargeStore``."""
+    """One transaction whose store is a ``SessionChargeStore`` (announcing its charges as ``events`` says)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], events: AcceptedEvents = SINGLE):
+        super().__init__(sessions)
+        self.events = events
 
     async def _begin(self) -> None:
         await super()._begin()
-        self.charges = SessionChargeStore(self.session)
+        self.charges = SessionChargeStore(self.session, self.events)
 
 
 def retryable(exc: BaseException) -> bool:
@@ -305,12 +316,15 @@ def retryable(exc: BaseException) -> bool:
 
 
 async def run_batch(sessions: async_sessionmaker[AsyncSession], clock: Clock, principal: Principal,
-                    provider_id: str, lines: list[engine.Line]) -> dict[int, engine.Outcome]:
+                    provider_id: str, lines: list[engine.Line],
+                    events: AcceptedEvents = SINGLE) -> dict[int, engine.Outcome]:
     """``engine.charge_lines`` in one transaction, run again whole (up to three times) when it meets a
-    deadlock, a concurrent twin or a dropped connection."""
+    deadlock, a concurrent twin or a dropped connection. ``events``: how the accepted charges are announced
+    (a single charge: its ``ChargeAccepted``; a bulk's chunk: payments' ``ACCEPTED_EVENTS``)."""
     for attempt in range(3):
         try:
-            return await engine.charge_lines(SessionChargeUnitOfWork(sessions), clock, principal, provider_id, lines)
+            return await engine.charge_lines(SessionChargeUnitOfWork(sessions, events), clock, principal, provider_id,
+                                             lines)
         except Exception as e:  # noqa: BLE001  (DBAPIError, or asyncpg's own from COPY)
             if attempt == 2 or not retryable(e):
                 raise
