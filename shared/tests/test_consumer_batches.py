@@ -105,3 +105,56 @@ async def test_a_trickle_of_events_is_folded_in_few_batches_when_the_batch_waits
     at_once = await _trickle(pg, namespace, amqp_url, "atonce", batch_wait=0.0)
     assert len(waited) <= 10, waited  # 30 events over ~0.4 s, a batch at most every 0.25 s (a busy machine: slack)
     assert len(at_once) > 2 * len(waited), (at_once, waited)
+
+
+async def test_a_backlog_of_large_messages_is_held_within_the_byte_budget_and_each_applied_once(
+        pg, namespace, amqp_url):  # noqa: ANN001
+    """The broker's prefetch counts messages; a backlog of big ones (a ``charge.accepted.v2`` is ~420 kB) must not
+    all land in the process at once: the prefetch starts small and follows ``held_bytes`` over the largest recent
+    body, so what the process holds stays near the budget; each message applied once, none lost. Small messages
+    afterwards let the prefetch grow back to the configured one."""
+    url = await pg.create("heldbytes")
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: InboxMessage.__table__.create(c))
+    bus = Bus(make_settings(service_name="test", bus_namespace=namespace, amqp_url=amqp_url, database_url=url))
+    await bus.connect()
+    runs: list[list[int]] = []
+    most_held = 0
+
+    async def ticks(_session, batch) -> None:  # noqa: ANN001
+        nonlocal most_held
+        most_held = max(most_held, consumer._held)  # noqa: SLF001
+        runs.append([e.n for _, e in batch])
+        await asyncio.sleep(0.02)  # a consumer slower than the broker, as after an outage
+
+    consumer = Consumer(bus, session_factory(engine), f"{namespace}.held", {},
+                        batch_handlers={BigTick.event_type(): ticks}, prefetch=1000, batch_size=100,
+                        batch_bytes=250_000, held_bytes=1_000_000)
+
+    def publish(first: int, count: int, pad: int):  # noqa: ANN202
+        envelopes = [Envelope.wrap(BigTick(n=n, pad="x" * pad), "test") for n in range(first, first + count)]
+        return bus.publish_many([Outgoing(env.model_dump_json().encode(), env.routing_key, env.id, env.type)
+                                 for env in envelopes])
+
+    try:
+        await consumer.declare()
+        assert await publish(0, 100, 100_000) == [None] * 100  # 10 MB waiting
+        await consumer.start()
+        await eventually(lambda: sorted(n for run in runs for n in run) == list(range(100)), timeout=60)
+        # the first 16, then ten at a time (while the first ones still settle): never the 10 MB
+        assert most_held < 3_000_000, most_held
+        assert 5 <= consumer._qos <= 10, consumer._qos  # noqa: SLF001  (1 MB over a body of 100 kB and its envelope)
+        assert await publish(100, 1000, 10) == [None] * 1000  # small ones: the prefetch grows back
+        await eventually(lambda: len([n for run in runs for n in run]) == 1100, timeout=60)
+        assert consumer._qos >= 500, consumer._qos  # noqa: SLF001
+        await asyncio.sleep(0.5)
+        assert sorted(n for run in runs for n in run) == list(range(1100)), "each once"
+        assert consumer._held == 0  # noqa: SLF001
+    finally:
+        await consumer.stop()
+        await bus.close()
+        async with engine.connect() as conn:
+            count = (await conn.execute(sa.text("SELECT count(*) FROM inbox"))).scalar_one()
+        await engine.dispose()
+    assert count == 1100

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aio_pika import ExchangeType
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -57,6 +57,8 @@ REASON_HEADER = "x-seteli-reason"
 DELIVERIES_HEADER = "x-seteli-deliveries"
 DEAD_LETTERED_AT_HEADER = "x-seteli-dead-lettered-at"
 #: a message carrying a personal identity code: dead-lettered at once, without its body
+#: the prefetch a consumer starts with, before it has seen how large its messages are (``held_bytes``)
+FIRST_PREFETCH = 16
 PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) resets x-delivery-count
 #: the AMQP message a handler is handling (its ``user_id``, validated by the broker, and routing key)
 current_delivery: ContextVar[AbstractIncomingMessage | None] = ContextVar("current_delivery", default=None)
@@ -119,6 +121,7 @@ class Consumer:
         prefetch: int = 256,
         batch_size: int = 128,
         batch_bytes: int = 4 * 1024 * 1024,
+        held_bytes: int = 64 * 1024 * 1024,
         batch_wait: float = 0.0,
         delivery_limit: int = 5,
         audit: bool = False,
@@ -141,6 +144,18 @@ class Consumer:
         #: a batch also stops at this many bytes of bodies (a message listing thousands of facts, such as a
         #: ``charge.settled.v2``, is a batch's worth of work by itself); its first message is always taken
         self.batch_bytes = batch_bytes
+        #: about the most bytes of bodies delivered and not yet settled: the broker's prefetch counts messages
+        #: (2,000 ``charge.accepted.v2`` at ~420 kB would be 840 MB in the process after an outage), so the
+        #: prefetch in force is ``held_bytes`` over the largest recent body, at most ``prefetch``; it starts at
+        #: ``FIRST_PREFETCH`` (a backlog's first burst stays small) and is changed by basic.cancel, basic.qos and
+        #: basic.consume when it should halve or can double (``_keep_flow``)
+        self.held_bytes = held_bytes
+        self._held = 0  # bytes delivered and not yet settled (tests, diagnostics)
+        self._size = 0  # the largest recent body, decaying 1 % a message
+        self._qos = min(prefetch, FIRST_PREFETCH)  # the prefetch in force
+        self._channel: AbstractChannel | None = None
+        self._consumer_tag: str | None = None
+        self._flow: asyncio.Task | None = None
         #: seconds a batch waits after its first message for more to join it (``CONSUMER_BATCH_WAIT_SECONDS``)
         self.batch_wait = batch_wait
         self.delivery_limit = delivery_limit
@@ -162,7 +177,8 @@ class Consumer:
 
     async def declare(self) -> AbstractQueue:
         channel = await self.bus.connection.channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
+        await channel.set_qos(prefetch_count=self._qos)
+        self._channel = channel
         exchange_name = (f"{self.bus.settings.bus_namespace}.{self.exchange}" if self.exchange
                          else self.bus.settings.exchange_name)
         exchange = await channel.declare_exchange(exchange_name, ExchangeType.TOPIC, durable=True)
@@ -185,17 +201,51 @@ class Consumer:
         if self.queue is None:
             await self.declare()
         self._worker = asyncio.create_task(self._work(), name=f"consumer:{self.name}")
-        await self.queue.consume(self._on_message)
+        self._consumer_tag = await self.queue.consume(self._on_message)
 
     async def stop(self) -> None:
         if self._worker:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        if self._flow is not None:
+            self._flow.cancel()
+            await asyncio.gather(self._flow, return_exceptions=True)
         for t in list(self._pending):
             t.cancel()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        size = len(message.body)
+        self._held += size
+        self._size = max(size, self._size * 99 // 100)
         await self._buffer.put(message)
+        want = self._wanted_prefetch()
+        if (want < self._qos or want >= 2 * self._qos) and (self._flow is None or self._flow.done()):
+            self._flow = asyncio.create_task(self._keep_flow(), name=f"consumer-flow:{self.name}")
+
+    def _wanted_prefetch(self) -> int:
+        return max(1, min(self.prefetch, self.held_bytes // max(self._size, 1)))
+
+    async def _keep_flow(self) -> None:
+        """The prefetch in force made what the bodies' size wants (a new prefetch applies to a new consumer: the
+        deliveries already sent to the old one still come and are handled as usual)."""
+        while self._consumer_tag is not None:
+            want = self._wanted_prefetch()
+            if not (want < self._qos or want >= 2 * self._qos):
+                return
+            tag, self._consumer_tag = self._consumer_tag, None
+            try:  # a robust queue forgets a consumer asked to cancel even if the request fails
+                await self.queue.cancel(tag)
+            except Exception as exc:  # noqa: BLE001  (the channel went, and the consumer with it)
+                log.warning("consumer.prefetch_cancel_failed", consumer=self.name, error=repr(exc)[:300])
+            while self._consumer_tag is None:
+                try:
+                    await self._channel.set_qos(prefetch_count=want)  # a robust channel restores it too
+                    self._qos = want
+                    self._consumer_tag = await self.queue.consume(self._on_message)
+                except Exception as exc:  # noqa: BLE001  (the connection is moving: again once it is back)
+                    log.warning("consumer.prefetch_failed", consumer=self.name, error=repr(exc)[:300])
+                    await asyncio.sleep(1.0)
+            log.info("consumer.prefetch", consumer=self.name, prefetch=want, body_bytes=self._size)
 
     async def _work(self) -> None:
         while True:
@@ -223,6 +273,7 @@ class Consumer:
                 log.error("consumer.batch_crashed", consumer=self.name, error=repr(exc))
                 for m in batch:
                     await self._retry_later(m, repr(exc))
+            self._held -= size  # settled: acked, refused or handed to a later retry
 
     # ------------------------------------------------------------------ processing
     def _parse(self, message: AbstractIncomingMessage) -> Parsed | Refused | None:

@@ -152,7 +152,8 @@ class Runtime:
                 self.bus, self.sessions, self.settings.queue_name, self.spec.handlers,
                 bind_keys=self.spec.bind_keys, fallback=self.spec.fallback, batch_handlers=self.spec.batch_handlers,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
-                batch_bytes=self.settings.consumer_batch_bytes, batch_wait=self.settings.consumer_batch_wait_seconds,
+                batch_bytes=self.settings.consumer_batch_bytes, held_bytes=self.settings.consumer_held_bytes,
+                batch_wait=self.settings.consumer_batch_wait_seconds,
                 delivery_limit=self.settings.delivery_limit, audit=True, tracer=self.tracer,
             )
             await self.consumer.start()
@@ -163,7 +164,8 @@ class Runtime:
                 contracts=extra.contracts,
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
-                batch_bytes=self.settings.consumer_batch_bytes, batch_wait=self.settings.consumer_batch_wait_seconds,
+                batch_bytes=self.settings.consumer_batch_bytes, held_bytes=self.settings.consumer_held_bytes,
+                batch_wait=self.settings.consumer_batch_wait_seconds,
                 delivery_limit=self.settings.delivery_limit, audit=extra.audit, tracer=self.tracer,
             )
             await consumer.start()

@@ -52,6 +52,10 @@ class ServiceSettings(BrokerNames):
     consumer_batch_size: int = Field(default=128, ge=1)
     #: a consumer's batch also ends at this many bytes of message bodies (its first message is always taken)
     consumer_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    #: about the most bytes of message bodies a consumer holds delivered and not yet settled
+    #: (``CONSUMER_HELD_BYTES``): its prefetch is this over the largest recent body, at most ``consumer_prefetch``
+    #: (so a backlog of ``charge.accepted.v2`` and ``charge.settled.v2`` stays inside the container's memory)
+    consumer_held_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     #: after a batch's first message a consumer waits up to this long (seconds) for more to join it
     #: (``CONSUMER_BATCH_WAIT_SECONDS``; 0: only what has already arrived): a trickle of events (one a charge at a
     #: few hundred charges a second) is then folded tens at a time, each batch's fixed cost (inbox claim,
