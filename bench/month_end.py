@@ -118,7 +118,26 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
+#: ``MONTH_END_PORTS=FIRST-LAST``: the run's servers listen only on free ports of that range (a machine shared by
+#: several runs gives each a range of its own); unset, any free port
+PORT_RANGE = os.environ.get("MONTH_END_PORTS", "")
+_given: set[int] = set()
+
+
 def free_port() -> int:
+    if PORT_RANGE:
+        first, last = (int(x) for x in PORT_RANGE.split("-"))
+        for port in range(first, last + 1):
+            if port in _given:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _given.add(port)
+            return port
+        raise RuntimeError(f"no free port left in MONTH_END_PORTS={PORT_RANGE}")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -479,7 +498,7 @@ def decision(i: int, today: date) -> dict:
     return data
 
 
-async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]:
+async def decisions(run: Run, system: System, n: int, window: int, in_flight: int) -> list[dict]:
     from seteli_client import CaseSystem, decision_envelope
 
     conn = await aio_pika.connect(system.servers.amqp_url)
@@ -505,17 +524,20 @@ async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]
     raw = await charge_events.run_raw([json.dumps(e).encode() for e in envelopes[:run.args.raw_messages]], window)
     t, cpu = run.now(), system.cpu("vouchers")
     vouchers: list[dict] = []
-    async with CaseSystem(url, FUNDER, namespace=system.ns) as cs:
-        for lo in range(0, n, window):
-            replies = await asyncio.gather(*(cs.decide(e, timeout=600) for e in envelopes[lo:lo + window]))
-            for e, r in zip(envelopes[lo:lo + window], replies):
-                if not r.accepted:
-                    raise RuntimeError(f"decision {e['data']['decision_ref']} refused: {r.reason}")
-                vouchers.append({"id": r.data["voucher_id"], "code": r.data["voucher_code"],
-                                 "login": r.data["client_login_code"], "kind": e["data"]["kind"],
-                                 "category": e["data"]["category"]})
+    async with CaseSystem(url, FUNDER, namespace=system.ns, reply_prefetch=min(in_flight, 1000)) as cs:
+        # a stream: up to ``in_flight`` decisions published and unanswered at once, replies collected as they come
+        replies = await cs.decide_many(envelopes, in_flight=in_flight, timeout=600)
+    for e, r in zip(envelopes, replies):
+        if isinstance(r, Exception):
+            raise RuntimeError(f"decision {e['data']['decision_ref']} got no reply: {r!r}")
+        if not r.accepted:
+            raise RuntimeError(f"decision {e['data']['decision_ref']} refused: {r.reason}")
+        vouchers.append({"id": r.data["voucher_id"], "code": r.data["voucher_code"],
+                         "login": r.data["client_login_code"], "kind": e["data"]["kind"],
+                         "category": e["data"]["category"]})
     run.stage("decisions through the bus (case system -> voucher -> reply)", n, t, raw, unit="decisions",
-              note=f"vouchers' CPU {1000 * (system.cpu('vouchers') - cpu) / max(1, n):.2f} ms a decision")
+              note=f"{in_flight} in flight; vouchers' CPU {1000 * (system.cpu('vouchers') - cpu) / max(1, n):.2f} "
+                   "ms a decision")
     return vouchers
 
 
@@ -932,7 +954,7 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     say(f"raw aio-pika publish+consume: {raw_events:,.0f} msg/s")
 
     providers = await setup_registry(run, system, n_providers)
-    vouchers = await decisions(run, system, n_vouchers, a.window)
+    vouchers = await decisions(run, system, n_vouchers, a.window, a.in_flight)
     await choices(run, system, vouchers, providers)
     if a.setup_only:
         run.check("every decision accepted and every voucher chosen", len(vouchers) == n_vouchers)
@@ -1157,7 +1179,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", action="store_true", default=os.environ.get("FAULTS", "") not in ("", "0"),
                         help="own broker and PostgreSQL; broker stop, kills and a database restart at the peak")
     parser.add_argument("--parallel", type=int, default=4, help="uploads at a time")
-    parser.add_argument("--window", type=int, default=256, help="decisions in flight")
+    parser.add_argument("--window", type=int, default=256, help="raw baselines' messages in flight")
+    parser.add_argument("--in-flight", type=int, default=1000,
+                        help="decisions published and not yet answered at a time (CaseSystem.decide_many)")
     parser.add_argument("--raw-messages", type=int, default=20_000, help="raw aio-pika baseline's messages")
     parser.add_argument("--reads", type=int, default=20, help="reads of each report")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a stage may wait for the consumers")
