@@ -99,8 +99,13 @@ class CaseSystem:
     ``funder_id`` defaults to what follows ``funder-`` in the broker user's name."""
 
     def __init__(self, amqp_url: str, funder_id: str | None = None, namespace: str = "seteli",
-                 publish_timeout: float = 10.0, reply_prefetch: int = 256):
+                 publish_timeout: float = 10.0, reply_prefetch: int = 256, publish_channels: int = 4):
         self.amqp_url, self.namespace, self.publish_timeout = amqp_url, namespace, publish_timeout
+        if publish_channels < 1:
+            raise ValueError("publish_channels must be at least 1")
+        #: channels publishes take turns on: a channel writes one publish at a time (aio-pika awaits each one's
+        #: write before the next), so decisions published side by side (``decide_many``) go out several at once
+        self.publish_channels = publish_channels
         #: replies the broker may hand over before they are acknowledged (more keeps a stream of replies flowing)
         self.reply_prefetch = reply_prefetch
         self.user = unquote(urlparse(amqp_url).username or "")
@@ -110,8 +115,10 @@ class CaseSystem:
         self.unclaimed: list[DecisionReply] = []
         self._waiting = _Waiting()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        #: per publishing channel: the channel and the decisions exchange on it (None until opened, or after it closed)
+        self._channels: list[tuple[aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractExchange] | None] = [
+            None] * publish_channels
+        self._turn = 0
         self._opening = asyncio.Lock()
         self._replies: aio_pika.abc.AbstractQueue | None = None  # kept: a robust connection restores it
 
@@ -132,22 +139,29 @@ class CaseSystem:
         if self._connection is not None:
             await self._connection.close()
 
-    async def _decisions_exchange(self) -> aio_pika.abc.AbstractExchange:
-        """The decisions exchange on the publishing channel (one channel, opened once for all the publishes that
-        need it at the same moment)."""
+    async def _decisions_exchange(self, slot: int) -> aio_pika.abc.AbstractExchange:
+        """The decisions exchange on publishing channel ``slot`` (opened once for all the publishes that need it at
+        the same moment)."""
+        found = self._channels[slot]
+        if found is not None and not found[0].is_closed:
+            return found[1]
         async with self._opening:
-            if self._channel is None or self._channel.is_closed:
+            found = self._channels[slot]
+            if found is None or found[0].is_closed:
                 # a plain channel, not one the robust connection reopens by itself: a refused publish closes the
                 # channel, and a robust one reopening under the publishes still under way got the whole
                 # connection closed (CHANNEL_ERROR); the next publish opens a channel of its own instead
-                self._channel = aio_pika.Channel(self._connection, publisher_confirms=True, on_return_raises=True)
-                await self._channel
-                self._exchange = await self._channel.get_exchange(f"{self.namespace}.decisions", ensure=False)
-            return self._exchange
+                channel = aio_pika.Channel(self._connection, publisher_confirms=True, on_return_raises=True)
+                await channel
+                found = (channel, await channel.get_exchange(f"{self.namespace}.decisions", ensure=False))
+                self._channels[slot] = found
+            return found[1]
 
     async def publish(self, envelope: dict) -> None:
         """Publish one decision and wait for the broker's confirm; ``Unroutable`` or ``Refused`` otherwise."""
-        exchange = await self._decisions_exchange()
+        slot = self._turn
+        self._turn = (slot + 1) % self.publish_channels
+        exchange = await self._decisions_exchange(slot)
         message = aio_pika.Message(json.dumps(envelope).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                    content_type=CONTENT_TYPE, message_id=envelope["id"], type=envelope["type"],
                                    user_id=self.user, app_id=f"funder-{self.funder_id}-case-system")
@@ -156,10 +170,10 @@ class CaseSystem:
         except (DeliveryError, PublishError) as exc:
             raise Unroutable(f"the broker returned the decision: {exc}") from exc
         except ChannelInvalidStateError as exc:  # closed under it by another publish's refusal: not refused itself
-            self._channel = None
+            self._channels[slot] = None
             raise NotPublished(f"the channel closed before the decision went out: {exc}") from exc
         except ChannelClosed as exc:  # a refused publish closes the channel: the next publish opens another
-            self._channel = None
+            self._channels[slot] = None
             raise Refused(f"the broker refused the decision: {exc}") from exc
 
     def _expect(self, envelope: dict) -> asyncio.Future:
