@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import importlib.util
 import io
 import json
