@@ -13,7 +13,10 @@ publish+consume of the same messages on the same broker, in one run.
 
 Everything it creates (database, exchanges, queues, the broker user) is removed at the end.
 
-    .venv/bin/python bench/decisions.py [--decisions 2000] [--window 256]
+    .venv/bin/python bench/decisions.py [--decisions 2000] [--window 256] [--in-flight 1000]
+
+With ``--in-flight N`` the funder's case system publishes through ``seteli_client.CaseSystem.decide_many`` (N
+decisions published and not yet answered at a time) and the clock runs until it has read every reply.
 """
 from __future__ import annotations
 
@@ -112,7 +115,7 @@ async def run_raw(bodies: list[bytes], window: int) -> float:
 
 
 # ------------------------------------------------------------------ the service
-async def run_service(bodies: list[bytes], window: int) -> dict:
+async def run_service(bodies: list[bytes], window: int, in_flight: int = 0) -> dict:
     from vouchers.app import create_app
     from vouchers.handlers import on_funder_registered
     from vouchers.settings import VouchersSettings
@@ -166,6 +169,19 @@ async def run_service(bodies: list[bytes], window: int) -> dict:
             n = len(bodies)
             cpu0 = time.process_time()
             start = time.perf_counter()
+            if in_flight:  # the case system's client: a stream of decisions, each reply read and matched
+                from seteli_client import CaseSystem
+
+                url = f"amqp://{user}:pw-bench@{amqp.hostname}:{amqp.port or 5672}/"
+                async with CaseSystem(url, FUNDER, namespace=ns, reply_prefetch=min(in_flight, 1000)) as cs:
+                    got = await cs.decide_many([json.loads(b) for b in bodies], in_flight=in_flight, timeout=600)
+                received = time.perf_counter() - start
+                accepted = sum(1 for r in got if not isinstance(r, Exception) and r.accepted)
+                cpu = time.process_time() - cpu0
+                await funder.close()
+                await conn.close()
+                return {"rate": n / received, "issued": accepted, "replies_rate": n / received, "replies": accepted,
+                        "cpu_ms": 1000 * cpu / n}
             await publish_all(exchange, bodies, f"decision.{FUNDER}", window, type=DECISION_TYPE, user_id=user)
             deadline = time.monotonic() + max(300, n / 5)
             while (count := await issued()) < n and time.monotonic() < deadline:
@@ -195,14 +211,21 @@ async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--in-flight", type=int, default=0,
+                        help="publish with the case system's client instead (seteli_client.CaseSystem.decide_many, this "
+                             "many decisions published and not yet answered at a time), timed until every reply is read")
     args = parser.parse_args()
     bodies = decision_bodies(args.decisions)
     raw1 = await run_raw(bodies, args.window)
     print(f"raw aio-pika publish+consume: {raw1:,.0f} msg/s", flush=True)
-    got = await run_service(bodies, args.window)
+    got = await run_service(bodies, args.window, args.in_flight)
     rate, count = got["rate"], got["issued"]
-    print(f"decisions publish -> VoucherIssued in the outbox: {rate:,.0f} decisions/s ({count} of {len(bodies)})",
-          flush=True)
+    if args.in_flight:
+        print(f"decisions through the case system's client, {args.in_flight} in flight, until every reply is read: "
+              f"{rate:,.0f} decisions/s ({count} of {len(bodies)} accepted)", flush=True)
+    else:
+        print(f"decisions publish -> VoucherIssued in the outbox: {rate:,.0f} decisions/s ({count} of {len(bodies)})",
+              flush=True)
     print(f"decisions publish -> reply on the funder's queue: {got['replies_rate']:,.0f} decisions/s "
           f"({got['replies']} of {len(bodies)}); the process's CPU {got['cpu_ms']:.2f} ms a decision", flush=True)
     raw2 = await run_raw(bodies, args.window)

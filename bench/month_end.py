@@ -6,7 +6,8 @@ measured in the same run (issue 20).
    providers (200 at scale 1) registered, approved for the 5 categories, each with a published price list;
 2. **decisions**: ``--vouchers`` (50,000) service decisions of three kinds (service voucher, client voucher,
    personal budget) published on ``<ns>.decisions`` by the funder's case system (``seteli_client.CaseSystem``,
-   its own broker user) until every reply is back; raw: aio-pika publish+consume of the same envelopes;
+   its own broker user) as a stream (``CaseSystem.decide_many``: ``--in-flight`` (1,000) published and not yet
+   answered at a time) until every reply is back; raw: aio-pika publish+consume of the same envelopes;
 3. **choices**: each client logs in with the codes of its decision letter and chooses a provider (HTTP);
 4. **intake** (the month-end clock starts): ``--charges`` (1,000,000) charges, 20 one-unit charges a voucher, in
    one file per provider (CSV in the Finnish form for half of them, JSON for the others) uploaded
@@ -33,7 +34,9 @@ peak it stops the broker for 60 s x scale (at least 5 s), kills each service wit
 moment and restarts it, and restarts PostgreSQL once; uploads and the settlement are retried as a client
 would. Afterwards every backlog must drain with nothing lost or doubled; it reports each recovery time.
 
-    .venv/bin/python bench/month_end.py [--scale 1.0] [--faults] [--seed 1]
+    .venv/bin/python bench/month_end.py [--scale 1.0] [--faults] [--seed 1] [--setup-only | --decisions-only]
+
+``BENCH_PORTS=20200-20299`` keeps the services' (and its own broker node's) ports in that range (a machine shared by several runs).
 
 Exit 0 when every final check holds, 1 otherwise.
 """
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import importlib.util
 import io
 import json
@@ -492,7 +494,7 @@ def decision(i: int, today: date) -> dict:
     return data
 
 
-async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]:
+async def decisions(run: Run, system: System, n: int, window: int, in_flight: int) -> list[dict]:
     from seteli_client import CaseSystem, decision_envelope
 
     conn = await aio_pika.connect(system.servers.amqp_url)
@@ -516,19 +518,26 @@ async def decisions(run: Run, system: System, n: int, window: int) -> list[dict]
         await until("vouchers to hear of the funder", first, 120, 0.5)
 
     raw = await charge_events.run_raw([json.dumps(e).encode() for e in envelopes[:run.args.raw_messages]], window)
-    t, cpu = run.now(), system.cpu("vouchers")
+    t, cpu, own = run.now(), {name: system.cpu(name) for name in SERVICES}, time.process_time()
     vouchers: list[dict] = []
-    async with CaseSystem(url, FUNDER, namespace=system.ns) as cs:
-        for lo in range(0, n, window):
-            replies = await asyncio.gather(*(cs.decide(e, timeout=600) for e in envelopes[lo:lo + window]))
-            for e, r in zip(envelopes[lo:lo + window], replies):
-                if not r.accepted:
-                    raise RuntimeError(f"decision {e['data']['decision_ref']} refused: {r.reason}")
-                vouchers.append({"id": r.data["voucher_id"], "code": r.data["voucher_code"],
-                                 "login": r.data["client_login_code"], "kind": e["data"]["kind"],
-                                 "category": e["data"]["category"]})
+    async with CaseSystem(url, FUNDER, namespace=system.ns, reply_prefetch=min(in_flight, 1000)) as cs:
+        # a stream: up to ``in_flight`` decisions published and unanswered at once, replies collected as they come
+        replies = await cs.decide_many(envelopes, in_flight=in_flight, timeout=600)
+    for e, r in zip(envelopes, replies):
+        if isinstance(r, Exception):
+            raise RuntimeError(f"decision {e['data']['decision_ref']} got no reply: {r!r}")
+        if not r.accepted:
+            raise RuntimeError(f"decision {e['data']['decision_ref']} refused: {r.reason}")
+        vouchers.append({"id": r.data["voucher_id"], "code": r.data["voucher_code"],
+                         "login": r.data["client_login_code"], "kind": e["data"]["kind"],
+                         "category": e["data"]["category"]})
+    seconds = max(1e-9, run.now() - t)
+    used = {name: system.cpu(name) - cpu[name] for name in SERVICES}
+    used["case system"] = time.process_time() - own  # this process: the publisher and its replies
     run.stage("decisions through the bus (case system -> voucher -> reply)", n, t, raw, unit="decisions",
-              note=f"vouchers' CPU {1000 * (system.cpu('vouchers') - cpu) / max(1, n):.2f} ms a decision")
+              note=f"{in_flight} in flight; CPU a decision: " + ", ".join(
+                  f"{name} {1000 * c / max(1, n):.2f} ms ({100 * c / seconds:.0f} % of a core)"
+                  for name, c in used.items() if c > 0.005))
     return vouchers
 
 
@@ -945,7 +954,10 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     say(f"raw aio-pika publish+consume: {raw_events:,.0f} msg/s")
 
     providers = await setup_registry(run, system, n_providers)
-    vouchers = await decisions(run, system, n_vouchers, a.window)
+    vouchers = await decisions(run, system, n_vouchers, a.window, a.in_flight)
+    if a.decisions_only:
+        run.check("every decision accepted", len(vouchers) == n_vouchers)
+        return
     await choices(run, system, vouchers, providers)
     if a.setup_only:
         run.check("every decision accepted and every voucher chosen", len(vouchers) == n_vouchers)
@@ -1144,6 +1156,7 @@ def write(run: Run, elapsed: float) -> None:
     results = run.args.results
     results.mkdir(parents=True, exist_ok=True)
     stem = run.args.out or ("month-end-faults" if run.args.faults else
+                            "month-end-decisions" if run.args.decisions_only else
                             "month-end-setup" if run.args.setup_only else "month-end")
     md = [f"# month-end, scale {run.args.scale}{' with faults' if run.args.faults else ''} "
           f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f})", "",
@@ -1170,7 +1183,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", action="store_true", default=os.environ.get("FAULTS", "") not in ("", "0"),
                         help="own broker and PostgreSQL; broker stop, kills and a database restart at the peak")
     parser.add_argument("--parallel", type=int, default=4, help="uploads at a time")
-    parser.add_argument("--window", type=int, default=256, help="decisions in flight")
+    parser.add_argument("--window", type=int, default=256, help="raw baselines' messages in flight")
+    parser.add_argument("--in-flight", type=int, default=1000,
+                        help="decisions published and not yet answered at a time (CaseSystem.decide_many)")
     parser.add_argument("--raw-messages", type=int, default=20_000, help="raw aio-pika baseline's messages")
     parser.add_argument("--reads", type=int, default=20, help="reads of each report")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a stage may wait for the consumers")
@@ -1178,6 +1193,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="file name stem (default month-end, month-end-faults)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the table, chart and figures go")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for every service")
+    parser.add_argument("--decisions-only", action="store_true",
+                        help="stop after the registry and the decisions (file stem month-end-decisions)")
     parser.add_argument("--setup-only", action="store_true",
                         help="stop after the setup (registry, decisions, choices), timed apart (file stem month-end-setup)")
     args = parser.parse_args(argv)

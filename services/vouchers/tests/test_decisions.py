@@ -529,3 +529,51 @@ async def test_a_run_of_mixed_decisions_has_the_outcome_of_one_at_a_time(bus):  
     # the run's replies left in delivery order (the outbox's order), the refused one's first
     ordered = [position[r["causationid"]] for r in replies]
     assert ordered[1:] == sorted(ordered[1:]) and ordered[0] == 9
+
+
+# ------------------------------------------------------------------ many decisions in flight (seteli-client)
+async def test_a_case_system_decides_many_at_once_and_gets_each_decisions_own_reply(bus):  # noqa: ANN001
+    """``CaseSystem.decide_many`` keeps several decisions in flight: every decision gets exactly its own reply,
+    in the order given, refusals included; sent again as new messages they are answered ``repeated`` and
+    make no second voucher; a publish the broker refuses is reported for that decision, not raised."""
+    from seteli_client import CaseSystem, NotPublished, decision_envelope, message_id
+
+    today = date.today()
+
+    def grant(ref: str, **terms) -> dict:  # noqa: ANN003
+        return {"decision_ref": ref, "decision_version": 1, "action": "grant", "client_ref": "asiakas-m1",
+                "category": "home_care", "units_per_period": "20", "period": "month", "value_per_unit_cents": 2500,
+                "valid_from": today.isoformat(), "valid_until": (today + timedelta(days=300)).isoformat(), **terms}
+
+    refs = [f"MANY-{message_id()[:8]}-{i:03d}" for i in range(40)]
+    bad_validity = grant(f"MANY-{message_id()[:8]}-V", valid_from=(today - timedelta(days=800)).isoformat())
+    broken = grant(f"MANY-{message_id()[:8]}-X", diagnosis="x")  # breaks the contract: dead-lettered, answered
+    envelopes = [decision_envelope("091", grant(r)) for r in refs[:20]] + [
+        decision_envelope("091", bad_validity), decision_envelope("091", broken)] + [
+        decision_envelope("091", grant(r)) for r in refs[20:]]
+    async with CaseSystem(bus.url_of("091"), namespace=bus.ns) as cs:
+        with pytest.raises(ValueError):
+            await cs.decide_many([envelopes[0], envelopes[0]])  # a reply could not tell them apart
+        replies = await cs.decide_many(envelopes, in_flight=8, timeout=60)
+        assert len(replies) == len(envelopes)
+        assert all(r.envelope["causationid"] == e["id"] for e, r in zip(envelopes, replies)), "each its own"
+        outcomes = [r.data.get("outcome") or r.data.get("reason") for r in replies]
+        assert outcomes == ["issued"] * 20 + ["invalid_validity", "contract_violation"] + ["issued"] * 20
+        assert [r.data["decision_ref"] for r in replies] == [e["data"]["decision_ref"] for e in envelopes]
+        assert all(r.data["client_login_code"] for r in replies if r.accepted)
+        first = {r.data["decision_ref"]: r.data["voucher_id"] for r in replies if r.accepted}
+
+        again = [decision_envelope("091", grant(r)) for r in refs]  # the same decisions as new messages
+        repeated = await cs.decide_many(again, in_flight=16, timeout=60)
+        assert [(r.data["outcome"], r.data["client_login_code"]) for r in repeated] == [("repeated", None)] * 40
+        assert {r.data["decision_ref"]: r.data["voucher_id"] for r in repeated} == first
+        assert cs.unclaimed == [], "no reply left over, none twice"
+
+        cs.funder_id = "092"  # another funder's routing key: the broker refuses the publish
+        refused = await cs.decide_many([decision_envelope("092", grant(f"MANY-{message_id()[:8]}-R{i}"))
+                                        for i in range(3)], in_flight=3, timeout=10)
+        assert all(isinstance(r, NotPublished) for r in refused), refused
+        cs.funder_id = "091"  # and the case system goes on (a refused publish closed its channel)
+        [late] = await cs.decide_many([decision_envelope("091", grant(f"MANY-{message_id()[:8]}-L"))], timeout=60)
+        assert late.accepted and late.data["outcome"] == "issued"
+    assert len(await bus.vouchers("091")) == 41 and len(await bus.outbox("voucher.issued.v1")) == 41

@@ -17,11 +17,17 @@ the operator with ``seteli-broker add-funder-system``) and:
 
 ``decide()`` is both: publish, then wait for the reply. A decision may be published again with the same
 envelope (same id) after a failure: the platform answers a repeated version ``repeated``.
+
+``decide_many()`` does the same for many decisions as a stream: it keeps up to ``in_flight`` decisions
+published and unanswered at once (their publishes and confirms overlap, replies are collected as they come) and
+returns each decision's reply, or why it got none, in the order given. One decision awaited at a time costs a
+round trip through the platform each; a bulk load (a month's decisions, a migration) wants many in flight.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -29,7 +35,7 @@ from urllib.parse import unquote, urlparse
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import ChannelClosed, DeliveryError, PublishError
+from aio_pika.exceptions import ChannelClosed, ChannelInvalidStateError, DeliveryError, PublishError
 
 from .ids import message_id
 
@@ -93,8 +99,15 @@ class CaseSystem:
     ``funder_id`` defaults to what follows ``funder-`` in the broker user's name."""
 
     def __init__(self, amqp_url: str, funder_id: str | None = None, namespace: str = "seteli",
-                 publish_timeout: float = 10.0):
+                 publish_timeout: float = 10.0, reply_prefetch: int = 256, publish_channels: int = 4):
         self.amqp_url, self.namespace, self.publish_timeout = amqp_url, namespace, publish_timeout
+        if publish_channels < 1:
+            raise ValueError("publish_channels must be at least 1")
+        #: channels publishes take turns on: a channel writes one publish at a time (aio-pika awaits each one's
+        #: write before the next), so decisions published side by side (``decide_many``) go out several at once
+        self.publish_channels = publish_channels
+        #: replies the broker may hand over before they are acknowledged (more keeps a stream of replies flowing)
+        self.reply_prefetch = reply_prefetch
         self.user = unquote(urlparse(amqp_url).username or "")
         self.funder_id = funder_id or self.user.rpartition("funder-")[2]
         if not self.funder_id:
@@ -102,7 +115,11 @@ class CaseSystem:
         self.unclaimed: list[DecisionReply] = []
         self._waiting = _Waiting()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
+        #: per publishing channel: the channel and the decisions exchange on it (None until opened, or after it closed)
+        self._channels: list[tuple[aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractExchange] | None] = [
+            None] * publish_channels
+        self._turn = 0
+        self._opening = asyncio.Lock()
         self._replies: aio_pika.abc.AbstractQueue | None = None  # kept: a robust connection restores it
 
     @property
@@ -112,7 +129,7 @@ class CaseSystem:
     async def __aenter__(self) -> "CaseSystem":
         self._connection = await aio_pika.connect_robust(self.amqp_url)
         channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=100)
+        await channel.set_qos(prefetch_count=self.reply_prefetch)
         # the queue exists already (the operator's seteli-broker made it): a case system may declare nothing
         self._replies = await channel.get_queue(self.reply_queue, ensure=False)
         await self._replies.consume(self._on_reply)
@@ -122,15 +139,29 @@ class CaseSystem:
         if self._connection is not None:
             await self._connection.close()
 
-    async def _publishing_channel(self) -> aio_pika.abc.AbstractChannel:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        return self._channel
+    async def _decisions_exchange(self, slot: int) -> aio_pika.abc.AbstractExchange:
+        """The decisions exchange on publishing channel ``slot`` (opened once for all the publishes that need it at
+        the same moment)."""
+        found = self._channels[slot]
+        if found is not None and not found[0].is_closed:
+            return found[1]
+        async with self._opening:
+            found = self._channels[slot]
+            if found is None or found[0].is_closed:
+                # a plain channel, not one the robust connection reopens by itself: a refused publish closes the
+                # channel, and a robust one reopening under the publishes still under way got the whole
+                # connection closed (CHANNEL_ERROR); the next publish opens a channel of its own instead
+                channel = aio_pika.Channel(self._connection, publisher_confirms=True, on_return_raises=True)
+                await channel
+                found = (channel, await channel.get_exchange(f"{self.namespace}.decisions", ensure=False))
+                self._channels[slot] = found
+            return found[1]
 
     async def publish(self, envelope: dict) -> None:
         """Publish one decision and wait for the broker's confirm; ``Unroutable`` or ``Refused`` otherwise."""
-        channel = await self._publishing_channel()
-        exchange = await channel.get_exchange(f"{self.namespace}.decisions", ensure=False)
+        slot = self._turn
+        self._turn = (slot + 1) % self.publish_channels
+        exchange = await self._decisions_exchange(slot)
         message = aio_pika.Message(json.dumps(envelope).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                    content_type=CONTENT_TYPE, message_id=envelope["id"], type=envelope["type"],
                                    user_id=self.user, app_id=f"funder-{self.funder_id}-case-system")
@@ -138,32 +169,109 @@ class CaseSystem:
             await exchange.publish(message, f"decision.{self.funder_id}", mandatory=True, timeout=self.publish_timeout)
         except (DeliveryError, PublishError) as exc:
             raise Unroutable(f"the broker returned the decision: {exc}") from exc
+        except ChannelInvalidStateError as exc:  # closed under it by another publish's refusal: not refused itself
+            self._channels[slot] = None
+            raise NotPublished(f"the channel closed before the decision went out: {exc}") from exc
         except ChannelClosed as exc:  # a refused publish closes the channel: the next publish opens another
-            self._channel = None
+            self._channels[slot] = None
             raise Refused(f"the broker refused the decision: {exc}") from exc
 
-    async def reply_to(self, envelope: dict, timeout: float = 30.0) -> DecisionReply:
-        """The reply to a decision published by this process (``asyncio.TimeoutError`` when none comes)."""
+    def _expect(self, envelope: dict) -> asyncio.Future:
+        """A future for the reply to ``envelope``, registered before it is published."""
         future = asyncio.get_running_loop().create_future()
         data = envelope.get("data") or {}
         self._waiting.by_id[envelope["id"]] = future
         self._waiting.by_ref[(data.get("decision_ref"), data.get("decision_version"))] = future
+        return future
+
+    def _forget(self, envelope: dict, future: asyncio.Future) -> None:
+        """Stop waiting for ``envelope``'s reply (only the entries that are still this future's own)."""
+        data = envelope.get("data") or {}
+        for waiting, key in ((self._waiting.by_id, envelope["id"]),
+                             (self._waiting.by_ref, (data.get("decision_ref"), data.get("decision_version")))):
+            if waiting.get(key) is future:
+                del waiting[key]
+
+    async def reply_to(self, envelope: dict, timeout: float = 30.0) -> DecisionReply:
+        """The reply to a decision published by this process (``asyncio.TimeoutError`` when none comes)."""
+        future = self._expect(envelope)
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
-            self._waiting.by_id.pop(envelope["id"], None)
-            self._waiting.by_ref.pop((data.get("decision_ref"), data.get("decision_version")), None)
+            self._forget(envelope, future)
 
     async def decide(self, envelope: dict, timeout: float = 30.0) -> DecisionReply:
         """Publish a decision and wait for its reply."""
-        waiting = asyncio.ensure_future(self.reply_to(envelope, timeout))
-        await asyncio.sleep(0)  # registered before the reply can come
+        future = self._expect(envelope)  # registered before the reply can come
         try:
             await self.publish(envelope)
-        except NotPublished:
-            waiting.cancel()
-            raise
-        return await waiting
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._forget(envelope, future)
+
+    async def decide_many(self, envelopes: Iterable[dict], *, in_flight: int = 1000, timeout: float = 60.0
+                          ) -> list[DecisionReply | NotPublished | asyncio.TimeoutError]:
+        """Publish many decisions, keeping up to ``in_flight`` of them published and not yet answered, and
+        collect the replies as they come. Returns, in the order of ``envelopes``, each decision's reply, or
+        the ``NotPublished`` (``Unroutable``, ``Refused``) of one that did not reach the platform, or the
+        ``asyncio.TimeoutError`` of one whose reply did not come within ``timeout`` seconds of its publish:
+        publish those again with the same envelope (the platform answers a version it has applied
+        ``repeated``). Any other error (the connection lost for good) stops the whole call and is raised.
+
+        The envelopes' ids must differ (a reply is matched to its decision by the id); so must their
+        (``decision_ref``, ``decision_version``) pairs, as a refused message's reply may carry only those.
+        A decision's later versions belong in a later call: within one call the decisions travel side by side
+        and the platform may see them in any order. The first decision is published alone: when the broker
+        refuses it, every decision of the call is answered ``Refused`` without being sent."""
+        envelopes = list(envelopes)
+        ids = {e["id"] for e in envelopes}
+        refs = {((e.get("data") or {}).get("decision_ref"), (e.get("data") or {}).get("decision_version"))
+                for e in envelopes}
+        if len(ids) != len(envelopes) or len(refs) != len(envelopes):
+            raise ValueError("decide_many: each envelope needs an id and a (decision_ref, decision_version) "
+                             "of its own")
+        if in_flight < 1:
+            raise ValueError("decide_many: in_flight must be at least 1")
+        results: list[DecisionReply | NotPublished | asyncio.TimeoutError | None] = [None] * len(envelopes)
+        if not envelopes:
+            return []
+
+        async def answer(i: int, future: asyncio.Future) -> None:
+            try:
+                results[i] = await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError as exc:
+                results[i] = exc
+            finally:
+                self._forget(envelopes[i], future)
+
+        todo = iter(enumerate(envelopes))
+
+        async def sender() -> None:  # one decision at a time; ``in_flight`` senders side by side
+            for i, envelope in todo:
+                try:
+                    results[i] = await self.decide(envelope, timeout)
+                except (NotPublished, asyncio.TimeoutError) as exc:
+                    results[i] = exc
+
+        async with asyncio.TaskGroup() as group:
+            # the first decision alone: a publish the broker refuses (a routing key or user that is not this case
+            # system's) would refuse every decision of the call, and a refusal among many publishes under way
+            # closes the whole connection (frames keep coming on the channel the broker closed)
+            _, first = next(todo)
+            future = self._expect(first)
+            try:
+                await self.publish(first)
+            except NotPublished as exc:
+                self._forget(first, future)
+                if isinstance(exc, Refused):
+                    return [exc] + [Refused(f"not sent: the broker refused the call's first decision ({exc})")
+                                    for _ in envelopes[1:]]
+                results[0] = exc
+            else:
+                group.create_task(answer(0, future))
+            for _ in range(min(in_flight, len(envelopes) - 1)):
+                group.create_task(sender())
+        return results  # type: ignore[return-value]  (every item set)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         async with message.process(requeue=True):
