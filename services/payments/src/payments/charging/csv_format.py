@@ -30,6 +30,7 @@ from __future__ import annotations
 import codecs
 import csv
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Iterable, Iterator
@@ -145,12 +146,19 @@ def unknown_columns(names: list[str], columns: list[str]) -> dict | None:
             "known_columns": list(COLUMNS)}
 
 
+#: distinct cells remembered per reading function: a month's file repeats its dates, units and prices on most
+#: lines, and each is read the same way every time (pure functions of the text; a refused cell is not remembered)
+_CELLS = 4096
+
+
+@lru_cache(maxsize=_CELLS)
 def decimal_text(raw: str) -> str:
     """``1,5`` / ``1.5`` / ``1 000,50`` as a decimal in plain digits (a ValueError, ``NumberRefused``, when it is
     none: the strict reading every service's numbers get, with a decimal comma and grouped thousands)."""
     return format(parse_decimal_strict(raw, decimal_comma=True, grouping=True), "f")
 
 
+@lru_cache(maxsize=_CELLS)
 def date_text(raw: str) -> str:
     """``2026-06-01`` as is; ``1.6.2026`` (Finnish) as ``2026-06-01`` (ValueError when no such day)."""
     text = raw.strip()
@@ -158,6 +166,17 @@ def date_text(raw: str) -> str:
     if m:
         return date(int(m[3]), int(m[2]), int(m[1])).isoformat()
     return text  # the line model parses (and refuses) ISO dates
+
+
+@lru_cache(maxsize=_CELLS)
+def price_cents(raw: str) -> int:
+    """``27,50`` (EUR, at most two decimals) in cents (ValueError when it is no such price)."""
+    return int(parse_decimal_strict(raw, places=2, decimal_comma=True, grouping=True) * 100)
+
+
+@lru_cache(maxsize=_CELLS)
+def whole_cents(raw: str) -> int:
+    return parse_whole_strict(raw, grouping=True)
 
 
 def _values(columns: list[str], cells: list[str]) -> tuple[dict, str | None, list[str]]:
@@ -171,10 +190,9 @@ def _values(columns: list[str], cells: list[str]) -> tuple[dict, str | None, lis
             if name == "units":
                 values[name] = decimal_text(cell)
             elif name == "unit_price":
-                euros = parse_decimal_strict(cell, places=2, decimal_comma=True, grouping=True)
-                values["unit_price_cents"] = int(euros * 100)
+                values["unit_price_cents"] = price_cents(cell)
             elif name == "unit_price_cents":
-                values[name] = parse_whole_strict(cell, grouping=True)
+                values[name] = whole_cents(cell)
             elif name == "service_date":
                 values[name] = date_text(cell)
             else:
