@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -26,8 +27,8 @@ def charge(i: int, funder: str = "091", provider: str = "p1") -> engine.NewCharg
                                "weekday" if i % 2 else None, None)
     amounts = domain.ChargeAmounts(2500, 2500 * req.units_x100 // 100, 100 * (i % 3), bool(i % 2),
                                    2500 if i % 2 else None, "pl-1" if i % 2 else None, 150 if i % 5 == 0 else None)
-    return engine.NewCharge(str(uuid.uuid4()), f"v-{i % 4}", funder, "home_care", f"ref-{i}", req, amounts,
-                            NOW + timedelta(microseconds=i))
+    return engine.NewCharge(str(uuid.uuid4()), f"v-{funder}-{provider}-{i % 2}", funder, "home_care", f"ref-{i}", req,
+                            amounts, NOW + timedelta(microseconds=i))
 
 
 def rows_of(items: list) -> list[SimpleNamespace]:
@@ -140,3 +141,17 @@ def test_a_body_the_check_refuses_turns_coalescing_off():
         coalescer(rows)
     assert coalescer(rows) == rows
     assert ChargeAccepted.routing_key() == "charge.accepted.v1"
+
+
+def test_a_vouchers_charges_keep_their_order_when_its_provider_changes():
+    """A voucher's charge for another provider than its earlier ones in the run (the client changed provider) ends
+    the run: vouchers' usage folds a voucher's charges in order (which charge used it up)."""
+    moved, other = "v-moved", "v-other"
+    old, new = replace(charge(0, "091", "p1"), voucher_id=moved), replace(charge(0, "091", "p2"), voucher_id=moved)
+    o, a, b = (replace(charge(i, "091", "p1"), voucher_id=other) for i in (1, 2, 3))
+    # old(p1) o(p1) new(p2) a(p1) b(p1): without the break [old o a b] would go out before new
+    rows = rows_of([old, o, new, a, b])
+    units = AcceptedCoalescer()(rows)
+    assert [seqs(u) for u in units] == [[1, 2], [3], [4, 5]]
+    assert [json.loads(rows[s - 1].body)["data"]["voucher_id"] for u in units for s in seqs(u)] == [
+        moved, other, moved, other, other]

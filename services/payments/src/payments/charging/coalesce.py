@@ -9,7 +9,9 @@ charge.
   consumer may read only version 1, which it would no longer get for single charges).
 - A row of any other type (a cancellation, a correction, a settlement's event) ends a run: nothing is moved across
   it, so a charge's later events still follow its acceptance on the bus. The messages of one run keep the order of
-  their first rows; they only reorder acceptances of different charges among themselves.
+  their first rows; they only reorder acceptances of different vouchers among themselves: a voucher's charge for
+  another funder or provider than its earlier charges in the run (its client changed provider) ends the run too,
+  so each voucher's charges keep their order (vouchers' usage says which charge used a voucher up, in order).
 - A group of one row is published as that row (v1). A row that cannot be read is left to the relay as it is.
 - The v2 message's id is derived from its rows (uuid5 over its first row's id and its number of charges): a relay
   that dies after the publish and before marking the rows sent publishes the same message again, and the
@@ -67,14 +69,20 @@ class AcceptedCoalescer:
             return list(rows)
         out: list = []
         run: list[tuple[Any, dict]] = []
+        groups: dict[str, tuple[str, str]] = {}  # voucher -> its (funder, provider) in this run
         for row in rows:
             env = _read(row) if row.routing_key == V1_KEY else None
             if env is None:
                 out += self._run(run)
-                run = []
+                run, groups = [], {}
                 out.append(row)
-            else:
-                run.append((row, env))
+                continue
+            data = env["data"]
+            group = (data["funder_id"], data["provider_id"])
+            if groups.setdefault(data["voucher_id"], group) != group:  # the voucher's charges stay in order
+                out += self._run(run)
+                run, groups = [], {data["voucher_id"]: group}
+            run.append((row, env))
         out += self._run(run)
         return out
 
@@ -117,7 +125,7 @@ def _read(row: Any) -> dict | None:
     try:
         env = json.loads(row.body)
         data = env["data"]
-        if isinstance(data.get("funder_id"), str) and isinstance(data.get("provider_id"), str):
+        if all(isinstance(data.get(k), str) for k in ("funder_id", "provider_id", "voucher_id")):
             return env
     except (ValueError, TypeError, KeyError, AttributeError):
         pass
