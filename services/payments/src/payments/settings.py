@@ -43,7 +43,8 @@ class PaymentsSettings(ServiceSettings):
     #: what a bulk intake (JSON bulk, CSV) announces of the charges it accepts (``ACCEPTED_EVENTS``): ``v2`` one
     #: ``ChargesAccepted`` (``charge.accepted.v2``) per funder in each transaction, in chunks of
     #: ``ACCEPTED_EVENT_CHARGES`` charges; ``v1`` one ``ChargeAccepted`` per charge (as before); ``both`` each (the
-    #: rollout: update vouchers and reporting first, then switch payments). A single ``POST /charges`` publishes v1.
+    #: rollout: update vouchers and reporting first, then switch payments). A single ``POST /charges`` writes v1; with
+    #: ``v2`` the relay publishes the v1 rows it reads together as v2 (``relay_coalesce``).
     accepted_events: Literal["v2", "v1", "both"] = "v2"
     #: at most this many charges in one ``charge.accepted.v2`` (about 400 bytes a charge: 1,000 is ~400 kB of body,
     #: under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
