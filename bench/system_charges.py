@@ -64,8 +64,29 @@ def database_url(name: str, driver: str | None = "asyncpg") -> str:
     return f"postgresql{'+' + driver if driver else ''}://{auth}@{u.hostname}:{u.port or 5432}/{name}"
 
 
+def _port_range() -> range | None:
+    """``BENCH_PORTS`` (``FIRST-LAST``, e.g. ``20400-20499``): the ports this run may serve on, if set."""
+    first, _, last = os.environ.get("BENCH_PORTS", "").partition("-")
+    return range(int(first), int(last) + 1) if last else None
+
+
+def _free(p: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+            return True
+        except OSError:
+            return False
+
+
 def free_port_base(count: int) -> int:
     """A base port with ``count`` free ports after it (run_all serves base+1 .. base+count)."""
+    allowed = _port_range()
+    if allowed is not None:
+        for base in range(allowed.start, allowed.stop - count - 1):
+            if all(_free(p) for p in range(base + 1, base + count + 1)):
+                return base
+        raise RuntimeError("no free ports in BENCH_PORTS")
     for _ in range(200):
         base = secrets.randbelow(8000) + 20000  # below the ephemeral ports (32768-60999) outgoing connections take
         ok = True
@@ -81,7 +102,13 @@ def free_port_base(count: int) -> int:
     raise RuntimeError("no free ports")
 
 
-def free_port() -> int:
+def free_port(after: int = 0) -> int:
+    allowed = _port_range()
+    if allowed is not None:
+        for p in allowed:
+            if p > after and _free(p):
+                return p
+        raise RuntimeError("no free port in BENCH_PORTS")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -343,7 +370,7 @@ async def run(args: argparse.Namespace) -> int:
         raw_ns: dict = {}
         exec(compile(RAW_APP.read_text(), str(RAW_APP), "exec"), raw_ns)  # noqa: S102 (its SCHEMA, not served here)
         await seed_raw(database_url(raw_db, None), raw_ns["SCHEMA"], vouchers, provider_ids)
-        raw_port = free_port()
+        raw_port = free_port(after=base + len(EVERYTHING))
         raw_log = workdir / "raw.log"
         raw = subprocess.Popen([sys.executable, "-m", "uvicorn", "raw_charge_app:create_app", "--factory",
                                 "--app-dir", str(RAW_APP.parent), "--host", "127.0.0.1", "--port", str(raw_port),

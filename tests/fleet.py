@@ -38,10 +38,25 @@ def script(name: str):  # noqa: ANN201
 balancer = script("balancer")
 
 
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port: any, or one of ``BENCH_PORTS`` (``FIRST-LAST``, e.g. ``20400-20499``) when set (a machine
+    whose users share out port ranges)."""
+    first, _, last = os.environ.get("BENCH_PORTS", "").partition("-")
+    for port in (range(int(first), int(last) + 1) if last else [0]):
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _taken.add(port)
+        return port
+    raise RuntimeError(f"no free port in BENCH_PORTS {os.environ.get('BENCH_PORTS')}")
 
 
 def bearer(role: str, **claims: str) -> dict:

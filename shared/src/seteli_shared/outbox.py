@@ -19,8 +19,11 @@ parked again without a further line.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
 
 from pydantic_core import to_json
 from sqlalchemy import event as sa_event
@@ -206,9 +209,39 @@ async def retry_parked(session: AsyncSession, exchange: str, routing_key_prefix:
     return result.rowcount or 0
 
 
+@dataclass(frozen=True)
+class Coalesced:
+    """One message the relay publishes in place of several outbox rows (a service's ``coalesce`` hook makes it):
+    the rows are marked sent once the broker has confirmed it, and all tried again if it fails. Its id should be
+    derived from its rows (the same rows give the same id), so that a repeat after a crash between the publish
+    and the mark is dropped by the consumers' inbox."""
+
+    rows: tuple  # the outbox rows it carries
+    message_id: str
+    routing_key: str  # as an outbox row stores it
+    body: str
+    traceparent: str | None = None
+
+
+#: a relay's hook: the unsent rows of one batch (in the order they were written, none published yet) -> what to
+#: publish for them, in the order to publish it: each row itself, or a ``Coalesced`` message carrying several;
+#: every row exactly once
+Coalescer = Callable[[Sequence[Any]], list]
+
+
+def load_coalescer(path: str, options: dict | None = None) -> Coalescer | None:
+    """The hook a service names in its settings (``RELAY_COALESCE``, ``module:factory``): ``factory(**options)``
+    gives the coalescer, or None (nothing to coalesce with these options)."""
+    if not path:
+        return None
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(**(options or {}))
+
+
 class OutboxRelay:
     def __init__(self, engine: AsyncEngine, bus: Bus, batch_size: int = 500, idle_seconds: float = 0.2,
-                 park_exchanges: tuple[str, ...] = (), park_after: int = 8, linger_seconds: float = 0.0):
+                 park_exchanges: tuple[str, ...] = (), park_after: int = 8, linger_seconds: float = 0.0,
+                 coalesce: Coalescer | None = None):
         self.engine = engine
         self.bus = bus
         self.batch_size = batch_size
@@ -217,6 +250,8 @@ class OutboxRelay:
         #: next look, so that single commits are published many at a time (``RELAY_LINGER_SECONDS``)
         self.linger_seconds = linger_seconds
         self.park_exchanges, self.park_after = frozenset(park_exchanges), park_after
+        #: the service's hook that may publish several rows as one message (``Coalesced``); None: a message a row
+        self.coalesce = coalesce
         self.postgres = engine.dialect.name == "postgresql"
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -233,7 +268,8 @@ class OutboxRelay:
         """The relay a service's settings describe."""
         return cls(engine, bus, settings.relay_batch_size, settings.relay_idle_seconds,
                    tuple(settings.outbox_park_exchanges), settings.outbox_park_after_attempts,
-                   settings.relay_linger_seconds)
+                   settings.relay_linger_seconds,
+                   load_coalescer(settings.relay_coalesce, settings.relay_coalesce_options))
 
     def _claim_query(self, now: datetime):
         q = (
@@ -261,27 +297,52 @@ class OutboxRelay:
 
     async def _publish(self, rows) -> list[BaseException | None]:  # noqa: ANN001
         """The rows' messages, all at once (``Bus.publish_many``); per row None or why it failed. A row whose
-        earlier publish is still in doubt is not published again (``_doubt``)."""
-        messages: list[Outgoing | BaseException | None] = []
-        contract = published_contract()  # None unless the tests hold every message to the published contract
+        earlier publish is still in doubt is not published again (``_doubt``). The others go through the
+        ``coalesce`` hook, if any: a ``Coalesced`` message's result is each of its rows' result."""
+        results: dict[int, BaseException | None] = {}
+        fresh = []
         for row in rows:
             doubt = self._doubt(row.message_id)
             if doubt is not False:
-                messages.append(doubt)
-                continue
+                results[row.seq] = doubt
+            else:
+                fresh.append(row)
+        units = self._plan(fresh)
+        messages: list[Outgoing | BaseException] = []
+        contract = published_contract()  # None unless the tests hold every message to the published contract
+        for unit in units:
             try:
-                exchange, key = target_of(row.routing_key)
-                type_ = TYPE_PREFIX + key if exchange is None else json.loads(row.body).get("type")
+                exchange, key = target_of(unit.routing_key)
+                type_ = TYPE_PREFIX + key if exchange is None else json.loads(unit.body).get("type")
                 if contract is not None:
-                    contract.check(row.body, exchange, key)
-                messages.append(Outgoing(row.body.encode(), key, row.message_id, type_, exchange, row.traceparent))
+                    contract.check(unit.body, exchange, key)
+                messages.append(Outgoing(unit.body.encode(), key, unit.message_id, type_, exchange, unit.traceparent))
             except Exception as exc:  # noqa: BLE001  (a row that cannot be read fails alone)
                 messages.append(exc)
         ready = [m for m in messages if isinstance(m, Outgoing)]
         published = iter(await self.bus.publish_many(ready))
-        results = [next(published) if isinstance(m, Outgoing) else m for m in messages]
-        self._note_doubts(rows, results)
-        return results
+        for unit, m in zip(units, messages):
+            res = next(published) if isinstance(m, Outgoing) else m
+            for row in (unit.rows if isinstance(unit, Coalesced) else (unit,)):
+                results[row.seq] = res
+        out = [results[row.seq] for row in rows]
+        self._note_doubts(rows, out)
+        return out
+
+    def _plan(self, rows) -> list:  # noqa: ANN001
+        """What to publish for ``rows``: the ``coalesce`` hook's answer, or each row itself (no hook, or one
+        that failed or did not carry every row exactly once)."""
+        if self.coalesce is None or len(rows) < 2:
+            return list(rows)
+        try:
+            units = self.coalesce(rows)
+            carried = [r.seq for u in units for r in (u.rows if isinstance(u, Coalesced) else (u,))]
+            if sorted(carried) != sorted(r.seq for r in rows) or len(set(carried)) != len(carried):
+                raise ValueError("the coalesced messages do not carry every row exactly once")
+            return units
+        except Exception as exc:  # noqa: BLE001  (a broken hook costs batching, never a message)
+            log.warning("outbox.coalesce_failed", error=repr(exc))
+            return list(rows)
 
     def _note_doubts(self, rows, results: list) -> None:  # noqa: ANN001
         """Remember the open confirms of rows whose publish timed out after they went out (``_doubt``); the

@@ -38,7 +38,7 @@ _RELAY_FIELDS = ("service_name", "environment", "database_url", "amqp_url", "amq
                  "relay_batch_size", "relay_idle_seconds", "relay_linger_seconds", "db_pool_pre_ping", "db_pool_recycle_seconds",
                  "db_connect_timeout_seconds", "db_statement_timeout_seconds", "db_pool_timeout_seconds", "log_level",
                  "log_json", "jwks_url", "jwt_issuer", "jwt_audience", "outbox_park_exchanges",
-                 "outbox_park_after_attempts")
+                 "outbox_park_after_attempts", "relay_coalesce", "relay_coalesce_options")
 
 
 async def run_relay(settings: ServiceSettings, *, wake_from_stdin: bool = False) -> int:

@@ -7,7 +7,7 @@ accepts the development signing secret.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +71,11 @@ class ServiceSettings(BrokerNames):
     #: long (seconds) before its next look (``RELAY_LINGER_SECONDS``; 0: at once), so that the commits of single
     #: charges are published tens at a time (one claim, one write to the socket, one mark) rather than one by one
     relay_linger_seconds: float = Field(default=0.02, ge=0)
+    #: the service's hook that lets its relay publish several outbox rows of a batch as one message
+    #: (``RELAY_COALESCE``, ``module:factory``, ``outbox.load_coalescer``; empty: a message a row), made with
+    #: ``RELAY_COALESCE_OPTIONS`` (a JSON object; payments fills it from its own settings)
+    relay_coalesce: str = ""
+    relay_coalesce_options: dict[str, Any] = Field(default_factory=dict)
     #: messages to outside systems' own queues on these exchanges of the namespace (``OUTBOX_PARK_EXCHANGES``,
     #: a JSON list; payments: ``["notices"]``) that the broker returns unroutable (nobody has bound a queue for
     #: them yet) ``OUTBOX_PARK_AFTER_ATTEMPTS`` times are parked: kept in the outbox, logged once, not tried

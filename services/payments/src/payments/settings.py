@@ -43,11 +43,16 @@ class PaymentsSettings(ServiceSettings):
     #: what a bulk intake (JSON bulk, CSV) announces of the charges it accepts (``ACCEPTED_EVENTS``): ``v2`` one
     #: ``ChargesAccepted`` (``charge.accepted.v2``) per funder in each transaction, in chunks of
     #: ``ACCEPTED_EVENT_CHARGES`` charges; ``v1`` one ``ChargeAccepted`` per charge (as before); ``both`` each (the
-    #: rollout: update vouchers and reporting first, then switch payments). A single ``POST /charges`` publishes v1.
+    #: rollout: update vouchers and reporting first, then switch payments). A single ``POST /charges`` writes v1; with
+    #: ``v2`` the relay publishes the v1 rows it reads together as v2 (``relay_coalesce``).
     accepted_events: Literal["v2", "v1", "both"] = "v2"
     #: at most this many charges in one ``charge.accepted.v2`` (about 400 bytes a charge: 1,000 is ~400 kB of body,
     #: under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
     accepted_event_charges: int = Field(default=1000, ge=1, le=5000)
+    #: the relay publishes the ``charge.accepted.v1`` rows of single charges that one of its batches reads together
+    #: as ``charge.accepted.v2`` (per funder and provider, at most ``ACCEPTED_EVENT_CHARGES`` a message) when
+    #: ``ACCEPTED_EVENTS`` is ``v2`` (``charging.coalesce``); with ``v1`` or ``both`` each stays a message of its own
+    relay_coalesce: str = "payments.charging.coalesce:accepted_coalescer"
     #: the operator's account the payment files pay from (pain.001 debtor)
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"
@@ -123,6 +128,13 @@ class PaymentsSettings(ServiceSettings):
             return iban.validate(value)
         except ValidationError as exc:
             raise ValueError(f"PAYER_IBAN is not a valid IBAN: {exc}") from None
+
+    @model_validator(mode="after")
+    def _coalesce_options(self) -> "PaymentsSettings":
+        """The relay's hook takes what it needs from these settings (its child process sees only the shared ones)."""
+        if "relay_coalesce_options" not in self.model_fields_set:
+            self.relay_coalesce_options = {"events": self.accepted_events, "per_event": self.accepted_event_charges}
+        return self
 
     @model_validator(mode="after")
     def _production_keys(self) -> "PaymentsSettings":
