@@ -829,7 +829,8 @@ class Faults:
 
     def __init__(self, run: Run, system: System, rng: random.Random, window: float) -> None:
         self.run, self.system, self.rng, self.window = run, system, rng, window
-        self.broker_seconds = max(5.0, 60.0 * run.args.scale)
+        stop = run.args.broker_stop
+        self.broker_seconds = stop if stop is not None else max(5.0, 60.0 * run.args.scale)
 
     async def _recovered(self, names: list[str]) -> None:
         await self.system.ready(names, 600, restart=True)
@@ -1180,6 +1181,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=float(os.environ.get("MONTH_END_SCALE", "1.0")),
                         help="1.0 = 200 providers, 50,000 vouchers, 1,000,000 charges")
+    parser.add_argument("--broker-stop", type=float, default=None, metavar="SECONDS",
+                        help="with --faults: how long the broker stays stopped (default 60 s x scale, at least 5)")
     parser.add_argument("--faults", action="store_true", default=os.environ.get("FAULTS", "") not in ("", "0"),
                         help="own broker and PostgreSQL; broker stop, kills and a database restart at the peak")
     parser.add_argument("--parallel", type=int, default=4, help="uploads at a time")
