@@ -31,7 +31,7 @@ from .ledger.router import router as ledger_router
 from .notices import parked
 from .notices.router import router as notices_router
 from .notices.webhooks import WebhookWorker
-from .projections.handlers import HANDLERS
+from .projections.handlers import BATCH_HANDLERS, HANDLERS
 from .settings import PaymentsSettings
 from .settlement import runs
 from .settlement.router import router as settlement_router
@@ -71,6 +71,7 @@ SPEC = ServiceSpec(
     bulk_paths=(BULK_PATH,),
     streamed_bodies=((BULK_PATH, "text/csv"),),
     handlers=HANDLERS,
+    batch_handlers=BATCH_HANDLERS,  # runs of VoucherIssued folded at once (projections.handlers)
     readiness_details=parked.readiness_details,
     jobs=jobs,
     title="seteli payments",

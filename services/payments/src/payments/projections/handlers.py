@@ -2,10 +2,15 @@
 kinds, codes, choices, revocations), funders' contract terms, approvals, price lists and providers."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from seteli_shared.approvals import ApprovalProjection, as_utc
 from seteli_shared.errors import PermanentMessageError
@@ -102,6 +107,87 @@ async def on_voucher_issued(session: AsyncSession, _env: Envelope, event: Vouche
     await session.flush()
 
 
+#: the columns ``VoucherIssued`` writes: the kind's terms always, the code when it has one, the decision's
+#: terms only while no amendment is held (``on_voucher_issued``)
+_ISSUED_ALWAYS = ("kind", "budget_cents", "categories", "max_value_per_unit_cents", "client_fee_cents",
+                  "value_table_version")
+_ISSUED_TERMS = ("units_per_period_x100", "period", "value_per_unit_cents", "valid_from", "valid_until", "carry_over")
+_PG_ARRAYS = {"voucher_id": "text[]", "funder_id": "text[]", "category": "text[]", "issued": "boolean[]",
+              "kind": "text[]", "budget_cents": "bigint[]", "categories": "text[]",
+              "max_value_per_unit_cents": "bigint[]", "client_fee_cents": "bigint[]", "value_table_version": "text[]",
+              "voucher_code": "text[]", "units_per_period_x100": "bigint[]", "period": "text[]",
+              "value_per_unit_cents": "bigint[]", "valid_from": "date[]", "valid_until": "date[]",
+              "carry_over": "boolean[]"}
+_SQLITE_CHUNK = 50  # rows per INSERT (17 parameters each; SQLite's limit is 32,766 but small is fine here)
+
+
+def _issued_rows(items: list[tuple[Envelope, VoucherIssued]]) -> list[dict[str, Any]]:
+    """One row per voucher, as ``on_voucher_issued`` applied to each event in turn would leave its columns:
+    the last event's values, except the code, which is the last one given (None keeps the held one)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for _env, e in items:
+        row = {"voucher_id": e.voucher_id, "funder_id": e.funder_id, "category": e.category, "issued": True,
+               "kind": e.kind or "service_voucher", "budget_cents": e.budget_cents,
+               "categories": None if e.categories is None else list(e.categories),
+               "max_value_per_unit_cents": e.max_value_per_unit_cents, "client_fee_cents": e.client_fee_cents,
+               "value_table_version": e.value_table_version, "voucher_code": e.voucher_code,
+               "units_per_period_x100": to_hundredths(e.units_per_period), "period": e.period,
+               "value_per_unit_cents": e.value_per_unit_cents, "valid_from": e.valid_from,
+               "valid_until": e.valid_until, "carry_over": e.carry_over}
+        held = rows.get(e.voucher_id)
+        if held is not None:
+            # the row the first event created keeps its funder and category (as the single handler's would)
+            row["funder_id"], row["category"] = held["funder_id"], held["category"]
+            if row["voucher_code"] is None:
+                row["voucher_code"] = held["voucher_code"]
+        rows[e.voucher_id] = row
+    return list(rows.values())
+
+
+def _issued_set(table: sa.Table, excluded: Any) -> dict[str, Any]:
+    """ON CONFLICT's SET: what ``on_voucher_issued`` changes on a row that is there (funder and category stay)."""
+    held_amendment = table.c.decision_version.is_not(None)
+    return {"issued": sa.true(),
+            **{n: excluded[n] for n in _ISSUED_ALWAYS},
+            "voucher_code": sa.func.coalesce(excluded.voucher_code, table.c.voucher_code),
+            **{n: sa.case((held_amendment, table.c[n]), else_=excluded[n]) for n in _ISSUED_TERMS}}
+
+
+async def on_vouchers_issued(session: AsyncSession, items: list[tuple[Envelope, VoucherIssued]]) -> None:
+    """A run of ``VoucherIssued`` in one set-based upsert (PostgreSQL: one ``INSERT ... SELECT unnest``), with
+    the rows ``on_voucher_issued`` would leave event by event: either order with choices and amendments (an
+    amendment's terms stay), a code kept when an event has none, a voucher twice in the run folded in order."""
+    if len(items) == 1:
+        await on_voucher_issued(session, *items[0])
+        return
+    rows = _issued_rows(items)
+    table = VoucherView.__table__
+    await session.flush()
+    if session.bind.dialect.name == "postgresql":
+        names = list(_PG_ARRAYS)
+        params = {f"c{i}": [r[n] for r in rows] for i, n in enumerate(names)}
+        params[f"c{names.index('categories')}"] = [None if r["categories"] is None else json.dumps(r["categories"])
+                                                   for r in rows]
+        arrays = ", ".join(f"CAST(:c{i} AS {_PG_ARRAYS[n]})" for i, n in enumerate(names))
+        cols = ", ".join(f"c{i}" for i in range(len(names)))
+        source = sa.select(*[sa.literal_column(f"x.c{i}" + ("::json" if n == "categories" else ""))
+                             for i, n in enumerate(names)]).select_from(
+            sa.text(f"unnest({arrays}) AS x({cols})").bindparams(**params))
+        stmt = postgresql.insert(table).from_select(names, source)
+        await session.execute(stmt.on_conflict_do_update(index_elements=["voucher_id"],
+                                                         set_=_issued_set(table, stmt.excluded)))
+    else:
+        for i in range(0, len(rows), _SQLITE_CHUNK):
+            stmt = sqlite.insert(table).values(rows[i:i + _SQLITE_CHUNK])
+            await session.execute(stmt.on_conflict_do_update(index_elements=["voucher_id"],
+                                                             set_=_issued_set(table, stmt.excluded)))
+    # rows this session holds are stale now: the next handler reads them afresh
+    for voucher_id in {r["voucher_id"] for r in rows}:
+        held = session.identity_map.get(identity_key(VoucherView, voucher_id))
+        if held is not None:
+            session.expunge(held)
+
+
 async def on_voucher_amended(session: AsyncSession, _env: Envelope, event: VoucherAmended) -> None:
     """A later decision's terms replace older ones (events may come in any order: the highest version wins)."""
     view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
@@ -147,4 +233,8 @@ HANDLERS = {
     VoucherAmended.event_type(): on_voucher_amended,
     VoucherRevoked.event_type(): on_voucher_revoked,
     **providers.HANDLERS,
+}
+#: runs of these events folded at once (the consumer's ``batch_handlers``; the same rows as ``HANDLERS``')
+BATCH_HANDLERS = {
+    VoucherIssued.event_type(): on_vouchers_issued,
 }

@@ -1,0 +1,151 @@
+"""Payments' voucher projection folded a run of ``VoucherIssued`` at a time (``on_vouchers_issued``, the consumer's
+batch handler) leaves the same rows as the events folded one at a time: with choices and amendments before or
+after the issue, a voucher issued twice (a redelivery, or a later event with other terms), codes given or not,
+across batches and inside one, on PostgreSQL and SQLite."""
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import payments.app
+from payments.projections.handlers import BATCH_HANDLERS, HANDLERS
+from seteli_shared.db import make_engine, session_factory, upgrade
+from seteli_shared.events import Envelope, Event, VoucherAmended, VoucherIssued, VoucherProviderChosen
+
+MIGRATIONS = Path(payments.app.__file__).parent / "migrations"
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def issued(v: str, units: str = "10", code: str | None = None, kind: str | None = None, value: int = 2500,
+           until: date = date(2026, 12, 31), funder: str = "091") -> VoucherIssued:
+    extra = {"budget_cents": 100_000, "categories": ["home_care", "cleaning"]} if kind == "personal_budget" else {}
+    return VoucherIssued(voucher_id=v, funder_id=funder, client_ref="ref-x", decision_ref=f"d-{v}", category="home_care",
+                         unit="hour", units_per_period=Decimal(units), period="month", value_per_unit_cents=value,
+                         valid_from=date(2026, 6, 1), valid_until=until, issued_at=T0, kind=kind, voucher_code=code,
+                         carry_over=units == "7.5", **extra)
+
+
+def chosen(v: str, provider: str, minutes: int) -> VoucherProviderChosen:
+    return VoucherProviderChosen(voucher_id=v, funder_id="091", provider_id=provider, category="home_care",
+                                 chosen_at=T0 + timedelta(minutes=minutes))
+
+
+def amended(v: str, version: int, units: str) -> VoucherAmended:
+    return VoucherAmended(voucher_id=v, funder_id="091", decision_ref=f"d-{v}", decision_version=version,
+                          category="home_care", units_per_period=Decimal(units), period="month",
+                          value_per_unit_cents=3000 + version, valid_from=date(2026, 6, 1),
+                          valid_until=date(2027, 6, 30), amended_at=T0 + timedelta(days=version), carry_over=True)
+
+
+async def _fold(sessions, batches: list[list[Event]], at_once: bool) -> None:  # noqa: ANN001
+    """Each batch in one transaction, as the consumer does: runs of one type to its batch handler (at_once),
+    else every event to its own handler."""
+    for batch in batches:
+        async with sessions() as session:
+            async with session.begin():
+                i = 0
+                while i < len(batch):
+                    j = i + 1
+                    while j < len(batch) and type(batch[j]) is type(batch[i]):
+                        j += 1
+                    items = [(Envelope.wrap(e, "vouchers"), e) for e in batch[i:j]]
+                    run = BATCH_HANDLERS.get(batch[i].event_type()) if at_once else None
+                    if run is not None:
+                        await run(session, items)
+                    else:
+                        for env, e in items:
+                            await HANDLERS[e.event_type()](session, env, e)
+                    i = j
+
+
+async def _rows(engine) -> dict:  # noqa: ANN001
+    async with engine.connect() as conn:
+        vouchers = [dict(r) for r in (await conn.execute(sa.text(
+            "SELECT * FROM payments_voucher ORDER BY voucher_id"))).mappings()]
+        choices = [tuple(r) for r in (await conn.execute(sa.text(
+            "SELECT voucher_id, provider_id, effective_from FROM payments_provider_choice "
+            "ORDER BY voucher_id, chosen_at, provider_id"))).all()]
+    return {"vouchers": vouchers, "choices": choices}
+
+
+def _scenarios() -> dict[str, list[list[Event]]]:
+    """Named lists of batches (each batch one transaction)."""
+    plain = [issued(f"v-{i}", code=f"C{i:04d}" if i % 2 else None) for i in range(30)]
+    out = {
+        "a run of new vouchers": [plain],
+        "chosen before issued, in earlier batches and in the same one": [
+            [chosen("v-1", "p-a", 1), chosen("v-2", "p-b", 2)],
+            [chosen("v-3", "p-c", 3), issued("v-1", code="C1"), issued("v-2"), issued("v-3"), issued("v-4")]],
+        "amended before issued: the amendment's terms stay, the kind's terms come from the issue": [
+            [amended("v-1", 3, "4"), amended("v-2", 2, "5.25")],
+            [issued("v-1", units="10", kind="personal_budget"), issued("v-2", units="12"), issued("v-5")],
+            [amended("v-1", 2, "99"), amended("v-5", 2, "6")]],
+        "duplicates inside one run and across batches": [
+            [issued("v-1", code="AAAA"), issued("v-2"), issued("v-1"), issued("v-1", code="AAAA")],
+            [issued("v-1"), issued("v-2", code="BBBB"), issued("v-2")]],
+        "a voucher issued twice with other terms inside a run: the later one wins, a code is kept": [
+            [issued("v-1", units="10", code="CODE"), issued("v-1", units="7.5", value=3100, kind="client_voucher"),
+             issued("v-2", funder="092"), issued("v-2", funder="091", units="3")]],
+        "a run of one": [[issued("v-9", code="ONE1")], [issued("v-9")]],
+    }
+    rng = random.Random(20)
+    for n in range(4):  # shuffled mixes of every kind of event, cut into batches
+        events: list[Event] = []
+        for i in range(12):
+            v = f"r-{i}"
+            events += [issued(v, units=rng.choice(["1", "7.5", "10"]), code=rng.choice([None, f"K{i:03d}"]),
+                              kind=rng.choice([None, "personal_budget", "client_voucher"]))
+                       for _ in range(rng.randint(1, 3))]
+            events += [chosen(v, f"p-{rng.randint(1, 3)}", rng.randint(0, 50)) for _ in range(rng.randint(0, 2))]
+            events += [amended(v, rng.randint(2, 4), rng.choice(["2", "3.5"])) for _ in range(rng.randint(0, 2))]
+        rng.shuffle(events)
+        events.sort(key=lambda e: not isinstance(e, VoucherIssued) if n % 2 else 0)  # long runs of issues too
+        cuts = sorted(rng.sample(range(1, len(events)), 3))
+        out[f"shuffled {n}"] = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)])]
+    return out
+
+
+SCENARIOS = _scenarios()
+
+
+@pytest.fixture
+async def two_databases(request, pg, tmp_path):  # noqa: ANN001, ANN201
+    """Two empty payments databases of the dialect asked for (migrated to head), with their sessions."""
+    engines = []
+    for side in ("one", "batch"):
+        if request.param == "postgresql":
+            url = await pg.create("payments")
+        else:
+            url = f"sqlite+aiosqlite:///{tmp_path / side}.db"
+        await asyncio.to_thread(upgrade, MIGRATIONS, url)
+        engines.append(make_engine(url))
+    yield engines
+    for engine in engines:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("two_databases", ["postgresql", "sqlite"], indirect=True)
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_a_run_folded_at_once_leaves_the_rows_one_at_a_time_would(two_databases, name: str) -> None:  # noqa: ANN001
+    one, batch = two_databases
+    await _fold(session_factory(one), SCENARIOS[name], at_once=False)
+    await _fold(session_factory(batch), SCENARIOS[name], at_once=True)
+    expected, got = await _rows(one), await _rows(batch)
+    assert expected["vouchers"], "the scenario made no rows"
+    assert got == expected
+    # and what a charge reads there is what the events said
+    by_id = {r["voucher_id"]: r for r in got["vouchers"]}
+    if name == "a voucher issued twice with other terms inside a run: the later one wins, a code is kept":
+        v1 = by_id["v-1"]
+        assert (v1["units_per_period_x100"], v1["value_per_unit_cents"], v1["kind"], v1["voucher_code"]) == \
+            (750, 3100, "client_voucher", "CODE")
+        assert by_id["v-2"]["funder_id"] == "092"  # the first event made the row; its funder stays
+    if name.startswith("amended before issued"):
+        assert by_id["v-1"]["units_per_period_x100"] == 400 and by_id["v-1"]["budget_cents"] == 100_000
+        assert by_id["v-5"]["units_per_period_x100"] == 600
