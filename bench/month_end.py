@@ -271,6 +271,9 @@ class System:
         await self.ready(list(SERVICES), 180)
 
     def launch(self, name: str) -> None:
+        running = self.procs.get(name)
+        if running is not None and running.poll() is None:
+            return  # already started again by another recovery waiting at the same time (else one would be orphaned)
         env = dict(os.environ, DATABASE_URL=self.db_url(name), AMQP_URL=self.servers.amqp_url, BUS_NAMESPACE=self.ns,
                    BROKER_USER_PREFIX=self.prefix, ENVIRONMENT="test", DATA_DIR=str(self.workdir),
                    RELAY_IDLE_SECONDS="0.05", EXPIRY_SCHEDULER="false", WEBHOOK_ALLOW_HTTP="true",
