@@ -64,6 +64,7 @@ except ImportError:  # pragma: no cover
 from seteli_shared.ids import new_id  # noqa: E402
 from seteli_shared.settings import ServiceSettings  # noqa: E402
 from seteli_shared.testing import delete_namespace  # noqa: E402
+from seteli_shared.ports import free_port as _free_port  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -282,14 +283,6 @@ class System:
             await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
         await delete_namespace(AMQP_URL, self.ns, [f"{self.ns}.vouchers", f"{self.ns}.reporting"])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def seed(system: System, vouchers: int) -> list[str]:

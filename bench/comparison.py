@@ -29,7 +29,6 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from urllib.parse import urlparse, urlunparse
 
 import asyncpg
 import httpx
+from seteli_shared.ports import free_port
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 #: server URL (no database); the benchmark creates and drops its own database there
@@ -204,23 +204,6 @@ async def seed(dsn: str, providers: int, rng: random.Random) -> None:
 
 
 # ------------------------------------------------------------------ load
-def free_port() -> int:
-    """A free local port; from ``BENCH_PORTS=LOW-HIGH`` when set (machines where a run is given its own ports)."""
-    low, _, high = os.environ.get("BENCH_PORTS", "").partition("-")
-    for port in range(int(low), int(high) + 1) if low and high else [0]:
-        if port in _TAKEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _TAKEN.add(s.getsockname()[1])
-            return s.getsockname()[1]
-    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ.get('BENCH_PORTS')}")
-
-
-_TAKEN: set[int] = set()
 
 
 async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -52,7 +52,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +80,7 @@ from seteli_shared import broker  # noqa: E402
 from seteli_shared.auth import mint  # noqa: E402
 from seteli_shared.devtools import random_business_id  # noqa: E402
 from seteli_shared.manifest import NAMES as SERVICES  # noqa: E402
+from seteli_shared.ports import free_port  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 ROOT = _HERE.parent
@@ -118,25 +118,6 @@ def say(text: str) -> None:
         PROGRESS.console.print(text, markup=False, highlight=False)
     else:
         print(text, flush=True)
-
-
-def free_port() -> int:
-    """A free local port; from ``BENCH_PORTS=LOW-HIGH`` when set (machines where a run is given its own ports)."""
-    low, _, high = os.environ.get("BENCH_PORTS", "").partition("-")
-    for port in range(int(low), int(high) + 1) if low and high else [0]:
-        if port in _TAKEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _TAKEN.add(s.getsockname()[1])
-            return s.getsockname()[1]
-    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ.get('BENCH_PORTS')}")
-
-
-_TAKEN: set[int] = set()
 
 
 def price_of(p: int, c: int) -> int:

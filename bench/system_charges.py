@@ -31,7 +31,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from seteli_shared.ports import free_port, free_port_base  # noqa: E402
 
 ROOT = _HERE.parent
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -62,56 +62,6 @@ def database_url(name: str, driver: str | None = "asyncpg") -> str:
     u = urlparse(PG_URL)
     auth = f"{u.username or 'postgres'}{':' + u.password if u.password else ''}"
     return f"postgresql{'+' + driver if driver else ''}://{auth}@{u.hostname}:{u.port or 5432}/{name}"
-
-
-def _port_range() -> range | None:
-    """``BENCH_PORTS`` (``FIRST-LAST``, e.g. ``20400-20499``): the ports this run may serve on, if set."""
-    first, _, last = os.environ.get("BENCH_PORTS", "").partition("-")
-    return range(int(first), int(last) + 1) if last else None
-
-
-def _free(p: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", p))
-            return True
-        except OSError:
-            return False
-
-
-def free_port_base(count: int) -> int:
-    """A base port with ``count`` free ports after it (run_all serves base+1 .. base+count)."""
-    allowed = _port_range()
-    if allowed is not None:
-        for base in range(allowed.start, allowed.stop - count - 1):
-            if all(_free(p) for p in range(base + 1, base + count + 1)):
-                return base
-        raise RuntimeError("no free ports in BENCH_PORTS")
-    for _ in range(200):
-        base = secrets.randbelow(8000) + 20000  # below the ephemeral ports (32768-60999) outgoing connections take
-        ok = True
-        for p in range(base + 1, base + count + 1):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
-
-
-def free_port(after: int = 0) -> int:
-    allowed = _port_range()
-    if allowed is not None:
-        for p in allowed:
-            if p > after and _free(p):
-                return p
-        raise RuntimeError("no free port in BENCH_PORTS")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bearer(subject: str, roles: list[str], **claims) -> dict:  # noqa: ANN003

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ import httpx
 import pytest
 
 from seteli_shared.manifest import NAMES as SERVICES
+from seteli_shared.ports import free_port
 
 BIN = Path(sys.executable).parent
 #: where the portal's calls to the services come from (tests/browser): the vouchers service's trusted proxy
 PORTAL_ADDRESS = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class System:

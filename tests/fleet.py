@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 
 from seteli_shared.auth import mint
 from seteli_shared.manifest import BY_NAME
+from seteli_shared.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,27 +36,6 @@ def script(name: str):  # noqa: ANN201
 
 
 balancer = script("balancer")
-
-
-_taken: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port: any, or one of ``BENCH_PORTS`` (``FIRST-LAST``, e.g. ``20400-20499``) when set (a machine
-    whose users share out port ranges)."""
-    first, _, last = os.environ.get("BENCH_PORTS", "").partition("-")
-    for port in (range(int(first), int(last) + 1) if last else [0]):
-        if port in _taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            port = s.getsockname()[1]
-        _taken.add(port)
-        return port
-    raise RuntimeError(f"no free port in BENCH_PORTS {os.environ.get('BENCH_PORTS')}")
 
 
 def bearer(role: str, **claims: str) -> dict:

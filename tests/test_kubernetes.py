@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import gen_kubernetes as gen  # noqa: E402
 import k8s_schemas  # noqa: E402
+from seteli_shared.ports import free_port as _free_port  # noqa: E402
 
 DEPLOY = ROOT / "deploy" / "kubernetes"
 PROFILES = ("small", "large")
@@ -656,11 +657,6 @@ def test_the_databases_are_reached_by_their_own_service_only(profile):  # noqa: 
 
 
 # ------------------------------------------------------------------ the pods' own commands, run here
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PodFileSystem:

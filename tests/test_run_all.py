@@ -14,15 +14,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from seteli_shared.manifest import EVERYTHING, NAMES
+from seteli_shared.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "run_all.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def own_ports() -> dict[str, str]:

@@ -6,7 +6,6 @@ publishing resume. Here the addresses are a TCP proxy the test can cut and the m
 from __future__ import annotations
 
 import json
-import socket
 from urllib.parse import urlparse
 
 import aio_pika
@@ -14,6 +13,7 @@ import pytest
 
 from seteli_shared.bus import Bus, BrokerUnreachable, FailoverConnection, broker_address, broker_urls, check_broker
 from seteli_shared.testing import TcpProxy, eventually, make_settings
+from seteli_shared.ports import free_port as _free_port
 
 
 def test_the_private_hook_failover_relies_on_is_still_in_aio_pika():
@@ -29,12 +29,6 @@ def test_amqp_url_lists_a_clusters_nodes_whole_or_as_host_and_port():
                                 "amqp://other:x@rabbit-2:5673/prod"]
     assert broker_address(url) == "rabbit-0:5672, rabbit-1:5672, rabbit-2:5673", "never the credentials"
     assert broker_urls("amqp://guest:guest@127.0.0.1:5672/") == ["amqp://guest:guest@127.0.0.1:5672/"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_the_first_address_that_answers_is_used_and_none_answering_is_one_line(amqp_url):  # noqa: ANN001

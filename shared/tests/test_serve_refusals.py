@@ -13,15 +13,10 @@ from urllib.parse import urlparse
 import pytest
 
 from seteli_shared.bus import BrokerLoginRefused, BrokerUnreachable, check_broker
+from seteli_shared.ports import free_port
 
 BIN = Path(sys.executable).parent
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def broker_up() -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from seteli_shared.auth import mint
 from seteli_shared.devtools import random_business_id
 from seteli_shared.testing import eventually
+from seteli_shared.ports import free_port
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +39,6 @@ def bearer(role: str, **claims: str) -> dict:
 OPERATOR = bearer("operator")
 APPROVER = bearer("funder_provider_approver", funder_id=FUNDER)
 DECISION_MAKER = bearer("funder_decision_maker", funder_id=FUNDER)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium_executable() -> str | None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from seteli_shared.ports import free_port
 
 PREFIX = "seteli"
 
@@ -38,26 +39,6 @@ def available() -> str | None:
     if os.geteuid() != 0:
         return "starting a RabbitMQ node of our own needs root (the server drops to the rabbitmq user)"
     return None
-
-
-def _free_port() -> int:
-    """A free local port; with ``BENCH_PORTS=LOW-HIGH`` (a machine where a run is given its own ports) one of those,
-    taken from the top down (a benchmark's own ports are taken from the bottom up)."""
-    low, _, high = os.environ.get("BENCH_PORTS", "").partition("-")
-    for port in range(int(high), int(low) - 1, -1) if low and high else [0]:
-        if port in _TAKEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _TAKEN.add(s.getsockname()[1])
-            return s.getsockname()[1]
-    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ.get('BENCH_PORTS')}")
-
-
-_TAKEN: set[int] = set()
 
 
 def _ctl(node: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -162,7 +143,7 @@ class Cluster:
         base = base or Path(tempfile.mkdtemp(prefix="seteli-rabbit-"))
         os.chmod(base, 0o755)  # mkdtemp's 0700 would keep the rabbitmq user out of its nodes' directories
         label = label or f"x{os.getpid()}"
-        nodes = [Node(f"{PREFIX}{i + 1}{label}", _free_port(), _free_port(), base / f"node{i + 1}")
+        nodes = [Node(f"{PREFIX}{i + 1}{label}", free_port(top_down=True), free_port(top_down=True), base / f"node{i + 1}")
                  for i in range(size)]
         cluster = cls(nodes, base)
         try:

@@ -30,6 +30,7 @@ from seteli_shared.auth import mint
 from seteli_shared.clock import FixedClock
 from seteli_shared.db import make_engine, session_factory, unit_of_work, upgrade_async
 from seteli_shared.testing import make_settings
+from seteli_shared.ports import free_port as _free_port
 
 BIN = Path(sys.executable).parent
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
@@ -179,14 +180,6 @@ async def test_the_invariants_hold_after_charges_and_a_settlement_and_fail_on_a_
     assert code == 1 and not out["checks"]["settled_equals_charges_minus_fees"], out
     answer = await http_check()
     assert not answer["ok"] and not answer["checks"]["settled_equals_charges_minus_fees"], answer
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(url: str, amqp_url: str, namespace: str, log: Path) -> tuple[subprocess.Popen, str]:
