@@ -4,28 +4,15 @@ heard in both versions (payments' ``ACCEPTED_EVENTS=both`` while consumers move 
 heard again (redelivered under a new id, or folded in the same batch twice) changes nothing."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from decimal import Decimal
 
-import sqlalchemy as sa
+from seteli_shared.events import AcceptedCharge, ChargeAccepted, ChargeCancelled, ChargesAccepted, ChargeSettled
 
-from reporting.app import SPEC
-from reporting.handlers import BATCH_HANDLERS
-from reporting.models import READ_MODELS
-from seteli_shared.db import make_engine, session_factory, upgrade_async
-from seteli_shared.events import (AcceptedCharge, ChargeAccepted, ChargeCancelled, ChargesAccepted, ChargeSettled,
-                                  Envelope, VoucherIssued)
+from .folding import AT, issued, one_each, read_models_after, sqlite
 
-AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 #: (charge, voucher, funder, amount)
 CHARGES = [(f"c{i}", f"v{i % 3}", "091" if i % 4 else "092", 2500 * (1 + i % 2)) for i in range(9)]
-
-
-def issued() -> list:
-    return [VoucherIssued(voucher_id=f"v{i}", funder_id="091", client_ref=f"asiakas-{i}", decision_ref=f"D{i}",
-                          category="home_care", unit="hour", units_per_period=Decimal("20"), period="month",
-                          value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
-                          issued_at=AT) for i in range(3)]
 
 
 def v1(charges: list) -> list[ChargeAccepted]:
@@ -52,41 +39,6 @@ def settled(charges: list) -> list[ChargeSettled]:
     return [ChargeSettled(charge_id=c, settlement_id="s1", voucher_id=v, funder_id=f, provider_id="p1",
                           category="home_care", gross_cents=a, fee_cents=a // 20, net_cents=a - a // 20, settled_at=AT)
             for c, v, f, a in charges]
-
-
-async def read_models_after(url: str, batches: list[list]) -> dict:
-    """The read models after the batches, each in a transaction of its own through the consumer's batch handler
-    (a run of one type at a time, as the consumer calls it)."""
-    await upgrade_async(SPEC.migrations_dir, url)
-    engine = make_engine(url)
-    try:
-        sessions = session_factory(engine)
-        for batch in batches:
-            async with sessions() as session, session.begin():
-                j = 0
-                while j < len(batch):
-                    end = j
-                    while end < len(batch) and type(batch[end]) is type(batch[j]):
-                        end += 1
-                    items = [(Envelope.wrap(e, "payments"), e) for e in batch[j:end]]
-                    await BATCH_HANDLERS[items[0][0].type](session, items)
-                    j = end
-        out = {}
-        async with engine.connect() as conn:
-            for model in READ_MODELS:
-                t = model.__table__
-                out[t.name] = sorted(tuple(r) for r in (await conn.execute(sa.select(t))).all())
-        return out
-    finally:
-        await engine.dispose()
-
-
-def sqlite(tmp_path, name: str) -> str:  # noqa: ANN001
-    return f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}"
-
-
-def one_each(events: list) -> list[list]:
-    return [[e] for e in events]
 
 
 async def test_a_bulk_in_v2_events_folds_as_its_v1_events_do(tmp_path):  # noqa: ANN001

@@ -3,31 +3,24 @@ read models as the ``charge.settled.v1`` events of the same charges, and a charg
 producer emits both while consumers move over) counts once."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from reporting.app import SPEC
-from reporting.handlers import BATCH_HANDLERS
-from reporting.models import READ_MODELS
-from seteli_shared.db import make_engine, session_factory, upgrade_async
-from seteli_shared.events import (ChargeAccepted, ChargeSettled, ChargesSettled, Envelope, SettledCharge,
-                                  VoucherIssued)
+from seteli_shared.db import make_engine
+from seteli_shared.events import ChargeAccepted, ChargeSettled, ChargesSettled, SettledCharge
 
-AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+from .folding import AT, issued, one_each, read_models_after, sqlite
+
 CHARGES = [(f"c{i}", f"v{i % 3}", 2500 * (1 + i % 2)) for i in range(7)]
 
 
 def month_before_settlement() -> list:
-    issued = [VoucherIssued(voucher_id=f"v{i}", funder_id="091", client_ref=f"asiakas-{i}", decision_ref=f"D{i}",
-                            category="home_care", unit="hour", units_per_period=Decimal("20"), period="month",
-                            value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
-                            issued_at=AT) for i in range(3)]
     accepted = [ChargeAccepted(charge_id=c, voucher_id=v, funder_id="091", provider_id="p1", category="home_care",
                                service_date=date(2026, 11, 20), units=Decimal(amount // 2500), unit_price_cents=2500,
                                amount_cents=amount, own_share_cents=0, accepted_at=AT) for c, v, amount in CHARGES]
-    return [*issued, *accepted]
+    return [*issued(), *accepted]
 
 
 def v1(charges: list) -> list[ChargeSettled]:
@@ -42,39 +35,20 @@ def v2(charges: list) -> ChargesSettled:
                       net_cents=a - a // 20) for c, v, a in charges])
 
 
-async def read_models_after(tmp_path, name: str, events: list) -> dict:  # noqa: ANN001
-    url = f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}"
-    await upgrade_async(SPEC.migrations_dir, url)
-    engine = make_engine(url)
-    try:
-        sessions = session_factory(engine)
-        for event in events:  # each in a transaction of its own, through the consumer's batch handler
-            env = Envelope.wrap(event, "payments")
-            async with sessions() as session, session.begin():
-                await BATCH_HANDLERS[env.type](session, [(env, event)])
-        out = {}
-        async with engine.connect() as conn:
-            for model in READ_MODELS:
-                t = model.__table__
-                out[t.name] = sorted(tuple(r) for r in (await conn.execute(sa.select(t))).all())
-        return out
-    finally:
-        await engine.dispose()
-
-
 async def test_a_settlement_in_one_v2_event_folds_as_its_v1_events_do(tmp_path):  # noqa: ANN001
     before = month_before_settlement()
-    one_each = await read_models_after(tmp_path, "v1", [*before, *v1(CHARGES)])
-    listed = await read_models_after(tmp_path, "v2", [*before, v2(CHARGES[:4]), v2(CHARGES[4:])])
-    assert listed == one_each
-    assert any(row for row in one_each["reporting_charge"])  # the charges are there, settled
+    one_by_one = await read_models_after(sqlite(tmp_path, "v1"), one_each([*before, *v1(CHARGES)]))
+    listed = await read_models_after(sqlite(tmp_path, "v2"), one_each([*before, v2(CHARGES[:4]), v2(CHARGES[4:])]))
+    assert listed == one_by_one
+    assert any(row for row in one_by_one["reporting_charge"])  # the charges are there, settled
 
 
 async def test_a_charge_heard_in_both_versions_counts_once(tmp_path):  # noqa: ANN001
     before = month_before_settlement()
-    one_each = await read_models_after(tmp_path, "v1", [*before, *v1(CHARGES)])
-    both = await read_models_after(tmp_path, "both", [*before, *v1(CHARGES[:5]), v2(CHARGES), *v1(CHARGES[3:])])
-    assert both == one_each
+    one_by_one = await read_models_after(sqlite(tmp_path, "v1"), one_each([*before, *v1(CHARGES)]))
+    both = await read_models_after(sqlite(tmp_path, "both"),
+                                 one_each([*before, *v1(CHARGES[:5]), v2(CHARGES), *v1(CHARGES[3:])]))
+    assert both == one_by_one
 
 
 async def test_on_postgresql_a_settlement_changes_only_what_it_settles(pg, tmp_path):  # noqa: ANN001
@@ -82,22 +56,13 @@ async def test_on_postgresql_a_settlement_changes_only_what_it_settles(pg, tmp_p
     ``UPDATE ... FROM unnest`` per set of columns): the read models equal SQLite's whole-row upserts, with the
     acceptance, the v2 settlement, a repeat of it and a v1 repeat of one charge each in a batch of its own."""
     url = await pg.create("reporting")
-    await upgrade_async(SPEC.migrations_dir, url)
     before = month_before_settlement()
     events = [*before, v2(CHARGES[:4]), v2(CHARGES[4:]), v2(CHARGES[:4]), *v1(CHARGES[2:3])]
-    expected = await read_models_after(tmp_path, "sqlite", events)
+    expected = await read_models_after(sqlite(tmp_path, "sqlite"), one_each(events))
+    got = await read_models_after(url, one_each(events))
     engine = make_engine(url)
     try:
-        sessions = session_factory(engine)
-        for event in events:
-            env = Envelope.wrap(event, "payments")
-            async with sessions() as session, session.begin():
-                await BATCH_HANDLERS[env.type](session, [(env, event)])
-        got = {}
         async with engine.connect() as conn:
-            for model in READ_MODELS:
-                t = model.__table__
-                got[t.name] = sorted(tuple(r) for r in (await conn.execute(sa.select(t))).all())
             settled = (await conn.execute(sa.text(
                 "SELECT count(*), sum(gross_cents), sum(fee_cents) FROM reporting_charge WHERE settled_at IS NOT NULL "
                 "AND accepted_at IS NOT NULL AND amount_cents = gross_cents"))).one()

@@ -481,6 +481,15 @@ class ChargeAccepted(Event):
         return self.charge_id
 
 
+def each_charge(many: Event) -> list:
+    """The version 1 event of each charge a version 2 event lists, in the listed order: its ``each_event`` built from
+    the fields it shares with all of them (``each_common``) and the charge's own, without validating again (its
+    parts are validated)."""
+    common = {name: getattr(many, name) for name in many.each_common}
+    build = many.each_event.model_construct
+    return [build(**common, **dict(c)) for c in many.charges]
+
+
 class AcceptedCharge(BaseModel):
     """One charge of a ``ChargesAccepted``: what a ``ChargeAccepted`` says of it beyond its funder and provider."""
 
@@ -519,11 +528,11 @@ class ChargesAccepted(Event):
     provider_id: str
     charges: list[AcceptedCharge] = Field(min_length=1, max_length=5000)
 
+    each_event: ClassVar[type[Event]] = ChargeAccepted
+    each_common: ClassVar[tuple[str, ...]] = ("funder_id", "provider_id")
+
     def each(self) -> list[ChargeAccepted]:
-        """The version 1 event of each charge (built without validating again: its parts are validated)."""
-        funder_id, provider_id = self.funder_id, self.provider_id
-        return [ChargeAccepted.model_construct(funder_id=funder_id, provider_id=provider_id, **dict(c))
-                for c in self.charges]
+        return each_charge(self)
 
 
 class ChargeSettled(Event):
@@ -583,13 +592,11 @@ class ChargesSettled(Event):
     def subject(self) -> str:
         return self.settlement_id
 
+    each_event: ClassVar[type[Event]] = ChargeSettled
+    each_common: ClassVar[tuple[str, ...]] = ("settlement_id", "funder_id", "provider_id", "settled_at")
+
     def each(self) -> list[ChargeSettled]:
-        """The version 1 event of each charge (built without validating again: its parts are validated)."""
-        common = {"settlement_id": self.settlement_id, "funder_id": self.funder_id, "provider_id": self.provider_id,
-                  "settled_at": self.settled_at}
-        return [ChargeSettled.model_construct(**common, charge_id=c.charge_id, voucher_id=c.voucher_id,
-                                              category=c.category, gross_cents=c.gross_cents, fee_cents=c.fee_cents,
-                                              net_cents=c.net_cents) for c in self.charges]
+        return each_charge(self)
 
 
 class ChargeCancelled(Event):
