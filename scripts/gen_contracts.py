@@ -40,7 +40,7 @@ def service_specs():  # noqa: ANN201
 
 
 #: the version of the whole contract (docs/CONTRACT-CHANGELOG.md has an entry for each)
-CONTRACT_VERSION = "1.5.0"
+CONTRACT_VERSION = "1.6.0"
 
 
 def example_id(label: str) -> str:
@@ -112,7 +112,10 @@ def asyncapi() -> dict:
                 "and event that caused them. Money is in integer cents; units are decimal strings. A message "
                 "published while the platform records traces carries the W3C trace context of the request or "
                 "message that caused it in the AMQP header `traceparent` (the CloudEvents distributed tracing "
-                "extension); it is optional: consumers may continue the trace from it and must not require it.\n\n"
+                "extension); it is optional: consumers may continue the trace from it and must not require it. A message "
+                "that stands for several writes (a `charge.accepted.v2` the relay made of single charges' rows) "
+                "carries the first one's in `traceparent` and the others', space-separated (at most 128), in the "
+                "optional header `tracelinks`; a consumer may link its span to them.\n\n"
                 "Funders' case systems publish service decisions (`fi.seteli.decision.v1`) to the topic exchange "
                 "`{namespace}.decisions` with routing key `decision.<funder_id>`, as their own broker user "
                 "`funder-<funder_id>` with `user_id` set (the broker validates it), persistent, with publisher "

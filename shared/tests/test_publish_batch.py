@@ -49,19 +49,25 @@ def test_frames_are_byte_for_byte_what_aiormq_writes_for_the_same_message(body, 
 
 
 
+LINKS = ("00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01 "
+         "00-2cf7651916cd43dd8448eb211c80319c-d7ad6b7169203331-01")
+
+
 @pytest.mark.parametrize("body", [b"", b"x" * 10])
-def test_frames_with_a_traceparent_header_are_what_aiormq_writes(body):
+@pytest.mark.parametrize("tracelinks", [None, LINKS])
+def test_frames_with_tracing_headers_are_what_aiormq_writes(body, tracelinks):
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     message = Message(body, delivery_mode=DeliveryMode.PERSISTENT, content_type=CONTENT_TYPE, message_id="m-1",
                       type="fi.seteli.test.tick.v1", app_id="payments", user_id="guest",
-                      headers={"traceparent": traceparent})
+                      headers=Outgoing(body, "k", "m-1", traceparent=traceparent, tracelinks=tracelinks).headers())
     max_content = 131072 - 8
     frames = [spec.Basic.Publish(exchange="ns.events", routing_key="test.tick.v1", mandatory=True),
               ContentHeader(properties=message.properties, body_size=len(body))]
     frames += [ContentBody(body[i:i + max_content]) for i in range(0, len(body), max_content)]
     theirs = ChannelFrame.marshall(channel_number=3, frames=frames).payload
     ours = PublishFrames(3, max_content, "guest", "payments").message(
-        "ns.events", "test.tick.v1", body, "m-1", "fi.seteli.test.tick.v1", traceparent=traceparent)
+        "ns.events", "test.tick.v1", body, "m-1", "fi.seteli.test.tick.v1", traceparent=traceparent,
+        tracelinks=tracelinks)
     assert ours == theirs
 
 @pytest.fixture

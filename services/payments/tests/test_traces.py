@@ -4,9 +4,11 @@ it as the message's header, and reporting's consumer span for that event is its 
 to an in-memory exporter; payments and reporting run in this process on the real PostgreSQL and RabbitMQ."""
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select
@@ -98,3 +100,46 @@ async def _sent(live):  # noqa: ANN001, ANN202
         if message.routing_key == "charge.accepted.v1":
             out.append(message)
     return out
+
+
+async def test_charges_coalesced_into_one_message_each_keep_their_trace_into_reporting(live, spans, pg, namespace,
+                                                                                       amqp_url):
+    """Single charges made together go out as one ``charge.accepted.v2`` (the relay's coalescing): its consumer span
+    is the child of the first charge's request and links to every other's, so no charge's trace ends at payments."""
+    async with AsyncExitStack() as stack:
+        app = reporting.app.create_app(ReportingSettings(
+            environment="test", amqp_url=amqp_url, bus_namespace=namespace, relay_idle_seconds=0.05,
+            database_url=await pg.create("reporting")))
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        vouchers = [await live.voucher(f"p-links{i}", 1, "10") for i in range(2)]
+        await asyncio.gather(*(live.charge(f"p-links{i % 2}", vouchers[i % 2], f"links-{i}", "1") for i in range(8)))
+        requests = {s.context.trace_id for s in spans.get_finished_spans()
+                    if s.kind == SpanKind.SERVER and s.name == "POST /charges"}
+        assert len(requests) == 8
+
+        def reached() -> set[int]:
+            out = set()
+            for s in spans.get_finished_spans():
+                if (s.kind == SpanKind.CONSUMER and s.resource.attributes["service.name"] == "seteli-reporting"
+                        and ".charge.accepted." in s.attributes.get("cloudevents.event_type", "")):
+                    out.add(s.context.trace_id)
+                    out.update(link.context.trace_id for link in s.links)
+            return out
+
+        assert await eventually(lambda: reached() >= requests or None, timeout=20)
+
+
+def test_a_consumer_span_links_to_the_traces_a_message_lists_and_skips_what_is_not_one():
+    first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    others = ["00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01",
+              "00-2cf7651916cd43dd8448eb211c80319c-d7ad6b7169203331-00"]
+    tracer = TracerProvider().get_tracer("test")
+    span = tracing.consumer_span(tracer, {"traceparent": first, "tracelinks": " ".join([others[0], "nonsense",
+                                                                                       others[1]]).encode()},
+                                 "x process", {})
+    span.end()
+    assert f"{span.context.trace_id:032x}" == first.split("-")[1]
+    assert [f"{link.context.trace_id:032x}" for link in span.links] == [o.split("-")[1] for o in others]
+    no_links = tracing.consumer_span(tracer, {"traceparent": first}, "x process", {})
+    no_links.end()
+    assert list(no_links.links) == []

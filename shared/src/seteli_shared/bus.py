@@ -259,6 +259,15 @@ class Outgoing:
     exchange: str | None = None
     #: the W3C traceparent of the span that wrote it: sent as the ``traceparent`` header (``tracing``)
     traceparent: str | None = None
+    #: the traceparents of the other spans a message stands for (a coalesced message's later rows), space-separated:
+    #: sent as the ``tracelinks`` header; a consumer's span links to them (``tracing.consumer_span``)
+    tracelinks: str | None = None
+
+    def headers(self) -> dict[str, str] | None:
+        """The message's tracing headers (None when it has none)."""
+        out = {name: value for name, value in (("traceparent", self.traceparent), ("tracelinks", self.tracelinks))
+               if value}
+        return out or None
 
 
 _FRAME = struct.Struct(">BHI")
@@ -298,12 +307,16 @@ class PublishFrames:
         return _FRAME.pack(kind, self.channel, len(payload)) + payload + _FRAME_END
 
     def message(self, exchange: str, routing_key: str, body: bytes, message_id: str, type_: str | None,
-                correlation_id: str | None = None, traceparent: str | None = None) -> bytes:
-        """The frames of one mandatory publish (with a ``traceparent`` header when given)."""
+                correlation_id: str | None = None, traceparent: str | None = None,
+                tracelinks: str | None = None) -> bytes:
+        """The frames of one mandatory publish (with ``traceparent`` and ``tracelinks`` headers when given)."""
         head = self.head
-        if traceparent:  # a field table of one long string: name, "S", length, value
-            raw = traceparent.encode()
-            entry = _short("traceparent") + b"S" + struct.pack(">I", len(raw)) + raw
+        if traceparent or tracelinks:  # a field table of long strings: name, "S", length, value
+            entry = b""
+            for name, value in (("tracelinks", tracelinks), ("traceparent", traceparent)):  # as pamqp: sorted
+                if value:
+                    raw = value.encode()
+                    entry += _short(name) + b"S" + struct.pack(">I", len(raw)) + raw
             head = self.content_type + struct.pack(">I", len(entry)) + entry + self.mode
         flags, props = self.head_flags, [head]
         if correlation_id:
@@ -462,7 +475,7 @@ class Bus:
         if not aiormq_batch.capable(channel):
             return list(await asyncio.gather(*(self.publish(
                 m.body, m.routing_key, message_id=m.message_id, type_=m.type_, exchange=m.exchange,
-                headers={"traceparent": m.traceparent} if m.traceparent else None)
+                headers=m.headers())
                 for m in messages), return_exceptions=True))
         results: list[BaseException | None] = [None] * len(messages)
         encoder = PublishFrames(*aiormq_batch.frame_limits(channel), self.user, self.settings.service_name)
@@ -474,7 +487,7 @@ class Bus:
                 if m.exchange not in names:
                     names[m.exchange] = (await self._exchange(m.exchange)).name
                 parts.append(encoder.message(names[m.exchange], m.routing_key, m.body, m.message_id, m.type_,
-                                             traceparent=m.traceparent))
+                                             traceparent=m.traceparent, tracelinks=m.tracelinks))
                 wanted.append(i)
             except Exception as exc:  # noqa: BLE001  (a message that cannot be encoded fails alone)
                 results[i] = exc

@@ -221,6 +221,8 @@ class Coalesced:
     routing_key: str  # as an outbox row stores it
     body: str
     traceparent: str | None = None
+    #: the other rows' traceparents (space-separated): the consumer's span links to them
+    tracelinks: str | None = None
 
 
 #: a relay's hook: the unsent rows of one batch (in the order they were written, none published yet) -> what to
@@ -316,7 +318,8 @@ class OutboxRelay:
                 type_ = TYPE_PREFIX + key if exchange is None else json.loads(unit.body).get("type")
                 if contract is not None:
                     contract.check(unit.body, exchange, key)
-                messages.append(Outgoing(unit.body.encode(), key, unit.message_id, type_, exchange, unit.traceparent))
+                messages.append(Outgoing(unit.body.encode(), key, unit.message_id, type_, exchange, unit.traceparent,
+                                         getattr(unit, "tracelinks", None)))
             except Exception as exc:  # noqa: BLE001  (a row that cannot be read fails alone)
                 messages.append(exc)
         ready = [m for m in messages if isinstance(m, Outgoing)]

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Link, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .logging import get_logger
@@ -35,6 +35,10 @@ from .logging import get_logger
 log = get_logger(__name__)
 
 HEADER = "traceparent"
+#: the header of a message's other traces (space-separated traceparents), linked from its consumer span
+LINKS_HEADER = "tracelinks"
+#: at most this many links a message (55 bytes each in the header: ~7 kB)
+MAX_LINKS = 128
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: whether any service of this process traces (``current_traceparent`` returns None at once otherwise)
@@ -112,4 +116,20 @@ def consumer_span(tracer: Tracer, headers: Mapping[str, Any] | None, name: str, 
     if isinstance(value, str):
         carrier[HEADER] = value
     parent = _PROPAGATOR.extract(carrier)
-    return tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
+    return tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes,
+                             links=links((headers or {}).get(LINKS_HEADER)))
+
+
+def links(value: Any) -> list[Link]:
+    """The span links of a ``tracelinks`` header: the traces of the other writes a message stands for (a coalesced
+    message carries its first row's trace as its parent and the others' as links); malformed parts are skipped."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("ascii", "replace")
+    if not isinstance(value, str) or not value:
+        return []
+    out = []
+    for part in value.split()[:MAX_LINKS]:
+        context = trace.get_current_span(_PROPAGATOR.extract({HEADER: part})).get_span_context()
+        if context.is_valid:
+            out.append(Link(context))
+    return out

@@ -155,3 +155,17 @@ def test_a_vouchers_charges_keep_their_order_when_its_provider_changes():
     assert [seqs(u) for u in units] == [[1, 2], [3], [4, 5]]
     assert [json.loads(rows[s - 1].body)["data"]["voucher_id"] for u in units for s in seqs(u)] == [
         moved, other, moved, other, other]
+
+
+def test_a_v2_message_carries_its_first_rows_trace_and_links_every_other_trace_once():
+    rows = rows_of([charge(i, "091", "p1") for i in range(6)])
+    traces = [f"00-{i:032x}-{i + 1:016x}-01" for i in (1, 2, 2, 3, 1, 4)]
+    rows = [SimpleNamespace(**{**vars(r), "traceparent": trace}) for r, trace in zip(rows, traces)]
+    rows[4].traceparent = None  # a row written while tracing was off
+    [unit] = AcceptedCoalescer(per_event=10)(rows)
+    assert isinstance(unit, Coalesced)
+    assert unit.traceparent == traces[0]
+    assert unit.tracelinks.split() == [traces[1], traces[3], traces[5]]
+    untraced = [SimpleNamespace(**{**vars(r), "traceparent": None}) for r in rows]
+    [unit] = AcceptedCoalescer(per_event=10)(untraced)
+    assert unit.traceparent is None and unit.tracelinks is None

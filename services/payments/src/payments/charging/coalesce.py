@@ -16,6 +16,9 @@ charge.
 - The v2 message's id is derived from its rows (uuid5 over its first row's id and its number of charges): a relay
   that dies after the publish and before marking the rows sent publishes the same message again, and the
   consumers' inbox drops it (a differently grouped repeat is dropped per charge by their folds).
+- Traces: the v2 message's ``traceparent`` is its first row's, and its ``tracelinks`` header lists the other rows'
+  (each once, at most ``tracing.MAX_LINKS``): the consumers' span is the first charge's child and links to the
+  others, so each single charge's trace still reaches vouchers and reporting.
 - The first message the process makes is checked against the models (``ChargesAccepted`` valid, ``each()`` equal
   to the rows' ``ChargeAccepted`` field for field); if that ever fails, coalescing stops with a warning.
 """
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from seteli_shared.events import TYPE_PREFIX, ChargeAccepted, ChargesAccepted
 from seteli_shared.ids import clean
 from seteli_shared.logging import get_logger
 from seteli_shared.outbox import Coalesced, Coalescer
+from seteli_shared.tracing import MAX_LINKS
 
 log = get_logger(__name__)
 V1_KEY = ChargeAccepted.routing_key()
@@ -44,6 +48,19 @@ def accepted_coalescer(events: str = "v2", per_event: int = 1000, **_other: Any)
     if events != "v2":
         return None
     return AcceptedCoalescer(per_event)
+
+
+def trace_links(first: str | None, others: Iterable[str | None]) -> str | None:
+    """The traces of a v2 message's other rows, each once and not the first's, for its ``tracelinks`` header (at most
+    ``tracing.MAX_LINKS``): the message's consumer span is the child of the first row's trace and links to these,
+    so that every single charge's trace still reaches vouchers and reporting."""
+    seen = {first}
+    out = []
+    for value in others:
+        if value and value not in seen and len(out) < MAX_LINKS:
+            seen.add(value)
+            out.append(value)
+    return " ".join(out) or None
 
 
 def message_id(first_row_id: str, count: int) -> str:
@@ -112,7 +129,8 @@ class AcceptedCoalescer:
             "data": {"funder_id": data["funder_id"], "provider_id": data["provider_id"],
                      "charges": [{k: v for k, v in env["data"].items() if k not in _OWN} for _row, env in chunk]},
             "correlationid": mid, "causationid": None}, separators=(",", ":"), ensure_ascii=False)
-        message = Coalesced(tuple(row for row, _env in chunk), mid, V2_KEY, body, first_row.traceparent)
+        message = Coalesced(tuple(row for row, _env in chunk), mid, V2_KEY, body, first_row.traceparent,
+                            trace_links(first_row.traceparent, (row.traceparent for row, _env in chunk[1:])))
         if self.checked is None:
             self.checked = _same_charges(message, chunk)
             if not self.checked:
