@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: wrk run scale cluster test bootstrap month-end bench bench-bus bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
+.PHONY: wrk run scale cluster test bootstrap month-end month-end-faults bench bench-bus bench-comparison bench-decisions bench-payments bench-reporting bench-privacy bench-scaling bench-events
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -61,3 +61,7 @@ bench-events: bootstrap
 # `FAULTS=1 make month-end`
 month-end: bootstrap
 	@.venv/bin/python bench/month_end.py $(ARGS)
+
+# the same month under faults (GNU make takes no `make month-end --faults`: its options are its own)
+month-end-faults: bootstrap
+	@.venv/bin/python bench/month_end.py --faults $(ARGS)
