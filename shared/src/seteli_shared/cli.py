@@ -118,7 +118,9 @@ def serve(spec: ServiceSpec, settings: ServiceSettings, app_path: str, host: str
                             proxy_headers=False)
     server = uvicorn.Server(config)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        # ``Server.run``, not ``asyncio.run(server.serve())``: it takes the loop uvicorn's ``loop="auto"`` picks
+        # (uvloop when installed, as ``uvicorn`` on the command line does); ``serve`` alone ran on asyncio's own
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     except SystemExit as exc:  # uvicorn exits 3 itself when the lifespan fails
