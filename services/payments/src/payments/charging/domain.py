@@ -18,7 +18,7 @@ SETTLED = "settled"
 CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VoucherTerms:
     funder_id: str
     category: str
@@ -36,7 +36,7 @@ class VoucherTerms:
     client_fee_cents: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChargeRequest:
     provider_id: str
     service_date: date
@@ -46,7 +46,7 @@ class ChargeRequest:
     category: str | None = None  # a personal budget's: which of its categories (default: the voucher's)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChargeAmounts:
     unit_price_cents: int
     amount_cents: int  # paid by the funder through the voucher
@@ -133,6 +133,7 @@ def check_approval_covers(state: ApprovalState | None, service_date: date) -> No
 DEFAULT_CHARGE_DEADLINE_DAYS = 90
 
 
+@lru_cache(maxsize=4096)
 def charge_deadline(service_date: date, deadline_days: int | None) -> date:
     """The last day a service delivered on ``service_date`` may be charged on."""
     days = DEFAULT_CHARGE_DEADLINE_DAYS if deadline_days is None else deadline_days
@@ -154,7 +155,7 @@ def check_charge_deadline(service_date: date, today: date, deadline_days: int | 
 TARIFFS = ("weekday", "weekday_evening", "saturday", "sunday")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PriceList:
     """A provider's published price for a funder and category, in force from a date until a later one."""
 

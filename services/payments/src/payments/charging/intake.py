@@ -95,7 +95,7 @@ class ChargeLine(RequestModel):
         return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     """A line to charge, or (``reason`` set) one refused before it reached the rules. A line to charge holds
     its ``ChargeLine`` (``charge``), or, read by ``ready_values`` without the model, what the engine takes of it
