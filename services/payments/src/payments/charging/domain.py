@@ -18,7 +18,7 @@ SETTLED = "settled"
 CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VoucherTerms:
     funder_id: str
     category: str
@@ -155,7 +155,7 @@ def check_charge_deadline(service_date: date, today: date, deadline_days: int | 
 TARIFFS = ("weekday", "weekday_evening", "saturday", "sunday")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PriceList:
     """A provider's published price for a funder and category, in force from a date until a later one."""
 
