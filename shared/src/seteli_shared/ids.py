@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections import deque
 from typing import Any, Callable
 
 from .privacy import contains_personal_identity_code
@@ -47,9 +48,28 @@ def clean(draw: Callable[[], str], derived: Callable[[str], Any] | None = None) 
 
 def _uuid4_text() -> str:
     """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` writes it, at a fifth of its cost (a bulk
-    of charges makes four per line)."""
-    h = os.urandom(16).hex()
+    of charges makes four per line). Its 16 random bytes come from ``os.urandom`` like ``uuid.uuid4()``'s, read
+    ``_POOL_IDS`` ids' worth at a time (one system call, not one an id)."""
+    try:
+        h = _pool.popleft()  # atomic: two threads never take the same bytes
+    except IndexError:
+        h = _refill()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_POOL_IDS = 256
+_pool: deque[str] = deque()
+
+
+def _refill() -> str:
+    """Random bytes for ``_POOL_IDS`` ids, as hex: one for the caller, the others pooled."""
+    h = os.urandom(16 * _POOL_IDS).hex()
+    _pool.extend(h[i:i + 32] for i in range(32, len(h), 32))
+    return h[:32]
+
+
+# a child process made by fork must not draw the ids its parent will (the pool is memory both would share)
+os.register_at_fork(after_in_child=_pool.clear)
 
 
 #: the RFC 4122 variant (10xx) in the first hex digit of the fourth group

@@ -37,8 +37,12 @@ WEBHOOKS = "seteli_webhook_deliveries"
 def count_charges(outcomes: Iterable) -> None:  # noqa: ANN001  (engine.Outcome)
     counter = metrics().counter(CHARGES, "Charge lines answered, by outcome (accepted, repeated, refused) and "
                                 "refusal reason", ["outcome", "reason"])
-    for outcome in outcomes:
-        counter.labels(outcome.status, outcome.reason or "").inc()
+    counts: dict[tuple[str, str], int] = {}
+    for outcome in outcomes:  # a bulk's lines counted per label first: one increment per outcome and reason
+        key = (outcome.status, outcome.reason or "")
+        counts[key] = counts.get(key, 0) + 1
+    for (status, reason), n in counts.items():
+        counter.labels(status, reason).inc(n)
 
 
 def count_webhook(outcome: str) -> None:

@@ -49,7 +49,7 @@ STRICT_BYTES = 64 * 1024
 _NOT_UTF8 = "\ufffd"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One data line: its line number and its fields (values for ``intake.ChargeLine``), or why it
     cannot be read (``reason`` with the ``fields`` it concerns)."""

@@ -4,6 +4,7 @@ lists and the funder's deadline, each refusal a machine-readable reason; its amo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 
 from seteli_shared import periods
@@ -35,7 +36,7 @@ class VoucherTerms:
     client_fee_cents: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChargeRequest:
     provider_id: str
     service_date: date
@@ -45,7 +46,7 @@ class ChargeRequest:
     category: str | None = None  # a personal budget's: which of its categories (default: the voucher's)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChargeAmounts:
     unit_price_cents: int
     amount_cents: int  # paid by the funder through the voucher
@@ -83,15 +84,23 @@ def kind_amounts(terms: VoucherTerms, units_x100: int, price: int) -> tuple[int,
     - client_voucher: the funder pays the price up to its maximum per unit, the client nothing to the
       provider but its fixed fee per unit to the funder;
     - personal_budget: the funder pays the whole price (within the budget: ``check_budget``)."""
+    return _kind_amounts(terms.kind, terms.value_per_unit_cents, terms.max_value_per_unit_cents,
+                         terms.client_fee_cents, units_x100, price)
+
+
+@lru_cache(maxsize=4096)
+def _kind_amounts(kind: str, value_per_unit_cents: int, max_value_per_unit_cents: int | None,
+                  client_fee_cents: int | None, units_x100: int, price: int) -> tuple[int, int, int | None]:
+    """``kind_amounts`` of the terms that count, worked out once per distinct set (a bulk's lines repeat them)."""
     units = from_hundredths(units_x100)
-    if terms.kind == CLIENT_VOUCHER:
-        cap = terms.max_value_per_unit_cents or terms.value_per_unit_cents
+    if kind == CLIENT_VOUCHER:
+        cap = max_value_per_unit_cents or value_per_unit_cents
         return (units_amount_cents(units, min(price, cap)), 0,
-                units_amount_cents(units, terms.client_fee_cents or 0))
-    if terms.kind == PERSONAL_BUDGET:
+                units_amount_cents(units, client_fee_cents or 0))
+    if kind == PERSONAL_BUDGET:
         return units_amount_cents(units, price), 0, None
-    return (units_amount_cents(units, min(price, terms.value_per_unit_cents)),
-            units_amount_cents(units, max(price - terms.value_per_unit_cents, 0)), None)
+    return (units_amount_cents(units, min(price, value_per_unit_cents)),
+            units_amount_cents(units, max(price - value_per_unit_cents, 0)), None)
 
 
 def check_budget(terms: VoucherTerms, amount_cents: int, money_used_cents: int) -> None:
@@ -124,6 +133,7 @@ def check_approval_covers(state: ApprovalState | None, service_date: date) -> No
 DEFAULT_CHARGE_DEADLINE_DAYS = 90
 
 
+@lru_cache(maxsize=4096)
 def charge_deadline(service_date: date, deadline_days: int | None) -> date:
     """The last day a service delivered on ``service_date`` may be charged on."""
     days = DEFAULT_CHARGE_DEADLINE_DAYS if deadline_days is None else deadline_days

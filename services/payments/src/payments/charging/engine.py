@@ -43,7 +43,7 @@ def code_not_found() -> NotFound:
                     "or chosen moments ago may not have reached payments yet")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     """A charge line that passed its field checks: its position in the batch and what it asks."""
 
@@ -54,7 +54,7 @@ class Line:
     req: domain.ChargeRequest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VoucherOnFile:
     """A voucher as payments' projection holds it: its terms (None until ``VoucherIssued`` is heard), its
     revocation and the funder's carry-over rule."""
@@ -66,7 +66,7 @@ class VoucherOnFile:
     carry_over: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Earlier:
     """A charge with a line's provider reference: a repeated line is compared with it."""
 
@@ -92,7 +92,9 @@ class Used:
         sums[1] += money
 
     def period(self, voucher_id: str, start: date, end: date) -> list[int]:
-        cached = self.periods.setdefault(voucher_id, {})
+        cached = self.periods.get(voucher_id)
+        if cached is None:
+            cached = self.periods[voucher_id] = {}
         sums = cached.get((start, end))
         if sums is None:
             days = self.days.get(voucher_id, {})
@@ -130,7 +132,7 @@ class ChargeState:
     memo: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewCharge:
     """An accepted line's charge, as the store writes it (with its ledger, event and audit rows)."""
 
@@ -144,7 +146,7 @@ class NewCharge:
     accepted_at: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """A line's answer: accepted (``charge``), repeated (the earlier charge's id) or refused (``error``)."""
 
