@@ -248,11 +248,15 @@ async def client_login(sessions: Sessions, voucher_code: str, client_login_code:
     keys = domain.ThrottleKeys.of(code or voucher_code.strip().upper(), address_group(address), secret)
     outcome: DomainError | None = None
     async with unit_of_work(sessions) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # attempts from one address (in any process) count one after another
-            await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": keys.address})
         voucher = None
-        if code is not None:
+        if session.get_bind().dialect.name == "postgresql":
+            # attempts from one address (in any process) count one after another: the lock, and the voucher read
+            # in the same round trip (the failures are read after it, by the next statement)
+            lock = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(keys.address)).label("locked")).subquery()
+            voucher = (await session.exec(select(Voucher).join_from(
+                lock, Voucher, Voucher.voucher_code == code if code is not None else sa.false(), isouter=True)
+            )).first()
+        elif code is not None:
             voucher = (await session.exec(select(Voucher).where(Voucher.voucher_code == code))).first()
         counted = await _failures(session, keys)
         wait = domain.login_wait(counted[keys.voucher_address], counted[keys.address], counted[keys.voucher],
