@@ -576,4 +576,7 @@ async def test_a_case_system_decides_many_at_once_and_gets_each_decisions_own_re
         cs.funder_id = "091"  # and the case system goes on (a refused publish closed its channel)
         [late] = await cs.decide_many([decision_envelope("091", grant(f"MANY-{message_id()[:8]}-L"))], timeout=60)
         assert late.accepted and late.data["outcome"] == "issued"
+    async with CaseSystem(bus.url_of("091"), namespace=bus.ns) as after:  # every reply was acknowledged:
+        await asyncio.sleep(1.0)                                          # none is delivered again
+        assert after.unclaimed == []
     assert len(await bus.vouchers("091")) == 41 and len(await bus.outbox("voucher.issued.v1")) == 41

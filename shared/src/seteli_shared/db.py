@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import AsyncIterator
 
 from sqlalchemy import MetaData, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import types as sa_types
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,8 +33,10 @@ def make_engine(url: str, **kw) -> AsyncEngine:
         return engine
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 10)
-    kw.setdefault("pool_pre_ping", True)
+    pre_ping = kw.pop("pool_pre_ping", True)
     engine = create_async_engine(url, **kw)
+    if pre_ping:
+        _ping_when_idle(engine)
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _silent_is_gone(context) -> None:  # noqa: ANN001
@@ -53,6 +57,44 @@ def make_engine(url: str, **kw) -> AsyncEngine:
                 driver.terminate()
 
     return engine
+
+
+#: a pooled PostgreSQL connection given back less than this many seconds ago is taken again without a round trip
+#: to the server (``_ping_when_idle``)
+PING_IDLE_SECONDS = 10.0
+_CHECKED_IN_AT = "seteli_checked_in_at"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """The pool's pre-ping at the cost it is worth (``pool_pre_ping=True``, ``DB_POOL_PRE_PING``): SQLAlchemy's own
+    pings every checkout with ``BEGIN; ; ROLLBACK``, three round trips, as many as the rest of a short request
+    (a client's login: ``BEGIN``, lock, select, insert, ``COMMIT``). Here a connection is tested before use
+    with no round trip when it was given back moments ago (``PING_IDLE_SECONDS``): it must not be closed (a
+    server that restarted, or a proxy or network that cut it, closes its socket, which the driver sees at
+    once); one idle longer is pinged as SQLAlchemy pings. A connection found closed or failing its ping is
+    thrown away and the pool connects anew (SQLAlchemy's ``DisconnectionError`` from a ``checkout`` listener:
+    its documented pessimistic disconnect handling); a server that cannot be reached fails the checkout as
+    the pre-ping's reconnect did. A connection just opened is not pinged."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _given_back(_dbapi_connection, record) -> None:  # noqa: ANN001
+        if record is not None and record.dbapi_connection is not None:
+            record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _still_there(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise sa_exc.DisconnectionError("the pooled connection was closed")
+        given_back = record.info.pop(_CHECKED_IN_AT, None)
+        if given_back is None or time.monotonic() - given_back <= PING_IDLE_SECONDS:
+            return  # just opened, or used moments ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001  (any failure: a new connection; a server that is down fails it)
+            if driver is not None and not driver.is_closed():
+                driver.terminate()  # not a graceful close: a silent server would hold it
+            raise sa_exc.DisconnectionError(f"the pooled connection failed its ping: {type(exc).__name__}") from exc
 
 
 def outage_limits(connect_timeout: float, statement_timeout: float, pool_timeout: float) -> dict:

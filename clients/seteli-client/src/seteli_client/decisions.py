@@ -121,6 +121,9 @@ class CaseSystem:
         self._turn = 0
         self._opening = asyncio.Lock()
         self._replies: aio_pika.abc.AbstractQueue | None = None  # kept: a robust connection restores it
+        self._to_ack: AbstractIncomingMessage | None = None  # the latest reply handed over and not yet acknowledged
+        self._ack_soon = False
+        self._acking: set[asyncio.Task] = set()
 
     @property
     def reply_queue(self) -> str:
@@ -136,6 +139,9 @@ class CaseSystem:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._acknowledge()
+        if self._acking:
+            await asyncio.gather(*self._acking, return_exceptions=True)
         if self._connection is not None:
             await self._connection.close()
 
@@ -274,12 +280,38 @@ class CaseSystem:
         return results  # type: ignore[return-value]  (every item set)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        async with message.process(requeue=True):
+        try:
             reply = DecisionReply(json.loads(message.body))
-            data = reply.data
-            future = (self._waiting.by_id.get(reply.envelope.get("causationid") or "")
-                      or self._waiting.by_ref.get((data.get("decision_ref"), data.get("decision_version"))))
-            if future is not None and not future.done():
-                future.set_result(reply)
-            else:
-                self.unclaimed.append(reply)
+        except Exception:  # noqa: BLE001  (not a reply this client can read: back to the queue, as before)
+            await self._acknowledge()
+            await message.reject(requeue=True)
+            return
+        data = reply.data
+        future = (self._waiting.by_id.get(reply.envelope.get("causationid") or "")
+                  or self._waiting.by_ref.get((data.get("decision_ref"), data.get("decision_version"))))
+        if future is not None and not future.done():
+            future.set_result(reply)
+        else:
+            self.unclaimed.append(reply)
+        # handed over: acknowledged with the replies that arrive with it, in one cumulative ack (a stream of
+        # replies costs an ack frame per burst, not per reply)
+        self._to_ack = message
+        if not self._ack_soon:
+            self._ack_soon = True
+            asyncio.get_running_loop().call_soon(self._ack_later)
+
+    def _ack_later(self) -> None:
+        task = asyncio.ensure_future(self._acknowledge())
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge every reply handed over so far (the latest one's tag, ``multiple``: replies are handed
+        over in the order they are delivered on the one channel)."""
+        self._ack_soon = False
+        message, self._to_ack = self._to_ack, None
+        if message is not None:
+            try:
+                await message.ack(multiple=True)
+            except Exception:  # noqa: BLE001,S110  (the channel went: the broker delivers them again, answered
+                pass           # to nobody, to ``unclaimed``; a reply may be handed over twice, never lost)

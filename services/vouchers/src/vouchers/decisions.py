@@ -382,6 +382,9 @@ class _Rows:
         self.vouchers: list[dict[str, Any]] = []
         self.outbox: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
+        #: (voucher id, funder id, correlation id) of each voucher issued: logged in one line per write (a log line
+        #: per voucher was a sixth of a decision's CPU)
+        self.issued: list[tuple[str, str, str | None]] = []
 
     async def write(self, session: AsyncSession) -> None:
         await _VOUCHER_ROWS.execute(session, self.vouchers)
@@ -389,7 +392,10 @@ class _Rows:
             await _OUTBOX_ROWS.execute(session, self.outbox)
             wake_relay_on_commit(session)
         await _AUDIT_ROWS.execute(session, self.audit)
-        self.vouchers, self.outbox, self.audit = [], [], []
+        if self.issued:
+            log.info("decision.vouchers_issued", count=len(self.issued),
+                     vouchers=[{"voucher_id": v, "funder_id": f, "correlation_id": c} for v, f, c in self.issued])
+        self.vouchers, self.outbox, self.audit, self.issued = [], [], [], []
 
 
 def _reply_row(reply: DecisionReply, causation_id: str | None) -> dict[str, Any]:
@@ -466,8 +472,7 @@ async def _issue_row(session: AsyncSession, principal: Principal, data: Decision
         funder_id=voucher.funder_id, decision_ref=voucher.decision_ref, decision_version=voucher.decision_version,
         voucher_id=voucher.id, voucher_code=shown_code(voucher.voucher_code), client_login_code=shown_code(login_code),
         status=voucher.status, outcome="issued"), envelope.id))
-    log.info("decision.voucher_issued", voucher_id=voucher.id, funder_id=voucher.funder_id,
-             decision_version=data.decision_version)
+    rows.issued.append((voucher.id, voucher.funder_id, correlation_id_var.get()))
 
 
 async def on_decisions(session: AsyncSession, items: list[tuple[Envelope, DecisionData]]) -> None:

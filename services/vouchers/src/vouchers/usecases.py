@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import select
 
-from seteli_shared import audit
+from seteli_shared import audit, outbox
 from seteli_shared.addresses import address_group
 from seteli_shared.auth import Principal, Role, TenantScope, ensure_visible
 from seteli_shared.catalogue import CATEGORIES
@@ -129,24 +130,47 @@ async def choose_provider(sessions: Sessions, principal: Principal, voucher_id: 
     """The client (or the funder's decision maker for the client) chooses or switches to a provider
     approved by the voucher's funder for its category, and neither suspended nor revoked today."""
     async with unit_of_work(sessions) as session:
-        voucher = await _visible(session, principal, voucher_id, lock=True)
+        # the voucher (locked) and the provider's approval for its funder and category in one round trip
+        found = (await session.execute(
+            select(Voucher, ApprovedProvider).outerjoin(ApprovedProvider, sa.and_(
+                ApprovedProvider.funder_id == Voucher.funder_id, ApprovedProvider.provider_id == provider_id,
+                ApprovedProvider.category == Voucher.category)).where(Voucher.id == voucher_id)
+            .with_for_update(of=Voucher.__table__))).first()
+        if found is None:
+            raise NotFound("voucher")
+        voucher, approval = found
+        ensure_visible(principal, "voucher", funder_id=voucher.funder_id, provider_id=voucher.provider_id,
+                       voucher_id=voucher.id)
         today = clock.today()
         domain.check_choosable(voucher.status, voucher.valid_until, today)
-        approval = await session.get(ApprovedProvider, (voucher.funder_id, provider_id, voucher.category))
         # choosing again the provider already chosen is refused too once its approval is not in force
         domain.check_provider_in_force(approval_state(approval), today)
         if voucher.provider_id == provider_id:
             return voucher
         # a switch: the units left stay the voucher's; services before today remain the previous provider's
         previous_provider_id = voucher.provider_id
-        voucher.provider_id = provider_id
-        voucher.status = domain.PROVIDER_CHOSEN
-        session.add(voucher)
-        await add_event(session, VoucherProviderChosen(
+        _env, event_row = outbox.event_row(VoucherProviderChosen(
             voucher_id=voucher.id, funder_id=voucher.funder_id, provider_id=provider_id,
             category=voucher.category, chosen_at=clock.now(), effective_from=today,
             previous_provider_id=previous_provider_id), SOURCE)
-        await audit.record(session, principal, "voucher.choose_provider", "voucher", voucher.id, voucher.funder_id)
+        audit_row = audit.row(principal, "voucher.choose_provider", "voucher", voucher.id, voucher.funder_id)
+        change = {"provider_id": provider_id, "status": domain.PROVIDER_CHOSEN}
+        if session.get_bind().dialect.name == "postgresql":
+            # the voucher's change, its event and its audit row in one statement (one round trip, not three)
+            chosen = sa.update(Voucher.__table__).where(Voucher.__table__.c.id == voucher.id).values(**change)
+            audited = audit.T.insert().values(**audit_row)
+            await session.execute(outbox.T.insert().values(**event_row)
+                                  .add_cte(chosen.cte("chosen")).add_cte(audited.cte("audited")))
+            for name, value in change.items():  # the row as written: nothing left for the session to flush
+                set_committed_value(voucher, name, value)
+        else:
+            for name, value in change.items():
+                setattr(voucher, name, value)
+            session.add(voucher)
+            await session.flush()
+            await session.execute(outbox.T.insert().values(**event_row))
+            await session.execute(audit.T.insert().values(**audit_row))
+        outbox.wake_relay_on_commit(session)
     log.info("voucher.provider_chosen", voucher_id=voucher.id, provider_id=provider_id)
     return voucher
 
@@ -224,11 +248,15 @@ async def client_login(sessions: Sessions, voucher_code: str, client_login_code:
     keys = domain.ThrottleKeys.of(code or voucher_code.strip().upper(), address_group(address), secret)
     outcome: DomainError | None = None
     async with unit_of_work(sessions) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # attempts from one address (in any process) count one after another
-            await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": keys.address})
         voucher = None
-        if code is not None:
+        if session.get_bind().dialect.name == "postgresql":
+            # attempts from one address (in any process) count one after another: the lock, and the voucher read
+            # in the same round trip (the failures are read after it, by the next statement)
+            lock = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(keys.address)).label("locked")).subquery()
+            voucher = (await session.exec(select(Voucher).join_from(
+                lock, Voucher, Voucher.voucher_code == code if code is not None else sa.false(), isouter=True)
+            )).first()
+        elif code is not None:
             voucher = (await session.exec(select(Voucher).where(Voucher.voucher_code == code))).first()
         counted = await _failures(session, keys)
         wait = domain.login_wait(counted[keys.voucher_address], counted[keys.address], counted[keys.voucher],
