@@ -402,8 +402,15 @@ PLANS = {
         INBOX_CLAIM,
     ],
     "reporting": [
-        ("charge facts of a batch", "SELECT * FROM reporting_charge WHERE charge_id = ANY($1::text[])",
-         "SELECT array_agg(charge_id) FROM (SELECT charge_id FROM reporting_charge LIMIT 1000) x"),
+        # a batch's charge facts are read and written back in parts of 2,000 (handlers.FACTS_PER_STATEMENT)
+        ("charge facts of a batch (a part)", "SELECT * FROM reporting_charge WHERE charge_id = ANY($1::text[])",
+         "SELECT array_agg(charge_id) FROM (SELECT charge_id FROM reporting_charge LIMIT 2000) x"),
+        ("settled charge facts written back (a part)",
+         "UPDATE reporting_charge t SET settled_at = x.s, gross_cents = x.g, fee_cents = x.f, net_cents = x.n "
+         "FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[]) AS x(charge_id, s, g, "
+         "f, n) WHERE t.charge_id = x.charge_id",
+         "SELECT array_agg(charge_id), array_agg(now()), array_agg(0::bigint), array_agg(0::bigint), "
+         "array_agg(0::bigint) FROM (SELECT charge_id FROM reporting_charge LIMIT 2000) x"),
         ("voucher facts of a batch", "SELECT * FROM reporting_voucher WHERE voucher_id = ANY($1::text[])",
          "SELECT array_agg(voucher_id) FROM (SELECT voucher_id FROM reporting_voucher LIMIT 1000) x"),
         ("clients' month rows at zero, deleted", "SELECT t.* FROM reporting_client_month t JOIN unnest($1::text[], "

@@ -364,8 +364,8 @@ class Run:
     checks: dict[str, bool] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
     recoveries: list[dict] = field(default_factory=list)
-    #: seconds spent measuring raw baselines between the first upload and the last report read (the settlement's
-    #: raw SQL has to run on the accepted charges before the real run): not the system's month-end
+    #: seconds spent measuring raw baselines between the first upload and the last report read: not the system's
+    #: month-end (the settlement's raw SQL now runs after it, on a copy of the run's charges: none so far)
     raw_in_window: float = 0.0
 
     def now(self) -> float:
@@ -695,34 +695,70 @@ async def figures(system: System) -> dict:
         return r.json()
 
 
-async def caught_up(system: System, key: str, wanted: int, task: object = None) -> bool:
+async def caught_up(system: System, key: str, wanted: int, task: object = None, marks: dict | None = None,
+                    now: float = 0.0) -> bool:
+    """Reporting's figures hold ``wanted`` and every queue of the events is empty. ``marks`` (with the run's
+    ``now``) records when reporting first held them (``reporting``) and when vouchers' queue was then first
+    empty (``vouchers``): which consumer the stage waited for."""
     f = await figures(system)
     if task is not None:
         PROGRESS.update(task, completed=min(f[key], wanted))
     if f[key] < wanted:
         return False
+    if marks is not None:
+        marks.setdefault("reporting", now)
     # (settlement notices to providers without a queue wait in the outbox, parked: not the events' backlog)
     unsent = (await system.sql("payments", "SELECT count(*) FROM outbox WHERE sent_at IS NULL "
                                            "AND routing_key NOT LIKE 'notices/%'"))[0][0]
-    return unsent == 0 and await system.queue_depth(f"{system.ns}.vouchers") == 0 \
-        and await system.queue_depth(f"{system.ns}.reporting") == 0
+    vouchers_empty = await system.queue_depth(f"{system.ns}.vouchers") == 0
+    if marks is not None and vouchers_empty:
+        marks.setdefault("vouchers", now)
+    return unsent == 0 and vouchers_empty and await system.queue_depth(f"{system.ns}.reporting") == 0
 
 
 # ------------------------------------------------------------------ 6. settlement
-async def raw_settlement_rate(system: System, charges: int) -> float:
-    """The settlement's raw-SQL baseline (``bench/payments.py``'s) on the same accepted charges, rolled back."""
+#: the tables the raw settlement reads or writes: copied (structure and indexes) into a schema of its own
+RAW_SETTLEMENT_TABLES = ("payments_charge", "payments_settlement", "payments_ledger_transaction",
+                         "payments_ledger_entry", "outbox")
+
+
+async def raw_settlement_rate(system: System, settlement_ids: list[str], charges: int) -> float:
+    """The settlement's raw-SQL baseline (``bench/payments.py``'s statements, with the ``charge.settled.v2``
+    outbox rows payments writes too), measured **after** the real run, on a copy of its own: the run's charges
+    as they were before it (accepted, unsettled) in a scratch schema beside empty copies of the other tables it
+    writes, rolled back, then the schema dropped. The real run thus reads its charges first (no baseline
+    warming its pages just before), and the month-end's clock does not hold the baseline."""
     conn = await asyncpg.connect(system.db_url("payments", None))
+    schema = f"raw_settle_{uuid.uuid4().hex[:8]}"
     try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        for table in RAW_SETTLEMENT_TABLES:
+            await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)")
+        cols = [r[0] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND table_name = 'payments_charge' ORDER BY ordinal_position")]
+        reset = {"status": "'accepted'", "settlement_id": "NULL", "fee_cents": "NULL", "net_cents": "NULL"}
+        await conn.execute(
+            f"INSERT INTO {schema}.payments_charge ({', '.join(cols)}) SELECT "
+            f"{', '.join(reset.get(c, c) for c in cols)} FROM public.payments_charge WHERE settlement_id = ANY($1)",
+            settlement_ids)
+        await conn.execute(f"ANALYZE {schema}.payments_charge")
+        copied = (await conn.fetchrow(f"SELECT count(*) FROM {schema}.payments_charge"))[0]
+        assert copied == charges, f"raw settlement baseline: {copied} charges copied, {charges} settled"
+        await conn.execute(f"SET search_path TO {schema}, public")
         tr = conn.transaction()
         await tr.start()
         t0 = time.perf_counter()
-        for sql in bench_payments.RAW_SETTLEMENT:
+        for sql in bench_payments.raw_settlement_sql("v2", 1000):
             await conn.execute(sql)
         elapsed = time.perf_counter() - t0
         await tr.rollback()
         return charges / elapsed
     finally:
-        await conn.close()
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
 
 
 async def pages(c: httpx.AsyncClient, path: str, headers: dict) -> list[dict]:
@@ -997,10 +1033,7 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
         await t  # every fault done, every service back
 
     # ---- settlement
-    t_raw = run.now()
-    raw_settle = await raw_settlement_rate(system, len(good))
-    run.raw_in_window += run.now() - t_raw
-    t = settle_start = run.now()
+    t = settle_start = run.now()  # its raw baseline is measured after the month-end, on a copy (raw_settlement_rate)
     settle_task = run.begin("settlement run (POST /settlement-runs)", len(good), "charges")
     async with httpx.AsyncClient(base_url=system.urls["payments"], timeout=3600, headers=OPERATOR) as c:
         job_id = str(uuid.uuid4())  # the X-Correlation-ID (a UUID) names the run's progress row
@@ -1023,14 +1056,26 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
         settlements = await pages(c, "/settlements", OPERATOR)
         PROGRESS.update(settle_task, completed=sum(s["charge_count"] for s in settlements))
     settled_count = sum(s["charge_count"] for s in settlements)
-    run.stage("settlement run (POST /settlement-runs)", settled_count, t, raw_settle, unit="charges",
-              note="raw = the same work in SQL, rolled back")
+    run.stage("settlement run (POST /settlement-runs)", settled_count, t, None, unit="charges",
+              note="raw = the same work in SQL on a copy of the charges, after the month-end, rolled back")
+    settle_stage = run.stages[-1]
     settled_task = run.begin("settled events: relay -> vouchers + reporting", settled_count, "charges")
+    answered, marks = run.now(), {}
     await until("reporting to hold every settled charge",
-                lambda: caught_up(system, "charges_settled", len(good), settled_task),
+                lambda: caught_up(system, "charges_settled", len(good), settled_task, marks, run.now()),
                 a.timeout)
     run.stage("settled events: relay -> vouchers + reporting", settled_count, t, raw_events, unit="charges",
               note="from the run's start; raw = aio-pika publish+consume")
+    # the run is one transaction: its events leave payments' outbox only once it has answered. The stage above
+    # holds the run itself; the folds alone are timed from its answer (the settled fold's own rate)
+    for who in ("reporting", "vouchers"):
+        took = marks.get(who, run.now()) - answered
+        run.facts[f"settled_fold_{who}_after_run_s"] = round(took, 1)
+        run.facts[f"settled_fold_{who}_per_s"] = round(settled_count / took) if took > 0 else None
+    say(f"  settled events after the run answered: reporting held them all in "
+        f"{run.facts['settled_fold_reporting_after_run_s']} s ({run.facts['settled_fold_reporting_per_s']}/s), "
+        f"vouchers' queue empty after {run.facts['settled_fold_vouchers_after_run_s']} s "
+        f"({run.facts['settled_fold_vouchers_per_s']}/s)")
 
     # ---- pain.001, notices, invoice
     t = run.now()
@@ -1066,7 +1111,10 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     run.facts["raw_baselines_in_window_seconds"] = round(run.raw_in_window, 1)
     run.facts["month_end_seconds"] = round(wall - run.raw_in_window, 1)
     say(f"month-end from the first upload to the last report read: {run.facts['month_end_seconds']:.1f} s "
-        f"({wall:.1f} s on the clock, less {run.raw_in_window:.1f} s of the raw settlement baseline run in between)")
+        f"({wall:.1f} s on the clock, less {run.raw_in_window:.1f} s of raw baselines run in between)")
+    settle_stage.raw = await raw_settlement_rate(system, sorted(s["id"] for s in settlements), settled_count)
+    say(f"settlement's raw baseline (after the month-end, on a copy of the run's charges): "
+        f"{settle_stage.raw:,.0f} charges/s; the run {settle_stage.rate:,.0f}/s = {settle_stage.rate / settle_stage.raw:.2f}")
 
     # ---- final checks
     async with httpx.AsyncClient(base_url=system.urls["payments"], timeout=600, headers=OPERATOR) as c:
@@ -1166,7 +1214,13 @@ def write(run: Run, elapsed: float) -> None:
           table(run), "", f"Month-end from the first upload to the last report read: "
           f"**{run.facts.get('month_end_seconds', '-')} s** ({run.facts.get('month_end_wall_seconds', '-')} s on the "
           f"clock, less {run.facts.get('raw_baselines_in_window_seconds', '-')} s of the raw settlement baseline "
-          f"measured in between); the whole run {elapsed:.0f} s.", ""]
+          f"measured in between; the settlement's raw baseline runs after the month-end, on a copy of its charges); "
+          f"the whole run {elapsed:.0f} s.", "",
+          f"Settled events after the settlement run answered (one transaction: none leave before): reporting held "
+          f"them all in {run.facts.get('settled_fold_reporting_after_run_s', '-')} s "
+          f"({run.facts.get('settled_fold_reporting_per_s', '-')}/s); vouchers' queue empty after "
+          f"{run.facts.get('settled_fold_vouchers_after_run_s', '-')} s "
+          f"({run.facts.get('settled_fold_vouchers_per_s', '-')}/s).", ""]
     if run.recoveries:
         md += ["| fault | at s | ready again after s (the service killed; else every service) |", "|---|---|---|"]
         md += [f"| {r['fault']} | {r['at_s']} | {r['recovered_s']} |" for r in run.recoveries] + [""]

@@ -70,3 +70,35 @@ async def test_on_postgresql_a_settlement_changes_only_what_it_settles(pg, tmp_p
         await engine.dispose()
     assert got == expected
     assert tuple(settled) == (len(CHARGES), sum(a for _, _, a in CHARGES), sum(a // 20 for _, _, a in CHARGES))
+
+
+async def test_on_postgresql_a_batch_larger_than_a_statement_folds_whole(pg, tmp_path, monkeypatch):  # noqa: ANN001
+    """The charge facts of a batch are read and written back in parts of ``FACTS_PER_STATEMENT`` (an index plan
+    whatever the table's size): a batch of several parts, the acceptances and the settlements each in one batch,
+    gives the read models SQLite's one-event-at-a-time fold gives."""
+    from reporting import handlers
+
+    monkeypatch.setattr(handlers, "FACTS_PER_STATEMENT", 3)  # 7 charges: parts of 3, 3 and 1
+    url = await pg.create("reporting")
+    await upgrade_async(SPEC.migrations_dir, url)
+    before = month_before_settlement()
+    expected = await read_models_after(tmp_path, "sqlite", [*before, v2(CHARGES)])
+    issued, accepted = before[:3], before[3:]
+    engine = make_engine(url)
+    try:
+        sessions = session_factory(engine)
+        for run in (issued, accepted, [v2(CHARGES)]):
+            envs = [(Envelope.wrap(e, "payments"), e) for e in run]
+            async with sessions() as session, session.begin():
+                await BATCH_HANDLERS[envs[0][0].type](session, envs)
+        got = {}
+        async with engine.connect() as conn:
+            for model in READ_MODELS:
+                t = model.__table__
+                got[t.name] = sorted(tuple(r) for r in (await conn.execute(sa.select(t))).all())
+            settled = (await conn.execute(sa.text(
+                "SELECT count(*), sum(gross_cents) FROM reporting_charge WHERE settled_at IS NOT NULL"))).one()
+    finally:
+        await engine.dispose()
+    assert got == expected
+    assert tuple(settled) == (len(CHARGES), sum(a for _, _, a in CHARGES))
