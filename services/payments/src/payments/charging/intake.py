@@ -127,7 +127,7 @@ def line_of(n: int, raw: object) -> Line:
 # ------------------------------------------------------------------ a CSV row's values without the line model
 #: what ``ChargeLine`` takes, as ``ready_values`` checks it
 _KEYS = frozenset(ChargeLine.model_fields)
-_TARIFFS = frozenset(("weekday", "weekday_evening", "saturday", "sunday"))
+_TARIFFS = frozenset(domain.TARIFFS)
 _CATEGORY = re.compile(r"[a-z_]{2,40}")  # ``events.Category``
 _PLAIN_UNITS = re.compile(r"[0-9]{1,5}(?:\.[0-9]{1,2})?")
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
