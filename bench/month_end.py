@@ -31,8 +31,9 @@ writes the table (``bench/results/month-end*.md``), a timeline chart (PNG) and t
 
 ``--faults`` runs on a RabbitMQ node and a PostgreSQL instance of its own (never the machine's): during the
 peak it stops the broker for 60 s x scale (at least 5 s), kills each service with SIGKILL once at a random
-moment and restarts it, and restarts PostgreSQL once; uploads and the settlement are retried as a client
-would. Afterwards every backlog must drain with nothing lost or doubled; it reports each recovery time.
+moment and restarts it, and restarts PostgreSQL once (the moments are shares of the intake's lines answered:
+the broker at 15-35 %, PostgreSQL at 50-65 %, each kill at 5-90 %, so they spread over the peak at any speed);
+uploads and the settlement are retried as a client would. Afterwards every backlog must drain with nothing lost or doubled; it reports each recovery time.
 
     .venv/bin/python bench/month_end.py [--scale 1.0] [--faults] [--seed 1] [--setup-only | --decisions-only]
 
@@ -60,6 +61,7 @@ import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -508,7 +510,10 @@ async def decisions(run: Run, system: System, n: int, window: int, in_flight: in
     held = (await system.sql("payments", "SELECT count(*) AS n FROM payments_voucher"))[0]["n"]
     t, cpu, own = run.now(), {name: system.cpu(name) for name in SERVICES}, time.process_time()
     vouchers: list[dict] = []
-    async with CaseSystem(url, FUNDER, namespace=system.ns, reply_prefetch=min(in_flight, 1000)) as cs:
+    # a broker confirm can take over the client's default 10 s on a busy machine: a timed-out publish is not
+    # known to be lost, and publishing it again would answer it `repeated`, without the client's login code
+    async with CaseSystem(url, FUNDER, namespace=system.ns, reply_prefetch=min(in_flight, 1000),
+                          publish_timeout=600) as cs:
         # a stream: up to ``in_flight`` decisions published and unanswered at once, replies collected as they come
         replies = await cs.decide_many(envelopes, in_flight=in_flight, timeout=600)
     for e, r in zip(envelopes, replies):
@@ -660,7 +665,7 @@ async def raw_copy(system: System, by_provider: dict[int, list[Line]]) -> float:
 
 
 async def intake(run: Run, system: System, providers: list[dict], by_provider: dict[int, list[Line]],
-                 parallel: int, task: object = None) -> dict[str, str]:
+                 parallel: int, task: object = None, answered: dict | None = None) -> dict[str, str]:
     """Every provider's file uploaded, ``parallel`` at a time; a lost answer (a service or database restarting)
     is sent again, as a billing system would: the lines charged already come back ``repeated``."""
     outcome: dict[str, str] = {}  # provider reference -> accepted/repeated or the refusal's reason
@@ -682,6 +687,8 @@ async def intake(run: Run, system: System, providers: list[dict], by_provider: d
                 outcome[res["provider_reference"]] = res["status"] if res["status"] != "refused" else res["reason"]
             if task is not None:
                 PROGRESS.advance(task, len(lines))
+            if answered is not None:
+                answered["lines"] += len(lines)
         await asyncio.gather(*(upload(p) for p in providers))
     return outcome
 
@@ -859,16 +866,22 @@ class Faults:
     """During the peak: the broker stopped for a while, each service killed (SIGKILL) at a random moment and
     restarted at once, PostgreSQL restarted once; how long each took to recover."""
 
-    def __init__(self, run: Run, system: System, rng: random.Random, window: float) -> None:
-        self.run, self.system, self.rng, self.window = run, system, rng, window
+    def __init__(self, run: Run, system: System, rng: random.Random, progress: Callable[[], float]) -> None:
+        """``progress`` is the intake's share answered so far (0 to 1): each fault waits for its share of the
+        uploads rather than for a time, so the faults spread over the peak however fast or slow the machine is."""
+        self.run, self.system, self.rng, self.progress = run, system, rng, progress
         stop = run.args.broker_stop
         self.broker_seconds = stop if stop is not None else max(5.0, 60.0 * run.args.scale)
+
+    async def _at(self, share: float) -> None:
+        while self.progress() < share:
+            await asyncio.sleep(0.1)
 
     async def _recovered(self, names: list[str]) -> None:
         await self.system.ready(names, 600, restart=True)
 
     async def kill(self, name: str, at: float) -> None:
-        await asyncio.sleep(at)
+        await self._at(at)
         t = self.run.now()
         await asyncio.to_thread(self.system.kill, name)
         self.system.launch(name)
@@ -876,7 +889,7 @@ class Faults:
         self._record(f"{name} killed (SIGKILL) and restarted", t, t)
 
     async def broker(self, at: float) -> None:
-        await asyncio.sleep(at)
+        await self._at(at)
         node = self.system.servers.node
         t = self.run.now()
         await asyncio.to_thread(node.stop_app)
@@ -887,7 +900,7 @@ class Faults:
         self._record(f"RabbitMQ stopped for {self.broker_seconds:.0f} s", t, back)
 
     async def postgres(self, at: float) -> None:
-        await asyncio.sleep(at)
+        await self._at(at)
         t = self.run.now()
         await asyncio.to_thread(self.system.servers.pg.restart)
         await self._recovered(list(SERVICES))
@@ -900,9 +913,10 @@ class Faults:
             "killed; for the broker and the database every service)")
 
     def tasks(self) -> list[asyncio.Task]:
-        w = self.window
-        jobs = [self.broker(self.rng.uniform(0.15, 0.35) * w), self.postgres(self.rng.uniform(0.5, 0.65) * w)]
-        jobs += [self.kill(name, self.rng.uniform(0.05, 0.9) * w) for name in SERVICES]
+        """The broker stopped when 15-35 % of the lines have their answers, PostgreSQL restarted at 50-65 %,
+        each service killed at a random share between 5 and 90 %."""
+        jobs = [self.broker(self.rng.uniform(0.15, 0.35)), self.postgres(self.rng.uniform(0.5, 0.65))]
+        jobs += [self.kill(name, self.rng.uniform(0.05, 0.9)) for name in SERVICES]
         return [asyncio.create_task(j) for j in jobs]
 
 
@@ -1017,11 +1031,12 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
     # ---- the month-end proper: first upload to last report read
     start = run.now()
     fault_tasks: list[asyncio.Task] = []
+    answered = {"lines": 0}  # lines whose uploads have their answers: the faults' clock
     if a.faults:
-        window = max(30.0, n_charges / 1500)  # about the peak's length: intake and the consumers' backlog
-        fault_tasks = Faults(run, system, rng, window).tasks()
+        n_lines = len(good) + len(bad)
+        fault_tasks = Faults(run, system, rng, lambda: answered["lines"] / n_lines).tasks()
     outcome = await intake(run, system, providers, by_provider, a.parallel,
-                           run.begin("intake: bulk CSV + JSON uploads", len(good) + len(bad), "lines"))
+                           run.begin("intake: bulk CSV + JSON uploads", len(good) + len(bad), "lines"), answered)
     accepted_task = run.begin("accepted events: relay -> vouchers + reporting", len(good), "charges")
     run.stage("intake: bulk CSV + JSON uploads", len(good) + len(bad), start, raw_intake, unit="lines",
               note=f"{a.parallel} in parallel; raw = COPY of the same lines")

@@ -41,6 +41,7 @@ class World:
         self.sessions = session_factory(engine)
         self.fail_for: set[int] = set()
         self.fail_once: set[int] = set()
+        self.outages: dict[int, int] = {}  # tick -> how many more times its session's connection is cut
         self.calls: list[int] = []
 
     async def handler(self, session, _env, event: TestTick) -> None:  # noqa: ANN001
@@ -50,6 +51,9 @@ class World:
         if event.n in self.fail_once:
             self.fail_once.discard(event.n)
             raise RuntimeError(f"handler fails once for {event.n}")
+        if self.outages.get(event.n, 0) > 0:
+            self.outages[event.n] -= 1  # the server ends this session, as a restart of the database does
+            await session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
         if event.n < 0:
             raise PermanentMessageError("negative ticks are refused")
         await session.execute(effect.insert().values(n=event.n, times=1))
@@ -197,6 +201,25 @@ async def test_failing_handler_retries_then_dead_letters_while_others_flow(world
     assert "handler fails for 13" in dead.headers[REASON_HEADER]
     assert dead.headers[DELIVERIES_HEADER] == 3, "dead-lettered on its third (last allowed) delivery"
     assert 13 not in await world.effects()
+    await consumer.stop()
+
+
+async def test_a_database_outage_spends_no_delivery_and_dead_letters_nothing(world: World):
+    """A database restart cuts the consumer's connection while it applies a batch, more times than the delivery
+    limit allows for a poison message: the batch waits for the database and is applied once, nothing
+    dead-lettered and nothing handed back to the broker."""
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("a server session to cut")
+    world.outages = {5: 4}  # four cuts, the delivery limit three
+    consumer = world.consumer(delivery_limit=3)
+    await consumer.start()
+    await world.emit(*range(1, 11))
+    await world.drain(OutboxRelay(world.engine, world.bus))
+    await eventually(lambda: _equals(world.effects(), {n: 1 for n in range(1, 11)}), timeout=60)
+    assert world.outages[5] == 0 and world.calls.count(5) == 5, "applied again in place after each cut"
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    assert dlq.declaration_result.message_count == 0
     await consumer.stop()
 
 

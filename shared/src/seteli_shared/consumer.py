@@ -31,12 +31,14 @@ from typing import Any, Awaitable, Callable
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from . import inbox, tracing
+from .faults import CONNECTION_LOST, UNAVAILABLE, UNREACHABLE, database_fault
 from .audit import record_bus
 from .bus import Bus, quorum_queue_arguments, replay_key
 from .errors import PermanentMessageError
@@ -59,6 +61,10 @@ DEAD_LETTERED_AT_HEADER = "x-seteli-dead-lettered-at"
 #: a message carrying a personal identity code: dead-lettered at once, without its body
 #: the prefetch a consumer starts with, before it has seen how large its messages are (``held_bytes``)
 FIRST_PREFETCH = 16
+#: the database outages a consumer waits out with its batch held (``Consumer._apply_through_outages``); a statement
+#: timeout is not one of them (a message whose work is too heavy must reach its delivery limit)
+OUTAGE_CAUSES = (UNREACHABLE, CONNECTION_LOST, UNAVAILABLE)
+OUTAGE_ATTEMPTS = 30
 PRIVACY_REASON = REASON  # "personal_identity_code"; the DLQ (a quorum queue) resets x-delivery-count
 #: the AMQP message a handler is handling (its ``user_id``, validated by the broker, and routing key)
 current_delivery: ContextVar[AbstractIncomingMessage | None] = ContextVar("current_delivery", default=None)
@@ -381,20 +387,54 @@ class Consumer:
         if not good:
             return
         try:
-            await self._apply(good)
+            await self._apply_through_outages(good)
         except Exception as exc:  # noqa: BLE001
             if len(good) == 1:
                 await self._failed(good[0], exc)
                 return
             for p in good:  # find the bad one: each on its own
                 try:
-                    await self._apply([p])
+                    await self._apply_through_outages([p])
                 except Exception as one_exc:  # noqa: BLE001
                     await self._failed(p, one_exc)
                     continue
                 await p.message.ack()
             return
         await self._ack(good)
+
+    async def _apply_through_outages(self, items: list[Parsed]) -> None:
+        """``_apply``, and when the database cannot be used (down, restarting, refusing connections, the
+        connection cut) the same batch again in place once it answers: its deliveries stay with this consumer,
+        unacknowledged, so an outage spends none of the messages' delivery limit, which is for poison messages
+        (five quick retries would dead-letter a whole batch during a restart of a few seconds). After
+        ``OUTAGE_ATTEMPTS`` failures with the database answering in between, the usual retries take over."""
+        attempts = 0
+        while True:
+            try:
+                await self._apply(items)
+                return
+            except Exception as exc:  # noqa: BLE001
+                cause = database_fault(exc)
+                if cause not in OUTAGE_CAUSES or attempts >= OUTAGE_ATTEMPTS:
+                    raise
+                attempts += 1
+                await self._database_back(cause, exc, len(items))
+
+    async def _database_back(self, cause: str, exc: BaseException, held: int) -> None:
+        """Wait until a session can use the database again (backing off up to 5 s between tries)."""
+        log.warning("consumer.database_unavailable", consumer=self.name, cause=cause, held=held,
+                    error_type=type(exc).__name__)
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                async with self.sessions() as session:
+                    await session.execute(text("SELECT 1"))
+                return
+            except Exception as probe_exc:  # noqa: BLE001
+                if database_fault(probe_exc) is None:
+                    return  # not an outage: the batch's own try tells what it is
+                delay = min(5.0, delay * 2)
 
     async def _apply(self, items: list[Parsed]) -> None:
         async with self.sessions() as session:
