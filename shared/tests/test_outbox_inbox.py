@@ -223,6 +223,31 @@ async def test_a_database_outage_spends_no_delivery_and_dead_letters_nothing(wor
     await consumer.stop()
 
 
+async def test_a_refusal_recorded_through_a_database_outage_is_recorded_once(world: World):
+    """A poison message's refusal is recorded (``on_refused``: the answer to its sender) in the database: cut
+    there more times than the delivery limit, it is still recorded, once, and the message dead-lettered with its
+    own reason, not the outage's."""
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("a server session to cut")
+    cuts, recorded = [4], []
+
+    async def on_refused(session, message, refused) -> None:  # noqa: ANN001
+        if cuts[0] > 0:
+            cuts[0] -= 1
+            await session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        recorded.append(refused.reason)
+
+    consumer = world.consumer(delivery_limit=3, on_refused=on_refused)
+    await consumer.start()
+    await world.bus.publish(b"{not json", "test.tick.v1", message_id="bad-1")
+    channel = await world.bus.connection.channel()
+    dlq = await channel.declare_queue(consumer.dead_letter_queue_name, passive=True)
+    dead = await eventually(lambda: dlq.get(fail=False, no_ack=True), timeout=60)
+    assert cuts == [0] and len(recorded) == 1, recorded
+    assert "failed" not in dead.headers[REASON_HEADER], dead.headers[REASON_HEADER]
+    await consumer.stop()
+
+
 async def test_bad_messages_go_to_the_dead_letter_queue_with_the_reason(world: World):
     consumer = world.consumer()
     await consumer.start()

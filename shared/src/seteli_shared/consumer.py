@@ -500,17 +500,25 @@ class Consumer:
             key = message.message_id
             if not key or len(key) > 50 or find_in(key):
                 key = digest_text(hashlib.sha256(message.body), 50)
-            try:
-                async with self.sessions() as session:
-                    async with session.begin():
-                        if await inbox.claim(session, self.name, [f"refused:{key}"]):
-                            current_delivery.set(message)
-                            current_consumer.set(self)
-                            await self.on_refused(session, message, refused)
-            except Exception as exc:  # noqa: BLE001  (its answer must not be lost: try again later)
-                log.error("consumer.on_refused_failed", consumer=self.name, error=repr(exc)[:300])
-                await self._retry_later(message, repr(exc))
-                return
+            attempts = 0
+            while True:
+                try:
+                    async with self.sessions() as session:
+                        async with session.begin():
+                            if await inbox.claim(session, self.name, [f"refused:{key}"]):
+                                current_delivery.set(message)
+                                current_consumer.set(self)
+                                await self.on_refused(session, message, refused)
+                    break
+                except Exception as exc:  # noqa: BLE001  (its answer must not be lost: try again later)
+                    cause = database_fault(exc)
+                    if cause in OUTAGE_CAUSES and attempts < OUTAGE_ATTEMPTS:  # as a batch does: wait it out
+                        attempts += 1
+                        await self._database_back(cause, exc, 1)
+                        continue
+                    log.error("consumer.on_refused_failed", consumer=self.name, error=repr(exc)[:300])
+                    await self._retry_later(message, repr(exc))
+                    return
         await self._dead_letter(message, refused.reason)
 
     async def _ack(self, items: list[Parsed]) -> None:
