@@ -53,10 +53,12 @@ class PaymentsSettings(ServiceSettings):
     #: as ``charge.accepted.v2`` (per funder and provider, at most ``ACCEPTED_EVENT_CHARGES`` a message) when
     #: ``ACCEPTED_EVENTS`` is ``v2`` (``charging.coalesce``); with ``v1`` or ``both`` each stays a message of its own
     relay_coalesce: str = "payments.charging.coalesce:accepted_coalescer"
-    #: payments' relay waits 0.1 s (not the library's 0.02) after a commit before it reads the outbox, so that at a few
-    #: hundred single charges a second a batch holds tens of charges to coalesce: the consumers' CPU a charge halves
-    #: (bench/README.md, "coalesced") for up to 0.1 s more before a charge reaches the read models
-    relay_linger_seconds: float = Field(default=0.1, ge=0)
+    #: payments' relay waits 0.25 s (not the library's 0.02) after a commit before it reads the outbox, so that at a few
+    #: hundred single charges a second a batch holds tens of charges per provider to coalesce (one message for each
+    #: provider's run): the consumers' CPU a charge halves again against 0.1 s, and the relay claims, publishes and
+    #: marks a fifth as often (bench/README.md, "issue 19 item 5, linger") for up to 0.25 s more before a charge
+    #: reaches the read models (its HTTP answer does not wait for the relay)
+    relay_linger_seconds: float = Field(default=0.25, ge=0)
     #: the operator's account the payment files pay from (pain.001 debtor)
     payer_name: str = "Seteli Palvelut Oy"
     payer_iban: str = "FI4950009420028730"
