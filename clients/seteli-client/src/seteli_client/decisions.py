@@ -43,6 +43,8 @@ DECISION_TYPE = "fi.seteli.decision.v1"
 ACCEPTED_TYPE = "fi.seteli.decision.accepted.v1"
 REJECTED_TYPE = "fi.seteli.decision.rejected.v1"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+#: publishes a publishing channel takes at once (their confirms overlap; the others wait their turn untimed)
+PUBLISHES_A_CHANNEL = 64
 
 
 class NotPublished(Exception):
@@ -135,6 +137,10 @@ class CaseSystem:
         self._channels: list[tuple[aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractExchange] | None] = [
             None] * publish_channels
         self._turn = 0
+        #: publishes handed to aio-pika and not yet confirmed, at most ``PUBLISHES_A_CHANNEL`` a channel: a channel
+        #: writes one publish at a time, and ``publish_timeout`` counts from the hand-over, so a stream's thousand
+        #: decisions queued on four channels timed out waiting for their turn on a busy machine, unsent
+        self._publishing = asyncio.Semaphore(PUBLISHES_A_CHANNEL * publish_channels)
         self._opening = asyncio.Lock()
         self._replies: aio_pika.abc.AbstractQueue | None = None  # kept: a robust connection restores it
         self._to_ack: AbstractIncomingMessage | None = None  # the latest reply handed over and not yet acknowledged
@@ -181,6 +187,10 @@ class CaseSystem:
 
     async def publish(self, envelope: dict) -> None:
         """Publish one decision and wait for the broker's confirm; ``Unroutable`` or ``Refused`` otherwise."""
+        async with self._publishing:
+            await self._publish(envelope)
+
+    async def _publish(self, envelope: dict) -> None:
         slot = self._turn
         self._turn = (slot + 1) % self.publish_channels
         exchange = await self._decisions_exchange(slot)
