@@ -3,7 +3,7 @@ four, read back whatever the case, spacing, dashes or look-alike letters, old co
 such as ``=``) still accepted, and never taken for a personal identity code, compact or grouped."""
 from __future__ import annotations
 
-from seteli_shared.codes import ALPHABET, grouped, new_code, normalise
+from seteli_shared.codes import ALPHABET, CHECK, grouped, new_code, normalise
 from seteli_shared.privacy import contains_personal_identity_code
 
 
@@ -47,3 +47,13 @@ def test_the_privacy_guard_never_flags_a_code_compact_or_grouped():
             code = new_code(length)
             assert not contains_personal_identity_code(code)
             assert not contains_personal_identity_code(grouped(code))
+
+
+def test_the_check_symbol_is_the_mod_37_check_of_the_body_read_in_base_32():
+    from seteli_shared.codes import _check_symbol
+
+    for body in ("0", "Z", "7RH8ZB3RZ5", "ZZZZZZZZZZZZ", "0000000001"):
+        value = 0
+        for c in body:
+            value = value * 32 + ALPHABET.index(c)
+        assert _check_symbol(body) == CHECK[value % 37]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from seteli_shared.events import ChargeAccepted, Envelope
 from seteli_shared.ids import new_id
 from seteli_shared.privacy import (CENTURY, CHECK_CHARACTERS, body_cannot_hold_code, contains_personal_identity_code,
-                                   find_in, json_strings_cannot_hold_code, text_cannot_hold_code)
+                                   find_in, json_strings_cannot_hold_code, not_proven_clean, text_cannot_hold_code)
 
 MANY = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -99,3 +99,13 @@ def test_the_usual_charge_event_is_proven_clean_without_parsing():
                                                           "valid_from": "2026-12-01"}}).encode())
                for i in range(500))
     assert all(text_cannot_hold_code(v) or find_in(v) is None for v in (new_id() for _ in range(500)))
+
+
+@MANY
+@given(st.lists(st.one_of(TEXTS, st.just("131052-308T"), st.just(new_id())), max_size=8))
+@example(["0a728684-2135-4000", "131052", "-308T"])
+@example(["131052-308T,x", "é", "a\x00"])
+def test_texts_checked_together_are_those_checked_one_by_one(texts: list):
+    """``not_proven_clean`` (many drawn values checked in one pass) finds exactly the texts ``text_cannot_hold_code``
+    does not prove clean, one by one: nothing is proven clean by being next to another text."""
+    assert not_proven_clean(texts) == [i for i, t in enumerate(texts) if not text_cannot_hold_code(t)]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from datetime import date
 from typing import Any, Iterator
 
@@ -95,6 +96,38 @@ def text_cannot_hold_code(text: str) -> bool:
     cannot tell (six digits close together: a timestamp's microseconds, an id): ASCII text without a code's
     shape (``_CODE_SHAPE``, which every code either rule finds in ASCII text has)."""
     return text.isascii() and "\x00" not in text and not _has_code_shape(text.encode("ascii"))
+
+
+#: joins texts checked together: no part of a code (``_PARTS`` reads it ``x``), so no shape spans two texts
+_JOIN = ","
+
+
+def not_proven_clean(texts: list[str]) -> list[int]:
+    """The indices of the ``texts`` that ``text_cannot_hold_code`` does not prove clean, found in one pass over them
+    all (what the system draws in bulk: ids, codes): joined by a character that is no part of a code, the shape
+    search of the joined text finds exactly the shapes of each text (no shape can span the join), each at its
+    text's place. Texts with what the joined pass cannot place (non-ASCII, NUL, the quiet bytes ``_has_code_shape``
+    drops) are checked one by one. Equal, text by text, to ``[i for i, t in enumerate(texts) if not
+    text_cannot_hold_code(t)]`` (property-tested)."""
+    joined = _JOIN.join(texts)
+    if not joined.isascii() or "\x00" in joined:
+        return [i for i, t in enumerate(texts) if not text_cannot_hold_code(t)]
+    data = joined.encode("ascii")
+    parts = data.translate(_PARTS, _QUIET)
+    if len(parts) != len(data):  # a quiet byte somewhere: positions would shift
+        return [i for i, t in enumerate(texts) if not text_cannot_hold_code(t)]
+    found: list[int] = []
+    starts: list[int] | None = None
+    for m in _CODE_SHAPE.finditer(parts):
+        if starts is None:
+            starts, at = [], 0
+            for t in texts:
+                starts.append(at)
+                at += len(t) + 1
+        i = bisect_right(starts, m.start()) - 1
+        if not found or found[-1] != i:
+            found.append(i)
+    return found
 
 
 def json_strings_cannot_hold_code(body: bytes) -> bool:

@@ -43,6 +43,8 @@ DECISION_TYPE = "fi.seteli.decision.v1"
 ACCEPTED_TYPE = "fi.seteli.decision.accepted.v1"
 REJECTED_TYPE = "fi.seteli.decision.rejected.v1"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+#: publishes a publishing channel takes at once (their confirms overlap; the others wait their turn untimed)
+PUBLISHES_A_CHANNEL = 64
 
 
 class NotPublished(Exception):
@@ -88,6 +90,22 @@ def decision_envelope(funder_id: str, data: dict, *, source: str | None = None, 
             "data": {"funder_id": funder_id, **data}}
 
 
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
+
+
+async def _within(future: asyncio.Future, timeout: float) -> Any:
+    """The result of a reply's ``future`` within ``timeout`` seconds, else ``asyncio.TimeoutError`` (the future is
+    then done: a late reply goes to ``unclaimed``). A timer on the future itself, not ``asyncio.wait_for``: that
+    costs a waiter future and callbacks more for each of a stream's thousands of decisions."""
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
 @dataclass
 class _Waiting:
     by_id: dict[str, asyncio.Future] = field(default_factory=dict)
@@ -119,6 +137,10 @@ class CaseSystem:
         self._channels: list[tuple[aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractExchange] | None] = [
             None] * publish_channels
         self._turn = 0
+        #: publishes handed to aio-pika and not yet confirmed, at most ``PUBLISHES_A_CHANNEL`` a channel: a channel
+        #: writes one publish at a time, and ``publish_timeout`` counts from the hand-over, so a stream's thousand
+        #: decisions queued on four channels timed out waiting for their turn on a busy machine, unsent
+        self._publishing = asyncio.Semaphore(PUBLISHES_A_CHANNEL * publish_channels)
         self._opening = asyncio.Lock()
         self._replies: aio_pika.abc.AbstractQueue | None = None  # kept: a robust connection restores it
         self._to_ack: AbstractIncomingMessage | None = None  # the latest reply handed over and not yet acknowledged
@@ -165,6 +187,10 @@ class CaseSystem:
 
     async def publish(self, envelope: dict) -> None:
         """Publish one decision and wait for the broker's confirm; ``Unroutable`` or ``Refused`` otherwise."""
+        async with self._publishing:
+            await self._publish(envelope)
+
+    async def _publish(self, envelope: dict) -> None:
         slot = self._turn
         self._turn = (slot + 1) % self.publish_channels
         exchange = await self._decisions_exchange(slot)
@@ -202,7 +228,7 @@ class CaseSystem:
         """The reply to a decision published by this process (``asyncio.TimeoutError`` when none comes)."""
         future = self._expect(envelope)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await _within(future, timeout)
         finally:
             self._forget(envelope, future)
 
@@ -211,7 +237,7 @@ class CaseSystem:
         future = self._expect(envelope)  # registered before the reply can come
         try:
             await self.publish(envelope)
-            return await asyncio.wait_for(future, timeout)
+            return await _within(future, timeout)
         finally:
             self._forget(envelope, future)
 
@@ -244,7 +270,7 @@ class CaseSystem:
 
         async def answer(i: int, future: asyncio.Future) -> None:
             try:
-                results[i] = await asyncio.wait_for(future, timeout)
+                results[i] = await _within(future, timeout)
             except asyncio.TimeoutError as exc:
                 results[i] = exc
             finally:

@@ -393,8 +393,11 @@ class _Rows:
             wake_relay_on_commit(session)
         await _AUDIT_ROWS.execute(session, self.audit)
         if self.issued:
+            # one text, ``voucher_id:funder_id:correlation_id`` a voucher joined by commas: the logger's guard reads it
+            # in one pass (neither character can be part of a personal identity code, so it finds in the whole
+            # exactly what it would find in the parts); a list of objects cost a walk and a check a value
             log.info("decision.vouchers_issued", count=len(self.issued),
-                     vouchers=[{"voucher_id": v, "funder_id": f, "correlation_id": c} for v, f, c in self.issued])
+                     vouchers=",".join(f"{v}:{f}:{c or ''}" for v, f, c in self.issued))
         self.vouchers, self.outbox, self.audit, self.issued = [], [], [], []
 
 
