@@ -14,6 +14,10 @@ bulk and a streamed CSV file are batches of up to ``intake.CHUNK_LINES`` lines; 
    PostgreSQL) takes the accepted charges as ``decisions`` reaches them (``add_stream``), so that the rules run
    while the database writes; the outcomes are ``decide``'s either way.
 
+A bulk's next chunk may be ruled while the chunk before it is still being written (``rule_ahead``, on the state
+that chunk's rules left: ``Carry``); ``charge_lines`` takes those outcomes (``Ahead``) only if the state it loads
+under the chunk's locks gives the rules the same inputs (``rule_inputs``), else the rules run again on it.
+
 The stores differ only in how they reach the database (``store.SessionChargeStore``: set-based statements and
 ``COPY`` in a transaction; ``fast_path``: a batch of one on PostgreSQL in two statements): the rules are this
 module's, whichever store loaded the state."""
