@@ -86,6 +86,24 @@ async def test_a_chunk_ruled_ahead_is_taken_only_while_what_its_rules_read_is_un
         "Authorization": f"Bearer {mint('t:operator', ['operator'])}"})).json()["ok"]
 
 
+async def test_lines_naming_vouchers_by_code_are_ruled_ahead_with_the_codes_the_chunk_before_found(
+        live, monkeypatch):  # noqa: ANN001
+    """A file naming its vouchers by the codes the clients gave: the second chunk is ruled ahead with the codes
+    the first found (an unknown code is refused there as here) and taken."""
+    w = live
+    seen = _watch(monkeypatch)
+    p = "prov-ahead-codes"
+    [(_v, code)] = await w.provider_with_vouchers(p, 1, units="5")
+    codes = [code, code, code, code, "ZZZZ-ZZZZ-ZZZZ", code, code]
+    lines = [intake.line_of(n, {"voucher_code": c, "provider_reference": f"code-{n}", "service_date": "2026-06-01",
+                                "units": "1"}) for n, c in enumerate(codes, start=1)]
+    answer = await intake.charge_bulk(w.app.state.runtime.sessions, w.clock, _principal(p), p, lines, chunk_lines=3,
+                                      max_chunk_lines=4)
+    assert [(r["status"], r["reason"]) for r in answer["results"]] == [("accepted", None)] * 4 + [
+        ("refused", "voucher_not_found"), ("accepted", None), ("refused", "units_exceeded")]
+    assert seen == {"given": 1, "taken": 1}
+
+
 lines_strategy = st.lists(st.tuples(
     st.integers(min_value=0, max_value=VOUCHERS),        # the voucher (the last one unknown)
     st.sampled_from([f"r{i}" for i in range(6)]),        # references repeat: repeated and duplicate lines

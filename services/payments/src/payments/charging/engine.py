@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Callable, Iterator, Protocol
 
-from seteli_shared import periods
+from seteli_shared import codes, periods
 from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.errors import Conflict, DomainError, NotFound
@@ -122,6 +122,9 @@ class ChargeState:
 
     #: each line's voucher (a line whose code found none is not here)
     voucher_of: dict[int, str] = field(default_factory=dict)
+    #: the codes the lines named that found a voucher for this provider (``codes.normalise``d): a bulk's next
+    #: chunk is ruled ahead with them
+    codes: dict[str, str] = field(default_factory=dict)
     vouchers: dict[str, VoucherOnFile] = field(default_factory=dict)
     #: the caller's charges by provider reference
     earlier: dict[str, Earlier] = field(default_factory=dict)
@@ -370,11 +373,15 @@ async def rule_ahead(carried: ChargeState, lines: list[Line], today: date,
                      now: Callable[[], datetime], every: int = 200) -> Ahead | None:
     """``decide`` of a chunk's lines on ``carried`` (the chunk before's state after its rules: the units it
     used, its references), letting the event loop run every ``every`` lines (the chunk before is being written
-    meanwhile). None when the lines name a voucher by its code or one the chunk before did not load: the chunk
-    then loads and rules as usual. Only the earlier charges with these lines' references are kept."""
-    if any(line.voucher_id is None or line.voucher_id not in carried.vouchers for line in lines):
-        return None
-    carried.voucher_of = {line.index: line.voucher_id for line in lines}
+    meanwhile). A voucher named by a code is the one the code found before; a code or voucher the chunk before
+    did not find counts as unknown (if it is known, the state the chunk loads differs, and its rules run again
+    there). Only the earlier charges with these lines' references are kept."""
+    carried.voucher_of = {}
+    for line in lines:
+        vid = line.voucher_id if line.voucher_id is not None else carried.codes.get(
+            codes.normalise(line.voucher_code) or "")
+        if vid is not None:
+            carried.voucher_of[line.index] = vid
     refs = {line.provider_reference for line in lines}
     carried.earlier = {ref: e for ref, e in carried.earlier.items() if ref in refs}
     inputs = rule_inputs(carried, lines, today)
@@ -421,6 +428,7 @@ async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal
         if ahead is not None and rule_inputs(state, lines, today) == ahead.inputs:
             outcomes, charges = ahead.outcomes, ahead.charges
             if carry is not None:
+                ahead.state.codes.update(state.codes)
                 carry.set(ahead.state)
             if charges:
                 if getattr(uow.charges, "streams", False):

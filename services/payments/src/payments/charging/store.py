@@ -171,7 +171,7 @@ class SessionChargeStore:
 
     async def load(self, provider_id: str, lines: list[engine.Line]) -> engine.ChargeState:
         state = engine.ChargeState()
-        by_code = await self._codes(provider_id, lines)
+        by_code = state.codes = await self._codes(provider_id, lines)
         for line in lines:
             vid = line.voucher_id if line.voucher_id is not None else by_code.get(
                 codes.normalise(line.voucher_code) or "")
