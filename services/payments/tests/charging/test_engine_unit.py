@@ -219,3 +219,50 @@ async def test_one_at_a_time_and_all_at_once_give_the_same_answers_and_the_same_
     at_once = await engine.charge_lines(FakeUnitOfWork(together), CLOCK, PRINCIPAL, P, lines)
     assert _answers(one_by_one, lines) == _answers([at_once[x.index] for x in lines], lines)
     assert apart.ledger() == together.ledger()
+
+
+@pytest.mark.parametrize("change", [None, "revoked", "approval_suspended", "chosen_away", "deadline"])
+async def test_a_chunk_ruled_ahead_is_taken_only_if_the_rules_read_the_same_there(change):  # noqa: ANN001
+    """``rule_ahead`` rules a chunk on the state the chunk before left (``Carry``); ``charge_lines`` takes its
+    outcomes only when the state it loads gives the rules the same inputs: a voucher revoked, an approval
+    suspended, a switch of provider or a funder's deadline changed after the chunk before makes it rule again,
+    and the answers are the ones the rules give on what it loaded."""
+    from dataclasses import replace as copy_of
+
+    world = FakeWorld()
+    world.voucher("v1")  # ten units
+    carry = engine.Carry()
+    first = [engine.Line(0, "v1", None, "a", req(units_x100=300)), engine.Line(1, "v1", None, "b", req(units_x100=300))]
+    out = await engine.charge_lines(FakeUnitOfWork(world), CLOCK, PRINCIPAL, P, first, carry=carry)
+    assert [out[i].status for i in (0, 1)] == ["accepted", "accepted"] and carry.ruled.is_set()
+    second = [engine.Line(0, "v1", None, "c", req(units_x100=300)), engine.Line(1, "v1", None, "d", req(units_x100=300)),
+              engine.Line(2, "v1", None, "a", req(units_x100=300))]
+    ahead = await engine.rule_ahead(carry.take(), second, CLOCK.today(), CLOCK.now)
+    assert [(ahead.outcomes[i].status, ahead.outcomes[i].reason) for i in range(3)] == [
+        ("accepted", None), ("refused", "units_exceeded"), ("repeated", None)]
+    if change == "revoked":
+        world.vouchers["v1"] = copy_of(world.vouchers["v1"], revoked_at=JAN1, revoked_from=date(2026, 6, 1))
+    elif change == "approval_suspended":
+        world.approvals[("091", "home_care")] = ApprovalState(approval_id="a", approved_at=JAN1, status="suspended",
+                                                              not_in_force_from=date(2026, 6, 1), changed_at=JAN1)
+    elif change == "chosen_away":
+        world.choices["v1"] = [lifecycle.Choice("p2", date(2026, 6, 1), JAN1)]
+    fake = FakeUnitOfWork(world)
+    if change == "deadline":
+        original = FakeChargeStore.load
+
+        async def load(self, provider_id, lines):  # noqa: ANN001, ANN202
+            state = await original(self, provider_id, lines)
+            state.deadlines["091"] = 1  # one day: the 18th's services are late on the 20th
+            return state
+        FakeChargeStore.load = load
+    try:
+        out = await engine.charge_lines(fake, CLOCK, PRINCIPAL, P, second, ahead=ahead)
+        assert (out is ahead.outcomes) == (change is None)
+        if change is not None:  # refused, for the reason a line charged now is
+            fresh = await engine.charge_lines(FakeUnitOfWork(world), CLOCK, PRINCIPAL, P, [
+                engine.Line(0, "v1", None, "e", req(units_x100=300))])
+            assert out[0].status == "refused" and (fresh[0].status, fresh[0].reason) == (out[0].status, out[0].reason)
+    finally:
+        if change == "deadline":
+            FakeChargeStore.load = original

@@ -14,16 +14,21 @@ bulk and a streamed CSV file are batches of up to ``intake.CHUNK_LINES`` lines; 
    PostgreSQL) takes the accepted charges as ``decisions`` reaches them (``add_stream``), so that the rules run
    while the database writes; the outcomes are ``decide``'s either way.
 
+A bulk's next chunk may be ruled while the chunk before it is still being written (``rule_ahead``, on the state
+that chunk's rules left: ``Carry``); ``charge_lines`` takes those outcomes (``Ahead``) only if the state it loads
+under the chunk's locks gives the rules the same inputs (``rule_inputs``), else the rules run again on it.
+
 The stores differ only in how they reach the database (``store.SessionChargeStore``: set-based statements and
 ``COPY`` in a transaction; ``fast_path``: a batch of one on PostgreSQL in two statements): the rules are this
 module's, whichever store loaded the state."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Callable, Iterator, Protocol
 
-from seteli_shared import periods
+from seteli_shared import codes, periods
 from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.errors import Conflict, DomainError, NotFound
@@ -117,6 +122,9 @@ class ChargeState:
 
     #: each line's voucher (a line whose code found none is not here)
     voucher_of: dict[int, str] = field(default_factory=dict)
+    #: the codes the lines named that found a voucher for this provider (``codes.normalise``d): a bulk's next
+    #: chunk is ruled ahead with them
+    codes: dict[str, str] = field(default_factory=dict)
     vouchers: dict[str, VoucherOnFile] = field(default_factory=dict)
     #: the caller's charges by provider reference
     earlier: dict[str, Earlier] = field(default_factory=dict)
@@ -289,6 +297,105 @@ def life_cycle_terms(voucher: VoucherOnFile, terms: domain.VoucherTerms, req: do
         None if terms.units_per_period_x100 is None else terms.units_per_period_x100 + carried))
 
 
+# ------------------------------------------------------------------ a bulk's next chunk, ruled ahead
+def days_asked(lines: list[Line], state: ChargeState) -> tuple[date, date] | None:
+    """The first and last service date whose units the lines' periods (and the periods before them) count."""
+    first = last = None
+    for line in lines:
+        voucher = state.vouchers.get(state.voucher_of.get(line.index))
+        terms = None if voucher is None else voucher.terms
+        if terms is None:
+            continue
+        start, end = domain.period_bounds(terms, line.req.service_date)
+        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, line.req.service_date)
+        if previous is not None:
+            start = min(start, previous[0])
+        first = start if first is None else min(first, start)
+        last = end if last is None else max(last, end)
+    return None if first is None else (first, last)
+
+
+def rule_inputs(state: ChargeState, lines: list[Line], today: date) -> tuple:
+    """Everything of ``state`` the rules read for ``lines`` (and the day): each line's voucher, those vouchers,
+    the earlier charges with the lines' references, the vouchers' units and money per service date over the days
+    the lines' periods count, their choices, and their funders' approvals, price lists and deadlines. Two states
+    with equal inputs give every line the same outcome (``decide`` is a pure function of these)."""
+    vids = sorted({v for v in (state.voucher_of.get(line.index) for line in lines) if v is not None})
+    vouchers = tuple((vid, state.vouchers.get(vid)) for vid in vids)
+    funders = sorted({v.terms.funder_id for _vid, v in vouchers if v is not None and v.terms is not None})
+    days = days_asked(lines, state)
+    first, last = days if days is not None else (date.max, date.min)
+    return (
+        today, tuple(state.voucher_of.get(line.index) for line in lines), vouchers,
+        tuple(sorted((ref, state.earlier.get(ref)) for ref in {line.provider_reference for line in lines})),
+        tuple((vid, tuple(sorted((d, tuple(v)) for d, v in state.used.days.get(vid, {}).items() if first <= d <= last)))
+              for vid in vids),
+        tuple((vid, tuple(state.choices.get(vid, ()))) for vid in vids),
+        tuple(sorted(((k, v) for k, v in state.approvals.items() if k[0] in funders), key=lambda kv: kv[0])),
+        tuple(sorted(((k, tuple(v)) for k, v in state.price_lists.items() if k[0] in funders), key=lambda kv: kv[0])),
+        tuple((f, state.deadlines.get(f)) for f in funders))
+
+
+@dataclass
+class Ahead:
+    """A bulk's next chunk ruled while the chunk before it is still being written (``rule_ahead``): the outcomes
+    and charges ``decide`` gave it on the state the chunk before left (``carried``: that chunk's own state after
+    its rules), and the inputs the rules read there. ``charge_lines`` takes them only if the chunk's own state,
+    loaded under its vouchers' locks, gives the rules the same inputs (``rule_inputs``): the outcomes are then
+    the ones the rules would give it there, as if the chunks had run one after the other."""
+
+    inputs: tuple
+    outcomes: dict[int, Outcome]
+    charges: list[NewCharge]
+    state: ChargeState
+
+
+class Carry:
+    """What a bulk's chunks hand on: the state the last chunk's rules left (``state``, set by ``charge_lines`` as
+    soon as its rules have ended, before its rows are written) and ``ruled``, set then."""
+
+    def __init__(self) -> None:
+        self.state: ChargeState | None = None
+        self.ruled = asyncio.Event()
+
+    def set(self, state: ChargeState) -> None:
+        self.state = state
+        self.ruled.set()
+
+    def take(self) -> ChargeState | None:
+        """The state left by the chunk in flight, once: the next chunk's rules then own it."""
+        state, self.state = self.state, None
+        self.ruled.clear()
+        return state
+
+
+async def rule_ahead(carried: ChargeState, lines: list[Line], today: date,
+                     now: Callable[[], datetime], every: int = 200) -> Ahead | None:
+    """``decide`` of a chunk's lines on ``carried`` (the chunk before's state after its rules: the units it
+    used, its references), letting the event loop run every ``every`` lines (the chunk before is being written
+    meanwhile). A voucher named by a code is the one the code found before; a code or voucher the chunk before
+    did not find counts as unknown (if it is known, the state the chunk loads differs, and its rules run again
+    there). Only the earlier charges with these lines' references are kept."""
+    carried.voucher_of = {}
+    for line in lines:
+        vid = line.voucher_id if line.voucher_id is not None else carried.codes.get(
+            codes.normalise(line.voucher_code) or "")
+        if vid is not None:
+            carried.voucher_of[line.index] = vid
+    refs = {line.provider_reference for line in lines}
+    carried.earlier = {ref: e for ref, e in carried.earlier.items() if ref in refs}
+    inputs = rule_inputs(carried, lines, today)
+    outcomes: dict[int, Outcome] = {}
+    charges: list[NewCharge] = []
+    for n, (index, outcome) in enumerate(decisions(lines, carried, today, now), start=1):
+        outcomes[index] = outcome
+        if outcome.charge is not None:
+            charges.append(outcome.charge)
+        if n % every == 0:
+            await asyncio.sleep(0)
+    return Ahead(inputs, outcomes, charges, carried)
+
+
 # ------------------------------------------------------------------ the use case
 class ChargeStore(Protocol):
     """What the engine asks of the database, whichever way a store reaches it."""
@@ -308,24 +415,42 @@ class ChargeUnitOfWork(AbstractUnitOfWork):
 
 
 async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal, provider_id: str,
-                       lines: list[Line]) -> dict[int, Outcome]:
-    """Charge a batch of lines for ``provider_id`` in one unit of work: each line's outcome by its index."""
+                       lines: list[Line], ahead: Ahead | None = None, carry: Carry | None = None) -> dict[int, Outcome]:
+    """Charge a batch of lines for ``provider_id`` in one unit of work: each line's outcome by its index.
+    A bulk's chunk may come ruled ahead (``ahead``): its outcomes are taken when the state loaded here gives the
+    rules the same inputs, else the rules run here. ``carry`` is given the state the rules leave as soon as they
+    have ended (the next chunk is ruled on it while this one is written)."""
     if not lines:
         return {}
     async with uow:
         state = await uow.charges.load(provider_id, lines)
-        if getattr(uow.charges, "streams", False):  # the rules run as the store writes what they accept
+        today = clock.today()
+        if ahead is not None and rule_inputs(state, lines, today) == ahead.inputs:
+            outcomes, charges = ahead.outcomes, ahead.charges
+            if carry is not None:
+                ahead.state.codes.update(state.codes)
+                carry.set(ahead.state)
+            if charges:
+                if getattr(uow.charges, "streams", False):
+                    await uow.charges.add_stream(principal, iter(charges))
+                else:
+                    await uow.charges.add(principal, charges)
+        elif getattr(uow.charges, "streams", False):  # the rules run as the store writes what they accept
             outcomes: dict[int, Outcome] = {}
 
             def accepted() -> Iterator[NewCharge]:
-                for index, outcome in decisions(lines, state, clock.today(), clock.now):
+                for index, outcome in decisions(lines, state, today, clock.now):
                     outcomes[index] = outcome
                     if outcome.charge is not None:
                         yield outcome.charge
+                if carry is not None:
+                    carry.set(state)
 
             await uow.charges.add_stream(principal, accepted())
         else:
-            outcomes, charges = decide(lines, state, clock.today(), clock.now)
+            outcomes, charges = decide(lines, state, today, clock.now)
+            if carry is not None:
+                carry.set(state)
             if charges:
                 await uow.charges.add(principal, charges)
         await uow.commit()

@@ -240,12 +240,18 @@ def _result(line: Line, status: str, charge_id: str | None = None, reason: str |
     return out
 
 
+def _wanted(chunk: list[Line], provider_id: str) -> list[engine.Line]:
+    """The chunk's lines to charge as the engine takes them (indexed by their place in the chunk)."""
+    return [engine_line(i, line.charge, provider_id) if line.ready is None else ready_line(i, line.ready, provider_id)
+            for i, line in enumerate(chunk) if line.reason is None]
+
+
 async def _chunk(sessions: Sessions, clock: Clock, principal: Principal, provider_id: str,
-                 chunk: list[Line], events: AcceptedEvents) -> list[dict]:
+                 chunk: list[Line], wanted: list[engine.Line], events: AcceptedEvents,
+                 ahead: engine.Ahead | None = None, carry: engine.Carry | None = None) -> list[dict]:
     """One chunk through the engine in one transaction (``store.run_batch``); the lines' answers in order."""
-    wanted = [engine_line(i, line.charge, provider_id) if line.ready is None else ready_line(i, line.ready, provider_id)
-              for i, line in enumerate(chunk) if line.reason is None]
-    outcomes = await store.run_batch(sessions, clock, principal, provider_id, wanted, events) if wanted else {}
+    outcomes = await store.run_batch(sessions, clock, principal, provider_id, wanted, events, ahead,
+                                     carry) if wanted else {}
     out = []
     for i, line in enumerate(chunk):
         if line.reason is not None:
@@ -266,26 +272,36 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
     rows written with one statement per table. A refused line leaves the others; a chunk that meets a deadlock (or a concurrent
     twin of a reference) is run again whole (nothing of it was committed).
 
-    The chunks run one after another; while one waits for the database, the next chunk's lines are read
-    and checked (pure work: nothing of a chunk is read from the database before the one before it has
-    committed). A line that cannot be read (the file's encoding or quoting) is refused after the chunk
-    in flight has ended, as when the lines were read one chunk at a time."""
+    The chunks run one after another; while one is being written, the next chunk's lines are read and
+    checked, and ruled ahead (``engine.rule_ahead``) on the state the chunk in flight's rules left (the units
+    it used, its references): nothing of a chunk is read from the database before the one before it has
+    committed, and the next chunk takes what was ruled ahead only if the state it then loads under its
+    vouchers' locks gives the rules the same inputs (else its rules run again there). A line that cannot be
+    read (the file's encoding or quoting) is refused after the chunk in flight has ended, as when the lines
+    were read one chunk at a time."""
     results: list[dict] = []
     it = aiter(lines) if hasattr(lines, "__aiter__") else _yielding(iter(lines))
     in_flight: asyncio.Task | None = None
+    carry = engine.Carry()
     async with progress.track(sessions, "charges.bulk") as job:  # lines read so far: its total as it grows
         try:
             while True:
                 chunk = await _read_chunk(it, chunk_lines)
                 chunk_lines = max(chunk_lines, min(2 * chunk_lines, max_chunk_lines))
+                wanted = _wanted(chunk, provider_id)
+                ahead = None
                 if in_flight is not None:
+                    if wanted:
+                        ahead = await _rule_ahead(in_flight, carry, wanted, clock)
                     results += await in_flight
                     await job.advance(len(results) - job.done)
                     in_flight = None
                 if not chunk:
                     break
                 job.total = (job.total or 0) + len(chunk)
-                in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk, events))
+                carry.take()  # what the next chunk is ruled on comes from this one
+                in_flight = asyncio.create_task(_chunk(sessions, clock, principal, provider_id, chunk, wanted, events,
+                                                       ahead, carry))
         except asyncio.CancelledError:
             if in_flight is not None:
                 in_flight.cancel()
@@ -300,6 +316,21 @@ async def charge_bulk(sessions, clock: Clock, principal: Principal, provider_id:
         counts[r["status"]] += 1
     log.info("charges.bulk", provider_id=provider_id, lines=len(results), **counts)
     return {"lines": len(results), **counts, "results": results, "warnings": []}  # a CSV file's: the router's
+
+
+async def _rule_ahead(in_flight: asyncio.Task, carry: engine.Carry, wanted: list[engine.Line],
+                      clock: Clock) -> engine.Ahead | None:
+    """The next chunk ruled on the state the chunk in flight's rules leave, once they have ended (None if the
+    chunk in flight ends first without them, or the lines cannot be ruled ahead)."""
+    ruled = asyncio.ensure_future(carry.ruled.wait())
+    try:
+        await asyncio.wait((in_flight, ruled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ruled.cancel()
+    state = carry.take() if carry.ruled.is_set() else None
+    if state is None:
+        return None
+    return await engine.rule_ahead(state, wanted, clock.today(), clock.now)
 
 
 async def _yielding(it: Iterator[Line]) -> AsyncIterator[Line]:

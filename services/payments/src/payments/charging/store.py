@@ -24,7 +24,7 @@ insert fail on the reference's unique key: ``run_batch`` runs the batch again (n
 committed), and the second run reads the twin as an earlier charge, as a single charge would."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from itertools import chain
 from typing import Iterator
 
@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from seteli_shared import audit, codes, periods
+from seteli_shared import audit, codes
 from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.logging import get_logger
@@ -155,21 +155,8 @@ class _Statements:
 _STATEMENTS = {True: _Statements(True), False: _Statements(False)}
 
 
-def days_asked(lines: list[engine.Line], state: engine.ChargeState) -> tuple[date, date] | None:
-    """The first and last service date whose units the lines' periods (and the periods before them) count."""
-    first = last = None
-    for line in lines:
-        voucher = state.vouchers.get(state.voucher_of.get(line.index))
-        terms = None if voucher is None else voucher.terms
-        if terms is None:
-            continue
-        start, end = domain.period_bounds(terms, line.req.service_date)
-        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, line.req.service_date)
-        if previous is not None:
-            start = min(start, previous[0])
-        first = start if first is None else min(first, start)
-        last = end if last is None else max(last, end)
-    return None if first is None else (first, last)
+#: the days a batch's units are read for (the engine's: its chunks ruled ahead compare the same days)
+days_asked = engine.days_asked
 
 
 class SessionChargeStore:
@@ -184,7 +171,7 @@ class SessionChargeStore:
 
     async def load(self, provider_id: str, lines: list[engine.Line]) -> engine.ChargeState:
         state = engine.ChargeState()
-        by_code = await self._codes(provider_id, lines)
+        by_code = state.codes = await self._codes(provider_id, lines)
         for line in lines:
             vid = line.voucher_id if line.voucher_id is not None else by_code.get(
                 codes.normalise(line.voucher_code) or "")
@@ -316,15 +303,15 @@ def retryable(exc: BaseException) -> bool:
 
 
 async def run_batch(sessions: async_sessionmaker[AsyncSession], clock: Clock, principal: Principal,
-                    provider_id: str, lines: list[engine.Line],
-                    events: AcceptedEvents = SINGLE) -> dict[int, engine.Outcome]:
+                    provider_id: str, lines: list[engine.Line], events: AcceptedEvents = SINGLE,
+                    ahead: engine.Ahead | None = None, carry: engine.Carry | None = None) -> dict[int, engine.Outcome]:
     """``engine.charge_lines`` in one transaction, run again whole (up to three times) when it meets a
     deadlock, a concurrent twin or a dropped connection. ``events``: how the accepted charges are announced
     (a single charge: its ``ChargeAccepted``; a bulk's chunk: payments' ``ACCEPTED_EVENTS``)."""
     for attempt in range(3):
         try:
             return await engine.charge_lines(SessionChargeUnitOfWork(sessions, events), clock, principal, provider_id,
-                                             lines)
+                                             lines, ahead if attempt == 0 else None, carry)
         except Exception as e:  # noqa: BLE001  (DBAPIError, or asyncpg's own from COPY)
             if attempt == 2 or not retryable(e):
                 raise
