@@ -273,6 +273,10 @@ class SettlementBatch:
         if not self._settled:
             return
         whole = all(fee * largest <= _MAX_BIGINT and gross <= _MAX_BIGINT for *_, fee, gross, largest in self._settled)
+        # the spread's sorts in memory rather than in temporary files: about 200 bytes a charge, for this
+        # transaction only (SET LOCAL), within 16-256 MB
+        charges = sum(g[2] for g in self._groups)
+        await self.pg.execute(f"SET LOCAL work_mem = '{min(256, max(16, charges * 200 >> 20))}MB'")
         cols = list(zip(*self._settled))
         chunks = list(zip(*self._chunks))
         status = await self.pg.execute(
