@@ -64,6 +64,7 @@ class Totals:
     count: int
     gross: int
     earliest: datetime
+    largest: int  # the largest charge (cents)
 
     def __len__(self) -> int:
         return self.count
@@ -82,25 +83,25 @@ _CHARGE_JSON = ("""'{"charge_id":' || to_json(id)::text || ',"voucher_id":' || t
 #: charge in (accepted_at, id) order), the charges updated, and each chunk of ``per_event`` charges of a
 #: settlement listed in order in its ``charge.settled.v2`` envelope (made in Python, ``_LISTED`` in its place)
 _SETTLE_ALL = """
-WITH g AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::{t}[], $5::{t}[])
-           AS g(funder_id, provider_id, sid, fee_total, gross)),
-p AS (SELECT c.id, c.voucher_id, c.category, c.amount_cents, c.accepted_at, g.sid, g.fee_total, g.gross,
+WITH g AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::{t}[], $5::{t}[]) WITH ORDINALITY
+           AS g(funder_id, provider_id, sid, fee_total, gross, gn)),
+p AS (SELECT c.id, c.tid, c.voucher_id, c.category, c.amount_cents, c.accepted_at, g.gn, g.sid, g.fee_total, g.gross,
              g.fee_total * c.amount_cents AS part
       FROM settle_charges c JOIN g ON g.funder_id = c.funder_id AND g.provider_id = c.provider_id),
 f AS MATERIALIZED (
-      SELECT id, voucher_id, category, amount_cents, sid,
-             row_number() OVER (PARTITION BY sid ORDER BY accepted_at, id) AS rn,
-             ({div}(part, gross) + (row_number() OVER (PARTITION BY sid ORDER BY {mod}(part, gross) DESC, accepted_at, id)
-                <= fee_total - sum({div}(part, gross)) OVER (PARTITION BY sid))::int)::bigint AS fee
+      SELECT id, tid, voucher_id, category, amount_cents, gn, sid,
+             row_number() OVER (PARTITION BY gn ORDER BY accepted_at, id) AS rn,
+             ({div}(part, gross) + (row_number() OVER (PARTITION BY gn ORDER BY {mod}(part, gross) DESC, accepted_at, id)
+                <= fee_total - sum({div}(part, gross)) OVER (PARTITION BY gn))::int)::bigint AS fee
       FROM p),
 u AS (UPDATE payments_charge c SET status = '{settled}', settlement_id = f.sid, fee_cents = f.fee,
-             net_cents = c.amount_cents - f.fee FROM f WHERE c.id = f.id)
+             net_cents = c.amount_cents - f.fee FROM (SELECT * FROM f ORDER BY tid) f WHERE c.ctid = f.tid AND c.id = f.id)
 INSERT INTO outbox (message_id, routing_key, body, created_at, attempts, traceparent)
 SELECT e.message_id, 'charge.settled.v2', e.prefix || a.listed || e.suffix, e.created_at, 0, $12
-FROM (SELECT sid, (rn - 1) / $13 AS chunk, string_agg({charge}, ',' ORDER BY rn) AS listed
+FROM (SELECT gn, (rn - 1) / $13 AS chunk, string_agg({charge}, ',' ORDER BY rn) AS listed
       FROM f GROUP BY 1, 2) a
-JOIN unnest($6::varchar[], $7::bigint[], $8::varchar[], $9::text[], $10::text[], $11::timestamptz[])
-     AS e(sid, chunk, message_id, prefix, suffix, created_at) ON e.sid = a.sid AND e.chunk = a.chunk"""
+JOIN unnest($6::bigint[], $7::bigint[], $8::varchar[], $9::text[], $10::text[], $11::timestamptz[])
+     AS e(gn, chunk, message_id, prefix, suffix, created_at) ON e.gn = a.gn AND e.chunk = a.chunk"""
 
 
 def _settle_all(whole: bool) -> str:
@@ -142,7 +143,7 @@ class SettlementBatch:
         self._groups: list | None = None  # PostgreSQL: each group's key and totals, in key order
         self.whole_set = False  # PostgreSQL: the set-based run (``Totals`` handed out)
         self._settled: list[tuple] = []  # set-based: (funder, provider, settlement, fee, gross, largest) per group
-        self._chunks: list[tuple] = []  # set-based: each event's (settlement, chunk, id, prefix, suffix, time)
+        self._chunks: list[tuple] = []  # set-based: each event's (group 1.., chunk, id, prefix, suffix, time)
         self._traceparent: str | None = None
         self._direct: bool | None = None  # v2 bodies written from values (``_v2_rows``): None until compared
 
@@ -156,7 +157,7 @@ class SettlementBatch:
             await self.pg.execute("DROP TABLE IF EXISTS settle_charges; DROP TABLE IF EXISTS settle_fees")
             await self.pg.execute(
                 "CREATE TEMP TABLE settle_charges ON COMMIT DROP AS SELECT id, funder_id, provider_id, voucher_id, "
-                "category, amount_cents, accepted_at FROM payments_charge WHERE status = $1 AND settlement_id IS "
+                "category, amount_cents, accepted_at, ctid AS tid FROM payments_charge WHERE status = $1 AND settlement_id IS "
                 "NULL FOR UPDATE SKIP LOCKED".replace("$1", f"'{domain.ACCEPTED}'"),
                 timeout=WHOLE_RUN_STATEMENT_SECONDS)
             await self.pg.execute("ANALYZE settle_charges")  # a temporary table: never analysed otherwise
@@ -207,9 +208,9 @@ class SettlementBatch:
                 yield funder_id, provider_id, Charges.of(
                     [(r.id, r.voucher_id, r.category, r.amount_cents, r.accepted_at) for r in group])
             return
-        for funder_id, provider_id, count, gross, _smallest, _largest, earliest in self._groups:
+        for funder_id, provider_id, count, gross, _smallest, largest, earliest in self._groups:
             if self.whole_set:
-                yield funder_id, provider_id, Totals(count, int(gross), earliest)
+                yield funder_id, provider_id, Totals(count, int(gross), earliest, largest)
                 continue
             rows = await self.pg.fetch(
                 "SELECT id, voucher_id, category, amount_cents, accepted_at FROM settle_charges "
@@ -252,8 +253,7 @@ class SettlementBatch:
     def _add_group(self, settlement_id: str, funder_id: str, provider_id: str, totals: Totals, fee: int) -> None:
         """A settled group of the set-based run: its figures, and the envelope of each of its events with
         ``_LISTED`` where the chunk's charges go (``_with_charges``'s JSON, cut in two)."""
-        largest = next(g[5] for g in self._groups if g[0] == funder_id and g[1] == provider_id)
-        self._settled.append((funder_id, provider_id, settlement_id, fee, totals.gross, largest))
+        self._settled.append((funder_id, provider_id, settlement_id, fee, totals.gross, totals.largest))
         self._traceparent = current_traceparent()  # the run's span (None when tracing is off)
         stand_in = [SettledCharge.model_construct(charge_id=_LISTED, voucher_id=_LISTED, category=_LISTED,
                                                   gross_cents=0, fee_cents=0, net_cents=0)]
@@ -264,7 +264,7 @@ class SettlementBatch:
             prefix, mark, suffix = body.partition(f'"{_LISTED}"')
             if not mark or _LISTED in suffix or not prefix.endswith("[") or not suffix.startswith("]"):
                 raise AssertionError("a ChargesSettled envelope without one place for its charges")
-            self._chunks.append((settlement_id, chunk, env.id, prefix, suffix, env.time))
+            self._chunks.append((len(self._settled), chunk, env.id, prefix, suffix, env.time))
 
     async def _settle_all(self) -> None:
         """The set-based run's settled groups: fees spread, charges updated and events written (``_SETTLE_ALL``),
@@ -288,7 +288,7 @@ class SettlementBatch:
         await self._check_first_event()
 
     async def _check_first_event(self) -> None:
-        sid, _chunk, message_id, *_ = self._chunks[0]
+        sid, (_gn, _chunk, message_id, *_) = self._settled[0][2], self._chunks[0]
         body = await self.pg.fetchval("SELECT body FROM outbox WHERE message_id = $1", message_id)
         event = Envelope.model_validate_json(body).event()
         rows = await self.pg.fetch(
