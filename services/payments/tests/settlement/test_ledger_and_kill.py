@@ -325,13 +325,15 @@ async def test_a_settlement_announces_its_charges_as_the_setting_says(database, 
             r["settlement_id"], r["amount_cents"], r["fee_cents"], r["net_cents"])
 
 
-@pytest.mark.parametrize("zero_group", [False, True])
-async def test_a_runs_fees_are_the_spread_and_its_v2_bodies_the_ordinary_envelopes(database, zero_group):  # noqa: ANN001
+@pytest.mark.parametrize("zero_group, in_numeric", [(False, False), (True, False), (False, True)])
+async def test_a_runs_fees_are_the_spread_and_its_v2_bodies_the_ordinary_envelopes(
+        database, zero_group, in_numeric, monkeypatch):  # noqa: ANN001
     """The set-based run (v2: fees spread and events written by the database) gives each charge the fee
     ``figures.settle`` spreads over its settlement's charges in (accepted_at, id) order (ties in both the
     remainders and the acceptance times), and each ``charge.settled.v2`` body is the JSON pydantic makes of the
     envelope, its charges in order. A group of charges of 0 cents (no whole-number spread) settles its run the
-    way that reads the charges into Python, with the same outcome."""
+    way that reads the charges into Python, with the same outcome; so does the spread in ``numeric`` (where fee x
+    amount could pass a ``bigint``)."""
     from payments.settlement import batch as settle_batch, figures
     from seteli_shared.events import Envelope
 
@@ -347,6 +349,8 @@ async def test_a_runs_fees_are_the_spread_and_its_v2_bodies_the_ordinary_envelop
                                "WHERE id IN ('c0', 'c3', 'c6')")
     finally:
         await conn.close()
+    if in_numeric:
+        monkeypatch.setattr(settle_batch, "_MAX_BIGINT", 0)
     used = []
     original = settle_batch.SettlementBatch.__aexit__
 
