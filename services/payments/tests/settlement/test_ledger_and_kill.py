@@ -325,6 +325,83 @@ async def test_a_settlement_announces_its_charges_as_the_setting_says(database, 
             r["settlement_id"], r["amount_cents"], r["fee_cents"], r["net_cents"])
 
 
+@pytest.mark.parametrize("zero_group, in_numeric", [(False, False), (True, False), (False, True)])
+async def test_a_runs_fees_are_the_spread_and_its_v2_bodies_the_ordinary_envelopes(
+        database, zero_group, in_numeric, monkeypatch):  # noqa: ANN001
+    """The set-based run (v2: fees spread and events written by the database) gives each charge the fee
+    ``figures.settle`` spreads over its settlement's charges in (accepted_at, id) order (ties in both the
+    remainders and the acceptance times), and each ``charge.settled.v2`` body is the JSON pydantic makes of the
+    envelope, its charges in order. A group of charges of 0 cents (no whole-number spread) settles its run the
+    way that reads the charges into Python, with the same outcome; so does the spread in ``numeric`` (where fee x
+    amount could pass a ``bigint``)."""
+    from payments.settlement import batch as settle_batch, figures
+    from seteli_shared.events import Envelope
+
+    url, n, per_event = database, 700, 40
+    await seed(url, charges=n, providers=3, vouchers=60, fee_rate="0.0333")
+    conn = await asyncpg.connect(_dsn(url))
+    try:  # many charges accepted in the same second (their order then their ids': 'c10' before 'c2'), the
+        # seconds in another order than the ids
+        await conn.execute("UPDATE payments_charge SET accepted_at = date_trunc('second', accepted_at) "
+                           "- (substr(id, 2)::int % 50) * interval '1 second'")
+        if zero_group:
+            await conn.execute("UPDATE payments_charge SET provider_id = 'p-zero', amount_cents = 0 "
+                               "WHERE id IN ('c0', 'c3', 'c6')")
+    finally:
+        await conn.close()
+    if in_numeric:
+        monkeypatch.setattr(settle_batch, "_MAX_BIGINT", 0)
+    used = []
+    original = settle_batch.SettlementBatch.__aexit__
+
+    async def noted(self, *exc):  # noqa: ANN001, ANN002, ANN202
+        used.append(self.whole_set)
+        return await original(self, *exc)
+
+    settle_batch.SettlementBatch.__aexit__ = noted
+    db = make_engine(url)
+    try:
+        async with unit_of_work(session_factory(db)) as session:
+            made = (await runs.settle(session, CLOCK, Decimal("0.05"), PayoutRules(), hold_back=False,
+                                      settled_event_charges=per_event)).settlements
+    finally:
+        settle_batch.SettlementBatch.__aexit__ = original
+        await db.dispose()
+    assert used == [not zero_group]
+    assert sum(s.charge_count for s in made) == n
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        charges = await conn.fetch("SELECT id, voucher_id, category, settlement_id, amount_cents, fee_cents, net_cents "
+                                   "FROM payments_charge ORDER BY settlement_id, accepted_at, id")
+        bodies = [r["body"] for r in await conn.fetch(
+            "SELECT body FROM outbox WHERE routing_key = 'charge.settled.v2' ORDER BY body")]
+    finally:
+        await conn.close()
+    by_settlement: dict[str, list] = {}
+    for c in charges:
+        by_settlement.setdefault(c["settlement_id"], []).append(c)
+    for s in made:
+        mine = by_settlement[s.id]
+        expected = figures.settle([c["amount_cents"] for c in mine], Decimal("0.0333"))
+        assert [c["fee_cents"] for c in mine] == expected.charge_fees
+        assert s.fee_cents == expected.fee_cents == sum(c["fee_cents"] for c in mine)
+        assert all(c["net_cents"] == c["amount_cents"] - c["fee_cents"] for c in mine)
+    listed: dict[str, list] = {}
+    for body in bodies:
+        env = Envelope.model_validate_json(body)
+        assert env.model_dump_json() == body, "the body is the JSON pydantic makes of its envelope"
+        event = env.event()
+        assert 1 <= len(event.charges) <= per_event
+        listed.setdefault(event.settlement_id, []).append(event.charges)
+    for sid, chunks in listed.items():
+        chunks.sort(key=lambda ch: [c["id"] for c in by_settlement[sid]].index(ch[0].charge_id))
+        got = [(c.charge_id, c.voucher_id, c.category, c.gross_cents, c.fee_cents, c.net_cents)
+               for ch in chunks for c in ch]
+        assert got == [(c["id"], c["voucher_id"], c["category"], c["amount_cents"], c["fee_cents"], c["net_cents"])
+                       for c in by_settlement[sid]]
+    assert set(listed) == {s.id for s in made}
+
+
 async def _more_charges(url: str, prefix: str, charges: int, vouchers: int, providers: int) -> None:
     """``charges`` more accepted charges (ids ``prefix`` + n) with their ledger transactions, by raw SQL."""
     conn = await asyncpg.connect(_dsn(url))

@@ -87,7 +87,18 @@ def settle_with_corrections(charge_amounts: list[int], rate: Decimal,
     """The charges settled as ``settle`` does, less the provider's pending corrections with the funder, in
     the order given, as long as the net stays at or above zero: a correction that would make it negative
     waits (with those after it) for a later settlement, so a payout is never negative."""
-    charges = settle(charge_amounts, rate)
+    return with_corrections(settle(charge_amounts, rate), pending)
+
+
+def settle_gross(gross_cents: int, rate: Decimal) -> SettlementFigures:
+    """``settle`` of charges summing to ``gross_cents`` without the spread (``charge_fees`` empty): for a caller
+    that spreads the fee over the charges itself, as ``spread`` does (the settlement run does it in the database)."""
+    fee = fee_cents(gross_cents, rate)
+    return SettlementFigures(gross_cents, fee, gross_cents - fee, [])
+
+
+def with_corrections(charges: SettlementFigures, pending: list[PendingCorrection]) -> OffsetSettlement:
+    """``settle_with_corrections`` for the charges' figures already worked out."""
     net, taken = charges.net_cents, []
     for c in pending:
         if net - c.net_cents < 0:

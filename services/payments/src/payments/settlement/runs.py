@@ -28,8 +28,8 @@ from ..models import SOURCE, FunderView, Payout, ProviderView, Settlement, Settl
 from ..notices import notices
 from . import domain as settlement
 from . import banking_days, offsets
-from .figures import fee_rate_for, settle_with_corrections
-from .batch import SettlementBatch
+from .figures import fee_rate_for, settle as settle_charges, settle_gross, with_corrections
+from .batch import Charges, SettlementBatch
 
 Sessions = async_sessionmaker[AsyncSession]
 log = get_logger(__name__)
@@ -101,10 +101,13 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
             if payees is None:
                 payees = {p.provider_id: p for p in (await session.execute(select(ProviderView))).scalars()}
             fee_rate = fee_rate_for(known_rates.get(funder_id), default_fee_rate)
-            offset = settle_with_corrections(list(charges.amounts), fee_rate, pending.get((funder_id, provider_id), []))
+            # the charges' fee spread over them here (``Charges``) or by the batch in the database (``Totals``)
+            of_charges = (settle_charges(list(charges.amounts), fee_rate) if isinstance(charges, Charges)
+                          else settle_gross(charges.gross, fee_rate))
+            offset = with_corrections(of_charges, pending.get((funder_id, provider_id), []))
             figures = offset.figures
             # a charge's deadline only grows with its acceptance: the group's earliest charge is the one due first
-            decision = settlement.decide_payout(figures.net_cents, (utc(min(charges.accepted_at)),), today,
+            decision = settlement.decide_payout(figures.net_cents, (utc(charges.earliest),), today,
                                                 rules, hold_back=hold_back, execution_of=execution_of)
             await progress.advance(len(charges))
             if not decision.pay:
@@ -127,7 +130,8 @@ async def settle(session: AsyncSession, clock: Clock, default_fee_rate: Decimal,
                 settlement_id=s.id, funder_id=funder_id, provider_id=provider_id, charge_count=len(charges),
                 gross_cents=figures.gross_cents, fee_cents=figures.fee_cents, net_cents=figures.net_cents,
                 fee_rate=fee_rate, created_at=now), SOURCE)
-            await batch.settled(s.id, funder_id, provider_id, charges, figures.charge_fees)
+            await batch.settled(s.id, funder_id, provider_id, charges,
+                                of_charges.charge_fees if isinstance(charges, Charges) else of_charges.fee_cents)
             await notices.send_notice(session, notices.SettlementNotice(
                 settlement_id=s.id, run_id=run.id, provider_id=provider_id, funder_id=funder_id,
                 charge_count=len(charges), gross_cents=figures.gross_cents, fee_cents=figures.fee_cents,
