@@ -95,13 +95,15 @@ f AS MATERIALIZED (
                 <= fee_total - sum({div}(part, gross)) OVER (PARTITION BY gn))::int)::bigint AS fee
       FROM p),
 u AS (UPDATE payments_charge c SET status = '{settled}', settlement_id = f.sid, fee_cents = f.fee,
-             net_cents = c.amount_cents - f.fee FROM (SELECT * FROM f ORDER BY tid) f WHERE c.ctid = f.tid AND c.id = f.id)
+             net_cents = c.amount_cents - f.fee FROM (SELECT * FROM f ORDER BY tid) f WHERE c.ctid = f.tid AND c.id = f.id
+      RETURNING 1)
 INSERT INTO outbox (message_id, routing_key, body, created_at, attempts, traceparent)
 SELECT e.message_id, 'charge.settled.v2', e.prefix || a.listed || e.suffix, e.created_at, 0, $12
 FROM (SELECT gn, (rn - 1) / $13 AS chunk, string_agg({charge}, ',' ORDER BY rn) AS listed
       FROM f GROUP BY 1, 2) a
 JOIN unnest($6::bigint[], $7::bigint[], $8::varchar[], $9::text[], $10::text[], $11::timestamptz[])
-     AS e(gn, chunk, message_id, prefix, suffix, created_at) ON e.gn = a.gn AND e.chunk = a.chunk"""
+     AS e(gn, chunk, message_id, prefix, suffix, created_at) ON e.gn = a.gn AND e.chunk = a.chunk
+WHERE (SELECT count(*) FROM u) = $14"""
 
 
 def _settle_all(whole: bool) -> str:
@@ -273,16 +275,15 @@ class SettlementBatch:
         if not self._settled:
             return
         whole = all(fee * largest <= _MAX_BIGINT and gross <= _MAX_BIGINT for *_, fee, gross, largest in self._settled)
-        # the spread's sorts in memory rather than in temporary files: about 200 bytes a charge, for this
-        # transaction only (SET LOCAL), within 16-256 MB
-        charges = sum(g[2] for g in self._groups)
-        await self.pg.execute(f"SET LOCAL work_mem = '{min(256, max(16, charges * 200 >> 20))}MB'")
-        cols = list(zip(*self._settled))
-        chunks = list(zip(*self._chunks))
+        # the spread's sorts in memory: ~200 bytes a charge, 16-256 MB, this transaction only (SET LOCAL)
+        await self.pg.execute(f"SET LOCAL work_mem = '{min(256, max(16, sum(g[2] for g in self._groups) * 200 >> 20))}MB'")
+        cols, chunks = list(zip(*self._settled)), list(zip(*self._chunks))
+        settled = set(zip(cols[0], cols[1]))  # every charge of these groups must be updated, or no event is written
         status = await self.pg.execute(
             _settle_all(whole), list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), list(cols[4]),
             list(chunks[0]), list(chunks[1]), list(chunks[2]), list(chunks[3]), list(chunks[4]), list(chunks[5]),
-            self._traceparent, self.per_event, timeout=WHOLE_RUN_STATEMENT_SECONDS)
+            self._traceparent, self.per_event, sum(g[2] for g in self._groups if (g[0], g[1]) in settled),
+            timeout=WHOLE_RUN_STATEMENT_SECONDS)
         if status != f"INSERT 0 {len(self._chunks)}":
             raise AssertionError(f"a settlement run wrote {status} of {len(self._chunks)} charge.settled.v2 events")
         await self._check_first_event()
@@ -295,7 +296,7 @@ class SettlementBatch:
             "SELECT id, voucher_id, category, amount_cents, fee_cents, net_cents FROM payments_charge "
             "WHERE settlement_id = $1 ORDER BY accepted_at, id LIMIT $2", sid, self.per_event)
         listed = [tuple(c.model_dump(mode="json").values()) for c in getattr(event, "charges", ())]
-        if not isinstance(event, ChargesSettled) or listed != [tuple(r) for r in rows]:
+        if not isinstance(event, ChargesSettled) or listed != [tuple(r) for r in rows]:  # (raise: the run rolls back)
             raise AssertionError("a settlement's charge.settled.v2 event does not list its charges as settled")
 
     def _v2(self, settlement_id: str, funder_id: str, provider_id: str, charges: Charges,
@@ -375,7 +376,6 @@ class SettlementBatch:
         for m, spec in zip(marks, ("%(0)s", "%(1)s", "%(2)s", "%(3)d", "%(4)d", "%(5)d")):
             fmt = fmt.replace(m, spec)
         return _Positional(fmt), row["routing_key"], row["created_at"]
-
 
 
 def _columns(charges: Charges, fees: Sequence[int]):  # noqa: ANN202  (iterator of (id, voucher, category, gross, fee))
