@@ -47,3 +47,14 @@ def test_a_malformed_range_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("BENCH_PORTS", "low-high")
     with pytest.raises(RuntimeError, match="BENCH_PORTS must be FIRST-LAST"):
         ports.free_port()
+
+
+def test_a_port_the_kernel_picks_again_after_handing_it_out_is_not_handed_out_twice(monkeypatch):
+    """Without a range the kernel picks; once a port handed out is closed it may pick that one again."""
+    monkeypatch.delenv("BENCH_PORTS", raising=False)
+    first = ports.free_port()
+    picks = iter([first, first, None])
+    real = ports._bindable
+    monkeypatch.setattr(ports, "_bindable", lambda wanted, host: next(picks, None) or real(wanted, host))
+    second = ports.free_port()
+    assert second != first

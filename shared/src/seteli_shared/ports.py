@@ -38,7 +38,8 @@ def _bindable(port: int, host: str) -> int | None:
 def free_port(host: str = "127.0.0.1", *, after: int = 0, top_down: bool = False) -> int:
     """A free port on ``host`` not handed out before in this process (above ``after`` when a range is set)."""
     allowed = port_range()
-    candidates = [0] if allowed is None else (reversed(allowed) if top_down else allowed)
+    # without a range the kernel picks: it may pick a port handed out earlier and closed since, so ask again
+    candidates = [0] * 200 if allowed is None else (reversed(allowed) if top_down else allowed)
     for wanted in candidates:
         if wanted and (wanted in _taken or wanted <= after):
             continue
