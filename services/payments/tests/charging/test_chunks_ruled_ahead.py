@@ -11,10 +11,11 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from .ledgers import ledger_sums as _ledger
 from payments.charging import engine, intake, store
-from payments.models import Charge, LedgerEntry
+from payments.models import Charge
 from seteli_shared.auth import Principal, Role, mint
 from seteli_shared.events import ProviderApproved, VoucherIssued, VoucherProviderChosen
 
@@ -145,15 +146,6 @@ def _answers(results: list[dict]) -> list[tuple]:
     made = {r["charge_id"]: i for i, r in enumerate(results) if r["status"] == "accepted"}
     return [(r["status"], r["reason"], made.get(r["charge_id"]) if r["status"] == "repeated" else None)
             for r in results]
-
-
-async def _ledger(w, provider: str, funder: str) -> dict:  # noqa: ANN001
-    async with w.app.state.runtime.sessions() as session:
-        rows = (await session.execute(select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents), func.count())
-                                      .where(LedgerEntry.account.in_([f"funder:{funder}:voucher_spend",
-                                                                      f"provider:{provider}:payable"]))
-                                      .group_by(LedgerEntry.account))).all()
-    return {account.replace(provider, "P").replace(funder, "F"): (int(total), n) for account, total, n in rows}
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

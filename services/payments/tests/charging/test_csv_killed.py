@@ -5,7 +5,6 @@ the ledger whole."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,8 @@ import pytest
 import payments.app
 from seteli_shared.auth import mint
 from seteli_shared.db import upgrade_async
-from seteli_shared.ports import free_port
+
+from ..serving import start_payments
 
 BIN = Path(sys.executable).parent
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
@@ -59,23 +59,7 @@ async def _seed(url: str) -> None:
 
 
 def _start(url: str, amqp_url: str, namespace: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=url, AMQP_URL=amqp_url, BUS_NAMESPACE=namespace, ENVIRONMENT="test",
-               RELAY_IDLE_SECONDS="0.05", LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([str(BIN / "seteli-payments"), "serve", "--port", str(port)], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"payments did not become ready:\n{log.read_text()}")
-        time.sleep(0.2)
+    return start_payments(url, amqp_url, namespace, log)
 
 
 def _file() -> bytes:

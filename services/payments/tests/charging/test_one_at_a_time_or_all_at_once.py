@@ -10,11 +10,11 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
-from payments.models import LedgerEntry
 from seteli_shared.auth import mint
 from seteli_shared.events import ProviderApproved, VoucherIssued, VoucherProviderChosen
+
+from .ledgers import ledger_sums as _ledger
 
 JAN1 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 VOUCHERS = 3
@@ -61,15 +61,6 @@ def _answers(results: list[tuple]) -> list[tuple]:
     """(outcome, reason, for a repeated line the line whose charge it repeats)."""
     made = {charge_id: i for i, (status, _reason, charge_id) in enumerate(results) if status == "accepted"}
     return [(s, r, made.get(c) if s == "repeated" else None) for s, r, c in results]
-
-
-async def _ledger(w, provider: str, funder: str) -> dict:  # noqa: ANN001
-    async with w.app.state.runtime.sessions() as session:
-        rows = (await session.execute(select(LedgerEntry.account, func.sum(LedgerEntry.amount_cents), func.count())
-                                      .where(LedgerEntry.account.in_([f"funder:{funder}:voucher_spend",
-                                                                      f"provider:{provider}:payable"]))
-                                      .group_by(LedgerEntry.account))).all()
-    return {account.replace(provider, "P").replace(funder, "F"): (int(total), n) for account, total, n in rows}
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

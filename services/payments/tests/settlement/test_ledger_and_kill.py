@@ -30,7 +30,8 @@ from seteli_shared.auth import mint
 from seteli_shared.clock import FixedClock
 from seteli_shared.db import make_engine, session_factory, unit_of_work, upgrade_async
 from seteli_shared.testing import make_settings
-from seteli_shared.ports import free_port as _free_port
+
+from ..serving import start_payments
 
 BIN = Path(sys.executable).parent
 OPERATOR = {"Authorization": f"Bearer {mint('t:operator', ['operator'])}"}
@@ -183,23 +184,7 @@ async def test_the_invariants_hold_after_charges_and_a_settlement_and_fail_on_a_
 
 
 def _start(url: str, amqp_url: str, namespace: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = dict(os.environ, DATABASE_URL=url, AMQP_URL=amqp_url, BUS_NAMESPACE=namespace, ENVIRONMENT="test",
-               RELAY_IDLE_SECONDS="0.05", LOG_LEVEL="WARNING", SETTLED_EVENT_CHARGES="4")
-    proc = subprocess.Popen([str(BIN / "seteli-payments"), "serve", "--port", str(port)], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"payments did not become ready:\n{log.read_text()}")
-        time.sleep(0.2)
+    return start_payments(url, amqp_url, namespace, log, SETTLED_EVENT_CHARGES="4")
 
 
 async def _settlement_in_progress(url: str) -> bool:
