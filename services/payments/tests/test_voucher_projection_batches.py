@@ -189,3 +189,24 @@ async def test_the_issues_as_v2_events_leave_the_rows_the_v1_events_leave_and_ag
     for batch in SCENARIOS[name]:
         issues = [e for e in batch if isinstance(e, VoucherIssued)]
         assert [x for e in as_v2(issues) for x in e.each()] == issues
+
+
+@pytest.mark.parametrize("two_databases", ["sqlite"], indirect=True)
+async def test_the_audit_trail_records_each_voucher_a_v2_event_lists_as_it_recorded_each_v1_event(two_databases):  # noqa: ANN001
+    """The consumer's audit rows (``audit.record_bus``): a row per voucher a ``voucher.issued.v2`` lists, with the
+    voucher as its resource, as the ``voucher.issued.v1`` events of the same vouchers made."""
+    from seteli_shared.audit import record_bus
+
+    events = [issued(f"v-{i}", funder="091" if i % 3 else "092") for i in range(7)]
+    trails = []
+    for engine, batch in zip(two_databases, (events, as_v2(events))):
+        async with session_factory(engine)() as session, session.begin():
+            await record_bus(session, [(Envelope.wrap(e, "vouchers"), "guest") for e in batch])
+        async with engine.connect() as conn:
+            trails.append([tuple(r) for r in (await conn.execute(sa.text(
+                "SELECT channel, actor, roles, action, resource_type, resource_id, funder_id FROM audit_log "
+                "ORDER BY id"))).all()])
+    v1_trail, v2_trail = trails
+    assert [r[5] for r in v1_trail] == [f"v-{i}" for i in range(7)] == [r[5] for r in v2_trail]
+    assert {r[3] for r in v2_trail} == {"fi.seteli.voucher.issued.v2"}
+    assert [(*r[:3], r[4], r[6]) for r in v2_trail] == [(*r[:3], r[4], r[6]) for r in v1_trail]
