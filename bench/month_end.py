@@ -508,6 +508,7 @@ async def decisions(run: Run, system: System, n: int, window: int, in_flight: in
 
     raw = await charge_events.run_raw([json.dumps(e).encode() for e in envelopes[:run.args.raw_messages]], window)
     held = (await system.sql("payments", "SELECT count(*) AS n FROM payments_voucher"))[0]["n"]
+    folded = (await system.sql("reporting", "SELECT count(*) AS n FROM reporting_voucher"))[0]["n"]
     t, cpu, own = run.now(), {name: system.cpu(name) for name in SERVICES}, time.process_time()
     vouchers: list[dict] = []
     # a broker confirm can take over the client's default 10 s on a busy machine: a timed-out publish is not
@@ -539,6 +540,17 @@ async def decisions(run: Run, system: System, n: int, window: int, in_flight: in
     drained, payments_cpu = run.now() - t, system.cpu("payments") - cpu["payments"]
     say(f"  payments held every voucher {drained:.1f} s after the first decision; its CPU to then "
         f"{1000 * payments_cpu / max(1, n):.2f} ms a decision")
+
+    # and reporting's fold of the vouchers: every process's CPU until both consumers hold them all (off the clock)
+    async def reporting_has_all() -> bool:
+        return (await system.sql("reporting", "SELECT count(*) AS n FROM reporting_voucher"))[0]["n"] >= folded + n
+    await until("reporting to hold every voucher", reporting_has_all, 600, 0.2)
+    done = run.now() - t
+    used = {name: system.cpu(name) - cpu[name] for name in SERVICES}
+    used["case system"] = time.process_time() - own
+    say(f"  reporting held every voucher {done:.1f} s after the first decision; CPU a decision to then: "
+        + ", ".join(f"{name} {1000 * c / max(1, n):.2f} ms" for name, c in used.items())
+        + f"; in all {1000 * sum(used.values()) / max(1, n):.2f} ms")
     return vouchers
 
 

@@ -28,7 +28,7 @@ from seteli_shared.events import (AcceptedCharge, ChargeAccepted, ChargeCancelle
                                   ChargeSettled, ChargesSettled, Envelope, Event,
                                   PriceListPublished, ProviderApproved, ProviderReinstated, ProviderRevoked,
                                   ProviderSuspended, SettlementCreated, VoucherAmended, VoucherExpired, VoucherIssued,
-                                  VoucherProviderChosen, VoucherRevoked)
+                                  VoucherProviderChosen, VoucherRevoked, VouchersIssued)
 from seteli_shared.logging import get_logger
 from seteli_shared.money import to_hundredths
 
@@ -468,6 +468,9 @@ class Batch:
             self.corrected(e)
         elif isinstance(e, VoucherIssued):
             self.issued(e)
+        elif isinstance(e, VouchersIssued):
+            for one in e.each():  # each voucher listed as its ``VoucherIssued``: one heard in both counts once
+                self.issued(one)
         elif isinstance(e, VoucherAmended):
             self.amended(e)
         elif isinstance(e, VoucherRevoked):
@@ -774,7 +777,8 @@ async def recount_switches(session: AsyncSession, pairs: list[tuple[str, str]]) 
 async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]) -> None:
     """Fold a run of events (any types, any order) into the read models, in the caller's transaction. Each
     ``ChargesSettled`` (version 2) stands for the ``ChargeSettled`` of each charge it lists, each ``ChargesAccepted``
-    (version 2) for the ``ChargeAccepted`` of each charge it lists."""
+    (version 2) for the ``ChargeAccepted`` of each charge it lists, each ``VouchersIssued`` (version 2) for the
+    ``VoucherIssued`` of each voucher it lists."""
     charge_ids = {e.charge_id for _, e in items
                   if isinstance(e, (ChargeAccepted, ChargeSettled, ChargeCancelled, ChargeCorrected))}
     voucher_ids = {e.voucher_id for _, e in items
@@ -785,6 +789,8 @@ async def fold(session: AsyncSession, items: list[tuple[Envelope, Event | None]]
         if isinstance(e, (ChargesSettled, ChargesAccepted)):
             charge_ids.update(c.charge_id for c in e.charges)
             voucher_ids.update(c.voucher_id for c in e.charges)
+        elif isinstance(e, VouchersIssued):
+            voucher_ids.update(v.voucher_id for v in e.vouchers)
     batch = Batch(charges=await _load(session, ChargeFact, "charge_id", charge_ids),
                   vouchers=await _load(session, VoucherFact, "voucher_id", voucher_ids))
     for env, event in items:
@@ -818,7 +824,7 @@ async def archive_and_fold(session: AsyncSession, items: list[tuple[Envelope, Ev
 
 
 FOLDED = (ProviderApproved, ProviderSuspended, ProviderReinstated, ProviderRevoked, PriceListPublished,
-          VoucherIssued, VoucherAmended, VoucherRevoked, VoucherExpired, VoucherProviderChosen,
+          VoucherIssued, VouchersIssued, VoucherAmended, VoucherRevoked, VoucherExpired, VoucherProviderChosen,
           ChargeAccepted, ChargesAccepted, ChargeSettled, ChargesSettled, ChargeCancelled, ChargeCorrected,
           SettlementCreated)
 #: the consumer's subscriptions: every folded event type, a run of them at a time
