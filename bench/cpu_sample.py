@@ -51,7 +51,7 @@ def groups(lo: int, hi: int, db: str) -> dict[int, str]:
                 pass
     for p in procs:
         text = " ".join(p.info["cmdline"] or [])
-        m = re.match(r"postgres: \S+ (\S+) ", text)
+        m = re.match(r"postgres: (?:\S+: )?\S+ (\S+) ", text)
         if m and (m.group(1) in dbs or (db and db in m.group(1))):
             out[p.info["pid"]] = "postgres:" + dbs.get(m.group(1), m.group(1))
     return out

@@ -97,8 +97,7 @@ def _one(line: Line, voucher_id: str, state: ChargeState, today: date, now: Call
         units_used, money_used = state.used.period(voucher_id, start, end)
         previous_used = state.used.period(voucher_id, *previous)[0] if previous is not None else 0
         approval = state.approvals.get((terms.funder_id, category))
-        price_lists = [p for p in state.price_lists.get((terms.funder_id, category), ())
-                       if p.effective_from <= req.service_date]
+        price_lists = _in_force(state, terms.funder_id, category, req.service_date)
         deadline_days = state.deadlines.get(terms.funder_id)
         terms = _life_cycle(state, voucher, terms, req, today, previous_used)
     amounts = domain.validate_charge(terms, approval, units_used, req, today, price_lists,
@@ -121,6 +120,18 @@ def _periods(state: ChargeState, voucher_id: str, terms: domain.VoucherTerms,
         start, end = domain.period_bounds(terms, day)
         found = state.memo[key] = (start, end, periods.previous_period(terms.period, terms.valid_from,
                                                                        terms.valid_until, day))
+    return found
+
+
+def _in_force(state: ChargeState, funder_id: str, category: str, day: date) -> list[domain.PriceList]:
+    """The provider's price list in force on ``day`` for the funder and category (``domain.price_in_force``) as
+    the one list the rules choose from, or none: what they choose from all the lists taking effect by ``day``,
+    worked out once per funder, category and day in a batch."""
+    key = ("price_list", funder_id, category, day)
+    found = state.memo.get(key)
+    if found is None:
+        chosen = domain.price_in_force(state.price_lists.get((funder_id, category), ()), day)
+        found = state.memo[key] = [] if chosen is None else [chosen]
     return found
 
 

@@ -139,7 +139,7 @@ class ChargeRows:
     @staticmethod
     def entries_of(txn_id: str, c: NewCharge) -> list[tuple]:
         return [(txn_id, account, amount) for account, amount in
-                charge_postings(c.funder_id, c.req.provider_id, c.amounts.amount_cents)]
+                _postings(c.funder_id, c.req.provider_id, c.amounts.amount_cents)]
 
     @staticmethod
     def event(c: NewCharge) -> tuple:
@@ -173,6 +173,12 @@ class ChargeRows:
 
 
 # ------------------------------------------------------------------ charge.accepted.v2
+@lru_cache(maxsize=4096)
+def _postings(funder_id: str, provider_id: str, amount_cents: int) -> tuple[tuple[str, int], ...]:
+    """``charge_postings``, worked out once per funder, provider and amount (a bulk's charges repeat them)."""
+    return tuple(charge_postings(funder_id, provider_id, amount_cents))
+
+
 #: units as a ``ChargesAccepted`` lists them (``from_hundredths``), worked out once per distinct value (a bulk's
 #: lines repeat a few; a ``Decimal`` is immutable, so one object serves them all)
 _units = lru_cache(maxsize=4096)(from_hundredths)
