@@ -8,12 +8,13 @@ publish+consume of the same messages on the same broker, in one run.
    fresh PostgreSQL database and a bus namespace of its own; a funder-system broker user ``<ns>-funder-091``
    (``seteli_shared.broker.add_funder_system``) publishes N decisions to ``<ns>.decisions`` with routing key
    ``decision.091``, ``user_id`` set, persistent, mandatory, confirms; timed from the first publish until the
-   outbox holds N ``voucher.issued.v1`` rows (each decision also answers on the funder's reply queue);
+   outbox announces N vouchers (a ``voucher.issued.v1`` row each, or listed in ``voucher.issued.v2`` rows, as the
+   service's ``ISSUED_EVENTS``, ``--issued-events``, says; each decision also answers on the funder's reply queue);
 3. raw again; the baseline is the mean of the two raw runs.
 
 Everything it creates (database, exchanges, queues, the broker user) is removed at the end.
 
-    .venv/bin/python bench/decisions.py [--decisions 2000] [--window 256] [--in-flight 1000]
+    .venv/bin/python bench/decisions.py [--decisions 2000] [--window 256] [--in-flight 1000] [--issued-events v2]
 
 With ``--in-flight N`` the funder's case system publishes through ``seteli_client.CaseSystem.decide_many`` (N
 decisions published and not yet answered at a time) and the clock runs until it has read every reply.
@@ -115,7 +116,7 @@ async def run_raw(bodies: list[bytes], window: int) -> float:
 
 
 # ------------------------------------------------------------------ the service
-async def run_service(bodies: list[bytes], window: int, in_flight: int = 0) -> dict:
+async def run_service(bodies: list[bytes], window: int, in_flight: int = 0, issued_events: str | None = None) -> dict:
     from vouchers.app import create_app
     from vouchers.handlers import on_funder_registered
     from vouchers.settings import VouchersSettings
@@ -130,7 +131,8 @@ async def run_service(bodies: list[bytes], window: int, in_flight: int = 0) -> d
     url = f"postgresql+asyncpg://{u.username or 'postgres'}{':' + u.password if u.password else ''}@" \
           f"{u.hostname}:{u.port or 5432}/{db}"
     settings = VouchersSettings(environment="test", database_url=url, amqp_url=AMQP_URL, bus_namespace=ns,
-                                broker_user_prefix=prefix, log_level="WARNING", relay_idle_seconds=0.05)
+                                broker_user_prefix=prefix, log_level="WARNING", relay_idle_seconds=0.05,
+                                **({"issued_events": issued_events} if issued_events else {}))
     app = create_app(settings)
     logging.getLogger().setLevel(logging.WARNING)
     user = None
@@ -152,15 +154,18 @@ async def run_service(bodies: list[bytes], window: int, in_flight: int = 0) -> d
             events = await ch.get_exchange(f"{ns}.events", ensure=False)
             for sink in SINKS:
                 q = await ch.declare_queue(f"{ns}.{sink}", durable=True, arguments={"x-queue-type": "quorum"})
-                await q.bind(events, routing_key="voucher.issued.v1")
+                for key in ("voucher.issued.v1", "voucher.issued.v2"):
+                    await q.bind(events, routing_key=key)
             funder = await aio_pika.connect(f"amqp://{user}:pw-bench@{amqp.hostname}:{amqp.port or 5672}/")
             fch = await funder.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await fch.get_exchange(f"{ns}.decisions", ensure=False)
 
-            async def issued() -> int:
+            async def issued() -> int:  # vouchers announced: a voucher.issued.v1 each, or listed in a v2
                 async with sessions() as s:
-                    return (await s.execute(sa.select(sa.func.count()).select_from(OutboxMessage).where(
-                        OutboxMessage.routing_key == "voucher.issued.v1"))).scalar_one()
+                    return (await s.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.case(
+                        (OutboxMessage.routing_key == "voucher.issued.v1", 1),
+                        else_=sa.func.json_array_length(sa.cast(OutboxMessage.body, sa.JSON)["data"]["vouchers"]))), 0))
+                        .where(OutboxMessage.routing_key.in_(["voucher.issued.v1", "voucher.issued.v2"])))).scalar_one()
 
             async def replied() -> int:  # the answers waiting on the funder's reply queue (nobody reads them)
                 q = await ch.declare_queue(f"{ns}.decision-replies.{FUNDER}", passive=True)
@@ -214,11 +219,13 @@ async def main() -> int:
     parser.add_argument("--in-flight", type=int, default=0,
                         help="publish with the case system's client instead (seteli_client.CaseSystem.decide_many, this "
                              "many decisions published and not yet answered at a time), timed until every reply is read")
+    parser.add_argument("--issued-events", choices=("v2", "v1", "both"), default=None,
+                        help="the vouchers service's ISSUED_EVENTS for the run (default: the service's, v2)")
     args = parser.parse_args()
     bodies = decision_bodies(args.decisions)
     raw1 = await run_raw(bodies, args.window)
     print(f"raw aio-pika publish+consume: {raw1:,.0f} msg/s", flush=True)
-    got = await run_service(bodies, args.window, args.in_flight)
+    got = await run_service(bodies, args.window, args.in_flight, args.issued_events)
     rate, count = got["rate"], got["issued"]
     if args.in_flight:
         print(f"decisions through the case system's client, {args.in_flight} in flight, until every reply is read: "

@@ -295,6 +295,33 @@ class System:
         except (KeyError, OSError):
             return 0.0
 
+    def drain_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each service's process, of the PostgreSQL backends serving its database (by their
+        process titles), of the broker's Erlang VM (the machine's node is shared with other runs: all its work) and of
+        the whole machine (all cores, ``/proc/stat``): who is busy during a stage, who waits."""
+        out = {name: self.cpu(name) for name in SERVICES}
+        pg = {name: 0.0 for name in SERVICES}
+        out["broker"] = 0.0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ")
+                if b"beam.smp" in cmd:
+                    out["broker"] += charge_events.cpu_seconds(int(pid))
+                elif cmd.startswith(b"postgres: "):
+                    for name, db in self.dbs.items():
+                        if db.encode() in cmd:
+                            pg[name] += charge_events.cpu_seconds(int(pid))
+            except OSError:
+                continue
+        out.update({f"postgres_{name}": v for name, v in pg.items()})
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        out["machine_busy"] = (sum(int(x) for x in fields) - int(fields[3]) - int(fields[4])) / charge_events.CLOCK_TICKS
+        return out
+
     def kill(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait()
@@ -508,6 +535,7 @@ async def decisions(run: Run, system: System, n: int, window: int, in_flight: in
 
     raw = await charge_events.run_raw([json.dumps(e).encode() for e in envelopes[:run.args.raw_messages]], window)
     held = (await system.sql("payments", "SELECT count(*) AS n FROM payments_voucher"))[0]["n"]
+    folded = (await system.sql("reporting", "SELECT count(*) AS n FROM reporting_voucher"))[0]["n"]
     t, cpu, own = run.now(), {name: system.cpu(name) for name in SERVICES}, time.process_time()
     vouchers: list[dict] = []
     # a broker confirm can take over the client's default 10 s on a busy machine: a timed-out publish is not
@@ -539,6 +567,17 @@ async def decisions(run: Run, system: System, n: int, window: int, in_flight: in
     drained, payments_cpu = run.now() - t, system.cpu("payments") - cpu["payments"]
     say(f"  payments held every voucher {drained:.1f} s after the first decision; its CPU to then "
         f"{1000 * payments_cpu / max(1, n):.2f} ms a decision")
+
+    # and reporting's fold of the vouchers: every process's CPU until both consumers hold them all (off the clock)
+    async def reporting_has_all() -> bool:
+        return (await system.sql("reporting", "SELECT count(*) AS n FROM reporting_voucher"))[0]["n"] >= folded + n
+    await until("reporting to hold every voucher", reporting_has_all, 600, 0.2)
+    done = run.now() - t
+    used = {name: system.cpu(name) - cpu[name] for name in SERVICES}
+    used["case system"] = time.process_time() - own
+    say(f"  reporting held every voucher {done:.1f} s after the first decision; CPU a decision to then: "
+        + ", ".join(f"{name} {1000 * c / max(1, n):.2f} ms" for name, c in used.items())
+        + f"; in all {1000 * sum(used.values()) / max(1, n):.2f} ms")
     return vouchers
 
 
@@ -1075,10 +1114,18 @@ async def month(run: Run, system: System, rng: random.Random) -> None:
               note="raw = the same work in SQL on a copy of the charges, after the month-end, rolled back")
     settle_stage = run.stages[-1]
     settled_task = run.begin("settled events: relay -> vouchers + reporting", settled_count, "charges")
-    answered, marks = run.now(), {}
+    answered, marks, cpu_before, load_before = run.now(), {}, system.drain_cpu(), os.getloadavg()[0]
     await until("reporting to hold every settled charge",
                 lambda: caught_up(system, "charges_settled", len(good), settled_task, marks, run.now()),
                 a.timeout)
+    drained = run.now() - answered
+    used = {k: v - cpu_before.get(k, 0.0) for k, v in system.drain_cpu().items()}
+    run.facts["settled_drain_cpu_s"] = {k: round(v, 2) for k, v in used.items()}
+    run.facts["settled_drain_s"] = round(drained, 2)
+    run.facts["settled_drain_load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    say(f"  CPU from the run's answer until drained ({drained:.1f} s, load {load_before:.2f} -> "
+        f"{os.getloadavg()[0]:.2f}), share of one core: " + ", ".join(
+            f"{k} {v / max(drained, 1e-9):.2f}" for k, v in used.items()))
     run.stage("settled events: relay -> vouchers + reporting", settled_count, t, raw_events, unit="charges",
               note="from the run's start; raw = aio-pika publish+consume")
     # the run is one transaction: its events leave payments' outbox only once it has answered. The stage above

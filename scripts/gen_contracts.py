@@ -40,7 +40,7 @@ def service_specs():  # noqa: ANN201
 
 
 #: the version of the whole contract (docs/CONTRACT-CHANGELOG.md has an entry for each)
-CONTRACT_VERSION = "1.6.0"
+CONTRACT_VERSION = "1.7.0"
 
 
 def example_id(label: str) -> str:

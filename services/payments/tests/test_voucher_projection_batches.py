@@ -1,7 +1,9 @@
 """Payments' voucher projection folded a run of ``VoucherIssued`` at a time (``on_vouchers_issued``, the consumer's
 batch handler) leaves the same rows as the events folded one at a time: with choices and amendments before or
 after the issue, a voucher issued twice (a redelivery, or a later event with other terms), codes given or not,
-across batches and inside one, on PostgreSQL and SQLite."""
+across batches and inside one, on PostgreSQL and SQLite. So does each run of issues announced as ``VouchersIssued``
+(``voucher.issued.v2``, one event per funder's stretch of the run, as the vouchers service writes a decision run's),
+folded once or delivered twice."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +18,8 @@ import sqlalchemy as sa
 import payments.app
 from payments.projections.handlers import BATCH_HANDLERS, HANDLERS
 from seteli_shared.db import make_engine, session_factory, upgrade
-from seteli_shared.events import Envelope, Event, VoucherAmended, VoucherIssued, VoucherProviderChosen
+from seteli_shared.events import (Envelope, Event, IssuedVoucher, VoucherAmended, VoucherIssued, VoucherProviderChosen,
+                                  VouchersIssued)
 
 MIGRATIONS = Path(payments.app.__file__).parent / "migrations"
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
@@ -43,9 +46,26 @@ def amended(v: str, version: int, units: str) -> VoucherAmended:
                           valid_until=date(2027, 6, 30), amended_at=T0 + timedelta(days=version), carry_over=True)
 
 
-async def _fold(sessions, batches: list[list[Event]], at_once: bool) -> None:  # noqa: ANN001
+def as_v2(batch: list[Event]) -> list[Event]:
+    """The batch with each stretch of one funder's ``VoucherIssued`` as one ``VouchersIssued`` listing them in order."""
+    out: list[Event] = []
+    for e in batch:
+        if not isinstance(e, VoucherIssued):
+            out.append(e)
+            continue
+        listed = IssuedVoucher(**{k: v for k, v in e.model_dump().items() if k != "funder_id"})
+        if out and isinstance(out[-1], VouchersIssued) and out[-1].funder_id == e.funder_id:
+            out[-1] = VouchersIssued(funder_id=e.funder_id, vouchers=[*out[-1].vouchers, listed])
+        else:
+            out.append(VouchersIssued(funder_id=e.funder_id, vouchers=[listed]))
+    return out
+
+
+async def _fold(sessions, batches: list[list[Event]], at_once: bool | str) -> None:  # noqa: ANN001
     """Each batch in one transaction, as the consumer does: runs of one type to its batch handler (at_once),
-    else every event to its own handler."""
+    else every event to its own handler; ``"v2"``: the issues as ``VouchersIssued`` (``as_v2``), at once."""
+    if at_once == "v2":
+        batches = [as_v2(batch) for batch in batches]
     for batch in batches:
         async with sessions() as session:
             async with session.begin():
@@ -149,3 +169,44 @@ async def test_a_run_folded_at_once_leaves_the_rows_one_at_a_time_would(two_data
     if name.startswith("amended before issued"):
         assert by_id["v-1"]["units_per_period_x100"] == 400 and by_id["v-1"]["budget_cents"] == 100_000
         assert by_id["v-5"]["units_per_period_x100"] == 600
+
+
+@pytest.mark.parametrize("two_databases", ["postgresql", "sqlite"], indirect=True)
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_the_issues_as_v2_events_leave_the_rows_the_v1_events_leave_and_again_nothing_changes(
+        two_databases, name: str) -> None:  # noqa: ANN001
+    """``voucher.issued.v2`` folds to exactly the rows ``voucher.issued.v1`` folds to, one at a time; the same v2
+    events delivered again (every batch folded a second time) change nothing; and each v2 event's ``each()`` is the
+    v1 events it was made of."""
+    one, v2 = two_databases
+    await _fold(session_factory(one), SCENARIOS[name], at_once=False)
+    await _fold(session_factory(v2), SCENARIOS[name], at_once="v2")
+    expected = await _rows(one)
+    assert expected["vouchers"], "the scenario made no rows"
+    assert await _rows(v2) == expected
+    await _fold(session_factory(v2), SCENARIOS[name], at_once="v2")
+    assert await _rows(v2) == expected, "a redelivered v2 event changed the projection"
+    for batch in SCENARIOS[name]:
+        issues = [e for e in batch if isinstance(e, VoucherIssued)]
+        assert [x for e in as_v2(issues) for x in e.each()] == issues
+
+
+@pytest.mark.parametrize("two_databases", ["sqlite"], indirect=True)
+async def test_the_audit_trail_records_each_voucher_a_v2_event_lists_as_it_recorded_each_v1_event(two_databases):  # noqa: ANN001
+    """The consumer's audit rows (``audit.record_bus``): a row per voucher a ``voucher.issued.v2`` lists, with the
+    voucher as its resource, as the ``voucher.issued.v1`` events of the same vouchers made."""
+    from seteli_shared.audit import record_bus
+
+    events = [issued(f"v-{i}", funder="091" if i % 3 else "092") for i in range(7)]
+    trails = []
+    for engine, batch in zip(two_databases, (events, as_v2(events))):
+        async with session_factory(engine)() as session, session.begin():
+            await record_bus(session, [(Envelope.wrap(e, "vouchers"), "guest") for e in batch])
+        async with engine.connect() as conn:
+            trails.append([tuple(r) for r in (await conn.execute(sa.text(
+                "SELECT channel, actor, roles, action, resource_type, resource_id, funder_id FROM audit_log "
+                "ORDER BY id"))).all()])
+    v1_trail, v2_trail = trails
+    assert [r[5] for r in v1_trail] == [f"v-{i}" for i in range(7)] == [r[5] for r in v2_trail]
+    assert {r[3] for r in v2_trail} == {"fi.seteli.voucher.issued.v2"}
+    assert [(*r[:3], r[4], r[6]) for r in v2_trail] == [(*r[:3], r[4], r[6]) for r in v1_trail]

@@ -93,3 +93,34 @@ async def test_on_postgresql_a_batch_larger_than_a_statement_folds_whole(pg, tmp
         await engine.dispose()
     assert got == expected
     assert tuple(settled) == (len(CHARGES), sum(a for _, _, a in CHARGES))
+
+
+async def test_on_postgresql_a_run_of_v2_events_is_folded_set_based_to_the_same_rows(pg, tmp_path):  # noqa: ANN001
+    """A run of ``charge.settled.v2`` on PostgreSQL writes its settled halves straight onto the facts by charge id
+    (``handlers._fold_settled``) and works the sums out from what that returns. The charges it cannot settle that
+    way take the general fold: settled before their acceptance arrived (no fact yet), settled already (a repeat, or
+    heard in v1), a charge named twice in one batch; a cancelled charge and the charges of a voucher whose issue
+    reporting has not heard count as they do one event at a time. The read models equal SQLite's, each event a
+    batch of its own, and a whole repeat of the run changes nothing."""
+    from seteli_shared.events import ChargeCancelled
+
+    url = await pg.create("reporting")
+    before = month_before_settlement()
+    vouchers, accepted = before[:2], before[3:]  # v2 is not issued: its charges count under ``voucher:v2``
+    c, v, a = CHARGES[1]
+    cancelled = ChargeCancelled(charge_id=c, voucher_id=v, funder_id="091", provider_id="p1", category="home_care",
+                                service_date=date(2026, 11, 20), units=Decimal(a // 2500), amount_cents=a,
+                                cancelled_at=AT)
+    run = [v2(CHARGES[:3]), v2(CHARGES[2:5]), v2(CHARGES[5:])]  # c2 twice; c5 and c6 not accepted yet
+    batches = [vouchers, [cancelled], accepted[:5], v1(CHARGES[4:5]), run, accepted[5:], run]
+    expected = await read_models_after(sqlite(tmp_path, "sqlite"), one_each([e for b in batches for e in b]))
+    got = await read_models_after(url, batches)
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            settled = (await conn.execute(sa.text(
+                "SELECT count(*), sum(gross_cents) FROM reporting_charge WHERE settled_at IS NOT NULL"))).one()
+    finally:
+        await engine.dispose()
+    assert got == expected
+    assert tuple(settled) == (len(CHARGES), sum(a for _, _, a in CHARGES))

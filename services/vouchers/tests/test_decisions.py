@@ -121,6 +121,20 @@ class Bus:
             rows = (await s.exec(select(OutboxMessage).where(OutboxMessage.routing_key == routing_key))).all()
             return [json.loads(r.body) for r in rows]
 
+    async def issued(self) -> list[dict]:
+        """Each voucher's ``VoucherIssued`` data as the outbox announces it: a ``voucher.issued.v1``'s, or each voucher
+        a ``voucher.issued.v2`` lists (with its funder)."""
+        out = [e["data"] for e in await self.outbox("voucher.issued.v1")]
+        for e in await self.outbox("voucher.issued.v2"):
+            out += [{"funder_id": e["data"]["funder_id"], **v} for v in e["data"]["vouchers"]]
+        return out
+
+    async def outbox_in_order(self) -> list[tuple[str, dict]]:
+        """Every outbox row's routing key and body, in the order written."""
+        async with self.sessions() as s:
+            rows = (await s.exec(select(OutboxMessage).order_by(OutboxMessage.seq))).all()
+            return [(r.routing_key, json.loads(r.body)) for r in rows]
+
     async def everything_stored(self) -> str:
         """Every row of every table of the service's database, as text."""
         async with self.sessions() as s:
@@ -230,7 +244,7 @@ async def test_a_decision_published_twice_makes_one_voucher(bus):  # noqa: ANN00
     assert repeated["outcome"] == "repeated" and repeated["voucher_id"] == first["voucher_id"]
     assert repeated["client_login_code"] is None, "the login code is shown once"
     assert await bus.no_more_replies()
-    assert len(await bus.vouchers()) == 1 and len(await bus.outbox("voucher.issued.v1")) == 1
+    assert len(await bus.vouchers()) == 1 and len(await bus.issued()) == 1
 
     other = {**d, "id": str(uuid.uuid4()), "data": {**d["data"], "units_per_period": "30"}}
     await bus.publish(other)  # the same version with other terms
@@ -474,8 +488,9 @@ async def _state(bus, refs: dict[str, str]) -> dict:  # noqa: ANN001
     vouchers = {name: (v.status, v.decision_version, v.units_per_period_x100, v.value_per_unit_cents)
                 for name, ref in refs.items() if (v := by_ref.get(ref)) is not None}
     events = {}
-    for key in ("voucher.issued.v1", "voucher.amended.v1", "voucher.revoked.v1"):
-        names = {ref: name for name, ref in refs.items()}
+    names = {ref: name for name, ref in refs.items()}
+    events["voucher.issued"] = sorted(names[d["decision_ref"]] for d in await bus.issued() if d["decision_ref"] in names)
+    for key in ("voucher.amended.v1", "voucher.revoked.v1"):
         events[key] = sorted(names[e["data"]["decision_ref"]] for e in await bus.outbox(key)
                              if e["data"]["decision_ref"] in names)
     return {"vouchers": vouchers, "events": events}
@@ -531,6 +546,53 @@ async def test_a_run_of_mixed_decisions_has_the_outcome_of_one_at_a_time(bus):  
     assert ordered[1:] == sorted(ordered[1:]) and ordered[0] == 9
 
 
+async def test_a_run_of_new_grants_is_announced_in_one_voucher_issued_v2_per_funder(bus):  # noqa: ANN001
+    """``ISSUED_EVENTS``: with ``v2`` (the default) a run's new grants are one ``voucher.issued.v2`` listing them in
+    the order issued, written before the run's replies, and no v1; with ``both`` that and a v1 each, the v2's vouchers
+    the v1 events field for field; with ``v1`` a v1 each, as before. Every voucher once, with its own reply."""
+    from seteli_shared.events import VouchersIssued
+
+    consumer = bus.app.state.runtime.extra_consumers[0]
+    settings = consumer.bus.settings
+    assert settings.issued_events == "v2", "the default"
+    consumer.batch_wait = 3.0  # the decisions join one run
+    try:
+        for events in ("v2", "both", "v1"):
+            settings.issued_events = events
+            refs = [f"RUN-{events}-{uuid.uuid4().hex[:8]}-{i}" for i in range(6)]
+            msgs = [decision(ref=r, client_ref=f"asiakas-{i}") for i, r in enumerate(refs)]
+            for m in msgs:
+                await bus.publish(m)
+            replies = {(r := await bus.reply())["causationid"]: r for _ in msgs}
+            assert [replies[m["id"]]["data"]["outcome"] for m in msgs] == ["issued"] * 6
+            rows = [(i, key, body) for i, (key, body) in enumerate(await bus.outbox_in_order())
+                    if body["data"].get("decision_ref") in refs
+                    or any(v["decision_ref"] in refs for v in body["data"].get("vouchers", ()))]
+            many = [(i, body) for i, key, body in rows if key == "voucher.issued.v2"]
+            ones = [body["data"] for i, key, body in rows if key == "voucher.issued.v1"]
+            reply_at = [i for i, key, _body in rows if key.startswith("decision-replies/")]
+            vouchers = {v.decision_ref: v for v in await bus.vouchers() if v.decision_ref in refs}
+            if events == "v1":
+                assert many == [] and [d["decision_ref"] for d in ones] == refs
+                continue
+            [(at, body)] = many
+            assert at < min(reply_at), "the vouchers are announced before the run's replies"
+            event = VouchersIssued.model_validate(body["data"])
+            listed = [{"funder_id": "091", **v} for v in body["data"]["vouchers"]]
+            assert [d["decision_ref"] for d in listed] == refs, "in the order issued"
+            assert [(d["voucher_id"], d["voucher_code"], d["client_ref"]) for d in listed] == [
+                (vouchers[r].id, vouchers[r].voucher_code, vouchers[r].client_ref) for r in refs]
+            assert [e.voucher_id for e in event.each()] == [d["voucher_id"] for d in listed]
+            assert body["type"] == "fi.seteli.voucher.issued.v2" and body["source"] == "/seteli/vouchers"
+            if events == "v2":
+                assert ones == []
+            else:
+                assert ones == listed, "v2 lists each voucher as its v1 event says it"
+    finally:
+        consumer.batch_wait = 0.0
+        settings.issued_events = "v2"
+
+
 # ------------------------------------------------------------------ many decisions in flight (seteli-client)
 async def test_a_case_system_decides_many_at_once_and_gets_each_decisions_own_reply(bus):  # noqa: ANN001
     """``CaseSystem.decide_many`` keeps several decisions in flight: every decision gets exactly its own reply,
@@ -579,4 +641,4 @@ async def test_a_case_system_decides_many_at_once_and_gets_each_decisions_own_re
     async with CaseSystem(bus.url_of("091"), namespace=bus.ns) as after:  # every reply was acknowledged:
         await asyncio.sleep(1.0)                                          # none is delivered again
         assert after.unclaimed == []
-    assert len(await bus.vouchers("091")) == 41 and len(await bus.outbox("voucher.issued.v1")) == 41
+    assert len(await bus.vouchers("091")) == 41 and len(await bus.issued()) == 41

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from .auth import Principal
-from .events import Envelope
+from .events import Envelope, Event
 from .logging import correlation_id_var
 from .messaging import BigIntPK, UTCDateTime
 from .rows import RowsInsert
@@ -61,11 +61,28 @@ async def record_bus(session: AsyncSession, consumed: list[tuple[Envelope, str |
     if not consumed:
         return
     now = datetime.now(timezone.utc)
-    await _BUS_ROWS.execute(session, [{
-        "at": now, "channel": "bus", "actor": f"{publisher or 'unknown'}:{env.source}", "roles": "system",
-        "actor_tenant": "system", "action": env.type, "resource_type": env.type.split(".")[2],
-        "resource_id": env.subject, "funder_id": (env.data or {}).get("funder_id"),
-        "correlation_id": env.correlationid} for env, publisher in consumed])
+    rows = []
+    for env, publisher in consumed:
+        data = env.data or {}
+        row = {"at": now, "channel": "bus", "actor": f"{publisher or 'unknown'}:{env.source}", "roles": "system",
+               "actor_tenant": "system", "action": env.type, "resource_type": env.type.split(".")[2],
+               "resource_id": env.subject, "funder_id": data.get("funder_id"), "correlation_id": env.correlationid}
+        listed = _listed(env.type, data)
+        if listed is None:
+            rows.append(row)
+        else:  # an event standing for several (``VouchersIssued``): a row per resource it lists, as before
+            rows += [{**row, "resource_id": item} for item in listed]
+    await _BUS_ROWS.execute(session, rows)
+
+
+def _listed(event_type: str, data: dict) -> list | None:
+    """The ids of the resources an event lists (``Event.audit_items``), or None for an event of one resource."""
+    cls = Event.registry.get(event_type)
+    spec = cls.audit_items if cls is not None else None
+    items = data.get(spec[0]) if spec is not None else None
+    if not isinstance(items, list) or not items:
+        return None
+    return [str(item.get(spec[1]))[:100] if isinstance(item, dict) else None for item in items]
 
 
 def create_audit_table(op) -> None:  # noqa: ANN001

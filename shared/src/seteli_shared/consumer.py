@@ -254,32 +254,77 @@ class Consumer:
             log.info("consumer.prefetch", consumer=self.name, prefetch=want, body_bytes=self._size)
 
     async def _work(self) -> None:
-        while True:
-            first = await self._buffer.get()
-            batch, size = [first], len(first.body)
-            await asyncio.sleep(0)  # let messages already arriving join the batch
-            loop = asyncio.get_running_loop()
-            until = loop.time() + self.batch_wait
-            while len(batch) < self.batch_size and size < self.batch_bytes:
-                if self._buffer.empty():
-                    left = until - loop.time()
-                    if left <= 0:
-                        break
-                    await asyncio.sleep(min(left, 0.01))  # a trickle joins the batch for up to batch_wait
-                    continue
-                batch.append(self._buffer.get_nowait())
-                size += len(batch[-1].body)
-            started = time.perf_counter()
-            try:
-                await self._process(batch)
-                metrics().consumer_batch(self.name, time.perf_counter() - started)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001  (never let the consumer die)
-                log.error("consumer.batch_crashed", consumer=self.name, error=repr(exc))
-                for m in batch:
-                    await self._retry_later(m, repr(exc))
-            self._held -= size  # settled: acked, refused or handed to a later retry
+        """Batches off the buffer, applied one after the other in delivery order. While one batch's transaction runs
+        (mostly waiting on the database), the next is gathered and parsed (the privacy check and pydantic: CPU), so the
+        two overlap; once the batch before is done, what arrived meanwhile tops the next one up to its limits, so a
+        batch holds what it held before. The batches' order, transactions, acknowledgements and retries are as if
+        each were parsed and applied in turn."""
+        applying: asyncio.Task | None = None
+        try:
+            while True:
+                first = await self._buffer.get()
+                batch, size = [first], len(first.body)
+                await asyncio.sleep(0)  # let messages already arriving join the batch
+                loop = asyncio.get_running_loop()
+                until = loop.time() + self.batch_wait
+                while len(batch) < self.batch_size and size < self.batch_bytes:
+                    if self._buffer.empty():
+                        left = until - loop.time()
+                        if left <= 0:
+                            break
+                        await asyncio.sleep(min(left, 0.01))  # a trickle joins the batch for up to batch_wait
+                        continue
+                    batch.append(self._buffer.get_nowait())
+                    size += len(batch[-1].body)
+                parsed = await self._parse_all(batch, applying)
+                if applying is not None:
+                    await applying  # (it never raises: _apply_batch settles every message of its batch)
+                    applying = None
+                    more = []
+                    while len(batch) + len(more) < self.batch_size and size < self.batch_bytes \
+                            and not self._buffer.empty():
+                        more.append(self._buffer.get_nowait())
+                        size += len(more[-1].body)
+                    if more:
+                        batch += more
+                        parsed = None if parsed is None else parsed + (await self._parse_all(more, None) or [])
+                        if parsed is not None and len(parsed) != len(batch):
+                            parsed = None
+                applying = asyncio.create_task(self._apply_batch(batch, parsed, size),
+                                               name=f"consumer-batch:{self.name}")
+        finally:
+            if applying is not None:
+                applying.cancel()
+                await asyncio.gather(applying, return_exceptions=True)
+
+    async def _parse_all(self, batch: list[AbstractIncomingMessage], beside: asyncio.Task | None
+                         ) -> list[Parsed | Refused | None] | None:
+        """Each message parsed (``_parse``), letting the batch being applied ``beside`` go on between two; None if
+        parsing raised (``_process`` then parses again, where a failure is handled as before)."""
+        out = []
+        try:
+            for m in batch:
+                out.append(self._parse(m))
+                if beside is not None and not beside.done():
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            return None
+        return out
+
+    async def _apply_batch(self, batch: list[AbstractIncomingMessage], parsed: list | None, size: int) -> None:
+        started = time.perf_counter()
+        try:
+            await self._process(batch, parsed)
+            metrics().consumer_batch(self.name, time.perf_counter() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (never let the consumer die)
+            log.error("consumer.batch_crashed", consumer=self.name, error=repr(exc))
+            for m in batch:
+                await self._retry_later(m, repr(exc))
+        self._held -= size  # settled: acked, refused or handed to a later retry
 
     # ------------------------------------------------------------------ processing
     def _parse(self, message: AbstractIncomingMessage) -> Parsed | Refused | None:
@@ -398,10 +443,10 @@ class Consumer:
             return Refused(PRIVACY_REASON, raw)
         return Refused(f"contract_violation: {found[1]}" if raw is not None else "bad_envelope: not JSON", raw)
 
-    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _process(self, batch: list[AbstractIncomingMessage], parsed_already: list | None = None) -> None:
         good: list[Parsed] = []
-        for m in batch:
-            parsed = self._parse(m)
+        for i, m in enumerate(batch):
+            parsed = self._parse(m) if parsed_already is None else parsed_already[i]
             if parsed is None:
                 await m.ack()
                 metrics().consumed(self.name, "ignored")

@@ -72,6 +72,11 @@ def _vouchers() -> list[ev.Event]:
                          valid_from=date(2026, 3, 1), valid_until=date(2027, 2, 28), issued_at=_at(5, 9),
                          kind="service_voucher", voucher_code="7KQ2M9XH4DW", age_band="75-84",
                          municipality_of_residence="091"),
+        ev.VouchersIssued(funder_id=FUNDER, vouchers=[ev.IssuedVoucher(
+            voucher_id=VOUCHER, client_ref="asiakas-8f3a21", decision_ref="HKI-2026-000123", category="home_care",
+            unit="hour", units_per_period=Decimal("20"), period="month", value_per_unit_cents=2500,
+            valid_from=date(2026, 3, 1), valid_until=date(2027, 2, 28), issued_at=_at(5, 9), kind="service_voucher",
+            voucher_code="7KQ2M9XH4DW", age_band="75-84", municipality_of_residence="091")]),
         ev.VoucherProviderChosen(voucher_id=VOUCHER, funder_id=FUNDER, provider_id=PROVIDER, category="home_care",
                                  chosen_at=_at(6, 16), effective_from=date(2026, 3, 6),
                                  previous_provider_id=PREVIOUS_PROVIDER),
@@ -123,10 +128,10 @@ def event_examples() -> dict[type[ev.Event], ev.Event]:
 
 def envelope_of(event: ev.Event, message_id: str, correlation_id: str, causation_id: str | None = None) -> dict:
     """The example as it travels: the CloudEvents envelope the producer's outbox writes (``Envelope.wrap``),
-    with fixed ids and the event's own time (an event listing charges: its first charge's)."""
+    with fixed ids and the event's own time (an event listing charges or vouchers: its first one's)."""
     when = next((v for k, v in event if k.endswith("_at") and isinstance(v, datetime)), None)
     if when is None:
-        when = next((v for c in getattr(event, "charges", ()) for k, v in c
+        when = next((v for c in (*getattr(event, "charges", ()), *getattr(event, "vouchers", ())) for k, v in c
                      if k.endswith("_at") and isinstance(v, datetime)), None)
     envelope = ev.Envelope(id=message_id, source=f"/seteli/{event.producer}", type=event.event_type(),
                            time=when, subject=event.subject(), data=event.model_dump(mode="json"),

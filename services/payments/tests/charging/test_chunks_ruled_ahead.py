@@ -67,7 +67,7 @@ async def test_a_chunk_ruled_ahead_is_taken_only_while_what_its_rules_read_is_un
     original_load = store.SessionChargeStore.load
     cancelled = []
 
-    async def load(self, provider_id, batch):  # noqa: ANN001, ANN202
+    async def load(self, provider_id, batch, known=None):  # noqa: ANN001, ANN202
         if batch[0].provider_reference == f"{v2}-4":  # the second chunk: the first's line 1 cancelled meanwhile
             async with sessions() as session:
                 first = (await session.execute(select(Charge.id).where(
@@ -76,7 +76,7 @@ async def test_a_chunk_ruled_ahead_is_taken_only_while_what_its_rules_read_is_un
                 "Authorization": f"Bearer {mint('t:c', ['provider_charger'], provider_id=p)}"})
             assert r.status_code == 200, r.text
             cancelled.append(first)
-        return await original_load(self, provider_id, batch)
+        return await original_load(self, provider_id, batch, known)
 
     monkeypatch.setattr(store.SessionChargeStore, "load", load)
     answer = await intake.charge_bulk(sessions, w.clock, _principal(p), p, lines(v2), chunk_lines=3, max_chunk_lines=3)
@@ -103,6 +103,57 @@ async def test_lines_naming_vouchers_by_code_are_ruled_ahead_with_the_codes_the_
     assert [(r["status"], r["reason"]) for r in answer["results"]] == [("accepted", None)] * 4 + [
         ("refused", "voucher_not_found"), ("accepted", None), ("refused", "units_exceeded")]
     assert seen == {"given": 1, "taken": 1}
+
+
+async def test_a_chunk_takes_the_units_its_chunk_before_knew_unless_something_else_moved_the_voucher(
+        live, monkeypatch):  # noqa: ANN001
+    """Chunks of two one-hour lines on a five-hour voucher: only the first chunk reads the units used; the others take
+    what the chunk before knew (the voucher's row moved only by their own locks). A single charge of the voucher
+    committed between the first and second chunk moves its row: the second chunk reads the units again and counts
+    it (two of its lines accepted, the third chunk's refused), as one chunk after the other would answer."""
+    w = live
+    p = "prov-known"
+    (v1, _), (v2, _) = await w.provider_with_vouchers(p, 2, units="5")
+    sessions = w.app.state.runtime.sessions
+    reads = []
+    original_used = store._Statements.used_per_day
+
+    def used_per_day(self):  # noqa: ANN001, ANN202
+        reads.append(1)
+        return original_used(self)
+
+    monkeypatch.setattr(store._Statements, "used_per_day", used_per_day)
+
+    def lines(voucher_id: str) -> list:
+        return [intake.line_of(n, {"voucher_id": voucher_id, "provider_reference": f"known-{voucher_id}-{n}",
+                                   "service_date": "2026-06-01", "units": "1"}) for n in range(1, 7)]
+
+    answer = await intake.charge_bulk(sessions, w.clock, _principal(p), p, lines(v1), chunk_lines=2, max_chunk_lines=2)
+    assert [(r["status"], r["reason"]) for r in answer["results"]] == [("accepted", None)] * 5 + [
+        ("refused", "units_exceeded")]
+    assert len(reads) == 1, "the second and third chunks took the units the chunk before knew"
+
+    reads.clear()
+    original_load = store.SessionChargeStore.load
+    single = []
+
+    async def load(self, provider_id, batch, known=None):  # noqa: ANN001, ANN202
+        if batch[0].provider_reference == f"known-{v2}-3" and not single:  # before the second chunk's lock
+            r = await w.client.post("/charges", json={
+                "voucher_id": v2, "provider_reference": f"known-single-{v2}", "service_date": "2026-06-02",
+                "units": "1"}, headers={"Authorization": f"Bearer {mint('t:c', ['provider_charger'], provider_id=p)}"})
+            assert r.status_code == 201, r.text
+            single.append(r.json()["id"])
+        return await original_load(self, provider_id, batch, known)
+
+    monkeypatch.setattr(store.SessionChargeStore, "load", load)
+    answer = await intake.charge_bulk(sessions, w.clock, _principal(p), p, lines(v2), chunk_lines=2, max_chunk_lines=2)
+    assert single
+    assert [(r["status"], r["reason"]) for r in answer["results"]] == [("accepted", None)] * 4 + [
+        ("refused", "units_exceeded")] * 2
+    assert len(reads) == 2, "the second chunk read the units again (the single charge moved the voucher)"
+    assert (await w.client.get("/ledger/check", headers={
+        "Authorization": f"Bearer {mint('t:operator', ['operator'])}"})).json()["ok"]
 
 
 lines_strategy = st.lists(st.tuples(

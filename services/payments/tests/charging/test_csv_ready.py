@@ -1,7 +1,9 @@
-"""A CSV line read without the line model (``intake.ready_values``, the bulk's fast reading) is taken only when
+"""A CSV line or a JSON bulk's line read without the line model (``intake.ready_values``, the bulk's fast reading) is
+taken only when
 ``ChargeLine`` takes it too, and then as the very request the model gives the engine: every other line goes
-through the model, which gives its refusal its reason. Property-based over values near every bound, and the
-whole file path (``csv_lines``) over a file mixing good and bad lines."""
+through the model, which gives its refusal its reason. Property-based over values near every bound (and any JSON
+value), and the whole file path (``csv_lines``) over a file mixing good and bad lines, and a JSON bulk's
+(``json_lines``) against the model's answers."""
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -25,6 +27,12 @@ TARIFFS = st.one_of(st.none(), st.sampled_from(["weekday", "sunday", "Sunday", "
 CATEGORIES = st.one_of(st.none(), st.sampled_from(["home_care", "cleaning", "HOME_CARE", "no_such", "meals", "x", "a" * 41, "home-care"]))
 
 
+JSON_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False),
+                                     st.text(max_size=3)),
+                           lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner,
+                                                                                      max_size=2), max_leaves=4)
+
+
 @st.composite
 def values(draw):  # noqa: ANN001, ANN201
     out: dict = {}
@@ -37,6 +45,8 @@ def values(draw):  # noqa: ANN001, ANN201
                 out[key] = value
     if draw(st.integers(0, 20)) == 0:
         out["note"] = "extra"
+    if draw(st.integers(0, 6)) == 0:  # a JSON bulk's line may hold any JSON value anywhere
+        out[draw(st.sampled_from(sorted(intake.ChargeLine.model_fields)))] = draw(JSON_VALUES)
     return out
 
 
@@ -85,3 +95,25 @@ def test_a_file_answers_the_same_lines_and_reasons_either_way():
     fast = [intake.ready_line(0, line.ready, "p1").req if line.ready else intake.engine_line(0, line.charge, "p1").req
             for line in got if line.reason is None]
     assert fast == by_model
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.one_of(values(), JSON_VALUES), max_size=6))
+def test_a_json_bulk_gives_the_engine_what_the_model_gives_it(items):
+    """``json_lines`` (each line read without the model when it may be) against every line through the model:
+    the same lines, each the same request to the engine or refused for the same reason."""
+    def through_model(n, raw):  # noqa: ANN001, ANN202
+        line = intake.line_of(n, raw)
+        if line.reason is not None:
+            return (line.line, line.provider_reference, line.reason, line.details)
+        e = intake.engine_line(0, line.charge, "p1")
+        return (line.line, line.provider_reference, e.voucher_id, e.voucher_code, e.provider_reference, e.req)
+
+    def as_read(line):  # noqa: ANN001, ANN202
+        if line.reason is not None:
+            return (line.line, line.provider_reference, line.reason, line.details)
+        e = (intake.engine_line(0, line.charge, "p1") if line.ready is None else intake.ready_line(0, line.ready, "p1"))
+        return (line.line, line.provider_reference, e.voucher_id, e.voucher_code, e.provider_reference, e.req)
+
+    assert [as_read(x) for x in intake.json_lines(items)] == [through_model(n, raw)
+                                                               for n, raw in enumerate(items, start=1)]

@@ -52,12 +52,13 @@ from seteli_shared.decisions import (DECISION_BINDING, DECISION_TYPE, DECISIONS_
                                      DecisionAccepted, DecisionData, DecisionRejected, DecisionReply,
                                      funder_of_routing_key, reply_queue, reply_routing_key, safe_location)
 from seteli_shared.errors import Conflict, DomainError
-from seteli_shared.events import Envelope, VoucherAmended, VoucherIssued, VoucherRevoked, utcnow
-from seteli_shared.logging import bind_correlation, correlation_id_var, get_logger
+from seteli_shared.events import (Envelope, IssuedVoucher, VoucherAmended, VoucherIssued, VoucherRevoked,
+                                  VouchersIssued, utcnow)
+from seteli_shared.logging import bind_correlation, causation_id_var, correlation_id_var, get_logger
 from seteli_shared.tracing import current_traceparent
 from seteli_shared.money import from_hundredths
 from seteli_shared.outbox import (EXCHANGE_SEPARATOR, T as OUTBOX, DirectEventRows, add_event, add_message,
-                                   message_row, wake_relay_on_commit)
+                                   event_row, message_row, wake_relay_on_commit)
 from seteli_shared.privacy import find_in
 from seteli_shared.rows import RowsInsert, _element_type
 from seteli_shared.service import ConsumerSpec
@@ -376,18 +377,53 @@ _ISSUED = DirectEventRows(VoucherIssued, SOURCE)
 
 class _Rows:
     """The rows a run's new grants add, in the order one at a time would have added them: vouchers, outbox
-    rows (each ``VoucherIssued`` before its reply) and audit rows; each kind one statement (``RowsInsert``)."""
+    rows (each voucher's issued event before its reply) and audit rows; each kind one statement (``RowsInsert``).
+    With ``ISSUED_EVENTS`` ``v2`` (or ``both``) the vouchers gathered since the last write are announced per funder
+    as ``VouchersIssued`` (``_ISSUED_MANY``), written before the replies gathered with them; a funder's single
+    voucher as its ``VoucherIssued``, with its decision's correlation (``v2``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: str = "v2", per_event: int = 1000) -> None:
+        self.events, self.per_event = events, per_event
         self.vouchers: list[dict[str, Any]] = []
         self.outbox: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
+        #: funder -> each new voucher's ``VoucherIssued`` values, correlation and causation ids (``v2``, ``both``)
+        self.many: dict[str, list[tuple[dict[str, Any], str | None, str | None]]] = {}
         #: (voucher id, funder id, correlation id) of each voucher issued: logged in one line per write (a log line
         #: per voucher was a sixth of a decision's CPU)
         self.issued: list[tuple[str, str, str | None]] = []
 
+    def add_issued(self, values: dict[str, Any]) -> None:
+        """A new voucher's ``VoucherIssued`` (its field values), as ``ISSUED_EVENTS`` says."""
+        if self.events != "v2":
+            self.outbox.append(_ISSUED.row(values))
+        if self.events != "v1":
+            self.many.setdefault(values["funder_id"], []).append(
+                (values, correlation_id_var.get(), causation_id_var.get()))
+
+    def _issued_first(self) -> list[dict[str, Any]]:
+        """The outbox rows announcing the vouchers gathered per funder (``VouchersIssued``), first in the write."""
+        out: list[dict[str, Any]] = []
+        for funder_id, issued in self.many.items():
+            if len(issued) == 1 and self.events == "v2":
+                values, correlation, causation = issued[0]
+                tokens = correlation_id_var.set(correlation), causation_id_var.set(causation)
+                try:
+                    out.append(_ISSUED.row(values))
+                finally:
+                    correlation_id_var.reset(tokens[0])
+                    causation_id_var.reset(tokens[1])
+                continue
+            for i in range(0, len(issued), self.per_event):
+                part = issued[i:i + self.per_event]
+                out.append(_ISSUED_MANY.row(funder_id, [v for v, _c, _k in part], part[0][1], part[0][2]))
+        self.many = {}
+        return out
+
     async def write(self, session: AsyncSession) -> None:
         await _VOUCHER_ROWS.execute(session, self.vouchers)
+        if self.many:
+            self.outbox[:0] = self._issued_first()
         if self.outbox:
             await _OUTBOX_ROWS.execute(session, self.outbox)
             wake_relay_on_commit(session)
@@ -399,6 +435,54 @@ class _Rows:
             log.info("decision.vouchers_issued", count=len(self.issued),
                      vouchers=",".join(f"{v}:{f}:{c or ''}" for v, f, c in self.issued))
         self.vouchers, self.outbox, self.audit, self.issued = [], [], [], []
+
+
+class _IssuedManyRows:
+    """Outbox rows of ``VouchersIssued`` (``voucher.issued.v2``), each body the JSON ``Envelope.wrap`` makes of the
+    event listing the vouchers, written by pydantic-core straight from the ``VoucherIssued`` values (as
+    ``outbox.DirectEventRows`` writes one voucher's): the first one is made the ordinary way too and the bodies
+    compared; if they differ, every one is made the ordinary way."""
+
+    def __init__(self) -> None:
+        self.direct: bool | None = None  # None: not compared yet
+        self.type, self.key, self.where = VouchersIssued.event_type(), VouchersIssued.routing_key(), f"/seteli/{SOURCE}"
+        self.defaults = {name: field.default for name, field in IssuedVoucher.model_fields.items()}
+        self.required = {name for name, field in IssuedVoucher.model_fields.items() if field.is_required()}
+
+    def row(self, funder_id: str, issued: list[dict[str, Any]], correlation: str | None,
+            causation: str | None) -> dict[str, Any]:
+        items, usual = [], True
+        for values in issued:
+            item = {k: v for k, v in values.items() if k != "funder_id"}
+            usual = usual and self.required <= item.keys() <= self.defaults.keys()  # else as the model takes it
+            items.append({**self.defaults, **item})  # the fields in the model's order, each its default until given
+        if not self.direct or not usual:
+            tokens = correlation_id_var.set(correlation), causation_id_var.set(causation)
+            try:
+                env, row = event_row(VouchersIssued(funder_id=funder_id, vouchers=items), SOURCE)
+            finally:
+                correlation_id_var.reset(tokens[0])
+                causation_id_var.reset(tokens[1])
+            if self.direct is None and usual:
+                self.direct = self._body(funder_id, items, env.id, env.time, env.correlationid,
+                                         env.causationid) == row["body"]
+                if not self.direct:
+                    log.warning("outbox.direct_body_differs", event_type=self.type)
+            return row
+        eid, now = new_id(), utcnow()
+        return {"message_id": eid, "routing_key": self.key, "created_at": now, "attempts": 0,
+                "traceparent": current_traceparent(),
+                "body": self._body(funder_id, items, eid, now, correlation or eid, causation)}
+
+    def _body(self, funder_id: str, items: list[dict[str, Any]], eid: str, at: Any, correlation: str | None,
+              causation: str | None) -> str:
+        return to_json({"specversion": "1.0", "id": eid, "source": self.where, "type": self.type, "time": at,
+                        "subject": None, "datacontenttype": "application/json",
+                        "data": {"funder_id": funder_id, "vouchers": items}, "correlationid": correlation,
+                        "causationid": causation}).decode()
+
+
+_ISSUED_MANY = _IssuedManyRows()
 
 
 def _reply_row(reply: DecisionReply, causation_id: str | None) -> dict[str, Any]:
@@ -462,14 +546,14 @@ async def _issue_row(session: AsyncSession, principal: Principal, data: Decision
         "municipality_of_residence": body.municipality_of_residence})
     login_code = usecases._new_login_code(voucher, clock)
     rows.vouchers.append({c: getattr(voucher, c) for c in _VOUCHER_COLUMNS})
-    rows.outbox.append(_ISSUED.row(dict(
+    rows.add_issued(dict(
         voucher_id=voucher.id, funder_id=voucher.funder_id, client_ref=voucher.client_ref,
         decision_ref=voucher.decision_ref, category=voucher.category, unit=voucher.unit,
         units_per_period=from_hundredths(voucher.units_per_period_x100), period=voucher.period,
         value_per_unit_cents=voucher.value_per_unit_cents, valid_from=voucher.valid_from,
         valid_until=voucher.valid_until, issued_at=voucher.issued_at, **terms.event_fields(),
         carry_over=voucher.carry_over, voucher_code=voucher.voucher_code, age_band=voucher.age_band,
-        municipality_of_residence=voucher.municipality_of_residence)))
+        municipality_of_residence=voucher.municipality_of_residence))
     rows.audit.append(audit_row(principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel="bus"))
     rows.outbox.append(_ACCEPTED.row(dict(
         funder_id=voucher.funder_id, decision_ref=voucher.decision_ref, decision_version=voucher.decision_version,
@@ -500,7 +584,9 @@ async def on_decisions(session: AsyncSession, items: list[tuple[Envelope, Decisi
                 .scalars().all())
     issued = set(tuple(r) for r in (await session.execute(sa.select(Voucher.funder_id, Voucher.decision_ref).where(
         sa.tuple_(Voucher.funder_id, Voucher.decision_ref).in_(list(keys))))).all())
-    rows = _Rows()
+    settings = getattr(current_consumer.get(), "bus", None)
+    settings = getattr(settings, "settings", None)
+    rows = _Rows(getattr(settings, "issued_events", "v2"), getattr(settings, "issued_event_vouchers", 1000))
     for (envelope, data), message in zip(items, messages, strict=True):
         bind_correlation(envelope.correlationid, causation_id=envelope.id)
         current_delivery.set(message)

@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from seteli_shared.addresses import TrustedProxies
@@ -12,6 +14,15 @@ class VouchersSettings(ServiceSettings):
     consumer_prefetch: int = Field(default=1000, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)
     gc_young_threshold: int = Field(default=50_000, ge=0)  # fewer collections of a batch's short-lived objects
+    #: what a run of decisions announces of the vouchers it issues (``ISSUED_EVENTS``): ``v2`` one ``VouchersIssued``
+    #: (``voucher.issued.v2``) per funder of the run, in chunks of ``ISSUED_EVENT_VOUCHERS`` vouchers (a funder's single
+    #: new voucher in a run stays a ``VoucherIssued``); ``v1`` one ``VoucherIssued`` per voucher (as before); ``both``
+    #: each (the rollout: update payments and reporting first, then switch vouchers; README "Rolling updates"). A
+    #: voucher issued over HTTP, or by a decision taken one at a time, is announced as ``VoucherIssued``.
+    issued_events: Literal["v2", "v1", "both"] = "v2"
+    #: at most this many vouchers in one ``voucher.issued.v2`` (about 600 bytes a voucher: 1,000 is ~600 kB of body,
+    #: under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
+    issued_event_vouchers: int = Field(default=1000, ge=1, le=5000)
     #: the daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC, HH:MM or HH:MM:SS), once across the
     #: service's instances (``seteli_shared.jobs``); ``EXPIRY_SCHEDULER``: on unless ENVIRONMENT=test, where it
     #: runs only when set to true

@@ -1,7 +1,7 @@
 """A provider cancels its charge while it is unsettled: the ledger entry reversed, ``ChargeCancelled``."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from seteli_shared import audit
 from seteli_shared.auth import Principal
@@ -15,10 +15,20 @@ from seteli_shared.uow import SessionUnitOfWork
 
 from ..ledger.books import post
 from ..ledger.postings import balanced, charge_postings
-from ..models import SOURCE, Charge
+from ..models import SOURCE, Charge, VoucherView
 from . import domain
 
 log = get_logger(__name__)
+
+
+def voucher_moved(voucher_id: str):  # noqa: ANN201
+    """The voucher's row moved to a new version: every change of the units or money its charges use does this
+    in its own transaction (a charge or a batch's lock, a cancellation, a correction), so that a bulk's next
+    chunk may take what its chunk before knew of the voucher while the row is where that chunk left it
+    (``store.SessionChargeStore.load``), and a single charge read without a lock is decided again
+    (``fast_path``)."""
+    t = VoucherView.__table__
+    return update(t).where(t.c.voucher_id == voucher_id).values(version=t.c.version + 1)
 
 
 async def cancel_charge(uow: SessionUnitOfWork, clock: Clock, principal: Principal,
@@ -40,6 +50,7 @@ async def cancel_charge(uow: SessionUnitOfWork, clock: Clock, principal: Princip
         charge.status, charge.cancelled_at = domain.CANCELLED, now
         session.add(charge)
         await session.flush()
+        await session.execute(voucher_moved(charge.voucher_id))
         reverse = [(account, -amount) for account, amount in
                    charge_postings(charge.funder_id, charge.provider_id, charge.amount_cents)]
         await post(session, "charge_cancellation", charge.id, balanced(reverse), now)

@@ -25,6 +25,7 @@ from ..ledger.postings import correction_postings
 from ..models import SOURCE, Charge, ChargeCorrection
 from . import correction_rules as rules
 from . import domain
+from .cancellation import voucher_moved
 
 Sessions = async_sessionmaker[AsyncSession]
 log = get_logger(__name__)
@@ -79,6 +80,7 @@ async def correct_charge(uow: SessionUnitOfWork, clock: Clock, principal: Princi
         charge.corrected_amount_cents += removed.amount_cents
         session.add(charge)
         await session.flush()
+        await session.execute(voucher_moved(charge.voucher_id))
         if removed.amount_cents:
             await post(session, "charge_correction", correction.id, correction_postings(
                 charge.funder_id, charge.provider_id, removed.amount_cents), at)

@@ -216,14 +216,26 @@ def period_bounds(terms: VoucherTerms, service_date: date) -> tuple[date, date]:
 def amounts(terms: VoucherTerms, units_x100: int, unit_price_cents: int | None,
             price_list: PriceList | None = None, registered_price_cents: int | None = None) -> ChargeAmounts:
     price = terms.value_per_unit_cents if unit_price_cents is None else unit_price_cents
-    amount, own_share, client_fee = kind_amounts(terms, units_x100, price)
+    return _amounts(terms.kind, terms.value_per_unit_cents, terms.max_value_per_unit_cents, terms.client_fee_cents,
+                    units_x100, price, None if price_list is None else price_list.price_list_id,
+                    price_list is not None, registered_price_cents)
+
+
+@lru_cache(maxsize=4096)
+def _amounts(kind: str, value_per_unit_cents: int, max_value_per_unit_cents: int | None,
+             client_fee_cents: int | None, units_x100: int, price: int, price_list_id: str | None,
+             price_registered: bool, registered_price_cents: int | None) -> ChargeAmounts:
+    """``amounts`` of the values that count, made once per distinct set (a bulk's lines repeat them; the amounts
+    are frozen, so one object serves every charge that has them)."""
+    amount, own_share, client_fee = _kind_amounts(kind, value_per_unit_cents, max_value_per_unit_cents,
+                                                  client_fee_cents, units_x100, price)
     return ChargeAmounts(
         unit_price_cents=price,
         amount_cents=amount,
         own_share_cents=own_share,
-        price_registered=price_list is not None,
+        price_registered=price_registered,
         registered_price_cents=registered_price_cents,
-        price_list_id=price_list.price_list_id if price_list else None,
+        price_list_id=price_list_id,
         client_fee_cents=client_fee,
     )
 

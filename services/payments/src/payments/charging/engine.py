@@ -37,7 +37,8 @@ from seteli_shared.uow import AbstractUnitOfWork
 
 from ..metrics import count_charges
 from . import domain, lifecycle
-from .state import ChargeState, Earlier, Line, NewCharge, Outcome, Used, VoucherOnFile  # noqa: F401 (engine.Line, ...)
+from .state import (ChargeState, Earlier, Known, Line, NewCharge, Outcome, Used,  # noqa: F401 (engine.Line, ...)
+                    VoucherOnFile)
 
 ACCEPTED, REPEATED, REFUSED = "accepted", "repeated", "refused"
 
@@ -96,8 +97,7 @@ def _one(line: Line, voucher_id: str, state: ChargeState, today: date, now: Call
         units_used, money_used = state.used.period(voucher_id, start, end)
         previous_used = state.used.period(voucher_id, *previous)[0] if previous is not None else 0
         approval = state.approvals.get((terms.funder_id, category))
-        price_lists = [p for p in state.price_lists.get((terms.funder_id, category), ())
-                       if p.effective_from <= req.service_date]
+        price_lists = _in_force(state, terms.funder_id, category, req.service_date)
         deadline_days = state.deadlines.get(terms.funder_id)
         terms = _life_cycle(state, voucher, terms, req, today, previous_used)
     amounts = domain.validate_charge(terms, approval, units_used, req, today, price_lists,
@@ -120,6 +120,18 @@ def _periods(state: ChargeState, voucher_id: str, terms: domain.VoucherTerms,
         start, end = domain.period_bounds(terms, day)
         found = state.memo[key] = (start, end, periods.previous_period(terms.period, terms.valid_from,
                                                                        terms.valid_until, day))
+    return found
+
+
+def _in_force(state: ChargeState, funder_id: str, category: str, day: date) -> list[domain.PriceList]:
+    """The provider's price list in force on ``day`` for the funder and category (``domain.price_in_force``) as
+    the one list the rules choose from, or none: what they choose from all the lists taking effect by ``day``,
+    worked out once per funder, category and day in a batch."""
+    key = ("price_list", funder_id, category, day)
+    found = state.memo.get(key)
+    if found is None:
+        chosen = domain.price_in_force(state.price_lists.get((funder_id, category), ()), day)
+        found = state.memo[key] = [] if chosen is None else [chosen]
     return found
 
 
@@ -173,15 +185,17 @@ def life_cycle_terms(voucher: VoucherOnFile, terms: domain.VoucherTerms, req: do
 
 # ------------------------------------------------------------------ a bulk's next chunk, ruled ahead
 def days_asked(lines: list[Line], state: ChargeState) -> tuple[date, date] | None:
-    """The first and last service date whose units the lines' periods (and the periods before them) count."""
+    """The first and last service date whose units the lines' periods (and the periods before them) count (worked
+    out once per voucher and service date: a bulk's lines repeat them)."""
     first = last = None
-    for line in lines:
-        voucher = state.vouchers.get(state.voucher_of.get(line.index))
+    voucher_of = state.voucher_of
+    for vid, day in {(voucher_of.get(line.index), line.req.service_date) for line in lines}:
+        voucher = state.vouchers.get(vid)
         terms = None if voucher is None else voucher.terms
         if terms is None:
             continue
-        start, end = domain.period_bounds(terms, line.req.service_date)
-        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, line.req.service_date)
+        start, end = domain.period_bounds(terms, day)
+        previous = periods.previous_period(terms.period, terms.valid_from, terms.valid_until, day)
         if previous is not None:
             start = min(start, previous[0])
         first = start if first is None else min(first, start)
@@ -194,14 +208,15 @@ def rule_inputs(state: ChargeState, lines: list[Line], today: date) -> tuple:
     the earlier charges with the lines' references, the vouchers' units and money per service date over the days
     the lines' periods count, their choices, and their funders' approvals, price lists and deadlines. Two states
     with equal inputs give every line the same outcome (``decide`` is a pure function of these)."""
-    vids = sorted({v for v in (state.voucher_of.get(line.index) for line in lines) if v is not None})
+    voucher_of, earlier = state.voucher_of, state.earlier
+    named = [voucher_of.get(line.index) for line in lines]
+    vids = sorted({v for v in named if v is not None})
     vouchers = tuple((vid, state.vouchers.get(vid)) for vid in vids)
     funders = sorted({v.terms.funder_id for _vid, v in vouchers if v is not None and v.terms is not None})
     days = days_asked(lines, state)
     first, last = days if days is not None else (date.max, date.min)
-    return (
-        today, tuple(state.voucher_of.get(line.index) for line in lines), vouchers,
-        tuple(sorted((ref, state.earlier.get(ref)) for ref in {line.provider_reference for line in lines})),
+    return (  # compared with ``==`` only (lists and dicts compare by content)
+        today, named, vouchers, {ref: earlier.get(ref) for ref in {line.provider_reference for line in lines}},
         tuple((vid, tuple(sorted((d, tuple(v)) for d, v in state.used.days.get(vid, {}).items() if first <= d <= last)))
               for vid in vids),
         tuple((vid, tuple(state.choices.get(vid, ()))) for vid in vids),
@@ -226,11 +241,14 @@ class Ahead:
 
 class Carry:
     """What a bulk's chunks hand on: the state the last chunk's rules left (``state``, set by ``charge_lines`` as
-    soon as its rules have ended, before its rows are written) and ``ruled``, set then."""
+    soon as its rules have ended, before its rows are written) and ``ruled``, set then; and what the last chunk
+    that committed knew of its vouchers' units used (``known``, set once it has committed: the next chunk's
+    store takes from it what has not changed since instead of reading it again)."""
 
     def __init__(self) -> None:
         self.state: ChargeState | None = None
         self.ruled = asyncio.Event()
+        self.known: Known | None = None
 
     def set(self, state: ChargeState) -> None:
         self.state = state
@@ -296,12 +314,17 @@ async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal
     have ended (the next chunk is ruled on it while this one is written)."""
     if not lines:
         return {}
+    known = None
     async with uow:
-        state = await uow.charges.load(provider_id, lines)
+        if carry is not None and getattr(uow.charges, "carries", False):
+            state = await uow.charges.load(provider_id, lines, carry.known)
+        else:
+            state = await uow.charges.load(provider_id, lines)
         today = clock.today()
         if ahead is not None and rule_inputs(state, lines, today) == ahead.inputs:
             outcomes, charges = ahead.outcomes, ahead.charges
             if carry is not None:
+                known = Known.of(state, charges)
                 ahead.state.codes.update(state.codes)
                 carry.set(ahead.state)
             if charges:
@@ -313,20 +336,25 @@ async def charge_lines(uow: ChargeUnitOfWork, clock: Clock, principal: Principal
             outcomes: dict[int, Outcome] = {}
 
             def accepted() -> Iterator[NewCharge]:
+                nonlocal known
                 for index, outcome in decisions(lines, state, today, clock.now):
                     outcomes[index] = outcome
                     if outcome.charge is not None:
                         yield outcome.charge
                 if carry is not None:
+                    known = Known.of(state)
                     carry.set(state)
 
             await uow.charges.add_stream(principal, accepted())
         else:
             outcomes, charges = decide(lines, state, today, clock.now)
             if carry is not None:
+                known = Known.of(state)
                 carry.set(state)
             if charges:
                 await uow.charges.add(principal, charges)
         await uow.commit()
+    if carry is not None:
+        carry.known = known  # what this chunk knew, now that it is committed (None: nothing to go on)
     count_charges(outcomes.values())  # committed: each line's outcome once (a retried unit of work counts once)
     return outcomes

@@ -161,10 +161,10 @@ def _text(value: object, longest: int) -> bool:
 
 
 def ready_values(values: dict) -> tuple | None:
-    """A CSV row's values (``csv_format.Row.values``) as the charge engine takes them (``Line.ready``), read
-    without ``ChargeLine`` when they are plainly what it accepts, else None: the line then goes through the
-    model, which gives every refusal its reason. Accepting here only what the model accepts, with the same
-    values, is ``tests/charging/test_csv_ready.py``'s property."""
+    """A CSV row's values (``csv_format.Row.values``), or a JSON bulk's line, as the charge engine takes them
+    (``Line.ready``), read without ``ChargeLine`` when they are plainly what it accepts, else None: the line then
+    goes through the model, which gives every refusal its reason. Accepting here only what the model accepts, with
+    the same values, is ``tests/charging/test_csv_ready.py``'s property."""
     if not values.keys() <= _KEYS:
         return None
     voucher_id, code, ref = values.get("voucher_id"), values.get("voucher_code"), values.get("provider_reference")
@@ -187,8 +187,11 @@ def ready_values(values: dict) -> tuple | None:
 
 
 def json_lines(items: list) -> Iterator[Line]:
+    """A JSON bulk's lines: read without ``ChargeLine`` when plainly what it accepts (``ready_values``, as a CSV
+    row's values), else through the model and its reasons."""
     for n, raw in enumerate(items, start=1):
-        yield line_of(n, raw)
+        ready = ready_values(raw) if type(raw) is dict else None
+        yield line_of(n, raw) if ready is None else Line(n, ready[2], ready=ready)
 
 
 def csv_lines(rows: Iterable) -> Iterator[Line]:  # noqa: ANN001  (csv_format.Row)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 
 from seteli_shared import audit
 from seteli_shared.auth import Principal
@@ -138,7 +139,7 @@ class ChargeRows:
     @staticmethod
     def entries_of(txn_id: str, c: NewCharge) -> list[tuple]:
         return [(txn_id, account, amount) for account, amount in
-                charge_postings(c.funder_id, c.req.provider_id, c.amounts.amount_cents)]
+                _postings(c.funder_id, c.req.provider_id, c.amounts.amount_cents)]
 
     @staticmethod
     def event(c: NewCharge) -> tuple:
@@ -172,12 +173,23 @@ class ChargeRows:
 
 
 # ------------------------------------------------------------------ charge.accepted.v2
+@lru_cache(maxsize=4096)
+def _postings(funder_id: str, provider_id: str, amount_cents: int) -> tuple[tuple[str, int], ...]:
+    """``charge_postings``, worked out once per funder, provider and amount (a bulk's charges repeat them)."""
+    return tuple(charge_postings(funder_id, provider_id, amount_cents))
+
+
+#: units as a ``ChargesAccepted`` lists them (``from_hundredths``), worked out once per distinct value (a bulk's
+#: lines repeat a few; a ``Decimal`` is immutable, so one object serves them all)
+_units = lru_cache(maxsize=4096)(from_hundredths)
+
+
 def accepted_part(c: NewCharge) -> dict:
     """The charge as a ``ChargesAccepted`` lists it: the values its ``ChargeAccepted`` has beyond its funder and
     provider (the same values ``event`` writes), in the model's field order."""
     a, req = c.amounts, c.req
     return {"charge_id": c.id, "voucher_id": c.voucher_id, "category": c.category, "service_date": req.service_date,
-            "units": from_hundredths(req.units_x100), "unit_price_cents": a.unit_price_cents,
+            "units": _units(req.units_x100), "unit_price_cents": a.unit_price_cents,
             "amount_cents": a.amount_cents, "own_share_cents": a.own_share_cents, "accepted_at": c.accepted_at,
             "tariff": req.tariff, "price_registered": a.price_registered,
             "registered_price_cents": a.registered_price_cents, "price_list_id": a.price_list_id,
@@ -224,3 +236,33 @@ def v2_rows(charges: list[NewCharge], per_event: int) -> list[tuple]:
         groups.setdefault((c.funder_id, c.req.provider_id), []).append(accepted_part(c))
     return [_V2.row(funder_id, provider_id, parts[i:i + per_event])
             for (funder_id, provider_id), parts in groups.items() for i in range(0, len(parts), per_event)]
+
+
+class V2Rows:
+    """``v2_rows`` made as the charges come (``add``, one at a time in the order they were accepted): an event's
+    body is written as soon as its ``per_event`` charges are there (a store streaming the batch's other rows to
+    the database meanwhile), the last ones' at ``rows``; the same rows in the same order as ``v2_rows``."""
+
+    def __init__(self, per_event: int) -> None:
+        self.per_event = per_event
+        self.parts: dict[tuple[str, str], list[dict]] = {}
+        self.made: dict[tuple[str, str], list[tuple]] = {}
+
+    def add(self, c: NewCharge) -> None:
+        key = (c.funder_id, c.req.provider_id)
+        parts = self.parts.get(key)
+        if parts is None:
+            parts = self.parts[key] = []
+            self.made[key] = []
+        parts.append(accepted_part(c))
+        if len(parts) == self.per_event:
+            self.made[key].append(_V2.row(key[0], key[1], parts))
+            self.parts[key] = []
+
+    def rows(self) -> list[tuple]:
+        out = []
+        for key, made in self.made.items():
+            out += made
+            if self.parts[key]:
+                out.append(_V2.row(key[0], key[1], self.parts[key]))
+        return out

@@ -101,6 +101,37 @@ class ChargeState:
     #: what the rules work out per voucher and service date (or life cycle), the same for every line that
     #: names them: kept for the batch's later lines (``_periods``, ``_life_cycle``; pure functions of the above)
     memo: dict = field(default_factory=dict)
+    #: each voucher this batch locked -> its row's ``version`` after the lock (a store that locks sets it), and the
+    #: service dates whose units and money ``used`` holds whole for those vouchers (``engine.days_asked``)
+    versions: dict[str, int] = field(default_factory=dict)
+    used_range: tuple[date, date] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a committed batch knew of its vouchers' units and money per service date (``ChargeState.used`` over
+    ``used_range``, its own charges counted) and the versions it left their rows at: the next batch of a bulk
+    takes a voucher's sums from here instead of reading them again when the row is still at that version plus
+    its own lock's step (every change of a voucher's charges moves the version: a charge, a batch's lock, a
+    cancellation, a correction) and its dates lie within ``used_range`` (``store.SessionChargeStore.load``)."""
+
+    versions: dict[str, int]
+    used_range: tuple[date, date]
+    days: dict[str, dict[date, tuple[int, int]]]
+
+    @classmethod
+    def of(cls, state: "ChargeState", charges: "list[NewCharge] | None" = None) -> "Known | None":
+        """``state``'s sums for the vouchers it locked, plus ``charges`` (accepted by rules that ran on another
+        state with the same inputs: ``engine.Ahead``) when given; None when nothing was locked or read."""
+        if not state.versions or state.used_range is None:
+            return None
+        days = {vid: {d: (v[0], v[1]) for d, v in state.used.days.get(vid, {}).items()} for vid in state.versions}
+        for c in charges or ():
+            its = days.get(c.voucher_id)
+            if its is not None:
+                u, m = its.get(c.req.service_date, (0, 0))
+                its[c.req.service_date] = (u + c.req.units_x100, m + c.amounts.amount_cents)
+        return cls(dict(state.versions), state.used_range, days)
 
 
 @dataclass(frozen=True, slots=True)

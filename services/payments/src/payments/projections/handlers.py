@@ -15,7 +15,7 @@ from sqlalchemy.orm.util import identity_key
 from seteli_shared.approvals import ApprovalProjection, as_utc
 from seteli_shared.errors import PermanentMessageError
 from seteli_shared.events import (Envelope, FunderRegistered, FunderTermsChanged, PriceListPublished, VoucherAmended,
-                                  VoucherIssued, VoucherProviderChosen, VoucherRevoked)
+                                  VoucherIssued, VoucherProviderChosen, VoucherRevoked, VouchersIssued)
 from seteli_shared.money import to_hundredths
 
 from ..models import ApprovalView, FunderView, PriceListView, ProviderChoiceView, VoucherView
@@ -188,6 +188,15 @@ async def on_vouchers_issued(session: AsyncSession, items: list[tuple[Envelope, 
             session.expunge(held)
 
 
+async def on_vouchers_issued_v2(session: AsyncSession, items: list[tuple[Envelope, VouchersIssued]]) -> None:
+    """A run of ``VouchersIssued`` (``voucher.issued.v2``): each voucher listed folded as its ``VoucherIssued``,
+    all of the run's in one upsert (``on_vouchers_issued``), so a voucher heard in both versions, or a v2 event
+    redelivered, leaves the rows one ``VoucherIssued`` leaves."""
+    each = [(env, one) for env, event in items for one in event.each()]
+    if each:
+        await on_vouchers_issued(session, each)
+
+
 async def on_voucher_amended(session: AsyncSession, _env: Envelope, event: VoucherAmended) -> None:
     """A later decision's terms replace older ones (events may come in any order: the highest version wins)."""
     view = await _voucher(session, event.voucher_id, event.funder_id, event.category)
@@ -237,4 +246,5 @@ HANDLERS = {
 #: runs of these events folded at once (the consumer's ``batch_handlers``; the same rows as ``HANDLERS``')
 BATCH_HANDLERS = {
     VoucherIssued.event_type(): on_vouchers_issued,
+    VouchersIssued.event_type(): on_vouchers_issued_v2,
 }
