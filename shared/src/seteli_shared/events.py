@@ -7,11 +7,12 @@ change adds ``.v2``. Consumers ignore unknown fields.
 """
 from __future__ import annotations
 
+from copy import copy
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from .ids import new_id
 from .logging import causation_id_var, correlation_id_var
@@ -361,33 +362,15 @@ class VoucherIssued(Event):
         return self.voucher_id
 
 
-class IssuedVoucher(BaseModel):
-    """One voucher of a ``VouchersIssued``: what a ``VoucherIssued`` says of it beyond its funder (every field,
-    with the same meaning, defaults and rules)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    voucher_id: str
-    client_ref: str
-    decision_ref: str
-    category: Category
-    unit: str
-    units_per_period: Decimal
-    period: str
-    value_per_unit_cents: int
-    valid_from: date
-    valid_until: date
-    issued_at: datetime
-    kind: str | None = None
-    value_table_version: str | None = None
-    max_value_per_unit_cents: int | None = None
-    client_fee_cents: int | None = None
-    budget_cents: int | None = None
-    categories: list[Category] | None = None
-    carry_over: bool = False
-    voucher_code: str | None = None
-    age_band: str | None = None
-    municipality_of_residence: str | None = None
+#: One voucher of a ``VouchersIssued``: what a ``VoucherIssued`` says of it beyond its funder. Made from
+#: ``VoucherIssued``'s own fields (every one but the funder, with the same types, defaults and rules, in its order),
+#: so a field added to version 1 is listed by version 2 as well.
+IssuedVoucher = create_model(
+    "IssuedVoucher", __module__=__name__,
+    __config__=ConfigDict(extra="ignore", frozen=True),
+    __doc__="One voucher of a ``VouchersIssued``: what a ``VoucherIssued`` says of it beyond its funder (every field,\n"
+            "    with the same meaning, defaults and rules).",
+    **{name: (f.annotation, copy(f)) for name, f in VoucherIssued.model_fields.items() if name != "funder_id"})
 
 
 class VouchersIssued(Event):
@@ -414,8 +397,7 @@ class VouchersIssued(Event):
 
     def each(self) -> list[VoucherIssued]:
         """The ``VoucherIssued`` of each voucher listed, in the listed order (not validated again: its parts are)."""
-        build, funder_id = VoucherIssued.model_construct, self.funder_id
-        return [build(funder_id=funder_id, **dict(v)) for v in self.vouchers]
+        return each_listed(self, "vouchers")
 
 
 class VoucherProviderChosen(Event):
@@ -541,13 +523,13 @@ class ChargeAccepted(Event):
         return self.charge_id
 
 
-def each_charge(many: Event) -> list:
-    """The version 1 event of each charge a version 2 event lists, in the listed order: its ``each_event`` built from
-    the fields it shares with all of them (``each_common``) and the charge's own, without validating again (its
-    parts are validated)."""
+def each_listed(many: Event, listed: str = "charges") -> list:
+    """The version 1 event of each item (charge, voucher) a version 2 event lists in its field ``listed``, in the
+    listed order: its ``each_event`` built from the fields it shares with all of them (``each_common``) and the
+    item's own, without validating again (its parts are validated)."""
     common = {name: getattr(many, name) for name in many.each_common}
     build = many.each_event.model_construct
-    return [build(**common, **dict(c)) for c in many.charges]
+    return [build(**common, **dict(c)) for c in getattr(many, listed)]
 
 
 class AcceptedCharge(BaseModel):
@@ -592,7 +574,7 @@ class ChargesAccepted(Event):
     each_common: ClassVar[tuple[str, ...]] = ("funder_id", "provider_id")
 
     def each(self) -> list[ChargeAccepted]:
-        return each_charge(self)
+        return each_listed(self)
 
 
 class ChargeSettled(Event):
@@ -656,7 +638,7 @@ class ChargesSettled(Event):
     each_common: ClassVar[tuple[str, ...]] = ("settlement_id", "funder_id", "provider_id", "settled_at")
 
     def each(self) -> list[ChargeSettled]:
-        return each_charge(self)
+        return each_listed(self)
 
 
 class ChargeCancelled(Event):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
@@ -407,16 +409,13 @@ class _Rows:
         for funder_id, issued in self.many.items():
             if len(issued) == 1 and self.events == "v2":
                 values, correlation, causation = issued[0]
-                tokens = correlation_id_var.set(correlation), causation_id_var.set(causation)
-                try:
+                with _caused(correlation, causation):
                     out.append(_ISSUED.row(values))
-                finally:
-                    correlation_id_var.reset(tokens[0])
-                    causation_id_var.reset(tokens[1])
                 continue
             for i in range(0, len(issued), self.per_event):
                 part = issued[i:i + self.per_event]
-                out.append(_ISSUED_MANY.row(funder_id, [v for v, _c, _k in part], part[0][1], part[0][2]))
+                with _caused(part[0][1], part[0][2]):
+                    out.append(_issued_many_row(funder_id, [v for v, _c, _k in part]))
         self.many = {}
         return out
 
@@ -437,52 +436,30 @@ class _Rows:
         self.vouchers, self.outbox, self.audit, self.issued = [], [], [], []
 
 
-class _IssuedManyRows:
-    """Outbox rows of ``VouchersIssued`` (``voucher.issued.v2``), each body the JSON ``Envelope.wrap`` makes of the
-    event listing the vouchers, written by pydantic-core straight from the ``VoucherIssued`` values (as
-    ``outbox.DirectEventRows`` writes one voucher's): the first one is made the ordinary way too and the bodies
-    compared; if they differ, every one is made the ordinary way."""
-
-    def __init__(self) -> None:
-        self.direct: bool | None = None  # None: not compared yet
-        self.type, self.key, self.where = VouchersIssued.event_type(), VouchersIssued.routing_key(), f"/seteli/{SOURCE}"
-        self.defaults = {name: field.default for name, field in IssuedVoucher.model_fields.items()}
-        self.required = {name for name, field in IssuedVoucher.model_fields.items() if field.is_required()}
-
-    def row(self, funder_id: str, issued: list[dict[str, Any]], correlation: str | None,
-            causation: str | None) -> dict[str, Any]:
-        items, usual = [], True
-        for values in issued:
-            item = {k: v for k, v in values.items() if k != "funder_id"}
-            usual = usual and self.required <= item.keys() <= self.defaults.keys()  # else as the model takes it
-            items.append({**self.defaults, **item})  # the fields in the model's order, each its default until given
-        if not self.direct or not usual:
-            tokens = correlation_id_var.set(correlation), causation_id_var.set(causation)
-            try:
-                env, row = event_row(VouchersIssued(funder_id=funder_id, vouchers=items), SOURCE)
-            finally:
-                correlation_id_var.reset(tokens[0])
-                causation_id_var.reset(tokens[1])
-            if self.direct is None and usual:
-                self.direct = self._body(funder_id, items, env.id, env.time, env.correlationid,
-                                         env.causationid) == row["body"]
-                if not self.direct:
-                    log.warning("outbox.direct_body_differs", event_type=self.type)
-            return row
-        eid, now = new_id(), utcnow()
-        return {"message_id": eid, "routing_key": self.key, "created_at": now, "attempts": 0,
-                "traceparent": current_traceparent(),
-                "body": self._body(funder_id, items, eid, now, correlation or eid, causation)}
-
-    def _body(self, funder_id: str, items: list[dict[str, Any]], eid: str, at: Any, correlation: str | None,
-              causation: str | None) -> str:
-        return to_json({"specversion": "1.0", "id": eid, "source": self.where, "type": self.type, "time": at,
-                        "subject": None, "datacontenttype": "application/json",
-                        "data": {"funder_id": funder_id, "vouchers": items}, "correlationid": correlation,
-                        "causationid": causation}).decode()
+@contextmanager
+def _caused(correlation: str | None, causation: str | None) -> Iterator[None]:
+    """The correlation and causation ids events made here carry (a decision's, while a run's rows are written)."""
+    tokens = correlation_id_var.set(correlation), causation_id_var.set(causation)
+    try:
+        yield
+    finally:
+        correlation_id_var.reset(tokens[0])
+        causation_id_var.reset(tokens[1])
 
 
-_ISSUED_MANY = _IssuedManyRows()
+_ISSUED_MANY = DirectEventRows(VouchersIssued, SOURCE)
+_ITEM_DEFAULTS = {name: field.default for name, field in IssuedVoucher.model_fields.items()}
+_ITEM_REQUIRED = {name for name, field in IssuedVoucher.model_fields.items() if field.is_required()}
+
+
+def _issued_many_row(funder_id: str, issued: list[dict[str, Any]]) -> dict[str, Any]:
+    """The outbox row of a ``VouchersIssued`` listing these vouchers (their ``VoucherIssued`` values), its body
+    written straight from the values by ``DirectEventRows`` (each item in the model's field order, its defaults
+    filled in); a voucher whose values the model might take otherwise sends the event through the model."""
+    items = [{**_ITEM_DEFAULTS, **{k: v for k, v in values.items() if k != "funder_id"}} for values in issued]
+    if all(_ITEM_REQUIRED <= values.keys() <= _ITEM_DEFAULTS.keys() | {"funder_id"} for values in issued):
+        return _ISSUED_MANY.row({"funder_id": funder_id, "vouchers": items})
+    return event_row(VouchersIssued(funder_id=funder_id, vouchers=items), SOURCE)[1]
 
 
 def _reply_row(reply: DecisionReply, causation_id: str | None) -> dict[str, Any]:
@@ -584,8 +561,8 @@ async def on_decisions(session: AsyncSession, items: list[tuple[Envelope, Decisi
                 .scalars().all())
     issued = set(tuple(r) for r in (await session.execute(sa.select(Voucher.funder_id, Voucher.decision_ref).where(
         sa.tuple_(Voucher.funder_id, Voucher.decision_ref).in_(list(keys))))).all())
-    settings = getattr(current_consumer.get(), "bus", None)
-    settings = getattr(settings, "settings", None)
+    consumer = current_consumer.get()
+    settings = consumer.bus.settings if consumer else None
     rows = _Rows(getattr(settings, "issued_events", "v2"), getattr(settings, "issued_event_vouchers", 1000))
     for (envelope, data), message in zip(items, messages, strict=True):
         bind_correlation(envelope.correlationid, causation_id=envelope.id)

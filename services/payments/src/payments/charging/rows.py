@@ -231,17 +231,16 @@ _V2 = _V2Bodies()
 def v2_rows(charges: list[NewCharge], per_event: int) -> list[tuple]:
     """The ``ChargesAccepted`` outbox rows of a batch's accepted charges: one per (funder, provider), in chunks of
     at most ``per_event`` charges, each chunk's charges in the order they were accepted."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    made = V2Rows(per_event)
     for c in charges:
-        groups.setdefault((c.funder_id, c.req.provider_id), []).append(accepted_part(c))
-    return [_V2.row(funder_id, provider_id, parts[i:i + per_event])
-            for (funder_id, provider_id), parts in groups.items() for i in range(0, len(parts), per_event)]
+        made.add(c)
+    return made.rows()
 
 
 class V2Rows:
     """``v2_rows`` made as the charges come (``add``, one at a time in the order they were accepted): an event's
     body is written as soon as its ``per_event`` charges are there (a store streaming the batch's other rows to
-    the database meanwhile), the last ones' at ``rows``; the same rows in the same order as ``v2_rows``."""
+    the database meanwhile), the last ones' at ``rows``."""
 
     def __init__(self, per_event: int) -> None:
         self.per_event = per_event
