@@ -117,6 +117,30 @@ def tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
+async def backend_cpu(admin: asyncpg.Connection, dbs: dict[str, str]) -> dict[str, float]:
+    """User + system CPU seconds so far of PostgreSQL's backends serving each of ``dbs`` (label -> database):
+    the database's share of a charge's work, which the services' own processes do not show. A backend that
+    ends between two readings drops out of the second, so the pools' steady connections are what this sees."""
+    rows = await admin.fetch("SELECT pid, datname FROM pg_stat_activity WHERE datname = ANY($1::text[])",
+                             list(dbs.values()))
+    label = {db: name for name, db in dbs.items()}
+    out = dict.fromkeys(dbs, 0.0)
+    for row in rows:
+        try:
+            t = psutil.Process(row["pid"]).cpu_times()
+        except psutil.Error:
+            continue
+        out[label[row["datname"]]] += t.user + t.system
+    return out
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds over all cores, wall seconds x cores) so far, from /proc/stat."""
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return sum(t) - idle, sum(t)
+
+
 async def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as c:
@@ -373,7 +397,9 @@ async def run(args: argparse.Namespace) -> int:
                     before_rows = await charged()
                     spies = start_profilers(processes, args.py_spy, args.seconds, r) if args.py_spy else []
                     cpu0, w0 = processes.cpu(), time.perf_counter()
+                    db0, m0 = await backend_cpu(admin, dbs), machine_busy()
                     result = wrk(urls["payments"], script, args.seconds, args.connections, args.threads)
+                    db1, m1 = await backend_cpu(admin, dbs), machine_busy()
                     rows = await charged() - before_rows
                     await until(lambda: settled_down(before_rows + rows), 600, 0.25)
                     drained = time.perf_counter() - w0 - args.seconds
@@ -381,12 +407,22 @@ async def run(args: argparse.Namespace) -> int:
                     for spy in spies:
                         spy.wait()
                     per = {n: (cpu1[n] - cpu0.get(n, 0)) * 1000 / max(result["accepted"], 1) for n in cpu1}
-                    result.update(rows=rows, drain_s=round(drained, 2), cpu_ms=per)
+                    n = max(result["accepted"], 1)
+                    result.update(rows=rows, drain_s=round(drained, 2), cpu_ms=per,
+                                  pg_cpu_ms={k: round((db1[k] - db0[k]) * 1000 / n, 3) for k in db1},
+                                  machine_busy=round((m1[0] - m0[0]) / max(m1[1] - m0[1], 1e-9), 3),
+                                  machine_cpu_ms=round((m1[0] - m0[0]) * 1000 / n, 3))
                     cpu_rounds.append(per)
                 else:
                     c0 = tree_cpu(raw_proc)
+                    rdb0, m0 = await backend_cpu(admin, {"raw": raw_db}), machine_busy()
                     result = wrk(raw_url, script, args.seconds, args.connections, args.threads)
-                    result["cpu_ms"] = (tree_cpu(raw_proc) - c0) * 1000 / max(result["accepted"], 1)
+                    rdb1, m1 = await backend_cpu(admin, {"raw": raw_db}), machine_busy()
+                    n = max(result["accepted"], 1)
+                    result["cpu_ms"] = (tree_cpu(raw_proc) - c0) * 1000 / n
+                    result.update(pg_cpu_ms=round((rdb1["raw"] - rdb0["raw"]) * 1000 / n, 3),
+                                  machine_busy=round((m1[0] - m0[0]) / max(m1[1] - m0[1], 1e-9), 3),
+                                  machine_cpu_ms=round((m1[0] - m0[0]) * 1000 / n, 3))
                     raw_cpu.append(result["cpu_ms"])
                 rounds[label].append(result)
                 ok &= result["non_2xx"] == 0
@@ -396,6 +432,10 @@ async def run(args: argparse.Namespace) -> int:
                   f"{sum(p['cpu_ms'].values()):.2f} ms; consumers done {p['drain_s']:.1f} s after wrk) | raw "
                   f"{b['accepted_rps']:.0f}/s p99 {b['p99_ms']:.1f} ms, {b['cpu_ms']:.2f} ms CPU | ratio "
                   f"{p['accepted_rps'] / b['accepted_rps']:.2f}  (load {os.getloadavg()[0]:.1f})")
+            print(f"    PostgreSQL's backends, CPU a charge: "
+                  f"{', '.join(f'{n} {v:.2f}' for n, v in p['pg_cpu_ms'].items())} ms | raw {b['pg_cpu_ms']:.2f} ms; "
+                  f"the machine busy {p['machine_busy']:.0%} ({p['machine_cpu_ms']:.2f} ms a charge over every "
+                  f"process) | raw {b['machine_busy']:.0%} ({b['machine_cpu_ms']:.2f} ms)")
 
         def total(label: str) -> float:
             return sum(x["accepted"] for x in rounds[label]) / (args.seconds * args.rounds)
@@ -414,6 +454,10 @@ async def run(args: argparse.Namespace) -> int:
             raw_cpu_ms_per_charge=round(statistics.mean(raw_cpu), 3),
             round_ratios=[round(p["accepted_rps"] / b["accepted_rps"], 3)
                           for p, b in zip(rounds["payments"], rounds["raw"])],
+            pg_cpu_ms_per_charge=[p["pg_cpu_ms"] for p in rounds["payments"]],
+            raw_pg_cpu_ms_per_charge=[b["pg_cpu_ms"] for b in rounds["raw"]],
+            machine_cpu_ms_per_charge=[p["machine_cpu_ms"] for p in rounds["payments"]],
+            raw_machine_cpu_ms_per_charge=[b["machine_cpu_ms"] for b in rounds["raw"]],
             non_2xx=sum(x["non_2xx"] for v in rounds.values() for x in v), load_after=os.getloadavg()[0])
         print(f"single POST /charges, whole system: payments {total('payments'):,.0f}/s against the raw endpoint "
               f"{total('raw'):,.0f}/s: ratio {ratio:.2f} (target >= {TARGET_RATIO}); p99 {p99:.1f} ms (target < "
