@@ -23,6 +23,7 @@ from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.db import driver_connection
 from seteli_shared.outbox import wake_relays
+from seteli_shared.periods import MONTH
 from seteli_shared.uow import AbstractUnitOfWork
 
 from ..models import VoucherView
@@ -40,7 +41,10 @@ class Stale(Exception):
 
 _VOUCHER_COLUMNS = tuple(c.name for c in VoucherView.__table__.c)
 #: ``load``'s one statement: the voucher's row and version, its charges per service date, the earlier charge
-#: with the reference, and one row per (approval, price list, choice) combination, deduplicated in ``load``
+#: with the reference, and one row per (approval, price list, choice) combination, deduplicated in ``load``.
+#: The charges are summed only over the days the rules count (``engine.days_asked``, as the batch store reads
+#: them): for monthly units the service date's month and the month before it, else the whole validity; a
+#: voucher's older months are not read again at every charge
 _READ_ALL = f"""
 SELECT {", ".join(f"v.{c}" for c in _VOUCHER_COLUMNS)}, v.xmin::text AS row_version,
   e.id AS earlier_id, e.voucher_id AS earlier_voucher_id, e.service_date AS earlier_service_date,
@@ -58,7 +62,11 @@ LEFT JOIN LATERAL (
   SELECT array_agg(s.service_date) AS days, array_agg(s.u) AS day_units, array_agg(s.m) AS day_money
   FROM (SELECT c.service_date, sum(c.units_x100 - c.corrected_units_x100) AS u,
                sum(c.amount_cents - c.corrected_amount_cents) AS m FROM payments_charge c
-        WHERE c.voucher_id = $1 AND c.status <> 'cancelled' GROUP BY c.service_date) s) d ON true
+        WHERE c.voucher_id = $1 AND c.status <> 'cancelled'
+          AND (v.period IS DISTINCT FROM '{MONTH}'
+               OR c.service_date >= (date_trunc('month', $5::date) - interval '1 month')::date
+               AND c.service_date < (date_trunc('month', $5::date) + interval '1 month')::date)
+        GROUP BY c.service_date) s) d ON true
 LEFT JOIN payments_approval a ON a.funder_id = v.funder_id AND a.provider_id = $2
   AND a.category = coalesce($4::varchar, v.category)
 LEFT JOIN payments_price_list p ON p.provider_id = $2 AND p.funder_id = v.funder_id
