@@ -15,6 +15,9 @@ once falls back, after ``OPTIMISTIC_ATTEMPTS``, to the lock taken first (``store
 connection found dead is thrown away and the charge tried again (the reference makes that safe)."""
 from __future__ import annotations
 
+import calendar
+from datetime import date, timedelta
+
 from asyncpg import UniqueViolationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -63,9 +66,7 @@ LEFT JOIN LATERAL (
   FROM (SELECT c.service_date, sum(c.units_x100 - c.corrected_units_x100) AS u,
                sum(c.amount_cents - c.corrected_amount_cents) AS m FROM payments_charge c
         WHERE c.voucher_id = $1 AND c.status <> 'cancelled'
-          AND (v.period IS DISTINCT FROM '{MONTH}'
-               OR c.service_date >= (date_trunc('month', $5::date) - interval '1 month')::date
-               AND c.service_date < (date_trunc('month', $5::date) + interval '1 month')::date)
+          AND (v.period IS DISTINCT FROM '{MONTH}' OR c.service_date BETWEEN $6::date AND $7::date)
         GROUP BY c.service_date) s) d ON true
 LEFT JOIN payments_approval a ON a.funder_id = v.funder_id AND a.provider_id = $2
   AND a.category = coalesce($4::varchar, v.category)
@@ -80,6 +81,13 @@ SELECT v.voucher_id, v.provider_id = $2 OR EXISTS (
   SELECT 1 FROM payments_provider_choice ch WHERE ch.voucher_id = v.voucher_id AND ch.provider_id = $2) AS mine
 FROM payments_voucher v WHERE v.voucher_code = $1 LIMIT 2
 """
+
+
+def _months_counted(day: date) -> tuple[date, date]:
+    """The first day of the month before ``day``'s and the last day of ``day``'s: every day a monthly voucher's
+    rules count for a charge on ``day`` (``engine.days_asked``: its period and the one before it)."""
+    start = day.replace(day=1)
+    return (start - timedelta(days=1)).replace(day=1), day.replace(day=calendar.monthrange(day.year, day.month)[1])
 
 
 class _Record:
@@ -111,7 +119,7 @@ class OptimisticChargeStore:
         state.voucher_of[line.index] = self.voucher_id = voucher_id
         req = line.req
         rows = await self.conn.fetch(_READ_ALL, voucher_id, provider_id, line.provider_reference, req.category,
-                                     req.service_date)
+                                     req.service_date, *_months_counted(req.service_date))
         first = rows[0]
         if first["voucher_id"] is not None:
             self.version = first["row_version"]
