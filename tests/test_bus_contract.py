@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 
 from seteli_shared import contract
 from seteli_shared.decisions import REPLIES_TYPE, DecisionData, DecisionReplies, DecisionReply
-from seteli_shared.events import ALL_EVENTS, Event
+from seteli_shared.events import ALL_EVENTS
 from seteli_shared.privacy import find_in
 
 ROOT = Path(__file__).resolve().parent.parent
