@@ -341,7 +341,8 @@ class CaseSystem:
             await message.reject(requeue=True)
             return
         for reply in replies:
-            self._hand_over(reply)        # handed over: acknowledged with the replies that arrive with it, in one cumulative ack (a stream of
+            self._hand_over(reply)
+        # handed over: acknowledged with the replies that arrive with it, in one cumulative ack (a stream of
         # replies costs an ack frame per burst, not per reply)
         self._to_ack = message
         if not self._ack_soon:
