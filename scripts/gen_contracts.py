@@ -40,7 +40,7 @@ def service_specs():  # noqa: ANN201
 
 
 #: the version of the whole contract (docs/CONTRACT-CHANGELOG.md has an entry for each)
-CONTRACT_VERSION = "1.7.0"
+CONTRACT_VERSION = "1.8.0"
 
 
 def example_id(label: str) -> str:
@@ -54,13 +54,14 @@ def example_id(label: str) -> str:
 
 
 def message(name: str, message_type: str, data, summary: str, examples: list[dict], *,  # noqa: ANN001
-            published: bool = True, description: str | None = None) -> dict:
+            published: bool = True, description: str | None = None, envelope_model=None) -> dict:  # noqa: ANN001
     """One message of the document: its standalone schema (``contract.message_schema``) and examples."""
     out = {"name": name, "title": name, "summary": summary}
     if description:
         out["description"] = description
     return {**out, "contentType": "application/cloudevents+json", "schemaFormat": SCHEMA_FORMAT,
-            "payload": message_schema(message_type, data, published=published),
+            "payload": message_schema(message_type, data, published=published,
+                                      **({"envelope_model": envelope_model} if envelope_model else {})),
             "bindings": {"amqp": {"deliveryMode": 2, "messageType": message_type, "bindingVersion": "0.2.0"}},
             "examples": examples}
 
@@ -125,7 +126,10 @@ def asyncapi() -> dict:
                 "login code, which no one else may read. Decisions are idempotent by (funder, decision_ref, "
                 "decision_version): the same version again changes nothing, a higher one amends or revokes, a "
                 "lower one is answered `stale_version`. Unknown fields are refused; a decision carrying a "
-                "personal identity code anywhere is answered `personal_identity_code` and kept nowhere.\n\n"
+                "personal identity code anywhere is answered `personal_identity_code` and kept nowhere. A case "
+                "system that sets the decision envelope's extension attribute `replymode` to `batched` gets its "
+                "replies listed in `fi.seteli.decision.replies.v1` messages, one per run of decisions taken together "
+                "(1.8.0).\n\n"
                 "Payments sends each provider a settlement notice (`fi.seteli.notice.settlement.v1`) through its "
                 "outbox on `{namespace}.notices` with routing key `notice.<provider_id>.settlement` (and a recovery "
                 "claim, `fi.seteli.notice.recovery-claim.v1`, on `notice.<provider_id>.recovery-claim`); a provider's "
@@ -144,7 +148,8 @@ def asyncapi() -> dict:
 def decision_channels(channels: dict, messages: dict) -> None:
     """The decisions funders' case systems publish and the replies they read (``seteli_shared.decisions``)."""
     from seteli_shared.decisions import (DECISION_TYPE, EXAMPLE_ACCEPTED, EXAMPLE_DECISION, EXAMPLES_REJECTED,
-                                         DecisionAccepted, DecisionData, DecisionRejected)
+                                         REPLIES_TYPE, DecisionAccepted, DecisionData, DecisionEnvelope,
+                                         DecisionRejected, DecisionReplies)
 
     funder = {"description": "the funder's id, e.g. the municipality code `091`",
               "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}
@@ -161,8 +166,12 @@ def decision_channels(channels: dict, messages: dict) -> None:
          {"name": "revoke", "summary": "version 3: the voucher ends",
           "payload": {**decision, "id": example_id("decision:revoke"),
                       "data": {"funder_id": "091", "decision_ref": "HKI-2026-000123", "decision_version": 3,
-                               "action": "revoke", "client_ref": "asiakas-8f3a21", "effective_from": "2026-06-01"}}}],
-        published=False, description=(DecisionData.__doc__ or "").strip())
+                               "action": "revoke", "client_ref": "asiakas-8f3a21", "effective_from": "2026-06-01"}}},
+         {"name": "grant with batched replies", "summary": "a grant whose case system asks for its reply in one "
+          "fi.seteli.decision.replies.v1 message with the other decisions taken in the same run (replymode)",
+          "payload": {**decision, "id": example_id("decision:batched"), "replymode": "batched",
+                      "data": {**EXAMPLE_DECISION["data"], "decision_ref": "HKI-2026-000127"}}}],
+        published=False, description=(DecisionData.__doc__ or "").strip(), envelope_model=DecisionEnvelope)
     replies = []
     for cls, examples in ((DecisionAccepted, [EXAMPLE_ACCEPTED]), (DecisionRejected, EXAMPLES_REJECTED)):
         name = cls.__name__
@@ -173,6 +182,21 @@ def decision_channels(channels: dict, messages: dict) -> None:
             "correlationid": decision["id"], "causationid": decision["id"]}} for i, example in enumerate(examples)]
         messages[name] = message(name, cls.reply_type(), cls, " ".join((cls.__doc__ or "").split()), payloads)
         replies.append({"$ref": f"#/components/messages/{name}"})
+    listed = json.loads(json.dumps([messages["DecisionAccepted"]["examples"][0]["payload"],
+                                    messages["DecisionRejected"]["examples"][0]["payload"]]))  # copies: no YAML aliases
+    batched_id = example_id("decision:batched")
+    listed = [{**listed[0], "id": example_id("DecisionReplies:accepted"), "subject": "HKI-2026-000127",
+               "data": {**listed[0]["data"], "decision_ref": "HKI-2026-000127"},
+               "correlationid": batched_id, "causationid": batched_id}, listed[1]]
+    messages["DecisionReplies"] = message(
+        "DecisionReplies", REPLIES_TYPE, DecisionReplies, " ".join((DecisionReplies.__doc__ or "").split()),
+        [{"name": "two replies", "summary": "a run's replies to two decisions of funder 091 that asked for "
+          "batched replies: one accepted, one refused",
+          "payload": {"specversion": "1.0", "id": example_id("DecisionReplies:0"), "source": "/seteli/vouchers",
+                      "type": REPLIES_TYPE, "time": EXAMPLE_ACCEPTED["answered_at"], "subject": "091",
+                      "datacontenttype": "application/json", "data": {"funder_id": "091", "replies": listed},
+                      "correlationid": batched_id}}])
+    replies.append({"$ref": "#/components/messages/DecisionReplies"})
     channels["decision.{funder_id}"] = {
         "description": "Service decisions from a funder's case system, published as its own broker user "
                        "`funder-<funder_id>` (only this routing key is allowed to it) with `user_id` set, persistent, "
@@ -187,7 +211,11 @@ def decision_channels(channels: dict, messages: dict) -> None:
     channels["reply.{funder_id}"] = {
         "description": "The answer to each decision, published by vouchers through its outbox; read by the funder's "
                        "case system, and only by it, from its queue `{namespace}.decision-replies.<funder_id>` "
-                       "(an accepted grant carries the client's one-time login code).",
+                       "(an accepted grant carries the client's one-time login code). A decision whose envelope "
+                       "carries `replymode: batched` is answered inside a `fi.seteli.decision.replies.v1` listing "
+                       "the replies to that funder's decisions taken in the same run (at most "
+                       "`DECISION_REPLIES_PER_MESSAGE` a message); any other decision, and a message refused before "
+                       "it could be read as a decision, gets its own reply.",
         "parameters": {"funder_id": funder},
         "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": "{namespace}.decision-replies", "type": "topic",
                                                                "durable": True, "autoDelete": False},

@@ -18,8 +18,8 @@ from jsonschema.exceptions import ValidationError
 from ruamel.yaml import YAML
 
 from seteli_shared import contract
-from seteli_shared.decisions import DecisionData, DecisionReply
-from seteli_shared.events import ALL_EVENTS, Event
+from seteli_shared.decisions import REPLIES_TYPE, DecisionData, DecisionReplies, DecisionReply
+from seteli_shared.events import ALL_EVENTS
 from seteli_shared.privacy import find_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def test_the_schemas_refuse_what_cloudevents_and_the_models_refuse(broken):  # n
 
 def test_the_examples_are_what_the_consumers_accept():
     """Each example's data is taken by the model the platform reads it with (events, decisions, replies)."""
-    by_type = {**{e.event_type(): e for e in ALL_EVENTS}, **DecisionReply.registry}
+    by_type = {**{e.event_type(): e for e in ALL_EVENTS}, **DecisionReply.registry, REPLIES_TYPE: DecisionReplies}
     for name, message in messages().items():
         for example in message["examples"]:
             model = DecisionData if name == "ServiceDecision" else by_type.get(example["payload"]["type"])
@@ -99,10 +99,10 @@ def test_the_examples_are_what_the_consumers_accept():
 def test_every_event_and_decision_message_is_documented_with_an_example():
     names = set(messages())
     assert {e.__name__ for e in ALL_EVENTS} <= names
-    assert {"ServiceDecision", "DecisionAccepted", "DecisionRejected", "SettlementNotice",
+    assert {"ServiceDecision", "DecisionAccepted", "DecisionRejected", "DecisionReplies", "SettlementNotice",
             "RecoveryClaimNotice"} <= names
     assert all(m["examples"] for m in messages().values())
-    assert len(names) == len(ALL_EVENTS) + 5
+    assert len(names) == len(ALL_EVENTS) + 6
 
 
 def test_every_message_type_carries_its_version():

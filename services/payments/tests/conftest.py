@@ -92,7 +92,8 @@ class LiveWorld:
         assert check["ok"], check
         return check
 
-    async def provider_with_vouchers(self, provider_id: str, n: int, units: str = "100") -> list[tuple[str, str]]:
+    async def provider_with_vouchers(self, provider_id: str, n: int, units: str = "100",
+                                     period: str = "validity") -> list[tuple[str, str]]:
         """An approved provider and ``n`` vouchers its clients chose it for: [(voucher_id, voucher_code)]."""
         await self.publish(ProviderApproved(approval_id=f"ap-{provider_id}", provider_id=provider_id, funder_id="091",
                                             category="home_care", approved_at=self.clock.now()), source="registry")
@@ -101,7 +102,7 @@ class LiveWorld:
             voucher_id, code = f"v-{provider_id}-{i}", new_code()
             events += [VoucherIssued(
                 voucher_id=voucher_id, funder_id="091", client_ref=f"c-{i}", decision_ref=f"D-{provider_id}-{i}",
-                category="home_care", unit="hour", units_per_period=Decimal(units), period="validity",
+                category="home_care", unit="hour", units_per_period=Decimal(units), period=period,
                 value_per_unit_cents=2500, valid_from=date(2026, 1, 1), valid_until=date(2026, 12, 31),
                 issued_at=self.clock.now(), voucher_code=code),
                 VoucherProviderChosen(voucher_id=voucher_id, funder_id="091", provider_id=provider_id,

@@ -642,3 +642,168 @@ async def test_a_case_system_decides_many_at_once_and_gets_each_decisions_own_re
         await asyncio.sleep(1.0)                                          # none is delivered again
         assert after.unclaimed == []
     assert len(await bus.vouchers("091")) == 41 and len(await bus.issued()) == 41
+
+
+# ------------------------------------------------------------------ batched replies (replymode: batched, contract 1.8.0)
+REPLIES_TYPE = "fi.seteli.decision.replies.v1"
+
+
+async def _all_replies(bus, funder: str = "091", quiet: float = 1.5) -> list[dict]:  # noqa: ANN001
+    """Every reply message on the funder's queue until none has come for ``quiet`` seconds."""
+    out = [await bus.reply(funder)]
+    while True:
+        try:
+            out.append(await bus.reply(funder, timeout=quiet))
+        except AssertionError:
+            return out
+
+
+def _listed(messages: list[dict]) -> list[dict]:
+    """The single replies and each reply a ``decision.replies.v1`` lists, in the order received."""
+    out = []
+    for m in messages:
+        out += m["data"]["replies"] if m["type"] == REPLIES_TYPE else [m]
+    return out
+
+
+async def test_a_case_system_that_asks_gets_a_runs_replies_in_one_message_each_once(bus):  # noqa: ANN001
+    """Decisions with ``replymode: batched`` are answered in one ``decision.replies.v1`` for the run, each listed reply
+    the one the decision would have had alone (accepted with its voucher and login code, refused with its reason,
+    ``causationid`` the decision's id), in the run's order, each once; in the same run the decisions that did not ask
+    get their own replies, and so do the messages refused before the run (a personal identity code, a bad
+    ``replymode``); the vouchers are announced before the replies."""
+    from seteli_shared.decisions import DecisionReplies
+
+    consumer = bus.app.state.runtime.extra_consumers[0]
+    consumer.batch_wait = 3.0  # the messages join one run
+    try:
+        refs = {k: f"BAT-{k}-{uuid.uuid4().hex[:8]}" for k in "ABCDEF"}
+        asked = [m | {"replymode": "batched"} for m in _mixed(refs)]
+        plain = [decision(), decision(valid_from=(date.today() - timedelta(days=800)).isoformat()),
+                 decision() | {"replymode": "single"}]
+        bad_mode = decision() | {"replymode": "all-at-once"}
+        msgs = asked[:4] + [plain[0]] + asked[4:8] + [plain[1], bad_mode] + asked[8:] + [plain[2]]
+        for m in msgs:
+            await bus.publish(m)
+        messages = await _all_replies(bus)
+    finally:
+        consumer.batch_wait = 0.0
+    many = [m for m in messages if m["type"] == REPLIES_TYPE]
+    assert len(many) == 1, [m["type"] for m in messages]
+    [batch] = many
+    DecisionReplies.model_validate(batch["data"])
+    assert (batch["data"]["funder_id"], batch["source"]) == ("091", "/seteli/vouchers")
+    listed = batch["data"]["replies"]
+    position = {m["id"]: i for i, m in reversed(list(enumerate(msgs)))}
+    assert [position[r["causationid"]] for r in listed] == sorted(position[r["causationid"]] for r in listed)
+    outcomes = [r["data"].get("outcome") or r["data"].get("reason") for r in listed]
+    assert outcomes == ["issued", "repeated", "amended", "stale_version", "issued", "revoked", "funder_mismatch",
+                        "invalid_validity", "issued"]
+    assert [r["data"]["decision_ref"] for r in listed] == [refs[k] for k in "AAAABBCDE"]
+    vouchers = {v.decision_ref: v for v in await bus.vouchers()}
+    for r in listed:
+        assert r["type"] in ("fi.seteli.decision.accepted.v1", "fi.seteli.decision.rejected.v1")
+        assert r["source"] == "/seteli/vouchers" and r["id"] and r["time"]
+        if r["data"].get("outcome") == "issued":
+            v = vouchers[r["data"]["decision_ref"]]
+            assert (r["data"]["voucher_id"], r["data"]["voucher_code"]) == (v.id, grouped(v.voucher_code))
+            assert r["data"]["client_login_code"] and r["subject"] == r["data"]["decision_ref"]
+        elif r["type"].endswith("rejected.v1"):
+            assert r["data"]["message"]
+    singles = [m for m in messages if m["type"] != REPLIES_TYPE]
+    by_cause = {m["causationid"]: m["data"] for m in singles}
+    assert len(singles) == len(by_cause) == 5, "each of the others its own reply, once"
+    assert by_cause[plain[0]["id"]]["outcome"] == "issued" and by_cause[plain[0]["id"]]["client_login_code"]
+    assert by_cause[plain[1]["id"]]["reason"] == "invalid_validity"
+    assert by_cause[plain[2]["id"]]["outcome"] == "issued", "replymode single: as before"
+    assert (by_cause[bad_mode["id"]]["reason"], by_cause[bad_mode["id"]]["fields"]) == (
+        "contract_violation", ["replymode"])
+    assert by_cause[asked[9]["id"]]["reason"] == "personal_identity_code", "refused before the run: a reply of its own"
+    every = [r["causationid"] for r in _listed(messages)]
+    assert len(every) == len(set(every)) == len(msgs) - 1, "every decision answered once (the repeated message not)"
+    # the vouchers the replies name are announced first, and nothing else is in the outbox for the run
+    rows = await bus.outbox_in_order()
+    batch_at = [i for i, (key, body) in enumerate(rows) if body["type"] == REPLIES_TYPE]
+    issued_at = [i for i, (key, body) in enumerate(rows) if key.startswith("voucher.issued")
+                 and any(v["decision_ref"] in refs.values() for v in body["data"].get("vouchers", [body["data"]]))]
+    assert batch_at and issued_at and max(issued_at) < min(batch_at)
+    assert [key for key, body in rows if body["type"] == REPLIES_TYPE] == ["decision-replies/reply.091"]
+
+
+async def test_a_redelivered_run_does_not_answer_twice_and_replies_are_split_at_the_setting(bus):  # noqa: ANN001
+    """The run's acknowledgement lost (its messages delivered again): the inbox drops them, no second
+    ``decision.replies.v1``; ``DECISION_REPLIES_PER_MESSAGE`` replies at most in one message."""
+    consumer = bus.app.state.runtime.extra_consumers[0]
+    settings = consumer.bus.settings
+    assert settings.decision_replies_per_message == 1000, "the default"
+    ack, lost = consumer._ack, []
+
+    async def lose_once(items):  # noqa: ANN001, ANN202  (as if the ack never reached the broker)
+        if not lost:
+            lost.append(len(items))
+            for p in items:
+                await p.message.nack(requeue=True)
+            return
+        await ack(items)
+
+    consumer._ack = lose_once
+    consumer.batch_wait = 3.0
+    settings.decision_replies_per_message = 4
+    try:
+        msgs = [decision(client_ref=f"asiakas-r{i}") | {"replymode": "batched"} for i in range(10)]
+        for m in msgs:
+            await bus.publish(m)
+        messages = await _all_replies(bus, quiet=3.0)
+    finally:
+        consumer._ack, consumer.batch_wait = ack, 0.0
+        settings.decision_replies_per_message = 1000
+    assert lost == [10], "the run was delivered again"
+    assert [len(m["data"]["replies"]) for m in messages] == [4, 4, 2]
+    assert [r["causationid"] for r in _listed(messages)] == [m["id"] for m in msgs], "each once, in order"
+    assert {r["data"]["outcome"] for r in _listed(messages)} == {"issued"}
+    assert len(await bus.vouchers()) == 10
+    assert await bus.no_more_replies(wait=0.5)
+
+
+async def test_the_sample_client_asks_for_batched_replies_and_unpacks_them(bus):  # noqa: ANN001
+    """``CaseSystem`` asks for batched replies by default: ``decide_many`` and ``decide`` get each decision's own reply
+    out of the ``decision.replies.v1`` messages; a listed reply nobody waits for goes to ``unclaimed``; with
+    ``batched_replies=False`` the replies come one a message, as before."""
+    from seteli_client import CaseSystem, decision_envelope, message_id
+
+    today = date.today()
+
+    def grant(ref: str) -> dict:
+        return {"decision_ref": ref, "decision_version": 1, "action": "grant", "client_ref": "asiakas-b1",
+                "category": "home_care", "units_per_period": "20", "period": "month", "value_per_unit_cents": 2500,
+                "valid_from": today.isoformat(), "valid_until": (today + timedelta(days=300)).isoformat()}
+
+    consumer = bus.app.state.runtime.extra_consumers[0]
+    consumer.batch_wait = 1.0
+    try:
+        async with CaseSystem(bus.url_of("091"), namespace=bus.ns) as cs:
+            assert cs.batched_replies
+            envelopes = [decision_envelope("091", grant(f"CLI-{message_id()[:8]}-{i}")) for i in range(12)]
+            replies = await cs.decide_many(envelopes, in_flight=12, timeout=60)
+            assert [r.envelope["causationid"] for r in replies] == [e["id"] for e in envelopes]
+            assert all(r.accepted and r.data["outcome"] == "issued" and r.data["client_login_code"] for r in replies)
+            one = await cs.decide(decision_envelope("091", grant(f"CLI-{message_id()[:8]}-one")), timeout=60)
+            assert one.accepted and one.data["outcome"] == "issued"
+            stray = decision_envelope("091", grant(f"CLI-{message_id()[:8]}-stray"))
+            await cs.publish(stray)  # published, its reply awaited by nobody
+            for _ in range(100):
+                if cs.unclaimed:
+                    break
+                await asyncio.sleep(0.1)
+            assert [r.envelope["causationid"] for r in cs.unclaimed] == [stray["id"]]
+        async with CaseSystem(bus.url_of("091"), namespace=bus.ns, batched_replies=False) as single:
+            plain = [decision_envelope("091", grant(f"CLI-{message_id()[:8]}-p{i}")) for i in range(3)]
+            answered = await single.decide_many(plain, in_flight=3, timeout=60)
+            assert [r.envelope["type"] for r in answered] == ["fi.seteli.decision.accepted.v1"] * 3
+    finally:
+        consumer.batch_wait = 0.0
+    rows = [body for key, body in await bus.outbox_in_order() if key == "decision-replies/reply.091"]
+    batched = [r for body in rows if body["type"] == REPLIES_TYPE for r in body["data"]["replies"]]
+    assert {r["causationid"] for r in batched} == {e["id"] for e in envelopes} | {stray["id"]} | {
+        one.envelope["causationid"]}, "the client asked: its replies went batched"
+    assert {body["causationid"] for body in rows if body["type"] != REPLIES_TYPE} == {e["id"] for e in plain}

@@ -137,6 +137,7 @@ class Consumer:
         whole_message_privacy: bool = False,
         on_refused: OnRefused | None = None,
         tracer: Tracer | None = None,
+        envelope: type[ReceivedEnvelope] = ReceivedEnvelope,
     ):
         self.bus = bus
         self.sessions = sessions
@@ -170,6 +171,9 @@ class Consumer:
         self.contracts = contracts  # message type -> model of its data (default: the domain events)
         self.whole_message_privacy = whole_message_privacy
         self.on_refused = on_refused
+        #: the model a message's envelope is read with (``contracts``' consumers: one that knows the extension
+        #: attributes of their messages, e.g. a decision's ``replymode``; a model of ``ReceivedEnvelope``'s rules)
+        self.envelope = envelope
         #: a span per message, the child of its ``traceparent`` header (None: tracing off, no span made)
         self.tracer = tracer
         self.queue: AbstractQueue | None = None  # kept: aio-pika restores only queues still referenced
@@ -374,7 +378,7 @@ class Consumer:
         if not body_cannot_hold_code(message.body) or not self._properties_clean(message):
             return None
         try:
-            envelope = ReceivedEnvelope.model_validate_json(message.body)
+            envelope = self.envelope.model_validate_json(message.body)
         except ValidationError:
             return None
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)
@@ -401,7 +405,7 @@ class Consumer:
         if raw is None:
             return Refused("bad_envelope: not JSON")
         try:
-            envelope = ReceivedEnvelope.model_validate(raw)  # CloudEvents' required attributes
+            envelope = self.envelope.model_validate(raw)  # CloudEvents' required attributes
         except ValidationError as exc:
             return Refused(f"bad_envelope: {describe(exc)}", raw, exc)
         handler = self.handlers.get(envelope.type) or self.batch_handlers.get(envelope.type)

@@ -66,11 +66,13 @@ def inline_refs(schema: Any, defs: dict | None = None) -> Any:
     return out
 
 
-def message_schema(message_type: str, data: type[BaseModel] | dict, *, published: bool = True) -> dict:
+def message_schema(message_type: str, data: type[BaseModel] | dict, *, published: bool = True,
+                   envelope_model: type[ReceivedEnvelope] = ReceivedEnvelope) -> dict:
     """The standalone payload schema of one message type: the CloudEvents envelope whose ``type`` is
     ``message_type`` and whose ``data`` is ``data`` (a model, or a schema already made). ``published``:
-    the platform sends it, and always with its ``time``."""
-    envelope = ReceivedEnvelope.model_json_schema()
+    the platform sends it, and always with its ``time``. ``envelope_model``: the envelope's model, when the
+    message may carry extension attributes of its own (a decision's ``replymode``)."""
+    envelope = envelope_model.model_json_schema()
     envelope["title"] = f"{message_type} (CloudEvents 1.0)"
     envelope["description"] = ("A CloudEvents 1.0 envelope (JSON format, structured mode): the AMQP message's body. "
                                "An attribute whose value is null is absent (CloudEvents' JSON format).")

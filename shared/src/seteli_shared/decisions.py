@@ -11,6 +11,15 @@ or a ``DecisionRejected`` envelope on the topic exchange ``<ns>.decision-replies
 ``<ns>.decision-replies.<funder_id>``, which only it may read: an accepted grant carries the client's
 one-time login code.
 
+**Batched replies (opted in by the publisher).** A decision whose envelope carries the CloudEvents extension
+attribute ``replymode`` ``batched`` (``DecisionEnvelope``) is answered, with the other such decisions of the
+same funder that the vouchers service takes in the same run, in one ``DecisionReplies`` message (type
+``fi.seteli.decision.replies.v1``, same exchange and routing key) listing each decision's reply envelope
+exactly as it would have been sent alone (its ``causationid`` the decision's id), at most the service's
+``DECISION_REPLIES_PER_MESSAGE`` a message. Without the attribute (or with ``single``) every decision gets its
+own reply, as before. A message refused before it can be read as a decision (a broken contract, a personal
+identity code) is answered with its own ``DecisionRejected`` either way.
+
 Decisions are idempotent by (funder, ``decision_ref``, ``decision_version``): the same version again
 changes nothing and is answered again (without the login code, shown once); a higher version amends
 the voucher (``action`` ``grant``) or ends it (``revoke``); a lower one is refused as
@@ -25,12 +34,18 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .catalogue import Period
-from .events import TYPE_PREFIX, Category, Envelope, FunderId, utcnow
+from .events import TYPE_PREFIX, Category, Envelope, FunderId, ReceivedEnvelope, utcnow
 from .ids import new_id
 from .logging import correlation_id_var
 from .schemas import BigCents, BusinessDate, Cents, Count, Units
 
 DECISION_TYPE = TYPE_PREFIX + "decision.v1"
+#: the message listing several decisions' replies (``DecisionReplies``), for case systems that ask for it
+REPLIES_TYPE = TYPE_PREFIX + "decision.replies.v1"
+#: the ``replymode`` a case system asks for one message of replies a run with
+BATCHED = "batched"
+#: the most replies the contract allows in one ``DecisionReplies`` (the service's setting is at most this)
+MAX_REPLIES_A_MESSAGE = 5000
 #: the exchanges, after the namespace (``<ns>.decisions``, ``<ns>.decision-replies``)
 DECISIONS_EXCHANGE = "decisions"
 REPLIES_EXCHANGE = "decision-replies"
@@ -122,11 +137,31 @@ class DecisionData(BaseModel):
         return self
 
 
+ReplyMode = Literal["single", "batched"]
+_REPLY_MODE_DESCRIPTION = (
+    "CloudEvents extension attribute: how the case system wants this decision answered. `batched`: in one "
+    "`fi.seteli.decision.replies.v1` message with the other decisions of the funder that the platform takes in "
+    "the same run, each reply as it would have been sent alone; `single` or absent: its own "
+    "`fi.seteli.decision.accepted.v1` / `fi.seteli.decision.rejected.v1` message (as before).")
+
+
+class DecisionEnvelope(ReceivedEnvelope):
+    """A decision's envelope as the vouchers service reads it: ``ReceivedEnvelope`` and the extension attribute
+    ``replymode`` (any other value is refused, as a broken contract)."""
+
+    replymode: ReplyMode | None = Field(default=None, description=_REPLY_MODE_DESCRIPTION)
+
+    @property
+    def batched_replies(self) -> bool:
+        return self.replymode == BATCHED
+
+
 class ServiceDecision(Envelope):
     """The CloudEvents envelope of a decision (``type`` ``fi.seteli.decision.v1``)."""
 
     type: Literal["fi.seteli.decision.v1"] = DECISION_TYPE  # type: ignore[assignment]
     data: DecisionData  # type: ignore[assignment]
+    replymode: ReplyMode | None = Field(default=None, description=_REPLY_MODE_DESCRIPTION)
 
 
 # ------------------------------------------------------------------ replies
@@ -191,6 +226,38 @@ class DecisionRejected(DecisionReply):
     message: str
     #: where the contract was broken (field names only), e.g. ``data.units_per_period``
     fields: list[str] = []
+
+
+class _ListedReply(ReceivedEnvelope):
+    time: datetime  # type: ignore[assignment]  (always sent)
+
+
+class ListedAccepted(_ListedReply):
+    """A ``fi.seteli.decision.accepted.v1`` envelope, as ``DecisionReplies`` lists it."""
+
+    type: Literal["fi.seteli.decision.accepted.v1"]  # type: ignore[assignment]
+    data: DecisionAccepted  # type: ignore[assignment]
+
+
+class ListedRejected(_ListedReply):
+    """A ``fi.seteli.decision.rejected.v1`` envelope, as ``DecisionReplies`` lists it."""
+
+    type: Literal["fi.seteli.decision.rejected.v1"]  # type: ignore[assignment]
+    data: DecisionRejected  # type: ignore[assignment]
+
+
+class DecisionReplies(BaseModel):
+    """The replies to several decisions of one funder's case system in one message, for a case system that asked
+    for them so (the decision envelope's extension attribute ``replymode`` ``batched``): one message per funder a
+    run of decisions the vouchers service takes together, at most its ``DECISION_REPLIES_PER_MESSAGE`` replies.
+    Each item is the whole reply envelope the decision would have had alone (``fi.seteli.decision.accepted.v1``
+    or ``fi.seteli.decision.rejected.v1``, its ``causationid`` the decision's id), in the order the decisions
+    were taken; a reader matches each to its decision as it matches single replies."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    funder_id: FunderId
+    replies: list[ListedAccepted | ListedRejected] = Field(min_length=1, max_length=MAX_REPLIES_A_MESSAGE)
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")

@@ -24,7 +24,7 @@ from .auth import FUNDER_STAFF, Principal, Role, TenantScope, require, tenant_sc
 from .bus import BrokerUnavailable, BrokerUnreachable, Bus
 from .consumer import BatchHandler, Consumer, Handler, OnRefused
 from .db import make_engine, outage_limits, ping, release_kept, session_factory, upgrade_async
-from .events import routing_keys_of
+from .events import ReceivedEnvelope, routing_keys_of
 from .jobs import JobRunner, current_runner
 from .faults import TIMED_OUT, database_fault, document_outages, install_fault_handlers
 from .docs import install_docs
@@ -64,6 +64,9 @@ class ConsumerSpec:
     #: message type -> handler of a run of such messages in one call (``consumer.BatchHandler``; the run's
     #: AMQP messages in ``consumer.current_run``)
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    #: the model the messages' envelopes are read with (``consumer.Consumer``'s ``envelope``): one that knows the
+    #: CloudEvents extension attributes these messages may carry
+    envelope: type[ReceivedEnvelope] = ReceivedEnvelope
 
     def queue(self, namespace: str, service: str) -> str:
         return f"{namespace}.{service}.{self.name}"
@@ -161,7 +164,7 @@ class Runtime:
             consumer = Consumer(
                 self.bus, self.sessions, extra.queue(self.settings.bus_namespace, self.spec.name), extra.handlers,
                 bind_keys=extra.bind_keys, batch_handlers=extra.batch_handlers, exchange=extra.exchange,
-                contracts=extra.contracts,
+                contracts=extra.contracts, envelope=extra.envelope,
                 whole_message_privacy=extra.whole_message_privacy, on_refused=extra.on_refused,
                 prefetch=self.settings.consumer_prefetch, batch_size=self.settings.consumer_batch_size,
                 batch_bytes=self.settings.consumer_batch_bytes, held_bytes=self.settings.consumer_held_bytes,

@@ -15,6 +15,12 @@ the operator with ``seteli-broker add-funder-system``) and:
   to no decision this process is waiting for goes to ``unclaimed``. A reply is acknowledged once handed
   over: the broker redelivers it to the next consumer otherwise.
 
+Batched replies: by default (``batched_replies=True``) each decision is published with the CloudEvents extension
+attribute ``replymode: batched`` (unless its envelope names a ``replymode`` itself), so the platform answers the
+decisions it takes together in one ``fi.seteli.decision.replies.v1`` message listing each decision's reply envelope
+(contract 1.8.0); the client unpacks it and matches each listed reply as it matches a single one. Single replies
+(a platform before 1.8.0, a refused message, ``batched_replies=False``) are read as before.
+
 ``decide()`` is both: publish, then wait for the reply. A decision may be published again with the same
 envelope (same id) after a failure: the platform answers a repeated version ``repeated``.
 
@@ -42,6 +48,9 @@ from .ids import message_id
 DECISION_TYPE = "fi.seteli.decision.v1"
 ACCEPTED_TYPE = "fi.seteli.decision.accepted.v1"
 REJECTED_TYPE = "fi.seteli.decision.rejected.v1"
+#: several replies in one message (contract 1.8.0), for a case system that asks for them (``replymode``)
+REPLIES_TYPE = "fi.seteli.decision.replies.v1"
+BATCHED = "batched"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 #: publishes a publishing channel takes at once (their confirms overlap; the others wait their turn untimed)
 PUBLISHES_A_CHANNEL = 64
@@ -78,6 +87,19 @@ class DecisionReply:
     @property
     def reason(self) -> str | None:
         return None if self.accepted else self.data.get("reason")
+
+
+def _replies_in(envelope: Any) -> list[DecisionReply]:
+    """The replies a message carries: itself, or each reply a ``fi.seteli.decision.replies.v1`` lists (``ValueError``
+    for a message that is neither an envelope nor such a list of envelopes)."""
+    if not isinstance(envelope, dict):
+        raise ValueError("not a CloudEvents envelope")
+    if envelope.get("type") != REPLIES_TYPE:
+        return [DecisionReply(envelope)]
+    listed = (envelope.get("data") or {}).get("replies")
+    if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
+        raise ValueError("a fi.seteli.decision.replies.v1 without its list of replies")
+    return [DecisionReply(e) for e in listed]
 
 
 def decision_envelope(funder_id: str, data: dict, *, source: str | None = None, envelope_id: str | None = None) -> dict:
@@ -117,8 +139,12 @@ class CaseSystem:
     ``funder_id`` defaults to what follows ``funder-`` in the broker user's name."""
 
     def __init__(self, amqp_url: str, funder_id: str | None = None, namespace: str = "seteli",
-                 publish_timeout: float = 10.0, reply_prefetch: int = 256, publish_channels: int = 4):
+                 publish_timeout: float = 10.0, reply_prefetch: int = 256, publish_channels: int = 4,
+                 batched_replies: bool = True):
         self.amqp_url, self.namespace, self.publish_timeout = amqp_url, namespace, publish_timeout
+        #: ask for the replies in ``fi.seteli.decision.replies.v1`` messages (``replymode: batched``): one message
+        #: for many decisions instead of one each (a platform before contract 1.8.0 ignores it and answers singly)
+        self.batched_replies = batched_replies
         if publish_channels < 1:
             raise ValueError("publish_channels must be at least 1")
         #: channels publishes take turns on: a channel writes one publish at a time (aio-pika awaits each one's
@@ -194,6 +220,8 @@ class CaseSystem:
         slot = self._turn
         self._turn = (slot + 1) % self.publish_channels
         exchange = await self._decisions_exchange(slot)
+        if self.batched_replies and "replymode" not in envelope:
+            envelope = {**envelope, "replymode": BATCHED}
         message = aio_pika.Message(json.dumps(envelope).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                    content_type=CONTENT_TYPE, message_id=envelope["id"], type=envelope["type"],
                                    user_id=self.user, app_id=f"funder-{self.funder_id}-case-system")
@@ -307,11 +335,22 @@ class CaseSystem:
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         try:
-            reply = DecisionReply(json.loads(message.body))
+            replies = _replies_in(json.loads(message.body))
         except Exception:  # noqa: BLE001  (not a reply this client can read: back to the queue, as before)
             await self._acknowledge()
             await message.reject(requeue=True)
             return
+        for reply in replies:
+            self._hand_over(reply)
+        # handed over: acknowledged with the replies that arrive with it, in one cumulative ack (a stream of
+        # replies costs an ack frame per burst, not per reply)
+        self._to_ack = message
+        if not self._ack_soon:
+            self._ack_soon = True
+            asyncio.get_running_loop().call_soon(self._ack_later)
+
+    def _hand_over(self, reply: DecisionReply) -> None:
+        """To the decision waiting for it (by ``causationid``, else by reference and version), else ``unclaimed``."""
         data = reply.data
         future = (self._waiting.by_id.get(reply.envelope.get("causationid") or "")
                   or self._waiting.by_ref.get((data.get("decision_ref"), data.get("decision_version"))))
@@ -319,12 +358,6 @@ class CaseSystem:
             future.set_result(reply)
         else:
             self.unclaimed.append(reply)
-        # handed over: acknowledged with the replies that arrive with it, in one cumulative ack (a stream of
-        # replies costs an ack frame per burst, not per reply)
-        self._to_ack = message
-        if not self._ack_soon:
-            self._ack_soon = True
-            asyncio.get_running_loop().call_soon(self._ack_later)
 
     def _ack_later(self) -> None:
         task = asyncio.ensure_future(self._acknowledge())

@@ -402,6 +402,26 @@ async def test_a_bulk_charge_between_a_single_charges_read_and_write_is_counted(
     assert (await w.client.get("/ledger/check", headers=OPERATOR)).json()["ok"]
 
 
+async def test_single_charges_of_a_monthly_voucher_count_each_month_apart(world):  # noqa: ANN001
+    """The fast path sums a monthly voucher's charges over the service month and the month before only (as the
+    batch store does): each month's five units are there to be charged whatever earlier months used, and a
+    month once full refuses more, also when charged after a later month."""
+    w, p = world, "prov-monthly"
+    [(voucher_id, _code)] = await w.provider_with_vouchers(p, 1, units="5", period="month")
+
+    async def charge(ref: str, day: str, units: str):  # noqa: ANN202
+        return await w.client.post("/charges", headers=charger(p), json={
+            "voucher_id": voucher_id, "provider_reference": ref, "service_date": day, "units": units})
+
+    for ref, day in (("m-apr", "2026-04-10"), ("m-may", "2026-05-10"), ("m-jun", "2026-06-10")):
+        r = await charge(ref, day, "5")
+        assert r.status_code == 201, r.text
+    for ref, day in (("m-jun-2", "2026-06-11"), ("m-apr-2", "2026-04-30"), ("m-may-2", "2026-05-31")):
+        r = await charge(ref, day, "1")
+        assert (r.status_code, r.json()["error"]["reason"]) == (422, "units_exceeded"), r.text
+    assert (await w.client.get("/ledger/check", headers=OPERATOR)).json()["ok"]
+
+
 async def test_twin_single_charges_at_once_make_one_charge(world):  # noqa: ANN001
     """The same charge sent six times at once (a client retrying over a bad line): one 201, five 200 with
     the same charge, one charge row and one ``ChargeAccepted``; a seventh with the same reference and

@@ -17,6 +17,9 @@ transaction as the voucher's change:
   by the consumer (the latter without its body) and answered ``DecisionRejected``
   (``on_decision_refused``): the answer is the only thing stored of it.
 
+A decision whose envelope carries ``replymode`` ``batched`` (``DecisionEnvelope``) is answered inside one
+``DecisionReplies`` per funder and run of the consumer (``replies.py``), the same reply envelopes listed.
+
 A message whose publisher is no funder's case system the platform knows (its broker user is not
 ``<BROKER_USER_PREFIX>funder-<funder_id>``) is answered ``unknown_publisher`` on the reply queue of the funder
 its routing key names, when that queue exists; otherwise it is dead-lettered with the reason.
@@ -51,7 +54,8 @@ from seteli_shared.clock import SYSTEM_CLOCK, Clock
 from seteli_shared.consumer import PRIVACY_REASON, Refused, current_consumer, current_delivery, current_run
 from seteli_shared.errors import PermanentMessageError
 from seteli_shared.decisions import (DECISION_BINDING, DECISION_TYPE, DECISIONS_EXCHANGE, REPLIES_EXCHANGE,
-                                     DecisionAccepted, DecisionData, DecisionRejected, DecisionReply,
+                                     BATCHED, DecisionAccepted, DecisionData, DecisionEnvelope, DecisionRejected,
+                                     DecisionReply,
                                      funder_of_routing_key, reply_queue, reply_routing_key, safe_location)
 from seteli_shared.errors import Conflict, DomainError
 from seteli_shared.events import (Envelope, IssuedVoucher, VoucherAmended, VoucherIssued, VoucherRevoked,
@@ -65,7 +69,7 @@ from seteli_shared.privacy import find_in
 from seteli_shared.rows import RowsInsert, _element_type
 from seteli_shared.service import ConsumerSpec
 
-from . import domain, formulas, kinds, usecases
+from . import domain, formulas, kinds, replies, usecases
 from .models import Funder, Voucher
 from .schemas import VoucherCreate, shown_code
 
@@ -79,9 +83,14 @@ clock: Clock = SYSTEM_CLOCK
 # ------------------------------------------------------------------ replies
 async def send_reply(session: AsyncSession, reply: DecisionReply, causation_id: str | None) -> Envelope:
     """Record the reply in the outbox, in the caller's transaction: ``reply.<funder_id>`` on
-    ``<ns>.decision-replies``."""
-    return await add_message(session, reply.envelope(SOURCE, causation_id), REPLIES_EXCHANGE,
-                             reply_routing_key(reply.funder_id))
+    ``<ns>.decision-replies``; for a decision whose case system asked for batched replies, listed in the run's
+    ``DecisionReplies`` instead (``replies.current_batch``), the same envelope."""
+    envelope = reply.envelope(SOURCE, causation_id)
+    batch = replies.current_batch.get()
+    if batch is not None:
+        batch.add(reply.funder_id, envelope.model_dump_json())
+        return envelope
+    return await add_message(session, envelope, REPLIES_EXCHANGE, reply_routing_key(reply.funder_id))
 
 
 def _user_prefix() -> str:
@@ -466,6 +475,16 @@ def _reply_row(reply: DecisionReply, causation_id: str | None) -> dict[str, Any]
     return message_row(reply.envelope(SOURCE, causation_id), REPLIES_EXCHANGE, reply_routing_key(reply.funder_id))
 
 
+def _answer(rows: "_Rows", reply: DecisionReply, causation_id: str | None) -> None:
+    """A run's reply: an outbox row of its own, or listed in the run's ``DecisionReplies`` when its case system
+    asked for batched replies (``replies.current_batch``)."""
+    batch = replies.current_batch.get()
+    if batch is None:
+        rows.outbox.append(_reply_row(reply, causation_id))
+    else:
+        batch.add(reply.funder_id, reply.envelope(SOURCE, causation_id).model_dump_json())
+
+
 class _AcceptedRows:
     """Outbox rows of ``DecisionAccepted`` replies to new grants, each body the JSON ``_reply_row`` makes, written
     by pydantic-core straight from the values (as ``outbox.DirectEventRows`` writes events): the first one is
@@ -532,10 +551,15 @@ async def _issue_row(session: AsyncSession, principal: Principal, data: Decision
         carry_over=voucher.carry_over, voucher_code=voucher.voucher_code, age_band=voucher.age_band,
         municipality_of_residence=voucher.municipality_of_residence))
     rows.audit.append(audit_row(principal, "voucher.issue", "voucher", voucher.id, voucher.funder_id, channel="bus"))
-    rows.outbox.append(_ACCEPTED.row(dict(
+    accepted = _ACCEPTED.row(dict(
         funder_id=voucher.funder_id, decision_ref=voucher.decision_ref, decision_version=voucher.decision_version,
         voucher_id=voucher.id, voucher_code=shown_code(voucher.voucher_code), client_login_code=shown_code(login_code),
-        status=voucher.status, outcome="issued"), envelope.id))
+        status=voucher.status, outcome="issued"), envelope.id)
+    batch = replies.current_batch.get()
+    if batch is None:
+        rows.outbox.append(accepted)
+    else:  # the same envelope, listed in the run's ``DecisionReplies``
+        batch.add(voucher.funder_id, accepted["body"])
     rows.issued.append((voucher.id, voucher.funder_id, correlation_id_var.get()))
 
 
@@ -552,7 +576,23 @@ async def on_decisions(session: AsyncSession, items: list[tuple[Envelope, Decisi
     written first, so the outbox holds the replies in delivery order. A decision refused by the rules is
     answered by its own reply and the others proceed; only an error that is no refusal (the database, or a
     message nobody can be answered for) fails the run, which the consumer then retries one message at a
-    time."""
+    time.
+
+    A decision whose envelope asks for batched replies (``replymode`` ``batched``) has its reply listed in the run's
+    ``DecisionReplies`` for its funder (``replies``), written after the run's other rows; the others' replies are
+    rows of their own, as before."""
+    consumer = current_consumer.get()
+    settings = consumer.bus.settings if consumer else None
+    batch = replies.RunReplies(SOURCE, getattr(settings, "decision_replies_per_message", 1000))
+    token = replies.current_batch.set(None)
+    try:
+        await _on_decisions(session, items, settings, batch)
+    finally:
+        replies.current_batch.reset(token)
+
+
+async def _on_decisions(session: AsyncSession, items: list[tuple[Envelope, DecisionData]], settings: Any,
+                        batch: replies.RunReplies) -> None:
     messages = current_run.get()
     datas = [data for _env, data in items]
     keys = Counter((d.funder_id, d.decision_ref) for d in datas)
@@ -561,12 +601,11 @@ async def on_decisions(session: AsyncSession, items: list[tuple[Envelope, Decisi
                 .scalars().all())
     issued = set(tuple(r) for r in (await session.execute(sa.select(Voucher.funder_id, Voucher.decision_ref).where(
         sa.tuple_(Voucher.funder_id, Voucher.decision_ref).in_(list(keys))))).all())
-    consumer = current_consumer.get()
-    settings = consumer.bus.settings if consumer else None
     rows = _Rows(getattr(settings, "issued_events", "v2"), getattr(settings, "issued_event_vouchers", 1000))
     for (envelope, data), message in zip(items, messages, strict=True):
         bind_correlation(envelope.correlationid, causation_id=envelope.id)
         current_delivery.set(message)
+        replies.current_batch.set(batch if getattr(envelope, "replymode", None) == BATCHED else None)
         key = (data.funder_id, data.decision_ref)
         publisher = _publisher(message)
         if (data.action != "grant" or keys[key] > 1 or key in issued or data.funder_id not in known
@@ -582,16 +621,19 @@ async def on_decisions(session: AsyncSession, items: list[tuple[Envelope, Decisi
         except DomainError as exc:
             log.info("decision.rejected", reason=exc.reason, publisher_funder=publisher,
                      decision_version=data.decision_version)
-            rows.outbox.append(_reply_row(DecisionRejected(
+            _answer(rows, DecisionRejected(
                 funder_id=publisher, decision_ref=data.decision_ref, decision_version=data.decision_version,
-                reason=exc.reason, message=exc.message, fields=exc.details.get("fields") or []), envelope.id))
+                reason=exc.reason, message=exc.message, fields=exc.details.get("fields") or []), envelope.id)
             rows.audit.append(audit_row(principal, f"decision.reject.{exc.reason}", "decision", None, publisher,
                                         channel="bus"))
+    replies.current_batch.set(None)
+    if batch.listed:  # the batched replies last: after every event of the run (the vouchers they name announced)
+        rows.outbox.extend(batch.rows())
     await rows.write(session)
 
 
 DECISIONS_CONSUMER = ConsumerSpec(
     name="decisions", exchange=DECISIONS_EXCHANGE, bind_keys=[DECISION_BINDING],
     handlers={}, batch_handlers={DECISION_TYPE: on_decisions}, contracts={DECISION_TYPE: DecisionData},
-    on_refused=on_decision_refused, whole_message_privacy=True,
+    on_refused=on_decision_refused, whole_message_privacy=True, envelope=DecisionEnvelope,
 )

@@ -23,6 +23,10 @@ class VouchersSettings(ServiceSettings):
     #: at most this many vouchers in one ``voucher.issued.v2`` (about 600 bytes a voucher: 1,000 is ~600 kB of body,
     #: under the consumers' 4 MB batch limit and RabbitMQ's max_message_size; the contract allows 5,000)
     issued_event_vouchers: int = Field(default=1000, ge=1, le=5000)
+    #: at most this many replies in one ``fi.seteli.decision.replies.v1`` (``DecisionReplies``: the replies of one run
+    #: of decisions to a funder's case system that asked for batched replies; about 650 bytes a reply; the contract
+    #: allows 5,000; more than ``CONSUMER_BATCH_SIZE`` makes no difference)
+    decision_replies_per_message: int = Field(default=1000, ge=1, le=5000)
     #: the daily expiry job runs in the service at ``EXPIRY_DAILY_AT`` (UTC, HH:MM or HH:MM:SS), once across the
     #: service's instances (``seteli_shared.jobs``); ``EXPIRY_SCHEDULER``: on unless ENVIRONMENT=test, where it
     #: runs only when set to true

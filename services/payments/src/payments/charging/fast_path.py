@@ -15,6 +15,9 @@ once falls back, after ``OPTIMISTIC_ATTEMPTS``, to the lock taken first (``store
 connection found dead is thrown away and the charge tried again (the reference makes that safe)."""
 from __future__ import annotations
 
+import calendar
+from datetime import date, timedelta
+
 from asyncpg import UniqueViolationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +26,7 @@ from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.db import driver_connection
 from seteli_shared.outbox import wake_relays
+from seteli_shared.periods import MONTH
 from seteli_shared.uow import AbstractUnitOfWork
 
 from ..models import VoucherView
@@ -40,7 +44,10 @@ class Stale(Exception):
 
 _VOUCHER_COLUMNS = tuple(c.name for c in VoucherView.__table__.c)
 #: ``load``'s one statement: the voucher's row and version, its charges per service date, the earlier charge
-#: with the reference, and one row per (approval, price list, choice) combination, deduplicated in ``load``
+#: with the reference, and one row per (approval, price list, choice) combination, deduplicated in ``load``.
+#: The charges are summed only over the days the rules count (``engine.days_asked``, as the batch store reads
+#: them): for monthly units the service date's month and the month before it, else the whole validity; a
+#: voucher's older months are not read again at every charge
 _READ_ALL = f"""
 SELECT {", ".join(f"v.{c}" for c in _VOUCHER_COLUMNS)}, v.xmin::text AS row_version,
   e.id AS earlier_id, e.voucher_id AS earlier_voucher_id, e.service_date AS earlier_service_date,
@@ -58,7 +65,9 @@ LEFT JOIN LATERAL (
   SELECT array_agg(s.service_date) AS days, array_agg(s.u) AS day_units, array_agg(s.m) AS day_money
   FROM (SELECT c.service_date, sum(c.units_x100 - c.corrected_units_x100) AS u,
                sum(c.amount_cents - c.corrected_amount_cents) AS m FROM payments_charge c
-        WHERE c.voucher_id = $1 AND c.status <> 'cancelled' GROUP BY c.service_date) s) d ON true
+        WHERE c.voucher_id = $1 AND c.status <> 'cancelled'
+          AND (v.period IS DISTINCT FROM '{MONTH}' OR c.service_date BETWEEN $6::date AND $7::date)
+        GROUP BY c.service_date) s) d ON true
 LEFT JOIN payments_approval a ON a.funder_id = v.funder_id AND a.provider_id = $2
   AND a.category = coalesce($4::varchar, v.category)
 LEFT JOIN payments_price_list p ON p.provider_id = $2 AND p.funder_id = v.funder_id
@@ -72,6 +81,13 @@ SELECT v.voucher_id, v.provider_id = $2 OR EXISTS (
   SELECT 1 FROM payments_provider_choice ch WHERE ch.voucher_id = v.voucher_id AND ch.provider_id = $2) AS mine
 FROM payments_voucher v WHERE v.voucher_code = $1 LIMIT 2
 """
+
+
+def _months_counted(day: date) -> tuple[date, date]:
+    """The first day of the month before ``day``'s and the last day of ``day``'s: every day a monthly voucher's
+    rules count for a charge on ``day`` (``engine.days_asked``: its period and the one before it)."""
+    start = day.replace(day=1)
+    return (start - timedelta(days=1)).replace(day=1), day.replace(day=calendar.monthrange(day.year, day.month)[1])
 
 
 class _Record:
@@ -103,7 +119,7 @@ class OptimisticChargeStore:
         state.voucher_of[line.index] = self.voucher_id = voucher_id
         req = line.req
         rows = await self.conn.fetch(_READ_ALL, voucher_id, provider_id, line.provider_reference, req.category,
-                                     req.service_date)
+                                     req.service_date, *_months_counted(req.service_date))
         first = rows[0]
         if first["voucher_id"] is not None:
             self.version = first["row_version"]

@@ -54,10 +54,10 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
         raise outcome.error
     if outcome.status == engine.REPEATED:
         return ChargePublic.of(await reads.get_charge(sessions, outcome.charge_id)), False
-    charge = outcome.charge
-    log.info("charge.accepted", charge_id=charge.id, voucher_id=charge.voucher_id,
-             amount_cents=charge.amounts.amount_cents)
-    return public(charge), True
+    # no log line of its own: the request's ``http.request`` line (with its correlation id), the charge's audit row
+    # (the same correlation id) and its ``ChargeAccepted`` event record it; a second line cost every charge a JSON
+    # rendering, a scan for personal data and a write (bench/README.md, "Single charge: PostgreSQL's share")
+    return public(outcome.charge), True
 
 
 def engine_line(index: int, c, provider_id: str) -> engine.Line:  # noqa: ANN001  (ChargeLine or ChargeCreate)
