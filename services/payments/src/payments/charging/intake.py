@@ -56,7 +56,8 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
         return ChargePublic.of(await reads.get_charge(sessions, outcome.charge_id)), False
     # no log line of its own: the request's ``http.request`` line (with its correlation id), the charge's audit row
     # (the same correlation id) and its ``ChargeAccepted`` event record it; a second line cost every charge a JSON
-    # rendering, a scan for personal data and a write (bench/README.md, "Single charge: PostgreSQL's share")
+    # rendering, a scan for personal data and a write (bench/README.md, "Single charge: where PostgreSQL's
+    # time a charge goes")
     return public(outcome.charge), True
 
 
