@@ -1,6 +1,8 @@
 """Money is integer cents; rates are Decimal. Every rounding in the system goes through here."""
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 
@@ -40,8 +42,10 @@ def allocate(total_cents: int, weights: list[int]) -> list[int]:
         parts = [0] * len(weights)
         parts[0] = total_cents
         return parts
-    exact = [Decimal(total_cents) * w / weight_sum for w in weights]
-    parts = [int(x.to_integral_value(rounding=ROUND_FLOOR)) for x in exact]
+    # exact fractions: in ``Decimal`` a tie (equal remainders) could differ in its last digit and go to a later item
+    whole, of = Fraction(total_cents), Fraction(weight_sum)
+    exact = [whole * Fraction(w) / of for w in weights]
+    parts = [math.floor(x) for x in exact]
     short = total_cents - sum(parts)
     order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), i))
     for i in order[:short]:
