@@ -475,14 +475,14 @@ def _reply_row(reply: DecisionReply, causation_id: str | None) -> dict[str, Any]
     return message_row(reply.envelope(SOURCE, causation_id), REPLIES_EXCHANGE, reply_routing_key(reply.funder_id))
 
 
-def _answer(rows: "_Rows", reply: DecisionReply, causation_id: str | None) -> None:
-    """A run's reply: an outbox row of its own, or listed in the run's ``DecisionReplies`` when its case system
+def _answer(rows: "_Rows", funder_id: str, row: dict[str, Any]) -> None:
+    """A run's reply: its outbox row, or the row's body listed in the run's ``DecisionReplies`` when its case system
     asked for batched replies (``replies.current_batch``)."""
     batch = replies.current_batch.get()
     if batch is None:
-        rows.outbox.append(_reply_row(reply, causation_id))
+        rows.outbox.append(row)
     else:
-        batch.add(reply.funder_id, reply.envelope(SOURCE, causation_id).model_dump_json())
+        batch.add(funder_id, row["body"])
 
 
 class _AcceptedRows:
@@ -555,11 +555,7 @@ async def _issue_row(session: AsyncSession, principal: Principal, data: Decision
         funder_id=voucher.funder_id, decision_ref=voucher.decision_ref, decision_version=voucher.decision_version,
         voucher_id=voucher.id, voucher_code=shown_code(voucher.voucher_code), client_login_code=shown_code(login_code),
         status=voucher.status, outcome="issued"), envelope.id)
-    batch = replies.current_batch.get()
-    if batch is None:
-        rows.outbox.append(accepted)
-    else:  # the same envelope, listed in the run's ``DecisionReplies``
-        batch.add(voucher.funder_id, accepted["body"])
+    _answer(rows, voucher.funder_id, accepted)
     rows.issued.append((voucher.id, voucher.funder_id, correlation_id_var.get()))
 
 
@@ -621,9 +617,9 @@ async def _on_decisions(session: AsyncSession, items: list[tuple[Envelope, Decis
         except DomainError as exc:
             log.info("decision.rejected", reason=exc.reason, publisher_funder=publisher,
                      decision_version=data.decision_version)
-            _answer(rows, DecisionRejected(
+            _answer(rows, publisher, _reply_row(DecisionRejected(
                 funder_id=publisher, decision_ref=data.decision_ref, decision_version=data.decision_version,
-                reason=exc.reason, message=exc.message, fields=exc.details.get("fields") or []), envelope.id)
+                reason=exc.reason, message=exc.message, fields=exc.details.get("fields") or []), envelope.id))
             rows.audit.append(audit_row(principal, f"decision.reject.{exc.reason}", "decision", None, publisher,
                                         channel="bus"))
     replies.current_batch.set(None)

@@ -41,9 +41,6 @@ class RunReplies:
         """A decision's reply envelope (the JSON its own message would have carried), made under its correlation."""
         self.listed.setdefault(funder_id, []).append((body, correlation_id_var.get()))
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.listed.values())
-
     def rows(self) -> list[dict[str, Any]]:
         """The outbox rows of the replies gathered (and forgets them): one ``DecisionReplies`` per funder and
         ``per_message`` replies."""

@@ -15,7 +15,6 @@ once falls back, after ``OPTIMISTIC_ATTEMPTS``, to the lock taken first (``store
 connection found dead is thrown away and the charge tried again (the reference makes that safe)."""
 from __future__ import annotations
 
-import calendar
 from datetime import date, timedelta
 
 from asyncpg import UniqueViolationError
@@ -26,6 +25,7 @@ from seteli_shared.auth import Principal
 from seteli_shared.clock import Clock
 from seteli_shared.db import driver_connection
 from seteli_shared.outbox import wake_relays
+from seteli_shared import periods
 from seteli_shared.periods import MONTH
 from seteli_shared.uow import AbstractUnitOfWork
 
@@ -86,8 +86,8 @@ FROM payments_voucher v WHERE v.voucher_code = $1 LIMIT 2
 def _months_counted(day: date) -> tuple[date, date]:
     """The first day of the month before ``day``'s and the last day of ``day``'s: every day a monthly voucher's
     rules count for a charge on ``day`` (``engine.days_asked``: its period and the one before it)."""
-    start = day.replace(day=1)
-    return (start - timedelta(days=1)).replace(day=1), day.replace(day=calendar.monthrange(day.year, day.month)[1])
+    start, end = periods.period_bounds(MONTH, day, day, day)
+    return periods.period_bounds(MONTH, day, day, start - timedelta(days=1))[0], end
 
 
 class _Record:
