@@ -361,8 +361,11 @@ async def test_a_job_holder_killed_in_the_middle_of_a_run_is_replaced_within_the
         killed_at = time.monotonic()
 
         async def replaced() -> dict | None:
+            # taking the lease and claiming the unfinished run are two statements (JobRunner._hold, then _claim):
+            # wait for both, else a look between them sees the new holder beside the old run's row
             j = (await health_jobs(fleet, "payments"))[job]
-            return j if j["holder"] and j["holder"] != running["holder"] else None
+            return j if (j["holder"] and j["holder"] != running["holder"]
+                         and (j["last_run"] or {}).get("detail") == "taken over") else None
         taken = await eventually(replaced, timeout=30, interval=0.1)
         took = time.monotonic() - killed_at
         bound = 2 + 2 / 3  # JOB_LEASE_SECONDS and a third of it
