@@ -251,3 +251,24 @@ def test_the_logger_drops_every_value_the_guard_s_matcher_flags(capsys):  # noqa
     assert line["nested"] == {"refs": ["ok", REMOVED]} and line["number"] == REMOVED and line["plain"] == "visit-1"
     assert line["exception"] == REMOVED and REMOVED in line and "HETU131052308T" not in line
     assert "131052" not in json.dumps(line)
+
+
+_LOGGED = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                    st.sampled_from(["visit-1", "131052-308T", "x131052-308Ty", "131052308", "/charges", "POST"]),
+                    st.integers(131052000, 131052999), st.text(max_size=20))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["event", "path", "ms", "HETU131052308T", "k131052-308T", "status"]) |
+                       st.text(max_size=12),
+                       _LOGGED | st.lists(_LOGGED, max_size=3) | st.dictionaries(st.text(max_size=5), _LOGGED,
+                                                                                 max_size=3), max_size=8))
+def test_the_logger_s_inline_checks_drop_what_the_plain_walk_drops(event: dict) -> None:
+    """``_drop_personal_data`` checks strings and numbers inline (the common cases of every line): the same line as
+    the plain walk of every key and value (``_scrubbed``) makes, key for key, whatever the values."""
+    from seteli_shared.logging import REMOVED, _drop_personal_data, _flagged, _scrubbed
+
+    plain = {(REMOVED if _flagged(k) else k): _scrubbed(v) for k, v in event.items()}
+    made = _drop_personal_data(None, "info", dict(event))
+    assert made == plain and list(made) == list(plain)
+    assert [type(v) for v in made.values()] == [type(v) for v in plain.values()]

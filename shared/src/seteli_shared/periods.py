@@ -14,11 +14,14 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 
 MONTH = "month"
 VALIDITY = "validity"
 
 
+#: pure and asked again and again with the same values (a charge asks it about seven times): remembered
+@lru_cache(maxsize=4096)
 def period_bounds(period: str, valid_from: date, valid_until: date, day: date) -> tuple[date, date]:
     """The period whose units a service on ``day`` uses: its calendar month, or the whole validity."""
     if period == MONTH:
@@ -27,6 +30,7 @@ def period_bounds(period: str, valid_from: date, valid_until: date, day: date) -
     return valid_from, valid_until
 
 
+@lru_cache(maxsize=4096)
 def previous_period(period: str, valid_from: date, valid_until: date, day: date) -> tuple[date, date] | None:
     """The month before ``day``'s, when units are monthly and that month overlaps the validity; else None."""
     if period != MONTH:

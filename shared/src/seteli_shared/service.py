@@ -231,8 +231,11 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             await runtime.stop()
             tracing.shutdown(tracer_provider)
 
+    # FastAPI's native telemetry off: it reads the process-wide OpenTelemetry providers, which no service sets (each
+    # has its own, ``tracing.instrument``); left on, it asked them whether they were configured at every request
     app = FastAPI(title=spec.title or f"seteli {spec.name}", description=spec.description,
-                  version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None)
+                  version=spec.version, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     install_docs(app)  # Swagger UI served from this service (works offline)
     app.state.settings = settings
     app.state.clock = SystemClock()  # each app its own; a test sets a FixedClock in its place

@@ -42,7 +42,16 @@ def count_charges(outcomes: Iterable) -> None:  # noqa: ANN001  (engine.Outcome)
         key = (outcome.status, outcome.reason or "")
         counts[key] = counts.get(key, 0) + 1
     for (status, reason), n in counts.items():
-        counter.labels(status, reason).inc(n)
+        child = _CHILDREN.get((counter, status, reason))
+        if child is None:  # the labelled child found once per (counter, outcome, reason): a dict look-up after
+            if len(_CHILDREN) >= 1024:
+                _CHILDREN.clear()
+            child = _CHILDREN[(counter, status, reason)] = counter.labels(status, reason)
+        child.inc(n)
+
+
+#: ``count_charges``' labelled children, by their counter (each app's registry has its own) and labels
+_CHILDREN: dict[tuple, object] = {}
 
 
 def count_webhook(outcome: str) -> None:

@@ -3,6 +3,7 @@ field and byte for byte as JSON, as the table's model made into a ``ChargePublic
 (``ChargePublic.of(rows.as_charge(c))``), whatever the amounts, tariff, price list, client fee and dates."""
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 
 from hypothesis import given, settings
@@ -40,3 +41,27 @@ def test_a_new_charge_is_answered_as_the_ordinary_way_answers_it(c: engine.NewCh
     assert fast.model_dump(mode="json") == ordinary.model_dump(mode="json")
     assert fast.model_dump_json() == ordinary.model_dump_json()
     assert ChargePublic.model_validate(fast.model_dump(mode="json")) == ordinary
+
+
+@settings(max_examples=300, deadline=None)
+@given(new_charges())
+def test_a_new_charge_is_answered_in_json_as_the_model_dumps_it(c: engine.NewCharge) -> None:
+    """``rows.public_values`` (what ``POST /charges`` answers, written without the model) is the model's JSON dump,
+    key for key in the same order; ``public_json`` answers it from its first charge on."""
+    ordinary = ChargePublic.of(rows.as_charge(c)).model_dump(mode="json")
+    direct = rows.public_values(c)
+    assert direct == ordinary
+    assert list(direct) == list(ordinary)
+    assert json.dumps(direct) == json.dumps(ordinary)
+    assert rows.public_json(c) == ordinary
+    assert rows.public_json.direct is True
+
+
+def test_another_offset_or_a_naive_time_is_answered_as_the_model_dumps_it() -> None:
+    req = domain.ChargeRequest(provider_id="p1", service_date=date(2026, 6, 1), units_x100=150, unit_price_cents=None)
+    amounts = domain.ChargeAmounts(unit_price_cents=2500, amount_cents=3750, own_share_cents=0, price_registered=False,
+                                   registered_price_cents=None, price_list_id=None, client_fee_cents=None)
+    for at in (datetime(2026, 6, 1, 12, tzinfo=timezone(timedelta(hours=3))), datetime(2026, 6, 1, 12, 0, 0, 5)):
+        c = engine.NewCharge(id="c1", voucher_id="v1", funder_id="091", category="home_care", provider_reference="r",
+                             req=req, amounts=amounts, accepted_at=at)
+        assert rows.public_values(c) == ChargePublic.of(rows.as_charge(c)).model_dump(mode="json")

@@ -123,7 +123,8 @@ class OptimisticChargeStore:
         first = rows[0]
         if first["voucher_id"] is not None:
             self.version = first["row_version"]
-            state.vouchers[voucher_id] = voucher_on_file(_Record({c: first[c] for c in _VOUCHER_COLUMNS}))
+            # the row read by name as the dictionary of its voucher columns was (the same look-ups, no copy)
+            state.vouchers[voucher_id] = voucher_on_file(_Record(first))
         if first["earlier_id"] is not None:
             state.earlier[line.provider_reference] = engine.Earlier(
                 first["earlier_id"], first["earlier_voucher_id"], first["earlier_service_date"],

@@ -25,7 +25,7 @@ from seteli_shared.money import to_hundredths
 from seteli_shared.schemas import DATE_MAX, DATE_MIN, NUMBER_REASONS, BusinessDate, Cents, RequestModel, Units
 
 from . import csv_format, domain, engine, fast_path, reads, store
-from .rows import BULK, AcceptedEvents, public
+from .rows import BULK, AcceptedEvents, public, public_json
 from .schemas import ChargePublic
 
 log = get_logger(__name__)
@@ -44,6 +44,23 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
                          line: engine.Line) -> tuple[ChargePublic, bool]:
     """A provider charges a voucher: the charge as answered and whether it is new (a retry with the same provider
     reference answers the first charge). A refusal raises its reason."""
+    outcome = await _charged(sessions, clock, principal, line)
+    if outcome.status == engine.REPEATED:
+        return ChargePublic.of(await reads.get_charge(sessions, outcome.charge_id)), False
+    return public(outcome.charge), True
+
+
+async def charge_answer(sessions: Sessions, clock: Clock, principal: Principal,
+                        line: engine.Line) -> tuple[dict, bool]:
+    """``charge_voucher``'s answer as JSON values (``ChargePublic`` in JSON mode): a new charge's written straight
+    from the engine's values (``rows.public_json``), no model made and dumped."""
+    outcome = await _charged(sessions, clock, principal, line)
+    if outcome.status == engine.REPEATED:
+        return ChargePublic.of(await reads.get_charge(sessions, outcome.charge_id)).model_dump(mode="json"), False
+    return public_json(outcome.charge), True
+
+
+async def _charged(sessions: Sessions, clock: Clock, principal: Principal, line: engine.Line) -> engine.Outcome:
     db = sessions.kw.get("bind")
     outcome = None
     if db is not None and db.dialect.name == "postgresql":
@@ -52,13 +69,11 @@ async def charge_voucher(sessions: Sessions, clock: Clock, principal: Principal,
         outcome = (await store.run_batch(sessions, clock, principal, line.req.provider_id, [line]))[line.index]
     if outcome.error is not None:
         raise outcome.error
-    if outcome.status == engine.REPEATED:
-        return ChargePublic.of(await reads.get_charge(sessions, outcome.charge_id)), False
     # no log line of its own: the request's ``http.request`` line (with its correlation id), the charge's audit row
     # (the same correlation id) and its ``ChargeAccepted`` event record it; a second line cost every charge a JSON
     # rendering, a scan for personal data and a write (bench/README.md, "Single charge: where PostgreSQL's
     # time a charge goes")
-    return public(outcome.charge), True
+    return outcome
 
 
 def engine_line(index: int, c, provider_id: str) -> engine.Line:  # noqa: ANN001  (ChargeLine or ChargeCreate)

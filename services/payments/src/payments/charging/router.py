@@ -61,8 +61,8 @@ async def charge_request(sessions, clock: Clock, principal: Principal, body: Cha
     line = intake.engine_line(0, body, provider_id)
 
     async def answer() -> tuple[int, object]:
-        charge, new = await intake.charge_voucher(sessions, clock, principal, line)
-        return (201 if new else 200), charge.model_dump(mode="json")
+        charge, new = await intake.charge_answer(sessions, clock, principal, line)
+        return (201 if new else 200), charge
 
     if idempotency_key is None:
         # the answer as it is: FastAPI would check a ChargePublic against ChargePublic once more
